@@ -1,0 +1,416 @@
+/*
+ * check.c — the full consistency check of a live registry, and the repair
+ * sweep that reclaims what crashed processes left behind.
+ *
+ * The check runs beside working processes, so it must tell three things
+ * apart: corruption (an offset out of bounds, a chain that loops, a live
+ * session missing from the index), work in flight (a create or delete that
+ * a live process is in the middle of), and leftovers of the dead (blocks
+ * and half-done operations whose responsible handle is gone). Only the
+ * first is a problem; the third is reported as leaked and, with
+ * SHMREG_CHECK_REPAIR, reclaimed.
+ *
+ * "Whose responsibility" is read from the owner tag in each block's state
+ * word, from a deleted session's state word (which carries the deleter's
+ * tag), and from the intent a handle records before it unlinks a block.
+ *
+ * How: mark every block reachable from the live structure (sessions,
+ * their blocks and dialogs), every block on a free list (walked under that
+ * list's lock) and on a dead handle's limbo list (under the handle lock),
+ * then look at every carved block that is not marked. Every repair is a
+ * compare-and-swap on the exact state word observed, so a repair can never
+ * take a block that changed hands since it was looked at.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "reg.h"
+
+typedef struct check {
+    shmreg *h;
+    const shm_seg *s;
+    int repair;
+    shmreg_check_report *r;
+    shmreg_problem_fn problem;
+    void *arg;
+    uint8_t *marks;          /* one bit per 16 bytes from off_slots */
+    uint64_t nbits;
+} check;
+
+static void problem(check *k, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void problem(check *k, const char *fmt, ...)
+{
+    char buf[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    k->r->problems++;
+    if (k->problem)
+        k->problem(k->arg, buf);
+}
+
+static uint64_t bit_of(check *k, uint64_t off)
+{
+    return (off - k->s->off_slots) / 16;
+}
+
+/* Mark a block; returns 0 if it was already marked (a second reference). */
+static int mark(check *k, uint64_t off)
+{
+    uint64_t b = bit_of(k, off);
+    if (b >= k->nbits)
+        return 1;
+    int was = (k->marks[b / 8] >> (b % 8)) & 1;
+    k->marks[b / 8] |= (uint8_t)(1u << (b % 8));
+    return !was;
+}
+
+static int marked(check *k, uint64_t off)
+{
+    uint64_t b = bit_of(k, off);
+    return b < k->nbits && ((k->marks[b / 8] >> (b % 8)) & 1);
+}
+
+static int intent_live(check *k, uint64_t off)
+{
+    for (uint32_t i = 0; i < k->s->max_handles; i++)
+        if (atomic_load(&k->s->handles[i].intent_off) == off && shm_handle_alive(k->s, i))
+            return 1;
+    return 0;
+}
+
+/* ------------------------------------------------------------ sessions */
+
+static int in_index(check *k, uint32_t si)
+{
+    reg_sess *x = reg_slot(k->h, si);
+    uint32_t n = atomic_load(&k->s->sess_index[reg_id_bucket(k->h, x->id)]);
+    for (uint32_t steps = 0; n && n <= k->s->max_sessions && steps <= k->s->max_sessions; steps++) {
+        if (n - 1 == si)
+            return 1;
+        n = atomic_load(&reg_slot(k->h, n - 1)->next);
+    }
+    return 0;
+}
+
+static void check_block_ref(check *k, uint32_t si, uint64_t off, const char *what)
+{
+    if (off == 0)
+        return;
+    shm_blk *b = shm_blk_at(k->s, off);
+    if (b == NULL) {
+        problem(k, "session slot %u: %s offset %llu is not a block", si, what, (unsigned long long)off);
+        return;
+    }
+    if (b->aux != si + 1 || SHM_KIND(atomic_load(&b->state)) != SHM_BLK_USED) {
+        /* A writer may have swapped the field and retired the block since
+         * we read the field: only a problem if the field still holds it. */
+        return;
+    }
+    if (!mark(k, off))
+        problem(k, "session slot %u: %s block %llu referenced twice", si, what, (unsigned long long)off);
+}
+
+static void check_session(check *k, uint32_t si)
+{
+    shmreg *h = k->h;
+    reg_sess *x = reg_slot(h, si);
+    uint64_t hst = atomic_load(&x->hdr.state);
+    if (SHM_KIND(hst) != SHM_BLK_USED)
+        return;
+    uint64_t st = atomic_load(&x->state);
+    mark(k, shm_slot_off(k->s, si));
+    if (REG_LIVE(st)) {
+        k->r->sessions++;
+        if (!in_index(k, si) && REG_LIVE(atomic_load(&x->state)))
+            problem(k, "session slot %u is live but missing from the index", si);
+        shmreg_str str[SHMREG_FIELD_STR_COUNT], sdp;
+        uint16_t port[2];
+        uint64_t info = atomic_load(&x->info);
+        if (reg_info_view(h, info, str, port) != 0)
+            problem(k, "session slot %u: bad info block: %s", si, shmreg_errmsg());
+        check_block_ref(k, si, info, "info");
+        for (int i = 0; i < 2; i++) {
+            uint64_t o = atomic_load(&x->sdp[i]);
+            if (reg_sdp_view(h, o, &sdp) != 0)
+                problem(k, "session slot %u: bad SDP block: %s", si, shmreg_errmsg());
+            check_block_ref(k, si, o, i ? "remote SDP" : "local SDP");
+        }
+        for (unsigned i = 0; i < SHMREG_MAX_DIALOGS_PER_SESSION; i++) {
+            uint64_t r = atomic_load(&x->dlg[i]);
+            if (r == 0)
+                continue;
+            reg_dlg *d = reg_dialog_at(h, r);
+            if (d == NULL) {
+                problem(k, "session slot %u: dialog reference %llu is not a record", si,
+                        (unsigned long long)r);
+                continue;
+            }
+            if (d->slot != si || memcmp(d->sid, x->id, 16) != 0)
+                problem(k, "session slot %u: dialog record %llu belongs elsewhere", si,
+                        (unsigned long long)r);
+            mark(k, r);
+            k->r->dialogs++;
+        }
+        return;
+    }
+    /* Not live: a create or delete in progress, or abandoned by the dead. */
+    unsigned s8 = REG_STATE(st);
+    uint64_t who = s8 == REG_DELETED ? SHM_TAG(st) : SHM_TAG(hst);
+    if (s8 != 0 && s8 != REG_DELETED) {
+        problem(k, "session slot %u has unknown state 0x%x", si, s8);
+        return;
+    }
+    if (shm_tag_alive(k->s, who))
+        return; /* in flight */
+    k->r->leaked_blocks++;
+    k->r->leaked_bytes += SHM_SLOT_BYTES;
+    if (k->repair && atomic_compare_exchange_strong(&x->state, &st, h->c.tag | REG_DELETED)) {
+        reg_finish_delete(h, si);
+        k->r->reclaimed_blocks++;
+    }
+}
+
+/* ------------------------------------------------------------ index chains */
+
+static void check_sess_index(check *k)
+{
+    const shm_seg *s = k->s;
+    for (uint32_t b = 0; b < s->buckets; b++) {
+        uint32_t n = atomic_load(&s->sess_index[b]);
+        for (uint32_t steps = 0; n; steps++) {
+            if (n > s->max_sessions || steps > s->max_sessions) {
+                problem(k, "session index bucket %u: chain broken or looping", b);
+                break;
+            }
+            reg_sess *x = reg_slot(k->h, n - 1);
+            if (reg_id_bucket(k->h, x->id) != b && REG_LIVE(atomic_load(&x->state)))
+                problem(k, "session slot %u is chained in bucket %u, hashes elsewhere", n - 1, b);
+            n = atomic_load(&x->next);
+        }
+    }
+}
+
+static int referenced_by_session(check *k, uint64_t rec, reg_dlg *d)
+{
+    reg_sess *x = reg_slot(k->h, d->slot);
+    for (unsigned i = 0; i < SHMREG_MAX_DIALOGS_PER_SESSION; i++)
+        if (atomic_load(&x->dlg[i]) == rec)
+            return 1;
+    return 0;
+}
+
+static void check_dlg_index(check *k)
+{
+    const shm_seg *s = k->s;
+    for (uint32_t b = 0; b < s->buckets; b++) {
+        uint64_t off = atomic_load(&s->dlg_index[b]);
+        for (uint64_t steps = 0; off; steps++) {
+            reg_dlg *d = reg_dialog_at(k->h, off);
+            if (d == NULL || steps > s->size / 64) {
+                problem(k, "dialog index bucket %u: chain broken at %llu", b, (unsigned long long)off);
+                break;
+            }
+            uint64_t next = atomic_load(&d->next);
+            if ((d->hash & (s->buckets - 1)) != b)
+                problem(k, "dialog record %llu is chained in bucket %u, hashes elsewhere",
+                        (unsigned long long)off, b);
+            if (!referenced_by_session(k, off, d)) {
+                /* Unbind or delete in flight, or abandoned by the dead. */
+                reg_sess *x = reg_slot(k->h, d->slot);
+                uint64_t st = atomic_load(&x->state);
+                int flight = intent_live(k, off) ||
+                             (REG_STATE(st) == REG_DELETED && shm_tag_alive(s, SHM_TAG(st)));
+                shm_blk *blk = shm_blk_at(s, off);
+                uint64_t bst = atomic_load(&blk->state);
+                if (!flight && SHM_KIND(bst) == SHM_BLK_USED && !referenced_by_session(k, off, d)) {
+                    k->r->leaked_blocks++;
+                    k->r->leaked_bytes += shm_class_size(blk->cls);
+                    if (k->repair && reg_dialog_unlink(k->h, off)) {
+                        atomic_fetch_sub(&s->hdr->dialogs, 1);
+                        if (shm_retire(&k->h->c, off, bst) == 0)
+                            k->r->reclaimed_blocks++;
+                    }
+                }
+                mark(k, off);
+            }
+            off = next;
+        }
+    }
+}
+
+/* ------------------------------------------------------------ lists */
+
+static void check_free_lists(check *k)
+{
+    const shm_seg *s = k->s;
+    for (unsigned c = 0; c <= SHM_NCLASS; c++) {
+        for (unsigned sh = 0; sh < SHM_SHARDS; sh++) {
+            shm_freelist *fl = c < SHM_NCLASS ? &s->ctl->heap[c][sh] : &s->ctl->slots[sh];
+            shm_list_lock(s, fl);
+            uint64_t n = 0;
+            for (uint64_t off = fl->head; off; n++) {
+                shm_blk *b = shm_blk_at(s, off);
+                if (b == NULL || n > s->size / 64 || SHM_KIND(atomic_load(&b->state)) != SHM_BLK_FREE) {
+                    problem(k, "free list %u/%u: bad entry %llu", c, sh, (unsigned long long)off);
+                    break;
+                }
+                mark(k, off);
+                off = atomic_load(&b->link);
+            }
+            if (n != fl->nfree)
+                problem(k, "free list %u/%u holds %llu blocks, counts %llu", c, sh,
+                        (unsigned long long)n, (unsigned long long)fl->nfree);
+            if (c < SHM_NCLASS)
+                k->r->heap_blocks_free += n;
+            shm_lock_drop(&fl->lock);
+        }
+    }
+}
+
+/* Limbo lists of handles that are not alive are quiet: walk them under
+ * the handle lock (reapers take it too). Live handles' lists are their
+ * own business: RETIRED blocks with a live tag are taken to be on them. */
+static void check_limbo(check *k)
+{
+    const shm_seg *s = k->s;
+    shm_lock_take(&s->ctl->handle_lock);
+    for (uint32_t i = 0; i < s->max_handles; i++) {
+        if (shm_handle_alive(s, i))
+            continue;
+        uint64_t steps = 0;
+        for (uint64_t off = atomic_load(&s->handles[i].limbo_head); off; steps++) {
+            shm_blk *b = shm_blk_at(s, off);
+            if (b == NULL || steps > s->size / 64) {
+                problem(k, "handle %u: limbo list broken at %llu", i, (unsigned long long)off);
+                break;
+            }
+            mark(k, off);
+            off = atomic_load(&b->link);
+        }
+    }
+    shm_lock_drop(&s->ctl->handle_lock);
+}
+
+/* ------------------------------------------------------------ the rest */
+
+static int dead_intent(check *k, uint64_t off, uint64_t st, shm_blk *b)
+{
+    for (uint32_t i = 0; i < k->s->max_handles; i++) {
+        shm_handle *x = &k->s->handles[i];
+        if (atomic_load(&x->intent_off) == off && atomic_load(&x->intent_state) == st &&
+            atomic_load(&x->intent_stamp) == atomic_load(&b->stamp) && !shm_handle_alive(k->s, i))
+            return 1;
+    }
+    return 0;
+}
+
+static void sweep_block(void *arg, uint64_t off, shm_blk *b)
+{
+    check *k = arg;
+    uint64_t st = atomic_load(&b->state);
+    unsigned kind = SHM_KIND(st);
+    if (shm_slot_index(k->s, off) == UINT32_MAX && kind != SHM_BLK_FREE)
+        k->r->heap_blocks_used++;
+    if (marked(k, off) || shm_slot_index(k->s, off) != UINT32_MAX)
+        return;
+    int leaked = 0;
+    if (kind == SHM_BLK_USED)
+        leaked = !shm_tag_alive(k->s, SHM_TAG(st)) || dead_intent(k, off, st, b);
+    else if (kind == SHM_BLK_RETIRED)
+        leaked = !shm_tag_alive(k->s, SHM_TAG(st));
+    else if (kind == SHM_BLK_FREE || kind == SHM_BLK_FREEING)
+        leaked = 1; /* off every list: a list was cut at a bad entry */
+    if (!leaked)
+        return;
+    k->r->leaked_blocks++;
+    k->r->leaked_bytes += shm_class_size(b->cls);
+    if (!k->repair)
+        return;
+    if (kind == SHM_BLK_USED || kind == SHM_BLK_RETIRED) {
+        /* Through limbo, not straight to a free list: a reader may still
+         * be looking at a block its dead owner unlinked a moment ago. */
+        if (shm_retire(&k->h->c, off, st) == 0)
+            k->r->reclaimed_blocks++;
+    } else {
+        shm_freelist *fl = shm_blk_list(k->s, off);
+        shm_list_lock(k->s, fl);
+        int listed = 0;
+        for (uint64_t o = fl->head, n = 0; o && n <= fl->nfree; o = atomic_load(&((shm_blk *)(k->s->base + o))->link), n++)
+            listed |= o == off;
+        if (!listed && atomic_load(&b->state) == st) {
+            atomic_store(&b->state, k->h->c.tag | SHM_BLK_USED);
+            shm_lock_drop(&fl->lock);
+            shm_free(&k->h->c, off);
+            k->r->reclaimed_blocks++;
+        } else {
+            shm_lock_drop(&fl->lock);
+        }
+    }
+}
+
+static void count_handles(check *k)
+{
+    for (uint32_t i = 0; i < k->s->max_handles; i++) {
+        unsigned kind = SHM_H_KIND(atomic_load(&k->s->handles[i].word));
+        /* An orphan is a closed handle still handing back memory, not a
+         * dead process's. */
+        if ((kind == SHM_H_ACTIVE || kind == SHM_H_CLAIMING) && !shm_handle_alive(k->s, i))
+            k->r->stale_handles++;
+    }
+}
+
+int shmreg_check(shmreg *h, unsigned flags, shmreg_check_report *report, shmreg_problem_fn problem_fn,
+                 void *arg, void (*progress)(void *arg, uint64_t done, uint64_t total))
+{
+    int rc = shmreg__usable(h);
+    if (rc)
+        return rc;
+    if (flags & ~SHMREG_CHECK_REPAIR)
+        return shmreg__fail(SHMREG_EINVAL, "unknown check flags 0x%x", flags);
+    shmreg_check_report dummy;
+    check k = {.h = h, .s = &h->c.seg, .repair = flags & SHMREG_CHECK_REPAIR,
+               .r = report ? report : &dummy, .problem = problem_fn, .arg = arg};
+    memset(k.r, 0, sizeof *k.r);
+
+    char why[256];
+    shm_seg again;
+    if (shm_seg_bind(&again, h->map, h->map_size, why, sizeof why) != 0) {
+        problem(&k, "header: %s", why);
+        return SHMREG_ECORRUPT;
+    }
+    count_handles(&k);
+    if (k.repair) {
+        k.r->reaped_handles = (uint64_t)shm_reap(&h->c);
+        shm_pages_repair(&h->c);
+    }
+    k.nbits = (k.s->size - k.s->off_slots) / 16 + 1;
+    k.marks = calloc(k.nbits / 8 + 1, 1);
+    if (k.marks == NULL)
+        return shmreg__fail(SHMREG_ENOMEM, "no memory for the check's bitmap");
+
+    shm_read_enter(&h->c);
+    uint64_t total = k.s->max_sessions, step = total / 100 + 1;
+    for (uint64_t i = reg_next_carved_slot(k.s, 0); i < k.s->max_sessions;
+         i = reg_next_carved_slot(k.s, i + 1)) {
+        check_session(&k, (uint32_t)i);
+        if (progress && i % step == 0)
+            progress(arg, i, total);
+    }
+    if (progress)
+        progress(arg, total, total);
+    check_sess_index(&k);
+    check_dlg_index(&k);
+    check_free_lists(&k);
+    check_limbo(&k);
+    shm_blocks_walk(k.s, sweep_block, &k);
+    shm_read_leave(&h->c);
+    free(k.marks);
+
+    if (k.repair)
+        shm_reclaim(&h->c);
+    return k.r->problems ? shmreg__fail(SHMREG_ECORRUPT, "%llu problem(s) found",
+                                        (unsigned long long)k.r->problems)
+                         : 0;
+}

@@ -1,0 +1,340 @@
+/*
+ * dialog.c — SIP dialogs: (Call-ID, local tag, remote tag) -> session.
+ *
+ * The keys come from the network, so the bucket is chosen by keyed SipHash
+ * (libsodium crypto_shorthash) under the registry's random key: a peer who
+ * cannot learn the key cannot aim many Call-IDs at one chain. The hash
+ * covers only Call-ID and local tag, so an early dialog (remote tag not yet
+ * known) and its confirmed dialogs live in the same chain and the early
+ * lookup is one chain walk.
+ *
+ * Lookups walk chains with no lock. Writers to a chain (bind, unbind)
+ * serialise on one of SHM_STRIPES robust stripe locks, which makes
+ * insert-if-absent exact; every chain change is one store, so a writer
+ * killed inside the lock leaves a consistent chain.
+ *
+ * Each session keeps the offsets of its dialog records (at most
+ * SHMREG_MAX_DIALOGS_PER_SESSION), so deleting a session unbinds its
+ * dialogs without searching. A record's reference in its session is the
+ * token of ownership: whoever clears it (with a CAS) unlinks and retires
+ * the record, so a racing unbind and delete never retire it twice.
+ */
+#include <sodium.h>
+
+#include "reg.h"
+
+static int check_key(shmreg_str call_id, shmreg_str ltag, shmreg_str rtag, int rtag_optional)
+{
+    if (call_id.ptr == NULL || call_id.len == 0)
+        return shmreg__fail(SHMREG_EINVAL, "empty Call-ID");
+    if (call_id.len > SHMREG_MAX_STR || ltag.len > SHMREG_MAX_STR || rtag.len > SHMREG_MAX_STR)
+        return shmreg__fail(SHMREG_EINVAL, "dialog key part over %u bytes", SHMREG_MAX_STR);
+    if ((ltag.len && ltag.ptr == NULL) || (!rtag_optional && rtag.len && rtag.ptr == NULL))
+        return shmreg__fail(SHMREG_EINVAL, "dialog key part with a length but no bytes");
+    return 0;
+}
+
+static uint64_t key_hash(shmreg *h, shmreg_str call_id, shmreg_str ltag)
+{
+    /* Length-prefixed, so ("ab","c") and ("a","bc") hash apart. */
+    unsigned char buf[2 * SHMREG_MAX_STR + 8], out[crypto_shorthash_BYTES];
+    uint32_t l1 = (uint32_t)call_id.len, l2 = (uint32_t)ltag.len;
+    memcpy(buf, &l1, 4);
+    memcpy(buf + 4, call_id.ptr, l1);
+    memcpy(buf + 4 + l1, &l2, 4);
+    if (l2)
+        memcpy(buf + 8 + l1, ltag.ptr, l2);
+    crypto_shorthash(out, buf, 8ull + l1 + l2, h->c.seg.hdr->f.key);
+    uint64_t x;
+    memcpy(&x, out, 8);
+    return x;
+}
+
+reg_dlg *reg_dialog_at(shmreg *h, uint64_t off)
+{
+    shm_blk *b = shm_blk_at(&h->c.seg, off);
+    if (b == NULL || shm_slot_index(&h->c.seg, off) != UINT32_MAX)
+        return NULL;
+    reg_dlg *d = reg_payload(b);
+    uint64_t need = sizeof(reg_dlg) + (uint64_t)d->len[0] + d->len[1] + d->len[2];
+    if (need > shm_blk_capacity(b) || d->slot >= h->c.seg.max_sessions)
+        return NULL;
+    return d;
+}
+
+static void dialog_strs(reg_dlg *d, shmreg_str *c, shmreg_str *l, shmreg_str *r)
+{
+    c->ptr = d->key;
+    c->len = d->len[0];
+    l->ptr = d->key + d->len[0];
+    l->len = d->len[1];
+    r->ptr = d->key + d->len[0] + d->len[1];
+    r->len = d->len[2];
+}
+
+static int str_eq(shmreg_str a, shmreg_str b)
+{
+    return a.len == b.len && (a.len == 0 || memcmp(a.ptr, b.ptr, a.len) == 0);
+}
+
+/* Walk a chain for a key; rtag.ptr == NULL matches any remote tag. Returns
+ * the record offset, 0 if absent, or sets *err to SHMREG_ECORRUPT. */
+static uint64_t chain_find(shmreg *h, uint64_t hash, shmreg_str cid, shmreg_str lt, shmreg_str rt,
+                           int *err)
+{
+    const shm_seg *s = &h->c.seg;
+    uint64_t off = atomic_load_explicit(&s->dlg_index[hash & (s->buckets - 1)], memory_order_acquire);
+    for (uint64_t steps = 0; off; steps++) {
+        reg_dlg *d = reg_dialog_at(h, off);
+        if (d == NULL || steps > s->size / 64) {
+            *err = shmreg__fail(SHMREG_ECORRUPT, "dialog chain is broken at offset %llu",
+                                (unsigned long long)off);
+            return 0;
+        }
+        if (d->hash == hash) {
+            shmreg_str c, l, r;
+            dialog_strs(d, &c, &l, &r);
+            if (str_eq(c, cid) && str_eq(l, lt) && (rt.ptr == NULL || str_eq(r, rt)))
+                return off;
+        }
+        off = atomic_load_explicit(&d->next, memory_order_acquire);
+    }
+    return 0;
+}
+
+int reg_dialog_unlink(shmreg *h, uint64_t rec)
+{
+    const shm_seg *s = &h->c.seg;
+    reg_dlg *d = reg_dialog_at(h, rec);
+    if (d == NULL)
+        return 0;
+    uint64_t b = d->hash & (s->buckets - 1);
+    shm_lock *l = &s->ctl->dlg_stripe[b % SHM_STRIPES];
+    int found = 0;
+    shm_lock_take(l);
+    _Atomic uint64_t *link = &s->dlg_index[b];
+    for (uint64_t steps = 0, off = atomic_load(link); off && steps <= s->size / 64; steps++) {
+        reg_dlg *x = reg_dialog_at(h, off);
+        if (x == NULL)
+            break;
+        if (off == rec) {
+            atomic_store(link, atomic_load(&x->next));
+            found = 1;
+            break;
+        }
+        link = &x->next;
+        off = atomic_load(link);
+    }
+    shm_lock_drop(l);
+    return found;
+}
+
+int shmreg_dialog_bind(shmreg *h, shmreg_str call_id, shmreg_str local_tag, shmreg_str remote_tag,
+                       const shmreg_id *session)
+{
+    int rc = shmreg__usable(h);
+    if (rc)
+        return rc;
+    if (session == NULL)
+        return shmreg__fail(SHMREG_EINVAL, "NULL session");
+    if ((rc = check_key(call_id, local_tag, remote_tag, 0)) != 0)
+        return rc;
+    if (remote_tag.ptr == NULL)
+        remote_tag.ptr = ""; /* NULL means "any" only for lookups */
+    const shm_seg *s = &h->c.seg;
+    uint64_t hash = key_hash(h, call_id, local_tag);
+    uint64_t bucket = hash & (s->buckets - 1);
+    shm_lock *l = &s->ctl->dlg_stripe[bucket % SHM_STRIPES];
+    uint32_t si;
+    shm_read_enter(&h->c);
+    if ((rc = reg_find(h, session->bytes, &si)) != 0)
+        goto out;
+    shm_lock_take(l);
+    if (chain_find(h, hash, call_id, local_tag, remote_tag, &rc) || rc) {
+        rc = rc ? rc : shmreg__fail(SHMREG_EEXIST, "dialog already bound");
+        goto unlock;
+    }
+    uint64_t len = sizeof(reg_dlg) + call_id.len + local_tag.len + remote_tag.len;
+    uint64_t rec = shm_alloc(&h->c, len, si + 1);
+    if (rec == 0) {
+        rc = shmreg__fail(SHMREG_EFULL, "registry heap full (dialog record)");
+        goto unlock;
+    }
+    reg_dlg *d = reg_payload((shm_blk *)(s->base + rec));
+    atomic_store(&d->next, 0);
+    d->hash = hash;
+    memcpy(d->sid, session->bytes, 16);
+    d->slot = si;
+    d->len[0] = (uint16_t)call_id.len;
+    d->len[1] = (uint16_t)local_tag.len;
+    d->len[2] = (uint16_t)remote_tag.len;
+    memcpy(d->key, call_id.ptr, call_id.len);
+    if (local_tag.len)
+        memcpy(d->key + call_id.len, local_tag.ptr, local_tag.len);
+    if (remote_tag.len)
+        memcpy(d->key + call_id.len + local_tag.len, remote_tag.ptr, remote_tag.len);
+
+    reg_sess *x = reg_slot(h, si);
+    unsigned i;
+    for (i = 0; i < SHMREG_MAX_DIALOGS_PER_SESSION; i++) {
+        uint64_t zero = 0;
+        if (atomic_compare_exchange_strong(&x->dlg[i], &zero, rec))
+            break;
+    }
+    if (i == SHMREG_MAX_DIALOGS_PER_SESSION) {
+        shm_free(&h->c, rec);
+        rc = shmreg__fail(SHMREG_EFULL, "session has %u dialogs already", SHMREG_MAX_DIALOGS_PER_SESSION);
+        goto unlock;
+    }
+    /* Deleted meanwhile? The deleter scans dlg[] after marking the state;
+     * we check the state after filling dlg[]: one of us sees the other. */
+    if (!REG_LIVE(atomic_load(&x->state))) {
+        uint64_t mine = rec;
+        if (atomic_compare_exchange_strong(&x->dlg[i], &mine, 0))
+            shm_free(&h->c, rec); /* never linked: nobody saw it */
+        rc = shmreg__fail(SHMREG_ENOENT, "session deleted meanwhile");
+        goto unlock;
+    }
+    atomic_store(&d->next, atomic_load(&s->dlg_index[bucket]));
+    atomic_store_explicit(&s->dlg_index[bucket], rec, memory_order_release);
+    atomic_fetch_add(&s->hdr->dialogs, 1);
+unlock:
+    shm_lock_drop(l);
+out:
+    shm_read_leave(&h->c);
+    return rc;
+}
+
+int shmreg_dialog_find(shmreg *h, shmreg_str call_id, shmreg_str local_tag, shmreg_str remote_tag,
+                       shmreg_id *session_out)
+{
+    int rc = shmreg__usable(h);
+    if (rc)
+        return rc;
+    if (session_out == NULL)
+        return shmreg__fail(SHMREG_EINVAL, "NULL session_out");
+    if ((rc = check_key(call_id, local_tag, remote_tag, 1)) != 0)
+        return rc;
+    uint64_t hash = key_hash(h, call_id, local_tag);
+    shm_read_enter(&h->c);
+    uint64_t rec = chain_find(h, hash, call_id, local_tag, remote_tag, &rc);
+    if (rec)
+        memcpy(session_out->bytes, reg_dialog_at(h, rec)->sid, 16);
+    else if (rc == 0)
+        rc = SHMREG_ENOENT;
+    shm_read_leave(&h->c);
+    return rc;
+}
+
+int shmreg_dialog_unbind(shmreg *h, shmreg_str call_id, shmreg_str local_tag, shmreg_str remote_tag)
+{
+    int rc = shmreg__usable(h);
+    if (rc)
+        return rc;
+    if ((rc = check_key(call_id, local_tag, remote_tag, 0)) != 0)
+        return rc;
+    if (remote_tag.ptr == NULL)
+        remote_tag.ptr = "";
+    const shm_seg *s = &h->c.seg;
+    uint64_t hash = key_hash(h, call_id, local_tag);
+    uint64_t bucket = hash & (s->buckets - 1);
+    shm_lock *l = &s->ctl->dlg_stripe[bucket % SHM_STRIPES];
+    shm_read_enter(&h->c);
+    shm_lock_take(l);
+    uint64_t rec = chain_find(h, hash, call_id, local_tag, remote_tag, &rc);
+    if (rec == 0) {
+        rc = rc ? rc : shmreg__fail(SHMREG_ENOENT, "no such dialog");
+        shm_lock_drop(l);
+        goto out;
+    }
+    reg_dlg *d = reg_dialog_at(h, rec);
+    reg_sess *x = reg_slot(h, d->slot);
+    shm_blk *b = shm_blk_at(s, rec);
+    uint64_t st = atomic_load(&b->state);
+    shm_intent_set(&h->c, rec, st);
+    int owner = 0;
+    for (unsigned i = 0; i < SHMREG_MAX_DIALOGS_PER_SESSION && !owner; i++) {
+        uint64_t r = rec;
+        owner = atomic_compare_exchange_strong(&x->dlg[i], &r, 0);
+    }
+    if (!owner) {
+        /* The session's deleter holds it and will unlink it: done. */
+        shm_intent_clear(&h->c);
+        shm_lock_drop(l);
+        goto out;
+    }
+    _Atomic uint64_t *link = &s->dlg_index[bucket];
+    for (uint64_t off = atomic_load(link); off && off != rec;) {
+        link = &reg_dialog_at(h, off)->next; /* chain_find validated it */
+        off = atomic_load(link);
+    }
+    atomic_store(link, atomic_load(&d->next));
+    atomic_fetch_sub(&s->hdr->dialogs, 1);
+    shm_lock_drop(l);
+    shm_retire(&h->c, rec, st);
+    shm_intent_clear(&h->c);
+out:
+    shm_read_leave(&h->c);
+    return rc;
+}
+
+static int dialog_view(shmreg *h, uint64_t rec, shmreg_dialog *out)
+{
+    reg_dlg *d = reg_dialog_at(h, rec);
+    if (d == NULL)
+        return shmreg__fail(SHMREG_ECORRUPT, "dialog offset %llu is not a record", (unsigned long long)rec);
+    dialog_strs(d, &out->call_id, &out->local_tag, &out->remote_tag);
+    memcpy(out->session.bytes, d->sid, 16);
+    return 0;
+}
+
+int shmreg_session_dialog(shmreg *h, const shmreg_id *id, unsigned i, shmreg_dialog *out)
+{
+    int rc = reg_need_read(h);
+    if (rc)
+        return rc;
+    if (id == NULL || out == NULL)
+        return shmreg__fail(SHMREG_EINVAL, "NULL id/out");
+    uint32_t si;
+    if ((rc = reg_find(h, id->bytes, &si)) != 0)
+        return rc;
+    reg_sess *x = reg_slot(h, si);
+    for (unsigned k = 0, seen = 0; k < SHMREG_MAX_DIALOGS_PER_SESSION; k++) {
+        uint64_t r = atomic_load(&x->dlg[k]);
+        if (r && seen++ == i)
+            return dialog_view(h, r, out);
+    }
+    return SHMREG_ENOENT;
+}
+
+int shmreg_dialog_next(shmreg *h, uint64_t *cursor, shmreg_dialog *out)
+{
+    int rc = reg_need_read(h);
+    if (rc)
+        return rc;
+    if (cursor == NULL || out == NULL)
+        return shmreg__fail(SHMREG_EINVAL, "NULL cursor/out");
+    /* Walk sessions' dialog references: positions are stable, unlike
+     * positions in chains that grow at the head. */
+    const shm_seg *s = &h->c.seg;
+    const uint64_t per = SHMREG_MAX_DIALOGS_PER_SESSION;
+    for (uint64_t c = *cursor; c / per < s->max_sessions; c++) {
+        uint64_t si = reg_next_carved_slot(s, c / per);
+        if (si != c / per)
+            c = si * per;
+        if (si >= s->max_sessions)
+            break;
+        reg_sess *x = reg_slot(h, (uint32_t)si);
+        if (!REG_LIVE(atomic_load(&x->state))) {
+            c = c / per * per + per - 1;
+            continue;
+        }
+        uint64_t r = atomic_load(&x->dlg[c % per]);
+        if (r) {
+            *cursor = c + 1;
+            return dialog_view(h, r, out);
+        }
+    }
+    *cursor = (uint64_t)s->max_sessions * per;
+    return SHMREG_ENOENT;
+}

@@ -1,0 +1,136 @@
+/*
+ * reg.h — the registry's private structures: the handle, the session slot
+ * and the blocks a session points to. Shared by the registry's .c files
+ * only; users see none of it.
+ *
+ * A session is one fixed 256-byte slot plus immutable blocks:
+ *   info   — all string fields and the two RTP ports, published together,
+ *            so a reader always gets one consistent version of the group;
+ *   sdp[2] — local and remote SDP, each its own block.
+ * Changing any of them means building a new block and swapping the slot's
+ * offset with one compare-and-swap; the old block is retired, not freed.
+ * State, counters and timestamps are words in the slot changed atomically
+ * in place.
+ */
+#ifndef SHMREG_REG_H
+#define SHMREG_REG_H
+
+#include <stdatomic.h>
+#include <string.h>
+
+#include "alloc.h"
+#include "epoch.h"
+#include "internal.h"
+#include "shmreg.h"
+
+struct shmreg {
+    shm_ctx c;
+    void *map;
+    uint64_t map_size;
+    unsigned fork_gen;
+    char *path;
+    mode_t file_mode;
+    gid_t gid;
+    void *config_state;
+    void *event_state;
+};
+
+/* Session state word: low byte the call state (0 = not yet published),
+ * REG_DELETED once deletion has begun; the rest names the deleter. */
+#define REG_DELETED 0x80u
+#define REG_STATE(w) ((unsigned)((w) & 0xffu))
+#define REG_LIVE(w) (REG_STATE(w) >= 1 && REG_STATE(w) <= 9)
+
+typedef struct reg_sess {
+    shm_blk hdr;
+    _Atomic uint64_t state;
+    _Atomic uint32_t next;            /* session index chain: slot + 1 */
+    uint32_t pad;
+    unsigned char id[16];
+    _Atomic uint64_t info;            /* block offsets */
+    _Atomic uint64_t sdp[2];
+    uint64_t created_ns;
+    _Atomic uint64_t updated_ns;
+    _Atomic uint64_t counter[SHMREG_CTR_COUNT];
+    uint64_t config_gen;
+    int32_t owner_pid;
+    uint32_t pad2;
+    _Atomic uint64_t dlg[SHMREG_MAX_DIALOGS_PER_SESSION];
+} reg_sess;
+
+_Static_assert(sizeof(reg_sess) <= SHM_SLOT_BYTES, "session slot too big");
+
+/* Info block payload: ports, lengths, then the strings back to back. */
+typedef struct reg_info {
+    uint16_t port[2];
+    uint16_t len[SHMREG_FIELD_STR_COUNT];
+    char data[];
+} reg_info;
+
+/* SDP block payload. */
+typedef struct reg_sdp {
+    uint32_t len;
+    char data[];
+} reg_sdp;
+
+/* Dialog record payload; `next` chains the dialog index bucket. */
+typedef struct reg_dlg {
+    _Atomic uint64_t next;
+    uint64_t hash;
+    unsigned char sid[16];
+    uint32_t slot;
+    uint16_t len[3];                  /* call-id, local tag, remote tag */
+    uint16_t pad;
+    char key[];
+} reg_dlg;
+
+static inline reg_sess *reg_slot(const shmreg *h, uint32_t i)
+{
+    return (reg_sess *)(h->c.seg.base + shm_slot_off(&h->c.seg, i));
+}
+
+static inline void *reg_payload(shm_blk *b)
+{
+    return (unsigned char *)b + SHM_BLK_HDR;
+}
+
+static inline uint32_t reg_id_bucket(const shmreg *h, const unsigned char id[16])
+{
+    uint64_t x;
+    memcpy(&x, id, 8); /* IDs are random: their bits are the hash */
+    return (uint32_t)(x & (h->c.seg.buckets - 1));
+}
+
+/* Find a live session's slot index by ID, lock-free. Must be called in a
+ * read section. Returns 0 and *si, or SHMREG_ENOENT / SHMREG_ECORRUPT. */
+int reg_find(shmreg *h, const unsigned char id[16], uint32_t *si);
+
+/* 0 when `h` is usable and inside a read section, else SHMREG_EFORK,
+ * SHMREG_EINVAL or SHMREG_ENOREAD (for calls that hand out pointers). */
+int reg_need_read(shmreg *h);
+
+/* First slot index >= i that was ever carved (max_sessions: none). */
+uint64_t reg_next_carved_slot(const shm_seg *s, uint64_t i);
+
+/* The fields of an info block / an SDP block, bounds-checked against the
+ * block: 0 or SHMREG_ECORRUPT. Pointers are into the segment. */
+int reg_info_view(shmreg *h, uint64_t off, shmreg_str str[SHMREG_FIELD_STR_COUNT],
+                  uint16_t port[2]);
+int reg_sdp_view(shmreg *h, uint64_t off, shmreg_str *out);
+
+/* Retire every block a deleted slot still owns, unbind its dialogs,
+ * unlink it from the index and retire the slot (idempotent: the repair
+ * sweep reruns it for deleters that died). */
+void reg_finish_delete(shmreg *h, uint32_t si);
+
+/* Unlink dialog record `rec` from its index chain if present; returns 1
+ * if it was linked. Takes the bucket's stripe lock. */
+int reg_dialog_unlink(shmreg *h, uint64_t rec);
+
+/* Dialog record at block offset `off`, bounds-checked (NULL if bad). */
+reg_dlg *reg_dialog_at(shmreg *h, uint64_t off);
+
+/* Unlink slot `si` from the session index if present (stripe lock). */
+int reg_index_unlink(shmreg *h, uint32_t si);
+
+#endif

@@ -1,0 +1,487 @@
+/*
+ * registry.c — opening, creating, closing and destroying a registry, read
+ * sections, statistics and the handle table as users see it.
+ *
+ * Creating is made atomic with a rename-like link: the segment is built
+ * and formatted under a private temporary name, then linked to `segment`.
+ * A process racing us either wins the link (and we attach to its segment)
+ * or loses it; nobody ever attaches to a half-formatted segment.
+ *
+ * Files are opened relative to a directory descriptor opened with
+ * O_NOFOLLOW, and the directory and segment must belong to the caller's
+ * effective uid: a registry planted by another user, or a symlink swapped
+ * in, is refused rather than trusted.
+ *
+ * Fork detection costs no syscall: a pthread_atfork child handler bumps a
+ * process-wide generation; a handle remembers the generation it was opened
+ * in and refuses work (SHMREG_EFORK) when they differ.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include "reg.h"
+
+#define SEGMENT_NAME "segment"
+#define DEFAULT_SESSIONS 65536u
+#define DEFAULT_HANDLES 256u
+#define DEFAULT_HEAP_PER_SESSION 8192u
+#define DEFAULT_RING_RECORDS 65536u
+
+/* ------------------------------------------------------------ errors */
+
+static __thread char errmsg[512];
+
+int shmreg__fail(int code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(errmsg, sizeof errmsg, fmt, ap);
+    va_end(ap);
+    return code;
+}
+
+const char *shmreg_errmsg(void)
+{
+    return errmsg;
+}
+
+static int sys_fail(const char *what, const char *path)
+{
+    int e = errno;
+    return shmreg__fail(SHMREG_ESYS, "%s %s: %s", what, path, strerror(e));
+}
+
+/* ------------------------------------------------------------ fork */
+
+static _Atomic unsigned fork_generation;
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+static void on_fork_child(void)
+{
+    atomic_fetch_add(&fork_generation, 1);
+}
+
+static void install_atfork(void)
+{
+    pthread_atfork(NULL, NULL, on_fork_child);
+}
+
+int shmreg__forked(const shmreg *h)
+{
+    return h->fork_gen != atomic_load_explicit(&fork_generation, memory_order_relaxed);
+}
+
+int shmreg__usable(const shmreg *h)
+{
+    if (h == NULL)
+        return shmreg__fail(SHMREG_EINVAL, "NULL handle");
+    if (shmreg__forked(h))
+        return shmreg__fail(SHMREG_EFORK, "handle was opened by another process (fork): open a new one");
+    return 0;
+}
+
+/* ------------------------------------------------------------ hooks */
+
+_Atomic uint64_t *shmreg__config_gen_word(shmreg *h) { return &h->c.seg.hdr->config_gen; }
+uint32_t shmreg__max_handles(const shmreg *h) { return h->c.seg.max_handles; }
+mode_t shmreg__file_mode(const shmreg *h) { return h->file_mode; }
+gid_t shmreg__file_gid(const shmreg *h) { return h->gid; }
+void **shmreg__config_state(shmreg *h) { return &h->config_state; }
+const char *shmreg_path(const shmreg *h) { return h ? h->path : NULL; }
+
+/* The config module provides the real one; this weak default keeps the
+ * core linkable on its own. */
+__attribute__((weak)) void shmreg__config_close(shmreg *h) { (void)h; }
+
+uint64_t shmreg_config_gen(shmreg *h)
+{
+    return h ? atomic_load_explicit(&h->c.seg.hdr->config_gen, memory_order_acquire) : 0;
+}
+
+/* ------------------------------------------------------------ open */
+
+static int open_dir(const char *path, int create, mode_t dir_mode, gid_t gid)
+{
+    if (create) {
+        if (mkdir(path, dir_mode) == 0) {
+            /* umask may have narrowed the mode; the group needs its bits. */
+            if ((gid != (gid_t)-1 && chown(path, (uid_t)-1, gid) != 0) || chmod(path, dir_mode) != 0)
+                return sys_fail("cannot set owner/mode of", path);
+        } else if (errno != EEXIST) {
+            return errno == ENOENT ? shmreg__fail(SHMREG_ENOENT, "parent of %s does not exist", path)
+                                   : sys_fail("cannot create directory", path);
+        }
+    }
+    int dfd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (dfd < 0) {
+        if (errno == ENOENT)
+            return shmreg__fail(SHMREG_ENOENT, "no registry at %s", path);
+        if (errno == ELOOP || errno == ENOTDIR)
+            return shmreg__fail(SHMREG_EPERM, "%s is a symlink or not a directory: refused", path);
+        return sys_fail("cannot open", path);
+    }
+    struct stat st;
+    if (fstat(dfd, &st) != 0) {
+        close(dfd);
+        return sys_fail("cannot stat", path);
+    }
+    if (st.st_uid != geteuid()) {
+        close(dfd);
+        return shmreg__fail(SHMREG_EPERM, "%s is owned by uid %u, not by us (uid %u): refused",
+                            path, (unsigned)st.st_uid, (unsigned)geteuid());
+    }
+    return dfd;
+}
+
+static int create_segment(shmreg *h, int dfd, const shm_params *p)
+{
+    shm_fixed f;
+    if (shm_layout(p, &f) != 0)
+        return shmreg__fail(SHMREG_EINVAL, "capacity out of range (sessions 1..%u, handles 1..%u, "
+                            "heap %u..2^40 bytes)", 1u << 26, SHMREG_MAX_HANDLES, SHM_PAGE_BYTES);
+    f.uid = (uint32_t)geteuid();
+    f.gid = (uint32_t)(h->gid == (gid_t)-1 ? getegid() : h->gid);
+    f.created_ns = shm_now_ns();
+    randombytes_buf(f.key, sizeof f.key);
+
+    char tmp[64];
+    snprintf(tmp, sizeof tmp, "%s.new.%d", SEGMENT_NAME, (int)getpid());
+    unlinkat(dfd, tmp, 0);
+    int fd = openat(dfd, tmp, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, h->file_mode);
+    if (fd < 0)
+        return sys_fail("cannot create segment in", h->path);
+    int rc = 0;
+    void *m = MAP_FAILED;
+    if ((h->gid != (gid_t)-1 && fchown(fd, (uid_t)-1, h->gid) != 0) || fchmod(fd, h->file_mode) != 0 ||
+        ftruncate(fd, (off_t)f.segment_bytes) != 0) {
+        rc = sys_fail("cannot size segment in", h->path);
+    } else if ((m = mmap(NULL, f.segment_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)) == MAP_FAILED) {
+        rc = sys_fail("cannot map new segment in", h->path);
+    } else if (shm_seg_format(m, &f) != 0) {
+        rc = shmreg__fail(SHMREG_ESYS, "cannot initialise the segment's locks");
+    }
+    if (m != MAP_FAILED)
+        munmap(m, f.segment_bytes);
+    close(fd);
+    if (rc == 0 && linkat(dfd, tmp, dfd, SEGMENT_NAME, 0) != 0) {
+        /* EEXIST: another process created it first; we attach to theirs. */
+        if (errno != EEXIST)
+            rc = sys_fail("cannot publish segment in", h->path);
+    }
+    unlinkat(dfd, tmp, 0);
+    return rc;
+}
+
+static int map_segment(shmreg *h, int dfd)
+{
+    int fd = openat(dfd, SEGMENT_NAME, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) {
+        if (errno == ENOENT)
+            return shmreg__fail(SHMREG_ENOENT, "no registry segment in %s", h->path);
+        if (errno == ELOOP)
+            return shmreg__fail(SHMREG_EPERM, "%s/%s is a symlink: refused", h->path, SEGMENT_NAME);
+        return sys_fail("cannot open segment in", h->path);
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        close(fd);
+        return sys_fail("cannot stat segment in", h->path);
+    }
+    if (st.st_uid != geteuid()) {
+        close(fd);
+        return shmreg__fail(SHMREG_EPERM, "segment in %s is owned by uid %u, not by us (uid %u)",
+                            h->path, (unsigned)st.st_uid, (unsigned)geteuid());
+    }
+    if (!S_ISREG(st.st_mode) || st.st_size < (off_t)SHM_HEADER_BYTES) {
+        close(fd);
+        return shmreg__fail(SHMREG_EVERSION, "%s/%s is not a shmreg segment (%lld bytes)",
+                            h->path, SEGMENT_NAME, (long long)st.st_size);
+    }
+    void *m = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    close(fd);
+    if (m == MAP_FAILED)
+        return sys_fail("cannot map segment in", h->path);
+    h->map = m;
+    h->map_size = (uint64_t)st.st_size;
+    char why[256];
+    int rc = shm_seg_bind(&h->c.seg, m, h->map_size, why, sizeof why);
+    if (rc != 0)
+        return shmreg__fail(rc, "%s: %s", h->path, why);
+    if (h->c.seg.hdr->f.uid != (uint32_t)geteuid())
+        return shmreg__fail(SHMREG_EPERM, "%s was created by uid %u, we are uid %u", h->path,
+                            h->c.seg.hdr->f.uid, (unsigned)geteuid());
+    return 0;
+}
+
+static int resolve_group(const char *group, gid_t *gid)
+{
+    *gid = (gid_t)-1;
+    if (group == NULL)
+        return 0;
+    struct group gr, *res = NULL;
+    char buf[4096];
+    if (getgrnam_r(group, &gr, buf, sizeof buf, &res) != 0 || res == NULL)
+        return shmreg__fail(SHMREG_EPERM, "unknown group '%s'", group);
+    *gid = gr.gr_gid;
+    return 0;
+}
+
+static int sodium_ready(void)
+{
+    return sodium_init() >= 0 ? 0 : shmreg__fail(SHMREG_ESYS, "libsodium failed to initialise");
+}
+
+int shmreg_open(const char *path, const shmreg_options *opt, shmreg **out)
+{
+    if (out)
+        *out = NULL;
+    if (path == NULL || out == NULL || *path == 0)
+        return shmreg__fail(SHMREG_EINVAL, "NULL or empty path/out");
+    if (strlen(path) > PATH_MAX - 64)
+        return shmreg__fail(SHMREG_EINVAL, "path too long");
+    shmreg_options o = opt ? *opt : (shmreg_options){0};
+    if (o.flags & ~(SHMREG_CREATE | SHMREG_EXCL))
+        return shmreg__fail(SHMREG_EINVAL, "unknown flags 0x%x", o.flags);
+    if (o.max_handles > SHMREG_MAX_HANDLES)
+        return shmreg__fail(SHMREG_EINVAL, "max_handles %u over %u", o.max_handles, SHMREG_MAX_HANDLES);
+    pthread_once(&atfork_once, install_atfork);
+    int rc = sodium_ready();
+    if (rc)
+        return rc;
+
+    shmreg *h = calloc(1, sizeof *h);
+    if (h == NULL || (h->path = strdup(path)) == NULL) {
+        free(h);
+        return shmreg__fail(SHMREG_ENOMEM, "out of memory");
+    }
+    h->fork_gen = atomic_load(&fork_generation);
+    rc = resolve_group(o.group, &h->gid);
+    h->file_mode = o.group ? 0660 : 0600;
+    int dfd = rc ? rc : open_dir(path, o.flags & SHMREG_CREATE, o.group ? 0770 : 0700, h->gid);
+    if (dfd < 0) {
+        rc = dfd;
+        goto fail;
+    }
+    int exists = faccessat(dfd, SEGMENT_NAME, F_OK, AT_SYMLINK_NOFOLLOW) == 0;
+    if (exists && (o.flags & SHMREG_CREATE) && (o.flags & SHMREG_EXCL)) {
+        rc = shmreg__fail(SHMREG_EEXIST, "a registry already exists at %s", path);
+    } else if (!exists && (o.flags & SHMREG_CREATE)) {
+        shm_params p = {
+            .max_sessions = o.max_sessions ? o.max_sessions : DEFAULT_SESSIONS,
+            .max_handles = o.max_handles ? o.max_handles : DEFAULT_HANDLES,
+            .ring_records = DEFAULT_RING_RECORDS,
+        };
+        p.heap_bytes = o.heap_bytes ? o.heap_bytes : (uint64_t)p.max_sessions * DEFAULT_HEAP_PER_SESSION;
+        if (p.heap_bytes < (uint64_t)SHM_PAGE_BYTES * 8)
+            p.heap_bytes = (uint64_t)SHM_PAGE_BYTES * 8; /* a few classes' first pages */
+        rc = create_segment(h, dfd, &p);
+    }
+    if (rc == 0)
+        rc = map_segment(h, dfd);
+    close(dfd);
+    if (rc == 0 && shm_handle_claim(&h->c) != 0)
+        rc = shmreg__fail(SHMREG_EFULL, "all %u handle slots of %s are held by live processes",
+                          h->c.seg.max_handles, path);
+    if (rc == 0) {
+        *out = h;
+        return 0;
+    }
+fail:
+    if (h->map)
+        munmap(h->map, h->map_size);
+    free(h->path);
+    free(h);
+    return rc;
+}
+
+int shmreg_close(shmreg *h)
+{
+    if (h == NULL)
+        return 0;
+    int rc = 0;
+    if (shmreg__forked(h)) {
+        rc = SHMREG_EFORK; /* not ours: touch nothing shared */
+    } else {
+        shmreg__config_close(h);
+        shm_handle_release(&h->c);
+    }
+    munmap(h->map, h->map_size);
+    free(h->path);
+    free(h);
+    return rc;
+}
+
+/* ------------------------------------------------------------ destroy */
+
+static int remove_tree_at(int dfd)
+{
+    DIR *d = fdopendir(dup(dfd));
+    if (d == NULL)
+        return -1;
+    struct dirent *e;
+    int rc = 0;
+    while ((e = readdir(d)) != NULL) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+            continue;
+        if (unlinkat(dfd, e->d_name, 0) == 0)
+            continue;
+        int sub = openat(dfd, e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (sub < 0 || remove_tree_at(sub) != 0 || unlinkat(dfd, e->d_name, AT_REMOVEDIR) != 0)
+            rc = -1;
+        if (sub >= 0)
+            close(sub);
+    }
+    closedir(d);
+    return rc;
+}
+
+int shmreg_destroy(const char *path, int force)
+{
+    if (path == NULL || *path == 0)
+        return shmreg__fail(SHMREG_EINVAL, "NULL or empty path");
+    shmreg tmp = {.path = (char *)path};
+    int dfd = open_dir(path, 0, 0, (gid_t)-1);
+    if (dfd < 0)
+        return dfd;
+    int rc = map_segment(&tmp, dfd);
+    if (rc == 0) {
+        pid_t me = getpid();
+        uint32_t live = 0;
+        for (uint32_t i = 0; i < tmp.c.seg.max_handles; i++) {
+            uint64_t w = atomic_load(&tmp.c.seg.handles[i].word);
+            if (shm_handle_alive(&tmp.c.seg, i) && SHM_H_PID(w) != me)
+                live++;
+        }
+        if (live && !force)
+            rc = shmreg__fail(SHMREG_EBUSY, "%u live process(es) still attached to %s", live, path);
+    }
+    if (tmp.map)
+        munmap(tmp.map, tmp.map_size);
+    if (rc == 0 || (force && rc == SHMREG_ECORRUPT)) {
+        rc = 0;
+        if (remove_tree_at(dfd) != 0 || rmdir(path) != 0)
+            rc = sys_fail("cannot remove", path);
+    }
+    close(dfd);
+    return rc;
+}
+
+/* ------------------------------------------------------------ read sections */
+
+int shmreg_read_begin(shmreg *h)
+{
+    int rc = shmreg__usable(h);
+    if (rc)
+        return rc;
+    if (h->c.read_depth == 0) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME_COARSE, &ts);
+        atomic_store_explicit(&h->c.seg.handles[h->c.slot].read_since_ns,
+                              (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec,
+                              memory_order_relaxed);
+    }
+    shm_read_enter(&h->c);
+    return 0;
+}
+
+int shmreg_read_end(shmreg *h)
+{
+    int rc = shmreg__usable(h);
+    if (rc)
+        return rc;
+    if (h->c.read_depth == 0)
+        return shmreg__fail(SHMREG_EINVAL, "read_end without read_begin");
+    shm_read_leave(&h->c);
+    return 0;
+}
+
+/* ------------------------------------------------------------ inspection */
+
+int shmreg_stat(shmreg *h, shmreg_stats *st)
+{
+    int rc = shmreg__usable(h);
+    if (rc)
+        return rc;
+    if (st == NULL)
+        return shmreg__fail(SHMREG_EINVAL, "NULL stats");
+    const shm_seg *s = &h->c.seg;
+    memset(st, 0, sizeof *st);
+    st->segment_bytes = s->size;
+    st->heap_bytes = (uint64_t)s->heap_pages * SHM_PAGE_BYTES;
+    st->heap_used_bytes = shm_heap_used(s);
+    st->max_sessions = s->max_sessions;
+    st->index_buckets = s->buckets;
+    st->dialogs = (uint32_t)atomic_load(&s->hdr->dialogs);
+    st->max_handles = s->max_handles;
+    st->config_gen = atomic_load(&s->hdr->config_gen);
+    st->created_ns = s->hdr->f.created_ns;
+    uint64_t now = shm_now_ns();
+    for (uint32_t i = 0; i < s->max_handles; i++) {
+        shm_handle *x = &s->handles[i];
+        st->heap_retired_bytes += atomic_load(&x->limbo_bytes);
+        unsigned k = SHM_H_KIND(atomic_load(&x->word));
+        if (k != SHM_H_ACTIVE && k != SHM_H_CLAIMING)
+            continue;
+        if (!shm_handle_alive(s, i))
+            continue;
+        st->handles++;
+        uint64_t since = atomic_load(&x->read_since_ns);
+        if (atomic_load(&x->epoch) && since && now > since && now - since > st->oldest_read_ns)
+            st->oldest_read_ns = now - since;
+    }
+    uint64_t counts[SHMREG_STATE_COUNT];
+    rc = shmreg_session_counts(h, counts);
+    st->sessions = (uint32_t)counts[0];
+    return rc;
+}
+
+int shmreg_handle_next(shmreg *h, uint64_t *cursor, shmreg_handle_info *out)
+{
+    int rc = shmreg__usable(h);
+    if (rc)
+        return rc;
+    if (cursor == NULL || out == NULL)
+        return shmreg__fail(SHMREG_EINVAL, "NULL cursor/out");
+    const shm_seg *s = &h->c.seg;
+    uint64_t now = shm_now_ns();
+    for (uint64_t i = *cursor; i < s->max_handles; i++) {
+        shm_handle *x = &s->handles[i];
+        uint64_t w = atomic_load(&x->word);
+        unsigned k = SHM_H_KIND(w);
+        if (k == SHM_H_FREE)
+            continue;
+        memset(out, 0, sizeof *out);
+        out->slot = (uint32_t)i;
+        out->pid = k == SHM_H_ORPHAN ? 0 : SHM_H_PID(w);
+        out->alive = shm_handle_alive(s, (uint32_t)i);
+        out->in_read = atomic_load(&x->epoch) != 0;
+        uint64_t since = atomic_load(&x->read_since_ns);
+        out->read_age_ns = out->in_read && since && now > since ? now - since : 0;
+        out->attached_ns = x->attached_ns;
+        out->self = i == h->c.slot;
+        *cursor = i + 1;
+        return 0;
+    }
+    *cursor = s->max_handles;
+    return SHMREG_ENOENT;
+}
+
+int shmreg_reap(shmreg *h)
+{
+    int rc = shmreg__usable(h);
+    return rc ? rc : shm_reap(&h->c);
+}

@@ -1,0 +1,431 @@
+/*
+ * shmreg.h — the one header users of shmreg include. It is the contract.
+ *
+ * shmreg keeps one registry of call sessions and SIP dialogs in a shared
+ * memory segment that every worker process of a prefork server maps. Workers
+ * read session fields and SDP bodies *in place*: the strings this API hands
+ * out point straight into the shared mapping. Nothing is copied on the read
+ * path, and no lock is taken by a reader.
+ *
+ * How pointers stay valid. A reader brackets its reads with
+ * shmreg_read_begin() / shmreg_read_end(). Every pointer returned inside that
+ * section (shmreg_str.ptr of a session view, an SDP, a dialog key) stays valid
+ * and its bytes stay unchanged until shmreg_read_end(), even while other
+ * processes replace or delete what it points to: writers never modify
+ * published bytes, they build a new copy and publish its offset with one
+ * atomic store; the old copy is reused only after every read section that
+ * could have seen it has ended (epoch-based reclamation across processes).
+ * Calls that return pointers fail with SHMREG_ENOREAD outside a section.
+ * Keep sections short: a section held open delays reuse of retired memory
+ * (it never blocks a writer).
+ *
+ * Crash safety. A process may be killed at any instruction. Locks are robust
+ * process-shared mutexes (recovered by the next taker), every structure is
+ * published by single atomic stores, and the handles of dead processes are
+ * detected (pid gone, or reused: process start time differs) and cleared.
+ * At worst a crash leaks the blocks the dead process was building;
+ * shmreg_check() with SHMREG_CHECK_REPAIR reclaims them.
+ *
+ * Conventions. Functions return 0 or a negative SHMREG_E* code;
+ * shmreg_strerror() names it and shmreg_errmsg() gives the detail of the
+ * calling thread's last failure. A handle belongs to one process and is used
+ * by one thread at a time (open one per thread). A handle used in a child
+ * after fork() returns SHMREG_EFORK: children open their own. Strings are
+ * {ptr, len}, not NUL-terminated. Times are CLOCK_REALTIME nanoseconds.
+ */
+#ifndef SHMREG_H
+#define SHMREG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---------------------------------------------------------------- errors */
+
+#define SHMREG_OK         0
+#define SHMREG_EINVAL   (-1)  /* bad argument: NULL, unknown enum, over-long string */
+#define SHMREG_ENOENT   (-2)  /* no such session, dialog, registry or key */
+#define SHMREG_EEXIST   (-3)  /* already exists (dialog bound, registry present with SHMREG_EXCL) */
+#define SHMREG_EFULL    (-4)  /* no room: session table, heap, dialog slots, map */
+#define SHMREG_ESTATE   (-5)  /* transition not allowed by the state table */
+#define SHMREG_ECONFLICT (-6) /* compare-and-set lost: current state is not the expected one */
+#define SHMREG_ECORRUPT (-7)  /* the segment failed a bounds or consistency check */
+#define SHMREG_EFORK    (-8)  /* handle used in a process it was not opened in */
+#define SHMREG_EVERSION (-9)  /* segment is not a shmreg registry of this layout */
+#define SHMREG_EPERM    (-10) /* registry owned by another user, or bad permissions */
+#define SHMREG_ESYS     (-11) /* a system call failed; shmreg_errmsg() has errno text */
+#define SHMREG_ENOREAD  (-12) /* call returns pointers but no read section is open */
+#define SHMREG_EBUSY    (-13) /* live handles still attached */
+#define SHMREG_ETIMEDOUT (-14) /* a blocking wait ran out */
+#define SHMREG_EPARSE   (-15) /* malformed text (config); shmreg_errmsg() names line:column */
+#define SHMREG_ENOMEM   (-16) /* malloc failed (cold paths only) */
+
+/* Name of an error code ("SHMREG_ENOENT: no such entry"). Static string. */
+const char *shmreg_strerror(int err);
+
+/* Detail of the calling thread's last failed call (what differed, which
+ * syscall failed, which limit). Thread-local buffer: valid until the next
+ * shmreg call in this thread. Never NULL. */
+const char *shmreg_errmsg(void);
+
+/* ---------------------------------------------------------------- limits */
+
+#define SHMREG_MAX_SDP            65536u  /* bytes in one SDP body */
+#define SHMREG_MAX_STR             1024u  /* bytes in one string field or dialog key part */
+#define SHMREG_MAX_APPDATA          256u  /* bytes in the opaque app-data blob */
+#define SHMREG_MAX_DIALOGS_PER_SESSION 8u /* dialogs bound to one session (forking) */
+#define SHMREG_MAX_HANDLES         4096u  /* ceiling on options.max_handles */
+
+/* ---------------------------------------------------------------- types */
+
+typedef struct shmreg shmreg;                        /* a process's handle */
+typedef struct { const char *ptr; size_t len; } shmreg_str;
+typedef struct { unsigned char bytes[16]; } shmreg_id; /* 128-bit session ID */
+
+#define SHMREG_ID_TEXT_LEN 36 /* canonical UUID text, without NUL */
+
+/* ---------------------------------------------------------------- open */
+
+#define SHMREG_CREATE  0x1u /* create the registry if it does not exist */
+#define SHMREG_EXCL    0x2u /* with CREATE: fail with SHMREG_EEXIST if it exists */
+
+typedef struct shmreg_options {
+    uint32_t flags;          /* SHMREG_CREATE, SHMREG_EXCL */
+    /* Used only when creating; ignored when attaching (the segment's
+     * values win). Zero means the default. */
+    uint32_t max_sessions;   /* session table size; default 65536 */
+    uint32_t max_handles;    /* attached handles at once; default 256 */
+    uint64_t heap_bytes;     /* bytes for strings, SDPs, dialogs; default 8 KiB per session */
+    const char *group;       /* group name: dir 0770, files 0660; NULL: 0700/0600 */
+} shmreg_options;
+
+/* Open (attach to) the registry in directory `path`, creating it when
+ * opt->flags has SHMREG_CREATE. `opt` may be NULL (attach only).
+ *
+ * The registry is a directory (mode 0700, or 0770 with opt->group) holding
+ * the segment file `segment` (0600/0660, sparse: capacity costs no RAM until
+ * used). Files are opened with O_NOFOLLOW. The header is checked on attach:
+ * magic, layout version, sizes and owner; a mismatch is refused and
+ * shmreg_errmsg() says what differs.
+ *
+ * On success *out is a new handle: one of opt/segment max_handles slots is
+ * claimed (pid + process start time). Errors: SHMREG_EINVAL (NULL path/out,
+ * path too long, bad option), SHMREG_ENOENT (no registry and no CREATE),
+ * SHMREG_EEXIST (CREATE|EXCL and it exists), SHMREG_EVERSION (not a shmreg
+ * segment, or another layout), SHMREG_ECORRUPT (header inconsistent),
+ * SHMREG_EPERM (owned by another user, unknown group, symlink), SHMREG_EFULL
+ * (every handle slot is held by a live process), SHMREG_ESYS, SHMREG_ENOMEM. */
+int shmreg_open(const char *path, const shmreg_options *opt, shmreg **out);
+
+/* Detach: ends an open read section, hands retired memory to the registry,
+ * frees the handle slot, unmaps. `h` is invalid afterwards; pointers obtained
+ * through it are invalid too. NULL is a no-op. In a forked child (where the
+ * handle is not its own) it only unmaps the child's copy and touches nothing
+ * shared. Always returns 0 or SHMREG_EFORK (in which case memory is freed). */
+int shmreg_close(shmreg *h);
+
+/* Remove the registry directory `path` and its files. Refused with
+ * SHMREG_EBUSY while a live process has a handle attached, unless `force`.
+ * Errors: SHMREG_ENOENT, SHMREG_EBUSY, SHMREG_EPERM, SHMREG_EVERSION, SHMREG_ESYS. */
+int shmreg_destroy(const char *path, int force);
+
+/* The directory this handle was opened on. Valid while the handle is open. */
+const char *shmreg_path(const shmreg *h);
+
+/* ---------------------------------------------------------------- read sections */
+
+/* Enter a read section. Lock-free, allocation-free. Sections nest: only the
+ * outermost end leaves. Errors: SHMREG_EINVAL (NULL), SHMREG_EFORK. */
+int shmreg_read_begin(shmreg *h);
+
+/* Leave the read section. Every pointer obtained inside it becomes invalid.
+ * Errors: SHMREG_EINVAL (no section open), SHMREG_EFORK. */
+int shmreg_read_end(shmreg *h);
+
+/* ---------------------------------------------------------------- session IDs */
+
+/* Write the canonical UUID text of `id` (36 chars, lower-case hex, 8-4-4-4-12)
+ * followed by a NUL into `out`. Never fails for non-NULL arguments. */
+void shmreg_id_format(const shmreg_id *id, char out[SHMREG_ID_TEXT_LEN + 1]);
+
+/* Parse canonical UUID text (exactly 36 chars, hex either case, dashes at
+ * 8, 13, 18, 23). Anything else: SHMREG_EINVAL, *id unchanged. */
+int shmreg_id_parse(const char *text, size_t len, shmreg_id *id);
+
+/* ---------------------------------------------------------------- call states */
+
+typedef enum shmreg_state {
+    SHMREG_STATE_ANY = 0,        /* as `expected` in transition: any state */
+    SHMREG_STATE_INITIATING = 1,
+    SHMREG_STATE_RINGING,
+    SHMREG_STATE_ACTIVE,
+    SHMREG_STATE_ONHOLD,
+    SHMREG_STATE_TRANSFERRING,
+    SHMREG_STATE_TERMINATING,
+    SHMREG_STATE_TERMINATED,
+    SHMREG_STATE_CANCELLED,
+    SHMREG_STATE_FAILED,
+} shmreg_state;
+#define SHMREG_STATE_COUNT 10 /* array size for counts indexed by state (0 unused) */
+
+/* The transition table (from -> allowed to):
+ *   Initiating   -> Ringing, Active, Terminating, Cancelled, Failed
+ *   Ringing      -> Active, Terminating, Cancelled, Failed
+ *   Active       -> OnHold, Transferring, Terminating, Failed
+ *   OnHold       -> Active, Transferring, Terminating, Failed
+ *   Transferring -> Active, OnHold, Terminating, Failed
+ *   Terminating  -> Terminated, Failed
+ *   Terminated, Cancelled, Failed: final, no way out.
+ * Returns 1 when from -> to is allowed, 0 otherwise (also for bad values). */
+int shmreg_state_allowed(int from, int to);
+
+/* "Initiating", "Ringing", ... ; "Any" for 0; NULL for an unknown value. */
+const char *shmreg_state_name(int state);
+
+/* Case-insensitive name -> state; SHMREG_EINVAL if unknown. */
+int shmreg_state_parse(const char *name, int *state);
+
+/* 1 for Terminated, Cancelled, Failed; 0 otherwise. */
+int shmreg_state_is_final(int state);
+
+/* ---------------------------------------------------------------- sessions */
+
+/* String fields of a session, and the mask bits that select them. */
+enum shmreg_field {
+    SHMREG_FIELD_FROM_URI = 0,
+    SHMREG_FIELD_TO_URI,
+    SHMREG_FIELD_DISPLAY_NAME,
+    SHMREG_FIELD_CALL_ID,
+    SHMREG_FIELD_LOCAL_TAG,
+    SHMREG_FIELD_REMOTE_TAG,
+    SHMREG_FIELD_CODEC,
+    SHMREG_FIELD_FAILURE_REASON,
+    SHMREG_FIELD_APP_DATA,        /* opaque bytes, at most SHMREG_MAX_APPDATA */
+    SHMREG_FIELD_STR_COUNT,
+    SHMREG_FIELD_LOCAL_RTP_PORT = SHMREG_FIELD_STR_COUNT,
+    SHMREG_FIELD_REMOTE_RTP_PORT,
+    SHMREG_FIELD_COUNT
+};
+#define SHMREG_MASK(field) (1u << (field))
+#define SHMREG_MASK_ALL ((1u << SHMREG_FIELD_COUNT) - 1u)
+
+/* Input for create and update. str[i] with ptr == NULL and len == 0 is the
+ * empty string. */
+typedef struct shmreg_fields {
+    shmreg_str str[SHMREG_FIELD_STR_COUNT];
+    uint16_t local_rtp_port, remote_rtp_port;
+} shmreg_fields;
+
+/* RTP counters, updated in place with atomic adds. */
+enum shmreg_counter {
+    SHMREG_CTR_PACKETS_SENT = 0,
+    SHMREG_CTR_PACKETS_RECEIVED,
+    SHMREG_CTR_BYTES_SENT,
+    SHMREG_CTR_BYTES_RECEIVED,
+    SHMREG_CTR_PACKETS_LOST,
+    SHMREG_CTR_COUNT
+};
+
+enum shmreg_sdp { SHMREG_SDP_LOCAL = 0, SHMREG_SDP_REMOTE = 1 };
+
+/* A session read in place. Filled by shmreg_session_get()/_next(); every
+ * shmreg_str points into the shared mapping and is valid until the caller's
+ * shmreg_read_end(). The string fields and ports are one consistent version
+ * (they are published together); each SDP is a complete version of itself.
+ * Counters are a snapshot taken field by field. */
+typedef struct shmreg_session {
+    shmreg_id id;
+    int state;                          /* shmreg_state */
+    shmreg_str str[SHMREG_FIELD_STR_COUNT];
+    uint16_t local_rtp_port, remote_rtp_port;
+    shmreg_str sdp[2];                  /* [SHMREG_SDP_LOCAL], [SHMREG_SDP_REMOTE] */
+    uint64_t created_ns, updated_ns;
+    int32_t owner_pid;                  /* pid of the creating process */
+    uint64_t config_gen;                /* config generation at create */
+    uint64_t counter[SHMREG_CTR_COUNT];
+    uint32_t ndialogs;                  /* dialogs bound to it */
+} shmreg_session;
+
+/* Create a session with a fresh random ID (libsodium), state Initiating,
+ * owner_pid = getpid(), config_gen = the registry's current config
+ * generation. `f` may be NULL (all empty). The session becomes visible to
+ * other processes in one atomic step, complete. No heap allocation.
+ * Errors: SHMREG_EINVAL (a string over SHMREG_MAX_STR, app data over
+ * SHMREG_MAX_APPDATA), SHMREG_EFULL (session table or heap full; nothing is
+ * left behind), SHMREG_ECORRUPT, SHMREG_EFORK. */
+int shmreg_session_create(shmreg *h, const shmreg_fields *f, shmreg_id *id_out);
+
+/* Replace the fields selected by `mask` (SHMREG_MASK bits; others keep their
+ * values) in one atomic step: readers see all old or all new values. A
+ * reader's old values stay valid until its read section ends.
+ * Errors: SHMREG_EINVAL (bad mask, over-long value), SHMREG_ENOENT,
+ * SHMREG_EFULL (heap full: nothing changed), SHMREG_ECORRUPT, SHMREG_EFORK. */
+int shmreg_session_update(shmreg *h, const shmreg_id *id, const shmreg_fields *f,
+                          uint32_t mask);
+
+/* Replace the local or remote SDP with `len` bytes at `sdp` (len 0 clears
+ * it). Atomic for readers as in update. No heap allocation.
+ * Errors: SHMREG_EINVAL (which, len > SHMREG_MAX_SDP, NULL with len > 0),
+ * SHMREG_ENOENT, SHMREG_EFULL, SHMREG_ECORRUPT, SHMREG_EFORK. */
+int shmreg_session_set_sdp(shmreg *h, const shmreg_id *id, int which,
+                           const void *sdp, size_t len);
+
+/* Compare-and-set state transition: if the current state is `expected` (or
+ * expected is SHMREG_STATE_ANY) and current -> `to` is in the table, the
+ * state becomes `to`. *old (may be NULL) receives the state found, in every
+ * outcome but ENOENT/EINVAL. Errors: SHMREG_EINVAL (unknown state),
+ * SHMREG_ENOENT, SHMREG_ECONFLICT (current != expected; nothing changed),
+ * SHMREG_ESTATE (not allowed by the table; nothing changed),
+ * SHMREG_ECORRUPT, SHMREG_EFORK. Lock-free, allocation-free. */
+int shmreg_session_transition(shmreg *h, const shmreg_id *id, int expected,
+                              int to, int *old);
+
+/* Atomically add `delta` to one RTP counter, in place. Lock-free.
+ * Errors: SHMREG_EINVAL (counter), SHMREG_ENOENT, SHMREG_ECORRUPT, SHMREG_EFORK. */
+int shmreg_session_counter_add(shmreg *h, const shmreg_id *id, int counter,
+                               uint64_t delta);
+
+/* Delete a session and unbind its dialogs. Its memory is reused once no read
+ * section can still see it. Errors: SHMREG_ENOENT, SHMREG_ECORRUPT, SHMREG_EFORK. */
+int shmreg_session_delete(shmreg *h, const shmreg_id *id);
+
+/* Read a session in place into *out (see shmreg_session). Requires an open
+ * read section. Lock-free, allocation-free, copies no string.
+ * Errors: SHMREG_ENOREAD, SHMREG_ENOENT, SHMREG_ECORRUPT, SHMREG_EFORK. */
+int shmreg_session_get(shmreg *h, const shmreg_id *id, shmreg_session *out);
+
+/* Iterate live sessions (state_filter SHMREG_STATE_ANY for all) in table
+ * order without blocking writers. Start with *cursor = 0; each call fills
+ * *out with the next match and advances *cursor. Returns SHMREG_ENOENT at
+ * the end. Requires an open read section; the cursor may be kept across
+ * sections (a session created or deleted meanwhile may or may not be seen;
+ * every session live throughout the walk is seen exactly once).
+ * Errors: SHMREG_ENOREAD, SHMREG_EINVAL, SHMREG_ECORRUPT, SHMREG_EFORK. */
+int shmreg_session_next(shmreg *h, uint64_t *cursor, int state_filter,
+                        shmreg_session *out);
+
+/* Count live sessions by state: counts[s] for s in 1..9, counts[0] = total.
+ * Walks the table (O(sessions in use)); takes no lock.
+ * Errors: SHMREG_EINVAL, SHMREG_ECORRUPT, SHMREG_EFORK. */
+int shmreg_session_counts(shmreg *h, uint64_t counts[SHMREG_STATE_COUNT]);
+
+/* ---------------------------------------------------------------- dialogs */
+
+/* A dialog read in place: valid until the caller's shmreg_read_end(). */
+typedef struct shmreg_dialog {
+    shmreg_str call_id, local_tag, remote_tag;
+    shmreg_id session;
+} shmreg_dialog;
+
+/* Bind (call_id, local_tag, remote_tag) -> session, insert-if-absent.
+ * Keys come from the network: they are hashed with keyed SipHash under the
+ * registry's random key. remote_tag may be empty (early dialog).
+ * Errors: SHMREG_EINVAL (empty call_id, a part over SHMREG_MAX_STR),
+ * SHMREG_ENOENT (no such session), SHMREG_EEXIST (key already bound, to this
+ * or another session: nothing changed), SHMREG_EFULL (heap full, or the session
+ * has SHMREG_MAX_DIALOGS_PER_SESSION dialogs), SHMREG_ECORRUPT, SHMREG_EFORK. */
+int shmreg_dialog_bind(shmreg *h, shmreg_str call_id, shmreg_str local_tag,
+                       shmreg_str remote_tag, const shmreg_id *session);
+
+/* Find the session of a dialog. With remote_tag.ptr == NULL, the early-dialog
+ * lookup: the first dialog with this Call-ID and local tag, whatever its
+ * remote tag. Lock-free. Errors: SHMREG_EINVAL, SHMREG_ENOENT,
+ * SHMREG_ECORRUPT, SHMREG_EFORK. */
+int shmreg_dialog_find(shmreg *h, shmreg_str call_id, shmreg_str local_tag,
+                       shmreg_str remote_tag, shmreg_id *session_out);
+
+/* Remove one binding (exact key). Errors: SHMREG_EINVAL, SHMREG_ENOENT,
+ * SHMREG_ECORRUPT, SHMREG_EFORK. */
+int shmreg_dialog_unbind(shmreg *h, shmreg_str call_id, shmreg_str local_tag,
+                         shmreg_str remote_tag);
+
+/* Iterate all dialogs (cursor as for shmreg_session_next). Requires a read
+ * section. Returns SHMREG_ENOENT at the end. */
+int shmreg_dialog_next(shmreg *h, uint64_t *cursor, shmreg_dialog *out);
+
+/* The i-th dialog bound to a session (0 <= i < ndialogs of its view), in
+ * place. Requires a read section. Errors: SHMREG_ENOREAD, SHMREG_ENOENT (no
+ * session, or no i-th dialog), SHMREG_ECORRUPT, SHMREG_EFORK. */
+int shmreg_session_dialog(shmreg *h, const shmreg_id *id, unsigned i,
+                          shmreg_dialog *out);
+
+/* ---------------------------------------------------------------- inspection */
+
+typedef struct shmreg_stats {
+    uint64_t segment_bytes;      /* size of the segment file */
+    uint64_t heap_bytes;         /* capacity for variable data */
+    uint64_t heap_used_bytes;    /* bytes in blocks handed out or awaiting reuse */
+    uint64_t heap_retired_bytes; /* of which retired, waiting for readers to leave */
+    uint32_t max_sessions, sessions;
+    uint32_t index_buckets;      /* session index buckets (dialog index has as many) */
+    uint32_t dialogs;
+    uint32_t max_handles, handles;  /* handle slots in use by live processes */
+    uint64_t oldest_read_ns;     /* age of the oldest open read section; 0: none */
+    uint64_t config_gen;         /* registry config generation */
+    uint64_t created_ns;         /* when the registry was created */
+} shmreg_stats;
+
+/* Fill *st. Takes no lock; figures are a moment's snapshot.
+ * Errors: SHMREG_EINVAL, SHMREG_ECORRUPT, SHMREG_EFORK. */
+int shmreg_stat(shmreg *h, shmreg_stats *st);
+
+typedef struct shmreg_handle_info {
+    uint32_t slot;
+    int32_t pid;
+    int alive;                   /* 1 live process, 0 dead or pid reused */
+    int in_read;                 /* 1 when a read section is open */
+    uint64_t read_age_ns;        /* how long that section has been open */
+    uint64_t attached_ns;        /* when the handle was opened */
+    int self;                    /* 1 for the calling handle */
+} shmreg_handle_info;
+
+/* Iterate attached handles (cursor from 0; SHMREG_ENOENT at the end).
+ * Errors: SHMREG_EINVAL, SHMREG_EFORK. */
+int shmreg_handle_next(shmreg *h, uint64_t *cursor, shmreg_handle_info *out);
+
+/* Clear the handle slots of dead processes (pid gone or reused), adopting
+ * their retired memory. Returns the number cleared (>= 0) or SHMREG_EFORK. */
+int shmreg_reap(shmreg *h);
+
+#define SHMREG_CHECK_REPAIR 0x1u
+
+typedef struct shmreg_check_report {
+    uint64_t problems;        /* structural problems (corruption) found */
+    uint64_t leaked_blocks;   /* blocks owned by dead processes, unreachable */
+    uint64_t leaked_bytes;
+    uint64_t reclaimed_blocks;/* with REPAIR: blocks returned to the heap */
+    uint64_t stale_handles;   /* handles of dead processes */
+    uint64_t reaped_handles;  /* with REPAIR: of those, cleared */
+    uint64_t sessions, dialogs, heap_blocks_used, heap_blocks_free;
+} shmreg_check_report;
+
+/* Called once per problem with a one-line description. */
+typedef void (*shmreg_problem_fn)(void *arg, const char *what);
+
+/* Full consistency check of the segment: header, every offset and length,
+ * session table vs index, dialogs vs sessions, allocator accounting. Runs
+ * concurrently with workers (it takes no lock a reader needs; with REPAIR
+ * it takes allocator and index locks briefly). Work attributable to live
+ * processes (a create in flight) is not a problem. With SHMREG_CHECK_REPAIR
+ * it clears dead handles and reclaims leaked blocks and half-deleted
+ * sessions of dead processes. `problem` may be NULL; `progress` may be NULL
+ * and is called with (done, total) now and then.
+ * Returns 0 if no problem remains (leaks alone are not problems; see
+ * report), SHMREG_ECORRUPT if structural problems were found, SHMREG_EFORK. */
+int shmreg_check(shmreg *h, unsigned flags, shmreg_check_report *report,
+                 shmreg_problem_fn problem, void *arg,
+                 void (*progress)(void *arg, uint64_t done, uint64_t total));
+
+/* ---------------------------------------------------------------- config generation */
+
+/* The registry's configuration generation, mirrored in the segment header:
+ * an O(1) read with no lock and no LMDB transaction. */
+uint64_t shmreg_config_gen(shmreg *h);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* SHMREG_H */

@@ -1,0 +1,418 @@
+/*
+ * alloc.c — a size-class allocator over the segment's heap, shared by
+ * every attached process, with no global lock.
+ *
+ * Shape. The heap is cut into pages of SHM_PAGE_BYTES. A page is handed
+ * once and for ever to one (size class, shard) pair and carved lazily into
+ * blocks of that class, so a page costs RAM only as its blocks are used.
+ * Each (class, shard) has its own free list under its own robust mutex; a
+ * handle prefers the shard of its slot number and steals from the others
+ * only when its own is empty, so four workers rarely meet on one lock.
+ * Classes step by a quarter of a power of two (64, 80, 96, 112, 128, 160,
+ * ...), bounding internal waste at 25% and leaving about 10% on average.
+ * Session slots are a fixed table managed by the same free-list code.
+ *
+ * Crash-safety. Every free-list step is a short sequence of stores done
+ * under the list's robust mutex, and it announces the block it works on in
+ * `pending` first. If the owner dies, the next locker (EOWNERDEAD) looks at
+ * `pending` and the block's state word and either completes the push or
+ * leaves the pop as a USED block of a dead tag, which the sweep reclaims.
+ * Taking a new page writes the page's class before bumping pages_used, so
+ * a page is never counted without an owner; a page lost between the two
+ * last steps is found and carved by shm_pages_repair().
+ */
+#include <string.h>
+#include <time.h>
+
+#include "alloc.h"
+#include "epoch.h"
+
+uint32_t shm_class_size(unsigned cls)
+{
+    if (cls == SHM_SLOT_CLASS)
+        return SHM_SLOT_BYTES;
+    if (cls >= SHM_NCLASS)
+        return 0;
+    if (cls >= 40)
+        return cls == 40 ? 65536u : 81920u;
+    uint32_t base = 64u << (cls / 4);
+    return base + base / 4 * (cls % 4);
+}
+
+static unsigned class_for(uint64_t bytes)
+{
+    for (unsigned k = 0; k < SHM_NCLASS; k++)
+        if (shm_class_size(k) >= bytes)
+            return k;
+    return SHM_NCLASS;
+}
+
+static inline shm_blk *blk(const shm_seg *s, uint64_t off)
+{
+    return (shm_blk *)(s->base + off);
+}
+
+shm_blk *shm_blk_at(const shm_seg *s, uint64_t off)
+{
+    uint32_t si = shm_slot_index(s, off);
+    if (si != UINT32_MAX)
+        return blk(s, off);
+    if (off < s->off_heap)
+        return NULL;
+    uint64_t rel = off - s->off_heap;
+    uint64_t page = rel / SHM_PAGE_BYTES;
+    if (page >= s->heap_pages)
+        return NULL;
+    uint32_t d = atomic_load_explicit(&s->pages[page].cls, memory_order_acquire);
+    if (d == 0)
+        return NULL;
+    uint32_t size = shm_class_size((d & 0xff) - 1);
+    uint64_t within = rel % SHM_PAGE_BYTES;
+    if (size == 0 || within % size || within / size >= SHM_PAGE_BYTES / size)
+        return NULL;
+    return blk(s, off);
+}
+
+uint64_t shm_blk_capacity(const shm_blk *b)
+{
+    uint32_t size = shm_class_size(b->cls);
+    return size > SHM_BLK_HDR ? size - SHM_BLK_HDR : 0;
+}
+
+shm_freelist *shm_blk_list(const shm_seg *s, uint64_t off)
+{
+    uint32_t si = shm_slot_index(s, off);
+    if (si != UINT32_MAX) {
+        uint32_t per = (s->max_sessions + SHM_SHARDS - 1) / SHM_SHARDS;
+        return &s->ctl->slots[si / per];
+    }
+    uint64_t page = (off - s->off_heap) / SHM_PAGE_BYTES;
+    uint32_t d = atomic_load(&s->pages[page].cls);
+    return &s->ctl->heap[(d & 0xff) - 1][(d >> 8) & 0xff];
+}
+
+/* --- free-list steps, each announced in fl->pending ---------------------- */
+
+static void list_push_locked(const shm_seg *s, shm_freelist *fl, uint64_t off)
+{
+    shm_blk *b = blk(s, off);
+    fl->pending = off;
+    atomic_store(&b->state, SHM_TAG(atomic_load(&b->state)) | SHM_BLK_FREEING);
+    atomic_store(&b->link, fl->head);
+    fl->head = off;
+    fl->nfree++;
+    atomic_store(&b->state, SHM_BLK_FREE);
+    fl->pending = 0;
+}
+
+static uint64_t list_pop_locked(const shm_seg *s, shm_freelist *fl, uint64_t tag, uint32_t aux,
+                                uint64_t seq)
+{
+    uint64_t off = fl->head;
+    if (off == 0)
+        return 0;
+    shm_blk *b = shm_blk_at(s, off);
+    if (b == NULL || SHM_KIND(atomic_load(&b->state)) != SHM_BLK_FREE) {
+        /* A corrupted list: drop it rather than hand out a bad block. The
+         * check reports the blocks as leaked; repair puts them back. */
+        fl->head = 0;
+        fl->nfree = 0;
+        return 0;
+    }
+    fl->pending = off;
+    b->aux = aux;
+    atomic_store(&b->stamp, seq);
+    atomic_store(&b->state, tag | SHM_BLK_USED);
+    fl->head = atomic_load(&b->link);
+    fl->nfree--;
+    fl->pending = 0;
+    return off;
+}
+
+/* Finish the step a dead owner announced, then recount the list so the
+ * statistics are exact again. */
+static void list_recover(const shm_seg *s, shm_freelist *fl)
+{
+    uint64_t off = fl->pending;
+    shm_blk *b = off ? shm_blk_at(s, off) : NULL;
+    if (b) {
+        unsigned kind = SHM_KIND(atomic_load(&b->state));
+        if (kind == SHM_BLK_FREEING) {
+            if (fl->head != off) {
+                atomic_store(&b->link, fl->head);
+                fl->head = off;
+            }
+            atomic_store(&b->state, SHM_BLK_FREE);
+        } else if (kind == SHM_BLK_USED && fl->head == off) {
+            /* The pop stamped the block but never unlinked it: undo. */
+            atomic_store(&b->state, SHM_BLK_FREE);
+        }
+    }
+    fl->pending = 0;
+    uint64_t n = 0, prev = 0;
+    for (uint64_t o = fl->head; o; o = atomic_load(&blk(s, o)->link)) {
+        shm_blk *x = shm_blk_at(s, o);
+        if (x == NULL || SHM_KIND(atomic_load(&x->state)) != SHM_BLK_FREE ||
+            n > s->size / 64) {
+            /* Cut at the first bad link; what lies beyond is reported as
+             * leaked by the check and reclaimed by its repair. */
+            if (prev)
+                atomic_store(&blk(s, prev)->link, 0);
+            else
+                fl->head = 0;
+            break;
+        }
+        n++;
+        prev = o;
+    }
+    fl->nfree = n;
+}
+
+void shm_list_lock(const shm_seg *s, shm_freelist *fl)
+{
+    if (shm_lock_take(&fl->lock) == 1)
+        list_recover(s, fl);
+}
+
+/* --- heap ---------------------------------------------------------------- */
+
+static uint32_t take_page(const shm_seg *s, unsigned cls, unsigned shard)
+{
+    shm_lock_take(&s->ctl->page_lock); /* pages_used is the commit: nothing to repair */
+    uint32_t p = atomic_load(&s->hdr->pages_used);
+    uint32_t got = 0;
+    if (p < s->heap_pages) {
+        atomic_store(&s->pages[p].carved, 0);
+        atomic_store(&s->pages[p].cls, (cls + 1) | (shard << 8));
+        atomic_store(&s->hdr->pages_used, p + 1);
+        got = p + 1;
+    }
+    shm_lock_drop(&s->ctl->page_lock);
+    return got;
+}
+
+static uint64_t carve_locked(const shm_seg *s, shm_freelist *fl, unsigned cls,
+                             unsigned shard, uint64_t tag, uint32_t aux, uint64_t seq)
+{
+    uint32_t size = shm_class_size(cls);
+    uint32_t per_page = SHM_PAGE_BYTES / size;
+    for (int tries = 0; tries < 2; tries++) {
+        if (fl->cur_page) {
+            shm_page_desc *d = &s->pages[fl->cur_page - 1];
+            uint32_t n = atomic_load(&d->carved);
+            if (n < per_page) {
+                uint64_t off = s->off_heap + (uint64_t)(fl->cur_page - 1) * SHM_PAGE_BYTES +
+                               (uint64_t)n * size;
+                shm_blk *b = blk(s, off);
+                b->cls = cls;
+                b->aux = aux;
+                atomic_store(&b->stamp, seq);
+                atomic_store(&b->link, 0);
+                atomic_store(&b->state, tag | SHM_BLK_USED);
+                atomic_store(&d->carved, n + 1); /* the commit */
+                return off;
+            }
+        }
+        uint32_t p = take_page(s, cls, shard);
+        if (p == 0)
+            return 0;
+        fl->cur_page = p;
+    }
+    return 0;
+}
+
+static uint64_t alloc_once(shm_ctx *c, uint64_t payload, uint32_t aux)
+{
+    unsigned cls = class_for(payload + SHM_BLK_HDR);
+    if (cls >= SHM_NCLASS)
+        return 0;
+    const shm_seg *s = &c->seg;
+    for (unsigned i = 0; i < SHM_SHARDS; i++) {
+        unsigned shard = (c->shard + i) % SHM_SHARDS;
+        shm_freelist *fl = &s->ctl->heap[cls][shard];
+        shm_list_lock(s, fl);
+        uint64_t off = list_pop_locked(s, fl, c->tag, aux, ++c->alloc_seq);
+        if (off == 0 && i == 0)
+            off = carve_locked(s, fl, cls, shard, c->tag, aux, c->alloc_seq);
+        shm_lock_drop(&fl->lock);
+        if (off)
+            return off;
+    }
+    /* Other shards may still own partly carved pages. */
+    for (unsigned i = 1; i < SHM_SHARDS; i++) {
+        unsigned shard = (c->shard + i) % SHM_SHARDS;
+        shm_freelist *fl = &s->ctl->heap[cls][shard];
+        if (fl->cur_page == 0)
+            continue;
+        shm_list_lock(s, fl);
+        uint64_t off = fl->cur_page ? carve_locked(s, fl, cls, shard, c->tag, aux, c->alloc_seq) : 0;
+        shm_lock_drop(&fl->lock);
+        if (off)
+            return off;
+    }
+    return 0;
+}
+
+/* When the heap or slot table looks full, our own limbo list may hold
+ * what we need, kept only by readers still in their sections: reclaim,
+ * and while it still holds blocks give readers a moment (at most
+ * SHM_FULL_WAIT_NS) to move on. Full means full after that. */
+static uint64_t alloc_retry(shm_ctx *c, uint64_t (*once)(shm_ctx *, uint64_t, uint32_t),
+                            uint64_t payload, uint32_t aux)
+{
+    uint64_t off = once(c, payload, aux);
+    shm_handle *me = &c->seg.handles[c->slot];
+    for (uint64_t waited = 0; off == 0 && atomic_load(&me->limbo_count) > 0;) {
+        if (shm_reclaim(c) == 0) {
+            if (waited >= SHM_FULL_WAIT_NS)
+                break;
+            struct timespec ts = {0, 50000};
+            nanosleep(&ts, NULL);
+            waited += 50000;
+            continue;
+        }
+        off = once(c, payload, aux);
+    }
+    return off;
+}
+
+uint64_t shm_alloc(shm_ctx *c, uint64_t payload, uint32_t aux)
+{
+    return alloc_retry(c, alloc_once, payload, aux);
+}
+
+/* --- session slots --------------------------------------------------------- */
+
+static uint64_t slot_alloc_once(shm_ctx *c, uint64_t unused, uint32_t aux)
+{
+    (void)unused;
+    const shm_seg *s = &c->seg;
+    uint32_t per = (s->max_sessions + SHM_SHARDS - 1) / SHM_SHARDS;
+    for (unsigned i = 0; i < SHM_SHARDS; i++) {
+        unsigned shard = (c->shard + i) % SHM_SHARDS;
+        uint32_t first = shard * per;
+        uint32_t count = first >= s->max_sessions ? 0
+                         : (s->max_sessions - first < per ? s->max_sessions - first : per);
+        shm_freelist *fl = &s->ctl->slots[shard];
+        shm_list_lock(s, fl);
+        uint64_t off = list_pop_locked(s, fl, c->tag, aux, ++c->alloc_seq);
+        if (off == 0 && fl->carved < count) {
+            off = shm_slot_off(s, first + fl->carved);
+            shm_blk *b = blk(s, off);
+            b->cls = SHM_SLOT_CLASS;
+            b->aux = aux;
+            atomic_store(&b->stamp, c->alloc_seq);
+            atomic_store(&b->link, 0);
+            atomic_store(&b->state, c->tag | SHM_BLK_USED);
+            fl->carved++; /* the commit */
+        }
+        shm_lock_drop(&fl->lock);
+        if (off)
+            return off;
+    }
+    return 0;
+}
+
+uint64_t shm_slot_alloc(shm_ctx *c, uint32_t aux)
+{
+    return alloc_retry(c, slot_alloc_once, 0, aux);
+}
+
+void shm_intent_set(shm_ctx *c, uint64_t off, uint64_t state)
+{
+    shm_handle *me = &c->seg.handles[c->slot];
+    shm_blk *b = (shm_blk *)(c->seg.base + off);
+    atomic_store(&me->intent_state, state);
+    atomic_store(&me->intent_stamp, atomic_load(&b->stamp));
+    atomic_store(&me->intent_off, off);
+}
+
+void shm_intent_clear(shm_ctx *c)
+{
+    atomic_store(&c->seg.handles[c->slot].intent_off, 0);
+}
+
+void shm_free(shm_ctx *c, uint64_t off)
+{
+    const shm_seg *s = &c->seg;
+    if (shm_blk_at(s, off) == NULL)
+        return;
+    shm_freelist *fl = shm_blk_list(s, off);
+    shm_list_lock(s, fl);
+    list_push_locked(s, fl, off);
+    shm_lock_drop(&fl->lock);
+}
+
+/* --- walking and accounting ---------------------------------------------- */
+
+uint64_t shm_heap_used(const shm_seg *s)
+{
+    uint64_t used = 0;
+    uint32_t np = atomic_load(&s->hdr->pages_used);
+    for (uint32_t p = 0; p < np && p < s->heap_pages; p++) {
+        uint32_t d = atomic_load(&s->pages[p].cls);
+        if (d)
+            used += (uint64_t)atomic_load(&s->pages[p].carved) * shm_class_size((d & 0xff) - 1);
+    }
+    for (unsigned k = 0; k < SHM_NCLASS; k++)
+        for (unsigned sh = 0; sh < SHM_SHARDS; sh++)
+            used -= s->ctl->heap[k][sh].nfree * shm_class_size(k);
+    return used;
+}
+
+void shm_blocks_walk(const shm_seg *s, void (*fn)(void *, uint64_t, shm_blk *), void *arg)
+{
+    uint32_t per = (s->max_sessions + SHM_SHARDS - 1) / SHM_SHARDS;
+    for (unsigned sh = 0; sh < SHM_SHARDS; sh++) {
+        uint32_t n = s->ctl->slots[sh].carved;
+        for (uint32_t i = 0; i < n && sh * per + i < s->max_sessions; i++) {
+            uint64_t off = shm_slot_off(s, sh * per + i);
+            fn(arg, off, blk(s, off));
+        }
+    }
+    uint32_t np = atomic_load(&s->hdr->pages_used);
+    for (uint32_t p = 0; p < np && p < s->heap_pages; p++) {
+        uint32_t d = atomic_load(&s->pages[p].cls);
+        uint32_t size = d ? shm_class_size((d & 0xff) - 1) : 0;
+        if (size == 0)
+            continue;
+        uint32_t n = atomic_load(&s->pages[p].carved);
+        for (uint32_t i = 0; i < n && i < SHM_PAGE_BYTES / size; i++) {
+            uint64_t off = s->off_heap + (uint64_t)p * SHM_PAGE_BYTES + (uint64_t)i * size;
+            fn(arg, off, blk(s, off));
+        }
+    }
+}
+
+uint64_t shm_pages_repair(shm_ctx *c)
+{
+    const shm_seg *s = &c->seg;
+    uint64_t got = 0;
+    uint32_t np = atomic_load(&s->hdr->pages_used);
+    for (uint32_t p = 0; p < np && p < s->heap_pages; p++) {
+        uint32_t d = atomic_load(&s->pages[p].cls);
+        if (d == 0)
+            continue;
+        unsigned cls = (d & 0xff) - 1, shard = (d >> 8) & 0xff;
+        if (cls >= SHM_NCLASS || shard >= SHM_SHARDS)
+            continue;
+        uint32_t size = shm_class_size(cls), per_page = SHM_PAGE_BYTES / size;
+        shm_freelist *fl = &s->ctl->heap[cls][shard];
+        shm_list_lock(s, fl);
+        shm_page_desc *pd = &s->pages[p];
+        if (fl->cur_page != p + 1) {
+            for (uint32_t n = atomic_load(&pd->carved); n < per_page; n++) {
+                uint64_t off = s->off_heap + (uint64_t)p * SHM_PAGE_BYTES + (uint64_t)n * size;
+                shm_blk *b = blk(s, off);
+                b->cls = cls;
+                b->aux = 0;
+                atomic_store(&b->state, c->tag | SHM_BLK_USED);
+                atomic_store(&pd->carved, n + 1);
+                list_push_locked(s, fl, off);
+                got++;
+            }
+        }
+        shm_lock_drop(&fl->lock);
+    }
+    return got;
+}

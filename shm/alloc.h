@@ -1,0 +1,123 @@
+/*
+ * alloc.h — blocks, and the allocator that hands them out to many
+ * processes at once.
+ *
+ * Every block starts with a 32-byte header. Readers never look at it; it
+ * belongs to the allocator and the reclaimer. Its state word says who is
+ * responsible for the block right now:
+ *
+ *   FREE      on a free list
+ *   USED      in use; the tag names the handle (slot + incarnation) that
+ *             allocated it or last took responsibility for it
+ *   RETIRED   unlinked from every structure, on the tag's limbo list,
+ *             waiting for readers that might still see it (epoch.c)
+ *   FREEING   being pushed onto a free list right now
+ *
+ * The tag is what makes crashes cheap: a block whose tag names a dead
+ * handle and that no structure reaches is a leak of that dead process, and
+ * the sweep in shmreg_check() can give it back without guessing.
+ */
+#ifndef SHM_ALLOC_H
+#define SHM_ALLOC_H
+
+#include "seg.h"
+
+typedef struct shm_blk {
+    _Atomic uint64_t state;  /* kind | owner tag */
+    _Atomic uint64_t link;   /* free-list / limbo link (block offset) */
+    _Atomic uint64_t stamp;  /* epoch at retire */
+    uint32_t cls;            /* size class, SHM_SLOT_CLASS for slots */
+    uint32_t aux;            /* owning structure, for the registry's repair */
+} shm_blk;
+
+#define SHM_BLK_HDR ((uint64_t)sizeof(shm_blk))
+
+enum { SHM_BLK_NONE = 0, SHM_BLK_FREE = 1, SHM_BLK_USED = 2, SHM_BLK_RETIRED = 3,
+       SHM_BLK_FREEING = 4 };
+
+#define SHM_KIND(state) ((unsigned)((state) & 0xffu))
+#define SHM_TAG(state) ((state) & ~0xffull)
+#define SHM_TAG_SLOT(tag) ((uint32_t)(((tag) >> 8) & 0xffffffu))
+#define SHM_TAG_INC(tag) ((uint32_t)((tag) >> 32))
+
+/* Who is calling: a process's handle, as the engine sees it. */
+typedef struct shm_ctx {
+    shm_seg seg;
+    uint32_t slot;           /* handle slot index */
+    uint32_t incarnation;
+    uint64_t tag;            /* owner tag for blocks we hold */
+    unsigned shard;          /* preferred free-list shard */
+    unsigned read_depth;     /* nested read sections */
+    uint64_t alloc_seq;      /* stamps USED blocks: tells reuses apart */
+} shm_ctx;
+
+static inline uint64_t shm_make_tag(uint32_t slot, uint32_t inc)
+{
+    return ((uint64_t)inc << 32) | ((uint64_t)slot << 8);
+}
+
+/* Announce that the block at `off` (currently in state `state`) is about
+ * to be unlinked and retired by us; shm_intent_clear() once it is. If we
+ * die in between, the check sweep finishes the retire. */
+void shm_intent_set(shm_ctx *c, uint64_t off, uint64_t state);
+void shm_intent_clear(shm_ctx *c);
+
+/* How long an allocation that finds no room waits for readers to release
+ * memory this handle retired, before it reports full. */
+#define SHM_FULL_WAIT_NS 10000000ull
+
+/* Size of class k's blocks, header included; 0 for an unknown class. */
+uint32_t shm_class_size(unsigned cls);
+
+/* Allocate a block with room for `payload` bytes; stamps it USED(me) with
+ * `aux`. Returns the block offset, or 0 when the heap is full (or payload
+ * exceeds the largest class). */
+uint64_t shm_alloc(shm_ctx *c, uint64_t payload, uint32_t aux);
+
+/* Allocate a session slot (a block of SHM_SLOT_BYTES); 0 when all taken. */
+uint64_t shm_slot_alloc(shm_ctx *c, uint32_t aux);
+
+/* Return a block to its free list now. Only for blocks no reader can see
+ * (never published, or past their grace period). */
+void shm_free(shm_ctx *c, uint64_t off);
+
+/* The block header at `off`, bounds- and alignment-checked: NULL when `off`
+ * is not the start of a heap block or slot inside the mapping. */
+shm_blk *shm_blk_at(const shm_seg *s, uint64_t off);
+
+/* Payload capacity of a valid block (bytes after the header). */
+uint64_t shm_blk_capacity(const shm_blk *b);
+
+/* Bytes handed out (carved minus free), for statistics. */
+uint64_t shm_heap_used(const shm_seg *s);
+
+/* Index of the slot at block offset `off`, or UINT32_MAX if not a slot. */
+static inline uint32_t shm_slot_index(const shm_seg *s, uint64_t off)
+{
+    if (off < s->off_slots || (off - s->off_slots) % SHM_SLOT_BYTES)
+        return UINT32_MAX;
+    uint64_t i = (off - s->off_slots) / SHM_SLOT_BYTES;
+    return i < s->max_sessions ? (uint32_t)i : UINT32_MAX;
+}
+
+static inline uint64_t shm_slot_off(const shm_seg *s, uint32_t i)
+{
+    return s->off_slots + (uint64_t)i * SHM_SLOT_BYTES;
+}
+
+/* The free list a block belongs to. */
+shm_freelist *shm_blk_list(const shm_seg *s, uint64_t off);
+
+/* Take a free list's lock, repairing the step a dead owner left half done. */
+void shm_list_lock(const shm_seg *s, shm_freelist *fl);
+
+/* Visit every carved block (heap and slots): fn(arg, offset, header).
+ * Lock-free snapshot; used by the consistency check. */
+void shm_blocks_walk(const shm_seg *s, void (*fn)(void *, uint64_t, shm_blk *), void *arg);
+
+/* Pages assigned to a class but neither current nor fully carved (lost by
+ * a process that died while taking a page): carve the rest onto the free
+ * list. Returns the number of blocks recovered. */
+uint64_t shm_pages_repair(shm_ctx *c);
+
+#endif

@@ -1,0 +1,186 @@
+/*
+ * seg.c — layout, formatting and validation of a segment, and the robust
+ * locks that live in it.
+ *
+ * Validation is the point of this file. A process attaching to a segment
+ * trusts nothing in it: the magic and layout version say whether it is ours
+ * at all; the checksum over the fixed header catches scribbles; and the
+ * region offsets are recomputed from the capacities and compared, so a
+ * header that passes has region boundaries that are all inside the file and
+ * all where this library would have put them.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "seg.h"
+
+#define ALIGN_UP(x, a) (((x) + (a) - 1) / (a) * (a))
+
+static uint32_t pow2_at_least(uint64_t n)
+{
+    uint32_t p = 64;
+    while (p < n && p < (1u << 30))
+        p <<= 1;
+    return p;
+}
+
+int shm_layout(const shm_params *p, shm_fixed *f)
+{
+    if (p->max_sessions < 1 || p->max_sessions > (1u << 26) ||
+        p->max_handles < 1 || p->max_handles > 4096 || p->heap_bytes < SHM_PAGE_BYTES ||
+        p->heap_bytes > (1ull << 40))
+        return SHM_EINVAL;
+    memset(f, 0, sizeof *f);
+    memcpy(f->magic, SHM_MAGIC, 8);
+    f->layout_version = SHM_LAYOUT_VERSION;
+    f->header_bytes = SHM_HEADER_BYTES;
+    f->max_sessions = p->max_sessions;
+    f->max_handles = p->max_handles;
+    /* Two buckets per session keeps chains short at full capacity. */
+    f->index_buckets = pow2_at_least(2ull * p->max_sessions);
+    f->heap_pages = (uint32_t)((p->heap_bytes + SHM_PAGE_BYTES - 1) / SHM_PAGE_BYTES);
+    f->page_bytes = SHM_PAGE_BYTES;
+    f->slot_bytes = SHM_SLOT_BYTES;
+    f->ring_records = p->ring_records;
+
+    uint64_t o = SHM_HEADER_BYTES;
+    f->off_control = o;
+    o = ALIGN_UP(o + sizeof(shm_control), 4096);
+    f->off_handles = o;
+    o = ALIGN_UP(o + (uint64_t)p->max_handles * sizeof(shm_handle), 4096);
+    f->off_sess_index = o;
+    o = ALIGN_UP(o + (uint64_t)f->index_buckets * sizeof(uint32_t), 4096);
+    f->off_dlg_index = o;
+    o = ALIGN_UP(o + (uint64_t)f->index_buckets * sizeof(uint64_t), 4096);
+    f->off_pages = o;
+    o = ALIGN_UP(o + (uint64_t)f->heap_pages * sizeof(shm_page_desc), 4096);
+    f->off_slots = o;
+    o = ALIGN_UP(o + (uint64_t)p->max_sessions * SHM_SLOT_BYTES, 4096);
+    f->off_heap = o;
+    o += (uint64_t)f->heap_pages * SHM_PAGE_BYTES;
+    f->off_ring = o;
+    o = ALIGN_UP(o + 4096 + (uint64_t)p->ring_records * 64, 4096);
+    f->end = o;
+    f->segment_bytes = o;
+    return 0;
+}
+
+uint64_t shm_fixed_checksum(const shm_fixed *f)
+{
+    const unsigned char *b = (const unsigned char *)f;
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < offsetof(shm_fixed, checksum); i++) {
+        h ^= b[i];
+        h *= 1099511628211ull;
+    }
+    return h;
+}
+
+int shm_lock_init(shm_lock *l)
+{
+    pthread_mutexattr_t a;
+    if (pthread_mutexattr_init(&a))
+        return SHM_ESYS;
+    int rc = pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED) ||
+             pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST) ||
+             pthread_mutex_init(&l->m, &a);
+    pthread_mutexattr_destroy(&a);
+    return rc ? SHM_ESYS : 0;
+}
+
+int shm_lock_take(shm_lock *l)
+{
+    int rc = pthread_mutex_lock(&l->m);
+    if (rc == EOWNERDEAD) {
+        /* The owner died inside its critical section. Everything we guard
+         * is published by single stores, so the structure is consistent;
+         * the caller finishes any step the dead owner had announced. */
+        pthread_mutex_consistent(&l->m);
+        return 1;
+    }
+    return 0;
+}
+
+void shm_lock_drop(shm_lock *l)
+{
+    pthread_mutex_unlock(&l->m);
+}
+
+int shm_seg_format(void *base, const shm_fixed *f)
+{
+    shm_header *h = base;
+    h->f = *f;
+    h->f.checksum = shm_fixed_checksum(&h->f);
+    atomic_store(&h->epoch, 1);
+    shm_control *c = (shm_control *)((unsigned char *)base + f->off_control);
+    int rc = shm_lock_init(&c->page_lock) | shm_lock_init(&c->handle_lock);
+    for (unsigned k = 0; k < SHM_NCLASS; k++)
+        for (unsigned s = 0; s < SHM_SHARDS; s++)
+            rc |= shm_lock_init(&c->heap[k][s].lock);
+    for (unsigned s = 0; s < SHM_SHARDS; s++)
+        rc |= shm_lock_init(&c->slots[s].lock);
+    for (unsigned i = 0; i < SHM_STRIPES; i++)
+        rc |= shm_lock_init(&c->sess_stripe[i]) | shm_lock_init(&c->dlg_stripe[i]);
+    return rc ? SHM_ESYS : 0;
+}
+
+#define WHY(...) ((void)snprintf(why, whylen, __VA_ARGS__))
+
+int shm_seg_bind(shm_seg *s, void *base, uint64_t size, char *why, size_t whylen)
+{
+    memset(s, 0, sizeof *s);
+    if (size < SHM_HEADER_BYTES)
+        return WHY("segment is %llu bytes, smaller than a shmreg header (%u)",
+                   (unsigned long long)size, SHM_HEADER_BYTES), SHM_EVERSION;
+    shm_header *h = base;
+    if (memcmp(h->f.magic, SHM_MAGIC, 8) != 0)
+        return WHY("not a shmreg segment: magic bytes differ"), SHM_EVERSION;
+    if (h->f.layout_version != SHM_LAYOUT_VERSION)
+        return WHY("segment has layout version %u, this library uses %u",
+                   h->f.layout_version, SHM_LAYOUT_VERSION), SHM_EVERSION;
+    if (h->f.checksum != shm_fixed_checksum(&h->f))
+        return WHY("header checksum mismatch: the fixed header was modified"), SHM_ECORRUPT;
+    if (h->f.segment_bytes != size)
+        return WHY("header says %llu bytes but the file has %llu",
+                   (unsigned long long)h->f.segment_bytes, (unsigned long long)size),
+               SHM_ECORRUPT;
+    shm_params p = {h->f.max_sessions, h->f.max_handles, h->f.ring_records,
+                    (uint64_t)h->f.heap_pages * SHM_PAGE_BYTES};
+    shm_fixed want;
+    if (shm_layout(&p, &want) != 0)
+        return WHY("header capacities out of range (sessions %u, handles %u)",
+                   h->f.max_sessions, h->f.max_handles), SHM_ECORRUPT;
+    if (h->f.header_bytes != want.header_bytes || h->f.page_bytes != want.page_bytes ||
+        h->f.slot_bytes != want.slot_bytes || h->f.index_buckets != want.index_buckets ||
+        memcmp(&h->f.off_control, &want.off_control,
+               offsetof(shm_fixed, key) - offsetof(shm_fixed, off_control)) != 0)
+        return WHY("header region offsets disagree with its capacities "
+                   "(built by another version?)"), SHM_ECORRUPT;
+
+    s->base = base;
+    s->size = size;
+    s->hdr = h;
+    s->ctl = (shm_control *)(s->base + h->f.off_control);
+    s->handles = (shm_handle *)(s->base + h->f.off_handles);
+    s->sess_index = (_Atomic uint32_t *)(s->base + h->f.off_sess_index);
+    s->dlg_index = (_Atomic uint64_t *)(s->base + h->f.off_dlg_index);
+    s->pages = (shm_page_desc *)(s->base + h->f.off_pages);
+    s->max_sessions = h->f.max_sessions;
+    s->max_handles = h->f.max_handles;
+    s->buckets = h->f.index_buckets;
+    s->heap_pages = h->f.heap_pages;
+    s->off_slots = h->f.off_slots;
+    s->off_heap = h->f.off_heap;
+    s->off_ring = h->f.off_ring;
+    s->ring_records = h->f.ring_records;
+    return 0;
+}
+
+uint64_t shm_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}

@@ -1,0 +1,198 @@
+/*
+ * seg.h — the segment: one shared file mapped by every process, and the
+ * layout of what lives in it.
+ *
+ * Everything inside the segment refers to everything else by *offset* from
+ * the segment base, never by pointer, because each process maps the file at
+ * its own address. Offsets and lengths read back from the segment are not
+ * trusted: shm_at() turns an offset into a pointer only after checking that
+ * the whole object lies inside the mapping, so a corrupted segment yields
+ * SHM_ECORRUPT instead of a wild read.
+ *
+ * The layout is computed from four numbers (sessions, handles, buckets,
+ * heap pages) by shm_layout(); the offsets are stored in the header too,
+ * and attach recomputes them and refuses a header whose offsets disagree.
+ * That one comparison validates every region boundary at once.
+ *
+ *   [header 4 KiB][control: lock & free-list records][handle table]
+ *   [session index buckets][dialog index buckets][page descriptors]
+ *   [session slots][heap pages ... ][ring]
+ *
+ * This file knows nothing of SIP: "session slots" are fixed-size records of
+ * SHM_SLOT_BYTES that the registry interprets, and the heap serves
+ * variable-sized blocks. Both are carved into blocks that start with a
+ * struct shm_blk header (see alloc.h).
+ */
+#ifndef SHM_SEG_H
+#define SHM_SEG_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Engine error codes. The registry maps them 1:1 onto SHMREG_E* (same
+ * numbers) so no translation table is needed. */
+#define SHM_EINVAL   (-1)
+#define SHM_ENOENT   (-2)
+#define SHM_EEXIST   (-3)
+#define SHM_EFULL    (-4)
+#define SHM_ECORRUPT (-7)
+#define SHM_EVERSION (-9)
+#define SHM_EPERM    (-10)
+#define SHM_ESYS     (-11)
+
+#define SHM_MAGIC "shmreg\x1a\x01"
+#define SHM_LAYOUT_VERSION 1u
+#define SHM_HEADER_BYTES 4096u
+#define SHM_PAGE_BYTES (256u * 1024u)   /* heap page: 3 of the largest class */
+#define SHM_SLOT_BYTES 256u             /* session slot, header included */
+#define SHM_SHARDS 4u                   /* free lists per class: spreads lock traffic */
+#define SHM_STRIPES 256u                /* index stripe locks per index */
+#define SHM_NCLASS 42u                  /* heap size classes (see alloc.c) */
+#define SHM_SLOT_CLASS 0xffu            /* class id of session slots */
+
+/* A robust, process-shared mutex padded to a cache line so neighbouring
+ * locks do not false-share. */
+typedef struct shm_lock {
+    pthread_mutex_t m;
+    char pad[64 - sizeof(pthread_mutex_t) % 64];
+} shm_lock;
+
+/* A free list of fixed-size blocks guarded by one robust lock. `pending`
+ * names the block a push or pop is working on, so that whoever inherits the
+ * lock from a dead owner can finish or undo that one step (alloc.c). */
+typedef struct shm_freelist {
+    shm_lock lock;
+    uint64_t head;        /* block offset, 0 = empty */
+    uint64_t pending;     /* block being pushed/popped, 0 = none */
+    uint64_t nfree;       /* blocks on the list */
+    uint32_t cur_page;    /* heap: page being carved (+1; 0 none); slots: unused */
+    uint32_t carved;      /* slots: blocks carved from this shard's range */
+    char pad[32];
+} shm_freelist;
+
+/* Per-process attachment record (epoch.c). */
+typedef struct shm_handle {
+    _Atomic uint64_t word;       /* kind | pid << 8 (see epoch.h) */
+    _Atomic uint32_t incarnation;/* bumped at every claim: owner tags name it */
+    uint32_t pad0;
+    uint64_t start_time;         /* process start time, /proc/PID/stat field 22 */
+    uint64_t attached_ns;
+    _Atomic uint64_t epoch;      /* global epoch seen at read_begin; 0 = outside */
+    _Atomic uint64_t read_since_ns;
+    _Atomic uint64_t limbo_head; /* retired blocks waiting for readers */
+    _Atomic uint64_t limbo_count;
+    _Atomic uint64_t limbo_bytes;
+    /* A block this handle is about to unlink and retire: if the process
+     * dies in between, the sweep knows whose it was (see shm_intent). */
+    _Atomic uint64_t intent_off, intent_state, intent_stamp;
+    char pad[24];
+} shm_handle;
+
+typedef struct shm_page_desc {
+    _Atomic uint32_t cls;        /* class + 1, shard << 8; 0 = unassigned */
+    _Atomic uint32_t carved;     /* blocks carved so far */
+} shm_page_desc;
+
+/* The fixed part of the header: written once at create, checksummed. */
+typedef struct shm_fixed {
+    char magic[8];
+    uint32_t layout_version;
+    uint32_t header_bytes;
+    uint64_t segment_bytes;
+    uint32_t uid, gid;
+    uint32_t max_sessions, max_handles;
+    uint32_t index_buckets;      /* per index, power of two */
+    uint32_t heap_pages;
+    uint32_t page_bytes, slot_bytes;
+    uint32_t ring_records;
+    uint32_t pad0;
+    uint64_t off_control, off_handles, off_sess_index, off_dlg_index;
+    uint64_t off_pages, off_slots, off_heap, off_ring, end;
+    unsigned char key[16];       /* SipHash key for network-supplied keys */
+    uint64_t created_ns;
+    uint64_t checksum;           /* FNV-1a of everything above */
+} shm_fixed;
+
+typedef struct shm_header {
+    shm_fixed f;
+    char pad1[512 - sizeof(shm_fixed)];
+    _Atomic uint64_t epoch;      /* global reclamation epoch (epoch.c) */
+    char pad2[56];
+    _Atomic uint64_t config_gen; /* mirrored configuration generation */
+    char pad3[56];
+    _Atomic uint32_t pages_used; /* heap pages handed to classes */
+    char pad4[60];
+    _Atomic uint64_t dialogs;    /* dialogs bound (statistics) */
+    char pad5[56];
+    _Atomic uint64_t app[8];     /* words reserved for registry modules */
+} shm_header;
+
+/* The control area: every lock and free list. */
+typedef struct shm_control {
+    shm_lock page_lock;          /* serialises handing out heap pages */
+    shm_lock handle_lock;        /* serialises reaping dead handles */
+    shm_freelist heap[SHM_NCLASS][SHM_SHARDS];
+    shm_freelist slots[SHM_SHARDS];
+    shm_lock sess_stripe[SHM_STRIPES];
+    shm_lock dlg_stripe[SHM_STRIPES];
+} shm_control;
+
+/* A process's view of a mapped segment. */
+typedef struct shm_seg {
+    unsigned char *base;
+    uint64_t size;
+    shm_header *hdr;
+    shm_control *ctl;
+    shm_handle *handles;
+    _Atomic uint32_t *sess_index;
+    _Atomic uint64_t *dlg_index;
+    shm_page_desc *pages;
+    uint32_t max_sessions, max_handles, buckets, heap_pages;
+    uint64_t off_slots, off_heap, off_ring;
+    uint32_t ring_records;
+} shm_seg;
+
+typedef struct shm_params {
+    uint32_t max_sessions, max_handles, ring_records;
+    uint64_t heap_bytes;
+} shm_params;
+
+/* Compute the whole layout for `p` into `f` (magic, sizes, offsets). */
+int shm_layout(const shm_params *p, shm_fixed *f);
+
+/* FNV-1a over the fixed header minus its checksum field. */
+uint64_t shm_fixed_checksum(const shm_fixed *f);
+
+/* Initialise a freshly created, zero-filled mapping of f->segment_bytes. */
+int shm_seg_format(void *base, const shm_fixed *f);
+
+/* Validate a mapping of `size` bytes and fill `s`. On failure writes a
+ * human-readable reason into `why`. Returns 0, SHM_EVERSION, SHM_ECORRUPT. */
+int shm_seg_bind(shm_seg *s, void *base, uint64_t size, char *why, size_t whylen);
+
+/* Bounds-checked offset -> pointer: NULL unless [off, off+len) lies inside
+ * the mapping past the header. */
+static inline void *shm_at(const shm_seg *s, uint64_t off, uint64_t len)
+{
+    if (off < SHM_HEADER_BYTES || off > s->size || len > s->size - off)
+        return NULL;
+    return s->base + off;
+}
+
+static inline uint64_t shm_off(const shm_seg *s, const void *p)
+{
+    return (uint64_t)((const unsigned char *)p - s->base);
+}
+
+/* Robust mutex helpers (lock.c). shm_lock_take returns 0, or 1 when the
+ * previous owner died holding it (the caller must repair what the lock
+ * protects before relying on it; the mutex is already marked consistent). */
+int shm_lock_init(shm_lock *l);
+int shm_lock_take(shm_lock *l);
+void shm_lock_drop(shm_lock *l);
+
+uint64_t shm_now_ns(void);
+
+#endif

@@ -1,0 +1,108 @@
+/*
+ * testutil.c — see testutil.h. Plain POSIX; everything that can fail
+ * bails out of the test (a test without its scratch dir cannot say
+ * anything useful).
+ */
+#include "testutil.h"
+#include "tap.h"
+
+#include <errno.h>
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static char scratch[256];
+static pid_t scratch_owner;   /* set when we made the dir and must remove it */
+
+static void remove_own_scratch(void)
+{
+    if (scratch_owner == getpid())   /* not in forked children that exit() */
+        test_rm_rf(scratch);
+}
+
+static const char *scratch_dir(void)
+{
+    if (scratch[0])
+        return scratch;
+    const char *env = getenv("SHMREG_TEST_DIR");
+    if (env && *env) {
+        if (snprintf(scratch, sizeof scratch, "%s", env) >= (int)sizeof scratch)
+            bail_out("SHMREG_TEST_DIR too long: %s", env);
+        if (mkdir(scratch, 0700) != 0 && errno != EEXIST)
+            bail_out("mkdir %s: %s", scratch, strerror(errno));
+        return scratch;
+    }
+    struct stat st;
+    const char *base = (stat("/dev/shm", &st) == 0 && S_ISDIR(st.st_mode))
+                           ? "/dev/shm" : "/tmp";
+    snprintf(scratch, sizeof scratch, "%s/shmreg-test-%d", base, (int)getpid());
+    if (mkdir(scratch, 0700) != 0 && errno != EEXIST)
+        bail_out("mkdir %s: %s", scratch, strerror(errno));
+    scratch_owner = getpid();
+    atexit(remove_own_scratch);
+    return scratch;
+}
+
+const char *test_dir(const char *name)
+{
+    static char ring[64][320];
+    static unsigned next, seq;
+    const char *dir = scratch_dir();
+    char *out = ring[next++ % 64];
+    for (;;) {
+        snprintf(out, sizeof ring[0], "%s/%s-%d-%u", dir, name ? name : "t",
+                 (int)getpid(), seq++);
+        if (access(out, F_OK) != 0 && errno == ENOENT)
+            return out;
+    }
+}
+
+static int rm_one(const char *path, const struct stat *st, int type,
+                  struct FTW *ftw)
+{
+    (void)st;
+    (void)ftw;
+    int rc = (type == FTW_DP) ? rmdir(path) : unlink(path);
+    if (rc != 0 && errno != ENOENT)
+        diag("test_rm_rf: cannot remove %s: %s", path, strerror(errno));
+    return 0;
+}
+
+void test_rm_rf(const char *path)
+{
+    if (path && *path)
+        nftw(path, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+pid_t test_fork(void (*fn)(void *), void *arg)
+{
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0)
+        bail_out("fork: %s", strerror(errno));
+    if (pid == 0) {
+        fn(arg);
+        _exit(exit_status());
+    }
+    return pid;
+}
+
+int test_wait(pid_t pid)
+{
+    int st;
+    pid_t r;
+    do
+        r = waitpid(pid, &st, 0);
+    while (r < 0 && errno == EINTR);
+    if (r < 0)
+        return -1;
+    if (WIFEXITED(st))
+        return WEXITSTATUS(st);
+    if (WIFSIGNALED(st))
+        return 128 + WTERMSIG(st);
+    return -1;
+}
