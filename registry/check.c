@@ -228,7 +228,6 @@ static void check_dlg_index(check *k)
                     k->r->leaked_blocks++;
                     k->r->leaked_bytes += shm_class_size(blk->cls);
                     if (k->repair && reg_dialog_unlink(k->h, off)) {
-                        atomic_fetch_sub(&s->hdr->dialogs, 1);
                         if (shm_retire(&k->h->c, off, bst) == 0)
                             k->r->reclaimed_blocks++;
                     }

@@ -197,7 +197,7 @@ int shmreg_dialog_bind(shmreg *h, shmreg_str call_id, shmreg_str local_tag, shmr
     }
     atomic_store(&d->next, atomic_load(&s->dlg_index[bucket]));
     atomic_store_explicit(&s->dlg_index[bucket], rec, memory_order_release);
-    atomic_fetch_add(&s->hdr->dialogs, 1);
+    reg_event(h, SHMREG_EV_DIALOG_BOUND, session->bytes, 0, 0, 0);
 unlock:
     shm_lock_drop(l);
 out:
@@ -269,10 +269,10 @@ int shmreg_dialog_unbind(shmreg *h, shmreg_str call_id, shmreg_str local_tag, sh
         off = atomic_load(link);
     }
     atomic_store(link, atomic_load(&d->next));
-    atomic_fetch_sub(&s->hdr->dialogs, 1);
     shm_lock_drop(l);
     shm_retire(&h->c, rec, st);
     shm_intent_clear(&h->c);
+    reg_event(h, SHMREG_EV_DIALOG_UNBOUND, d->sid, 0, 0, 0);
 out:
     shm_read_leave(&h->c);
     return rc;

@@ -43,6 +43,10 @@ gid_t shmreg__file_gid(const shmreg *h);
 void **shmreg__config_state(shmreg *h);
 void shmreg__config_close(shmreg *h);
 
+/* Publish SHMREG_EV_CONFIG_CHANGED for generation `gen` (config module,
+ * after each committed write). Never fails the caller. */
+void shmreg__publish_config(shmreg *h, uint64_t gen);
+
 /* True (1) when called in a process other than the one that opened `h`
  * (after fork). Modules use it to avoid touching inherited LMDB state. */
 int shmreg__forked(const shmreg *h);

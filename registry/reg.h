@@ -31,8 +31,9 @@ struct shmreg {
     char *path;
     mode_t file_mode;
     gid_t gid;
+    pid_t pid;                        /* of the opening process */
     void *config_state;
-    void *event_state;
+    void *event_state;                /* this process's view of the ring */
 };
 
 /* Session state word: low byte the call state (0 = not yet published),
@@ -109,6 +110,10 @@ int reg_find(shmreg *h, const unsigned char id[16], uint32_t *si);
  * SHMREG_EINVAL or SHMREG_ENOREAD (for calls that hand out pointers). */
 int reg_need_read(shmreg *h);
 
+/* Live sessions by state (counts[0] total) and, if asked, their dialogs,
+ * by walking the slots. */
+void reg_count(shmreg *h, uint64_t counts[SHMREG_STATE_COUNT], uint64_t *dialogs);
+
 /* First slot index >= i that was ever carved (max_sessions: none). */
 uint64_t reg_next_carved_slot(const shm_seg *s, uint64_t i);
 
@@ -132,5 +137,15 @@ reg_dlg *reg_dialog_at(shmreg *h, uint64_t off);
 
 /* Unlink slot `si` from the session index if present (stripe lock). */
 int reg_index_unlink(shmreg *h, uint32_t si);
+
+/* Events (events.c): attach the ring at open, publish after each
+ * committed change (never failing the change), fill ring statistics. */
+int reg_event_init(shmreg *h);
+void reg_event_fini(shmreg *h);
+void reg_event(shmreg *h, uint32_t type, const unsigned char *session, int old_state,
+               int new_state, uint32_t which);
+void reg_event_room(shmreg *h, uint32_t type, const unsigned char *room,
+                    const unsigned char *session, int old_state, int new_state);
+void reg_event_stats(shmreg *h, shmreg_stats *st);
 
 #endif

@@ -269,6 +269,7 @@ int shmreg_open(const char *path, const shmreg_options *opt, shmreg **out)
         return shmreg__fail(SHMREG_ENOMEM, "out of memory");
     }
     h->fork_gen = atomic_load(&fork_generation);
+    h->pid = getpid();
     rc = resolve_group(o.group, &h->gid);
     h->file_mode = o.group ? 0660 : 0600;
     int dfd = rc ? rc : open_dir(path, o.flags & SHMREG_CREATE, o.group ? 0770 : 0700, h->gid);
@@ -283,8 +284,14 @@ int shmreg_open(const char *path, const shmreg_options *opt, shmreg **out)
         shm_params p = {
             .max_sessions = o.max_sessions ? o.max_sessions : DEFAULT_SESSIONS,
             .max_handles = o.max_handles ? o.max_handles : DEFAULT_HANDLES,
-            .ring_records = DEFAULT_RING_RECORDS,
+            .ring_records = o.event_records ? o.event_records : DEFAULT_RING_RECORDS,
         };
+        if (p.ring_records < 64 || (p.ring_records & (p.ring_records - 1))) {
+            rc = shmreg__fail(SHMREG_EINVAL, "event_records %u is not a power of two >= 64",
+                              p.ring_records);
+            close(dfd);
+            goto fail;
+        }
         p.heap_bytes = o.heap_bytes ? o.heap_bytes : (uint64_t)p.max_sessions * DEFAULT_HEAP_PER_SESSION;
         if (p.heap_bytes < (uint64_t)SHM_PAGE_BYTES * 8)
             p.heap_bytes = (uint64_t)SHM_PAGE_BYTES * 8; /* a few classes' first pages */
@@ -293,6 +300,8 @@ int shmreg_open(const char *path, const shmreg_options *opt, shmreg **out)
     if (rc == 0)
         rc = map_segment(h, dfd);
     close(dfd);
+    if (rc == 0)
+        rc = reg_event_init(h);
     if (rc == 0 && shm_handle_claim(&h->c) != 0)
         rc = shmreg__fail(SHMREG_EFULL, "all %u handle slots of %s are held by live processes",
                           h->c.seg.max_handles, path);
@@ -301,6 +310,7 @@ int shmreg_open(const char *path, const shmreg_options *opt, shmreg **out)
         return 0;
     }
 fail:
+    reg_event_fini(h);
     if (h->map)
         munmap(h->map, h->map_size);
     free(h->path);
@@ -319,6 +329,7 @@ int shmreg_close(shmreg *h)
         shmreg__config_close(h);
         shm_handle_release(&h->c);
     }
+    reg_event_fini(h);
     munmap(h->map, h->map_size);
     free(h->path);
     free(h);
@@ -425,7 +436,6 @@ int shmreg_stat(shmreg *h, shmreg_stats *st)
     st->heap_used_bytes = shm_heap_used(s);
     st->max_sessions = s->max_sessions;
     st->index_buckets = s->buckets;
-    st->dialogs = (uint32_t)atomic_load(&s->hdr->dialogs);
     st->max_handles = s->max_handles;
     st->config_gen = atomic_load(&s->hdr->config_gen);
     st->created_ns = s->hdr->f.created_ns;
@@ -443,10 +453,12 @@ int shmreg_stat(shmreg *h, shmreg_stats *st)
         if (atomic_load(&x->epoch) && since && now > since && now - since > st->oldest_read_ns)
             st->oldest_read_ns = now - since;
     }
-    uint64_t counts[SHMREG_STATE_COUNT];
-    rc = shmreg_session_counts(h, counts);
+    reg_event_stats(h, st);
+    uint64_t counts[SHMREG_STATE_COUNT], dialogs;
+    reg_count(h, counts, &dialogs);
     st->sessions = (uint32_t)counts[0];
-    return rc;
+    st->dialogs = (uint32_t)dialogs;
+    return 0;
 }
 
 int shmreg_handle_next(shmreg *h, uint64_t *cursor, shmreg_handle_info *out)

@@ -265,6 +265,7 @@ int shmreg_session_create(shmreg *h, const shmreg_fields *f, shmreg_id *id_out)
     shm_lock_drop(l);
     atomic_store_explicit(&x->state, SHMREG_STATE_INITIATING, memory_order_release);
     memcpy(id_out->bytes, x->id, 16);
+    reg_event(h, SHMREG_EV_SESSION_CREATED, id_out->bytes, 0, SHMREG_STATE_INITIATING, 0);
     return 0;
 }
 
@@ -291,6 +292,8 @@ int shmreg_session_update(shmreg *h, const shmreg_id *id, const shmreg_fields *f
             if (fresh == 0)
                 break;
             rc = swap_field(h, si, &x->info, old, fresh);
+            if (rc == 0)
+                reg_event(h, SHMREG_EV_SESSION_UPDATED, id->bytes, 0, 0, mask);
             if (rc != SHMREG_ECONFLICT)
                 break;
             shm_free(&h->c, fresh);
@@ -318,6 +321,8 @@ int shmreg_session_set_sdp(shmreg *h, const shmreg_id *id, int which, const void
         uint64_t fresh = len ? sdp_build(h, si, sdp, len, &rc) : 0;
         if (rc == 0)
             rc = swap_field(h, si, &reg_slot(h, si)->sdp[which], ANY_OLD, fresh);
+        if (rc == 0)
+            reg_event(h, SHMREG_EV_SDP_UPDATED, id->bytes, 0, 0, (uint32_t)which);
     }
     shm_read_leave(&h->c);
     return rc;
@@ -358,6 +363,7 @@ int shmreg_session_transition(shmreg *h, const shmreg_id *id, int expected, int 
             }
             if (atomic_compare_exchange_strong(&x->state, &cur, (uint64_t)to)) {
                 atomic_store(&x->updated_ns, shm_now_ns());
+                reg_event(h, SHMREG_EV_STATE_CHANGED, id->bytes, from, to, 0);
                 break;
             }
         }
@@ -391,8 +397,8 @@ void reg_finish_delete(shmreg *h, uint32_t si)
         /* Whoever clears the reference unlinks and retires the record. */
         if (r && atomic_compare_exchange_strong(&x->dlg[i], &r, 0)) {
             reg_dlg *d = reg_dialog_at(h, r);
-            if (d && reg_dialog_unlink(h, r))
-                atomic_fetch_sub(&h->c.seg.hdr->dialogs, 1);
+            if (d)
+                reg_dialog_unlink(h, r);
             shm_blk *b = shm_blk_at(&h->c.seg, r);
             if (b && SHM_KIND(atomic_load(&b->state)) == SHM_BLK_USED)
                 shm_retire(&h->c, r, atomic_load(&b->state));
@@ -426,6 +432,7 @@ int shmreg_session_delete(shmreg *h, const shmreg_id *id)
             }
             if (atomic_compare_exchange_strong(&x->state, &cur, h->c.tag | REG_DELETED)) {
                 reg_finish_delete(h, si);
+                reg_event(h, SHMREG_EV_SESSION_DELETED, id->bytes, (int)REG_STATE(cur), 0, 0);
                 break;
             }
         }
@@ -537,6 +544,27 @@ int shmreg_session_next(shmreg *h, uint64_t *cursor, int state_filter, shmreg_se
     return SHMREG_ENOENT;
 }
 
+/* Counts are derived from the slots, never kept in counters: a process
+ * killed between a change and a counter update would leave the counter
+ * wrong for ever, while the slots are always right. */
+void reg_count(shmreg *h, uint64_t counts[SHMREG_STATE_COUNT], uint64_t *dialogs)
+{
+    memset(counts, 0, sizeof(uint64_t) * SHMREG_STATE_COUNT);
+    if (dialogs)
+        *dialogs = 0;
+    const shm_seg *s = &h->c.seg;
+    for (uint64_t i = reg_next_carved_slot(s, 0); i < s->max_sessions; i = reg_next_carved_slot(s, i + 1)) {
+        reg_sess *x = reg_slot(h, (uint32_t)i);
+        uint64_t st = atomic_load_explicit(&x->state, memory_order_relaxed);
+        if (!REG_LIVE(st))
+            continue;
+        counts[REG_STATE(st)]++;
+        counts[0]++;
+        for (unsigned k = 0; dialogs && k < SHMREG_MAX_DIALOGS_PER_SESSION; k++)
+            *dialogs += atomic_load_explicit(&x->dlg[k], memory_order_relaxed) != 0;
+    }
+}
+
 int shmreg_session_counts(shmreg *h, uint64_t counts[SHMREG_STATE_COUNT])
 {
     int rc = shmreg__usable(h);
@@ -544,14 +572,6 @@ int shmreg_session_counts(shmreg *h, uint64_t counts[SHMREG_STATE_COUNT])
         return rc;
     if (counts == NULL)
         return shmreg__fail(SHMREG_EINVAL, "NULL counts");
-    memset(counts, 0, sizeof(uint64_t) * SHMREG_STATE_COUNT);
-    const shm_seg *s = &h->c.seg;
-    for (uint64_t i = reg_next_carved_slot(s, 0); i < s->max_sessions; i = reg_next_carved_slot(s, i + 1)) {
-        uint64_t st = atomic_load_explicit(&reg_slot(h, (uint32_t)i)->state, memory_order_relaxed);
-        if (REG_LIVE(st)) {
-            counts[REG_STATE(st)]++;
-            counts[0]++;
-        }
-    }
+    reg_count(h, counts, NULL);
     return 0;
 }

@@ -100,6 +100,7 @@ typedef struct shmreg_options {
     uint32_t max_handles;    /* attached handles at once; default 256 */
     uint64_t heap_bytes;     /* bytes for strings, SDPs, dialogs; default 8 KiB per session */
     const char *group;       /* group name: dir 0770, files 0660; NULL: 0700/0600 */
+    uint32_t event_records;  /* event ring size, a power of two >= 64; default 65536 */
 } shmreg_options;
 
 /* Open (attach to) the registry in directory `path`, creating it when
@@ -249,7 +250,13 @@ typedef struct shmreg_session {
     uint32_t ndialogs;                  /* dialogs bound to it */
 } shmreg_session;
 
-/* Create a session with a fresh random ID (libsodium), state Initiating,
+/* Room for a new block or slot: an allocation that finds the heap or the
+ * session table full first reclaims memory this handle retired; while
+ * readers still hold such memory it waits for them, at most 10 ms in all,
+ * before it reports SHMREG_EFULL. Memory retired by other processes is
+ * reclaimed by them (or, once they are dead, by shmreg_reap()).
+ *
+ * Create a session with a fresh random ID (libsodium), state Initiating,
  * owner_pid = getpid(), config_gen = the registry's current config
  * generation. `f` may be NULL (all empty). The session becomes visible to
  * other processes in one atomic step, complete. No heap allocation.
@@ -366,6 +373,10 @@ typedef struct shmreg_stats {
     uint64_t oldest_read_ns;     /* age of the oldest open read section; 0: none */
     uint64_t config_gen;         /* registry config generation */
     uint64_t created_ns;         /* when the registry was created */
+    uint64_t events_published;   /* event ring position (sequence numbers used) */
+    uint32_t event_ring_records; /* event ring capacity */
+    uint64_t events_dropped;     /* publishes abandoned (slot held by a stalled producer) */
+    uint64_t events_stolen;      /* ring slots taken back from dead producers */
 } shmreg_stats;
 
 /* Fill *st. Takes no lock; figures are a moment's snapshot.
@@ -419,6 +430,111 @@ int shmreg_check(shmreg *h, unsigned flags, shmreg_check_report *report,
                  shmreg_problem_fn problem, void *arg,
                  void (*progress)(void *arg, uint64_t done, uint64_t total));
 
+/* ---------------------------------------------------------------- events
+ *
+ * Every committed change in the registry is published as an event on a
+ * broadcast ring in the segment; any number of subscribers in any
+ * processes read it. Publishing takes no lock and allocates nothing; a
+ * subscriber never slows a producer. Events carry IDs and small fields
+ * inline; bulk data (an SDP) is never copied into an event: read it in
+ * place with shmreg_session_get().
+ *
+ * A subscriber that falls more than a ring behind is lapped: poll tells it
+ * exactly how many events it missed. A record claimed by a producer that
+ * died before committing it is skipped after a bounded wait
+ * (SHMREG_EVENT_SKIP_NS when its writer is dead) and counted as missed.
+ */
+
+enum shmreg_event_type {
+    SHMREG_EV_SESSION_CREATED = 1,  /* session */
+    SHMREG_EV_STATE_CHANGED = 2,    /* session, old_state, new_state */
+    SHMREG_EV_SDP_UPDATED = 3,      /* session, which (SHMREG_SDP_*) */
+    SHMREG_EV_SESSION_UPDATED = 4,  /* session, mask of the fields changed */
+    SHMREG_EV_SESSION_DELETED = 5,  /* session, old_state */
+    SHMREG_EV_DIALOG_BOUND = 6,     /* session */
+    SHMREG_EV_DIALOG_UNBOUND = 7,   /* session */
+    SHMREG_EV_CONFIG_CHANGED = 8,   /* config_gen */
+    SHMREG_EV_CUSTOM = 9,           /* session (may be zero), data[len] */
+    SHMREG_EV_ROOM_CREATED = 10,    /* room */
+    SHMREG_EV_ROOM_STATE = 11,      /* room, old_state, new_state */
+    SHMREG_EV_PARTICIPANT_JOINED = 12, /* room, session */
+    SHMREG_EV_PARTICIPANT_STATUS = 13, /* room, session, old_state, new_state */
+    SHMREG_EV_PARTICIPANT_LEFT = 14,   /* room, session */
+    SHMREG_EV_TYPE_COUNT
+};
+#define SHMREG_EV_MASK(type) (1u << (type))
+#define SHMREG_EV_ALL (~0u)
+#define SHMREG_EVENT_DATA_MAX 16u       /* bytes of a custom event's payload */
+#define SHMREG_EVENT_SKIP_NS 1000000ull /* wait for a dead producer's record */
+
+/* One event, delivered by value (it is small). Fields not used by the
+ * type are zero. */
+typedef struct shmreg_event {
+    uint64_t seq;            /* position in the ring's history */
+    uint64_t time_ns;        /* when it was published */
+    uint32_t type;           /* enum shmreg_event_type */
+    int32_t pid;             /* publishing process */
+    shmreg_id session;       /* the session, or the participant's session */
+    shmreg_id room;          /* room events */
+    int old_state, new_state;/* call/room/participant states */
+    uint32_t which;          /* SDP side; SESSION_UPDATED: field mask */
+    uint64_t config_gen;     /* CONFIG_CHANGED */
+    uint32_t len;            /* CUSTOM */
+    unsigned char data[SHMREG_EVENT_DATA_MAX];
+} shmreg_event;
+
+typedef struct shmreg_sub shmreg_sub; /* a subscription: one process, one thread */
+
+/* Subscribe to events whose type is in `type_mask` (SHMREG_EV_MASK bits,
+ * SHMREG_EV_ALL for all) and, when `session` is not NULL, that concern
+ * that session (events with no session, such as CONFIG_CHANGED, are then
+ * not delivered). The subscription starts at the current end of the ring:
+ * it sees events published from now on. Allocates the subscription (cold
+ * path); it must be freed with shmreg_unsubscribe() before the handle is
+ * closed. Errors: SHMREG_EINVAL, SHMREG_ENOMEM, SHMREG_EFORK, SHMREG_ECORRUPT
+ * (the ring's header fails its check). */
+int shmreg_subscribe(shmreg *h, uint32_t type_mask, const shmreg_id *session,
+                     shmreg_sub **out);
+
+/* Deliver up to `max` matching events into out[0..]. timeout_ns 0: return
+ * at once; > 0: block (futex on a shared word: no polling) until at least
+ * one matching event arrives or the time runs out; < 0: block until one
+ * arrives. Returns the number delivered (0 on timeout), or an error.
+ * *missed (may be NULL) receives how many events were passed over in this
+ * call because the subscriber was lapped or their producer died before
+ * committing (not counting events filtered out). No allocation.
+ * Errors: SHMREG_EINVAL (NULL sub/out, max 0), SHMREG_EFORK. A signal
+ * arriving while blocked returns what was delivered so far (maybe 0). */
+int shmreg_poll(shmreg_sub *sub, shmreg_event *out, unsigned max, int64_t timeout_ns,
+                uint64_t *missed);
+
+typedef struct shmreg_sub_stats {
+    uint64_t delivered;     /* events handed out */
+    uint64_t filtered;      /* events read and not matching the filter */
+    uint64_t missed;        /* lapped or skipped, in all */
+    uint64_t skipped;       /* of missed: dead producers' records */
+    uint64_t next_seq;      /* where the subscriber stands in the ring */
+} shmreg_sub_stats;
+
+/* Counters of a subscription since it was made. Errors: SHMREG_EINVAL. */
+int shmreg_sub_stats_get(const shmreg_sub *sub, shmreg_sub_stats *st);
+
+/* Free a subscription. NULL is a no-op. */
+void shmreg_unsubscribe(shmreg_sub *sub);
+
+/* Publish an application event: SHMREG_EV_CUSTOM with `len` bytes of
+ * `data` (at most SHMREG_EVENT_DATA_MAX) and an optional session ID (NULL
+ * for none). Lock-free, allocation-free. Errors: SHMREG_EINVAL (too long,
+ * NULL with len), SHMREG_EBUSY (the ring slot is held by a stalled live
+ * producer; nothing published), SHMREG_EFORK. */
+int shmreg_publish(shmreg *h, const shmreg_id *session, const void *data, size_t len);
+
+/* "session_created", "state_changed", ... for a type; NULL if unknown. */
+const char *shmreg_event_name(uint32_t type);
+
+/* Name -> type (as returned by shmreg_event_name); SHMREG_EINVAL if unknown. */
+int shmreg_event_parse(const char *name, uint32_t *type);
+
 /* ---------------------------------------------------------------- config generation */
 
 /* The registry's configuration generation, mirrored in the segment header:
@@ -428,4 +544,8 @@ uint64_t shmreg_config_gen(shmreg *h);
 #ifdef __cplusplus
 }
 #endif
+
+/* Configs (LMDB): being merged into this header; included meanwhile. */
+#include "shmreg_config.h"
+
 #endif /* SHMREG_H */

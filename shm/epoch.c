@@ -170,15 +170,24 @@ void shm_read_leave(shm_ctx *c)
     }
 }
 
-uint64_t shm_min_reader_epoch(const shm_seg *s)
+/* One pass over the handle table: the oldest reader epoch, and whether
+ * any closed handle still holds retired blocks (an orphan to finish). */
+static uint64_t scan_handles(const shm_seg *s, int *orphans)
 {
     uint64_t min = UINT64_MAX;
     for (uint32_t i = 0; i < s->max_handles; i++) {
         uint64_t e = atomic_load(&s->handles[i].epoch);
         if (e && e < min)
             min = e;
+        if (orphans && SHM_H_KIND(atomic_load(&s->handles[i].word)) == SHM_H_ORPHAN)
+            *orphans = 1;
     }
     return min;
+}
+
+uint64_t shm_min_reader_epoch(const shm_seg *s)
+{
+    return scan_handles(s, NULL);
 }
 
 /* Unlink and free every block of a limbo list that no reader can see. */
@@ -219,8 +228,12 @@ static uint64_t reclaim_list(shm_ctx *c, shm_handle *h, uint64_t min)
 uint64_t shm_reclaim(shm_ctx *c)
 {
     shm_handle *me = &c->seg.handles[c->slot];
-    uint64_t freed = reclaim_list(c, me, shm_min_reader_epoch(&c->seg));
-    if (atomic_load(&me->limbo_count) >= REAP_WHEN) {
+    int orphans = 0;
+    uint64_t freed = reclaim_list(c, me, scan_handles(&c->seg, &orphans));
+    if (orphans && c->read_depth == 0) {
+        /* Closed handles left retired blocks behind: free what is due. */
+        shm_reap(c);
+    } else if (atomic_load(&me->limbo_count) >= REAP_WHEN) {
         /* Something holds the epoch back for long: maybe a dead reader. */
         if (shm_reap(c) > 0)
             freed += reclaim_list(c, me, shm_min_reader_epoch(&c->seg));

@@ -14,6 +14,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "ring.h"
 #include "seg.h"
 
 #define ALIGN_UP(x, a) (((x) + (a) - 1) / (a) * (a))
@@ -30,6 +31,7 @@ int shm_layout(const shm_params *p, shm_fixed *f)
 {
     if (p->max_sessions < 1 || p->max_sessions > (1u << 26) ||
         p->max_handles < 1 || p->max_handles > 4096 || p->heap_bytes < SHM_PAGE_BYTES ||
+        shm_ring_bytes(p->ring_records) == 0 ||
         p->heap_bytes > (1ull << 40))
         return SHM_EINVAL;
     memset(f, 0, sizeof *f);
@@ -61,7 +63,7 @@ int shm_layout(const shm_params *p, shm_fixed *f)
     f->off_heap = o;
     o += (uint64_t)f->heap_pages * SHM_PAGE_BYTES;
     f->off_ring = o;
-    o = ALIGN_UP(o + 4096 + (uint64_t)p->ring_records * 64, 4096);
+    o = ALIGN_UP(o + shm_ring_bytes(p->ring_records), 4096);
     f->end = o;
     f->segment_bytes = o;
     return 0;
@@ -123,7 +125,10 @@ int shm_seg_format(void *base, const shm_fixed *f)
         rc |= shm_lock_init(&c->slots[s].lock);
     for (unsigned i = 0; i < SHM_STRIPES; i++)
         rc |= shm_lock_init(&c->sess_stripe[i]) | shm_lock_init(&c->dlg_stripe[i]);
-    return rc ? SHM_ESYS : 0;
+    if (rc)
+        return SHM_ESYS;
+    return shm_ring_init((unsigned char *)base + f->off_ring, shm_ring_bytes(f->ring_records),
+                         f->ring_records) ? SHM_EINVAL : 0;
 }
 
 #define WHY(...) ((void)snprintf(why, whylen, __VA_ARGS__))
