@@ -184,6 +184,8 @@ install: all $(B)/shmreg.pc
 	install -m 0644 registry/shmreg.h $(wildcard registry/shmreg_*.h) \
 	    $(DESTDIR)$(INCLUDEDIR)/
 	install -m 0644 $(B)/shmreg.pc $(DESTDIR)$(LIBDIR)/pkgconfig/
+	@# A real install (no DESTDIR) must be found by the loader right away.
+	@if [ -z "$(DESTDIR)" ] && command -v ldconfig >/dev/null; then ldconfig; fi
 ifneq ($(CTL_SRC),)
 	install -d $(DESTDIR)$(BINDIR)
 	install -m 0755 $(B)/tools/shmregctl $(DESTDIR)$(BINDIR)/
