@@ -72,6 +72,16 @@ static int marked(check *k, uint64_t off)
     return b < k->nbits && ((k->marks[b / 8] >> (b % 8)) & 1);
 }
 
+static void mark_cb(void *arg, uint64_t off)
+{
+    mark(arg, off);
+}
+
+static void bad_cb(void *arg, const char *what)
+{
+    problem(arg, "%s", what);
+}
+
 static int intent_live(check *k, uint64_t off)
 {
     for (uint32_t i = 0; i < k->s->max_handles; i++)
@@ -401,6 +411,7 @@ int shmreg_check(shmreg *h, unsigned flags, shmreg_check_report *report, shmreg_
         progress(arg, total, total);
     check_sess_index(&k);
     check_dlg_index(&k);
+    reg_room_check(h, mark_cb, bad_cb, &k);
     check_free_lists(&k);
     check_limbo(&k);
     shm_blocks_walk(k.s, sweep_block, &k);

@@ -57,6 +57,7 @@ typedef struct reg_sess {
     int32_t owner_pid;
     uint32_t pad2;
     _Atomic uint64_t dlg[SHMREG_MAX_DIALOGS_PER_SESSION];
+    _Atomic uint64_t room;            /* room block offset, 0 = in no room */
 } reg_sess;
 
 _Static_assert(sizeof(reg_sess) <= SHM_SLOT_BYTES, "session slot too big");
@@ -137,6 +138,16 @@ reg_dlg *reg_dialog_at(shmreg *h, uint64_t off);
 
 /* Unlink slot `si` from the session index if present (stripe lock). */
 int reg_index_unlink(shmreg *h, uint32_t si);
+
+/* Take a deleted session out of its room, if it is in one (room.c). */
+void reg_room_forget_session(shmreg *h, uint32_t si);
+
+/* Mark every room and participant block (check.c); `bad` names problems. */
+void reg_room_check(shmreg *h, void (*mark)(void *, uint64_t), void (*bad)(void *, const char *),
+                    void *arg);
+
+/* Rooms in use, by walking the room table. */
+uint32_t reg_room_count(shmreg *h);
 
 /* Events (events.c): attach the ring at open, publish after each
  * committed change (never failing the change), fill ring statistics. */

@@ -40,6 +40,7 @@
 #define DEFAULT_HANDLES 256u
 #define DEFAULT_HEAP_PER_SESSION 8192u
 #define DEFAULT_RING_RECORDS 65536u
+#define DEFAULT_ROOMS 1024u
 
 /* ------------------------------------------------------------ errors */
 
@@ -285,6 +286,7 @@ int shmreg_open(const char *path, const shmreg_options *opt, shmreg **out)
             .max_sessions = o.max_sessions ? o.max_sessions : DEFAULT_SESSIONS,
             .max_handles = o.max_handles ? o.max_handles : DEFAULT_HANDLES,
             .ring_records = o.event_records ? o.event_records : DEFAULT_RING_RECORDS,
+            .max_rooms = o.max_rooms ? o.max_rooms : DEFAULT_ROOMS,
         };
         if (p.ring_records < 64 || (p.ring_records & (p.ring_records - 1))) {
             rc = shmreg__fail(SHMREG_EINVAL, "event_records %u is not a power of two >= 64",
@@ -454,6 +456,8 @@ int shmreg_stat(shmreg *h, shmreg_stats *st)
             st->oldest_read_ns = now - since;
     }
     reg_event_stats(h, st);
+    st->max_rooms = s->room_slots / 2;
+    st->rooms = reg_room_count(h);
     uint64_t counts[SHMREG_STATE_COUNT], dialogs;
     reg_count(h, counts, &dialogs);
     st->sessions = (uint32_t)counts[0];

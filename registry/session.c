@@ -250,6 +250,7 @@ int shmreg_session_create(shmreg *h, const shmreg_fields *f, shmreg_id *id_out)
         atomic_store(&x->counter[i], 0);
     for (unsigned i = 0; i < SHMREG_MAX_DIALOGS_PER_SESSION; i++)
         atomic_store(&x->dlg[i], 0);
+    atomic_store(&x->room, 0);
     x->created_ns = shm_now_ns();
     atomic_store(&x->updated_ns, x->created_ns);
     x->config_gen = atomic_load(&h->c.seg.hdr->config_gen);
@@ -392,6 +393,7 @@ int shmreg_session_counter_add(shmreg *h, const shmreg_id *id, int counter, uint
 void reg_finish_delete(shmreg *h, uint32_t si)
 {
     reg_sess *x = reg_slot(h, si);
+    reg_room_forget_session(h, si);
     for (unsigned i = 0; i < SHMREG_MAX_DIALOGS_PER_SESSION; i++) {
         uint64_t r = atomic_load(&x->dlg[i]);
         /* Whoever clears the reference unlinks and retires the record. */

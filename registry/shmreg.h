@@ -101,6 +101,8 @@ typedef struct shmreg_options {
     uint64_t heap_bytes;     /* bytes for strings, SDPs, dialogs; default 8 KiB per session */
     const char *group;       /* group name: dir 0770, files 0660; NULL: 0700/0600 */
     uint32_t event_records;  /* event ring size, a power of two >= 64; default 65536 */
+    uint32_t max_rooms;      /* conference rooms at once (rounded up to a power of
+                              * two, at least 32); default 1024 */
 } shmreg_options;
 
 /* Open (attach to) the registry in directory `path`, creating it when
@@ -377,6 +379,7 @@ typedef struct shmreg_stats {
     uint32_t event_ring_records; /* event ring capacity */
     uint64_t events_dropped;     /* publishes abandoned (slot held by a stalled producer) */
     uint64_t events_stolen;      /* ring slots taken back from dead producers */
+    uint32_t max_rooms, rooms;   /* conference rooms: capacity, in use */
 } shmreg_stats;
 
 /* Fill *st. Takes no lock; figures are a moment's snapshot.
@@ -429,6 +432,136 @@ typedef void (*shmreg_problem_fn)(void *arg, const char *what);
 int shmreg_check(shmreg *h, unsigned flags, shmreg_check_report *report,
                  shmreg_problem_fn problem, void *arg,
                  void (*progress)(void *arg, uint64_t done, uint64_t total));
+
+/* ---------------------------------------------------------------- rooms
+ *
+ * A conference room has a roster of participants, each a session handled
+ * by any worker. The roster is read in place; a participant's shared parts
+ * (URI, display name, joined time) are written once at join, and its
+ * status and audio-active flag change in place with atomic operations,
+ * without a lock and without touching the roster or the room. The number
+ * of participants is always the number of roster entries (it is derived,
+ * never kept apart), and the roster has exactly max_participants entries,
+ * so concurrent joins can never exceed it. A session is in at most one
+ * room at a time.
+ */
+
+#define SHMREG_MAX_ROOM_PARTICIPANTS 4096u
+
+typedef enum shmreg_room_state {
+    SHMREG_ROOM_ANY = 0,          /* as `expected`: any state */
+    SHMREG_ROOM_CREATING = 1,
+    SHMREG_ROOM_ACTIVE,
+    SHMREG_ROOM_LOCKED,
+    SHMREG_ROOM_TERMINATING,
+    SHMREG_ROOM_TERMINATED,
+} shmreg_room_state;
+#define SHMREG_ROOM_STATE_COUNT 6
+
+typedef enum shmreg_part_status {
+    SHMREG_PART_ANY = 0,          /* as `expected`: any status */
+    SHMREG_PART_JOINING = 1,
+    SHMREG_PART_ACTIVE,
+    SHMREG_PART_ONHOLD,
+    SHMREG_PART_MUTED,
+    SHMREG_PART_LEAVING,
+    SHMREG_PART_LEFT,             /* final */
+} shmreg_part_status;
+#define SHMREG_PART_STATUS_COUNT 7
+
+/* Room transitions: Creating -> Active; Active <-> Locked;
+ * Active, Locked -> Terminating; Terminating -> Terminated.
+ * Participant statuses move freely among Joining, Active, OnHold, Muted,
+ * Leaving and to Left; Left is final. 1 when allowed, else 0. */
+int shmreg_room_state_allowed(int from, int to);
+int shmreg_part_status_allowed(int from, int to);
+
+/* "Creating", ...; "Joining", ...; NULL for unknown values. */
+const char *shmreg_room_state_name(int state);
+const char *shmreg_part_status_name(int status);
+
+/* A room read in place: name valid until the caller's read_end. */
+typedef struct shmreg_room {
+    shmreg_id id;
+    int state;                      /* shmreg_room_state */
+    shmreg_str name;
+    uint32_t max_participants, participants;
+    uint64_t created_ns;
+    uint64_t config_gen;            /* config generation at create */
+} shmreg_room;
+
+/* A participant read in place: uri and display_name valid until the
+ * caller's read_end. Status and audio_active are the values of the moment. */
+typedef struct shmreg_participant {
+    shmreg_id session;
+    shmreg_str uri, display_name;
+    int status;                     /* shmreg_part_status */
+    int audio_active;               /* 0 or 1 */
+    uint16_t rtp_port;
+    uint64_t joined_ns;
+} shmreg_participant;
+
+/* Create a room (state Creating) with a fresh random ID. max_participants
+ * 1..SHMREG_MAX_ROOM_PARTICIPANTS; name at most SHMREG_MAX_STR bytes.
+ * Errors: SHMREG_EINVAL, SHMREG_EFULL (room table or heap full),
+ * SHMREG_EFORK. */
+int shmreg_room_create(shmreg *h, shmreg_str name, uint32_t max_participants,
+                       shmreg_id *room_out);
+
+/* Compare-and-set room state, as shmreg_session_transition. Moving to
+ * Terminating or Terminated sets every participant's status to Left.
+ * Errors: SHMREG_EINVAL, SHMREG_ENOENT, SHMREG_ECONFLICT, SHMREG_ESTATE,
+ * SHMREG_ECORRUPT, SHMREG_EFORK. */
+int shmreg_room_transition(shmreg *h, const shmreg_id *room, int expected, int to, int *old);
+
+/* Delete a room: every participant is removed (its session leaves the
+ * room), then the room. Errors: SHMREG_ENOENT, SHMREG_EINVAL, SHMREG_EFORK. */
+int shmreg_room_delete(shmreg *h, const shmreg_id *room);
+
+/* Read a room in place. Requires a read section. Errors: SHMREG_ENOREAD,
+ * SHMREG_EINVAL, SHMREG_ENOENT, SHMREG_ECORRUPT, SHMREG_EFORK. */
+int shmreg_room_get(shmreg *h, const shmreg_id *room, shmreg_room *out);
+
+/* Iterate rooms (cursor from 0; SHMREG_ENOENT at the end). Requires a read
+ * section. */
+int shmreg_room_next(shmreg *h, uint64_t *cursor, shmreg_room *out);
+
+/* Join `session` to a room with its URI (<= SHMREG_MAX_STR), display name
+ * (<= SHMREG_MAX_STR) and RTP port; status Joining, audio inactive.
+ * Errors: SHMREG_EINVAL; SHMREG_ENOENT (no such room or session);
+ * SHMREG_ESTATE (room is Locked, Terminating or Terminated);
+ * SHMREG_EFULL (room full, or heap full); SHMREG_EEXIST (the session is
+ * already in a room, this one or another); SHMREG_EFORK. Nothing is
+ * changed on error. A room in state Creating accepts joins. */
+int shmreg_room_join(shmreg *h, const shmreg_id *room, const shmreg_id *session,
+                     shmreg_str uri, shmreg_str display_name, uint16_t rtp_port);
+
+/* Remove a session from a room (its entry leaves the roster). Errors:
+ * SHMREG_ENOENT (no such room, or session not in it), SHMREG_EINVAL,
+ * SHMREG_EFORK. Deleting a session does this too. */
+int shmreg_room_leave(shmreg *h, const shmreg_id *room, const shmreg_id *session);
+
+/* Compare-and-set a participant's status in place (expected may be
+ * SHMREG_PART_ANY); *old receives the status found. Errors: SHMREG_EINVAL,
+ * SHMREG_ENOENT, SHMREG_ECONFLICT, SHMREG_ESTATE (from Left), SHMREG_EFORK. */
+int shmreg_participant_set_status(shmreg *h, const shmreg_id *room, const shmreg_id *session,
+                                  int expected, int to, int *old);
+
+/* Set a participant's audio-active flag in place. Errors: SHMREG_EINVAL,
+ * SHMREG_ENOENT, SHMREG_EFORK. */
+int shmreg_participant_set_audio(shmreg *h, const shmreg_id *room, const shmreg_id *session,
+                                 int active);
+
+/* Iterate a room's roster in place (cursor from 0; SHMREG_ENOENT at the
+ * end). Requires a read section. Lock-free: joins and leaves in other
+ * processes go on. Errors: SHMREG_ENOREAD, SHMREG_ENOENT (no such room),
+ * SHMREG_EINVAL, SHMREG_ECORRUPT, SHMREG_EFORK. */
+int shmreg_participant_next(shmreg *h, const shmreg_id *room, uint64_t *cursor,
+                            shmreg_participant *out);
+
+/* The room a session is in. Errors: SHMREG_ENOENT (no such session, or in
+ * no room), SHMREG_EINVAL, SHMREG_EFORK. */
+int shmreg_session_room(shmreg *h, const shmreg_id *session, shmreg_id *room_out);
 
 /* ---------------------------------------------------------------- events
  *

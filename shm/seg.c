@@ -31,6 +31,7 @@ int shm_layout(const shm_params *p, shm_fixed *f)
 {
     if (p->max_sessions < 1 || p->max_sessions > (1u << 26) ||
         p->max_handles < 1 || p->max_handles > 4096 || p->heap_bytes < SHM_PAGE_BYTES ||
+        p->max_rooms < 1 || p->max_rooms > (1u << 20) ||
         shm_ring_bytes(p->ring_records) == 0 ||
         p->heap_bytes > (1ull << 40))
         return SHM_EINVAL;
@@ -46,6 +47,7 @@ int shm_layout(const shm_params *p, shm_fixed *f)
     f->page_bytes = SHM_PAGE_BYTES;
     f->slot_bytes = SHM_SLOT_BYTES;
     f->ring_records = p->ring_records;
+    f->room_slots = pow2_at_least(2ull * p->max_rooms);
 
     uint64_t o = SHM_HEADER_BYTES;
     f->off_control = o;
@@ -64,6 +66,8 @@ int shm_layout(const shm_params *p, shm_fixed *f)
     o += (uint64_t)f->heap_pages * SHM_PAGE_BYTES;
     f->off_ring = o;
     o = ALIGN_UP(o + shm_ring_bytes(p->ring_records), 4096);
+    f->off_rooms = o;
+    o = ALIGN_UP(o + (uint64_t)f->room_slots * sizeof(uint64_t), 4096);
     f->end = o;
     f->segment_bytes = o;
     return 0;
@@ -151,7 +155,7 @@ int shm_seg_bind(shm_seg *s, void *base, uint64_t size, char *why, size_t whylen
         return WHY("header says %llu bytes but the file has %llu",
                    (unsigned long long)h->f.segment_bytes, (unsigned long long)size),
                SHM_ECORRUPT;
-    shm_params p = {h->f.max_sessions, h->f.max_handles, h->f.ring_records,
+    shm_params p = {h->f.max_sessions, h->f.max_handles, h->f.ring_records, h->f.room_slots / 2,
                     (uint64_t)h->f.heap_pages * SHM_PAGE_BYTES};
     shm_fixed want;
     if (shm_layout(&p, &want) != 0)
@@ -180,6 +184,8 @@ int shm_seg_bind(shm_seg *s, void *base, uint64_t size, char *why, size_t whylen
     s->off_heap = h->f.off_heap;
     s->off_ring = h->f.off_ring;
     s->ring_records = h->f.ring_records;
+    s->rooms = (_Atomic uint64_t *)(s->base + h->f.off_rooms);
+    s->room_slots = h->f.room_slots;
     return 0;
 }
 

@@ -16,7 +16,7 @@
  *
  *   [header 4 KiB][control: lock & free-list records][handle table]
  *   [session index buckets][dialog index buckets][page descriptors]
- *   [session slots][heap pages ... ][ring]
+ *   [session slots][heap pages ... ][ring][room table]
  *
  * This file knows nothing of SIP: "session slots" are fixed-size records of
  * SHM_SLOT_BYTES that the registry interprets, and the heap serves
@@ -107,9 +107,9 @@ typedef struct shm_fixed {
     uint32_t heap_pages;
     uint32_t page_bytes, slot_bytes;
     uint32_t ring_records;
-    uint32_t pad0;
+    uint32_t room_slots;         /* room table entries, power of two */
     uint64_t off_control, off_handles, off_sess_index, off_dlg_index;
-    uint64_t off_pages, off_slots, off_heap, off_ring, end;
+    uint64_t off_pages, off_slots, off_heap, off_ring, off_rooms, end;
     unsigned char key[16];       /* SipHash key for network-supplied keys */
     uint64_t created_ns;
     uint64_t checksum;           /* FNV-1a of everything above */
@@ -148,14 +148,16 @@ typedef struct shm_seg {
     shm_handle *handles;
     _Atomic uint32_t *sess_index;
     _Atomic uint64_t *dlg_index;
+    _Atomic uint64_t *rooms;     /* room table: block offsets (registry) */
     shm_page_desc *pages;
     uint32_t max_sessions, max_handles, buckets, heap_pages;
     uint64_t off_slots, off_heap, off_ring;
     uint32_t ring_records;
+    uint32_t room_slots;
 } shm_seg;
 
 typedef struct shm_params {
-    uint32_t max_sessions, max_handles, ring_records;
+    uint32_t max_sessions, max_handles, ring_records, max_rooms;
     uint64_t heap_bytes;
 } shm_params;
 

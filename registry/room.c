@@ -1,0 +1,660 @@
+/*
+ * room.c — conference rooms and their participants.
+ *
+ * A room is one heap block: ID, state word, capacities, name, and a roster
+ * of exactly max_participants offsets. A participant is a block of its
+ * own, written once at join (session ID, URI, display name, port, joined
+ * time) and published by one compare-and-swap into a free roster entry.
+ * Its status and audio flag are words inside that block, changed in place
+ * with atomics: a status flip touches one word, never the roster or the
+ * room. The participant count is the number of non-empty roster entries,
+ * counted when asked: a process killed between two steps can never leave
+ * a count that disagrees with the roster, and a full roster is the only
+ * way to be full, so concurrent joins cannot exceed the maximum.
+ *
+ * Rooms are found through a small open-addressed table in the segment
+ * (entries: 0 empty, 1 tombstone, else the room block's offset), probed
+ * lock-free; insert and delete are single compare-and-swaps.
+ *
+ * A session records the room it is in as one word that also names the
+ * joining handle (room table index, handle slot, incarnation): the
+ * compare-and-swap on that word is what makes "at most one room per
+ * session" exact, and the tag lets a later join tell a stale claim of a
+ * dead joiner from a join in flight.
+ *
+ * Removal races (leave, session delete, room delete) are settled like
+ * dialogs: whoever clears the roster entry with a CAS retires the block.
+ */
+#include <sodium.h>
+
+#include "reg.h"
+
+typedef struct reg_room {
+    unsigned char id[16];
+    _Atomic uint64_t state;          /* room state, or REG_DELETED | deleter tag */
+    uint64_t created_ns, config_gen;
+    uint32_t max, name_len;
+    _Atomic uint64_t roster[];       /* then the name */
+} reg_room;
+
+typedef struct reg_part {
+    unsigned char sid[16];
+    _Atomic uint32_t status;
+    _Atomic uint32_t audio;
+    uint64_t joined_ns;
+    uint16_t rtp_port, uri_len, disp_len, pad;
+    char data[];
+} reg_part;
+
+#define TOMB 1u
+#define ROOM_LIVE(w) (REG_STATE(w) >= SHMREG_ROOM_CREATING && REG_STATE(w) <= SHMREG_ROOM_TERMINATED)
+
+/* ------------------------------------------------------------ names, tables */
+
+static const char *const room_names[SHMREG_ROOM_STATE_COUNT] = {
+    "Any", "Creating", "Active", "Locked", "Terminating", "Terminated"};
+static const char *const part_names[SHMREG_PART_STATUS_COUNT] = {
+    "Any", "Joining", "Active", "OnHold", "Muted", "Leaving", "Left"};
+
+const char *shmreg_room_state_name(int s)
+{
+    return s >= 0 && s < SHMREG_ROOM_STATE_COUNT ? room_names[s] : NULL;
+}
+
+const char *shmreg_part_status_name(int s)
+{
+    return s >= 0 && s < SHMREG_PART_STATUS_COUNT ? part_names[s] : NULL;
+}
+
+int shmreg_room_state_allowed(int from, int to)
+{
+    switch (from) {
+    case SHMREG_ROOM_CREATING: return to == SHMREG_ROOM_ACTIVE;
+    case SHMREG_ROOM_ACTIVE: return to == SHMREG_ROOM_LOCKED || to == SHMREG_ROOM_TERMINATING;
+    case SHMREG_ROOM_LOCKED: return to == SHMREG_ROOM_ACTIVE || to == SHMREG_ROOM_TERMINATING;
+    case SHMREG_ROOM_TERMINATING: return to == SHMREG_ROOM_TERMINATED;
+    default: return 0;
+    }
+}
+
+int shmreg_part_status_allowed(int from, int to)
+{
+    return from >= SHMREG_PART_JOINING && from < SHMREG_PART_LEFT && to >= SHMREG_PART_JOINING &&
+           to < SHMREG_PART_STATUS_COUNT && from != to;
+}
+
+/* ------------------------------------------------------------ finding */
+
+static reg_room *room_at(shmreg *h, uint64_t off)
+{
+    shm_blk *b = off > TOMB ? shm_blk_at(&h->c.seg, off) : NULL;
+    if (b == NULL || shm_slot_index(&h->c.seg, off) != UINT32_MAX)
+        return NULL;
+    reg_room *r = reg_payload(b);
+    uint64_t need = sizeof *r + (uint64_t)r->max * 8 + r->name_len;
+    if (r->max == 0 || r->max > SHMREG_MAX_ROOM_PARTICIPANTS || r->name_len > SHMREG_MAX_STR ||
+        need > shm_blk_capacity(b))
+        return NULL;
+    return r;
+}
+
+static reg_part *part_at(shmreg *h, uint64_t off)
+{
+    shm_blk *b = off ? shm_blk_at(&h->c.seg, off) : NULL;
+    if (b == NULL || shm_slot_index(&h->c.seg, off) != UINT32_MAX)
+        return NULL;
+    reg_part *p = reg_payload(b);
+    if (sizeof *p + (uint64_t)p->uri_len + p->disp_len > shm_blk_capacity(b))
+        return NULL;
+    return p;
+}
+
+static uint32_t room_hash(const shmreg *h, const unsigned char id[16])
+{
+    uint64_t x;
+    memcpy(&x, id, 8); /* random IDs: their bits are the hash */
+    return (uint32_t)(x & (h->c.seg.room_slots - 1));
+}
+
+/* Find a live room by ID: table index in *idx. In a read section. */
+static int room_find(shmreg *h, const unsigned char id[16], uint32_t *idx, reg_room **out)
+{
+    const shm_seg *s = &h->c.seg;
+    uint32_t start = room_hash(h, id);
+    for (uint32_t k = 0; k < s->room_slots; k++) {
+        uint32_t i = (start + k) & (s->room_slots - 1);
+        uint64_t off = atomic_load_explicit(&s->rooms[i], memory_order_acquire);
+        if (off == 0)
+            break;
+        if (off == TOMB)
+            continue;
+        reg_room *r = room_at(h, off);
+        if (r == NULL)
+            return shmreg__fail(SHMREG_ECORRUPT, "room table entry %u is not a room", i);
+        if (memcmp(r->id, id, 16) == 0) {
+            if (!ROOM_LIVE(atomic_load(&r->state)))
+                break;
+            *idx = i;
+            *out = r;
+            return 0;
+        }
+    }
+    return shmreg__fail(SHMREG_ENOENT, "no such room");
+}
+
+/* The roster entry holding `session`, or -1. */
+static int roster_find(shmreg *h, reg_room *r, const unsigned char sid[16], reg_part **p)
+{
+    for (uint32_t i = 0; i < r->max; i++) {
+        uint64_t off = atomic_load_explicit(&r->roster[i], memory_order_acquire);
+        reg_part *x = off ? part_at(h, off) : NULL;
+        if (x && memcmp(x->sid, sid, 16) == 0) {
+            *p = x;
+            return (int)i;
+        }
+    }
+    return -1;
+}
+
+/* A session's room word: room table index + 1, and the joiner's tag. */
+static uint64_t room_ref(const shmreg *h, uint32_t idx)
+{
+    return (uint64_t)h->c.incarnation << 32 | (uint64_t)h->c.slot << 20 | (idx + 1);
+}
+#define REF_IDX(w) ((uint32_t)((w) & 0xfffffu) - 1)
+#define REF_TAG(w) (((w) >> 32) << 32 | (((w) >> 20) & 0xfffu) << 8)
+
+/* ------------------------------------------------------------ removing */
+
+/* Clear roster entry i if it still holds `off`; the winner retires it and
+ * frees its session's room word. */
+static int roster_remove(shmreg *h, reg_room *r, uint32_t idx, uint32_t i, uint64_t off)
+{
+    reg_part *p = part_at(h, off);
+    shm_blk *b = shm_blk_at(&h->c.seg, off);
+    if (p == NULL || b == NULL)
+        return 0;
+    uint64_t st = atomic_load(&b->state);
+    shm_intent_set(&h->c, off, st);
+    if (!atomic_compare_exchange_strong(&r->roster[i], &off, 0)) {
+        shm_intent_clear(&h->c);
+        return 0;
+    }
+    uint32_t si;
+    if (reg_find(h, p->sid, &si) == 0) {
+        reg_sess *x = reg_slot(h, si);
+        uint64_t w = atomic_load(&x->room);
+        if (w && REF_IDX(w) == idx)
+            atomic_compare_exchange_strong(&x->room, &w, 0);
+    }
+    shm_retire(&h->c, shm_off(&h->c.seg, b), st);
+    shm_intent_clear(&h->c);
+    reg_event_room(h, SHMREG_EV_PARTICIPANT_LEFT, r->id, p->sid, 0, SHMREG_PART_LEFT);
+    return 1;
+}
+
+void reg_room_forget_session(shmreg *h, uint32_t si)
+{
+    reg_sess *x = reg_slot(h, si);
+    uint64_t w = atomic_load(&x->room);
+    if (w == 0 || REF_IDX(w) >= h->c.seg.room_slots)
+        return;
+    reg_room *r = room_at(h, atomic_load(&h->c.seg.rooms[REF_IDX(w)]));
+    reg_part *p;
+    int i = r ? roster_find(h, r, x->id, &p) : -1;
+    if (i >= 0)
+        roster_remove(h, r, REF_IDX(w), (uint32_t)i, atomic_load(&r->roster[i]));
+    atomic_compare_exchange_strong(&x->room, &w, 0);
+}
+
+uint32_t reg_room_count(shmreg *h)
+{
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < h->c.seg.room_slots; i++) {
+        reg_room *r = room_at(h, atomic_load(&h->c.seg.rooms[i]));
+        n += r && ROOM_LIVE(atomic_load(&r->state));
+    }
+    return n;
+}
+
+/* ------------------------------------------------------------ rooms */
+
+int shmreg_room_create(shmreg *h, shmreg_str name, uint32_t max_participants, shmreg_id *room_out)
+{
+    int rc = shmreg__usable(h);
+    if (rc)
+        return rc;
+    if (room_out == NULL || max_participants < 1 || max_participants > SHMREG_MAX_ROOM_PARTICIPANTS ||
+        name.len > SHMREG_MAX_STR || (name.len && name.ptr == NULL))
+        return shmreg__fail(SHMREG_EINVAL, "bad room: max_participants 1..%u, name <= %u bytes",
+                            SHMREG_MAX_ROOM_PARTICIPANTS, SHMREG_MAX_STR);
+    const shm_seg *s = &h->c.seg;
+    if (reg_room_count(h) >= s->room_slots / 2)
+        return shmreg__fail(SHMREG_EFULL, "room table full (%u rooms)", s->room_slots / 2);
+    uint64_t off = shm_alloc(&h->c, sizeof(reg_room) + (uint64_t)max_participants * 8 + name.len, 0);
+    if (off == 0)
+        return shmreg__fail(SHMREG_EFULL, "registry heap full (room)");
+    reg_room *r = reg_payload((shm_blk *)(s->base + off));
+    randombytes_buf(r->id, 16);
+    atomic_store(&r->state, SHMREG_ROOM_CREATING);
+    r->created_ns = shm_now_ns();
+    r->config_gen = atomic_load(&s->hdr->config_gen);
+    r->max = max_participants;
+    r->name_len = (uint32_t)name.len;
+    for (uint32_t i = 0; i < max_participants; i++)
+        atomic_store(&r->roster[i], 0);
+    if (name.len)
+        memcpy((char *)&r->roster[max_participants], name.ptr, name.len);
+    uint32_t start = room_hash(h, r->id);
+    for (uint32_t k = 0; k < s->room_slots; k++) {
+        uint32_t i = (start + k) & (s->room_slots - 1);
+        uint64_t cur = atomic_load(&s->rooms[i]);
+        if ((cur == 0 || cur == TOMB) && atomic_compare_exchange_strong(&s->rooms[i], &cur, off)) {
+            memcpy(room_out->bytes, r->id, 16);
+            reg_event_room(h, SHMREG_EV_ROOM_CREATED, r->id, NULL, 0, SHMREG_ROOM_CREATING);
+            return 0;
+        }
+    }
+    shm_free(&h->c, off);
+    return shmreg__fail(SHMREG_EFULL, "room table full");
+}
+
+static void all_left(shmreg *h, reg_room *r)
+{
+    for (uint32_t i = 0; i < r->max; i++) {
+        reg_part *p = part_at(h, atomic_load(&r->roster[i]));
+        if (p == NULL)
+            continue;
+        uint32_t old = atomic_exchange(&p->status, SHMREG_PART_LEFT);
+        if (old != SHMREG_PART_LEFT)
+            reg_event_room(h, SHMREG_EV_PARTICIPANT_STATUS, r->id, p->sid, (int)old, SHMREG_PART_LEFT);
+    }
+}
+
+int shmreg_room_transition(shmreg *h, const shmreg_id *room, int expected, int to, int *old)
+{
+    int rc = shmreg__usable(h);
+    if (rc)
+        return rc;
+    if (room == NULL || expected < 0 || expected >= SHMREG_ROOM_STATE_COUNT || to < 1 ||
+        to >= SHMREG_ROOM_STATE_COUNT)
+        return shmreg__fail(SHMREG_EINVAL, "NULL room or unknown room state");
+    uint32_t idx;
+    reg_room *r;
+    shm_read_enter(&h->c);
+    if ((rc = room_find(h, room->bytes, &idx, &r)) == 0) {
+        uint64_t cur = atomic_load(&r->state);
+        for (;;) {
+            if (!ROOM_LIVE(cur)) {
+                rc = shmreg__fail(SHMREG_ENOENT, "room deleted");
+                break;
+            }
+            int from = (int)REG_STATE(cur);
+            if (old)
+                *old = from;
+            if (expected && from != expected) {
+                rc = shmreg__fail(SHMREG_ECONFLICT, "room is %s, not %s", room_names[from], room_names[expected]);
+                break;
+            }
+            if (!shmreg_room_state_allowed(from, to)) {
+                rc = shmreg__fail(SHMREG_ESTATE, "room %s -> %s is not allowed", room_names[from], room_names[to]);
+                break;
+            }
+            if (atomic_compare_exchange_strong(&r->state, &cur, (uint64_t)to)) {
+                reg_event_room(h, SHMREG_EV_ROOM_STATE, r->id, NULL, from, to);
+                if (to >= SHMREG_ROOM_TERMINATING)
+                    all_left(h, r);
+                break;
+            }
+        }
+    }
+    shm_read_leave(&h->c);
+    return rc;
+}
+
+int shmreg_room_delete(shmreg *h, const shmreg_id *room)
+{
+    int rc = shmreg__usable(h);
+    if (rc)
+        return rc;
+    if (room == NULL)
+        return shmreg__fail(SHMREG_EINVAL, "NULL room");
+    uint32_t idx;
+    reg_room *r;
+    shm_read_enter(&h->c);
+    if ((rc = room_find(h, room->bytes, &idx, &r)) == 0) {
+        uint64_t cur = atomic_load(&r->state);
+        while (ROOM_LIVE(cur) && !atomic_compare_exchange_strong(&r->state, &cur, h->c.tag | REG_DELETED))
+            ;
+        if (!ROOM_LIVE(cur)) {
+            rc = shmreg__fail(SHMREG_ENOENT, "room deleted");
+        } else {
+            for (uint32_t i = 0; i < r->max; i++) {
+                uint64_t off = atomic_load(&r->roster[i]);
+                if (off)
+                    roster_remove(h, r, idx, i, off);
+            }
+            uint64_t off = shm_off(&h->c.seg, (char *)r - SHM_BLK_HDR);
+            uint64_t e = off;
+            atomic_compare_exchange_strong(&h->c.seg.rooms[idx], &e, TOMB);
+            shm_blk *b = shm_blk_at(&h->c.seg, off);
+            shm_retire(&h->c, off, atomic_load(&b->state));
+        }
+    }
+    shm_read_leave(&h->c);
+    return rc;
+}
+
+static void room_view(shmreg *h, reg_room *r, uint64_t st, shmreg_room *out)
+{
+    (void)h;
+    memcpy(out->id.bytes, r->id, 16);
+    out->state = (int)REG_STATE(st);
+    out->name.ptr = (const char *)&r->roster[r->max];
+    out->name.len = r->name_len;
+    out->max_participants = r->max;
+    out->participants = 0;
+    for (uint32_t i = 0; i < r->max; i++)
+        out->participants += atomic_load_explicit(&r->roster[i], memory_order_relaxed) != 0;
+    out->created_ns = r->created_ns;
+    out->config_gen = r->config_gen;
+}
+
+int shmreg_room_get(shmreg *h, const shmreg_id *room, shmreg_room *out)
+{
+    int rc = reg_need_read(h);
+    if (rc)
+        return rc;
+    if (room == NULL || out == NULL)
+        return shmreg__fail(SHMREG_EINVAL, "NULL room/out");
+    uint32_t idx;
+    reg_room *r;
+    if ((rc = room_find(h, room->bytes, &idx, &r)) == 0)
+        room_view(h, r, atomic_load(&r->state), out);
+    return rc;
+}
+
+int shmreg_room_next(shmreg *h, uint64_t *cursor, shmreg_room *out)
+{
+    int rc = reg_need_read(h);
+    if (rc)
+        return rc;
+    if (cursor == NULL || out == NULL)
+        return shmreg__fail(SHMREG_EINVAL, "NULL cursor/out");
+    for (uint64_t i = *cursor; i < h->c.seg.room_slots; i++) {
+        reg_room *r = room_at(h, atomic_load(&h->c.seg.rooms[i]));
+        uint64_t st = r ? atomic_load(&r->state) : 0;
+        if (r && ROOM_LIVE(st)) {
+            room_view(h, r, st, out);
+            *cursor = i + 1;
+            return 0;
+        }
+    }
+    *cursor = h->c.seg.room_slots;
+    return SHMREG_ENOENT;
+}
+
+/* ------------------------------------------------------------ participants */
+
+static int joinable(uint64_t st)
+{
+    unsigned s = REG_STATE(st);
+    return s == SHMREG_ROOM_CREATING || s == SHMREG_ROOM_ACTIVE;
+}
+
+/* Is a session's room word a claim that nobody will complete? */
+static int stale_claim(shmreg *h, uint64_t w, const unsigned char sid[16])
+{
+    if (REF_IDX(w) >= h->c.seg.room_slots)
+        return 1;
+    reg_room *r = room_at(h, atomic_load(&h->c.seg.rooms[REF_IDX(w)]));
+    reg_part *p;
+    if (r && ROOM_LIVE(atomic_load(&r->state)) && roster_find(h, r, sid, &p) >= 0)
+        return 0;
+    return !shm_tag_alive(&h->c.seg, REF_TAG(w));
+}
+
+int shmreg_room_join(shmreg *h, const shmreg_id *room, const shmreg_id *session, shmreg_str uri,
+                     shmreg_str display_name, uint16_t rtp_port)
+{
+    int rc = shmreg__usable(h);
+    if (rc)
+        return rc;
+    if (room == NULL || session == NULL || uri.len > SHMREG_MAX_STR || display_name.len > SHMREG_MAX_STR ||
+        (uri.len && !uri.ptr) || (display_name.len && !display_name.ptr))
+        return shmreg__fail(SHMREG_EINVAL, "NULL room/session or a string over %u bytes", SHMREG_MAX_STR);
+    uint32_t idx, si;
+    reg_room *r;
+    shm_read_enter(&h->c);
+    if ((rc = room_find(h, room->bytes, &idx, &r)) != 0 || (rc = reg_find(h, session->bytes, &si)) != 0)
+        goto out;
+    if (!joinable(atomic_load(&r->state))) {
+        rc = shmreg__fail(SHMREG_ESTATE, "room is %s: no joins", room_names[REG_STATE(atomic_load(&r->state))]);
+        goto out;
+    }
+    reg_sess *x = reg_slot(h, si);
+    uint64_t w = atomic_load(&x->room), mine = room_ref(h, idx);
+    if (w && stale_claim(h, w, x->id))
+        atomic_compare_exchange_strong(&x->room, &w, 0); /* a dead joiner's claim */
+    w = 0;
+    if (!atomic_compare_exchange_strong(&x->room, &w, mine)) {
+        rc = shmreg__fail(SHMREG_EEXIST, "session is already in a room");
+        goto out;
+    }
+    if (!REG_LIVE(atomic_load(&x->state))) { /* deleted meanwhile: its deleter may have looked */
+        atomic_compare_exchange_strong(&x->room, &mine, 0);
+        rc = shmreg__fail(SHMREG_ENOENT, "session deleted meanwhile");
+        goto out;
+    }
+    uint64_t off = shm_alloc(&h->c, sizeof(reg_part) + uri.len + display_name.len, 0);
+    if (off == 0) {
+        atomic_compare_exchange_strong(&x->room, &mine, 0);
+        rc = shmreg__fail(SHMREG_EFULL, "registry heap full (participant)");
+        goto out;
+    }
+    reg_part *p = reg_payload((shm_blk *)(h->c.seg.base + off));
+    memcpy(p->sid, session->bytes, 16);
+    atomic_store(&p->status, SHMREG_PART_JOINING);
+    atomic_store(&p->audio, 0);
+    p->joined_ns = shm_now_ns();
+    p->rtp_port = rtp_port;
+    p->uri_len = (uint16_t)uri.len;
+    p->disp_len = (uint16_t)display_name.len;
+    if (uri.len)
+        memcpy(p->data, uri.ptr, uri.len);
+    if (display_name.len)
+        memcpy(p->data + uri.len, display_name.ptr, display_name.len);
+    uint32_t i;
+    for (i = 0; i < r->max; i++) {
+        uint64_t zero = 0;
+        if (atomic_compare_exchange_strong(&r->roster[i], &zero, off))
+            break;
+    }
+    if (i == r->max) {
+        shm_free(&h->c, off);
+        atomic_compare_exchange_strong(&x->room, &mine, 0);
+        rc = shmreg__fail(SHMREG_EFULL, "room is full (%u participants)", r->max);
+        goto out;
+    }
+    /* Locked, terminated or deleted meanwhile: back out as a leave would. */
+    uint64_t st = atomic_load(&r->state);
+    if (!joinable(st) || !REG_LIVE(atomic_load(&x->state))) {
+        roster_remove(h, r, idx, i, off);
+        atomic_compare_exchange_strong(&x->room, &mine, 0);
+        rc = ROOM_LIVE(st) && REG_LIVE(atomic_load(&x->state))
+                 ? shmreg__fail(SHMREG_ESTATE, "room is %s: no joins", room_names[REG_STATE(st)])
+                 : shmreg__fail(SHMREG_ENOENT, "room or session deleted meanwhile");
+        goto out;
+    }
+    reg_event_room(h, SHMREG_EV_PARTICIPANT_JOINED, r->id, session->bytes, 0, SHMREG_PART_JOINING);
+out:
+    shm_read_leave(&h->c);
+    return rc;
+}
+
+/* Find room and participant for the calls below (in a read section). */
+static int find_part(shmreg *h, const shmreg_id *room, const shmreg_id *session, uint32_t *idx,
+                     reg_room **r, reg_part **p)
+{
+    int rc = room_find(h, room->bytes, idx, r);
+    if (rc == 0 && roster_find(h, *r, session->bytes, p) < 0)
+        rc = shmreg__fail(SHMREG_ENOENT, "session is not in this room");
+    return rc;
+}
+
+int shmreg_room_leave(shmreg *h, const shmreg_id *room, const shmreg_id *session)
+{
+    int rc = shmreg__usable(h);
+    if (rc)
+        return rc;
+    if (room == NULL || session == NULL)
+        return shmreg__fail(SHMREG_EINVAL, "NULL room/session");
+    uint32_t idx;
+    reg_room *r;
+    reg_part *p;
+    shm_read_enter(&h->c);
+    if ((rc = find_part(h, room, session, &idx, &r, &p)) == 0) {
+        int i = roster_find(h, r, session->bytes, &p);
+        if (i < 0 || !roster_remove(h, r, idx, (uint32_t)i, atomic_load(&r->roster[i])))
+            rc = shmreg__fail(SHMREG_ENOENT, "session left meanwhile");
+    }
+    shm_read_leave(&h->c);
+    return rc;
+}
+
+int shmreg_participant_set_status(shmreg *h, const shmreg_id *room, const shmreg_id *session,
+                                  int expected, int to, int *old)
+{
+    int rc = shmreg__usable(h);
+    if (rc)
+        return rc;
+    if (room == NULL || session == NULL || expected < 0 || expected >= SHMREG_PART_STATUS_COUNT ||
+        to < 1 || to >= SHMREG_PART_STATUS_COUNT)
+        return shmreg__fail(SHMREG_EINVAL, "NULL room/session or unknown status");
+    uint32_t idx;
+    reg_room *r;
+    reg_part *p;
+    shm_read_enter(&h->c);
+    if ((rc = find_part(h, room, session, &idx, &r, &p)) == 0) {
+        uint32_t cur = atomic_load(&p->status);
+        for (;;) {
+            if (old)
+                *old = (int)cur;
+            if (expected && (int)cur != expected) {
+                rc = shmreg__fail(SHMREG_ECONFLICT, "participant is %s", shmreg_part_status_name((int)cur));
+                break;
+            }
+            if (!shmreg_part_status_allowed((int)cur, to)) {
+                rc = shmreg__fail(SHMREG_ESTATE, "participant %s -> %s is not allowed",
+                                  shmreg_part_status_name((int)cur), shmreg_part_status_name(to));
+                break;
+            }
+            if (atomic_compare_exchange_strong(&p->status, &cur, (uint32_t)to)) {
+                reg_event_room(h, SHMREG_EV_PARTICIPANT_STATUS, r->id, p->sid, (int)cur, to);
+                break;
+            }
+        }
+    }
+    shm_read_leave(&h->c);
+    return rc;
+}
+
+int shmreg_participant_set_audio(shmreg *h, const shmreg_id *room, const shmreg_id *session, int active)
+{
+    int rc = shmreg__usable(h);
+    if (rc)
+        return rc;
+    if (room == NULL || session == NULL)
+        return shmreg__fail(SHMREG_EINVAL, "NULL room/session");
+    uint32_t idx;
+    reg_room *r;
+    reg_part *p;
+    shm_read_enter(&h->c);
+    if ((rc = find_part(h, room, session, &idx, &r, &p)) == 0)
+        atomic_store(&p->audio, active ? 1u : 0u);
+    shm_read_leave(&h->c);
+    return rc;
+}
+
+int shmreg_participant_next(shmreg *h, const shmreg_id *room, uint64_t *cursor, shmreg_participant *out)
+{
+    int rc = reg_need_read(h);
+    if (rc)
+        return rc;
+    if (room == NULL || cursor == NULL || out == NULL)
+        return shmreg__fail(SHMREG_EINVAL, "NULL room/cursor/out");
+    uint32_t idx;
+    reg_room *r;
+    if ((rc = room_find(h, room->bytes, &idx, &r)) != 0)
+        return rc;
+    for (uint64_t i = *cursor; i < r->max; i++) {
+        uint64_t off = atomic_load_explicit(&r->roster[i], memory_order_acquire);
+        reg_part *p = off ? part_at(h, off) : NULL;
+        if (off && p == NULL)
+            return shmreg__fail(SHMREG_ECORRUPT, "roster entry %llu is not a participant", (unsigned long long)i);
+        if (p == NULL)
+            continue;
+        memcpy(out->session.bytes, p->sid, 16);
+        out->uri.ptr = p->data;
+        out->uri.len = p->uri_len;
+        out->display_name.ptr = p->data + p->uri_len;
+        out->display_name.len = p->disp_len;
+        out->status = (int)atomic_load(&p->status);
+        out->audio_active = (int)atomic_load(&p->audio);
+        out->rtp_port = p->rtp_port;
+        out->joined_ns = p->joined_ns;
+        *cursor = i + 1;
+        return 0;
+    }
+    *cursor = r->max;
+    return SHMREG_ENOENT;
+}
+
+int shmreg_session_room(shmreg *h, const shmreg_id *session, shmreg_id *room_out)
+{
+    int rc = shmreg__usable(h);
+    if (rc)
+        return rc;
+    if (session == NULL || room_out == NULL)
+        return shmreg__fail(SHMREG_EINVAL, "NULL session/room_out");
+    uint32_t si;
+    shm_read_enter(&h->c);
+    if ((rc = reg_find(h, session->bytes, &si)) == 0) {
+        reg_sess *x = reg_slot(h, si);
+        uint64_t w = atomic_load(&x->room);
+        reg_room *r = w && REF_IDX(w) < h->c.seg.room_slots
+                          ? room_at(h, atomic_load(&h->c.seg.rooms[REF_IDX(w)])) : NULL;
+        reg_part *p;
+        if (r && roster_find(h, r, x->id, &p) >= 0)
+            memcpy(room_out->bytes, r->id, 16);
+        else
+            rc = shmreg__fail(SHMREG_ENOENT, "session is in no room");
+    }
+    shm_read_leave(&h->c);
+    return rc;
+}
+
+/* ------------------------------------------------------------ check */
+
+void reg_room_check(shmreg *h, void (*mark)(void *, uint64_t), void (*bad)(void *, const char *), void *arg)
+{
+    const shm_seg *s = &h->c.seg;
+    for (uint32_t i = 0; i < s->room_slots; i++) {
+        uint64_t off = atomic_load(&s->rooms[i]);
+        if (off <= TOMB)
+            continue;
+        reg_room *r = room_at(h, off);
+        if (r == NULL) {
+            bad(arg, "room table entry is not a room");
+            continue;
+        }
+        mark(arg, off);
+        for (uint32_t k = 0; k < r->max; k++) {
+            uint64_t p = atomic_load(&r->roster[k]);
+            if (p && part_at(h, p) == NULL)
+                bad(arg, "room roster entry is not a participant");
+            else if (p)
+                mark(arg, p);
+        }
+    }
+}
