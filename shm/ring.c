@@ -18,12 +18,14 @@
  *
  * Layout
  * ------
- *   region + 0     header, 4 cache lines (struct shm_ring_hdr):
+ *   region + 0     header (struct shm_ring_hdr):
  *                    line 0  magic, version, geometry, stall bounds
  *                    line 1  tail: the next sequence number to hand out
- *                    line 2  waiting flag, wake word (the futex)
+ *                    line 2  arm and served counters (served is the futex)
  *                    line 3  statistics (stolen, dropped)
- *   region + 256   slot[0] .. slot[N-1], 64 bytes each:
+ *                    lines 4..131  claim intents, one line per producer
+ *                            thread: owner (pid, tid) and what it claims
+ *   region + 8448  slot[0] .. slot[N-1], 64 bytes each:
  *
  *     0        8               16                                  64
  *     +--------+-------+-------+-----------------------------------+
@@ -36,23 +38,27 @@
  *     (pid << 1)           being written by process pid (pid > 0)
  *
  * Every field is an atomic, copied with relaxed loads and stores; word
- * alone orders them. Tail and the wake word sit on lines of their own so
- * that the hot counter does not make the flag every producer reads bounce.
+ * alone orders them. The tail and the wake counters sit on lines of their
+ * own, so that the hot tail does not make the words every producer reads
+ * after a commit bounce between caches.
  * Nothing in the region is a pointer. Sequence numbers are 63 bits and do
  * not wrap (2^63 records at a billion a second is 292 years).
  *
  * Publishing
  * ----------
- *   1. claim:  s = fetch_add(tail, 1).  One atomic, no retry loop, so
- *              producers never wait for each other to get a number.
+ *   1. claim:  announce "claiming" in our intent line, s = fetch_add(tail,
+ *              1), then write s into the intent. One contended atomic, no
+ *              retry loop, so producers never wait for each other to get a
+ *              number; the intent stores hit a line only we write.
  *   2. mark:   CAS word from "committed t < s" or "empty" to
- *              "written by me". A committed t > s means we stalled for a
- *              whole lap and a newer record owns the slot: drop ours; it
- *              reads to everyone as overwritten, which it was.
+ *              "written by me", then clear the intent. A committed t > s
+ *              means we stalled for a whole lap and a newer record owns
+ *              the slot: drop ours; it reads to everyone as overwritten,
+ *              which it was.
  *   3. fill:   release fence, then type, len and payload (relaxed stores).
  *   4. commit: ONE release store: word = (s << 1) | 1.
- *   5. wake:   seq_cst fence; if the waiting flag is set, clear it, bump
- *              the wake word and FUTEX_WAKE everyone sleeping on it.
+ *   5. wake:   seq_cst fence; if a subscriber armed since the last wake,
+ *              advance `served` and FUTEX_WAKE everyone sleeping on it.
  *
  * Why the mark. Reading is a seqlock (below), and a seqlock only works if
  * the writer announces itself before touching the data. It also needs one
@@ -84,33 +90,66 @@
  * -------------------------
  * A producer killed (or stalled) between claim and commit leaves a claimed
  * sequence number whose slot never says "committed s", while later ones
- * do. A subscriber that finds its next record in that state waits from
- * the moment it first saw it stuck: up to skip_ns (SHM_RING_SKIP_NS, 1 ms)
- * when no live process holds the slot — nothing was marked (killed right
- * after the fetch_add) or the marker is dead — and up to live_ns
- * (SHM_RING_LIVE_NS, 100 ms) when a live process holds it, since a live
- * writer will most likely commit soon. Then it skips the record and
- * counts it as skipped (per subscriber: each subscriber makes its own
- * decision, so there is no shared count to double). A record committed
- * after some subscriber skipped it is complete when it appears, so it is
- * either delivered whole to a subscriber that has not passed it yet, or
- * not at all; and a dead producer's slot is stolen by the next producer
- * that laps onto it, so the hole does not come back every lap.
+ * do. A subscriber that finds its next record in that state waits skip_ns
+ * (SHM_RING_SKIP_NS, 1 ms), then asks whether a live thread still holds
+ * the claim: the slot's mark names the writer's pid once it is marked;
+ * before that, the claim intents say who is between fetch_add and mark. If
+ * someone alive holds it, it waits on, up to live_ns (SHM_RING_LIVE_NS,
+ * 100 ms), asking again every skip_ns; if nobody does, it skips the record
+ * and counts it in `skipped` — its own count: each subscriber decides
+ * alone, so a shared count would double. The clock runs from when the
+ * subscriber first saw the slot as it is now, and restarts when it
+ * changes: a producer queued behind an older writer gets a fresh bound
+ * when that writer commits.
+ *
+ * Claim intents. Why they exist: between the fetch_add and the mark, a
+ * live producer and a dead one look the same in the slot, and that window
+ * is not small in time. The fetch_add on the contended tail is the slowest
+ * instruction of a publish, and an interrupt that arrives while it runs is
+ * taken right after it — inside the window — so a descheduled producer
+ * usually stops exactly there. With a time bound alone, 7 processes on 2
+ * cores lost a record in most runs of t/ring.c. So each producer thread
+ * owns a line in the header (found or taken, free or from a dead thread,
+ * on its first publish) and writes there "claiming, at least l" before the
+ * fetch_add (l: one past its previous claim, so a subscriber can rule it
+ * out for older numbers), "claimed s" after, and clears it once the mark
+ * speaks for it. The fetch_add is a release, so a subscriber that sees the
+ * tail also sees the announcement. Liveness is per thread (tgkill(pid,
+ * tid, 0)). A thread that finds no free line (more than SHM_RING_INTENTS
+ * live producer threads) publishes without one, and its unmarked claims
+ * get only skip_ns.
+ *
+ * Nothing is torn by a skip that turns out wrong: a record committed after
+ * some subscriber skipped it is complete when it appears, so it is either
+ * delivered whole to a subscriber that has not passed it yet, or not at
+ * all. A dead producer's mark is stolen by the next producer that laps
+ * onto its slot, so the hole does not come back every lap.
  *
  * Blocking
  * --------
- * A subscriber with nothing to read sets the shared waiting flag, reads
- * the wake word, checks once more, and FUTEX_WAITs on the wake word
- * (shared futex: no FUTEX_PRIVATE_FLAG, the word is in a MAP_SHARED
- * mapping). A producer, after committing, fences and looks at the flag;
- * only when it is set does it clear it, bump the wake word and FUTEX_WAKE.
- * So with nobody asleep a publish makes no system call. The fences make it
- * a Dekker pair: either the producer sees the flag, or the subscriber's
- * re-check sees the commit; and a subscriber that read the wake word
- * before the bump cannot sleep on it (the kernel compares the value). The
- * flag is cleared by the waker rather than counted by the sleepers so that
- * a subscriber killed in its sleep costs one wasted FUTEX_WAKE, not a
- * system call on every later publish.
+ * Two counters: `arm`, bumped by each subscriber about to sleep, and
+ * `served`, the futex word, moved up to `arm` by the producer that wakes.
+ * A subscriber takes a ticket (fetch_add on arm), reads `served`, checks
+ * once more, and FUTEX_WAITs on `served` (a shared futex: no
+ * FUTEX_PRIVATE_FLAG, the word is in a MAP_SHARED mapping). A producer,
+ * after committing, fences and compares the two; only when they differ
+ * does it CAS `served` up to `arm` and FUTEX_WAKE. So a publish makes a
+ * system call once per subscriber sleep, not per record, and none at all
+ * while nobody sleeps. The fences make a Dekker pair of it: either the
+ * producer sees the ticket, or the subscriber's re-check sees the commit;
+ * a subscriber cannot sleep on a `served` value that a producer has moved
+ * since it read it (the kernel compares before sleeping); and a subscriber
+ * that finds its own ticket already served (a wake meant for an earlier
+ * sleeper took it) takes a new one before it sleeps, because a later
+ * producer would see nothing to wake.
+ *
+ * Crashes. A subscriber killed asleep costs one spare FUTEX_WAKE: the next
+ * producer serves its ticket and the counters agree again — where a count
+ * of sleepers would stay up forever and make every later publish a system
+ * call. A producer killed between moving `served` and its FUTEX_WAKE (a few
+ * instructions) leaves the sleepers asleep with nobody to wake them, so no
+ * sleep is longer than WAIT_SLICE_NS (1 s): that is the worst case, a one
+ * second delay, once.
  *
  * Distrust
  * --------
@@ -136,13 +175,21 @@
 #include "ring.h"
 
 #define RING_MAGIC "shmring\x1a"
-#define RING_VERSION 1u
+#define RING_VERSION 2u
 #define PAYLOAD_WORDS (SHM_RING_MAX_PAYLOAD / 8)
 #define PID_LIMIT 4194304u          /* PID_MAX_LIMIT on 64-bit Linux */
 #define SPIN_LIMIT 256              /* loads before a producer looks at the clock */
 #define CHECK_NS 100000ull          /* a waiting producer re-checks the holder's pid */
 #define YIELD_NS 1000000ull         /* then stops yielding and sleeps */
 #define NAP_NS 50000ull
+#define WAIT_SLICE_NS 1000000000ull /* longest single futex sleep */
+
+/* What one producer thread is claiming (see "Claim intents"). */
+struct shm_ring_intent {
+    _Atomic uint64_t owner;         /* pid << 32 | tid; 0: free */
+    _Atomic uint64_t claim;         /* 0 idle; INTENT_FROM(l); INTENT_AT(s) */
+    char pad[48];
+};
 
 struct shm_ring_hdr {
     char magic[8];
@@ -154,10 +201,11 @@ struct shm_ring_hdr {
     _Atomic uint64_t skip_ns;
     _Atomic uint64_t live_ns;
     alignas(64) _Atomic uint64_t tail;
-    alignas(64) _Atomic uint32_t waiting;
-    _Atomic uint32_t wake;
+    alignas(64) _Atomic uint32_t arm;      /* armings by subscribers about to sleep */
+    _Atomic uint32_t served;               /* armings woken; the futex word */
     alignas(64) _Atomic uint64_t stolen;
     _Atomic uint64_t dropped;
+    alignas(64) struct shm_ring_intent intents[SHM_RING_INTENTS];
 };
 
 struct shm_ring_slot {
@@ -166,7 +214,8 @@ struct shm_ring_slot {
     _Atomic uint64_t data[PAYLOAD_WORDS];
 };
 
-_Static_assert(sizeof(struct shm_ring_hdr) == SHM_RING_HEADER_BYTES, "header is 4 lines");
+_Static_assert(sizeof(struct shm_ring_intent) == 64, "an intent is one line");
+_Static_assert(sizeof(struct shm_ring_hdr) == SHM_RING_HEADER_BYTES, "header: 4 lines + intents");
 _Static_assert(sizeof(struct shm_ring_slot) == SHM_RING_RECORD_BYTES, "slot is one line");
 _Static_assert(sizeof(shm_ring_record) == SHM_RING_RECORD_BYTES, "record is one line");
 _Static_assert(ATOMIC_LLONG_LOCK_FREE == 2 && ATOMIC_INT_LOCK_FREE == 2,
@@ -178,6 +227,14 @@ _Static_assert(ATOMIC_LLONG_LOCK_FREE == 2 && ATOMIC_INT_LOCK_FREE == 2,
 #define WORD_SEQ(w) ((w) >> 1)
 #define WORD_PID(w) ((w) >> 1)
 #define WRITING(pid) ((uint64_t)(pid) << 1)
+
+/* Intent words: claiming a number >= l, not yet known; or claimed s. */
+#define INTENT_FROM(l) (((uint64_t)(l) + 1) << 1)
+#define INTENT_AT(s) (((uint64_t)(s) << 1) | 1u)
+#define INTENT_KNOWN(c) (((c) & 1u) != 0)
+#define INTENT_SEQ(c) ((c) >> 1)
+#define INTENT_LOW(c) (((c) >> 1) - 1)
+#define NO_INTENT UINT32_MAX
 
 enum { STALL_WAIT = 0, STALL_SKIP = 1 };
 enum { ACQ_OK = 0, ACQ_LAPPED = 1 };     /* or SHM_RING_EBUSY */
@@ -212,7 +269,10 @@ static inline void cpu_relax(void)
 }
 
 /* getpid() is a system call in current glibc; the mark needs it on every
- * publish, so cache it and forget it in a forked child. */
+ * publish, so cache it and forget it in a forked child. (A child made by
+ * a raw clone() skips the atfork handler and marks with its parent's pid:
+ * its slots then look alive while the parent is, which costs waits up to
+ * live_ns, never a torn record.) */
 static _Atomic int self_pid;
 static pthread_once_t self_once = PTHREAD_ONCE_INIT;
 
@@ -241,6 +301,18 @@ static int pid_alive(uint64_t pid)
     return alive;
 }
 
+/* 1 when the thread named by an intent's owner word (untrusted) lives. */
+static int thread_alive(uint64_t owner)
+{
+    uint64_t pid = owner >> 32, tid = owner & 0xffffffffu;
+    if (pid == 0 || pid > PID_LIMIT || tid == 0 || tid > PID_LIMIT)
+        return 0;
+    int saved = errno;
+    int alive = syscall(SYS_tgkill, (pid_t)pid, (pid_t)tid, 0) == 0 || errno == EPERM;
+    errno = saved;
+    return alive;
+}
+
 static long futex(_Atomic uint32_t *addr, int op, uint32_t val,
                   const struct timespec *ts)
 {
@@ -250,6 +322,84 @@ static long futex(_Atomic uint32_t *addr, int op, uint32_t val,
 static inline struct shm_ring_slot *slot_of(const shm_ring *r, uint64_t s)
 {
     return &r->slots[s & r->mask];
+}
+
+/* This thread's intent entry in the ring it last published to. Found (or
+ * taken: free, or owned by a dead thread) on the first publish, then
+ * cached; a forked child has a new pid and looks again. */
+static __thread struct {
+    int pid, tid;
+    const struct shm_ring_hdr *hdr;
+    uint32_t idx;                   /* NO_INTENT: the table was full */
+    uint64_t next;                  /* our next claim is at least this */
+} t_self;
+
+static struct shm_ring_intent *my_intent(shm_ring *r, int pid)
+{
+    struct shm_ring_hdr *h = r->hdr;
+    if (t_self.pid != pid) {
+        t_self.pid = pid;
+        t_self.tid = (int)syscall(SYS_gettid);
+        t_self.hdr = NULL;
+    }
+    if (t_self.hdr == h)
+        return t_self.idx == NO_INTENT ? NULL : &h->intents[t_self.idx];
+    uint64_t me = (uint64_t)pid << 32 | (uint32_t)t_self.tid;
+    uint32_t idx = NO_INTENT;
+    for (uint32_t i = 0; i < SHM_RING_INTENTS && idx == NO_INTENT; i++)
+        if (atomic_load_explicit(&h->intents[i].owner, memory_order_relaxed) == me)
+            idx = i;
+    for (uint32_t i = 0; i < SHM_RING_INTENTS && idx == NO_INTENT; i++) {
+        uint64_t o = atomic_load_explicit(&h->intents[i].owner, memory_order_relaxed);
+        if ((o == 0 || !thread_alive(o)) &&
+            atomic_compare_exchange_strong_explicit(&h->intents[i].owner, &o, me,
+                memory_order_relaxed, memory_order_relaxed))
+            idx = i;
+    }
+    if (idx != NO_INTENT)
+        atomic_store_explicit(&h->intents[idx].claim, 0, memory_order_relaxed);
+    t_self.hdr = h;
+    t_self.idx = idx;
+    t_self.next = 0;
+    return idx == NO_INTENT ? NULL : &h->intents[idx];
+}
+
+/* Step 1 with its intent: announce, claim, say which number we got. The
+ * fetch_add is a release, so a subscriber that sees the tail it made
+ * also sees the announcement. */
+static uint64_t claim(shm_ring *r, struct shm_ring_intent *in)
+{
+    if (in)
+        atomic_store_explicit(&in->claim, INTENT_FROM(t_self.next), memory_order_relaxed);
+    uint64_t s = atomic_fetch_add_explicit(&r->hdr->tail, 1, memory_order_release);
+    if (in)
+        atomic_store_explicit(&in->claim, INTENT_AT(s), memory_order_relaxed);
+    t_self.next = s + 1;
+    return s;
+}
+
+/* The slot is marked (or given up): the mark speaks for us now. Release,
+ * so a subscriber that sees the intent cleared sees the mark. */
+static void intent_done(struct shm_ring_intent *in)
+{
+    if (in)
+        atomic_store_explicit(&in->claim, 0, memory_order_release);
+}
+
+/* 1 when a live thread may hold the claim of `s`: its intent names s, or
+ * it is between announcing and learning its number with a lower bound not
+ * above s. */
+static int claimer_may_live(const shm_ring *r, uint64_t s)
+{
+    const struct shm_ring_hdr *h = r->hdr;
+    for (uint32_t i = 0; i < SHM_RING_INTENTS; i++) {
+        uint64_t c = atomic_load_explicit(&h->intents[i].claim, memory_order_acquire);
+        if (c == 0 || (INTENT_KNOWN(c) ? INTENT_SEQ(c) != s : INTENT_LOW(c) > s))
+            continue;
+        if (thread_alive(atomic_load_explicit(&h->intents[i].owner, memory_order_relaxed)))
+            return 1;
+    }
+    return 0;
 }
 
 /* ---------------------------------------------------------------- errors */
@@ -328,7 +478,7 @@ int shm_ring_attach(shm_ring *ring, void *region, size_t bytes)
         return rc;
     struct shm_ring_hdr *h = region;
     ring->hdr = h;
-    ring->slots = (struct shm_ring_slot *)((char *)region + SHM_RING_HEADER_BYTES);
+    ring->slots = (struct shm_ring_slot *)(void *)((char *)region + SHM_RING_HEADER_BYTES);
     ring->nrecords = h->nrecords;
     ring->mask = ring->nrecords - 1;
     return 0;
@@ -357,7 +507,8 @@ void shm_ring_stats_get(const shm_ring *ring, shm_ring_stats *st)
     st->stolen = atomic_load_explicit(&h->stolen, memory_order_relaxed);
     st->dropped = atomic_load_explicit(&h->dropped, memory_order_relaxed);
     st->nrecords = (uint32_t)ring->nrecords;
-    st->waiting = atomic_load_explicit(&h->waiting, memory_order_relaxed);
+    st->wait_pending = atomic_load_explicit(&h->arm, memory_order_relaxed) -
+                       atomic_load_explicit(&h->served, memory_order_relaxed);
     st->skip_ns = atomic_load_explicit(&h->skip_ns, memory_order_relaxed);
     st->live_ns = atomic_load_explicit(&h->live_ns, memory_order_relaxed);
 }
@@ -366,8 +517,8 @@ void shm_ring_stats_get(const shm_ring *ring, shm_ring_stats *st)
 
 /* Step 2: make the slot of `s` ours. ACQ_OK: marked with `me`;
  * ACQ_LAPPED: a newer record owns it, write nothing; SHM_RING_EBUSY: a
- * live process has held it for live_ns. The common case is one load and
- * one CAS; the rest is for slots still held by a writer from a lap ago. */
+ * live process has held it for live_ns. The common case is one CAS; the
+ * rest is for slots still held by a writer from a lap ago. */
 static int slot_acquire(shm_ring *r, struct shm_ring_slot *sl, uint64_t s,
                         uint64_t me)
 {
@@ -376,10 +527,15 @@ static int slot_acquire(shm_ring *r, struct shm_ring_slot *sl, uint64_t s,
      * a lap ago: the CAS then fetches the line and marks it in one
      * instruction, which keeps the unmarked window after the fetch_add
      * (the one a subscriber cannot tell from a death) a few instructions
-     * long, with no cache miss in it. */
+     * long, with no cache miss in it.
+     *
+     * Every mark is acq_rel. Acquire: the previous writer's data stores
+     * happen before ours, so ours are the ones that stay. Release: a
+     * reader that sees our mark also sees the tail our fetch_add moved,
+     * so it knows it was lapped rather than stalled. */
     uint64_t w = s >= r->nrecords ? COMMITTED(s - r->nrecords) : 0;
     if (atomic_compare_exchange_strong_explicit(&sl->word, &w, me,
-            memory_order_acquire, memory_order_relaxed))
+            memory_order_acq_rel, memory_order_relaxed))
         return ACQ_OK;
     uint64_t since = 0, check_at = 0;
     int spins = 0;
@@ -388,10 +544,8 @@ static int slot_acquire(shm_ring *r, struct shm_ring_slot *sl, uint64_t s,
         if (IS_COMMITTED(w) && WORD_SEQ(w) >= s)
             return ACQ_LAPPED;
         if (!IS_WRITING(w)) {
-            /* Acquire: the previous writer's data stores happen before
-             * ours, so ours are the ones that stay. */
             if (atomic_compare_exchange_weak_explicit(&sl->word, &w, me,
-                    memory_order_acquire, memory_order_relaxed))
+                    memory_order_acq_rel, memory_order_relaxed))
                 return ACQ_OK;
             continue;
         }
@@ -408,7 +562,7 @@ static int slot_acquire(shm_ring *r, struct shm_ring_slot *sl, uint64_t s,
         if (now >= check_at) {
             if (!pid_alive(WORD_PID(w))) {
                 if (atomic_compare_exchange_strong_explicit(&sl->word, &w, me,
-                        memory_order_acquire, memory_order_relaxed)) {
+                        memory_order_acq_rel, memory_order_relaxed)) {
                     atomic_fetch_add_explicit(&h->stolen, 1, memory_order_relaxed);
                     return ACQ_OK;
                 }
@@ -425,6 +579,22 @@ static int slot_acquire(shm_ring *r, struct shm_ring_slot *sl, uint64_t s,
         else
             nap(NAP_NS);
         w = atomic_load_explicit(&sl->word, memory_order_relaxed);
+    }
+}
+
+/* Wake every subscriber that armed since the last wake (see Blocking). */
+static void wake_armed(struct shm_ring_hdr *h)
+{
+    uint32_t armed = atomic_load_explicit(&h->arm, memory_order_relaxed);
+    uint32_t done = atomic_load_explicit(&h->served, memory_order_relaxed);
+    while ((int32_t)(armed - done) > 0) {
+        /* Whoever moves `served` wakes; if someone else moved it to where
+         * we would, the wake is theirs. */
+        if (atomic_compare_exchange_weak_explicit(&h->served, &done, armed,
+                memory_order_seq_cst, memory_order_relaxed)) {
+            futex(&h->served, FUTEX_WAKE, INT_MAX, NULL);
+            return;
+        }
     }
 }
 
@@ -445,15 +615,13 @@ static void slot_fill_commit(shm_ring *r, struct shm_ring_slot *sl, uint64_t s,
         atomic_store_explicit(&sl->data[i], d[i], memory_order_relaxed);
     atomic_store_explicit(&sl->word, COMMITTED(s), memory_order_release);
 
-    /* Dekker with shm_ring_wait(): our commit, then their flag; their
-     * flag, then our commit. At least one side sees the other's store. */
+    /* Dekker with shm_ring_wait(): our commit, then their arm; their arm,
+     * then our commit. At least one side sees the other's store. */
     struct shm_ring_hdr *h = r->hdr;
     atomic_thread_fence(memory_order_seq_cst);
-    if (atomic_load_explicit(&h->waiting, memory_order_relaxed) &&
-        atomic_exchange_explicit(&h->waiting, 0, memory_order_seq_cst)) {
-        atomic_fetch_add_explicit(&h->wake, 1, memory_order_seq_cst);
-        futex(&h->wake, FUTEX_WAKE, INT_MAX, NULL);
-    }
+    if (atomic_load_explicit(&h->arm, memory_order_relaxed) !=
+        atomic_load_explicit(&h->served, memory_order_relaxed))
+        wake_armed(h);
 }
 
 static int publish_args_ok(const shm_ring *ring, const void *payload, uint32_t len)
@@ -467,9 +635,11 @@ int shm_ring_publish(shm_ring *ring, uint32_t type, const void *payload,
     if (!publish_args_ok(ring, payload, len))
         return SHM_RING_EINVAL;
     uint64_t me = self_mark();
-    uint64_t s = atomic_fetch_add_explicit(&ring->hdr->tail, 1, memory_order_relaxed);
+    struct shm_ring_intent *in = my_intent(ring, (int)WORD_PID(me));
+    uint64_t s = claim(ring, in);
     struct shm_ring_slot *sl = slot_of(ring, s);
     int rc = slot_acquire(ring, sl, s, me);
+    intent_done(in);
     if (rc == ACQ_LAPPED)
         return 0;
     if (rc < 0)
@@ -483,10 +653,12 @@ int shm_ring_claim_for_test(shm_ring *ring, int mark, uint64_t *seq)
     if (!ring || !seq)
         return SHM_RING_EINVAL;
     uint64_t me = self_mark();
-    *seq = atomic_fetch_add_explicit(&ring->hdr->tail, 1, memory_order_relaxed);
+    struct shm_ring_intent *in = my_intent(ring, (int)WORD_PID(me));
+    *seq = claim(ring, in);
     if (!mark)
-        return 0;
+        return 0;           /* the intent stays: a claimer stopped here */
     int rc = slot_acquire(ring, slot_of(ring, *seq), *seq, me);
+    intent_done(in);
     return rc < 0 ? rc : 0;
 }
 
@@ -497,9 +669,12 @@ int shm_ring_commit_for_test(shm_ring *ring, uint64_t seq, uint32_t type,
         seq >= atomic_load_explicit(&ring->hdr->tail, memory_order_relaxed))
         return SHM_RING_EINVAL;
     uint64_t me = self_mark();
+    struct shm_ring_intent *in = my_intent(ring, (int)WORD_PID(me));
     struct shm_ring_slot *sl = slot_of(ring, seq);
     if (atomic_load_explicit(&sl->word, memory_order_relaxed) != me) {
         int rc = slot_acquire(ring, sl, seq, me);
+        if (in && atomic_load_explicit(&in->claim, memory_order_relaxed) == INTENT_AT(seq))
+            intent_done(in);
         if (rc == ACQ_LAPPED)
             return 0;
         if (rc < 0)
@@ -535,13 +710,14 @@ static int stall_decide(const shm_ring *r, shm_ring_sub *sub, uint64_t w,
     struct shm_ring_hdr *h = r->hdr;
     uint64_t skip = atomic_load_explicit(&h->skip_ns, memory_order_relaxed);
     uint64_t live = atomic_load_explicit(&h->live_ns, memory_order_relaxed);
+    uint64_t s = sub->next;
 
     /* The clock runs from when we first saw the slot as it is now. When
      * an older writer finally commits, the producer of our record has
      * been waiting for that very moment: it gets a fresh skip_ns to mark
      * the slot, instead of being judged on time it spent queued. */
-    if (sub->stall_seq != sub->next + 1 || sub->stall_word != w) {
-        sub->stall_seq = sub->next + 1;
+    if (sub->stall_seq != s + 1 || sub->stall_word != w) {
+        sub->stall_seq = s + 1;
         sub->stall_word = w;
         sub->stall_since = now;
         sub->stall_check = 0;
@@ -551,17 +727,26 @@ static int stall_decide(const shm_ring *r, shm_ring_sub *sub, uint64_t w,
         *due = sat_add(since, skip);
         return STALL_WAIT;
     }
-    if (IS_WRITING(w) && elapsed < live) {
-        if (now >= sub->stall_check) {
-            if (!pid_alive(WORD_PID(w)))
-                return STALL_SKIP;
-            sub->stall_check = sat_add(now, skip);
+    if (elapsed >= live)
+        return STALL_SKIP;
+    if (now >= sub->stall_check) {
+        /* Past skip_ns: wait on only for a claim a live thread holds. */
+        int alive = IS_WRITING(w) ? pid_alive(WORD_PID(w)) : claimer_may_live(r, s);
+        if (!alive) {
+            /* An intent is cleared after the mark: if it went while we
+             * looked, the slot has moved on. Look again at once. */
+            if (!IS_WRITING(w) &&
+                atomic_load_explicit(&slot_of(r, s)->word, memory_order_acquire) != w) {
+                *due = now;
+                return STALL_WAIT;
+            }
+            return STALL_SKIP;
         }
-        uint64_t give_up = sat_add(since, live);
-        *due = give_up < sub->stall_check ? give_up : sub->stall_check;
-        return STALL_WAIT;
+        sub->stall_check = sat_add(now, skip);
     }
-    return STALL_SKIP;
+    uint64_t give_up = sat_add(since, live);
+    *due = give_up < sub->stall_check ? give_up : sub->stall_check;
+    return STALL_WAIT;
 }
 
 static void sub_advance(shm_ring_sub *sub, uint64_t to)
@@ -593,7 +778,7 @@ static int slot_read(const shm_ring *r, uint64_t s, shm_ring_record *out, uint64
     for (unsigned i = 0; i < PAYLOAD_WORDS; i++)
         d[i] = atomic_load_explicit(&sl->data[i], memory_order_relaxed);
     atomic_thread_fence(memory_order_acquire);
-    uint64_t w2 = atomic_load_explicit(&sl->word, memory_order_relaxed);
+    uint64_t w2 = atomic_load_explicit(&sl->word, memory_order_acquire);
     if (w2 != w1) {
         *w = w2;
         return 0;
@@ -688,32 +873,30 @@ int shm_ring_wait(shm_ring *ring, shm_ring_sub *sub, int64_t timeout_ns)
     uint64_t deadline = timeout_ns < 0 ? UINT64_MAX : sat_add(start, (uint64_t)timeout_ns);
 
     for (;;) {
-        /* Announce, then look: the other half of the Dekker pair in
+        /* Arm, then look: the other half of the Dekker pair in
          * slot_fill_commit(). The second fence keeps the look after the
-         * read of the wake word, so a bump we read implies its commit. */
-        atomic_store_explicit(&h->waiting, 1, memory_order_seq_cst);
+         * read of `served`, so a wake we read implies its commit. */
+        uint32_t ticket = atomic_fetch_add_explicit(&h->arm, 1, memory_order_seq_cst) + 1;
         atomic_thread_fence(memory_order_seq_cst);
-        uint32_t seen = atomic_load_explicit(&h->wake, memory_order_seq_cst);
+        uint32_t seen = atomic_load_explicit(&h->served, memory_order_seq_cst);
         atomic_thread_fence(memory_order_seq_cst);
         if (sub_ready(ring, sub, &due))
             return 0;
         uint64_t now = now_ns();
         if (now >= deadline)
             return SHM_RING_ETIMEDOUT;
+        /* Our arming was already served (a producer woke "us" before we
+         * slept): a later commit would not wake us. Arm again. */
+        if ((int32_t)(seen - ticket) >= 0)
+            continue;
         uint64_t until = due < deadline ? due : deadline;
-        struct timespec ts, *tsp = NULL;
-        if (until != UINT64_MAX) {
-            uint64_t rel = until > now ? until - now : 0;
-            ts.tv_sec = (time_t)(rel / 1000000000ull);
-            ts.tv_nsec = (long)(rel % 1000000000ull);
-            tsp = &ts;
-        }
-        if (futex(&h->wake, FUTEX_WAIT, seen, tsp) != 0 &&
-            errno != EAGAIN && errno != ETIMEDOUT) {
-            if (errno == EINTR)
-                return SHM_RING_EINTR;
-            return SHM_RING_ESYS;
-        }
+        uint64_t rel = until > now ? until - now : 0;
+        if (rel > WAIT_SLICE_NS)
+            rel = WAIT_SLICE_NS;
+        struct timespec ts = { (time_t)(rel / 1000000000ull), (long)(rel % 1000000000ull) };
+        if (futex(&h->served, FUTEX_WAIT, seen, &ts) != 0 &&
+            errno != EAGAIN && errno != ETIMEDOUT)
+            return errno == EINTR ? SHM_RING_EINTR : SHM_RING_ESYS;
     }
 }
 

@@ -49,7 +49,8 @@ const char *shm_ring_strerror(int err);
 
 #define SHM_RING_RECORD_BYTES 64u   /* one slot, one cache line */
 #define SHM_RING_MAX_PAYLOAD  48u   /* inline payload bytes per record */
-#define SHM_RING_HEADER_BYTES 256u  /* ring header in front of the slots */
+#define SHM_RING_INTENTS      128u  /* producer threads whose claims subscribers can see */
+#define SHM_RING_HEADER_BYTES (256u + SHM_RING_INTENTS * 64u) /* header + intents, before the slots */
 #define SHM_RING_ALIGN        64u   /* the region must start on this boundary */
 #define SHM_RING_MIN_RECORDS  2u
 #define SHM_RING_MAX_RECORDS  (1u << 30)
@@ -57,24 +58,32 @@ const char *shm_ring_strerror(int err);
 /* How long a subscriber waits for a claimed record that is not committed
  * before it skips it (counting it in `skipped`):
  *
- *   SHM_RING_SKIP_NS  — when no live process is writing the slot. That is
- *                       the case of a producer killed between claiming its
- *                       sequence number and committing it. Default 1 ms.
- *   SHM_RING_LIVE_NS  — when the slot is marked by a process that is still
- *                       alive (descheduled, stopped, or a zombie nobody has
- *                       reaped yet). Default 100 ms.
+ *   SHM_RING_SKIP_NS  — when no live thread holds the claim: its producer
+ *                       was killed between claiming the sequence number
+ *                       and committing it. Default 1 ms.
+ *   SHM_RING_LIVE_NS  — when a live thread holds it (descheduled, stopped,
+ *                       or a zombie nobody has reaped yet). Default 100 ms.
  *
- * Both are measured from the moment the subscriber first finds the record
- * stuck, and are stored in the ring so every process applies the same
- * policy; shm_ring_set_bounds() changes them. A producer that laps onto a
- * slot still held by a live, stalled producer waits at most LIVE_NS too,
+ * "Holds" is known from the slot's mark (the writer's pid) once the
+ * producer has marked its slot, and before that from the producer thread's
+ * claim intent (one of SHM_RING_INTENTS entries in the ring, taken by a
+ * thread on its first publish; see ring.c). A producer thread that found
+ * no free intent entry publishes without one: its claims, until marked,
+ * get only skip_ns.
+ *
+ * Both bounds run from the moment the subscriber first finds the record
+ * stuck with its slot as it is now (the clock restarts when the slot
+ * changes). They are stored in the ring, so every process applies the
+ * same policy; shm_ring_set_bounds() changes them. So for one stuck record
+ * a subscriber waits at most skip_ns when its producer was SIGKILLed and
+ * reaped (2 x skip_ns if it first saw the zombie), and live_ns when the
+ * producer is alive but does not commit; a chain of stalled writers queued
+ * on one slot can add up to a few live_ns. A producer that laps onto a
+ * slot still held by a live, stalled producer waits at most live_ns too,
  * then gives up (SHM_RING_EBUSY).
  *
- * The bound trades latency against false skips: a live producer descheduled
- * for longer than SKIP_NS in the few instructions between claiming and
- * marking its slot has its record skipped (it is still committed later, and
- * never seen torn). Raise SKIP_NS on machines with more runnable producers
- * than cores if exactly-once delivery matters more than the stall. */
+ * A live producer descheduled for longer than live_ns has its record
+ * skipped. It is still committed later and never seen torn. */
 #define SHM_RING_SKIP_NS  1000000ull
 #define SHM_RING_LIVE_NS  100000000ull
 
@@ -125,7 +134,7 @@ typedef struct shm_ring_stats {
     uint64_t stolen;     /* slots taken back from dead producers */
     uint64_t dropped;    /* publishes that gave up with SHM_RING_EBUSY */
     uint32_t nrecords;
-    uint32_t waiting;    /* 1 when a subscriber has asked to be woken */
+    uint32_t wait_pending; /* armings no producer has woken yet (see ring.c) */
     uint64_t skip_ns, live_ns;
 } shm_ring_stats;
 
@@ -165,8 +174,10 @@ void shm_ring_stats_get(const shm_ring *ring, shm_ring_stats *st);
 /* Append one record; `len` bytes from `payload` (NULL allowed when len is
  * 0). Lock-free: one fetch_add claims a sequence number, the record is
  * written into its slot and committed by one release store. When a
- * subscriber sleeps in shm_ring_wait() the commit also wakes it (one futex
- * syscall); otherwise no system call is made.
+ * subscriber has gone to sleep in shm_ring_wait() since the last wake, the
+ * commit also wakes it (one futex syscall); otherwise no system call is
+ * made (but the first publish of each thread takes a claim-intent entry:
+ * a scan of the table, and a tgkill() per entry it considers reusing).
  *
  * Returns 0 when the record was committed, or when it was overwritten by a
  * newer record before it could be written (the producer itself stalled for
@@ -232,8 +243,10 @@ int shm_ring_slot_state(const shm_ring *ring, uint64_t seq, pid_t *pid);
 /* ---------------------------------------------------------------- test hooks */
 
 /* For tests only: claim the next sequence number (*seq) as a producer does
- * and stop there, as if killed. mark = 0 stops right after the fetch_add;
- * mark = 1 also marks the slot as being written by this process. Returns 0,
+ * and stop there, as if descheduled (or, in a child that then dies,
+ * killed). mark = 0 stops right after the fetch_add, leaving this thread's
+ * claim intent naming *seq (until the thread's next publish); mark = 1
+ * also marks the slot as being written by this process. Returns 0,
  * SHM_RING_EINVAL, or (mark = 1) the publish errors. */
 int shm_ring_claim_for_test(shm_ring *ring, int mark, uint64_t *seq);
 
