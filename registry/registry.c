@@ -39,6 +39,7 @@
 #define DEFAULT_SESSIONS 65536u
 #define DEFAULT_HANDLES 256u
 #define DEFAULT_HEAP_PER_SESSION 8192u
+#define DEFAULT_HEAP_MIN (64ull << 20)
 #define DEFAULT_RING_RECORDS 65536u
 #define DEFAULT_ROOMS 1024u
 
@@ -294,9 +295,14 @@ int shmreg_open(const char *path, const shmreg_options *opt, shmreg **out)
             close(dfd);
             goto fail;
         }
+        /* The heap is sparse: room costs nothing until used. Small
+         * registries still get enough pages for every size class they
+         * may meet (each class carves its own pages). */
         p.heap_bytes = o.heap_bytes ? o.heap_bytes : (uint64_t)p.max_sessions * DEFAULT_HEAP_PER_SESSION;
+        if (o.heap_bytes == 0 && p.heap_bytes < DEFAULT_HEAP_MIN)
+            p.heap_bytes = DEFAULT_HEAP_MIN;
         if (p.heap_bytes < (uint64_t)SHM_PAGE_BYTES * 8)
-            p.heap_bytes = (uint64_t)SHM_PAGE_BYTES * 8; /* a few classes' first pages */
+            p.heap_bytes = (uint64_t)SHM_PAGE_BYTES * 8;
         rc = create_segment(h, dfd, &p);
     }
     if (rc == 0)
@@ -325,12 +331,11 @@ int shmreg_close(shmreg *h)
     if (h == NULL)
         return 0;
     int rc = 0;
-    if (shmreg__forked(h)) {
+    shmreg__config_close(h); /* in a child it only frees memory */
+    if (shmreg__forked(h))
         rc = SHMREG_EFORK; /* not ours: touch nothing shared */
-    } else {
-        shmreg__config_close(h);
+    else
         shm_handle_release(&h->c);
-    }
     reg_event_fini(h);
     munmap(h->map, h->map_size);
     free(h->path);
