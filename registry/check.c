@@ -26,6 +26,10 @@
 
 #include "reg.h"
 
+/* The check never waits for ever on a lock: one held this long (a stuck
+ * or corrupt owner) is reported as a problem instead. */
+#define CHECK_LOCK_WAIT_NS 2000000000ull
+
 typedef struct check {
     shmreg *h;
     const shm_seg *s;
@@ -257,7 +261,12 @@ static void check_free_lists(check *k)
     for (unsigned c = 0; c <= SHM_NCLASS; c++) {
         for (unsigned sh = 0; sh < SHM_SHARDS; sh++) {
             shm_freelist *fl = c < SHM_NCLASS ? &s->ctl->heap[c][sh] : &s->ctl->slots[sh];
-            shm_list_lock(s, fl);
+            int lrc = shm_list_lock_for(s, fl, CHECK_LOCK_WAIT_NS);
+            if (lrc < 0) {
+                problem(k, "free list %u/%u: lock %s", c, sh,
+                        lrc == SHM_EBUSY ? "held for over 2 s" : "is corrupt");
+                continue;
+            }
             uint64_t n = 0;
             for (uint64_t off = fl->head; off; n++) {
                 shm_blk *b = shm_blk_at(s, off);
@@ -284,7 +293,11 @@ static void check_free_lists(check *k)
 static void check_limbo(check *k)
 {
     const shm_seg *s = k->s;
-    shm_lock_take(&s->ctl->handle_lock);
+    int lrc = shm_lock_take_for(&s->ctl->handle_lock, CHECK_LOCK_WAIT_NS);
+    if (lrc < 0) {
+        problem(k, "handle table lock %s", lrc == SHM_EBUSY ? "held for over 2 s" : "is corrupt");
+        return;
+    }
     for (uint32_t i = 0; i < s->max_handles; i++) {
         if (shm_handle_alive(s, i))
             continue;
@@ -344,7 +357,8 @@ static void sweep_block(void *arg, uint64_t off, shm_blk *b)
             k->r->reclaimed_blocks++;
     } else {
         shm_freelist *fl = shm_blk_list(k->s, off);
-        shm_list_lock(k->s, fl);
+        if (shm_list_lock_for(k->s, fl, CHECK_LOCK_WAIT_NS) < 0)
+            return;
         int listed = 0;
         for (uint64_t o = fl->head, n = 0; o && n <= fl->nfree; o = atomic_load(&((shm_blk *)(k->s->base + o))->link), n++)
             listed |= o == off;

@@ -111,7 +111,8 @@ int reg_dialog_unlink(shmreg *h, uint64_t rec)
     uint64_t b = d->hash & (s->buckets - 1);
     shm_lock *l = &s->ctl->dlg_stripe[b % SHM_STRIPES];
     int found = 0;
-    shm_lock_take(l);
+    if (shm_lock_take(l) < 0)
+        return 0;
     _Atomic uint64_t *link = &s->dlg_index[b];
     for (uint64_t steps = 0, off = atomic_load(link); off && steps <= s->size / 64; steps++) {
         reg_dlg *x = reg_dialog_at(h, off);
@@ -149,7 +150,10 @@ int shmreg_dialog_bind(shmreg *h, shmreg_str call_id, shmreg_str local_tag, shmr
     shm_read_enter(&h->c);
     if ((rc = reg_find(h, session->bytes, &si)) != 0)
         goto out;
-    shm_lock_take(l);
+    if (shm_lock_take(l) < 0) {
+        rc = shmreg__fail(SHMREG_ECORRUPT, "dialog index lock is corrupt");
+        goto out;
+    }
     if (chain_find(h, hash, call_id, local_tag, remote_tag, &rc) || rc) {
         rc = rc ? rc : shmreg__fail(SHMREG_EEXIST, "dialog already bound");
         goto unlock;
@@ -240,7 +244,10 @@ int shmreg_dialog_unbind(shmreg *h, shmreg_str call_id, shmreg_str local_tag, sh
     uint64_t bucket = hash & (s->buckets - 1);
     shm_lock *l = &s->ctl->dlg_stripe[bucket % SHM_STRIPES];
     shm_read_enter(&h->c);
-    shm_lock_take(l);
+    if (shm_lock_take(l) < 0) {
+        rc = shmreg__fail(SHMREG_ECORRUPT, "dialog index lock is corrupt");
+        goto out;
+    }
     uint64_t rec = chain_find(h, hash, call_id, local_tag, remote_tag, &rc);
     if (rec == 0) {
         rc = rc ? rc : shmreg__fail(SHMREG_ENOENT, "no such dialog");
@@ -251,26 +258,25 @@ int shmreg_dialog_unbind(shmreg *h, shmreg_str call_id, shmreg_str local_tag, sh
     reg_sess *x = reg_slot(h, d->slot);
     shm_blk *b = shm_blk_at(s, rec);
     uint64_t st = atomic_load(&b->state);
-    shm_intent_set(&h->c, rec, st);
-    int owner = 0;
-    for (unsigned i = 0; i < SHMREG_MAX_DIALOGS_PER_SESSION && !owner; i++) {
-        uint64_t r = rec;
-        owner = atomic_compare_exchange_strong(&x->dlg[i], &r, 0);
-    }
-    if (!owner) {
-        /* The session's deleter holds it and will unlink it: done. */
-        shm_intent_clear(&h->c);
-        shm_lock_drop(l);
-        goto out;
-    }
+    /* Unlink first (we hold the stripe), then take the session's reference:
+     * whoever clears the reference retires the record. Dying between the
+     * two leaves a record its session still names, which its delete
+     * retires; dying after leaves an intent the reaper resolves. */
     _Atomic uint64_t *link = &s->dlg_index[bucket];
     for (uint64_t off = atomic_load(link); off && off != rec;) {
         link = &reg_dialog_at(h, off)->next; /* chain_find validated it */
         off = atomic_load(link);
     }
     atomic_store(link, atomic_load(&d->next));
+    int owner = 0;
+    for (unsigned i = 0; i < SHMREG_MAX_DIALOGS_PER_SESSION && !owner; i++) {
+        uint64_t r = rec;
+        shm_intent_set(&h->c, rec, st, &x->dlg[i]);
+        owner = atomic_compare_exchange_strong(&x->dlg[i], &r, 0);
+    }
     shm_lock_drop(l);
-    shm_retire(&h->c, rec, st);
+    if (owner)
+        shm_retire(&h->c, rec, st); /* else the session's deleter retires it */
     shm_intent_clear(&h->c);
     reg_event(h, SHMREG_EV_DIALOG_UNBOUND, d->sid, 0, 0, 0);
 out:

@@ -175,7 +175,7 @@ static int roster_remove(shmreg *h, reg_room *r, uint32_t idx, uint32_t i, uint6
     if (p == NULL || b == NULL)
         return 0;
     uint64_t st = atomic_load(&b->state);
-    shm_intent_set(&h->c, off, st);
+    shm_intent_set(&h->c, off, st, &r->roster[i]);
     if (!atomic_compare_exchange_strong(&r->roster[i], &off, 0)) {
         shm_intent_clear(&h->c);
         return 0;

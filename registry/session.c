@@ -57,7 +57,8 @@ int reg_index_unlink(shmreg *h, uint32_t si)
     uint32_t b = reg_id_bucket(h, x->id);
     shm_lock *l = &s->ctl->sess_stripe[b % SHM_STRIPES];
     int found = 0;
-    shm_lock_take(l); /* chains change by single stores: always consistent */
+    if (shm_lock_take(l) < 0) /* chains change by single stores: always consistent */
+        return 0;
     _Atomic uint32_t *link = &s->sess_index[b];
     for (uint32_t steps = 0, n = atomic_load(link); n && n <= s->max_sessions &&
                                                     steps <= s->max_sessions; steps++) {
@@ -198,7 +199,7 @@ static int swap_field(shmreg *h, uint32_t si, _Atomic uint64_t *field, uint64_t 
         shm_blk *ob = old ? shm_blk_at(&h->c.seg, old) : NULL;
         uint64_t ost = ob ? atomic_load(&ob->state) : 0;
         if (ob)
-            shm_intent_set(&h->c, old, ost); /* in case we die after the swap */
+            shm_intent_set(&h->c, old, ost, field); /* in case we die after the swap */
         if (atomic_compare_exchange_strong(field, &old, fresh)) {
             if (ob && SHM_KIND(ost) == SHM_BLK_USED && ob->aux == si + 1)
                 shm_retire(&h->c, shm_off(&h->c.seg, ob), ost);
@@ -260,7 +261,11 @@ int shmreg_session_create(shmreg *h, const shmreg_fields *f, shmreg_id *id_out)
     const shm_seg *s = &h->c.seg;
     uint32_t b = reg_id_bucket(h, x->id);
     shm_lock *l = &s->ctl->sess_stripe[b % SHM_STRIPES];
-    shm_lock_take(l);
+    if (shm_lock_take(l) < 0) {
+        shm_free(&h->c, info);
+        shm_free(&h->c, soff);
+        return shmreg__fail(SHMREG_ECORRUPT, "session index lock is corrupt");
+    }
     atomic_store(&x->next, atomic_load(&s->sess_index[b]));
     atomic_store_explicit(&s->sess_index[b], si + 1, memory_order_release);
     shm_lock_drop(l);
@@ -396,15 +401,18 @@ void reg_finish_delete(shmreg *h, uint32_t si)
     reg_room_forget_session(h, si);
     for (unsigned i = 0; i < SHMREG_MAX_DIALOGS_PER_SESSION; i++) {
         uint64_t r = atomic_load(&x->dlg[i]);
-        /* Whoever clears the reference unlinks and retires the record. */
-        if (r && atomic_compare_exchange_strong(&x->dlg[i], &r, 0)) {
-            reg_dlg *d = reg_dialog_at(h, r);
-            if (d)
-                reg_dialog_unlink(h, r);
-            shm_blk *b = shm_blk_at(&h->c.seg, r);
-            if (b && SHM_KIND(atomic_load(&b->state)) == SHM_BLK_USED)
-                shm_retire(&h->c, r, atomic_load(&b->state));
-        }
+        shm_blk *b = r ? shm_blk_at(&h->c.seg, r) : NULL;
+        if (b == NULL)
+            continue;
+        /* Unlink, then take the reference: whoever clears it retires the
+         * record (an unbind may race us for it). */
+        uint64_t st = atomic_load(&b->state);
+        if (reg_dialog_at(h, r))
+            reg_dialog_unlink(h, r);
+        shm_intent_set(&h->c, r, st, &x->dlg[i]);
+        if (atomic_compare_exchange_strong(&x->dlg[i], &r, 0) && SHM_KIND(st) == SHM_BLK_USED)
+            shm_retire(&h->c, shm_off(&h->c.seg, b), st);
+        shm_intent_clear(&h->c);
     }
     retire_owned(h, si, atomic_load(&x->info));
     retire_owned(h, si, atomic_load(&x->sdp[0]));

@@ -168,17 +168,25 @@ static void list_recover(const shm_seg *s, shm_freelist *fl)
     fl->nfree = n;
 }
 
-void shm_list_lock(const shm_seg *s, shm_freelist *fl)
+int shm_list_lock_for(const shm_seg *s, shm_freelist *fl, uint64_t ns)
 {
-    if (shm_lock_take(&fl->lock) == 1)
+    int rc = ns ? shm_lock_take_for(&fl->lock, ns) : shm_lock_take(&fl->lock);
+    if (rc == 1)
         list_recover(s, fl);
+    return rc < 0 ? rc : 0;
+}
+
+int shm_list_lock(const shm_seg *s, shm_freelist *fl)
+{
+    return shm_list_lock_for(s, fl, 0);
 }
 
 /* --- heap ---------------------------------------------------------------- */
 
 static uint32_t take_page(const shm_seg *s, unsigned cls, unsigned shard)
 {
-    shm_lock_take(&s->ctl->page_lock); /* pages_used is the commit: nothing to repair */
+    if (shm_lock_take(&s->ctl->page_lock) < 0) /* pages_used is the commit: nothing to repair */
+        return 0;
     uint32_t p = atomic_load(&s->hdr->pages_used);
     uint32_t got = 0;
     if (p < s->heap_pages) {
@@ -230,7 +238,8 @@ static uint64_t alloc_once(shm_ctx *c, uint64_t payload, uint32_t aux)
     for (unsigned i = 0; i < SHM_SHARDS; i++) {
         unsigned shard = (c->shard + i) % SHM_SHARDS;
         shm_freelist *fl = &s->ctl->heap[cls][shard];
-        shm_list_lock(s, fl);
+        if (shm_list_lock(s, fl) < 0)
+            continue;
         uint64_t off = list_pop_locked(s, fl, c->tag, aux, ++c->alloc_seq);
         if (off == 0 && i == 0)
             off = carve_locked(s, fl, cls, shard, c->tag, aux, c->alloc_seq);
@@ -242,9 +251,8 @@ static uint64_t alloc_once(shm_ctx *c, uint64_t payload, uint32_t aux)
     for (unsigned i = 1; i < SHM_SHARDS; i++) {
         unsigned shard = (c->shard + i) % SHM_SHARDS;
         shm_freelist *fl = &s->ctl->heap[cls][shard];
-        if (fl->cur_page == 0)
+        if (fl->cur_page == 0 || shm_list_lock(s, fl) < 0)
             continue;
-        shm_list_lock(s, fl);
         uint64_t off = fl->cur_page ? carve_locked(s, fl, cls, shard, c->tag, aux, c->alloc_seq) : 0;
         shm_lock_drop(&fl->lock);
         if (off)
@@ -261,6 +269,11 @@ static uint64_t alloc_retry(shm_ctx *c, uint64_t (*once)(shm_ctx *, uint64_t, ui
                             uint64_t payload, uint32_t aux)
 {
     uint64_t off = once(c, payload, aux);
+    if (off == 0 && shm_reap(c) > 0) {
+        /* A dead process may have pinned the epoch or held retired memory. */
+        shm_reclaim(c);
+        off = once(c, payload, aux);
+    }
     shm_handle *me = &c->seg.handles[c->slot];
     for (uint64_t waited = 0; off == 0 && atomic_load(&me->limbo_count) > 0;) {
         if (shm_reclaim(c) == 0) {
@@ -294,7 +307,8 @@ static uint64_t slot_alloc_once(shm_ctx *c, uint64_t unused, uint32_t aux)
         uint32_t count = first >= s->max_sessions ? 0
                          : (s->max_sessions - first < per ? s->max_sessions - first : per);
         shm_freelist *fl = &s->ctl->slots[shard];
-        shm_list_lock(s, fl);
+        if (shm_list_lock(s, fl) < 0)
+            continue;
         uint64_t off = list_pop_locked(s, fl, c->tag, aux, ++c->alloc_seq);
         if (off == 0 && fl->carved < count) {
             off = shm_slot_off(s, first + fl->carved);
@@ -318,12 +332,14 @@ uint64_t shm_slot_alloc(shm_ctx *c, uint32_t aux)
     return alloc_retry(c, slot_alloc_once, 0, aux);
 }
 
-void shm_intent_set(shm_ctx *c, uint64_t off, uint64_t state)
+void shm_intent_set(shm_ctx *c, uint64_t off, uint64_t state, _Atomic uint64_t *ref)
 {
     shm_handle *me = &c->seg.handles[c->slot];
     shm_blk *b = (shm_blk *)(c->seg.base + off);
+    atomic_store(&me->intent_off, 0); /* the fields below change together */
     atomic_store(&me->intent_state, state);
     atomic_store(&me->intent_stamp, atomic_load(&b->stamp));
+    atomic_store(&me->intent_ref, shm_off(&c->seg, (void *)ref));
     atomic_store(&me->intent_off, off);
 }
 
@@ -337,8 +353,14 @@ void shm_free(shm_ctx *c, uint64_t off)
     const shm_seg *s = &c->seg;
     if (shm_blk_at(s, off) == NULL)
         return;
+    /* A slot's first payload word is its owner's state: zero it while the
+     * slot is still ours, so a slot popped later never carries the
+     * previous life's state (the check would misread whose it is). */
+    if (shm_slot_index(s, off) != UINT32_MAX)
+        atomic_store((_Atomic uint64_t *)(s->base + off + SHM_BLK_HDR), 0);
     shm_freelist *fl = shm_blk_list(s, off);
-    shm_list_lock(s, fl);
+    if (shm_list_lock(s, fl) < 0)
+        return; /* a garbage lock: the block stays out, the check reports it */
     list_push_locked(s, fl, off);
     shm_lock_drop(&fl->lock);
 }
@@ -398,7 +420,8 @@ uint64_t shm_pages_repair(shm_ctx *c)
             continue;
         uint32_t size = shm_class_size(cls), per_page = SHM_PAGE_BYTES / size;
         shm_freelist *fl = &s->ctl->heap[cls][shard];
-        shm_list_lock(s, fl);
+        if (shm_list_lock(s, fl) < 0)
+            continue;
         shm_page_desc *pd = &s->pages[p];
         if (fl->cur_page != p + 1) {
             for (uint32_t n = atomic_load(&pd->carved); n < per_page; n++) {

@@ -56,10 +56,11 @@ static inline uint64_t shm_make_tag(uint32_t slot, uint32_t inc)
     return ((uint64_t)inc << 32) | ((uint64_t)slot << 8);
 }
 
-/* Announce that the block at `off` (currently in state `state`) is about
- * to be unlinked and retired by us; shm_intent_clear() once it is. If we
- * die in between, the check sweep finishes the retire. */
-void shm_intent_set(shm_ctx *c, uint64_t off, uint64_t state);
+/* Announce that we are about to unlink the block at `off` (now in state
+ * `state`) by changing the word `ref` (which holds `off`) and then retire
+ * it; shm_intent_clear() once done. If we die in between, whoever reaps
+ * our handle sees `ref` no longer holding the block and retires it. */
+void shm_intent_set(shm_ctx *c, uint64_t off, uint64_t state, _Atomic uint64_t *ref);
 void shm_intent_clear(shm_ctx *c);
 
 /* How long an allocation that finds no room waits for readers to release
@@ -108,8 +109,11 @@ static inline uint64_t shm_slot_off(const shm_seg *s, uint32_t i)
 /* The free list a block belongs to. */
 shm_freelist *shm_blk_list(const shm_seg *s, uint64_t off);
 
-/* Take a free list's lock, repairing the step a dead owner left half done. */
-void shm_list_lock(const shm_seg *s, shm_freelist *fl);
+/* Take a free list's lock, repairing the step a dead owner left half done.
+ * 0, or SHM_ECORRUPT when the lock is garbage (not held: skip the list).
+ * With ns > 0, SHM_EBUSY after waiting that long. */
+int shm_list_lock(const shm_seg *s, shm_freelist *fl);
+int shm_list_lock_for(const shm_seg *s, shm_freelist *fl, uint64_t ns);
 
 /* Visit every carved block (heap and slots): fn(arg, offset, header).
  * Lock-free snapshot; used by the consistency check. */

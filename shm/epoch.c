@@ -103,6 +103,7 @@ static void take_slot(shm_ctx *c, uint32_t i, uint64_t start_time)
     h->attached_ns = shm_now_ns();
     atomic_store(&h->epoch, 0);
     atomic_store(&h->read_since_ns, 0);
+    atomic_store(&h->intent_off, 0);
     atomic_store(&h->word, SHM_H_ACTIVE | ((uint64_t)getpid() << 8));
     c->slot = i;
     c->incarnation = inc;
@@ -119,13 +120,15 @@ int shm_handle_claim(shm_ctx *c)
     for (int pass = 0; pass < 3; pass++) {
         /* Orphans are reclaimed by reapers under handle_lock: inherit one
          * only while holding it, so nobody else walks its limbo list. */
-        if (pass == 2)
-            shm_lock_take(&s->ctl->handle_lock);
+        if (pass == 2 && shm_lock_take(&s->ctl->handle_lock) < 0)
+            break;
         for (uint32_t i = 0; i < s->max_handles; i++) {
             uint64_t w = atomic_load(&s->handles[i].word);
             unsigned k = SHM_H_KIND(w);
-            /* Pass 2 takes an orphan, inheriting its limbo list. */
-            if ((k == SHM_H_FREE || (pass == 2 && k == SHM_H_ORPHAN)) &&
+            /* Pass 2 takes an orphan, inheriting its limbo list (not one
+             * with an unresolved intent: a reaper must settle that). */
+            if ((k == SHM_H_FREE ||
+                 (pass == 2 && k == SHM_H_ORPHAN && atomic_load(&s->handles[i].intent_off) == 0)) &&
                 atomic_compare_exchange_strong(&s->handles[i].word, &w, me)) {
                 if (k == SHM_H_FREE) {
                     atomic_store(&s->handles[i].limbo_head, 0);
@@ -261,11 +264,31 @@ int shm_retire(shm_ctx *c, uint64_t off, uint64_t expect)
     return 0;
 }
 
+/* A dead handle announced it would unlink and retire a block: if the
+ * unlink happened (the reference no longer holds the block) and the block
+ * is still the same allocation in the same state, finish the retire. */
+static void resolve_intent(shm_ctx *c, shm_handle *h)
+{
+    const shm_seg *s = &c->seg;
+    uint64_t off = atomic_load(&h->intent_off);
+    if (off == 0)
+        return;
+    shm_blk *b = shm_blk_at(s, off);
+    uint64_t ref = atomic_load(&h->intent_ref);
+    _Atomic uint64_t *rp = ref % 8 == 0 ? shm_at(s, ref, 8) : NULL;
+    uint64_t st = atomic_load(&h->intent_state);
+    if (b && rp && atomic_load(&b->state) == st && atomic_load(&b->stamp) == atomic_load(&h->intent_stamp) &&
+        atomic_load(rp) != off)
+        shm_retire(c, off, st);
+    atomic_store(&h->intent_off, 0);
+}
+
 int shm_reap(shm_ctx *c)
 {
     shm_seg *s = &c->seg;
     int reaped = 0;
-    shm_lock_take(&s->ctl->handle_lock); /* every step below is a single store */
+    if (shm_lock_take(&s->ctl->handle_lock) < 0) /* every step below is a single store */
+        return 0;
     for (uint32_t i = 0; i < s->max_handles; i++) {
         if (i == c->slot)
             continue;
@@ -281,9 +304,11 @@ int shm_reap(shm_ctx *c)
             k = SHM_H_ORPHAN;
         }
         if (k == SHM_H_ORPHAN) {
-            if (c->slot != UINT32_MAX)
+            if (c->slot != UINT32_MAX) {
+                resolve_intent(c, h);
                 reclaim_list(c, h, shm_min_reader_epoch(s));
-            if (atomic_load(&h->limbo_head) == 0) {
+            }
+            if (atomic_load(&h->limbo_head) == 0 && atomic_load(&h->intent_off) == 0) {
                 uint64_t o = SHM_H_ORPHAN;
                 atomic_compare_exchange_strong(&h->word, &o, SHM_H_FREE);
             }

@@ -96,9 +96,10 @@ int shm_lock_init(shm_lock *l)
     return rc ? SHM_ESYS : 0;
 }
 
-int shm_lock_take(shm_lock *l)
+static int lock_result(shm_lock *l, int rc)
 {
-    int rc = pthread_mutex_lock(&l->m);
+    if (rc == 0)
+        return 0;
     if (rc == EOWNERDEAD) {
         /* The owner died inside its critical section. Everything we guard
          * is published by single stores, so the structure is consistent;
@@ -106,7 +107,22 @@ int shm_lock_take(shm_lock *l)
         pthread_mutex_consistent(&l->m);
         return 1;
     }
-    return 0;
+    return rc == ETIMEDOUT ? SHM_EBUSY : SHM_ECORRUPT;
+}
+
+int shm_lock_take(shm_lock *l)
+{
+    return lock_result(l, pthread_mutex_lock(&l->m));
+}
+
+int shm_lock_take_for(shm_lock *l, uint64_t ns)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ns += (uint64_t)ts.tv_nsec;
+    ts.tv_sec += (time_t)(ns / 1000000000ull);
+    ts.tv_nsec = (long)(ns % 1000000000ull);
+    return lock_result(l, pthread_mutex_timedlock(&l->m, &ts));
 }
 
 void shm_lock_drop(shm_lock *l)

@@ -41,6 +41,7 @@
 #define SHM_EVERSION (-9)
 #define SHM_EPERM    (-10)
 #define SHM_ESYS     (-11)
+#define SHM_EBUSY    (-13)
 
 #define SHM_MAGIC "shmreg\x1a\x01"
 #define SHM_LAYOUT_VERSION 1u
@@ -86,8 +87,8 @@ typedef struct shm_handle {
     _Atomic uint64_t limbo_bytes;
     /* A block this handle is about to unlink and retire: if the process
      * dies in between, the sweep knows whose it was (see shm_intent). */
-    _Atomic uint64_t intent_off, intent_state, intent_stamp;
-    char pad[24];
+    _Atomic uint64_t intent_off, intent_state, intent_stamp, intent_ref;
+    char pad[16];
 } shm_handle;
 
 typedef struct shm_page_desc {
@@ -188,11 +189,15 @@ static inline uint64_t shm_off(const shm_seg *s, const void *p)
     return (uint64_t)((const unsigned char *)p - s->base);
 }
 
-/* Robust mutex helpers (lock.c). shm_lock_take returns 0, or 1 when the
- * previous owner died holding it (the caller must repair what the lock
- * protects before relying on it; the mutex is already marked consistent). */
+/* Robust mutex helpers. shm_lock_take returns 0, or 1 when the previous
+ * owner died holding it (the caller must repair what the lock protects
+ * before relying on it; the mutex is already marked consistent), or
+ * SHM_ECORRUPT when the mutex itself is garbage (the lock is NOT held).
+ * shm_lock_take_for gives up after `ns` with SHM_EBUSY: for the check,
+ * which must report a lock held for ever rather than wait for ever. */
 int shm_lock_init(shm_lock *l);
 int shm_lock_take(shm_lock *l);
+int shm_lock_take_for(shm_lock *l, uint64_t ns);
 void shm_lock_drop(shm_lock *l);
 
 uint64_t shm_now_ns(void);
