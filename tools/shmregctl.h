@@ -1,0 +1,209 @@
+/*
+ * shmregctl.h — what the source files of shmregctl share: the command
+ * context, exit codes, the output layer and the small parsers.
+ *
+ * The tool is split by topic (shmregctl.c: main and dispatch;
+ * shmregctl_out.c: the one output layer for tables and JSON;
+ * shmregctl_admin.c: create, destroy, stat, metrics, check, handles;
+ * shmregctl_sess.c: list, show, sdp, dialogs, gc; shmregctl_config.c;
+ * shmregctl_events.c). It uses only the public API, shmreg.h.
+ *
+ * Two rules every command follows, because the registry belongs to the
+ * workers and the tool is a guest:
+ *   - Nothing is written to stdout while a read section is open. Output
+ *     is rendered into the out buffer and flushed between sections, so a
+ *     slow reader of our stdout (a pager, a full pipe) can never hold a
+ *     section open and delay the reuse of memory the workers retire.
+ *   - Memory does not grow with the registry: walks go through cursors in
+ *     short read sections, and buffers are bounded.
+ */
+#ifndef SHMREGCTL_H
+#define SHMREGCTL_H
+
+#include <getopt.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "shmreg.h"
+
+/* Exit status, documented in shmregctl(1). */
+enum {
+    CTL_OK = 0,       /* done; or the check found nothing wrong */
+    CTL_PROBLEM = 1,  /* a problem was found, a thing was not found, an operation failed */
+    CTL_USAGE = 2,    /* bad command line */
+    CTL_NOOPEN = 3,   /* the registry could not be opened (or created) */
+    CTL_INTR = 130,   /* interrupted by SIGINT or SIGTERM */
+};
+
+/* ------------------------------------------------------------ output */
+
+/* A column of a table, for people. JSON output ignores widths and titles
+ * and carries every field, shown in the table or not. */
+typedef struct out_col {
+    const char *key;    /* the field that fills this column */
+    const char *title;  /* header text */
+    int width;          /* pad to this; 0: last column, free width */
+    int trunc;          /* cut longer values to `width` (ending in "~") */
+    int right;          /* right-align (numbers) */
+} out_col;
+
+#define OUT_MAX_DEPTH 16
+#define OUT_MAX_COLS 10
+
+typedef struct dbuf { char *p; size_t len, cap; } dbuf;
+
+typedef struct out {
+    int json;
+    int broken;                   /* stdout is gone (EPIPE) or failed */
+    int werr;                     /* errno of a failed write, 0 if none */
+    dbuf main;                    /* rendered, not yet written */
+    /* nesting: one entry per open object / array */
+    int depth;
+    char kind[OUT_MAX_DEPTH];     /* '{' or '[' */
+    int count[OUT_MAX_DEPTH];     /* members written at this level */
+    int ind[OUT_MAX_DEPTH];       /* people: indentation of the members */
+    int dash;                     /* people: next line starts an array element */
+    /* table state */
+    const out_col *cols;
+    int ncols;
+    int lines;                    /* JSON Lines: each row its own document */
+    int row_depth;                /* depth of the row's object; 0: not in a row */
+    dbuf cell[OUT_MAX_COLS];      /* people: the row's cells, rendered */
+} out;
+
+void out_init(out *o, int json);
+void out_free(out *o);
+
+/* Write what is buffered to stdout. Returns 0, or -1 once the reader has
+ * gone (EPIPE; later output is discarded). Never call it inside a read
+ * section. */
+int out_flush(out *o);
+/* Bytes rendered and not yet flushed: loops end their read section when
+ * this grows, to keep the buffer bounded. */
+size_t out_pending(const out *o);
+
+/* Objects and arrays. `key` names the member (NULL inside arrays and at
+ * the top). People see nested objects as indented "key:" blocks and array
+ * elements as "- " items. */
+void out_obj_begin(out *o, const char *key);
+void out_obj_end(out *o);
+void out_arr_begin(out *o, const char *key);
+void out_arr_end(out *o);
+/* End of a top-level document: JSON gets its newline. */
+void out_doc_end(out *o);
+
+/* Scalars. Keys ending in "_ns" are times/durations in nanoseconds in
+ * JSON; people see them without the suffix, formatted. */
+void out_str(out *o, const char *key, const char *p, size_t len);
+void out_cstr(out *o, const char *key, const char *s);
+void out_u64(out *o, const char *key, uint64_t v);
+void out_i64(out *o, const char *key, int64_t v);
+void out_dbl(out *o, const char *key, double v);      /* 3 decimals */
+void out_bool(out *o, const char *key, int v);
+void out_null(out *o, const char *key);
+void out_id(out *o, const char *key, const shmreg_id *id);
+void out_time(out *o, const char *key, uint64_t realtime_ns); /* 0: null */
+void out_dur(out *o, const char *key, uint64_t ns);
+void out_bytes(out *o, const char *key, uint64_t v);  /* people: with KiB/MiB */
+void out_hex(out *o, const char *key, const void *p, size_t len);
+/* A multi-line text (an SDP): JSON string; people see it indented, one
+ * line per line, after its size. */
+void out_block(out *o, const char *key, const char *p, size_t len);
+
+/* Tables. For people: a header line, then one aligned line per row; a
+ * field whose key is not a column is not shown, nor is anything nested in
+ * a row. For JSON: every row is an object — each its own document
+ * (lines = 1, JSON Lines; `key` unused), or an element of an array
+ * (lines = 0) that out_table opens as member `key` (NULL at the top) and
+ * out_table_end closes. */
+void out_table(out *o, const char *key, const out_col *cols, int ncols, int lines);
+void out_row_begin(out *o);
+void out_row_end(out *o);
+void out_table_end(out *o);
+
+/* Raw bytes, as they are (an SDP for `sdp`, config text, metrics). */
+void out_raw(out *o, const char *p, size_t len);
+
+/* Human-escaped text of arbitrary bytes (for messages on stderr): valid
+ * UTF-8 as is, anything else as \xNN. Writes at most cap-1 bytes + NUL. */
+void out_escape_human(char *dst, size_t cap, const char *p, size_t len);
+
+/* ------------------------------------------------------------ context */
+
+typedef struct ctl {
+    const char *prog;       /* "shmregctl" */
+    const char *path;       /* the registry directory (-r / SHMREG_PATH) */
+    int json;
+    shmreg *h;              /* set by ctl_open() */
+    out o;
+    const struct ctl_cmd *cmd; /* the command running */
+} ctl;
+
+typedef int (*ctl_fn)(ctl *c, int argc, char **argv);
+
+typedef struct ctl_cmd {
+    const char *name;       /* "list", "config get", ... */
+    ctl_fn fn;
+    const char *synopsis;   /* after the name */
+    const char *help;       /* the options, one per line */
+} ctl_cmd;
+
+/* Set by SIGINT / SIGTERM: loops stop at the next section boundary. */
+extern volatile sig_atomic_t ctl_stop;
+
+/* Parse a command's options: getopt_long with `longopts` (may be NULL)
+ * plus the common ones (-r PATH, --json, -h/--help), which it handles
+ * itself. --help prints the command's help and exits 0; an unknown option
+ * prints a hint and exits 2. Returns the option character, or -1 at the
+ * end (optind then indexes the first operand). */
+int ctl_getopt(ctl *c, int argc, char **argv, const char *shortopts,
+               const struct option *longopts);
+
+/* Open the registry (attach only) into c->h. On failure prints the cause
+ * and returns CTL_NOOPEN. */
+int ctl_open(ctl *c);
+
+/* Print "shmregctl: PATH: what: SHMREG_E...: detail" on stderr for the
+ * library error `rc`; returns CTL_PROBLEM. */
+int ctl_fail(ctl *c, int rc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* A plain message with the same prefix; returns `code`. */
+int ctl_err(ctl *c, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* "shmregctl COMMAND: ...; try --help", returns CTL_USAGE. */
+int ctl_usage(ctl *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* After ctl_getopt(): min..max operands left? 0, or a usage error
+ * (printed) and CTL_USAGE. */
+int ctl_operands(ctl *c, int argc, char **argv, int min, int max);
+
+/* Parsers for option values. Return 0, or -1 (caller reports usage). */
+int ctl_parse_u64(const char *s, uint64_t max, uint64_t *out);
+int ctl_parse_size(const char *s, uint64_t *out);      /* 64M, 1G, 4096 */
+int ctl_parse_dur(const char *s, uint64_t *ns);        /* 30, 1.5, 10m, 2h, 1d */
+int ctl_parse_id(ctl *c, const char *s, shmreg_id *id); /* prints, returns CTL_USAGE */
+int ctl_parse_states(const char *s, uint32_t *mask);   /* "Active,OnHold" */
+
+uint64_t ctl_now_ns(void);               /* CLOCK_REALTIME */
+uint64_t ctl_mono_ns(void);              /* CLOCK_MONOTONIC */
+int ctl_configs_exist(const ctl *c);     /* the LMDB environment was set up */
+
+/* Commands. */
+int cmd_create(ctl *, int, char **);
+int cmd_destroy(ctl *, int, char **);
+int cmd_stat(ctl *, int, char **);
+int cmd_metrics(ctl *, int, char **);
+int cmd_check(ctl *, int, char **);
+int cmd_handles(ctl *, int, char **);
+int cmd_list(ctl *, int, char **);
+int cmd_show(ctl *, int, char **);
+int cmd_sdp(ctl *, int, char **);
+int cmd_dialogs(ctl *, int, char **);
+int cmd_dialog_find(ctl *, int, char **);
+int cmd_gc(ctl *, int, char **);
+int cmd_config_list(ctl *, int, char **);
+int cmd_config_get(ctl *, int, char **);
+int cmd_config_set(ctl *, int, char **);
+int cmd_config_load(ctl *, int, char **);
+int cmd_config_dump(ctl *, int, char **);
+int cmd_events(ctl *, int, char **);
+
+#endif

@@ -1,0 +1,520 @@
+/*
+ * shmregctl_admin.c — the commands about the registry as a whole:
+ * create, destroy, stat, metrics, check, handles.
+ *
+ * stat and metrics show the same figures, gathered once by collect():
+ * shmreg_stat() (a moment's snapshot, no lock) and shmreg_session_counts()
+ * (a walk of the table, no lock). "Handles" there means the workers: the
+ * tool's own handle is not counted.
+ *
+ * check runs shmreg_check(), which does the segment, then opens every
+ * config (the header offers no LMDB check, so opening a view of each and
+ * reading every entry is how a damaged record shows: the library
+ * bounds-checks all of it). A registry whose header is damaged cannot be
+ * attached at all; for check that is a problem found (exit 1) and named,
+ * not a failure to open (3).
+ */
+#include <inttypes.h>
+#include <getopt.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "shmregctl.h"
+
+/* ------------------------------------------------------------ create / destroy */
+
+int cmd_create(ctl *c, int argc, char **argv)
+{
+    static const struct option lo[] = {
+        {"sessions", required_argument, NULL, 's'},
+        {"bytes", required_argument, NULL, 'b'},
+        {"handles", required_argument, NULL, 'H'},
+        {"group", required_argument, NULL, 'g'},
+        {0},
+    };
+    shmreg_options opt = {.flags = SHMREG_CREATE | SHMREG_EXCL};
+    uint64_t v;
+    int ch;
+    while ((ch = ctl_getopt(c, argc, argv, "", lo)) != -1) {
+        switch (ch) {
+        case 's':
+            if (ctl_parse_u64(optarg, UINT32_MAX, &v) || v == 0)
+                return ctl_usage(c, "--sessions wants a positive number, not '%s'", optarg);
+            opt.max_sessions = (uint32_t)v;
+            break;
+        case 'b':
+            if (ctl_parse_size(optarg, &v) || v == 0)
+                return ctl_usage(c, "--bytes wants a size such as 4096, 64M or 2G, not '%s'", optarg);
+            opt.heap_bytes = v;
+            break;
+        case 'H':
+            if (ctl_parse_u64(optarg, SHMREG_MAX_HANDLES, &v) || v == 0)
+                return ctl_usage(c, "--handles wants 1..%u, not '%s'", SHMREG_MAX_HANDLES, optarg);
+            opt.max_handles = (uint32_t)v;
+            break;
+        case 'g':
+            opt.group = optarg;
+            break;
+        }
+    }
+    int rc = ctl_operands(c, argc, argv, 0, 0);
+    if (rc)
+        return rc;
+    if (!c->path || !*c->path)
+        return ctl_usage(c, "no registry given: use -r PATH or set SHMREG_PATH");
+    rc = shmreg_open(c->path, &opt, &c->h);
+    if (rc) {
+        c->h = NULL;
+        ctl_fail(c, rc, "cannot create registry");
+        return rc == SHMREG_EEXIST ? CTL_PROBLEM : rc == SHMREG_EINVAL ? CTL_USAGE : CTL_NOOPEN;
+    }
+    shmreg_stats st;
+    if ((rc = shmreg_stat(c->h, &st)))
+        return ctl_fail(c, rc, "stat");
+    out *o = &c->o;
+    out_obj_begin(o, NULL);
+    out_cstr(o, "created", c->path);
+    out_u64(o, "max_sessions", st.max_sessions);
+    out_bytes(o, "heap_bytes", st.heap_bytes);
+    out_u64(o, "max_handles", st.max_handles);
+    out_bytes(o, "segment_bytes", st.segment_bytes);
+    out_cstr(o, "group", opt.group);
+    out_obj_end(o);
+    out_doc_end(o);
+    return CTL_OK;
+}
+
+int cmd_destroy(ctl *c, int argc, char **argv)
+{
+    static const struct option lo[] = {{"force", no_argument, NULL, 'f'}, {0}};
+    int force = 0, ch;
+    while ((ch = ctl_getopt(c, argc, argv, "f", lo)) != -1)
+        force = 1;
+    int rc = ctl_operands(c, argc, argv, 0, 0);
+    if (rc)
+        return rc;
+    if (!c->path || !*c->path)
+        return ctl_usage(c, "no registry given: use -r PATH or set SHMREG_PATH");
+    rc = shmreg_destroy(c->path, force);
+    if (rc == SHMREG_EBUSY) {
+        ctl_fail(c, rc, "not destroyed");
+        fprintf(stderr, "shmregctl: use --force to remove it while they run\n");
+        return CTL_PROBLEM;
+    }
+    if (rc) {
+        ctl_fail(c, rc, "cannot destroy registry");
+        return rc == SHMREG_ESYS ? CTL_PROBLEM : CTL_NOOPEN;
+    }
+    out_obj_begin(&c->o, NULL);
+    out_cstr(&c->o, "destroyed", c->path);
+    out_obj_end(&c->o);
+    out_doc_end(&c->o);
+    return CTL_OK;
+}
+
+/* ------------------------------------------------------------ stat / metrics */
+
+typedef struct figures {
+    shmreg_stats st;
+    uint64_t by_state[SHMREG_STATE_COUNT];
+    uint32_t handles;           /* workers: live handles but ours */
+} figures;
+
+static int collect(ctl *c, figures *f)
+{
+    int rc = shmreg_stat(c->h, &f->st);
+    if (rc)
+        return ctl_fail(c, rc, "cannot read statistics");
+    if ((rc = shmreg_session_counts(c->h, f->by_state)))
+        return ctl_fail(c, rc, "cannot count sessions");
+    f->handles = f->st.handles ? f->st.handles - 1 : 0;
+    return 0;
+}
+
+static double pct(uint64_t part, uint64_t whole)
+{
+    return whole ? 100.0 * (double)part / (double)whole : 0.0;
+}
+
+static void warn_full(ctl *c, const char *what, uint64_t used, uint64_t cap)
+{
+    if (cap && used * 10 > cap * 9)
+        ctl_err(c, 0, "warning: %s at %.1f %% of capacity (%" PRIu64 " of %" PRIu64 ")", what,
+                pct(used, cap), used, cap);
+}
+
+static int list_config_gen(void *arg, shmreg_str name, uint64_t gen)
+{
+    out *o = arg;
+    out_obj_begin(o, NULL);
+    out_str(o, "name", name.ptr, name.len);
+    out_u64(o, "gen", gen);
+    out_obj_end(o);
+    return 0;
+}
+
+/* stat's report (also metrics --json), on an open registry. */
+static int stat_report(ctl *c)
+{
+    int rc;
+    figures f;
+    if ((rc = collect(c, &f)))
+        return rc;
+    const shmreg_stats *st = &f.st;
+    out *o = &c->o;
+    out_obj_begin(o, NULL);
+    out_cstr(o, "path", c->path);
+    out_time(o, "created_ns", st->created_ns);
+    out_bytes(o, "segment_bytes", st->segment_bytes);
+
+    out_obj_begin(o, "sessions");
+    out_u64(o, "count", st->sessions);
+    out_u64(o, "max", st->max_sessions);
+    out_dbl(o, "use_pct", pct(st->sessions, st->max_sessions));
+    out_obj_begin(o, "by_state");
+    for (int s = 1; s < SHMREG_STATE_COUNT; s++)
+        out_u64(o, shmreg_state_name(s), f.by_state[s]);
+    out_obj_end(o);
+    out_obj_end(o);
+
+    out_obj_begin(o, "heap");
+    out_bytes(o, "bytes", st->heap_bytes);
+    out_bytes(o, "used_bytes", st->heap_used_bytes);
+    out_bytes(o, "retired_bytes", st->heap_retired_bytes);
+    out_dbl(o, "use_pct", pct(st->heap_used_bytes, st->heap_bytes));
+    out_obj_end(o);
+
+    out_obj_begin(o, "index");
+    out_u64(o, "buckets", st->index_buckets);
+    out_dbl(o, "load", st->index_buckets ? (double)st->sessions / st->index_buckets : 0);
+    out_u64(o, "dialogs", st->dialogs);
+    out_dbl(o, "dialog_load", st->index_buckets ? (double)st->dialogs / st->index_buckets : 0);
+    out_obj_end(o);
+
+    out_obj_begin(o, "handles");
+    out_u64(o, "count", f.handles);
+    out_u64(o, "max", st->max_handles);
+    if (st->oldest_read_ns)
+        out_dur(o, "oldest_read_ns", st->oldest_read_ns);
+    else
+        out_null(o, "oldest_read_ns");
+    out_obj_end(o);
+
+    out_obj_begin(o, "events");
+    out_u64(o, "published", st->events_published);
+    out_u64(o, "ring_records", st->event_ring_records);
+    out_u64(o, "dropped", st->events_dropped);
+    out_u64(o, "stolen", st->events_stolen);
+    out_obj_end(o);
+
+    out_obj_begin(o, "config");
+    out_u64(o, "gen", st->config_gen);
+    out_arr_begin(o, "configs");
+    int cfg_rc = ctl_configs_exist(c) ? shmreg_config_list(c->h, list_config_gen, o) : 0;
+    out_arr_end(o);
+    out_obj_end(o);
+    out_obj_end(o);
+    out_doc_end(o);
+
+    warn_full(c, "sessions", st->sessions, st->max_sessions);
+    warn_full(c, "heap", st->heap_used_bytes, st->heap_bytes);
+    warn_full(c, "handles", st->handles, st->max_handles);
+    if (cfg_rc)
+        return ctl_fail(c, cfg_rc, "cannot list configs");
+    return CTL_OK;
+}
+
+int cmd_stat(ctl *c, int argc, char **argv)
+{
+    int rc;
+    while (ctl_getopt(c, argc, argv, "", NULL) != -1)
+        ;
+    if ((rc = ctl_operands(c, argc, argv, 0, 0)) || (rc = ctl_open(c)))
+        return rc;
+    return stat_report(c);
+}
+
+/* One Prometheus metric: HELP, TYPE, sample. */
+static void metric(out *o, const char *name, const char *type, const char *help, double v,
+                   int integral)
+{
+    char line[512];
+    int n = integral
+                ? snprintf(line, sizeof line, "# HELP %s %s\n# TYPE %s %s\n%s %.0f\n", name, help,
+                           name, type, name, v)
+                : snprintf(line, sizeof line, "# HELP %s %s\n# TYPE %s %s\n%s %.9g\n", name, help,
+                           name, type, name, v);
+    out_raw(o, line, (size_t)n);
+}
+
+int cmd_metrics(ctl *c, int argc, char **argv)
+{
+    int rc;
+    while (ctl_getopt(c, argc, argv, "", NULL) != -1)
+        ;
+    if ((rc = ctl_operands(c, argc, argv, 0, 0)) || (rc = ctl_open(c)))
+        return rc;
+    if (c->json) /* the same figures, for machines that prefer JSON */
+        return stat_report(c);
+    figures f;
+    if ((rc = collect(c, &f)))
+        return rc;
+    const shmreg_stats *st = &f.st;
+    out *o = &c->o;
+    metric(o, "shmreg_sessions", "gauge", "Live sessions.", st->sessions, 1);
+    metric(o, "shmreg_sessions_max", "gauge", "Session table capacity.", st->max_sessions, 1);
+    static const char by_state[] = "# HELP shmreg_sessions_by_state Live sessions by call state.\n"
+                                   "# TYPE shmreg_sessions_by_state gauge\n";
+    out_raw(o, by_state, sizeof by_state - 1);
+    for (int s = 1; s < SHMREG_STATE_COUNT; s++) {
+        char line[128];
+        int n = snprintf(line, sizeof line, "shmreg_sessions_by_state{state=\"%s\"} %" PRIu64 "\n",
+                         shmreg_state_name(s), f.by_state[s]);
+        out_raw(o, line, (size_t)n);
+    }
+    metric(o, "shmreg_dialogs", "gauge", "Bound dialogs.", st->dialogs, 1);
+    metric(o, "shmreg_segment_bytes", "gauge", "Size of the segment file.", (double)st->segment_bytes, 1);
+    metric(o, "shmreg_heap_bytes", "gauge", "Heap capacity for strings, SDPs and dialogs.",
+           (double)st->heap_bytes, 1);
+    metric(o, "shmreg_heap_used_bytes", "gauge", "Heap bytes in use or awaiting reuse.",
+           (double)st->heap_used_bytes, 1);
+    metric(o, "shmreg_heap_retired_bytes", "gauge", "Heap bytes retired, waiting for readers to leave.",
+           (double)st->heap_retired_bytes, 1);
+    metric(o, "shmreg_index_buckets", "gauge", "Buckets of the session index.", st->index_buckets, 1);
+    metric(o, "shmreg_index_load", "gauge", "Sessions per index bucket.",
+           st->index_buckets ? (double)st->sessions / st->index_buckets : 0, 0);
+    metric(o, "shmreg_handles", "gauge", "Attached live processes (not counting shmregctl).",
+           f.handles, 1);
+    metric(o, "shmreg_handles_max", "gauge", "Handle capacity.", st->max_handles, 1);
+    metric(o, "shmreg_oldest_read_section_seconds", "gauge",
+           "Age of the oldest open read section (0: none).", (double)st->oldest_read_ns / 1e9, 0);
+    metric(o, "shmreg_events_published_total", "counter", "Events published (ring position).",
+           (double)st->events_published, 1);
+    metric(o, "shmreg_event_ring_records", "gauge", "Event ring capacity.", st->event_ring_records, 1);
+    metric(o, "shmreg_events_dropped_total", "counter",
+           "Publishes abandoned: slot held by a stalled producer.", (double)st->events_dropped, 1);
+    metric(o, "shmreg_events_stolen_total", "counter",
+           "Ring slots taken back from dead producers (skipped by subscribers).",
+           (double)st->events_stolen, 1);
+    metric(o, "shmreg_config_generation", "gauge", "Registry config generation.",
+           (double)st->config_gen, 1);
+    metric(o, "shmreg_created_timestamp_seconds", "gauge", "When the registry was created.",
+           (double)(st->created_ns / 1000000000u), 1);
+    return CTL_OK;
+}
+
+/* ------------------------------------------------------------ check */
+
+#define MAX_PROBLEMS_SHOWN 1000
+
+typedef struct checker {
+    ctl *c;
+    uint64_t problems;     /* all found, segment and configs */
+    uint64_t shown;
+    uint64_t configs;      /* configs checked */
+    int tty;
+    int last_pct;
+} checker;
+
+static void problem(void *arg, const char *what)
+{
+    checker *k = arg;
+    k->problems++;
+    /* Bounded: a wrecked segment may name a problem per slot. */
+    if (k->shown < MAX_PROBLEMS_SHOWN) {
+        k->shown++;
+        out_cstr(&k->c->o, NULL, what);
+    }
+}
+
+static void progress(void *arg, uint64_t done, uint64_t total)
+{
+    checker *k = arg;
+    if (!k->tty || total == 0)
+        return;
+    int p = (int)(done * 100 / total);
+    if (p == k->last_pct)
+        return;
+    k->last_pct = p;
+    char bar[41];
+    memset(bar, '#', (size_t)(p * 40 / 100));
+    memset(bar + p * 40 / 100, '.', (size_t)(40 - p * 40 / 100));
+    bar[40] = 0;
+    fprintf(stderr, "\rchecking [%s] %3d%% %" PRIu64 "/%" PRIu64 " slots", bar, p, done, total);
+    fflush(stderr);
+}
+
+static void problemf(checker *k, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void problemf(checker *k, const char *fmt, ...)
+{
+    char buf[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    problem(k, buf);
+}
+
+/* Read every entry of a config (and every item of its lists): the library
+ * bounds-checks each, so a damaged record shows as an error here. */
+static int check_one_config(checker *k, const char *name)
+{
+    shmreg_config_view *v;
+    int rc = shmreg_config_open_view(k->c->h, name, &v);
+    if (rc) {
+        problemf(k, "config %s: cannot open: %s (%s)", name, shmreg_strerror(rc), shmreg_errmsg());
+        return 0;
+    }
+    uint32_t cur = 0;
+    shmreg_str key, a, b;
+    shmreg_config_value val;
+    while ((rc = shmreg_config_next(v, &cur, &key, &val)) == 0) {
+        for (uint32_t i = 0; rc == 0 && val.type == SHMREG_CONFIG_LIST && i < val.count; i++)
+            rc = shmreg_config_item(&val, i, &a);
+        for (uint32_t i = 0; rc == 0 && val.type == SHMREG_CONFIG_PAIRS && i < val.count; i++)
+            rc = shmreg_config_pair(&val, i, &a, &b);
+        if (rc)
+            break;
+    }
+    if (rc != SHMREG_ENOENT)
+        problemf(k, "config %s: bad entry: %s (%s)", name, shmreg_strerror(rc), shmreg_errmsg());
+    shmreg_config_media m;
+    if ((rc = shmreg_config_media_get(v, &m)))
+        problemf(k, "config %s: media fields: %s (%s)", name, shmreg_strerror(rc), shmreg_errmsg());
+    shmreg_config_release(v);
+    k->configs++;
+    return 0;
+}
+
+static int check_config_cb(void *arg, shmreg_str name, uint64_t gen)
+{
+    (void)gen;
+    char buf[SHMREG_CONFIG_MAX_NAME + 1];
+    if (name.len > SHMREG_CONFIG_MAX_NAME) {
+        problemf(arg, "config name of %zu bytes in the environment", name.len);
+        return 0;
+    }
+    memcpy(buf, name.ptr, name.len);
+    buf[name.len] = 0;
+    return check_one_config(arg, buf);
+}
+
+int cmd_check(ctl *c, int argc, char **argv)
+{
+    static const struct option lo[] = {{"repair", no_argument, NULL, 'R'}, {0}};
+    unsigned flags = 0;
+    int rc;
+    while (ctl_getopt(c, argc, argv, "", lo) != -1)
+        flags = SHMREG_CHECK_REPAIR;
+    if ((rc = ctl_operands(c, argc, argv, 0, 0)))
+        return rc;
+    if (!c->path || !*c->path)
+        return ctl_usage(c, "no registry given: use -r PATH or set SHMREG_PATH");
+
+    checker k = {.c = c, .tty = isatty(2), .last_pct = -1};
+    out *o = &c->o;
+    out_obj_begin(o, NULL);
+    out_cstr(o, "path", c->path);
+    out_arr_begin(o, "problems");
+    rc = shmreg_open(c->path, NULL, &c->h);
+    if (rc == SHMREG_ECORRUPT || rc == SHMREG_EVERSION) {
+        c->h = NULL;
+        problemf(&k, "segment cannot be attached: %s (%s)", shmreg_strerror(rc), shmreg_errmsg());
+        out_arr_end(o);
+        out_u64(o, "problem_count", k.problems);
+        out_obj_end(o);
+        out_doc_end(o);
+        return CTL_PROBLEM;
+    }
+    if (rc) {
+        c->h = NULL;
+        out_free(o); /* nothing of the report is printed */
+        out_init(o, c->json);
+        ctl_fail(c, rc, "cannot open registry");
+        return CTL_NOOPEN;
+    }
+
+    shmreg_check_report r;
+    rc = shmreg_check(c->h, flags, &r, problem, &k, progress);
+    if (k.tty && k.last_pct >= 0)
+        fprintf(stderr, "\r%70s\r", "");
+    if (rc && rc != SHMREG_ECORRUPT)
+        problemf(&k, "check failed: %s (%s)", shmreg_strerror(rc), shmreg_errmsg());
+    if (rc == SHMREG_ECORRUPT && k.problems == 0) /* never say "corrupt" with no name */
+        problemf(&k, "segment: %s", shmreg_errmsg());
+    if (ctl_configs_exist(c) && (rc = shmreg_config_list(c->h, check_config_cb, &k)))
+        problemf(&k, "configs: cannot list: %s (%s)", shmreg_strerror(rc), shmreg_errmsg());
+    out_arr_end(o);
+    out_u64(o, "problem_count", k.problems);
+    if (k.problems > k.shown)
+        out_u64(o, "problems_not_shown", k.problems - k.shown);
+    out_u64(o, "sessions", r.sessions);
+    out_u64(o, "dialogs", r.dialogs);
+    out_u64(o, "heap_blocks_used", r.heap_blocks_used);
+    out_u64(o, "heap_blocks_free", r.heap_blocks_free);
+    out_u64(o, "leaked_blocks", r.leaked_blocks);
+    out_bytes(o, "leaked_bytes", r.leaked_bytes);
+    out_u64(o, "stale_handles", r.stale_handles);
+    out_bool(o, "repair", flags != 0);
+    out_u64(o, "reclaimed_blocks", r.reclaimed_blocks);
+    out_u64(o, "reaped_handles", r.reaped_handles);
+    out_u64(o, "configs_checked", k.configs);
+    out_obj_end(o);
+    out_doc_end(o);
+    return k.problems ? CTL_PROBLEM : CTL_OK;
+}
+
+/* ------------------------------------------------------------ handles */
+
+static const out_col handle_cols[] = {
+    {"slot", "SLOT", 5, 0, 1},
+    {"pid", "PID", 8, 0, 1},
+    {"alive", "ALIVE", 5, 0, 0},
+    {"read_age_ns", "READ-OPEN", 9, 0, 0},
+    {"attached_ns", "ATTACHED", 24, 0, 0},
+    {"self", "SELF", 0, 0, 0},
+};
+
+int cmd_handles(ctl *c, int argc, char **argv)
+{
+    static const struct option lo[] = {{"reap", no_argument, NULL, 'R'}, {0}};
+    int reap = 0, rc;
+    while (ctl_getopt(c, argc, argv, "", lo) != -1)
+        reap = 1;
+    if ((rc = ctl_operands(c, argc, argv, 0, 0)) || (rc = ctl_open(c)))
+        return rc;
+    out *o = &c->o;
+    out_obj_begin(o, NULL);
+    if (reap) {
+        int n = shmreg_reap(c->h);
+        if (n < 0)
+            return ctl_fail(c, n, "cannot reap");
+        out_u64(o, "reaped", (uint64_t)n);
+    }
+    out_table(o, "handles", handle_cols, 6, 0);
+    uint64_t cur = 0;
+    shmreg_handle_info hi;
+    while ((rc = shmreg_handle_next(c->h, &cur, &hi)) == 0) {
+        out_row_begin(o);
+        out_u64(o, "slot", hi.slot);
+        out_i64(o, "pid", hi.pid);
+        out_bool(o, "alive", hi.alive);
+        out_bool(o, "in_read", hi.in_read);
+        if (hi.in_read)
+            out_dur(o, "read_age_ns", hi.read_age_ns);
+        else
+            out_null(o, "read_age_ns");
+        out_time(o, "attached_ns", hi.attached_ns);
+        out_bool(o, "self", hi.self);
+        out_row_end(o);
+    }
+    out_table_end(o);
+    out_obj_end(o);
+    out_doc_end(o);
+    if (rc != SHMREG_ENOENT)
+        return ctl_fail(c, rc, "cannot list handles");
+    return CTL_OK;
+}
