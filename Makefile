@@ -48,7 +48,7 @@ TEST_LIBS   := -llmdb -lsodium -pthread -ldl
 # Debian packages the build and the tests need: the ONE list. Add here
 # (e.g. libhiredis-dev, redis-server, sip-tester) when a tool or test
 # starts to need them; tools/install-deps checks and installs them.
-DEPS := liblmdb-dev libsodium-dev perl
+DEPS := liblmdb-dev libsodium-dev perl python3 sip-tester redis-server libhiredis-dev gnuplot
 
 # ------------------------------------------------------------ sources
 LIB_SRC   := $(wildcard shm/*.c registry/*.c)
@@ -157,6 +157,21 @@ test: check-deps
 
 check-deps:
 	@bash tools/install-deps $(DEPS)
+
+# One command: deps, build, sipd with 4 workers under sipp for ~10 s, watched
+# by shmregctl, then everything stopped and removed (examples/demo.sh).
+.PHONY: demo
+demo:
+	@bash examples/demo.sh
+
+# shmreg against Redis, LMDB, a copying registry and a private hash table,
+# side by side (tools/shmreg-bench.c): the quick profile, under a minute;
+# FULL=1 runs everything (1k..1M sessions, 1..8 processes; minutes).
+# More options through BENCH_ARGS, e.g. BENCH_ARGS='--json' or
+# BENCH_ARGS='--plot bench.svg'.
+.PHONY: bench
+bench: $(B)/tools/shmreg-bench
+	$(B)/tools/shmreg-bench $(if $(filter-out 0,$(FULL)),--full) $(BENCH_ARGS)
 
 # ------------------------------------------------------------ install
 PREFIX     ?= /usr/local

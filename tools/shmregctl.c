@@ -97,6 +97,8 @@ static const ctl_cmd commands[] = {
      "  --final-older DUR  final and not updated for longer than DUR\n"
      "  --dry-run          print what would be removed, remove nothing\n"},
     {"metrics", cmd_metrics, "", "The stat figures in Prometheus text format.\n"},
+    {"rooms", cmd_rooms, "", "Conference rooms: state, participants, name.\n"},
+    {"room", cmd_room, "ID", "One room and its roster, with each participant's status.\n"},
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
 

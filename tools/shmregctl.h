@@ -182,6 +182,12 @@ int ctl_parse_dur(const char *s, uint64_t *ns);        /* 30, 1.5, 10m, 2h, 1d *
 int ctl_parse_id(ctl *c, const char *s, shmreg_id *id); /* prints, returns CTL_USAGE */
 int ctl_parse_states(const char *s, uint32_t *mask);   /* "Active,OnHold" */
 
+/* Read sections of the tool: begin (0, or the error printed), and end,
+ * which also writes what the section rendered; it returns 1 when the
+ * command should stop (interrupted, or nobody reads our output). */
+int ctl_section_begin(ctl *c);
+int ctl_section_end(ctl *c);
+
 uint64_t ctl_now_ns(void);               /* CLOCK_REALTIME */
 uint64_t ctl_mono_ns(void);              /* CLOCK_MONOTONIC */
 int ctl_configs_exist(const ctl *c);     /* the LMDB environment was set up */
@@ -205,5 +211,7 @@ int cmd_config_set(ctl *, int, char **);
 int cmd_config_load(ctl *, int, char **);
 int cmd_config_dump(ctl *, int, char **);
 int cmd_events(ctl *, int, char **);
+int cmd_rooms(ctl *, int, char **);
+int cmd_room(ctl *, int, char **);
 
 #endif

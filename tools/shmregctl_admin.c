@@ -194,6 +194,11 @@ static int stat_report(ctl *c)
     out_dbl(o, "dialog_load", st->index_buckets ? (double)st->dialogs / st->index_buckets : 0);
     out_obj_end(o);
 
+    out_obj_begin(o, "rooms");
+    out_u64(o, "count", st->rooms);
+    out_u64(o, "max", st->max_rooms);
+    out_obj_end(o);
+
     out_obj_begin(o, "handles");
     out_u64(o, "count", f.handles);
     out_u64(o, "max", st->max_handles);
@@ -222,6 +227,7 @@ static int stat_report(ctl *c)
     warn_full(c, "sessions", st->sessions, st->max_sessions);
     warn_full(c, "heap", st->heap_used_bytes, st->heap_bytes);
     warn_full(c, "handles", st->handles, st->max_handles);
+    warn_full(c, "rooms", st->rooms, st->max_rooms);
     if (cfg_rc)
         return ctl_fail(c, cfg_rc, "cannot list configs");
     return CTL_OK;
@@ -276,6 +282,8 @@ int cmd_metrics(ctl *c, int argc, char **argv)
         out_raw(o, line, (size_t)n);
     }
     metric(o, "shmreg_dialogs", "gauge", "Bound dialogs.", st->dialogs, 1);
+    metric(o, "shmreg_rooms", "gauge", "Conference rooms.", st->rooms, 1);
+    metric(o, "shmreg_rooms_max", "gauge", "Room table capacity.", st->max_rooms, 1);
     metric(o, "shmreg_segment_bytes", "gauge", "Size of the segment file.", (double)st->segment_bytes, 1);
     metric(o, "shmreg_heap_bytes", "gauge", "Heap capacity for strings, SDPs and dialogs.",
            (double)st->heap_bytes, 1);

@@ -48,15 +48,13 @@ static uint64_t since(uint64_t now, uint64_t t) { return t && t < now ? now - t 
 
 /* Begin / end one short read section; failures of begin are EFORK-class
  * and leave nothing to clean. */
-static int section_begin(ctl *c)
+int ctl_section_begin(ctl *c)
 {
     int rc = shmreg_read_begin(c->h);
     return rc ? ctl_fail(c, rc, "cannot enter a read section") : 0;
 }
 
-/* End the section and write what it rendered. Returns 1 when the command
- * should stop (interrupted, or nobody reads our output any more). */
-static int section_end(ctl *c)
+int ctl_section_end(ctl *c)
 {
     shmreg_read_end(c->h);
     out_flush(&c->o);
@@ -193,7 +191,7 @@ static int list_pass(ctl *c, const filter *f, kheap *h, const lkey *lb, int has_
     int rc = 0;
     h->n = 0;
     while (rc == 0) {
-        if ((rc = section_begin(c)))
+        if ((rc = ctl_section_begin(c)))
             return rc;
         for (unsigned i = 0; i < SECTION_SCAN; i++) {
             if ((rc = shmreg_session_next(c->h, &cur, state, &s)) != 0)
@@ -265,7 +263,7 @@ int cmd_list(ctl *c, int argc, char **argv)
         qsort_r(h.k, h.n, sizeof *h.k, qsort_cmp, &dir);
         shmreg_session s;
         for (size_t i = 0; i < h.n && !stop && printed < limit;) {
-            if ((rc = section_begin(c)))
+            if ((rc = ctl_section_begin(c)))
                 break;
             for (unsigned n = 0; i < h.n && n < SECTION_READS && printed < limit &&
                                  out_pending(o) < SECTION_BYTES;
@@ -277,7 +275,7 @@ int cmd_list(ctl *c, int argc, char **argv)
                     printed++;
                 }
             }
-            stop = section_end(c);
+            stop = ctl_section_end(c);
         }
         if (rc || !full || h.n == 0)
             break;
@@ -309,7 +307,7 @@ int cmd_show(ctl *c, int argc, char **argv)
     while (ctl_getopt(c, argc, argv, "", NULL) != -1)
         ;
     if ((rc = ctl_operands(c, argc, argv, 1, 1)) || (rc = ctl_parse_id(c, argv[optind], &id)) ||
-        (rc = ctl_open(c)) || (rc = section_begin(c)))
+        (rc = ctl_open(c)) || (rc = ctl_section_begin(c)))
         return rc;
     shmreg_session s;
     uint64_t now = ctl_now_ns();
@@ -350,7 +348,7 @@ int cmd_show(ctl *c, int argc, char **argv)
     out_block(o, "remote_sdp", s.sdp[SHMREG_SDP_REMOTE].ptr, s.sdp[SHMREG_SDP_REMOTE].len);
     out_obj_end(o);
     out_doc_end(o);
-    section_end(c);
+    ctl_section_end(c);
     return CTL_OK;
 }
 
@@ -372,7 +370,7 @@ int cmd_sdp(ctl *c, int argc, char **argv)
     if (which < 0)
         return ctl_usage(c, "which SDP? give --local or --remote");
     if ((rc = ctl_operands(c, argc, argv, 1, 1)) || (rc = ctl_parse_id(c, argv[optind], &id)) ||
-        (rc = ctl_open(c)) || (rc = section_begin(c)))
+        (rc = ctl_open(c)) || (rc = ctl_section_begin(c)))
         return rc;
     shmreg_session s;
     if ((rc = get_session(c, &id, argv[optind], &s))) {
@@ -391,7 +389,7 @@ int cmd_sdp(ctl *c, int argc, char **argv)
     } else {
         out_raw(o, sdp->ptr, sdp->len); /* copied out before the section ends */
     }
-    section_end(c);
+    ctl_section_end(c);
     return CTL_OK;
 }
 
@@ -419,7 +417,7 @@ int cmd_dialogs(ctl *c, int argc, char **argv)
     int stop = 0;
     rc = 0;
     while (!stop && rc == 0) {
-        if ((rc = section_begin(c)))
+        if ((rc = ctl_section_begin(c)))
             return rc;
         for (unsigned n = 0; n < SECTION_READS && out_pending(o) < SECTION_BYTES; n++) {
             if ((rc = shmreg_dialog_next(c->h, &cur, &d)) != 0)
@@ -431,7 +429,7 @@ int cmd_dialogs(ctl *c, int argc, char **argv)
             out_str(o, "remote_tag", d.remote_tag.ptr, d.remote_tag.len);
             out_row_end(o);
         }
-        stop = section_end(c);
+        stop = ctl_section_end(c);
     }
     if (ctl_stop)
         return CTL_INTR;
@@ -537,7 +535,7 @@ int cmd_gc(ctl *c, int argc, char **argv)
     int walk = 0;
     while (walk == 0 && !ctl_stop && !o->broken) {
         unsigned n = 0;
-        if ((rc = section_begin(c)))
+        if ((rc = ctl_section_begin(c)))
             return rc;
         for (unsigned reads = 0; n < GC_BATCH && reads < SECTION_SCAN; reads++) {
             if ((walk = shmreg_session_next(c->h, &cur, SHMREG_STATE_ANY, &s)) != 0)
@@ -547,7 +545,7 @@ int cmd_gc(ctl *c, int argc, char **argv)
         }
         shmreg_read_end(c->h);
         for (unsigned i = 0; i < n; i++) {
-            if ((rc = section_begin(c)))
+            if ((rc = ctl_section_begin(c)))
                 return rc;
             int due = shmreg_session_get(c->h, &batch[i], &s) == 0 && gc_due(&rule, &s);
             shmreg_read_end(c->h);
