@@ -1314,7 +1314,13 @@ struct cfg_state {
     _Atomic uint64_t *word;
     struct settings set;
     shmreg_config_view slot[SHMREG_CONFIG_MAX_VIEWS];
+    struct cfg_state *parked;   /* next inherited state (see shmreg__config_close) */
 };
+
+/* States a forked child inherited and closed: the parent's LMDB
+ * transactions hang off them and must not be touched here, so they are
+ * kept (reachable, not leaked) for the life of the child. */
+static struct cfg_state *parked_states;
 
 static void gen_mirror(_Atomic uint64_t *w, uint64_t g)
 {
@@ -1479,16 +1485,20 @@ void shmreg__config_close(shmreg *h)
     struct cfg_state *st = *sp;
     if (!st)
         return;
-    /* In a forked child the transactions and the env are the parent's:
-     * LMDB must not be called on them here. Only our memory is freed. */
-    if (!shmreg__forked(h) && st->pid == getpid()) {
-        for (unsigned i = 0; i < SHMREG_CONFIG_MAX_VIEWS; i++)
-            if (st->slot[i].txn)
-                mdb_txn_abort(st->slot[i].txn);   /* frees the reader slot */
-        env_release(st->ee);
-    }
-    free(st);
     *sp = NULL;
+    /* In a forked child the transactions and the env are the parent's:
+     * LMDB must not be called on them here, nor their memory freed
+     * piecemeal; the state is parked instead. */
+    if (shmreg__forked(h) || st->pid != getpid()) {
+        st->parked = parked_states;
+        parked_states = st;
+        return;
+    }
+    for (unsigned i = 0; i < SHMREG_CONFIG_MAX_VIEWS; i++)
+        if (st->slot[i].txn)
+            mdb_txn_abort(st->slot[i].txn);   /* frees the reader slot */
+    env_release(st->ee);
+    free(st);
 }
 
 int shmreg_config_setup(shmreg *h, const shmreg_config_options *opt)

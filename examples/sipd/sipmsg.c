@@ -1,0 +1,602 @@
+/*
+ * sipmsg.c — see sipmsg.h. A one-pass, bounded scan over the datagram.
+ *
+ * How it stays safe. Every loop is bounded by the end of the datagram, and
+ * every slice handed out lies inside it; nothing is NUL-terminated, nothing
+ * is copied, nothing is allocated. Lines end in CRLF (a bare CR or LF is
+ * refused), the header section may not contain control bytes, and each
+ * header line, Via, token and the header count have a hard cap, so neither
+ * junk nor a 64 KiB header can make the parser do more than one pass.
+ *
+ * Errors and replies. The first problem decides the status phrase, but the
+ * scan goes on through the remaining header lines as long as the line
+ * structure itself is sound: a bad Content-Length near the top must not
+ * hide the Via/From/To/Call-ID/CSeq below it, or the peer would get no 400
+ * at all. Problems with the line structure (truncation, control bytes, a
+ * line or header count over the limit) stop the scan at once.
+ */
+#include "sipmsg.h"
+
+#include <string.h>
+
+/* ------------------------------------------------------------ characters */
+
+static int is_ws(char c) { return c == ' ' || c == '\t'; }
+static int is_digit(char c) { return c >= '0' && c <= '9'; }
+static int is_alpha(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
+static char lower(char c) { return (c >= 'A' && c <= 'Z') ? (char)(c + 32) : c; }
+
+/* RFC 3261 token characters. */
+static int is_token(char c)
+{
+    return is_alpha(c) || is_digit(c) || (c && strchr("-.!%*_+`'~", c) != NULL);
+}
+
+int sip_str_eq(sip_str a, const char *lit)
+{
+    size_t n = strlen(lit);
+    return a.n == n && memcmp(a.p, lit, n) == 0;
+}
+
+int sip_str_ieq(sip_str a, const char *lit)
+{
+    size_t n = strlen(lit);
+    if (a.n != n)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (lower(a.p[i]) != lower(lit[i]))
+            return 0;
+    return 1;
+}
+
+static sip_str trim(const char *p, const char *e)
+{
+    while (p < e && is_ws(*p))
+        p++;
+    while (e > p && is_ws(e[-1]))
+        e--;
+    return (sip_str){ p, (size_t)(e - p) };
+}
+
+static const char *skip_ws(const char *p, const char *e)
+{
+    while (p < e && is_ws(*p))
+        p++;
+    return p;
+}
+
+const char *sip_method_name(int method)
+{
+    switch (method) {
+    case SIP_INVITE: return "INVITE";
+    case SIP_ACK: return "ACK";
+    case SIP_BYE: return "BYE";
+    case SIP_CANCEL: return "CANCEL";
+    case SIP_OPTIONS: return "OPTIONS";
+    default: return "?";
+    }
+}
+
+static int method_of(sip_str s)
+{
+    for (int m = SIP_INVITE; m <= SIP_OPTIONS; m++)
+        if (sip_str_eq(s, sip_method_name(m)))   /* methods are case-sensitive */
+            return m;
+    return SIP_OTHER;
+}
+
+/* ------------------------------------------------------------ pieces */
+
+/* A URI as we accept it: scheme ":" then printable non-space bytes. */
+static int valid_uri(sip_str u)
+{
+    if (u.n == 0 || u.n > SIPMSG_MAX_URI || !is_alpha(u.p[0]))
+        return 0;
+    size_t i = 1;
+    while (i < u.n && (is_alpha(u.p[i]) || is_digit(u.p[i]) || u.p[i] == '+' ||
+                       u.p[i] == '-' || u.p[i] == '.'))
+        i++;
+    if (i >= u.n || u.p[i] != ':' || i + 1 == u.n)
+        return 0;
+    for (; i < u.n; i++)
+        if ((unsigned char)u.p[i] <= ' ' || u.p[i] == 0x7f || u.p[i] == '<' || u.p[i] == '>')
+            return 0;
+    return 1;
+}
+
+/* Scan a ";name[=value]" parameter list in [p, e) (leading whitespace
+ * allowed), storing the value of parameter `want` in *out. Returns 0, or -1
+ * on a syntax error or a repeated `want`. Values are tokens or quoted
+ * strings; *out must be a token of 1..SIPMSG_MAX_TAG bytes. */
+static int scan_params(const char *p, const char *e, const char *want, sip_str *out)
+{
+    int seen = 0;
+    out->p = NULL;
+    out->n = 0;
+    for (;;) {
+        p = skip_ws(p, e);
+        if (p == e)
+            return 0;
+        if (*p != ';')
+            return -1;
+        p = skip_ws(p + 1, e);
+        const char *n0 = p;
+        while (p < e && is_token(*p))
+            p++;
+        if (p == n0)
+            return -1;
+        sip_str name = { n0, (size_t)(p - n0) };
+        sip_str val = { NULL, 0 };
+        p = skip_ws(p, e);
+        if (p < e && *p == '=') {
+            p = skip_ws(p + 1, e);
+            const char *v0 = p;
+            if (p < e && *p == '"') {
+                for (p++; p < e && *p != '"'; p++)
+                    if (*p == '\\' && ++p == e)
+                        return -1;
+                if (p == e)
+                    return -1;
+                p++;
+            } else {
+                /* tokens, plus what host names and IPv6 references need */
+                while (p < e && (is_token(*p) || *p == ':' || *p == '[' || *p == ']'))
+                    p++;
+            }
+            if (p == v0)
+                return -1;
+            val = (sip_str){ v0, (size_t)(p - v0) };
+        }
+        if (sip_str_ieq(name, want)) {
+            if (seen++)
+                return -1;
+            if (val.n == 0 || val.n > SIPMSG_MAX_TAG)
+                return -1;
+            for (size_t i = 0; i < val.n; i++)
+                if (!is_token(val.p[i]))
+                    return -1;
+            *out = val;
+        }
+    }
+}
+
+/* From/To: name-addr ("Name" <uri>;params, Name <uri>;params) or
+ * addr-spec (uri;params, where the params belong to the header). */
+static int parse_addr(sip_str v, sip_str *uri, sip_str *name, sip_str *tag)
+{
+    const char *p = v.p, *e = v.p + v.n;
+    const char *params;
+    name->p = v.p;
+    name->n = 0;
+    if (p < e && *p == '"') {
+        const char *n0 = ++p;
+        for (; p < e && *p != '"'; p++)
+            if (*p == '\\' && ++p == e)
+                return -1;
+        if (p == e)
+            return -1;
+        *name = (sip_str){ n0, (size_t)(p - n0) };
+        p = skip_ws(p + 1, e);
+        if (p == e || *p != '<')
+            return -1;
+    }
+    const char *lt = memchr(p, '<', (size_t)(e - p));
+    if (lt) {
+        if (name->n == 0) {
+            *name = trim(p, lt);
+            for (size_t i = 0; i < name->n; i++)  /* unquoted: tokens and spaces */
+                if (!is_token(name->p[i]) && !is_ws(name->p[i]))
+                    return -1;
+        }
+        const char *gt = memchr(lt + 1, '>', (size_t)(e - lt - 1));
+        if (!gt)
+            return -1;
+        *uri = (sip_str){ lt + 1, (size_t)(gt - lt - 1) };
+        params = gt + 1;
+    } else {
+        const char *sc = memchr(p, ';', (size_t)(e - p));
+        params = sc ? sc : e;
+        *uri = trim(p, params);
+    }
+    if (!valid_uri(*uri) || name->n > SIPMSG_MAX_NAME)
+        return -1;
+    return scan_params(params, e, "tag", tag);
+}
+
+/* The branch of the first via-parm of a Via value: "SIP/2.0/UDP host;params". */
+static int parse_via(sip_str v, sip_str *branch)
+{
+    const char *p = v.p, *e = v.p + v.n;
+    if (v.n < 8 || !sip_str_ieq((sip_str){ p, 8 }, "SIP/2.0/"))
+        return -1;
+    const char *comma = memchr(p, ',', v.n);   /* several via-parms on one line */
+    if (comma)
+        e = comma;
+    p += 8;
+    while (p < e && is_token(*p))             /* transport */
+        p++;
+    const char *h = p = skip_ws(p, e);
+    while (p < e && *p != ';' && !is_ws(*p))  /* sent-by */
+        p++;
+    if (p == h)
+        return -1;
+    return scan_params(p, e, "branch", branch);
+}
+
+/* ------------------------------------------------------------ lines */
+
+/* The line starting at p: [p, *eol) excluding CRLF; returns the start of the
+ * next line or NULL (*why set) when there is no sound line. */
+static const char *next_line(const char *p, const char *end, const char **eol,
+                             const char **why, int *code)
+{
+    const char *q = p;
+    const char *lim = (size_t)(end - p) > SIPMSG_MAX_LINE + 2 ? p + SIPMSG_MAX_LINE + 2 : end;
+    for (; q < lim; q++) {
+        unsigned char c = (unsigned char)*q;
+        if (c == '\r') {
+            if (q + 1 >= end || q[1] != '\n') {
+                *why = q + 1 >= end ? "Truncated message" : "Bare CR";
+                *code = SIP_EBAD;
+                return NULL;
+            }
+            if (q - p > (long)SIPMSG_MAX_LINE) {
+                *why = "Line too long";
+                *code = SIP_ELIMIT;
+                return NULL;
+            }
+            *eol = q;
+            return q + 2;
+        }
+        if (c == '\n') {
+            *why = "Bare LF";
+            *code = SIP_EBAD;
+            return NULL;
+        }
+        if ((c < 0x20 && c != '\t') || c == 0x7f) {
+            *why = "Control character in header";
+            *code = SIP_EBAD;
+            return NULL;
+        }
+    }
+    if (lim == end) {
+        *why = "Truncated message";
+        *code = SIP_EBAD;
+    } else {
+        *why = "Line too long";
+        *code = SIP_ELIMIT;
+    }
+    return NULL;
+}
+
+static int parse_first_line(const char *p, const char *e, sip_msg *m)
+{
+    if ((size_t)(e - p) >= 12 && memcmp(p, "SIP/2.0 ", 8) == 0) {
+        if (!is_digit(p[8]) || !is_digit(p[9]) || !is_digit(p[10]) || p[11] != ' ')
+            return -1;
+        m->status = (p[8] - '0') * 100 + (p[9] - '0') * 10 + (p[10] - '0');
+        if (m->status < 100 || m->status > 699)
+            return -1;
+        m->reason = (sip_str){ p + 12, (size_t)(e - p - 12) };
+        return 0;
+    }
+    const char *q = p;
+    while (q < e && is_token(*q) && q - p < 32)
+        q++;
+    if (q == p || q == e || *q != ' ')
+        return -1;
+    m->is_request = 1;
+    m->method_name = (sip_str){ p, (size_t)(q - p) };
+    m->method = method_of(m->method_name);
+    const char *u = ++q;
+    while (q < e && *q != ' ')
+        q++;
+    m->uri = (sip_str){ u, (size_t)(q - u) };
+    if (q == e || !valid_uri(m->uri))
+        return -1;
+    q++;
+    if (!sip_str_eq((sip_str){ q, (size_t)(e - q) }, "SIP/2.0"))
+        return -1;
+    return 0;
+}
+
+/* ------------------------------------------------------------ headers */
+
+enum hdr { H_OTHER, H_VIA, H_FROM, H_TO, H_CALLID, H_CSEQ, H_CONTACT, H_CLEN, H_CTYPE };
+
+static int header_kind(sip_str n)
+{
+    static const struct { const char *full, *compact; int kind; } tab[] = {
+        { "via", "v", H_VIA },         { "from", "f", H_FROM },
+        { "to", "t", H_TO },           { "call-id", "i", H_CALLID },
+        { "cseq", NULL, H_CSEQ },      { "contact", "m", H_CONTACT },
+        { "content-length", "l", H_CLEN }, { "content-type", "c", H_CTYPE },
+    };
+    for (size_t i = 0; i < sizeof tab / sizeof tab[0]; i++)
+        if (sip_str_ieq(n, tab[i].full) || (tab[i].compact && sip_str_ieq(n, tab[i].compact)))
+            return tab[i].kind;
+    return H_OTHER;
+}
+
+/* One header; returns 0, or an error code with *why set. */
+static int parse_header(sip_msg *m, int kind, sip_str v, unsigned *seen, const char **why)
+{
+    if (kind != H_VIA && kind != H_CONTACT && kind != H_OTHER) {
+        if (*seen & (1u << kind)) {
+            *why = kind == H_FROM ? "Duplicate From" : kind == H_TO ? "Duplicate To"
+                 : kind == H_CALLID ? "Duplicate Call-ID" : kind == H_CSEQ ? "Duplicate CSeq"
+                 : kind == H_CLEN ? "Duplicate Content-Length" : "Duplicate Content-Type";
+            return SIP_EBAD;
+        }
+        *seen |= 1u << kind;
+    }
+    switch (kind) {
+    case H_VIA: {
+        if (m->nvia == SIPMSG_MAX_VIA) {
+            *why = "Too many Via headers";
+            return SIP_ELIMIT;
+        }
+        sip_str br;
+        if (parse_via(v, &br) != 0) {
+            *why = "Bad Via";
+            return SIP_EBAD;
+        }
+        if (m->nvia == 0)
+            m->branch = br;
+        m->via[m->nvia++] = v;
+        return 0;
+    }
+    case H_FROM:
+    case H_TO: {
+        sip_str uri, name, tag;
+        if (parse_addr(v, &uri, &name, &tag) != 0) {
+            *why = kind == H_FROM ? "Bad From" : "Bad To";
+            return SIP_EBAD;
+        }
+        if (kind == H_FROM) {
+            m->from = v;
+            m->from_uri = uri;
+            m->from_name = name;
+            m->from_tag = tag;
+        } else {
+            m->to = v;
+            m->to_uri = uri;
+            m->to_tag = tag;
+        }
+        return 0;
+    }
+    case H_CALLID:
+        if (v.n == 0 || v.n > SIPMSG_MAX_CALLID) {
+            *why = v.n ? "Call-ID too long" : "Empty Call-ID";
+            return v.n ? SIP_ELIMIT : SIP_EBAD;
+        }
+        for (size_t i = 0; i < v.n; i++)
+            if ((unsigned char)v.p[i] <= ' ' || (unsigned char)v.p[i] >= 0x7f) {
+                *why = "Bad Call-ID";
+                return SIP_EBAD;
+            }
+        m->call_id = v;
+        return 0;
+    case H_CSEQ: {
+        const char *p = v.p, *e = v.p + v.n;
+        uint64_t n = 0;
+        const char *d = p;
+        while (p < e && is_digit(*p) && p - d < 10)
+            n = n * 10 + (uint64_t)(*p++ - '0');
+        if (p == d || p == e || !is_ws(*p) || n > 0x7fffffffu) {
+            *why = "Bad CSeq";
+            return SIP_EBAD;
+        }
+        p = skip_ws(p, e);
+        const char *mn = p;
+        while (p < e && is_token(*p))
+            p++;
+        if (p == mn || p != e) {
+            *why = "Bad CSeq";
+            return SIP_EBAD;
+        }
+        m->cseq = (uint32_t)n;
+        m->cseq_method = (sip_str){ mn, (size_t)(p - mn) };
+        m->cseq_ok = 1;
+        return 0;
+    }
+    case H_CONTACT:
+        if (m->contact.p == NULL)
+            m->contact = v;
+        return 0;
+    case H_CLEN: {
+        long n = 0;
+        if (v.n == 0 || v.n > 5) {
+            *why = "Bad Content-Length";
+            return v.n > 5 ? SIP_ELIMIT : SIP_EBAD;
+        }
+        for (size_t i = 0; i < v.n; i++) {
+            if (!is_digit(v.p[i])) {
+                *why = "Bad Content-Length";
+                return SIP_EBAD;
+            }
+            n = n * 10 + (v.p[i] - '0');
+        }
+        if (n > (long)SIPMSG_MAX_LEN) {
+            *why = "Bad Content-Length";
+            return SIP_ELIMIT;
+        }
+        m->content_length = n;
+        return 0;
+    }
+    case H_CTYPE:
+        m->content_type = v;
+        return 0;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------ parse */
+
+static int parse_msg(const char *buf, size_t len, sip_msg *m, const char **why)
+{
+    if (buf == NULL || len == 0) {
+        *why = "Empty message";
+        return SIP_EBAD;
+    }
+    if (len > SIPMSG_MAX_LEN) {
+        *why = "Message too large";
+        return SIP_ELIMIT;
+    }
+    const char *p = buf, *end = buf + len, *eol;
+    int code = SIP_OK, rc = SIP_OK;
+    const char *next = next_line(p, end, &eol, why, &code);
+    if (!next)
+        return code;
+    if (parse_first_line(p, eol, m) != 0) {
+        *why = "Bad request line";
+        return SIP_EBAD;
+    }
+    unsigned seen = 0;
+    for (p = next;; p = next) {
+        const char *lwhy = NULL;
+        if (!(next = next_line(p, end, &eol, &lwhy, &code))) {
+            *why = rc ? *why : lwhy;
+            return rc ? rc : code;
+        }
+        if (eol == p)
+            break;                         /* the empty line: end of headers */
+        if (++m->nheaders > SIPMSG_MAX_HEADERS) {
+            *why = rc ? *why : "Too many headers";
+            return rc ? rc : SIP_ELIMIT;
+        }
+        if (is_ws(*p)) {
+            if (!rc) {
+                rc = SIP_EBAD;
+                *why = "Folded header not supported";
+            }
+            continue;
+        }
+        const char *q = p;
+        while (q < eol && is_token(*q))
+            q++;
+        sip_str name = { p, (size_t)(q - p) };
+        q = skip_ws(q, eol);
+        if (name.n == 0 || q == eol || *q != ':') {
+            if (!rc) {
+                rc = SIP_EBAD;
+                *why = "Malformed header";
+            }
+            continue;
+        }
+        int hrc = parse_header(m, header_kind(name), trim(q + 1, eol), &seen, &lwhy);
+        if (hrc && !rc) {
+            rc = hrc;
+            *why = lwhy;
+        }
+    }
+    m->body = (sip_str){ next, (size_t)(end - next) };
+    if (rc)
+        return rc;
+    if (m->nvia == 0 || !m->from.p || !m->to.p || !m->call_id.p || !m->cseq_ok) {
+        *why = m->nvia == 0 ? "Missing Via" : !m->from.p ? "Missing From"
+             : !m->to.p ? "Missing To" : !m->call_id.p ? "Missing Call-ID" : "Missing CSeq";
+        return SIP_EBAD;
+    }
+    if (m->is_request &&
+        !(m->cseq_method.n == m->method_name.n &&
+          memcmp(m->cseq_method.p, m->method_name.p, m->method_name.n) == 0)) {
+        *why = "CSeq method mismatch";
+        return SIP_EBAD;
+    }
+    if (m->content_length >= 0 && (size_t)m->content_length != m->body.n) {
+        *why = "Content-Length mismatch";
+        return SIP_EBAD;
+    }
+    return SIP_OK;
+}
+
+int sip_parse(const char *buf, size_t len, sip_msg *m, const char **why)
+{
+    const char *w = NULL;
+    memset(m, 0, sizeof *m);
+    m->content_length = -1;
+    int rc = parse_msg(buf, len, m, &w);
+    if (why)
+        *why = rc ? (w ? w : "Bad Request") : NULL;
+    return rc;
+}
+
+int sip_can_reply(const sip_msg *m)
+{
+    return m->is_request && m->method != SIP_ACK && m->nvia > 0 && m->from.p &&
+           m->to.p && m->call_id.p && m->cseq_ok;
+}
+
+/* ------------------------------------------------------------ replies */
+
+typedef struct { char *p; size_t cap, len; int full; } outbuf;
+
+static void put(outbuf *o, const char *s, size_t n)
+{
+    if (n == 0)
+        return;             /* s may be NULL then: memcpy must not see it */
+    if (o->full || n > o->cap - o->len) {
+        o->full = 1;
+        return;
+    }
+    memcpy(o->p + o->len, s, n);
+    o->len += n;
+}
+static void puts_(outbuf *o, const char *s) { put(o, s, strlen(s)); }
+static void putstr(outbuf *o, sip_str s) { put(o, s.p, s.n); }
+
+static void putu(outbuf *o, unsigned long v)
+{
+    char tmp[24];
+    int i = (int)sizeof tmp;
+    do
+        tmp[--i] = (char)('0' + v % 10);
+    while ((v /= 10) != 0);
+    put(o, tmp + i, sizeof tmp - (size_t)i);
+}
+
+size_t sip_build_reply(char *out, size_t cap, const sip_msg *req, const sip_reply *r)
+{
+    outbuf o = { out, cap, 0, 0 };
+    puts_(&o, "SIP/2.0 ");
+    putu(&o, (unsigned long)r->status);
+    puts_(&o, " ");
+    puts_(&o, r->reason ? r->reason : "");
+    puts_(&o, "\r\n");
+    for (unsigned i = 0; i < req->nvia; i++) {
+        puts_(&o, "Via: ");
+        putstr(&o, req->via[i]);
+        puts_(&o, "\r\n");
+    }
+    puts_(&o, "From: ");
+    putstr(&o, req->from);
+    puts_(&o, "\r\nTo: ");
+    putstr(&o, req->to);
+    if (req->to_tag.n == 0 && r->to_tag.n) {
+        puts_(&o, ";tag=");
+        putstr(&o, r->to_tag);
+    }
+    puts_(&o, "\r\nCall-ID: ");
+    putstr(&o, req->call_id);
+    puts_(&o, "\r\nCSeq: ");
+    putu(&o, req->cseq);
+    puts_(&o, " ");
+    if (r->cseq_method)
+        puts_(&o, r->cseq_method);
+    else
+        putstr(&o, req->cseq_method);
+    puts_(&o, "\r\n");
+    if (r->headers)
+        puts_(&o, r->headers);
+    if (r->body.n && r->content_type) {
+        puts_(&o, "Content-Type: ");
+        puts_(&o, r->content_type);
+        puts_(&o, "\r\n");
+    }
+    puts_(&o, "Content-Length: ");
+    putu(&o, r->body.n);
+    puts_(&o, "\r\n\r\n");
+    put(&o, r->body.p, r->body.n);
+    return o.full ? 0 : o.len;
+}
