@@ -175,18 +175,22 @@ static int roster_remove(shmreg *h, reg_room *r, uint32_t idx, uint32_t i, uint6
     if (p == NULL || b == NULL)
         return 0;
     uint64_t st = atomic_load(&b->state);
+    /* Put our tag on the session's room word first: if we die between
+     * clearing the roster entry and clearing the word, the word names a
+     * dead remover and the next join takes it as the stale claim it is. */
+    uint32_t si;
+    reg_sess *x = reg_find(h, p->sid, &si) == 0 ? reg_slot(h, si) : NULL;
+    uint64_t w = x ? atomic_load(&x->room) : 0;
+    if (w && REF_IDX(w) == idx)
+        atomic_compare_exchange_strong(&x->room, &w, room_ref(h, idx));
     shm_intent_set(&h->c, off, st, &r->roster[i]);
     if (!atomic_compare_exchange_strong(&r->roster[i], &off, 0)) {
         shm_intent_clear(&h->c);
-        return 0;
+        return 0; /* another remover won: it clears the word */
     }
-    uint32_t si;
-    if (reg_find(h, p->sid, &si) == 0) {
-        reg_sess *x = reg_slot(h, si);
-        uint64_t w = atomic_load(&x->room);
-        if (w && REF_IDX(w) == idx)
-            atomic_compare_exchange_strong(&x->room, &w, 0);
-    }
+    w = x ? atomic_load(&x->room) : 0;
+    if (w && REF_IDX(w) == idx)
+        atomic_compare_exchange_strong(&x->room, &w, 0);
     shm_retire(&h->c, shm_off(&h->c.seg, b), st);
     shm_intent_clear(&h->c);
     reg_event_room(h, SHMREG_EV_PARTICIPANT_LEFT, r->id, p->sid, 0, SHMREG_PART_LEFT);

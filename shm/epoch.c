@@ -244,7 +244,20 @@ uint64_t shm_reclaim(shm_ctx *c)
     return freed;
 }
 
+/* Retire without trying to reclaim: for callers that hold handle_lock
+ * (reclaiming may reap, which takes it). */
+static int retire_quiet(shm_ctx *c, uint64_t off, uint64_t expect);
+
 int shm_retire(shm_ctx *c, uint64_t off, uint64_t expect)
+{
+    int rc = retire_quiet(c, off, expect);
+    shm_handle *me = &c->seg.handles[c->slot];
+    if (rc == 0 && atomic_load(&me->limbo_count) >= RECLAIM_EVERY && c->read_depth == 0)
+        shm_reclaim(c);
+    return rc;
+}
+
+static int retire_quiet(shm_ctx *c, uint64_t off, uint64_t expect)
 {
     shm_blk *b = shm_blk_at(&c->seg, off);
     if (b == NULL)
@@ -259,8 +272,7 @@ int shm_retire(shm_ctx *c, uint64_t off, uint64_t expect)
     atomic_store(&me->limbo_head, off);
     if (b->cls != SHM_SLOT_CLASS) /* statistics count heap bytes only */
         atomic_fetch_add(&me->limbo_bytes, shm_class_size(b->cls));
-    if (atomic_fetch_add(&me->limbo_count, 1) + 1 >= RECLAIM_EVERY && c->read_depth == 0)
-        shm_reclaim(c);
+    atomic_fetch_add(&me->limbo_count, 1);
     return 0;
 }
 
@@ -279,7 +291,7 @@ static void resolve_intent(shm_ctx *c, shm_handle *h)
     uint64_t st = atomic_load(&h->intent_state);
     if (b && rp && atomic_load(&b->state) == st && atomic_load(&b->stamp) == atomic_load(&h->intent_stamp) &&
         atomic_load(rp) != off)
-        shm_retire(c, off, st);
+        retire_quiet(c, off, st); /* we hold handle_lock */
     atomic_store(&h->intent_off, 0);
 }
 
