@@ -1330,7 +1330,35 @@ static void gen_mirror(_Atomic uint64_t *w, uint64_t g)
         ;
 }
 
+/* LMDB 0.9 copies the meta page of its snapshot after publishing its
+ * reader slot; a writer two commits ahead may be rewriting that very
+ * meta page at the same moment, and the reader then starts from a newer
+ * (or mixed) root than its transaction ID says (libmdbx re-checks for this
+ * race, ITS#7970; LMDB 0.9 does not). Every config write stores its own
+ * transaction ID, so a snapshot showing an ID beyond its own is such a
+ * copy: reset and take the snapshot again. Seen in the 4-reader test as a
+ * view older than the previous one. */
+static int snapshot_sane(shmreg_config_view *v)
+{
+    MDB_val k = { 3, "txn" }, d;
+    if (mdb_get(v->txn, v->st->ee->dbi_meta, &k, &d) != 0 || d.mv_size != 8)
+        return 1; /* no write yet (or an older environment): nothing to compare */
+    return ld64(d.mv_data) <= (uint64_t)mdb_txn_id(v->txn);
+}
+
+static int slot_begin_once(shmreg_config_view *v);
+
 static int slot_begin(shmreg_config_view *v)
+{
+    for (int tries = 0;; tries++) {
+        int rc = slot_begin_once(v);
+        if (rc || snapshot_sane(v) || tries == 100)
+            return rc;
+        mdb_txn_reset(v->txn);
+    }
+}
+
+static int slot_begin_once(shmreg_config_view *v)
 {
     MDB_env *env = v->st->ee->env;
     if (v->txn) {
@@ -1862,7 +1890,11 @@ static int write_txn(shmreg *h, const char *name, write_fn fn, void *arg)
     unsigned char g8[8];
     st64(g8, gen);
     MDB_val gk = { 3, "gen" }, gd = { 8, g8 };
-    if ((mrc = mdb_put(txn, st->ee->dbi_meta, &gk, &gd, 0))) {
+    unsigned char t8[8];
+    st64(t8, (uint64_t)mdb_txn_id(txn));
+    MDB_val tk = { 3, "txn" }, td = { 8, t8 };
+    if ((mrc = mdb_put(txn, st->ee->dbi_meta, &gk, &gd, 0)) ||
+        (mrc = mdb_put(txn, st->ee->dbi_meta, &tk, &td, 0))) {
         rc = mdb_err(mrc, "LMDB put generation");
         goto abort;
     }
