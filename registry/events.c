@@ -114,7 +114,8 @@ void reg_event_fini(shmreg *h)
 
 static int publish(shmreg *h, uint32_t type, ev_wire *w)
 {
-    w->time_ns = shm_now_ns();
+    w->time_ns = h->op_ns ? h->op_ns : shm_now_ns();
+    h->op_ns = 0;
     w->pid = h->pid;
     int rc = shm_ring_publish(h->event_state, type, w, sizeof *w);
     return rc == SHM_RING_EBUSY ? shmreg__fail(SHMREG_EBUSY, "event ring slot held by a stalled producer")

@@ -32,6 +32,9 @@ struct shmreg {
     mode_t file_mode;
     gid_t gid;
     pid_t pid;                        /* of the opening process */
+    uint64_t op_ns;                   /* the current change's time (reg_stamp) */
+    unsigned char rnd[512];           /* random bytes for IDs, drawn 32 IDs at a time */
+    unsigned rnd_left;
     void *config_state;
     void *event_state;                /* this process's view of the ring */
 };
@@ -90,6 +93,18 @@ static inline reg_sess *reg_slot(const shmreg *h, uint32_t i)
 {
     return (reg_sess *)(h->c.seg.base + shm_slot_off(&h->c.seg, i));
 }
+
+/* The time of the change being made, read once: the same value stamps
+ * the session (updated_ns) and its event, and a clock read is a third of
+ * a transition on some machines. */
+static inline uint64_t reg_stamp(shmreg *h)
+{
+    return h->op_ns = shm_now_ns();
+}
+
+/* A fresh random 128-bit ID. getrandom() costs a system call, so bytes
+ * are drawn 512 at a time into the handle (a handle is one process's). */
+void reg_random_id(shmreg *h, unsigned char out[16]);
 
 static inline void *reg_payload(shm_blk *b)
 {

@@ -239,7 +239,7 @@ int shmreg_room_create(shmreg *h, shmreg_str name, uint32_t max_participants, sh
     if (off == 0)
         return shmreg__fail(SHMREG_EFULL, "registry heap full (room)");
     reg_room *r = reg_payload((shm_blk *)(s->base + off));
-    randombytes_buf(r->id, 16);
+    reg_random_id(h, r->id);
     atomic_store(&r->state, SHMREG_ROOM_CREATING);
     r->created_ns = shm_now_ns();
     r->config_gen = atomic_load(&s->hdr->config_gen);

@@ -28,6 +28,17 @@
 
 #include "reg.h"
 
+void reg_random_id(shmreg *h, unsigned char out[16])
+{
+    if (h->rnd_left < 16) {
+        randombytes_buf(h->rnd, sizeof h->rnd);
+        h->rnd_left = sizeof h->rnd;
+    }
+    h->rnd_left -= 16;
+    memcpy(out, h->rnd + h->rnd_left, 16);
+    sodium_memzero(h->rnd + h->rnd_left, 16); /* an ID handed out is not kept */
+}
+
 /* ------------------------------------------------------------ finding */
 
 int reg_find(shmreg *h, const unsigned char id[16], uint32_t *si)
@@ -210,7 +221,7 @@ static int swap_field(shmreg *h, uint32_t si, _Atomic uint64_t *field, uint64_t 
         if (expect != ANY_OLD)
             return SHMREG_ECONFLICT;
     }
-    atomic_store(&x->updated_ns, shm_now_ns());
+    atomic_store(&x->updated_ns, reg_stamp(h));
     /* Deleted meanwhile? Then the deleter may have missed `fresh`. */
     if (!REG_LIVE(atomic_load(&x->state))) {
         retire_owned(h, si, fresh);
@@ -243,7 +254,7 @@ int shmreg_session_create(shmreg *h, const shmreg_fields *f, shmreg_id *id_out)
     }
     /* A recycled slot keeps REG_DELETED until the final store below, so
      * iterators skip it while we fill it. */
-    randombytes_buf(x->id, sizeof x->id);
+    reg_random_id(h, x->id);
     atomic_store(&x->info, info);
     atomic_store(&x->sdp[0], 0);
     atomic_store(&x->sdp[1], 0);
@@ -252,10 +263,10 @@ int shmreg_session_create(shmreg *h, const shmreg_fields *f, shmreg_id *id_out)
     for (unsigned i = 0; i < SHMREG_MAX_DIALOGS_PER_SESSION; i++)
         atomic_store(&x->dlg[i], 0);
     atomic_store(&x->room, 0);
-    x->created_ns = shm_now_ns();
+    x->created_ns = reg_stamp(h);
     atomic_store(&x->updated_ns, x->created_ns);
     x->config_gen = atomic_load(&h->c.seg.hdr->config_gen);
-    x->owner_pid = (int32_t)getpid();
+    x->owner_pid = (int32_t)h->pid;
     atomic_store(&x->state, 0); /* unpublished */
 
     const shm_seg *s = &h->c.seg;
@@ -368,7 +379,7 @@ int shmreg_session_transition(shmreg *h, const shmreg_id *id, int expected, int 
                 break;
             }
             if (atomic_compare_exchange_strong(&x->state, &cur, (uint64_t)to)) {
-                atomic_store(&x->updated_ns, shm_now_ns());
+                atomic_store(&x->updated_ns, reg_stamp(h));
                 reg_event(h, SHMREG_EV_STATE_CHANGED, id->bytes, from, to, 0);
                 break;
             }

@@ -64,11 +64,25 @@ shm_blk *shm_blk_at(const shm_seg *s, uint64_t off)
     if (page >= s->heap_pages)
         return NULL;
     uint32_t d = atomic_load_explicit(&s->pages[page].cls, memory_order_acquire);
-    if (d == 0)
+    unsigned cls = (d & 0xff) - 1;
+    if (d == 0 || cls >= SHM_NCLASS)
         return NULL;
-    uint32_t size = shm_class_size((d & 0xff) - 1);
-    uint64_t within = rel % SHM_PAGE_BYTES;
-    if (size == 0 || within % size || within / size >= SHM_PAGE_BYTES / size)
+    /* Is `within` a multiple of the class size, and a whole block below
+     * the page end? Every size is m << j with m in 4..7, so the test is a
+     * mask and a division by a small constant: this runs on every read of
+     * a block, and a division by a variable cost a third of a lookup. */
+    uint32_t within = (uint32_t)(rel % SHM_PAGE_BYTES);
+    unsigned j = cls < 40 ? 4 + cls / 4 : 14, m = cls < 40 ? 4 + cls % 4 : 4 + (cls - 40);
+    if (within & ((1u << j) - 1))
+        return NULL;
+    uint32_t q = within >> j, idx;
+    switch (m) {
+    case 4: idx = q / 4; q %= 4; break;
+    case 5: idx = q / 5; q %= 5; break;
+    case 6: idx = q / 6; q %= 6; break;
+    default: idx = q / 7; q %= 7; break;
+    }
+    if (q != 0 || (uint64_t)(idx + 1) * shm_class_size(cls) > SHM_PAGE_BYTES)
         return NULL;
     return blk(s, off);
 }
