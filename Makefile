@@ -171,7 +171,7 @@ demo:
 # BENCH_ARGS='--plot bench.svg'.
 .PHONY: bench
 bench: $(B)/tools/shmreg-bench
-	$(B)/tools/shmreg-bench $(if $(filter-out 0,$(FULL)),--full) $(BENCH_ARGS)
+	@$(B)/tools/shmreg-bench $(if $(filter-out 0,$(FULL)),--full) $(BENCH_ARGS)
 
 # ------------------------------------------------------------ install
 PREFIX     ?= /usr/local

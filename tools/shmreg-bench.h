@@ -1,0 +1,204 @@
+/*
+ * shmreg-bench.h — what the files of tools/shmreg-bench share.
+ *
+ * The bench answers "why not Redis, why not plain LMDB, what does it
+ * cost?" by running the same workloads, on the same generated data, against
+ * several stores in one run. To keep that comparison honest every store
+ * implements one small registry API (bench_impl below) and the workloads
+ * are written once, on top of it: a store cannot win by running a different
+ * loop. The stores:
+ *
+ *   shmreg  the library, reading SDPs in place (shmreg-bench-stores.c)
+ *   copy    the same registry, but every read copies the SDPs out first:
+ *           what copying registries (Kamailio htable, OpenSIPS cachedb) do
+ *   limit   a private open-addressing hash table in this process: the
+ *           ceiling no shared registry can beat (shmreg-bench-stores.c)
+ *   lmdb    an LMDB-only registry, one transaction per operation
+ *           (shmreg-bench-lmdb.c)
+ *   redis   hiredis over a unix socket to a redis-server the bench starts
+ *           (shmreg-bench-redis.c)
+ *
+ * Everything else (data, clock, histogram, malloc counter) is in
+ * shmreg-bench-util.c; the driver, the workloads and the reports are in
+ * shmreg-bench.c.
+ */
+#ifndef SHMREG_BENCH_H
+#define SHMREG_BENCH_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "shmreg.h"
+
+/* ---------------------------------------------------------------- data */
+
+/* One session's content, identical for every store. The strings point into
+ * the generator's pools and into keybuf (Call-ID and tags are unique per
+ * session index, so dialogs never collide). */
+typedef struct bench_rec {
+    shmreg_fields f;
+    const char *sdp[2];
+    size_t sdp_len[2];
+    char keybuf[96];
+} bench_rec;
+
+/* Generated once from the seed; read-only afterwards (inherited by forked
+ * workers). */
+typedef struct bench_data {
+    uint64_t seed;
+    size_t sdp_bytes;        /* mean SDP length */
+    size_t sdp_max;          /* longest SDP any session has */
+} bench_data;
+
+/* Build the pools. SDP lengths are uniform in sdp_bytes +- spread_pct%. */
+void data_init(bench_data *d, uint64_t seed, size_t sdp_bytes, unsigned spread_pct);
+void data_rec(const bench_data *d, uint64_t i, bench_rec *r);
+/* Only the dialog key of session i (Call-ID, local tag, remote tag). */
+void data_keys(const bench_data *d, uint64_t i, bench_rec *r);
+size_t data_sdp_len(const bench_data *d, uint64_t i, int which);
+/* Payload of sessions [0, n): string fields + both SDPs + the dialog key
+ * (which the dialog index stores a second time). */
+uint64_t data_payload(const bench_data *d, uint64_t n);
+/* An SDP body of the same length as session i's, but different bytes:
+ * what sdp_replace writes (variant 0 or 1 alternately). */
+const char *data_sdp_variant(const bench_data *d, uint64_t i, int which, int variant);
+/* Deterministic 128-bit ID for stores that let the caller choose IDs
+ * (shmreg draws its own from libsodium; the key distribution is the same:
+ * uniformly random). */
+void data_id(const bench_data *d, uint64_t i, shmreg_id *id);
+
+/* Read a string "in place" the same way for every store: one load per
+ * cache line plus the last byte. Cheap, but it faults in every line, so
+ * a store whose bytes are far away pays for it. */
+static inline uint64_t bench_touch(const void *p, size_t len)
+{
+    const unsigned char *s = p;
+    uint64_t acc = len;
+    for (size_t i = 0; i < len; i += 64)
+        acc += s[i];
+    if (len)
+        acc += s[len - 1];
+    return acc;
+}
+
+/* ---------------------------------------------------------------- clock */
+
+static inline uint64_t tsc_begin(void)
+{
+    uint32_t lo, hi;
+    __asm__ __volatile__("lfence\n\trdtsc" : "=a"(lo), "=d"(hi)::"memory");
+    return ((uint64_t)hi << 32) | lo;
+}
+
+static inline uint64_t tsc_end(void)
+{
+    uint32_t lo, hi, aux;
+    __asm__ __volatile__("rdtscp\n\tlfence" : "=a"(lo), "=d"(hi), "=c"(aux)::"memory");
+    return ((uint64_t)hi << 32) | lo;
+}
+
+void clock_calibrate(void);
+extern double tsc_per_ns;         /* calibrated against CLOCK_MONOTONIC */
+extern uint64_t tsc_overhead;     /* cycles of an empty tsc_begin/tsc_end pair */
+uint64_t mono_ns(void);
+
+/* ---------------------------------------------------------------- histogram */
+
+/* Log-linear: exact below 64 ns, then 32 buckets per power of two (about
+ * 3% resolution) up to 2^40 ns. */
+#define HIST_SUB 32u
+#define HIST_BUCKETS (64u + 35u * HIST_SUB)
+void hist_add(uint64_t *h, uint64_t ns);
+uint64_t hist_pct(const uint64_t *h, double p);    /* p in [0,1] */
+
+/* ---------------------------------------------------------------- malloc counter */
+
+/* Heap allocations made by this process since the last reset (malloc,
+ * calloc, realloc, memalign family). Counted by interposing malloc in the
+ * bench binary; under AddressSanitizer, by its allocation hook. */
+void alloc_reset(void);
+uint64_t alloc_count(void);
+
+/* ---------------------------------------------------------------- stores */
+
+enum { IMPL_SHMREG, IMPL_COPY, IMPL_LIMIT, IMPL_LMDB, IMPL_REDIS, IMPL_COUNT };
+
+/* Where the stores keep their files and how big they must be. */
+typedef struct bench_env {
+    const char *dir;          /* scratch directory on /dev/shm */
+    const char *redis_sock;   /* unix socket of the bench's redis-server */
+    const bench_data *data;
+    uint64_t capacity;        /* sessions alive at once, at most */
+} bench_env;
+
+/* Memory a store used for `sessions` sessions (0 where not measured). */
+typedef struct bench_mem {
+    uint64_t bytes;           /* the store's own accounting, see mem_what */
+    uint64_t resident;        /* bytes actually backed by RAM, if known */
+    uint64_t event_ring;      /* records in the store's event ring (0: unbounded) */
+    const char *what;
+} bench_mem;
+
+typedef struct bench_store bench_store;   /* one store, created by the parent */
+typedef struct bench_h bench_h;           /* one process's handle on it */
+
+/* The registry API every store implements. Return 0 or a negative code
+ * (for shmreg the SHMREG_E* value; others use -1 and set bench_err).
+ * Pointer-returning reads consume what they read through bench_touch()
+ * and add the result to *sink, so nothing can be optimised away. */
+typedef struct bench_impl {
+    const char *name, *what;
+    /* parent: make an empty store / free it (and its files) */
+    int (*open)(const bench_env *e, bench_store **out);
+    void (*close)(bench_store *s);
+    /* any process: its own handle (workers call this after fork) */
+    int (*attach)(bench_store *s, bench_h **out);
+    void (*detach)(bench_h *h);
+    /* parent: add sessions [from, to) with their dialogs and SDPs, state
+     * Active; the IDs go to ids[i]. NULL: the bench uses the ops below. */
+    int (*load)(bench_h *h, const bench_data *d, uint64_t from, uint64_t to, shmreg_id *ids);
+    int (*mem)(bench_h *h, uint64_t sessions, bench_mem *out);
+
+    int (*create)(bench_h *h, const bench_rec *r, shmreg_id *id);
+    int (*bind)(bench_h *h, const bench_rec *r, const shmreg_id *id);
+    int (*set_sdp)(bench_h *h, const shmreg_id *id, int which, const char *sdp, size_t len);
+    int (*transition)(bench_h *h, const shmreg_id *id, int expected, int to);
+    int (*counter)(bench_h *h, const shmreg_id *id, int ctr, uint64_t delta);
+    int (*find_read)(bench_h *h, const shmreg_id *id, uint64_t *sink);
+    int (*find_copy)(bench_h *h, const shmreg_id *id, char *buf, uint64_t *sink);
+    int (*dialog_find)(bench_h *h, const bench_rec *r, shmreg_id *out);
+    int (*del)(bench_h *h, const shmreg_id *id);
+    /* events; NULL where the store has none */
+    int (*publish)(bench_h *h, const shmreg_id *id, const void *data, size_t len);
+    int (*sub_open)(bench_h *h, void **sub);
+    /* Deliver what is there (block up to 1 ms when nothing is): returns
+     * events delivered, *end set when the producer's END marker came. */
+    int (*sub_poll)(void *sub, int *end, uint64_t *missed, uint64_t *sink);
+    void (*sub_close)(void *sub);
+    int (*publish_end)(bench_h *h);
+} bench_impl;
+
+extern const bench_impl impl_shmreg, impl_copy, impl_limit, impl_lmdb, impl_redis;
+
+/* Detail of the last failure of a non-shmreg store (process-local). */
+extern char bench_err[256];
+int bench_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+const char *bench_strerror(int impl, int rc);
+
+/* Redis server life cycle (shmreg-bench-redis.c): start one on a socket in
+ * a fresh /tmp directory; returns 0, or -1 with *why saying why not. */
+int redis_start(char *sock, size_t socklen, const char **why);
+void redis_stop(void);
+uint64_t redis_peak_rss_kib(void);
+
+/* CPU seconds since boot the machine spent busy and stolen (/proc/stat),
+ * and what this process and its reaped children used: their difference
+ * over a run is what other processes took from it. */
+int machine_cpu(double *busy, double *steal);
+double own_cpu(void);
+double redis_cpu_seconds(void);
+
+/* Remove a directory tree (scratch dirs). */
+void rm_tree(const char *path);
+
+#endif
