@@ -27,18 +27,6 @@
 #include "alloc.h"
 #include "epoch.h"
 
-uint32_t shm_class_size(unsigned cls)
-{
-    if (cls == SHM_SLOT_CLASS)
-        return SHM_SLOT_BYTES;
-    if (cls >= SHM_NCLASS)
-        return 0;
-    if (cls >= 40)
-        return cls == 40 ? 65536u : 81920u;
-    uint32_t base = 64u << (cls / 4);
-    return base + base / 4 * (cls % 4);
-}
-
 static unsigned class_for(uint64_t bytes)
 {
     for (unsigned k = 0; k < SHM_NCLASS; k++)
@@ -50,47 +38,6 @@ static unsigned class_for(uint64_t bytes)
 static inline shm_blk *blk(const shm_seg *s, uint64_t off)
 {
     return (shm_blk *)(s->base + off);
-}
-
-shm_blk *shm_blk_at(const shm_seg *s, uint64_t off)
-{
-    uint32_t si = shm_slot_index(s, off);
-    if (si != UINT32_MAX)
-        return blk(s, off);
-    if (off < s->off_heap)
-        return NULL;
-    uint64_t rel = off - s->off_heap;
-    uint64_t page = rel / SHM_PAGE_BYTES;
-    if (page >= s->heap_pages)
-        return NULL;
-    uint32_t d = atomic_load_explicit(&s->pages[page].cls, memory_order_acquire);
-    unsigned cls = (d & 0xff) - 1;
-    if (d == 0 || cls >= SHM_NCLASS)
-        return NULL;
-    /* Is `within` a multiple of the class size, and a whole block below
-     * the page end? Every size is m << j with m in 4..7, so the test is a
-     * mask and a division by a small constant: this runs on every read of
-     * a block, and a division by a variable cost a third of a lookup. */
-    uint32_t within = (uint32_t)(rel % SHM_PAGE_BYTES);
-    unsigned j = cls < 40 ? 4 + cls / 4 : 14, m = cls < 40 ? 4 + cls % 4 : 4 + (cls - 40);
-    if (within & ((1u << j) - 1))
-        return NULL;
-    uint32_t q = within >> j, idx;
-    switch (m) {
-    case 4: idx = q / 4; q %= 4; break;
-    case 5: idx = q / 5; q %= 5; break;
-    case 6: idx = q / 6; q %= 6; break;
-    default: idx = q / 7; q %= 7; break;
-    }
-    if (q != 0 || (uint64_t)(idx + 1) * shm_class_size(cls) > SHM_PAGE_BYTES)
-        return NULL;
-    return blk(s, off);
-}
-
-uint64_t shm_blk_capacity(const shm_blk *b)
-{
-    uint32_t size = shm_class_size(b->cls);
-    return size > SHM_BLK_HDR ? size - SHM_BLK_HDR : 0;
 }
 
 shm_freelist *shm_blk_list(const shm_seg *s, uint64_t off)
