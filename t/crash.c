@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "shmreg.h"
+#include "selfcheck.h"
 #include "tap.h"
 #include "testutil.h"
 
@@ -54,50 +55,6 @@ static double now_s(void)
 
 /* ------------------------------------------------ self-checking values */
 
-static uint32_t fnv1a(const char *p, size_t n)
-{
-    uint32_t h = 2166136261u;
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ (unsigned char)p[i]) * 16777619u;
-    return h;
-}
-
-#define SDP_HDR 27   /* "X-Len:%05u X-FNV:%08x\n" */
-
-static size_t make_sdp(char *buf, unsigned *seed, size_t body)
-{
-    char *b = buf + SDP_HDR;
-    for (size_t i = 0; i < body; i++)
-        b[i] = (char)('!' + rand_r(seed) % 90);
-    char hdr[SDP_HDR + 1];
-    snprintf(hdr, sizeof hdr, "X-Len:%05u X-FNV:%08x\n", (unsigned)body, fnv1a(b, body));
-    memcpy(buf, hdr, SDP_HDR);
-    return SDP_HDR + body;
-}
-
-static int sdp_whole(shmreg_str s)
-{
-    if (s.len == 0)
-        return 1;
-    if (s.len < SDP_HDR || !s.ptr)
-        return 0;
-    char hdr[SDP_HDR + 1];
-    unsigned len, sum;
-    memcpy(hdr, s.ptr, SDP_HDR);
-    hdr[SDP_HDR] = 0;
-    if (sscanf(hdr, "X-Len:%5u X-FNV:%8x", &len, &sum) != 2 || hdr[SDP_HDR - 1] != '\n')
-        return 0;
-    return len == s.len - SDP_HDR && fnv1a(s.ptr + SDP_HDR, len) == sum;
-}
-
-static int copy(shmreg_str s, char *buf, size_t cap)
-{
-    if (s.len >= cap || (s.len && !s.ptr))
-        return 0;
-    memcpy(buf, s.ptr, s.len);
-    buf[s.len] = 0;
-    return 1;
-}
 
 /* from "sip:w<k>-<n>@test", to "sip:to-w<k>-<n>@test", SDPs whole. */
 static int whole(const shmreg_session *v)

@@ -36,6 +36,7 @@
 #include <unistd.h>
 
 #include "shmreg.h"
+#include "selfcheck.h"
 #include "tap.h"
 #include "testutil.h"
 
@@ -77,13 +78,6 @@ static void *shared_map(size_t bytes)
     return p;
 }
 
-static uint32_t fnv1a(const char *p, size_t n)
-{
-    uint32_t h = 2166136261u;
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ (unsigned char)p[i]) * 16777619u;
-    return h;
-}
 
 /* Create a fresh registry (path kept in g_path). */
 static shmreg *open_new(const char *name, uint32_t max_sessions, uint64_t heap, uint32_t max_rooms)
