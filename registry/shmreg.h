@@ -904,6 +904,7 @@ int shmreg_config_get(const shmreg_config_view *v, const char *key,
  * SHMREG_EINVAL when the key holds another type (*out unchanged). */
 int shmreg_config_get_str(const shmreg_config_view *v, const char *key, shmreg_str *out);
 int shmreg_config_get_int(const shmreg_config_view *v, const char *key, int64_t *out);
+/* The boolean shortcut: *out is 0 or 1. */
 int shmreg_config_get_bool(const shmreg_config_view *v, const char *key, int *out);
 
 /* Iterate the entries of a view in order: start with *cursor = 0; each call
@@ -980,7 +981,9 @@ void shmreg_config_doc_free(shmreg_config_doc *doc);
  * SHMREG_ENOMEM. */
 int shmreg_config_doc_set_str(shmreg_config_doc *doc, const char *key, shmreg_str val);
 int shmreg_config_doc_set_int(shmreg_config_doc *doc, const char *key, int64_t val);
+/* val: 0 is false, anything else true. */
 int shmreg_config_doc_set_bool(shmreg_config_doc *doc, const char *key, int val);
+/* `n` strings (list keys such as media.codecs); items are copied. */
 int shmreg_config_doc_set_list(shmreg_config_doc *doc, const char *key,
                                const shmreg_str *items, uint32_t n);
 
@@ -1001,6 +1004,7 @@ int shmreg_config_doc_unset(shmreg_config_doc *doc, const char *key);
  * or is freed). Errors as for views. */
 int shmreg_config_doc_get(const shmreg_config_doc *doc, const char *key,
                           shmreg_config_value *out);
+/* Entries of a document in order, as shmreg_config_next() for views. */
 int shmreg_config_doc_next(const shmreg_config_doc *doc, uint32_t *cursor,
                            shmreg_str *key, shmreg_config_value *out);
 
@@ -1029,6 +1033,7 @@ int shmreg_config_load_text(shmreg *h, const char *name, const char *text, size_
  * return of fn. */
 int shmreg_config_dump(shmreg *h, const char *name, shmreg_config_write_fn fn, void *arg);
 int shmreg_config_view_dump(const shmreg_config_view *v, shmreg_config_write_fn fn, void *arg);
+/* The same for a document not stored anywhere (what load would store). */
 int shmreg_config_doc_dump(const shmreg_config_doc *doc, shmreg_config_write_fn fn, void *arg);
 
 /* ---------------------------------------------------------------- config generation */
