@@ -8,9 +8,9 @@
  * path, and no lock is taken by a reader.
  *
  * How pointers stay valid. A reader brackets its reads with
- * shmreg_read_begin() / shmreg_read_end(). Every pointer returned inside that
+ * `shmreg_read_begin()` / `shmreg_read_end()`. Every pointer returned inside that
  * section (shmreg_str.ptr of a session view, an SDP, a dialog key) stays valid
- * and its bytes stay unchanged until shmreg_read_end(), even while other
+ * and its bytes stay unchanged until `shmreg_read_end()`, even while other
  * processes replace or delete what it points to: writers never modify
  * published bytes, they build a new copy and publish its offset with one
  * atomic store; the old copy is reused only after every read section that
@@ -24,10 +24,10 @@
  * published by single atomic stores, and the handles of dead processes are
  * detected (pid gone, or reused: process start time differs) and cleared.
  * At worst a crash leaks the blocks the dead process was building;
- * shmreg_check() with SHMREG_CHECK_REPAIR reclaims them.
+ * `shmreg_check()` with SHMREG_CHECK_REPAIR reclaims them.
  *
  * Conventions. Functions return 0 or a negative SHMREG_E* code;
- * shmreg_strerror() names it and shmreg_errmsg() gives the detail of the
+ * `shmreg_strerror()` names it and `shmreg_errmsg()` gives the detail of the
  * calling thread's last failure. A handle belongs to one process and is used
  * by one thread at a time (open one per thread). A handle used in a child
  * after fork() returns SHMREG_EFORK: children open their own. Strings are
@@ -114,7 +114,7 @@ typedef struct shmreg_options {
  * the segment file `segment` (0600/0660, sparse: capacity costs no RAM until
  * used). Files are opened with O_NOFOLLOW. The header is checked on attach:
  * magic, layout version, sizes and owner; a mismatch is refused and
- * shmreg_errmsg() says what differs.
+ * `shmreg_errmsg()` says what differs.
  *
  * On success *out is a new handle: one of opt/segment max_handles slots is
  * claimed (pid + process start time). Errors: SHMREG_EINVAL (NULL path/out,
@@ -238,7 +238,7 @@ enum shmreg_sdp { SHMREG_SDP_LOCAL = 0, SHMREG_SDP_REMOTE = 1 };
 
 /* A session read in place. Filled by shmreg_session_get()/_next(); every
  * shmreg_str points into the shared mapping and is valid until the caller's
- * shmreg_read_end(). The string fields and ports are one consistent version
+ * `shmreg_read_end()`. The string fields and ports are one consistent version
  * (they are published together); each SDP is a complete version of itself.
  * Counters are a snapshot taken field by field. */
 typedef struct shmreg_session {
@@ -575,7 +575,7 @@ int shmreg_session_room(shmreg *h, const shmreg_id *session, shmreg_id *room_out
  * processes read it. Publishing takes no lock and allocates nothing; a
  * subscriber never slows a producer. Events carry IDs and small fields
  * inline; bulk data (an SDP) is never copied into an event: read it in
- * place with shmreg_session_get().
+ * place with `shmreg_session_get()`.
  *
  * A subscriber that falls more than a ring behind is lapped: poll tells it
  * exactly how many events it missed. A record claimed by a producer that
@@ -686,15 +686,15 @@ int shmreg_event_parse(const char *name, uint32_t *type);
  *
  * Every committed write (put, set, unset, delete) bumps the registry's
  * config generation; it is mirrored in the segment header so that
- * shmreg_config_gen() and shmreg_config_changed() answer in O(1) without
+ * `shmreg_config_gen()` and `shmreg_config_changed()` answer in O(1) without
  * an LMDB transaction. The worker idiom:
  *
  *     shmreg_config_view *v = NULL;
  *     ...
  *     if (!v || shmreg_config_stale(v))   // O(1): one atomic load
- *         shmreg_config_refresh(h, "media", &v);
+ *         (void)shmreg_config_refresh(h, "media", &v);
  *     shmreg_config_media m;
- *     shmreg_config_media_get(v, &m);     // fields in place, no copy
+ *     (void)shmreg_config_media_get(v, &m);     // fields in place, no copy
  *
  * Documents. A config holds entries: a key and a typed value. Keys are
  * `name` or `section.name`, each part 1+ of [A-Za-z0-9_-], at most
@@ -823,7 +823,7 @@ typedef struct shmreg_config_options {
  * (returns 0). Opens the environment in this process.
  * Errors: SHMREG_EINVAL (map_bytes out of SHMREG_CONFIG_MAP_MIN..MAX, dir
  * not absolute or too long), SHMREG_EEXIST (recorded with other options;
- * shmreg_errmsg() says which differ), SHMREG_EPERM (a file or directory is
+ * `shmreg_errmsg()` says which differ), SHMREG_EPERM (a file or directory is
  * a symlink or owned by another user), SHMREG_ECORRUPT (the record is not
  * readable), SHMREG_ESYS, SHMREG_ENOMEM, SHMREG_EFORK. */
 int shmreg_config_setup(shmreg *h, const shmreg_config_options *opt);
@@ -831,7 +831,7 @@ int shmreg_config_setup(shmreg *h, const shmreg_config_options *opt);
 /* ---------------------------------------------------------------- generation */
 
 /* 1 when a config write has committed since generation `since` (compare
- * with shmreg_config_gen() or a view's snapshot generation), 0 when not.
+ * with `shmreg_config_gen()` or a view's snapshot generation), 0 when not.
  * O(1): one atomic load of the word mirrored in the segment, no LMDB
  * transaction, no system call. Errors: SHMREG_EINVAL, SHMREG_EFORK. */
 int shmreg_config_changed(shmreg *h, uint64_t since);
@@ -842,14 +842,14 @@ int shmreg_config_changed(shmreg *h, uint64_t since);
  * LMDB read transaction: everything read through it is one committed
  * version of the config, in place, valid until shmreg_config_release().
  * At most SHMREG_CONFIG_MAX_VIEWS views per handle may be open. Views are
- * independent of shmreg_read_begin() sections.
+ * independent of `shmreg_read_begin()` sections.
  * No heap allocation, except the first time a handle uses each of its view
  * slots (LMDB allocates the transaction then, and it is reused after).
  * Errors: SHMREG_EINVAL (NULL, bad name), SHMREG_ENOENT (no such config),
  * SHMREG_EFULL (all views of this handle open, or LMDB's reader table full
  * even after clearing the slots of dead processes), SHMREG_ECORRUPT (the
  * record failed a bounds or type check), SHMREG_EFORK, and on first use of
- * the handle every error of shmreg_config_setup(). On error *out is
+ * the handle every error of `shmreg_config_setup()`. On error *out is
  * unchanged. */
 int shmreg_config_open_view(shmreg *h, const char *name, shmreg_config_view **out);
 
@@ -867,7 +867,7 @@ int shmreg_config_stale(const shmreg_config_view *v);
  * opens a new view first, and only on success releases the old one and
  * stores the new in *v; returns 1 then. On error *v is left as it was
  * (still valid). Needs one free view slot while swapping. Errors: as
- * shmreg_config_open_view(). */
+ * `shmreg_config_open_view()`. */
 int shmreg_config_refresh(shmreg *h, const char *name, shmreg_config_view **v);
 
 typedef struct shmreg_config_info {
@@ -928,7 +928,7 @@ int shmreg_config_pair(const shmreg_config_value *pairs, uint32_t i,
  * Errors: SHMREG_EINVAL (NULL, bad name, doc over SHMREG_CONFIG_MAX_BYTES,
  * rtp_port_min > rtp_port_max), SHMREG_EFULL (LMDB map full: nothing
  * changed), SHMREG_ECORRUPT, SHMREG_ESYS, SHMREG_EFORK, and those of
- * shmreg_config_setup() on first use. */
+ * `shmreg_config_setup()` on first use. */
 int shmreg_config_put(shmreg *h, const char *name, const shmreg_config_doc *doc);
 
 /* Set one key of config `name` (created if missing) from value text as in
@@ -938,7 +938,7 @@ int shmreg_config_put(shmreg *h, const char *name, const shmreg_config_doc *doc)
  * several: use a whole document). Read-modify-write in one transaction.
  * Errors: SHMREG_EPARSE (value text; errmsg names the column),
  * SHMREG_EINVAL (bad key, wrong type for a media key, out of range), and
- * those of shmreg_config_put(). */
+ * those of `shmreg_config_put()`. */
 int shmreg_config_set(shmreg *h, const char *name, const char *key,
                       const char *value_text);
 
@@ -949,14 +949,14 @@ int shmreg_config_unset(shmreg *h, const char *name, const char *key);
 
 /* Delete config `name`. Views open on it keep their snapshot.
  * Errors: SHMREG_ENOENT (nothing changed, no generation bump), and those
- * of shmreg_config_put(). */
+ * of `shmreg_config_put()`. */
 int shmreg_config_delete(shmreg *h, const char *name);
 
 /* Call fn(arg, name, gen) for every config, in name order, inside one read
  * transaction; `name` is in place, valid during the call. A non-zero
  * return stops the walk and is returned. Errors: SHMREG_EFULL (no free
  * view slot), SHMREG_ECORRUPT, SHMREG_EFORK, and those of
- * shmreg_config_setup() on first use. */
+ * `shmreg_config_setup()` on first use. */
 int shmreg_config_list(shmreg *h,
                        int (*fn)(void *arg, shmreg_str name, uint64_t gen),
                        void *arg);
@@ -1025,7 +1025,7 @@ int shmreg_config_parse(const char *text, size_t len, shmreg_config_doc **out);
 
 /* Parse text and store it as config `name` in one transaction: on any
  * error nothing is changed. Errors: those of shmreg_config_parse() and
- * shmreg_config_put(). */
+ * `shmreg_config_put()`. */
 int shmreg_config_load_text(shmreg *h, const char *name, const char *text, size_t len);
 
 /* Write the canonical text of a config, of a view, of a document.
