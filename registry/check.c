@@ -86,6 +86,14 @@ static void bad_cb(void *arg, const char *what)
     problem(arg, "%s", what);
 }
 
+static void leak_cb(void *arg, uint64_t off)
+{
+    check *k = arg;
+    k->r->leaked_blocks++;
+    k->r->leaked_bytes += shm_class_size(((shm_blk *)(k->s->base + off))->cls);
+    k->r->reclaimed_blocks += k->repair;
+}
+
 static int intent_live(check *k, uint64_t off)
 {
     for (uint32_t i = 0; i < k->s->max_handles; i++)
@@ -425,7 +433,7 @@ int shmreg_check(shmreg *h, unsigned flags, shmreg_check_report *report, shmreg_
         progress(arg, total, total);
     check_sess_index(&k);
     check_dlg_index(&k);
-    reg_room_check(h, mark_cb, bad_cb, &k);
+    reg_room_check(h, k.repair, mark_cb, bad_cb, leak_cb, &k);
     check_free_lists(&k);
     check_limbo(&k);
     shm_blocks_walk(k.s, sweep_block, &k);

@@ -157,9 +157,10 @@ int reg_index_unlink(shmreg *h, uint32_t si);
 /* Take a deleted session out of its room, if it is in one (room.c). */
 void reg_room_forget_session(shmreg *h, uint32_t si);
 
-/* Mark every room and participant block (check.c); `bad` names problems. */
-void reg_room_check(shmreg *h, void (*mark)(void *, uint64_t), void (*bad)(void *, const char *),
-                    void *arg);
+/* Mark every room and participant block (check.c); `bad` names problems,
+ * `leak` counts a room whose deleter died; with `repair`, finish that delete. */
+void reg_room_check(shmreg *h, int repair, void (*mark)(void *, uint64_t),
+                    void (*bad)(void *, const char *), void (*leak)(void *, uint64_t), void *arg);
 
 /* Rooms in use, by walking the room table. */
 uint32_t reg_room_count(shmreg *h);

@@ -316,6 +316,25 @@ int shmreg_room_transition(shmreg *h, const shmreg_id *room, int expected, int t
     return rc;
 }
 
+/* The rest of a delete once the state word says REG_DELETED: every step
+ * is idempotent, so the check's repair reruns it for a deleter that died.
+ * Whoever swings the table entry to a tombstone retires the room. */
+static void room_finish_delete(shmreg *h, uint32_t idx, reg_room *r)
+{
+    for (uint32_t i = 0; i < r->max; i++) {
+        uint64_t off = atomic_load(&r->roster[i]);
+        if (off)
+            roster_remove(h, r, idx, i, off);
+    }
+    uint64_t off = shm_off(&h->c.seg, (char *)r - SHM_BLK_HDR), e = off;
+    shm_blk *b = shm_blk_at(&h->c.seg, off);
+    uint64_t st = atomic_load(&b->state);
+    shm_intent_set(&h->c, off, st, &h->c.seg.rooms[idx]);
+    if (atomic_compare_exchange_strong(&h->c.seg.rooms[idx], &e, TOMB))
+        shm_retire(&h->c, off, st);
+    shm_intent_clear(&h->c);
+}
+
 int shmreg_room_delete(shmreg *h, const shmreg_id *room)
 {
     int rc = shmreg__usable(h);
@@ -330,20 +349,10 @@ int shmreg_room_delete(shmreg *h, const shmreg_id *room)
         uint64_t cur = atomic_load(&r->state);
         while (ROOM_LIVE(cur) && !atomic_compare_exchange_strong(&r->state, &cur, h->c.tag | REG_DELETED))
             ;
-        if (!ROOM_LIVE(cur)) {
+        if (!ROOM_LIVE(cur))
             rc = shmreg__fail(SHMREG_ENOENT, "room deleted");
-        } else {
-            for (uint32_t i = 0; i < r->max; i++) {
-                uint64_t off = atomic_load(&r->roster[i]);
-                if (off)
-                    roster_remove(h, r, idx, i, off);
-            }
-            uint64_t off = shm_off(&h->c.seg, (char *)r - SHM_BLK_HDR);
-            uint64_t e = off;
-            atomic_compare_exchange_strong(&h->c.seg.rooms[idx], &e, TOMB);
-            shm_blk *b = shm_blk_at(&h->c.seg, off);
-            shm_retire(&h->c, off, atomic_load(&b->state));
-        }
+        else
+            room_finish_delete(h, idx, r);
     }
     shm_read_leave(&h->c);
     return rc;
@@ -640,7 +649,8 @@ int shmreg_session_room(shmreg *h, const shmreg_id *session, shmreg_id *room_out
 
 /* ------------------------------------------------------------ check */
 
-void reg_room_check(shmreg *h, void (*mark)(void *, uint64_t), void (*bad)(void *, const char *), void *arg)
+void reg_room_check(shmreg *h, int repair, void (*mark)(void *, uint64_t),
+                    void (*bad)(void *, const char *), void (*leak)(void *, uint64_t), void *arg)
 {
     const shm_seg *s = &h->c.seg;
     for (uint32_t i = 0; i < s->room_slots; i++) {
@@ -651,6 +661,15 @@ void reg_room_check(shmreg *h, void (*mark)(void *, uint64_t), void (*bad)(void 
         if (r == NULL) {
             bad(arg, "room table entry is not a room");
             continue;
+        }
+        /* A delete whose deleter died half way: finish it. */
+        uint64_t st = atomic_load(&r->state);
+        if (REG_STATE(st) == REG_DELETED && !shm_tag_alive(s, SHM_TAG(st))) {
+            leak(arg, off);
+            if (repair && atomic_compare_exchange_strong(&r->state, &st, h->c.tag | REG_DELETED)) {
+                room_finish_delete(h, i, r);
+                continue;
+            }
         }
         mark(arg, off);
         for (uint32_t k = 0; k < r->max; k++) {
