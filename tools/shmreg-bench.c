@@ -196,6 +196,12 @@ static uint64_t max_worker_rss;
 static char scratch[200];
 static pid_t parent_pid;
 static double harness_pick_ns, harness_key_ns;
+/* Event bus end-to-end latency (measure_event_latency). */
+static struct {
+    uint64_t p50, p99;
+    uint64_t received, missed;
+    int ok;
+} LAT;
 static double others_cpus = -1, steal_cpus; /* other processes' CPU use during the run */
 static char cmdline[512];
 static bench_data DATA;
@@ -1043,6 +1049,108 @@ static void evaluate_targets(void)
         }
     if (any)
         tg_add("heap allocations per op, every shmreg workload", "0", worst, "allocs/op", worst == 0);
+    if (LAT.ok)
+        tg_add("event latency p99, publish -> blocking subscriber", "<= 20 us", (double)LAT.p99 / 1000,
+               "us", LAT.p99 <= 20000);
+}
+
+/* ================================================================ event latency */
+
+/* End-to-end latency of the event bus: one producer publishes custom
+ * events carrying their CLOCK_MONOTONIC publish time, paced 50 us apart so
+ * the subscriber goes back to sleep between events (shmreg_poll blocking
+ * on the ring's futex); the subscriber, another process, takes the
+ * difference on arrival. This is the wake-up path the target is about,
+ * not throughput. */
+#define LAT_EVENTS 20000
+#define LAT_GAP_NS 50000
+
+
+static void latency_subscriber(const char *dir, int ready_fd, uint64_t *hist, uint64_t *counts)
+{
+    shmreg *h;
+    shmreg_sub *sub;
+    if (shmreg_open(dir, NULL, &h) || shmreg_subscribe(h, SHMREG_EV_MASK(SHMREG_EV_CUSTOM), NULL, &sub))
+        _exit(1);
+    char c = 1;
+    if (write(ready_fd, &c, 1) != 1)
+        _exit(1);
+    shmreg_event ev[16];
+    uint64_t got = 0, missed = 0;
+    while (got < LAT_EVENTS) {
+        uint64_t m = 0;
+        int n = shmreg_poll(sub, ev, 16, 2000000000ll, &m);
+        uint64_t now = mono_ns();
+        if (n <= 0)
+            break; /* 2 s of silence: the producer is gone */
+        missed += m;
+        for (int i = 0; i < n; i++) {
+            uint64_t t;
+            memcpy(&t, ev[i].data, sizeof t);
+            hist_add(hist, now > t ? now - t : 0);
+        }
+        got += (uint64_t)n;
+    }
+    counts[0] = got;
+    counts[1] = missed;
+    shmreg_unsubscribe(sub);
+    shmreg_close(h);
+    _exit(0);
+}
+
+static void measure_event_latency(void)
+{
+    char dir[256];
+    snprintf(dir, sizeof dir, "%s/latency", scratch);
+    shmreg *h;
+    if (shmreg_open(dir, &(shmreg_options){.flags = SHMREG_CREATE, .max_sessions = 16}, &h)) {
+        note_skip("event latency: cannot create a registry: %s", shmreg_errmsg());
+        return;
+    }
+    size_t bytes = HIST_BUCKETS * sizeof(uint64_t) + 2 * sizeof(uint64_t);
+    uint64_t *shared = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    int fds[2];
+    if (shared == MAP_FAILED || pipe(fds)) {
+        shmreg_close(h);
+        return;
+    }
+    memset(shared, 0, bytes);
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(fds[0]);
+        shmreg_close(h); /* the child's copy; it opens its own */
+        latency_subscriber(dir, fds[1], shared, shared + HIST_BUCKETS);
+    }
+    close(fds[1]);
+    char c;
+    int ready = pid > 0 && read(fds[0], &c, 1) == 1;
+    close(fds[0]);
+    for (int i = 0; ready && i < LAT_EVENTS; i++) {
+        uint64_t next = mono_ns() + LAT_GAP_NS;
+        while (mono_ns() < next)
+            ;
+        uint64_t t = mono_ns();
+        shmreg_publish(h, NULL, &t, sizeof t);
+    }
+    int status = 0;
+    if (pid > 0)
+        waitpid(pid, &status, 0);
+    LAT.received = shared[HIST_BUCKETS];
+    LAT.missed = shared[HIST_BUCKETS + 1];
+    LAT.ok = ready && WIFEXITED(status) && WEXITSTATUS(status) == 0 && LAT.received > 0;
+    if (LAT.ok) {
+        LAT.p50 = hist_pct(shared, 0.50);
+        LAT.p99 = hist_pct(shared, 0.99);
+        progress("event latency, publish -> blocking subscriber in another process: p50 %llu ns, "
+                 "p99 %llu ns (%llu events, %llu missed)", (unsigned long long)LAT.p50,
+                 (unsigned long long)LAT.p99, (unsigned long long)LAT.received,
+                 (unsigned long long)LAT.missed);
+    } else {
+        note_skip("event latency: the subscriber failed");
+    }
+    munmap(shared, bytes);
+    shmreg_close(h);
+    shmreg_destroy(dir, 1);
 }
 
 /* ================================================================ reports */
@@ -1281,7 +1389,14 @@ static void print_json(FILE *f)
         }
         fprintf(f, "}%s\n", i + 1 < nres ? "," : "");
     }
-    fprintf(f, "  ],\n  \"memory\": [\n");
+    fprintf(f, "  ],\n  \"event_latency\": ");
+    if (LAT.ok)
+        fprintf(f, "{\"ns_p50\": %llu, \"ns_p99\": %llu, \"events\": %llu, \"missed\": %llu, \"gap_ns\": %d}",
+                (unsigned long long)LAT.p50, (unsigned long long)LAT.p99, (unsigned long long)LAT.received,
+                (unsigned long long)LAT.missed, LAT_GAP_NS);
+    else
+        fprintf(f, "null");
+    fprintf(f, ",\n  \"memory\": [\n");
     for (size_t i = 0; i < nmem; i++) {
         const memres *m = &MEM[i];
         double n = (double)m->sessions;
@@ -1587,6 +1702,9 @@ int main(int argc, char **argv)
         for (int b = 0; b < 4; b++)
             if (want_impl(order[b]) || (order[b] == IMPL_SHMREG && want_impl(IMPL_COPY)))
                 run_backend(order[b], P.points[i], 0);
+
+    if (want_impl(IMPL_SHMREG))
+        measure_event_latency();
 
     double busy1, steal1;
     if (have_cpu && machine_cpu(&busy1, &steal1) == 0) {
