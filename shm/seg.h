@@ -125,9 +125,6 @@ typedef struct shm_header {
     char pad3[56];
     _Atomic uint32_t pages_used; /* heap pages handed to classes */
     char pad4[60];
-    _Atomic uint64_t spare;
-    char pad5[56];
-    _Atomic uint64_t app[8];     /* words reserved for registry modules */
 } shm_header;
 
 /* The control area: every lock and free list. */
