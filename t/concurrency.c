@@ -280,10 +280,7 @@ int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
     snprintf(path, sizeof path, "%s", test_dir("concurrency"));
-    sh = mmap(NULL, sizeof *sh, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    if (sh == MAP_FAILED)
-        bail_out("mmap failed");
-    memset(sh, 0, sizeof *sh);
+    sh = test_shared(sizeof *sh);
 
     shmreg_options o;
     memset(&o, 0, sizeof o);

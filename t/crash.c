@@ -239,10 +239,7 @@ int main(void)
     note("seed %u", seed);
     srand(seed);
     snprintf(path, sizeof path, "%s", test_dir("crash"));
-    sh = mmap(NULL, sizeof *sh, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    if (sh == MAP_FAILED)
-        bail_out("mmap failed");
-    memset(sh, 0, sizeof *sh);
+    sh = test_shared(sizeof *sh);
 
     shmreg_options o;
     memset(&o, 0, sizeof o);

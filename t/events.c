@@ -48,29 +48,6 @@ static uint64_t now_ns(void)   /* CLOCK_REALTIME, as event times */
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-static double mono_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-static void sleep_us(unsigned us)
-{
-    struct timespec ts = { us / 1000000u, (long)(us % 1000000u) * 1000 };
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-        ;
-}
-
-static void *shared_map(size_t bytes)
-{
-    void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED)
-        bail_out("mmap %zu bytes: %s", bytes, strerror(errno));
-    memset(p, 0, bytes);
-    return p;
-}
-
 static shmreg *open_new(const char *name, uint32_t event_records)
 {
     shmreg_options o;
@@ -251,10 +228,10 @@ static void test_names_and_arguments(void)
     shmreg_id s = new_session(h);
     sub = subscribe(h, SHMREG_EV_ALL, NULL);
     uint64_t missed = 99;
-    double t0 = mono_s();
+    double t0 = test_mono_s();
     is(shmreg_poll(sub, &e, 1, 0, &missed), 0, "a new subscription sees nothing published before it");
     is(missed, 0, "... and missed nothing");
-    ok(mono_s() - t0 < 1.0, "timeout 0 returns at once");
+    ok(test_mono_s() - t0 < 1.0, "timeout 0 returns at once");
     shmreg_sub_stats_get(sub, &st);
     ok(st.delivered == 0 && st.filtered == 0 && st.missed == 0 && st.skipped == 0 &&
        st.next_seq == published(h), "its stats: nothing delivered, filtered or missed; next_seq is the tail (%llu)",
@@ -498,7 +475,7 @@ static void late_publisher(void *arg)
     int mode = (int)(intptr_t)arg;
     shmreg *h = attach();
     atomic_store(&bs->ready, 1);
-    sleep_us(100000);
+    test_sleep_us(100000);
     if (mode == 1) {
         /* Non-matching events first, then the matching one. */
         for (int i = 0; i < 5; i++)
@@ -508,10 +485,10 @@ static void late_publisher(void *arg)
         /* Only non-matching events, every 5 ms for 300 ms. */
         for (int i = 0; i < 60; i++) {
             shmreg_publish(h, NULL, "noise", 5);
-            sleep_us(5000);
+            test_sleep_us(5000);
         }
     } else {
-        atomic_store(&bs->publishing_at, mono_s());
+        atomic_store(&bs->publishing_at, test_mono_s());
         shmreg_publish(h, NULL, "late", 4);
     }
     shmreg_close(h);
@@ -541,24 +518,24 @@ static void test_polling(void)
     for (uint32_t i = 0; i < k; i++)
         inorder &= v[i] == i;
     ok(inorder, "... the 10 in publishing order");
-    double t0 = mono_s();
+    double t0 = test_mono_s();
     is(shmreg_poll(sub, e, 4, 0, NULL), 0, "then, with timeout 0: 0 at once");
-    ok(mono_s() - t0 < 0.5, "... without waiting");
+    ok(test_mono_s() - t0 < 0.5, "... without waiting");
 
     /* Blocking: nothing comes. */
-    t0 = mono_s();
+    t0 = test_mono_s();
     is(shmreg_poll(sub, e, 4, 50 * 1000000ll, NULL), 0, "a 50 ms timeout with nothing published returns 0");
-    ok(mono_s() - t0 >= 0.050, "... after at least 50 ms (%.1f ms)", (mono_s() - t0) * 1e3);
+    ok(test_mono_s() - t0 >= 0.050, "... after at least 50 ms (%.1f ms)", (test_mono_s() - t0) * 1e3);
 
     /* Blocking: another process publishes after 100 ms. */
-    bs = shared_map(sizeof *bs);
+    bs = test_shared(sizeof *bs);
     pid_t pid = test_fork(late_publisher, (void *)0);
     while (!atomic_load(&bs->ready))
         sched_yield();
-    t0 = mono_s();
+    t0 = test_mono_s();
     uint64_t missed = 99;
     int n = shmreg_poll(sub, e, 4, 5000 * 1000000ll, &missed);
-    double woke = mono_s();
+    double woke = test_mono_s();
     is(n, 1, "a poll blocked for up to 5 s returns the event another process publishes 100 ms later");
     ok(n == 1 && e[0].len == 4 && memcmp(e[0].data, "late", 4) == 0 && e[0].pid == pid,
        "... it is that process's 'late' event");
@@ -592,9 +569,9 @@ static void test_polling(void)
     pid = test_fork(late_publisher, (void *)2);
     while (!atomic_load(&bs->ready))
         sched_yield();
-    t0 = mono_s();
+    t0 = test_mono_s();
     n = shmreg_poll(states, e, 4, 150 * 1000000ll, NULL);
-    double took = mono_s() - t0;
+    double took = test_mono_s() - t0;
     is(n, 0, "with only non-matching events arriving, a 150 ms poll returns 0");
     ok(took >= 0.150, "... after at least 150 ms (%.1f ms)", took * 1e3);
     is(test_wait(pid), 0, "... publisher done");
@@ -713,10 +690,10 @@ static void p_subscriber(void *arg)
         last[i] = -1;
     atomic_fetch_add(&ps->ready, 1);
     static shmreg_event e[256];
-    double deadline = mono_s() + 15;
+    double deadline = test_mono_s() + 15;
     /* Only custom events are published here, so every sequence number is
      * either received or missed: stop when all 80000 are accounted for. */
-    while (r->received + r->missed + r->foreign < (uint64_t)P_PRODUCERS * P_EVENTS && mono_s() < deadline) {
+    while (r->received + r->missed + r->foreign < (uint64_t)P_PRODUCERS * P_EVENTS && test_mono_s() < deadline) {
         uint64_t m = 0;
         int n = shmreg_poll(sub, e, 256, 50 * 1000000ll, &m);
         r->missed += m;
@@ -746,7 +723,7 @@ static void p_subscriber(void *arg)
 static void test_many_producers(void)
 {
     shmreg *h = open_new("ev-mp", 1u << 17);
-    ps = shared_map(sizeof *ps);
+    ps = test_shared(sizeof *ps);
     uint64_t p0 = published(h);
     pid_t sp[P_SUBS], pp[P_PRODUCERS];
     for (int k = 0; k < P_SUBS; k++)
@@ -755,14 +732,14 @@ static void test_many_producers(void)
         pp[k] = test_fork(producer, (void *)(intptr_t)k);
     while (atomic_load(&ps->ready) < P_SUBS + P_PRODUCERS)
         sched_yield();
-    double t0 = mono_s();
+    double t0 = test_mono_s();
     atomic_store(&ps->go, 1);
     int bad = 0;
     for (int k = 0; k < P_PRODUCERS; k++)
         bad += test_wait(pp[k]) != 0;
     for (int k = 0; k < P_SUBS; k++)
         bad += test_wait(sp[k]) != 0;
-    diag("4 x 20000 events to 3 subscribers in %.0f ms; %ld EBUSY retries", (mono_s() - t0) * 1e3,
+    diag("4 x 20000 events to 3 subscribers in %.0f ms; %ld EBUSY retries", (test_mono_s() - t0) * 1e3,
          atomic_load(&ps->ebusy));
     is(bad, 0, "4 producer and 3 subscriber processes exited cleanly");
     is(atomic_load(&ps->perr), 0, "no publish failed");
@@ -847,7 +824,7 @@ static void test_after_fork(void)
 {
     fork_h = open_new("ev-fork", 0);
     fork_sub = subscribe(fork_h, SHMREG_EV_ALL, NULL);
-    fk = shared_map(sizeof *fk);
+    fk = test_shared(sizeof *fk);
     shmreg_publish(fork_h, NULL, "parent", 6);
     uint64_t p0 = published(fork_h);
     pid_t pid = test_fork(forked_child, NULL);

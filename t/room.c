@@ -55,29 +55,6 @@ static uint64_t now_ns(void)   /* CLOCK_REALTIME, as the registry's times */
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-static double mono_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-static void sleep_us(unsigned us)
-{
-    struct timespec ts = { us / 1000000u, (long)(us % 1000000u) * 1000 };
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-        ;
-}
-
-static void *shared_map(size_t bytes)
-{
-    void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED)
-        bail_out("mmap %zu bytes: %s", bytes, strerror(errno));
-    memset(p, 0, bytes);
-    return p;
-}
-
 
 /* Create a fresh registry (path kept in g_path). */
 static shmreg *open_new(const char *name, uint32_t max_sessions, uint64_t heap, uint32_t max_rooms)
@@ -1039,8 +1016,8 @@ static void flipper(void *arg)
         atomic_store(&fs->want_status[round], cycle[(k - 1) % 5]);
         atomic_store(&fs->want_audio[round], audio);
         atomic_store(&fs->round, round);
-        double give_up = mono_s() + 10;
-        while (atomic_load(&fs->ack) < round && mono_s() < give_up)
+        double give_up = test_mono_s() + 10;
+        while (atomic_load(&fs->ack) < round && test_mono_s() < give_up)
             sched_yield();
     }
     shmreg_close(h);
@@ -1066,7 +1043,7 @@ static void mover(void *arg)
 static void test_in_place(void)
 {
     shmreg *h = open_new("room-inplace", 64, 0, 32);
-    fs = shared_map(sizeof *fs);
+    fs = test_shared(sizeof *fs);
     fs->session = new_session(h);
     fs->room = new_room(h, "in place", 8);
     char uri[600], disp[300];
@@ -1089,9 +1066,9 @@ static void test_in_place(void)
 
     pid_t pid = test_fork(flipper, NULL);
     int seen = 0, same_ptr = 1, same_bytes = 1, status_ok = 1, audio_ok = 1;
-    double give_up = mono_s() + 15;
-    for (int round = 1; round <= FLIP_ROUNDS && mono_s() < give_up; round++) {
-        while (atomic_load(&fs->round) < round && mono_s() < give_up)
+    double give_up = test_mono_s() + 15;
+    for (int round = 1; round <= FLIP_ROUNDS && test_mono_s() < give_up; round++) {
+        while (atomic_load(&fs->round) < round && test_mono_s() < give_up)
             sched_yield();
         if (atomic_load(&fs->round) < round)
             break;
@@ -1121,12 +1098,12 @@ static void test_in_place(void)
      * joins and leaves in another process. */
     cur = 0;
     shmreg_participant_next(h, &fs->room, &cur, &p);
-    double t0 = mono_s();
+    double t0 = test_mono_s();
     pid = test_fork(mover, NULL);
     is(test_wait(pid), 0, "another process joins and leaves 200 times while this one is mid-listing");
     is(atomic_load(&fs->moves_done), 200, "... all 200 cycles done");
     is(atomic_load(&fs->errors), 0, "... without an error");
-    ok(mono_s() - t0 < 10, "... without waiting for the reader (%.3f s)", mono_s() - t0);
+    ok(test_mono_s() - t0 < 10, "... without waiting for the reader (%.3f s)", test_mono_s() - t0);
     int rest = 0;
     while ((rc = shmreg_participant_next(h, &fs->room, &cur, &p)) == 0)
         rest++;
@@ -1202,9 +1179,9 @@ static void worker(void *arg)
     }
     while (!atomic_load(&ws->go))
         sched_yield();
-    double end = mono_s() + 2.0;
+    double end = test_mono_s() + 2.0;
     char uri[64], disp[64];
-    while (mono_s() < end) {
+    while (test_mono_s() < end) {
         int i = (int)(rand_r(&seed) % W_SESSIONS), rc;
         struct w_belief *x = &b[i];
         unsigned what = rand_r(&seed) % 16;
@@ -1284,7 +1261,7 @@ static void worker(void *arg)
 static void test_workers(void)
 {
     shmreg *h = open_new("room-workers", 1024, 0, 32);
-    ws = shared_map(sizeof *ws);
+    ws = test_shared(sizeof *ws);
     for (int r = 0; r < W_ROOMS; r++) {
         char name[16];
         snprintf(name, sizeof name, "conf%d", r);
@@ -1293,7 +1270,7 @@ static void test_workers(void)
     pid_t pid[W_PROCS];
     for (int k = 0; k < W_PROCS; k++)
         pid[k] = test_fork(worker, (void *)(intptr_t)k);
-    sleep_us(100000); /* let them create their sessions */
+    test_sleep_us(100000); /* let them create their sessions */
     atomic_store(&ws->go, 1);
     int bad = 0;
     for (int k = 0; k < W_PROCS; k++)
@@ -1433,7 +1410,7 @@ static void race_reader(void *arg)
 static void test_max_race(void)
 {
     shmreg *h = open_new("room-race", 1024, 0, 32);
-    rs = shared_map(sizeof *rs);
+    rs = test_shared(sizeof *rs);
     rs->room = new_room(h, "sixteen", R_MAX);
     shmreg_room_transition(h, &rs->room, SHMREG_ROOM_ANY, SHMREG_ROOM_ACTIVE, NULL);
     pid_t rd = test_fork(race_reader, NULL), pid[R_PROCS];
@@ -1630,7 +1607,7 @@ static void k_verify(shmreg *h, struct roster *ro, struct k_tally *t)
 static void test_killed_joiners(void)
 {
     shmreg *h = open_new("room-kill", 256, 32u << 20, 32);
-    ks = shared_map(sizeof *ks);
+    ks = test_shared(sizeof *ks);
     for (int r = 0; r < K_ROOMS; r++)
         ks->rooms[r] = new_room(h, "crash", K_MAX);
     for (int i = 0; i < K_SESSIONS; i++)
@@ -1643,10 +1620,10 @@ static void test_killed_joiners(void)
     for (int v = 0; v < K_KILLS; v++) {
         atomic_store(&ks->ready, 0);
         pid_t pid = test_fork(victim, NULL);
-        double give_up = mono_s() + 5;
-        while (!atomic_load(&ks->ready) && mono_s() < give_up)
+        double give_up = test_mono_s() + 5;
+        while (!atomic_load(&ks->ready) && test_mono_s() < give_up)
             sched_yield();
-        sleep_us(rand_r(&seed) % 3000);
+        test_sleep_us(rand_r(&seed) % 3000);
         kill(pid, SIGKILL);
         killed += test_wait(pid) == 128 + SIGKILL;
         k_verify(h, ro, &t);
@@ -1736,7 +1713,7 @@ static void claim_victim(void *arg)
 static void test_dead_claim(void)
 {
     shmreg *h = open_new("room-claim", 1024, 2u << 20, 32);
-    cs = shared_map(sizeof *cs);
+    cs = test_shared(sizeof *cs);
     cs->room = new_room(h, "claim", 4);
     cs->session = new_session(h);
     static shmreg_id s[C_SESSIONS];
@@ -1756,10 +1733,10 @@ static void test_dead_claim(void)
     shmreg_read_begin(h);               /* pins what the victim retires */
     pid_t pid = test_fork(claim_victim, NULL);
     atomic_store(&cs->go, 1);
-    double give_up = mono_s() + 5;
-    while (!atomic_load(&cs->joining) && mono_s() < give_up)
+    double give_up = test_mono_s() + 5;
+    while (!atomic_load(&cs->joining) && test_mono_s() < give_up)
         sched_yield();
-    sleep_us(3000);
+    test_sleep_us(3000);
     died_mid_join = atomic_load(&cs->joining) && !atomic_load(&cs->returned);
     kill(pid, SIGKILL);
     is(test_wait(pid), 128 + SIGKILL, "a joiner was killed with SIGKILL");
@@ -1820,12 +1797,12 @@ static void leaver(void *arg)
     (void)arg;
     shmreg *h = attach();
     atomic_store(&ls->ready, 1);
-    double t0 = mono_s();
+    double t0 = test_mono_s();
     for (int i = 0; i < L_SESSIONS; i++) {
         if (shmreg_room_leave(h, &ls->room[i / L_PER_ROOM], &ls->sess[i]) == 0)
             atomic_fetch_add(&ls->left, 1);
     }
-    atomic_store(&ls->took, mono_s() - t0);
+    atomic_store(&ls->took, test_mono_s() - t0);
     for (;;)
         pause();
 }
@@ -1833,7 +1810,7 @@ static void leaver(void *arg)
 static void test_killed_leavers(void)
 {
     shmreg *h = open_new("room-leave", 2048, 0, 128);
-    ls = shared_map(sizeof *ls);
+    ls = test_shared(sizeof *ls);
     for (int r = 0; r < L_ROOMS; r++)
         ls->room[r] = new_room(h, "leave", L_PER_ROOM);
     ls->elsewhere = new_room(h, "elsewhere", 4);
@@ -1859,8 +1836,8 @@ static void test_killed_leavers(void)
                 sched_yield();
             run = atomic_load(&ls->took);
         } else {
-            double until = mono_s() + run * (rand_r(&seed) % 1000) / 1000.0;
-            while (mono_s() < until)
+            double until = test_mono_s() + run * (rand_r(&seed) % 1000) / 1000.0;
+            while (test_mono_s() < until)
                 ;
         }
         kill(pid, SIGKILL);

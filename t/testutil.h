@@ -32,4 +32,15 @@ pid_t test_fork(void (*fn)(void *), void *arg);
  * number if it was killed by a signal, or -1 if waitpid failed. */
 int test_wait(pid_t pid);
 
+/* `bytes` of zeroed memory shared with the children forked afterwards
+ * (MAP_SHARED | MAP_ANONYMOUS), for their counters and hand-offs. Bails
+ * out if it cannot be mapped. */
+void *test_shared(size_t bytes);
+
+/* Sleep `us` microseconds, resuming after signals. */
+void test_sleep_us(unsigned us);
+
+/* CLOCK_MONOTONIC in seconds, for deadlines and watchdogs. */
+double test_mono_s(void);
+
 #endif
