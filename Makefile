@@ -53,6 +53,12 @@ DEPS := liblmdb-dev libsodium-dev perl python3 sip-tester redis-server libhiredi
 # ------------------------------------------------------------ sources
 LIB_SRC   := $(wildcard shm/*.c registry/*.c)
 LIB_OBJ   := $(LIB_SRC:%.c=$(O)/%.o)
+# The test library: the same sources compiled again with SHMREG_TESTING,
+# which adds what must never ship: test hooks (shm_ring_*_for_test) and the
+# named crash points (shm/crashpoint.h). Tests link it; the installed
+# libshmreg.a / libshmreg.so never contain either.
+TLIB_OBJ  := $(LIB_SRC:%.c=$(O)/testlib/%.o)
+TLIBA     := $(B)/libshmreg-test.a
 SO_REAL   := libshmreg.so.$(VERSION)
 LIBA      := $(B)/libshmreg.a
 LIBSO     := $(B)/libshmreg.so
@@ -85,19 +91,28 @@ $(O)/%.o: %.c
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) -MMD -MP -c -o $@ $<
 
-# Tests may include their helpers (t/tap.h, t/testutil.h).
-$(O)/t/%.o: XCFLAGS := -It
+# Tests may include their helpers (t/tap.h, t/testutil.h) and see the
+# test-only declarations of the engine.
+$(O)/t/%.o: XCFLAGS := -It -DSHMREG_TESTING
 
--include $(ALL_OBJ:.o=.d)
+$(O)/testlib/%.o: %.c
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -DSHMREG_TESTING -MMD -MP -c -o $@ $<
+
+-include $(ALL_OBJ:.o=.d) $(TLIB_OBJ:.o=.d)
 # Keep test objects (make would delete them as intermediates); never
 # leave a half-written target behind after a failed command.
-.SECONDARY: $(ALL_OBJ)
+.SECONDARY: $(ALL_OBJ) $(TLIB_OBJ)
 .DELETE_ON_ERROR:
 
 # ------------------------------------------------------------ library
 # A fresh archive each time: `ar r` into an old one would keep members of
 # deleted sources.
 $(LIBA): $(LIB_OBJ)
+	@mkdir -p $(@D)
+	rm -f $@ && $(AR) rcs $@ $^
+
+$(TLIBA): $(TLIB_OBJ)
 	@mkdir -p $(@D)
 	rm -f $@ && $(AR) rcs $@ $^
 
@@ -130,9 +145,9 @@ $(B)/tools/shmreg-bench: $(LIBA)
 	@mkdir -p $(@D)
 	$(CC) $(ALL_LDFLAGS) -o $@ $(filter %.o,$^) $(LIBA) $(LIBS) $(BENCH_LIBS)
 
-$(B)/t/%.t: $(O)/t/%.o $(T_SUPPORT:%.c=$(O)/%.o) $(LIBA)
+$(B)/t/%.t: $(O)/t/%.o $(T_SUPPORT:%.c=$(O)/%.o) $(TLIBA)
 	@mkdir -p $(@D)
-	$(CC) $(ALL_LDFLAGS) -o $@ $(filter %.o,$^) $(LIBA) $(TEST_LIBS)
+	$(CC) $(ALL_LDFLAGS) -o $@ $(filter %.o,$^) $(TLIBA) $(TEST_LIBS)
 
 # ------------------------------------------------------------ tests
 # Tests are executables (prove --exec ''), run two at a time, each run in a

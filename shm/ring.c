@@ -648,6 +648,7 @@ int shm_ring_publish(shm_ring *ring, uint32_t type, const void *payload,
     return 0;
 }
 
+#ifdef SHMREG_TESTING /* test hooks: never in a shipped library */
 int shm_ring_claim_for_test(shm_ring *ring, int mark, uint64_t *seq)
 {
     if (!ring || !seq)
@@ -683,6 +684,7 @@ int shm_ring_commit_for_test(shm_ring *ring, uint64_t seq, uint32_t type,
     slot_fill_commit(ring, sl, seq, type, payload, len);
     return 0;
 }
+#endif
 
 /* ---------------------------------------------------------------- subscribers */
 

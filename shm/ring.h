@@ -242,6 +242,7 @@ int shm_ring_slot_state(const shm_ring *ring, uint64_t seq, pid_t *pid);
 
 /* ---------------------------------------------------------------- test hooks */
 
+#ifdef SHMREG_TESTING /* built into the test library only (Makefile) */
 /* For tests only: claim the next sequence number (*seq) as a producer does
  * and stop there, as if descheduled (or, in a child that then dies,
  * killed). mark = 0 stops right after the fetch_add, leaving this thread's
@@ -255,5 +256,6 @@ int shm_ring_claim_for_test(shm_ring *ring, int mark, uint64_t *seq);
  * write the record, commit. Returns as shm_ring_publish(). */
 int shm_ring_commit_for_test(shm_ring *ring, uint64_t seq, uint32_t type,
                              const void *payload, uint32_t len);
+#endif
 
 #endif /* SHM_RING_H */
