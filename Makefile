@@ -20,8 +20,10 @@
 # symlinked to the top level (./libshmreg.a, ./libshmreg.so ->
 # build/release/...) so `-L. -lshmreg` works from a checkout.
 
-VERSION  := 0.1.0
-SOMAJOR  := 0
+# The version lives in one place, registry/shmreg.h; the SONAME is its MAJOR.
+ver_part = $(shell sed -n 's/^\#define SHMREG_VERSION_$(1) \([0-9]*\)$$/\1/p' registry/shmreg.h)
+SOMAJOR  := $(call ver_part,MAJOR)
+VERSION  := $(SOMAJOR).$(call ver_part,MINOR).$(call ver_part,PATCH)
 VARIANT  ?= release
 B        := build/$(VARIANT)
 O        := $(B)/obj
@@ -116,10 +118,11 @@ $(TLIBA): $(TLIB_OBJ)
 	@mkdir -p $(@D)
 	rm -f $@ && $(AR) rcs $@ $^
 
-$(LIBSO): $(LIB_OBJ)
+$(LIBSO): $(LIB_OBJ) registry/shmreg.map
 	@mkdir -p $(@D)
 	$(CC) -shared -Wl,-soname,libshmreg.so.$(SOMAJOR) -Wl,--no-undefined \
-	    $(ALL_LDFLAGS) -o $(B)/$(SO_REAL) $^ $(LIBS)
+	    -Wl,--version-script=registry/shmreg.map \
+	    $(ALL_LDFLAGS) -o $(B)/$(SO_REAL) $(filter %.o,$^) $(LIBS)
 	ln -sf $(SO_REAL) $(B)/libshmreg.so.$(SOMAJOR)
 	ln -sf libshmreg.so.$(SOMAJOR) $@
 

@@ -1707,6 +1707,7 @@ int shmreg_config_view_info(const shmreg_config_view *v, shmreg_config_info *out
     VIEW_CHECK(v);
     if (!out)
         return shmreg__fail(SHMREG_EINVAL, "out is NULL");
+    memset(out, 0, sizeof *out);
     out->gen = v->gen;
     out->snapshot_gen = v->snap_gen;
     out->written_ns = v->written_ns;

@@ -291,6 +291,7 @@ static int dialog_view(shmreg *h, uint64_t rec, shmreg_dialog *out)
         return shmreg__fail(SHMREG_ECORRUPT, "dialog offset %llu is not a record", (unsigned long long)rec);
     dialog_strs(d, &out->call_id, &out->local_tag, &out->remote_tag);
     memcpy(out->session.bytes, d->sid, 16);
+    memset(out->reserved, 0, sizeof out->reserved);
     return 0;
 }
 

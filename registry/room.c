@@ -371,6 +371,7 @@ static void room_view(shmreg *h, reg_room *r, uint64_t st, shmreg_room *out)
         out->participants += atomic_load_explicit(&r->roster[i], memory_order_relaxed) != 0;
     out->created_ns = r->created_ns;
     out->config_gen = r->config_gen;
+    memset(out->reserved, 0, sizeof out->reserved);
 }
 
 int shmreg_room_get(shmreg *h, const shmreg_id *room, shmreg_room *out)
@@ -616,6 +617,7 @@ int shmreg_participant_next(shmreg *h, const shmreg_id *room, uint64_t *cursor, 
         out->audio_active = (int)atomic_load(&p->audio);
         out->rtp_port = p->rtp_port;
         out->joined_ns = p->joined_ns;
+        memset(out->reserved, 0, sizeof out->reserved);
         *cursor = i + 1;
         return 0;
     }

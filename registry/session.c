@@ -519,6 +519,12 @@ static int session_view(shmreg *h, uint32_t si, uint64_t st, shmreg_session *out
     out->ndialogs = 0;
     for (unsigned i = 0; i < SHMREG_MAX_DIALOGS_PER_SESSION; i++)
         out->ndialogs += atomic_load_explicit(&x->dlg[i], memory_order_relaxed) != 0;
+    /* The ABI's spare capacity: written, as empty, like every other byte. */
+    memset(&out->str[SHMREG_FIELD_STR_COUNT], 0,
+           sizeof out->str - SHMREG_FIELD_STR_COUNT * sizeof out->str[0]);
+    memset(&out->counter[SHMREG_CTR_COUNT], 0,
+           sizeof out->counter - SHMREG_CTR_COUNT * sizeof out->counter[0]);
+    memset(out->reserved, 0, sizeof out->reserved);
     return 0;
 }
 
@@ -599,13 +605,16 @@ void reg_count(shmreg *h, uint64_t counts[SHMREG_STATE_COUNT], uint64_t *dialogs
     }
 }
 
-int shmreg_session_counts(shmreg *h, uint64_t counts[SHMREG_STATE_COUNT])
+int shmreg_session_counts(shmreg *h, uint64_t *counts, size_t n)
 {
     int rc = shmreg__usable(h);
     if (rc)
         return rc;
-    if (counts == NULL)
-        return shmreg__fail(SHMREG_EINVAL, "NULL counts");
-    reg_count(h, counts, NULL);
+    if (counts == NULL || n == 0)
+        return shmreg__fail(SHMREG_EINVAL, "NULL counts or n 0");
+    uint64_t all[SHMREG_STATE_COUNT];
+    reg_count(h, all, NULL);
+    for (size_t i = 0; i < n; i++)
+        counts[i] = i < SHMREG_STATE_COUNT ? all[i] : 0;
     return 0;
 }

@@ -43,6 +43,45 @@
 extern "C" {
 #endif
 
+/* ---------------------------------------------------------------- version
+ *
+ * Semantic versioning of the binary interface (see README "ABI policy"):
+ * PATCH fixes bugs and changes no declaration; MINOR adds functions,
+ * constants or fields carved from a struct's reserved tail, and every
+ * program built against an older MINOR of the same MAJOR keeps working;
+ * MAJOR (the SONAME, libshmreg.so.MAJOR) changes only when an existing
+ * declaration, struct size or behaviour has to break. The segment format
+ * is versioned separately (SHMREG_EVERSION names the difference). */
+#define SHMREG_VERSION_MAJOR 1
+#define SHMREG_VERSION_MINOR 0
+#define SHMREG_VERSION_PATCH 0
+#define SHMREG_VERSION_NUM(a, b, c) (((a) << 24) | ((b) << 16) | (c))
+#define SHMREG_VERSION \
+    SHMREG_VERSION_NUM(SHMREG_VERSION_MAJOR, SHMREG_VERSION_MINOR, SHMREG_VERSION_PATCH)
+#define SHMREG_VERSION_STRING "shmreg 1.0.0: (November 27, 2026)"
+
+/* The version of the library actually linked, which may be newer than the
+ * header a program was built with. Each of major, minor, patch may be NULL.
+ * Returns SHMREG_VERSION_STRING of the library: a static string. Never
+ * fails. */
+const char *shmreg_version(int *major, int *minor, int *patch);
+
+/* ---------------------------------------------------------------- growth
+ *
+ * How public structs grow without breaking the ABI. Every struct that a
+ * caller fills in or receives ends in a reserved tail (`_reserved`) that
+ * later MINOR versions carve new fields from; its size never changes
+ * within a MAJOR version. Arrays in structs have fixed capacities
+ * (SHMREG_FIELD_STR_MAX, SHMREG_CTR_MAX) larger than today's enum counts,
+ * and functions that fill caller arrays take their length.
+ *  - Structs you fill in (shmreg_options, shmreg_fields,
+ *    shmreg_config_options): zero the whole struct first (`= {0}` or a
+ *    designated initializer). A field added later reads zero from old
+ *    programs, and zero always means "as before".
+ *  - Structs you receive (views, stats, events, reports): the library
+ *    writes every byte, the reserved tail as zero. Do not rely on it staying
+ *    zero: a later MINOR may fill it. */
+
 /* ---------------------------------------------------------------- errors */
 
 #define SHMREG_OK         0
@@ -105,6 +144,7 @@ typedef struct shmreg_options {
     uint32_t event_records;  /* event ring size, a power of two >= 64; default 65536 */
     uint32_t max_rooms;      /* conference rooms at once (rounded up to a power of
                               * two, at least 32); default 1024 */
+    uint64_t reserved[8];        /* reserved for later fields (see "growth") */
 } shmreg_options;
 
 /* Open (attach to) the registry in directory `path`, creating it when
@@ -214,14 +254,19 @@ enum shmreg_field {
     SHMREG_FIELD_REMOTE_RTP_PORT,
     SHMREG_FIELD_COUNT
 };
+/* Capacity of the str[] arrays of shmreg_fields and shmreg_session: fixed
+ * for the ABI, larger than SHMREG_FIELD_STR_COUNT (the fields that exist);
+ * entries past the count are ignored on input and empty on output. */
+#define SHMREG_FIELD_STR_MAX 16
 #define SHMREG_MASK(field) (1u << (field))
 #define SHMREG_MASK_ALL ((1u << SHMREG_FIELD_COUNT) - 1u)
 
 /* Input for create and update. str[i] with ptr == NULL and len == 0 is the
  * empty string. */
 typedef struct shmreg_fields {
-    shmreg_str str[SHMREG_FIELD_STR_COUNT];
+    shmreg_str str[SHMREG_FIELD_STR_MAX];
     uint16_t local_rtp_port, remote_rtp_port;
+    uint64_t reserved[4];        /* reserved for later fields (see "growth") */
 } shmreg_fields;
 
 /* RTP counters, updated in place with atomic adds. */
@@ -233,6 +278,7 @@ enum shmreg_counter {
     SHMREG_CTR_PACKETS_LOST,
     SHMREG_CTR_COUNT
 };
+#define SHMREG_CTR_MAX 8 /* capacity of shmreg_session.counter[] (fixed for the ABI) */
 
 enum shmreg_sdp { SHMREG_SDP_LOCAL = 0, SHMREG_SDP_REMOTE = 1 };
 
@@ -244,14 +290,15 @@ enum shmreg_sdp { SHMREG_SDP_LOCAL = 0, SHMREG_SDP_REMOTE = 1 };
 typedef struct shmreg_session {
     shmreg_id id;
     int state;                          /* shmreg_state */
-    shmreg_str str[SHMREG_FIELD_STR_COUNT];
+    shmreg_str str[SHMREG_FIELD_STR_MAX];
     uint16_t local_rtp_port, remote_rtp_port;
     shmreg_str sdp[2];                  /* [SHMREG_SDP_LOCAL], [SHMREG_SDP_REMOTE] */
     uint64_t created_ns, updated_ns;
     int32_t owner_pid;                  /* pid of the creating process */
     uint64_t config_gen;                /* config generation at create */
-    uint64_t counter[SHMREG_CTR_COUNT];
+    uint64_t counter[SHMREG_CTR_MAX];   /* [SHMREG_CTR_COUNT..] are 0 */
     uint32_t ndialogs;                  /* dialogs bound to it */
+    uint64_t reserved[8];        /* reserved for later fields (see "growth") */
 } shmreg_session;
 
 /* Room for a new block or slot: an allocation that finds the heap or the
@@ -318,10 +365,13 @@ int shmreg_session_get(shmreg *h, const shmreg_id *id, shmreg_session *out);
 int shmreg_session_next(shmreg *h, uint64_t *cursor, int state_filter,
                         shmreg_session *out);
 
-/* Count live sessions by state: counts[s] for s in 1..9, counts[0] = total.
- * Walks the table (O(sessions in use)); takes no lock.
- * Errors: SHMREG_EINVAL, SHMREG_ECORRUPT, SHMREG_EFORK. */
-int shmreg_session_counts(shmreg *h, uint64_t counts[SHMREG_STATE_COUNT]);
+/* Count live sessions by state into counts[0..n-1]: counts[s] for each
+ * state s < n, counts[0] = total. Pass n = SHMREG_STATE_COUNT (states a
+ * later version adds are counted in counts[0] but not given an entry when
+ * n is smaller; entries past the last state are 0). Walks the table
+ * (O(sessions in use)); takes no lock.
+ * Errors: SHMREG_EINVAL (NULL counts, n 0), SHMREG_ECORRUPT, SHMREG_EFORK. */
+int shmreg_session_counts(shmreg *h, uint64_t *counts, size_t n);
 
 /* ---------------------------------------------------------------- dialogs */
 
@@ -329,6 +379,7 @@ int shmreg_session_counts(shmreg *h, uint64_t counts[SHMREG_STATE_COUNT]);
 typedef struct shmreg_dialog {
     shmreg_str call_id, local_tag, remote_tag;
     shmreg_id session;
+    uint64_t reserved[4];        /* reserved for later fields (see "growth") */
 } shmreg_dialog;
 
 /* Bind (call_id, local_tag, remote_tag) -> session, insert-if-absent.
@@ -382,6 +433,7 @@ typedef struct shmreg_stats {
     uint64_t events_dropped;     /* publishes abandoned (slot held by a stalled producer) */
     uint64_t events_stolen;      /* ring slots taken back from dead producers */
     uint32_t max_rooms, rooms;   /* conference rooms: capacity, in use */
+    uint64_t reserved[16];        /* reserved for later fields (see "growth") */
 } shmreg_stats;
 
 /* Fill *st. Takes no lock; figures are a moment's snapshot.
@@ -396,6 +448,7 @@ typedef struct shmreg_handle_info {
     uint64_t read_age_ns;        /* how long that section has been open */
     uint64_t attached_ns;        /* when the handle was opened */
     int self;                    /* 1 for the calling handle */
+    uint64_t reserved[4];        /* reserved for later fields (see "growth") */
 } shmreg_handle_info;
 
 /* Iterate the handle table's used slots (cursor from 0; SHMREG_ENOENT at
@@ -419,6 +472,7 @@ typedef struct shmreg_check_report {
     uint64_t stale_handles;   /* handles of dead processes */
     uint64_t reaped_handles;  /* with REPAIR: of those, cleared */
     uint64_t sessions, dialogs, heap_blocks_used, heap_blocks_free;
+    uint64_t reserved[8];        /* reserved for later fields (see "growth") */
 } shmreg_check_report;
 
 /* Called once per problem with a one-line description. */
@@ -493,6 +547,7 @@ typedef struct shmreg_room {
     uint32_t max_participants, participants;
     uint64_t created_ns;
     uint64_t config_gen;            /* config generation at create */
+    uint64_t reserved[4];        /* reserved for later fields (see "growth") */
 } shmreg_room;
 
 /* A participant read in place: uri and display_name valid until the
@@ -504,6 +559,7 @@ typedef struct shmreg_participant {
     int audio_active;               /* 0 or 1 */
     uint16_t rtp_port;
     uint64_t joined_ns;
+    uint64_t reserved[4];        /* reserved for later fields (see "growth") */
 } shmreg_participant;
 
 /* Create a room (state Creating) with a fresh random ID. max_participants
@@ -619,6 +675,7 @@ typedef struct shmreg_event {
     uint64_t config_gen;     /* CONFIG_CHANGED */
     uint32_t len;            /* CUSTOM */
     unsigned char data[SHMREG_EVENT_DATA_MAX];
+    uint64_t reserved[4];        /* reserved for later fields (see "growth") */
 } shmreg_event;
 
 typedef struct shmreg_sub shmreg_sub; /* a subscription: one process, one thread */
@@ -652,6 +709,7 @@ typedef struct shmreg_sub_stats {
     uint64_t missed;        /* lapped or skipped, in all */
     uint64_t skipped;       /* of missed: dead producers' records */
     uint64_t next_seq;      /* where the subscriber stands in the ring */
+    uint64_t reserved[4];        /* reserved for later fields (see "growth") */
 } shmreg_sub_stats;
 
 /* Counters of a subscription since it was made. Errors: SHMREG_EINVAL. */
@@ -766,6 +824,7 @@ typedef struct shmreg_config_value {
     int64_t num;            /* INT; BOOL: 0 or 1 */
     uint32_t count;         /* LIST: items; PAIRS: pairs */
     const void *priv_[2];   /* LIST, PAIRS: private to the library */
+    uint64_t reserved[2];        /* reserved for later fields (see "growth") */
 } shmreg_config_value;
 
 /* Field bits of the media config: `set` of shmreg_config_media says which
@@ -793,6 +852,7 @@ typedef struct shmreg_config_media {
     shmreg_str moh_path;          /* in place; "" when unset */
     uint32_t ncodecs;             /* see shmreg_config_codec() */
     uint32_t nattrs;              /* see shmreg_config_attr() */
+    uint64_t reserved[4];        /* reserved for later fields (see "growth") */
 } shmreg_config_media;
 
 typedef struct shmreg_config_view shmreg_config_view; /* opaque, handle-owned */
@@ -812,6 +872,7 @@ typedef struct shmreg_config_options {
                          * registry). An absolute path of a directory on
                          * disk: configs survive reboot (created 0700/0770
                          * if missing; its parent must exist). */
+    uint64_t reserved[8];        /* reserved for later fields (see "growth") */
 } shmreg_config_options;
 
 /* Choose where and how big the registry's LMDB environment is. Optional:
@@ -876,6 +937,7 @@ typedef struct shmreg_config_info {
     uint64_t written_ns;    /* when it was written (CLOCK_REALTIME) */
     uint32_t entries;       /* entries in the config */
     uint32_t bytes;         /* encoded size */
+    uint64_t reserved[4];        /* reserved for later fields (see "growth") */
 } shmreg_config_info;
 
 /* Describe a view. Errors: SHMREG_EINVAL (NULL). */

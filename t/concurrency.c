@@ -342,7 +342,7 @@ int main(void)
 
     long live = tot.created - tot.deleted;
     uint64_t c[SHMREG_STATE_COUNT];
-    shmreg_session_counts(h, c);
+    shmreg_session_counts(h, c, SHMREG_STATE_COUNT);
     is(c[0], live, "session_counts: live sessions == created - deleted (%ld)", live);
     uint64_t bystate = 0;
     for (int s = 1; s < SHMREG_STATE_COUNT; s++)
@@ -393,7 +393,7 @@ int main(void)
     for (long i = 0; i < n; i++)
         rc |= shmreg_session_delete(h, &ids[i]);
     is(rc, 0, "delete every session");
-    shmreg_session_counts(h, c);
+    shmreg_session_counts(h, c, SHMREG_STATE_COUNT);
     is(c[0], 0, "no session is left");
     shmreg_stat(h, &st);
     is(st.dialogs, 0, "no dialog is left");

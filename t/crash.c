@@ -358,7 +358,7 @@ int main(void)
     is(listed, 1, "handle_next lists only our handle");
 
     uint64_t c[SHMREG_STATE_COUNT];
-    shmreg_session_counts(h, c);
+    shmreg_session_counts(h, c, SHMREG_STATE_COUNT);
     is(r3.sessions, c[0], "the check counts as many sessions as session_counts (%llu)",
        (unsigned long long)c[0]);
     is(r3.dialogs, st.dialogs, "and as many dialogs as stat (%u)", st.dialogs);
@@ -396,7 +396,7 @@ int main(void)
         rc |= shmreg_session_delete(h, &ids[i]);
     is(rc, 0, "delete them all");
     free(ids);
-    shmreg_session_counts(h, c);
+    shmreg_session_counts(h, c, SHMREG_STATE_COUNT);
     is(c[0], 0, "no session is left");
     shmreg_stat(h, &st);
     is(st.sessions, 0, "stat.sessions is 0");

@@ -62,7 +62,7 @@ static void misuse_inherited(void *arg)
     is(shmreg_session_delete(h, &sid), SHMREG_EFORK, "session_delete on an inherited handle");
     is(shmreg_session_next(h, &cur, SHMREG_STATE_ANY, &v), SHMREG_EFORK,
        "session_next on an inherited handle");
-    is(shmreg_session_counts(h, counts), SHMREG_EFORK, "session_counts on an inherited handle");
+    is(shmreg_session_counts(h, counts, SHMREG_STATE_COUNT), SHMREG_EFORK, "session_counts on an inherited handle");
     is(shmreg_dialog_bind(h, SS("c2"), SS("l"), SS("r"), &sid), SHMREG_EFORK,
        "dialog_bind on an inherited handle");
     is(shmreg_dialog_find(h, SS("c"), SS("l"), SS("r"), &id), SHMREG_EFORK,
@@ -169,7 +169,7 @@ int main(void)
     is(v.ndialogs, 1, "one dialog, as before");
     shmreg_read_end(h);
     uint64_t c[SHMREG_STATE_COUNT];
-    shmreg_session_counts(h, c);
+    shmreg_session_counts(h, c, SHMREG_STATE_COUNT);
     is(c[0], 2, "two sessions: the parent's and the one the child made with its own handle");
     shmreg_stats st;
     shmreg_stat(h, &st);

@@ -340,7 +340,7 @@ static void test_busy(shmreg *h)
     ok(churn_seen > 0, "the walks saw the writer's sessions too (%ld)", churn_seen);
 
     uint64_t c[SHMREG_STATE_COUNT];
-    shmreg_session_counts(h, c);
+    shmreg_session_counts(h, c, SHMREG_STATE_COUNT);
     long left = atomic_load(&sh->created) - atomic_load(&sh->deleted);
     is(c[0], 50 + left, "afterwards the registry holds the 50 plus the writer's last %ld", left);
     long n = 0;

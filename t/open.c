@@ -212,7 +212,7 @@ static void test_create(void)
     is(shmreg_open(P, NULL, &h), 0, "the registry can be reopened after every handle closed");
     if (h) {
         uint64_t c[SHMREG_STATE_COUNT];
-        shmreg_session_counts(h, c);
+        shmreg_session_counts(h, c, SHMREG_STATE_COUNT);
         is(c[0], 1, "the session outlived the handles");
         shmreg_close(h);
     }

@@ -306,7 +306,7 @@ static void test_update(shmreg *h)
               SHMREG_EINVAL, "update with mask bit 31");
 
     uint64_t c0[SHMREG_STATE_COUNT], c1[SHMREG_STATE_COUNT];
-    shmreg_session_counts(h, c0);
+    shmreg_session_counts(h, c0, SHMREG_STATE_COUNT);
     shmreg_id nid;
     f = sample_fields();
     f.str[SHMREG_FIELD_DISPLAY_NAME] = (shmreg_str){ big, SHMREG_MAX_STR + 1 };
@@ -316,7 +316,7 @@ static void test_update(shmreg *h)
     f.str[SHMREG_FIELD_APP_DATA] = (shmreg_str){ big, SHMREG_MAX_APPDATA + 1 };
     is(shmreg_session_create(h, &f, &nid), SHMREG_EINVAL,
        "create with app data of SHMREG_MAX_APPDATA+1 bytes gives SHMREG_EINVAL");
-    shmreg_session_counts(h, c1);
+    shmreg_session_counts(h, c1, SHMREG_STATE_COUNT);
     is(c1[0], c0[0], "and neither failed create left a session behind");
 
     /* Exactly at the limits is fine. */
@@ -611,7 +611,7 @@ static void test_delete_and_counts(void)
 
     uint64_t c[SHMREG_STATE_COUNT];
     memset(c, 0xff, sizeof c);
-    is(shmreg_session_counts(h, c), 0, "session_counts works");
+    is(shmreg_session_counts(h, c, SHMREG_STATE_COUNT), 0, "session_counts works");
     static const uint64_t want[SHMREG_STATE_COUNT] = { 10, 3, 2, 2, 1, 0, 0, 1, 0, 1 };
     for (int s = 0; s < SHMREG_STATE_COUNT; s++)
         is(c[s], want[s], "counts[%d] (%s) is %llu", s, s ? shmreg_state_name(s) : "total",
@@ -634,7 +634,7 @@ static void test_table_full(void)
     is(shmreg_session_create(h, &f, &extra), SHMREG_EFULL, "the 9th create gives SHMREG_EFULL");
     is(shmreg_session_create(h, NULL, &extra), SHMREG_EFULL, "so does a 10th");
     uint64_t c[SHMREG_STATE_COUNT];
-    shmreg_session_counts(h, c);
+    shmreg_session_counts(h, c, SHMREG_STATE_COUNT);
     is(c[0], 8, "the counts stay at 8");
     shmreg_stats st;
     shmreg_stat(h, &st);
@@ -827,7 +827,7 @@ int main(void)
     test_own_section(h);
     test_nesting(h);
     uint64_t c[SHMREG_STATE_COUNT];
-    shmreg_session_counts(h, c);
+    shmreg_session_counts(h, c, SHMREG_STATE_COUNT);
     is(c[0], 0, "every session of the main registry was deleted");
     close_destroy(h);
 

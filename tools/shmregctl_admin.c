@@ -128,7 +128,7 @@ static int collect(ctl *c, figures *f)
     int rc = shmreg_stat(c->h, &f->st);
     if (rc)
         return ctl_fail(c, rc, "cannot read statistics");
-    if ((rc = shmreg_session_counts(c->h, f->by_state)))
+    if ((rc = shmreg_session_counts(c->h, f->by_state, SHMREG_STATE_COUNT)))
         return ctl_fail(c, rc, "cannot count sessions");
     f->handles = f->st.handles ? f->st.handles - 1 : 0;
     return 0;

@@ -54,7 +54,7 @@ static void work(shmreg *h, int n)
         }
         if (made % 50 == 0) {
             uint64_t counts[SHMREG_STATE_COUNT];
-            if (shmreg_session_counts(h, counts) == 0)
+            if (shmreg_session_counts(h, counts, SHMREG_STATE_COUNT) == 0)
                 fprintf(stderr, "prefork: worker %d (pid %d): %llu calls up in all workers\n",
                         n, (int)getpid(), (unsigned long long)counts[0]);
         }
