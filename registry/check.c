@@ -407,7 +407,9 @@ int shmreg_check(shmreg *h, unsigned flags, shmreg_check_report *report, shmreg_
 
     char why[256];
     shm_seg again;
-    if (shm_seg_bind(&again, h->map, h->map_size, why, sizeof why) != 0) {
+    shm_record rec[REG_NRECORDS];
+    reg_records(rec);
+    if (shm_seg_bind(&again, h->map, h->map_size, rec, REG_NRECORDS, why, sizeof why) != 0) {
         problem(&k, "header: %s", why);
         return SHMREG_ECORRUPT;
     }

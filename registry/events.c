@@ -311,3 +311,8 @@ void reg_event_stats(shmreg *h, shmreg_stats *st)
     st->events_dropped = rs.dropped;
     st->events_stolen = rs.stolen;
 }
+
+uint32_t reg_event_record_bytes(void)
+{
+    return (uint32_t)sizeof(ev_wire);
+}

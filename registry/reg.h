@@ -165,6 +165,16 @@ void reg_room_check(shmreg *h, int repair, void (*mark)(void *, uint64_t),
 /* Rooms in use, by walking the room table. */
 uint32_t reg_room_count(shmreg *h);
 
+/* The registry's record kinds and their sizes, stored in the segment
+ * header at create and compared at attach (shm_record): a segment written
+ * by a build whose records differ is refused by name. */
+#define REG_NRECORDS 7u
+void reg_records(shm_record out[REG_NRECORDS]);
+/* Sizes of the records private to room.c and events.c, for that table. */
+uint32_t reg_room_record_bytes(void);
+uint32_t reg_part_record_bytes(void);
+uint32_t reg_event_record_bytes(void);
+
 /* Events (events.c): attach the ring at open, publish after each
  * committed change (never failing the change), fill ring statistics. */
 int reg_event_init(shmreg *h);

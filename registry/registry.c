@@ -149,6 +149,20 @@ static int open_dir(const char *path, int create, mode_t dir_mode, gid_t gid)
     return dfd;
 }
 
+void reg_records(shm_record out[REG_NRECORDS])
+{
+    const shm_record r[REG_NRECORDS] = {
+        {"session slot", sizeof(reg_sess)},
+        {"info block header", (uint32_t)offsetof(reg_info, data)},
+        {"SDP block header", sizeof(reg_sdp)},
+        {"dialog record", sizeof(reg_dlg)},
+        {"room record", reg_room_record_bytes()},
+        {"participant record", reg_part_record_bytes()},
+        {"event record", reg_event_record_bytes()},
+    };
+    memcpy(out, r, sizeof r);
+}
+
 static int create_segment(shmreg *h, int dfd, const shm_params *p)
 {
     shm_fixed f;
@@ -220,7 +234,9 @@ static int map_segment(shmreg *h, int dfd)
     h->map = m;
     h->map_size = (uint64_t)st.st_size;
     char why[256];
-    int rc = shm_seg_bind(&h->c.seg, m, h->map_size, why, sizeof why);
+    shm_record rec[REG_NRECORDS];
+    reg_records(rec);
+    int rc = shm_seg_bind(&h->c.seg, m, h->map_size, rec, REG_NRECORDS, why, sizeof why);
     if (rc != 0)
         return shmreg__fail(rc, "%s: %s", h->path, why);
     if (h->c.seg.hdr->f.uid != (uint32_t)geteuid())
@@ -303,6 +319,10 @@ int shmreg_open(const char *path, const shmreg_options *opt, shmreg **out)
             p.heap_bytes = DEFAULT_HEAP_MIN;
         if (p.heap_bytes < (uint64_t)SHM_PAGE_BYTES * 8)
             p.heap_bytes = (uint64_t)SHM_PAGE_BYTES * 8;
+        shm_record rec[REG_NRECORDS];
+        reg_records(rec);
+        p.records = rec;
+        p.nrecords = REG_NRECORDS;
         rc = create_segment(h, dfd, &p);
     }
     if (rc == 0)

@@ -683,3 +683,13 @@ void reg_room_check(shmreg *h, int repair, void (*mark)(void *, uint64_t),
         }
     }
 }
+
+uint32_t reg_room_record_bytes(void)
+{
+    return (uint32_t)sizeof(reg_room);
+}
+
+uint32_t reg_part_record_bytes(void)
+{
+    return (uint32_t)sizeof(reg_part);
+}

@@ -14,6 +14,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "alloc.h"
 #include "ring.h"
 #include "seg.h"
 
@@ -27,8 +28,26 @@ static uint32_t pow2_at_least(uint64_t n)
     return p;
 }
 
+/* The engine's own record kinds: what it lays in every segment. */
+static const shm_record engine_records[SHM_ENGINE_RECORDS] = {
+    {"segment header", sizeof(shm_header)},
+    {"robust lock", sizeof(shm_lock)},
+    {"free list", sizeof(shm_freelist)},
+    {"handle", sizeof(shm_handle)},
+    {"page descriptor", sizeof(shm_page_desc)},
+    {"block header", sizeof(shm_blk)},
+    {"ring record", sizeof(shm_ring_record)},
+};
+
+static const shm_record *record_kind(const shm_record *consumer, uint32_t i)
+{
+    return i < SHM_ENGINE_RECORDS ? &engine_records[i] : &consumer[i - SHM_ENGINE_RECORDS];
+}
+
 int shm_layout(const shm_params *p, shm_fixed *f)
 {
+    if (p->nrecords > SHM_MAX_RECORDS - SHM_ENGINE_RECORDS || (p->nrecords && !p->records))
+        return SHM_EINVAL;
     if (p->max_sessions < 1 || p->max_sessions > (1u << 26) ||
         p->max_handles < 1 || p->max_handles > 4096 || p->heap_bytes < SHM_PAGE_BYTES ||
         p->max_rooms < 1 || p->max_rooms > (1u << 20) ||
@@ -48,6 +67,9 @@ int shm_layout(const shm_params *p, shm_fixed *f)
     f->slot_bytes = SHM_SLOT_BYTES;
     f->ring_records = p->ring_records;
     f->room_slots = pow2_at_least(2ull * p->max_rooms);
+    f->nrecords = SHM_ENGINE_RECORDS + p->nrecords;
+    for (uint32_t i = 0; i < f->nrecords; i++)
+        f->record_bytes[i] = record_kind(p->records, i)->bytes;
 
     uint64_t o = SHM_HEADER_BYTES;
     f->off_control = o;
@@ -153,7 +175,8 @@ int shm_seg_format(void *base, const shm_fixed *f)
 
 #define WHY(...) ((void)snprintf(why, whylen, __VA_ARGS__))
 
-int shm_seg_bind(shm_seg *s, void *base, uint64_t size, char *why, size_t whylen)
+int shm_seg_bind(shm_seg *s, void *base, uint64_t size, const shm_record *records,
+                 uint32_t nrecords, char *why, size_t whylen)
 {
     memset(s, 0, sizeof *s);
     if (size < SHM_HEADER_BYTES)
@@ -171,8 +194,19 @@ int shm_seg_bind(shm_seg *s, void *base, uint64_t size, char *why, size_t whylen
         return WHY("header says %llu bytes but the file has %llu",
                    (unsigned long long)h->f.segment_bytes, (unsigned long long)size),
                SHM_ECORRUPT;
+    /* Record sizes before offsets: when both differ, the record names the
+     * cause ("another build"), the offsets only the symptom. */
+    if (h->f.nrecords != SHM_ENGINE_RECORDS + nrecords)
+        return WHY("segment describes %u record kinds, this build %u: written by another "
+                   "build of shmreg", h->f.nrecords, SHM_ENGINE_RECORDS + nrecords), SHM_EVERSION;
+    for (uint32_t i = 0; i < h->f.nrecords; i++) {
+        const shm_record *k = record_kind(records, i);
+        if (h->f.record_bytes[i] != k->bytes)
+            return WHY("segment's %s is %u bytes, this build's is %u: written by another "
+                       "build of shmreg", k->name, h->f.record_bytes[i], k->bytes), SHM_EVERSION;
+    }
     shm_params p = {h->f.max_sessions, h->f.max_handles, h->f.ring_records, h->f.room_slots / 2,
-                    (uint64_t)h->f.heap_pages * SHM_PAGE_BYTES};
+                    (uint64_t)h->f.heap_pages * SHM_PAGE_BYTES, records, nrecords};
     shm_fixed want;
     if (shm_layout(&p, &want) != 0)
         return WHY("header capacities out of range (sessions %u, handles %u)",

@@ -44,7 +44,7 @@
 #define SHM_EBUSY    (-13)
 
 #define SHM_MAGIC "shmreg\x1a\x01"
-#define SHM_LAYOUT_VERSION 1u
+#define SHM_LAYOUT_VERSION 2u         /* 2: record sizes in the header */
 #define SHM_HEADER_BYTES 4096u
 #define SHM_PAGE_BYTES (256u * 1024u)   /* heap page: 3 of the largest class */
 #define SHM_SLOT_BYTES 256u             /* session slot, header included */
@@ -96,6 +96,18 @@ typedef struct shm_page_desc {
     _Atomic uint32_t carved;     /* blocks carved so far */
 } shm_page_desc;
 
+/* A kind of record laid in the segment, by name and size. The header
+ * stores the size of every record kind, the engine's and its consumer's,
+ * and attach compares them, as LMDB's lock-file format word does: two
+ * builds whose records differ (a changed struct, another ABI, another
+ * libc's mutex) refuse each other by name instead of misreading bytes. */
+typedef struct shm_record {
+    const char *name;
+    uint32_t bytes;
+} shm_record;
+#define SHM_ENGINE_RECORDS 7u
+#define SHM_MAX_RECORDS 16u          /* engine's and consumer's together */
+
 /* The fixed part of the header: written once at create, checksummed. */
 typedef struct shm_fixed {
     char magic[8];
@@ -111,6 +123,8 @@ typedef struct shm_fixed {
     uint32_t room_slots;         /* room table entries, power of two */
     uint64_t off_control, off_handles, off_sess_index, off_dlg_index;
     uint64_t off_pages, off_slots, off_heap, off_ring, off_rooms, end;
+    uint32_t nrecords;           /* entries used in record_bytes */
+    uint32_t record_bytes[SHM_MAX_RECORDS]; /* engine's, then the consumer's */
     unsigned char key[16];       /* SipHash key for network-supplied keys */
     uint64_t created_ns;
     uint64_t checksum;           /* FNV-1a of everything above */
@@ -157,6 +171,8 @@ typedef struct shm_seg {
 typedef struct shm_params {
     uint32_t max_sessions, max_handles, ring_records, max_rooms;
     uint64_t heap_bytes;
+    const shm_record *records;   /* the consumer's record kinds (static) */
+    uint32_t nrecords;           /* at most SHM_MAX_RECORDS - SHM_ENGINE_RECORDS */
 } shm_params;
 
 /* Compute the whole layout for `p` into `f` (magic, sizes, offsets). */
@@ -168,9 +184,13 @@ uint64_t shm_fixed_checksum(const shm_fixed *f);
 /* Initialise a freshly created, zero-filled mapping of f->segment_bytes. */
 int shm_seg_format(void *base, const shm_fixed *f);
 
-/* Validate a mapping of `size` bytes and fill `s`. On failure writes a
- * human-readable reason into `why`. Returns 0, SHM_EVERSION, SHM_ECORRUPT. */
-int shm_seg_bind(shm_seg *s, void *base, uint64_t size, char *why, size_t whylen);
+/* Validate a mapping of `size` bytes and fill `s`. `records` are the
+ * consumer's record kinds, as given to shm_layout() at create: a segment
+ * whose stored sizes differ is another build's (SHM_EVERSION, naming the
+ * record). On failure writes a human-readable reason into `why`.
+ * Returns 0, SHM_EVERSION, SHM_ECORRUPT. */
+int shm_seg_bind(shm_seg *s, void *base, uint64_t size, const shm_record *records,
+                 uint32_t nrecords, char *why, size_t whylen);
 
 /* Bounds-checked offset -> pointer: NULL unless [off, off+len) lies inside
  * the mapping past the header. */

@@ -74,6 +74,26 @@ static void shifted_offsets(shm_header *hd, int fd, off_t size)
     hd->f.off_heap += 4096;
     hd->f.checksum = shm_fixed_checksum(&hd->f);
 }
+/* What another build would write: the same format version, but a record
+ * of another size (a session slot that grew, a mutex of another libc). */
+static void other_slot_size(shm_header *hd, int fd, off_t size)
+{
+    (void)fd; (void)size;
+    hd->f.record_bytes[SHM_ENGINE_RECORDS] += 8;
+    hd->f.checksum = shm_fixed_checksum(&hd->f);
+}
+static void other_lock_size(shm_header *hd, int fd, off_t size)
+{
+    (void)fd; (void)size;
+    hd->f.record_bytes[1] -= 8;
+    hd->f.checksum = shm_fixed_checksum(&hd->f);
+}
+static void fewer_records(shm_header *hd, int fd, off_t size)
+{
+    (void)fd; (void)size;
+    hd->f.nrecords--;
+    hd->f.checksum = shm_fixed_checksum(&hd->f);
+}
 static void truncated(shm_header *hd, int fd, off_t size) { (void)hd; (void)!ftruncate(fd, size - 4096); }
 
 static void test_headers(void)
@@ -86,6 +106,23 @@ static void test_headers(void)
     ok(strstr(shmreg_errmsg(), "checksum") != NULL, "caught by the checksum (%s)", shmreg_errmsg());
     is(attach_after(shifted_offsets, "offsets"), SHMREG_ECORRUPT, "region offsets that disagree: SHMREG_ECORRUPT");
     ok(strstr(shmreg_errmsg(), "offsets") != NULL, "and the message says so (%s)", shmreg_errmsg());
+    is(attach_after(other_slot_size, "slotsize"), SHMREG_EVERSION,
+       "a session slot of another size (another build): SHMREG_EVERSION");
+    char want[96];
+    snprintf(want, sizeof want, "session slot is %zu bytes, this build's is %zu",
+             sizeof(reg_sess) + 8, sizeof(reg_sess));
+    ok(strstr(shmreg_errmsg(), want) != NULL,
+       "and the message names the record and both sizes (%s)", shmreg_errmsg());
+    is(attach_after(other_lock_size, "locksize"), SHMREG_EVERSION,
+       "a robust lock of another size (another libc): SHMREG_EVERSION");
+    snprintf(want, sizeof want, "robust lock is %zu bytes, this build's is %zu",
+             sizeof(shm_lock) - 8, sizeof(shm_lock));
+    ok(strstr(shmreg_errmsg(), want) != NULL,
+       "and the message names the lock (%s)", shmreg_errmsg());
+    is(attach_after(fewer_records, "nrecords"), SHMREG_EVERSION,
+       "a header describing fewer record kinds: SHMREG_EVERSION");
+    ok(strstr(shmreg_errmsg(), "13 record kinds, this build 14") != NULL,
+       "and the message gives both counts (%s)", shmreg_errmsg());
     is(attach_after(truncated, "trunc"), SHMREG_ECORRUPT, "a truncated file: SHMREG_ECORRUPT");
     ok(strstr(shmreg_errmsg(), "bytes") != NULL, "and the message gives both sizes (%s)", shmreg_errmsg());
     is(attach_after(other_uid, "uid"), SHMREG_EPERM, "a header naming another creator uid: SHMREG_EPERM");
