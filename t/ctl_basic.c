@@ -69,6 +69,10 @@ static void test_usage(void)
     is(ctl(&r, "--help", NULL), 0, "--help: exit 0");
     ok(strstr(r.out, "usage: shmregctl") && strstr(r.out, "Exit status"), "usage and exit codes on stdout");
     ctl_res_free(&r);
+    is(ctl(&r, "--version", NULL), 0, "--version: exit 0");
+    is_str(r.out, "shmregctl built with " SHMREG_VERSION_STRING "\nlibrary " SHMREG_VERSION_STRING "\n",
+           "--version names the header and the library it runs with");
+    ctl_res_free(&r);
 
     static const char *cmds[][2] = {
         {"create", NULL}, {"destroy", NULL}, {"stat", NULL}, {"list", NULL}, {"show", NULL},

@@ -104,7 +104,8 @@ static const ctl_cmd commands[] = {
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: shmregctl [-r PATH] [--json] COMMAND [ARGS]\n\n"
+    fprintf(f, "usage: shmregctl [-r PATH] [--json] COMMAND [ARGS]\n"
+               "       shmregctl --version\n\n"
                "The registry is -r PATH, or $SHMREG_PATH.\n\ncommands:\n");
     for (size_t i = 0; i < NCOMMANDS; i++) {
         const char *nl = strchr(commands[i].synopsis, '\n');
@@ -405,6 +406,7 @@ int main(int argc, char **argv)
         {"json", no_argument, NULL, 'J'},
         {"help", no_argument, NULL, 'h'},
         {"registry", required_argument, NULL, 'r'},
+        {"version", no_argument, NULL, 'V'},
         {0},
     };
     opterr = 0;
@@ -414,6 +416,12 @@ int main(int argc, char **argv)
         case 'J': c.json = 1; c.o.json = 1; break;
         case 'r': c.path = optarg; break;
         case 'h': usage(stdout); return CTL_OK;
+        case 'V':
+            /* The library that runs may be newer than the header we were
+             * built with: a bug report wants both. */
+            printf("shmregctl built with %s\nlibrary %s\n", SHMREG_VERSION_STRING,
+                   shmreg_version(NULL, NULL, NULL));
+            return CTL_OK;
         case ':':
             fprintf(stderr, "shmregctl: option '%s' needs a value\n", argv[optind - 1]);
             usage(stderr);
