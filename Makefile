@@ -164,7 +164,8 @@ endif
 check: all $(TESTS)
 	@d=$$(mktemp -d /dev/shm/shmreg-test.XXXXXX 2>/dev/null || mktemp -d); \
 	echo "== $(VARIANT): $(PROVE) (SHMREG_TEST_DIR=$$d)"; \
-	SHMREG_TEST_DIR=$$d $(TEST_ENV) $(PROVE) --exec '' $(TESTS); rc=$$?; \
+	SHMREG_TEST_DIR=$$d SHMREG_TEST_CC='$(CC)' SHMREG_TEST_LDFLAGS='$(ALL_LDFLAGS)' \
+	    $(TEST_ENV) $(PROVE) --exec '' $(TESTS); rc=$$?; \
 	rm -rf "$$d"; exit $$rc
 
 # Both variants always run (a release failure does not hide an asan one).
