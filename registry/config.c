@@ -1541,12 +1541,15 @@ int shmreg_config_setup(shmreg *h, const shmreg_config_options *opt)
     return cfg_get(h, &want, &st);
 }
 
-int shmreg_config_changed(shmreg *h, uint64_t since)
+int shmreg_config_changed(shmreg *h, uint64_t since, int *changed)
 {
     int rc = shmreg__usable(h);
     if (rc)
         return rc;
-    return atomic_load_explicit(shmreg__config_gen_word(h), memory_order_acquire) > since;
+    if (!changed)
+        return shmreg__fail(SHMREG_EINVAL, "changed is NULL");
+    *changed = atomic_load_explicit(shmreg__config_gen_word(h), memory_order_acquire) > since;
+    return 0;
 }
 
 /* ---------------------------------------------------------------- views */
@@ -1677,8 +1680,11 @@ int shmreg_config_stale(const shmreg_config_view *v)
     return atomic_load_explicit(v->st->word, memory_order_acquire) > v->snap_gen;
 }
 
-int shmreg_config_refresh(shmreg *h, const char *name, shmreg_config_view **v)
+int shmreg_config_refresh(shmreg *h, const char *name, shmreg_config_view **v,
+                          int *refreshed)
 {
+    if (refreshed)
+        *refreshed = 0;
     int rc = shmreg__usable(h);
     if (rc)
         return rc;
@@ -1693,7 +1699,9 @@ int shmreg_config_refresh(shmreg *h, const char *name, shmreg_config_view **v)
     if (old)
         shmreg_config_release(old);
     *v = nv;
-    return 1;
+    if (refreshed)
+        *refreshed = 1;
+    return 0;
 }
 
 #define VIEW_CHECK(v)                                                      \

@@ -184,7 +184,8 @@ typedef enum shmreg_state {
  *   Transferring -> Active, OnHold, Terminating, Failed
  *   Terminating  -> Terminated, Failed
  *   Terminated, Cancelled, Failed: final, no way out.
- * Returns 1 when from -> to is allowed, 0 otherwise (also for bad values). */
+ * Returns 1 when from -> to is allowed, 0 otherwise (also for bad values).
+ * A predicate that cannot fail: it never returns an error code. */
 int shmreg_state_allowed(int from, int to);
 
 /* "Initiating", "Ringing", ... ; "Any" for 0; NULL for an unknown value. */
@@ -193,7 +194,8 @@ const char *shmreg_state_name(int state);
 /* Case-insensitive name -> state; SHMREG_EINVAL if unknown. */
 int shmreg_state_parse(const char *name, int *state);
 
-/* 1 for Terminated, Cancelled, Failed; 0 otherwise. */
+/* 1 for Terminated, Cancelled, Failed; 0 otherwise (also for bad values).
+ * Cannot fail: never an error code. */
 int shmreg_state_is_final(int state);
 
 /* ---------------------------------------------------------------- sessions */
@@ -477,7 +479,8 @@ typedef enum shmreg_part_status {
 /* Room transitions: Creating -> Active; Active <-> Locked;
  * Active, Locked -> Terminating; Terminating -> Terminated.
  * Participant statuses move freely among Joining, Active, OnHold, Muted,
- * Leaving and to Left; Left is final. 1 when allowed, else 0. */
+ * Leaving and to Left; Left is final. 1 when allowed, else 0 (also for
+ * bad values). Predicates that cannot fail: never an error code. */
 int shmreg_room_state_allowed(int from, int to);
 int shmreg_part_status_allowed(int from, int to);
 
@@ -692,7 +695,7 @@ int shmreg_event_parse(const char *name, uint32_t *type);
  *     shmreg_config_view *v = NULL;
  *     ...
  *     if (!v || shmreg_config_stale(v))   // O(1): one atomic load
- *         (void)shmreg_config_refresh(h, "media", &v);
+ *         (void)shmreg_config_refresh(h, "media", &v, NULL);
  *     shmreg_config_media m;
  *     (void)shmreg_config_media_get(v, &m);     // fields in place, no copy
  *
@@ -830,11 +833,14 @@ int shmreg_config_setup(shmreg *h, const shmreg_config_options *opt);
 
 /* ---------------------------------------------------------------- generation */
 
-/* 1 when a config write has committed since generation `since` (compare
- * with `shmreg_config_gen()` or a view's snapshot generation), 0 when not.
- * O(1): one atomic load of the word mirrored in the segment, no LMDB
- * transaction, no system call. Errors: SHMREG_EINVAL, SHMREG_EFORK. */
-int shmreg_config_changed(shmreg *h, uint64_t since);
+/* *changed = 1 when a config write has committed since generation `since`
+ * (compare with `shmreg_config_gen()` or a view's snapshot generation), 0
+ * when not; returns 0. The answer and an error never share the return
+ * value, so `if (shmreg_config_changed(...))` cannot mistake one for the
+ * other. O(1): one atomic load of the word mirrored in the segment, no
+ * LMDB transaction, no system call. Errors: SHMREG_EINVAL (NULL changed),
+ * SHMREG_EFORK; *changed is then unchanged. */
+int shmreg_config_changed(shmreg *h, uint64_t since, int *changed);
 
 /* ---------------------------------------------------------------- views */
 
@@ -859,16 +865,20 @@ int shmreg_config_release(shmreg_config_view *v);
 
 /* 1 when a config write has committed after the snapshot `v` sees (so a
  * refresh may give newer data), 0 when not. O(1) as shmreg_config_changed().
- * Any config's write counts, not only v's. NULL: 1. */
+ * Any config's write counts, not only v's. A predicate that cannot fail:
+ * it never returns an error code (NULL or a released view: 1, stale). */
 int shmreg_config_stale(const shmreg_config_view *v);
 
 /* Make *v a view of the current version of `name`. With *v NULL, opens one.
- * Otherwise, if *v is not stale, does nothing and returns 0; if it is,
- * opens a new view first, and only on success releases the old one and
- * stores the new in *v; returns 1 then. On error *v is left as it was
- * (still valid). Needs one free view slot while swapping. Errors: as
+ * Otherwise, if *v is not stale, does nothing; if it is, opens a new view
+ * first, and only on success releases the old one and stores the new in
+ * *v. Returns 0 or an error; *refreshed (may be NULL) receives 1 when *v
+ * was replaced (or opened), 0 otherwise, errors included. On error *v is
+ * left as it was (still valid). Needs one free view slot while swapping.
+ * Errors: SHMREG_EINVAL (NULL v), and those of
  * `shmreg_config_open_view()`. */
-int shmreg_config_refresh(shmreg *h, const char *name, shmreg_config_view **v);
+int shmreg_config_refresh(shmreg *h, const char *name, shmreg_config_view **v,
+                          int *refreshed);
 
 typedef struct shmreg_config_info {
     uint64_t gen;           /* generation of the write that stored this version */
