@@ -19,6 +19,13 @@
 int shmreg__fail(int code, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
+/* The same without formatting now: `text` (a string literal: it must
+ * outlive the thread) and, if `id` is not NULL, the ID's UUID text after
+ * it are what shmreg_errmsg() will show. A few stores: for failures that
+ * are ordinary answers on hot paths (a lookup's ENOENT, an iteration's
+ * end). */
+int shmreg__fail_lazy(int code, const char *text, const unsigned char *id);
+
 /* 0 when `h` may be used by this process now; SHMREG_EINVAL for NULL,
  * SHMREG_EFORK in a forked child. Cheap (no syscall): call it first in
  * every public function. */
