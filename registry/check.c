@@ -409,7 +409,7 @@ int shmreg_check(shmreg *h, unsigned flags, shmreg_check_report *report, shmreg_
     shm_seg again;
     if (shm_seg_bind(&again, h->map, h->map_size, why, sizeof why) != 0) {
         problem(&k, "header: %s", why);
-        return SHMREG_ECORRUPT;
+        return shmreg__fail(SHMREG_ECORRUPT, "header: %s", why);
     }
     count_handles(&k);
     if (k.repair) {

@@ -2042,9 +2042,12 @@ int shmreg_config_list(shmreg *h, int (*fn)(void *arg, shmreg_str name, uint64_t
          mrc = mdb_cursor_get(cur, &k, &d, MDB_NEXT)) {
         uint64_t gen;
         uint32_t n;
-        if ((rc = rec_header(d.mv_data, d.mv_size, &gen, &n)) ||
-            (rc = fn(arg, (shmreg_str){ k.mv_data, k.mv_size }, gen)))
+        if ((rc = rec_header(d.mv_data, d.mv_size, &gen, &n)))
             goto out;
+        if ((rc = fn(arg, (shmreg_str){ k.mv_data, k.mv_size }, gen))) {
+            rc = shmreg__fail(rc, "the list callback stopped the walk (it returned %d)", rc);
+            goto out;
+        }
     }
     if (mrc != MDB_NOTFOUND)
         rc = mdb_err(mrc, "LMDB cursor");

@@ -28,11 +28,10 @@
  *
  * Conventions. Functions return 0 or a negative SHMREG_E* code;
  * `shmreg_strerror()` names it and `shmreg_errmsg()` gives the detail of the
- * calling thread's last failure. Every negative return sets that detail,
- * SHMREG_ENOENT from a lookup or at the end of an iteration included.
- * The only exception: the dump and list calls (shmreg_config_dump, _list,
- * _view_dump, _doc_dump) return a non-zero value of the caller's callback
- * as is and leave the detail alone. No function returns a yes/no answer
+ * calling thread's last failure. Every non-zero return that is not a count
+ * sets that detail, SHMREG_ENOENT from a lookup or at the end of an
+ * iteration included; so does a dump or list call that returns the
+ * non-zero value of the caller's callback (as is). No function returns a yes/no answer
  * and an error code in one int: answers go to out-parameters, and the
  * predicates that return 1/0 (state_allowed, config_stale, ...) cannot
  * fail. Positive returns are counts (shmreg_poll, shmreg_reap). A handle belongs to one process and is used
@@ -75,7 +74,7 @@ const char *shmreg_strerror(int err);
 
 /* Detail of the calling thread's last failed call (what differed, which
  * syscall failed, which limit, which ID was not found). Every negative
- * return sets it (see Conventions for the one exception); a successful
+ * return sets it, including lookups' ENOENT (see Conventions); a successful
  * call may also change it, so read it right after the failure. Thread-local
  * buffer: valid until the next shmreg call in this thread. Never NULL. */
 const char *shmreg_errmsg(void);
