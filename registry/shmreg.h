@@ -253,7 +253,9 @@ enum shmreg_sdp { SHMREG_SDP_LOCAL = 0, SHMREG_SDP_REMOTE = 1 };
  * Counters are a snapshot taken field by field. */
 typedef struct shmreg_session {
     shmreg_id id;
-    int state;                          /* shmreg_state */
+    int state;                          /* shmreg_state, always 1..9: the state
+                                         * the lookup found live (a delete
+                                         * racing the read never shows here) */
     shmreg_str str[SHMREG_FIELD_STR_COUNT];
     uint16_t local_rtp_port, remote_rtp_port;
     shmreg_str sdp[2];                  /* [SHMREG_SDP_LOCAL], [SHMREG_SDP_REMOTE] */
@@ -499,7 +501,8 @@ const char *shmreg_part_status_name(int status);
 /* A room read in place: name valid until the caller's read_end. */
 typedef struct shmreg_room {
     shmreg_id id;
-    int state;                      /* shmreg_room_state */
+    int state;                      /* shmreg_room_state, always 1..5: the
+                                     * state the lookup found live */
     shmreg_str name;
     uint32_t max_participants, participants;
     uint64_t created_ns;
