@@ -835,9 +835,10 @@ int shmreg_config_doc_get(const shmreg_config_doc *doc, const char *key,
 {
     if (!doc || !key || !out)
         return shmreg__fail(SHMREG_EINVAL, "NULL argument");
-    int64_t at = doc_find(doc, key, strlen(key));
+    size_t klen = strlen(key);
+    int64_t at = doc_find(doc, key, klen);
     if (at < 0)
-        return shmreg__fail(SHMREG_ENOENT, "no key %s", key);
+        return shmreg__fail_copy(SHMREG_ENOENT, "no key ", key, klen);
     return val_decode(doc->e[at].type, doc->e[at].val, doc->e[at].vlen, out);
 }
 
@@ -1791,7 +1792,7 @@ int shmreg_config_get(const shmreg_config_view *v, const char *key,
             return val_decode(e.type, e.val, e.vlen, out);
         off = e.next;
     }
-    return shmreg__fail(SHMREG_ENOENT, "no key %s", key);
+    return shmreg__fail_copy(SHMREG_ENOENT, "no key ", key, klen);
 }
 
 static int get_typed(const shmreg_config_view *v, const char *key, int type,

@@ -26,6 +26,11 @@ int shmreg__fail(int code, const char *fmt, ...)
  * end). */
 int shmreg__fail_lazy(int code, const char *text, const unsigned char *id);
 
+/* The detail is `text` followed by `len` bytes of `s` (cut to fit), copied
+ * now (s need not outlive the call) but not formatted: a missing key in
+ * a lookup costs two memcpy, no printf. */
+int shmreg__fail_copy(int code, const char *text, const char *s, size_t len);
+
 /* 0 when `h` may be used by this process now; SHMREG_EINVAL for NULL,
  * SHMREG_EFORK in a forked child. Cheap (no syscall): call it first in
  * every public function. */

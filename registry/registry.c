@@ -76,6 +76,20 @@ int shmreg__fail_lazy(int code, const char *text, const unsigned char *id)
     return code;
 }
 
+int shmreg__fail_copy(int code, const char *text, const char *s, size_t len)
+{
+    size_t tl = strlen(text), cap = sizeof err.buf - 1;
+    if (tl > cap)
+        tl = cap;
+    if (len > cap - tl)
+        len = cap - tl;
+    memcpy(err.buf, text, tl);
+    memcpy(err.buf + tl, s, len);
+    err.buf[tl + len] = 0;
+    err.lazy = NULL;
+    return code;
+}
+
 const char *shmreg_errmsg(void)
 {
     if (err.lazy) {
