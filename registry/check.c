@@ -411,7 +411,7 @@ int shmreg_check(shmreg *h, unsigned flags, shmreg_check_report *report, shmreg_
     reg_records(rec);
     if (shm_seg_bind(&again, h->map, h->map_size, rec, REG_NRECORDS, why, sizeof why) != 0) {
         problem(&k, "header: %s", why);
-        return SHMREG_ECORRUPT;
+        return shmreg__fail(SHMREG_ECORRUPT, "header: %s", why);
     }
     count_handles(&k);
     if (k.repair) {

@@ -835,9 +835,10 @@ int shmreg_config_doc_get(const shmreg_config_doc *doc, const char *key,
 {
     if (!doc || !key || !out)
         return shmreg__fail(SHMREG_EINVAL, "NULL argument");
-    int64_t at = doc_find(doc, key, strlen(key));
+    size_t klen = strlen(key);
+    int64_t at = doc_find(doc, key, klen);
     if (at < 0)
-        return shmreg__fail(SHMREG_ENOENT, "no key %s", key);
+        return shmreg__fail_copy(SHMREG_ENOENT, "no key ", key, klen);
     return val_decode(doc->e[at].type, doc->e[at].val, doc->e[at].vlen, out);
 }
 
@@ -1541,12 +1542,15 @@ int shmreg_config_setup(shmreg *h, const shmreg_config_options *opt)
     return cfg_get(h, &want, &st);
 }
 
-int shmreg_config_changed(shmreg *h, uint64_t since)
+int shmreg_config_changed(shmreg *h, uint64_t since, int *changed)
 {
     int rc = shmreg__usable(h);
     if (rc)
         return rc;
-    return atomic_load_explicit(shmreg__config_gen_word(h), memory_order_acquire) > since;
+    if (!changed)
+        return shmreg__fail(SHMREG_EINVAL, "changed is NULL");
+    *changed = atomic_load_explicit(shmreg__config_gen_word(h), memory_order_acquire) > since;
+    return 0;
 }
 
 /* ---------------------------------------------------------------- views */
@@ -1677,8 +1681,11 @@ int shmreg_config_stale(const shmreg_config_view *v)
     return atomic_load_explicit(v->st->word, memory_order_acquire) > v->snap_gen;
 }
 
-int shmreg_config_refresh(shmreg *h, const char *name, shmreg_config_view **v)
+int shmreg_config_refresh(shmreg *h, const char *name, shmreg_config_view **v,
+                          int *refreshed)
 {
+    if (refreshed)
+        *refreshed = 0;
     int rc = shmreg__usable(h);
     if (rc)
         return rc;
@@ -1693,7 +1700,9 @@ int shmreg_config_refresh(shmreg *h, const char *name, shmreg_config_view **v)
     if (old)
         shmreg_config_release(old);
     *v = nv;
-    return 1;
+    if (refreshed)
+        *refreshed = 1;
+    return 0;
 }
 
 #define VIEW_CHECK(v)                                                      \
@@ -1784,7 +1793,7 @@ int shmreg_config_get(const shmreg_config_view *v, const char *key,
             return val_decode(e.type, e.val, e.vlen, out);
         off = e.next;
     }
-    return shmreg__fail(SHMREG_ENOENT, "no key %s", key);
+    return shmreg__fail_copy(SHMREG_ENOENT, "no key ", key, klen);
 }
 
 static int get_typed(const shmreg_config_view *v, const char *key, int type,
@@ -2035,9 +2044,12 @@ int shmreg_config_list(shmreg *h, int (*fn)(void *arg, shmreg_str name, uint64_t
          mrc = mdb_cursor_get(cur, &k, &d, MDB_NEXT)) {
         uint64_t gen;
         uint32_t n;
-        if ((rc = rec_header(d.mv_data, d.mv_size, &gen, &n)) ||
-            (rc = fn(arg, (shmreg_str){ k.mv_data, k.mv_size }, gen)))
+        if ((rc = rec_header(d.mv_data, d.mv_size, &gen, &n)))
             goto out;
+        if ((rc = fn(arg, (shmreg_str){ k.mv_data, k.mv_size }, gen))) {
+            rc = shmreg__fail(rc, "the list callback stopped the walk (it returned %d)", rc);
+            goto out;
+        }
     }
     if (mrc != MDB_NOTFOUND)
         rc = mdb_err(mrc, "LMDB cursor");

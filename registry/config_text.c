@@ -770,8 +770,8 @@ static int dump(const void *src, next_fn next, shmreg_config_write_fn fn, void *
         out_put(o, "\n", 1);
     }
     out_flush(o);
-    if (o->rc)
-        rc = o->rc;
+    if (o->rc) /* the caller's value, as is; the message says whose it is */
+        rc = shmreg__fail(o->rc, "the write callback stopped the dump (it returned %d)", o->rc);
     else if (rc == SHMREG_ENOENT)
         rc = 0;
     free(o);

@@ -147,8 +147,9 @@ int shmreg_dialog_bind(shmreg *h, shmreg_str call_id, shmreg_str local_tag, shmr
     uint64_t bucket = hash & (s->buckets - 1);
     shm_lock *l = &s->ctl->dlg_stripe[bucket % SHM_STRIPES];
     uint32_t si;
+    uint64_t st;
     shm_read_enter(&h->c);
-    if ((rc = reg_find(h, session->bytes, &si)) != 0)
+    if ((rc = reg_find(h, session->bytes, &si, &st)) != 0)
         goto out;
     if (shm_lock_take(l) < 0) {
         rc = shmreg__fail(SHMREG_ECORRUPT, "dialog index lock is corrupt");
@@ -201,7 +202,7 @@ int shmreg_dialog_bind(shmreg *h, shmreg_str call_id, shmreg_str local_tag, shmr
     }
     atomic_store(&d->next, atomic_load(&s->dlg_index[bucket]));
     atomic_store_explicit(&s->dlg_index[bucket], rec, memory_order_release);
-    reg_event(h, SHMREG_EV_DIALOG_BOUND, session->bytes, 0, 0, 0);
+    reg_event(h, 0, SHMREG_EV_DIALOG_BOUND, session->bytes, 0, 0, 0);
 unlock:
     shm_lock_drop(l);
 out:
@@ -225,7 +226,7 @@ int shmreg_dialog_find(shmreg *h, shmreg_str call_id, shmreg_str local_tag, shmr
     if (rec)
         memcpy(session_out->bytes, reg_dialog_at(h, rec)->sid, 16);
     else if (rc == 0)
-        rc = SHMREG_ENOENT;
+        rc = shmreg__fail_lazy(SHMREG_ENOENT, "no such dialog", NULL);
     shm_read_leave(&h->c);
     return rc;
 }
@@ -278,7 +279,7 @@ int shmreg_dialog_unbind(shmreg *h, shmreg_str call_id, shmreg_str local_tag, sh
     if (owner)
         shm_retire(&h->c, rec, st); /* else the session's deleter retires it */
     shm_intent_clear(&h->c);
-    reg_event(h, SHMREG_EV_DIALOG_UNBOUND, d->sid, 0, 0, 0);
+    reg_event(h, 0, SHMREG_EV_DIALOG_UNBOUND, d->sid, 0, 0, 0);
 out:
     shm_read_leave(&h->c);
     return rc;
@@ -303,7 +304,8 @@ int shmreg_session_dialog(shmreg *h, const shmreg_id *id, unsigned i, shmreg_dia
     if (id == NULL || out == NULL)
         return shmreg__fail(SHMREG_EINVAL, "NULL id/out");
     uint32_t si;
-    if ((rc = reg_find(h, id->bytes, &si)) != 0)
+    uint64_t st;
+    if ((rc = reg_find(h, id->bytes, &si, &st)) != 0)
         return rc;
     reg_sess *x = reg_slot(h, si);
     for (unsigned k = 0, seen = 0; k < SHMREG_MAX_DIALOGS_PER_SESSION; k++) {
@@ -311,7 +313,7 @@ int shmreg_session_dialog(shmreg *h, const shmreg_id *id, unsigned i, shmreg_dia
         if (r && seen++ == i)
             return dialog_view(h, r, out);
     }
-    return SHMREG_ENOENT;
+    return shmreg__fail_lazy(SHMREG_ENOENT, "no such dialog index in session", id->bytes);
 }
 
 int shmreg_dialog_next(shmreg *h, uint64_t *cursor, shmreg_dialog *out)
@@ -343,5 +345,5 @@ int shmreg_dialog_next(shmreg *h, uint64_t *cursor, shmreg_dialog *out)
         }
     }
     *cursor = (uint64_t)s->max_sessions * per;
-    return SHMREG_ENOENT;
+    return shmreg__fail_lazy(SHMREG_ENOENT, "no more dialogs", NULL);
 }

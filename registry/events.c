@@ -112,18 +112,21 @@ void reg_event_fini(shmreg *h)
     h->event_state = NULL;
 }
 
-static int publish(shmreg *h, uint32_t type, ev_wire *w)
+static int publish(shmreg *h, uint64_t time_ns, uint32_t type, ev_wire *w)
 {
-    w->time_ns = h->op_ns ? h->op_ns : shm_now_ns();
-    h->op_ns = 0;
+    w->time_ns = time_ns ? time_ns : shm_now_ns();
     w->pid = h->pid;
     int rc = shm_ring_publish(h->event_state, type, w, sizeof *w);
-    return rc == SHM_RING_EBUSY ? shmreg__fail(SHMREG_EBUSY, "event ring slot held by a stalled producer")
-                                : rc;
+    if (rc == SHM_RING_EBUSY)
+        return shmreg__fail(SHMREG_EBUSY, "event ring slot held by a stalled producer");
+    /* The ring's other refusals (EINVAL) cannot happen for our fixed-size
+     * record; should one come, it leaves as a SHMREG code with a message,
+     * never as a raw ring code. */
+    return rc < 0 ? shmreg__fail(SHMREG_ECORRUPT, "event ring: %s", shm_ring_strerror(rc)) : 0;
 }
 
-void reg_event(shmreg *h, uint32_t type, const unsigned char *session, int old_state,
-               int new_state, uint32_t which)
+void reg_event(shmreg *h, uint64_t time_ns, uint32_t type, const unsigned char *session,
+               int old_state, int new_state, uint32_t which)
 {
     ev_wire w = {0};
     if (session)
@@ -134,11 +137,11 @@ void reg_event(shmreg *h, uint32_t type, const unsigned char *session, int old_s
         w.u.mask = which;
     else
         w.which = (uint8_t)which;
-    publish(h, type, &w);
+    publish(h, time_ns, type, &w);
 }
 
-void reg_event_room(shmreg *h, uint32_t type, const unsigned char *room, const unsigned char *session,
-                    int old_state, int new_state)
+void reg_event_room(shmreg *h, uint64_t time_ns, uint32_t type, const unsigned char *room,
+                    const unsigned char *session, int old_state, int new_state)
 {
     ev_wire w = {0};
     memcpy(w.u.room, room, 16);
@@ -146,14 +149,14 @@ void reg_event_room(shmreg *h, uint32_t type, const unsigned char *room, const u
         memcpy(w.session, session, 16);
     w.old_state = (uint8_t)old_state;
     w.new_state = (uint8_t)new_state;
-    publish(h, type, &w);
+    publish(h, time_ns, type, &w);
 }
 
 void shmreg__publish_config(shmreg *h, uint64_t gen)
 {
     ev_wire w = {0};
     w.u.config_gen = gen;
-    publish(h, SHMREG_EV_CONFIG_CHANGED, &w);
+    publish(h, 0, SHMREG_EV_CONFIG_CHANGED, &w);
 }
 
 int shmreg_publish(shmreg *h, const shmreg_id *session, const void *data, size_t len)
@@ -170,7 +173,7 @@ int shmreg_publish(shmreg *h, const shmreg_id *session, const void *data, size_t
     w.len = (uint8_t)len;
     if (len)
         memcpy(w.u.data, data, len);
-    return publish(h, SHMREG_EV_CUSTOM, &w);
+    return publish(h, 0, SHMREG_EV_CUSTOM, &w);
 }
 
 /* ------------------------------------------------------------ subscribers */

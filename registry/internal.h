@@ -19,6 +19,18 @@
 int shmreg__fail(int code, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
+/* The same without formatting now: `text` (a string literal: it must
+ * outlive the thread) and, if `id` is not NULL, the ID's UUID text after
+ * it are what shmreg_errmsg() will show. A few stores: for failures that
+ * are ordinary answers on hot paths (a lookup's ENOENT, an iteration's
+ * end). */
+int shmreg__fail_lazy(int code, const char *text, const unsigned char *id);
+
+/* The detail is `text` followed by `len` bytes of `s` (cut to fit), copied
+ * now (s need not outlive the call) but not formatted: a missing key in
+ * a lookup costs two memcpy, no printf. */
+int shmreg__fail_copy(int code, const char *text, const char *s, size_t len);
+
 /* 0 when `h` may be used by this process now; SHMREG_EINVAL for NULL,
  * SHMREG_EFORK in a forked child. Cheap (no syscall): call it first in
  * every public function. */

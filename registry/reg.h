@@ -32,7 +32,6 @@ struct shmreg {
     mode_t file_mode;
     gid_t gid;
     pid_t pid;                        /* of the opening process */
-    uint64_t op_ns;                   /* the current change's time (reg_stamp) */
     unsigned char rnd[512];           /* random bytes for IDs, drawn 32 IDs at a time */
     unsigned rnd_left;
     void *config_state;
@@ -94,14 +93,6 @@ static inline reg_sess *reg_slot(const shmreg *h, uint32_t i)
     return (reg_sess *)(h->c.seg.base + shm_slot_off(&h->c.seg, i));
 }
 
-/* The time of the change being made, read once: the same value stamps
- * the session (updated_ns) and its event, and a clock read is a third of
- * a transition on some machines. */
-static inline uint64_t reg_stamp(shmreg *h)
-{
-    return h->op_ns = shm_now_ns();
-}
-
 /* A fresh random 128-bit ID. getrandom() costs a system call, so bytes
  * are drawn 512 at a time into the handle (a handle is one process's). */
 void reg_random_id(shmreg *h, unsigned char out[16]);
@@ -119,8 +110,22 @@ static inline uint32_t reg_id_bucket(const shmreg *h, const unsigned char id[16]
 }
 
 /* Find a live session's slot index by ID, lock-free. Must be called in a
- * read section. Returns 0 and *si, or SHMREG_ENOENT / SHMREG_ECORRUPT. */
-int reg_find(shmreg *h, const unsigned char id[16], uint32_t *si);
+ * read section. Returns 0, *si and *state: the state word as loaded and
+ * found live. Build answers from *state, never from a second load: a
+ * delete may land in between, and the word would then hold REG_DELETED.
+ * Otherwise SHMREG_ENOENT (errmsg set, lazily) or SHMREG_ECORRUPT. */
+int reg_find(shmreg *h, const unsigned char id[16], uint32_t *si, uint64_t *state);
+
+/* reg_find() for callers to whom absence is an answer, not a failure:
+ * leaves shmreg_errmsg() alone on SHMREG_ENOENT. */
+int reg_lookup(shmreg *h, const unsigned char id[16], uint32_t *si, uint64_t *state);
+
+#ifdef SHMREG_TESTING
+/* Called, when set, right after a field swap stamped the slot and before
+ * it checks for a delete that raced it: a test deletes the session here
+ * to take the "deleted meanwhile" way out for certain. */
+extern void (*reg_test_after_swap)(shmreg *h, const unsigned char id[16]);
+#endif
 
 /* 0 when `h` is usable and inside a read section, else SHMREG_EFORK,
  * SHMREG_EINVAL or SHMREG_ENOREAD (for calls that hand out pointers). */
@@ -176,12 +181,16 @@ uint32_t reg_part_record_bytes(void);
 uint32_t reg_event_record_bytes(void);
 
 /* Events (events.c): attach the ring at open, publish after each
- * committed change (never failing the change), fill ring statistics. */
+ * committed change (never failing the change), fill ring statistics.
+ * `time_ns` is the change's own time (the value it stamped on the slot,
+ * so both agree), or 0 for "now". It is passed, never kept in the handle:
+ * a change that stamps and then fails must not lend its time to the next
+ * event. */
 int reg_event_init(shmreg *h);
 void reg_event_fini(shmreg *h);
-void reg_event(shmreg *h, uint32_t type, const unsigned char *session, int old_state,
-               int new_state, uint32_t which);
-void reg_event_room(shmreg *h, uint32_t type, const unsigned char *room,
+void reg_event(shmreg *h, uint64_t time_ns, uint32_t type, const unsigned char *session,
+               int old_state, int new_state, uint32_t which);
+void reg_event_room(shmreg *h, uint64_t time_ns, uint32_t type, const unsigned char *room,
                     const unsigned char *session, int old_state, int new_state);
 void reg_event_stats(shmreg *h, shmreg_stats *st);
 

@@ -45,20 +45,61 @@
 
 /* ------------------------------------------------------------ errors */
 
-static __thread char errmsg[512];
+/* One thread-local record, so that a failure costs one TLS address
+ * computation. A lookup's ENOENT is an ordinary answer on hot paths (a
+ * dialog not bound yet, the end of an iteration), so shmreg__fail_lazy()
+ * stores a static text and an ID and shmreg_errmsg() formats them only if
+ * somebody asks; shmreg__fail() formats at once (cold paths). */
+static __thread struct {
+    const char *lazy;          /* pending static text; NULL: buf is current */
+    int has_id;
+    shmreg_id id;
+    char buf[512];
+} err;
 
 int shmreg__fail(int code, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(errmsg, sizeof errmsg, fmt, ap);
+    vsnprintf(err.buf, sizeof err.buf, fmt, ap);
     va_end(ap);
+    err.lazy = NULL;
+    return code;
+}
+
+int shmreg__fail_lazy(int code, const char *text, const unsigned char *id)
+{
+    err.lazy = text;
+    err.has_id = id != NULL;
+    if (id)
+        memcpy(err.id.bytes, id, 16);
+    return code;
+}
+
+int shmreg__fail_copy(int code, const char *text, const char *s, size_t len)
+{
+    size_t tl = strlen(text), cap = sizeof err.buf - 1;
+    if (tl > cap)
+        tl = cap;
+    if (len > cap - tl)
+        len = cap - tl;
+    memcpy(err.buf, text, tl);
+    memcpy(err.buf + tl, s, len);
+    err.buf[tl + len] = 0;
+    err.lazy = NULL;
     return code;
 }
 
 const char *shmreg_errmsg(void)
 {
-    return errmsg;
+    if (err.lazy) {
+        char idtext[SHMREG_ID_TEXT_LEN + 1] = "";
+        if (err.has_id)
+            shmreg_id_format(&err.id, idtext);
+        snprintf(err.buf, sizeof err.buf, "%s%s%s", err.lazy, err.has_id ? " " : "", idtext);
+        err.lazy = NULL;
+    }
+    return err.buf;
 }
 
 static int sys_fail(const char *what, const char *path)
@@ -353,7 +394,8 @@ int shmreg_close(shmreg *h)
     int rc = 0;
     shmreg__config_close(h); /* in a child it only frees memory */
     if (shmreg__forked(h))
-        rc = SHMREG_EFORK; /* not ours: touch nothing shared */
+        rc = shmreg__fail(SHMREG_EFORK, "handle was opened by another process (fork): "
+                          "only its memory was freed"); /* not ours: touch nothing shared */
     else
         shm_handle_release(&h->c);
     reg_event_fini(h);
@@ -518,7 +560,7 @@ int shmreg_handle_next(shmreg *h, uint64_t *cursor, shmreg_handle_info *out)
         return 0;
     }
     *cursor = s->max_handles;
-    return SHMREG_ENOENT;
+    return shmreg__fail_lazy(SHMREG_ENOENT, "no more handles", NULL);
 }
 
 int shmreg_reap(shmreg *h)

@@ -116,8 +116,11 @@ static uint32_t room_hash(const shmreg *h, const unsigned char id[16])
     return (uint32_t)(x & (h->c.seg.room_slots - 1));
 }
 
-/* Find a live room by ID: table index in *idx. In a read section. */
-static int room_find(shmreg *h, const unsigned char id[16], uint32_t *idx, reg_room **out)
+/* Find a live room by ID: table index in *idx, and in *state the state
+ * word as loaded and found live (answers are built from it, never from a
+ * second load that a delete may have overtaken). In a read section. */
+static int room_find(shmreg *h, const unsigned char id[16], uint32_t *idx, reg_room **out,
+                     uint64_t *state)
 {
     const shm_seg *s = &h->c.seg;
     uint32_t start = room_hash(h, id);
@@ -132,24 +135,32 @@ static int room_find(shmreg *h, const unsigned char id[16], uint32_t *idx, reg_r
         if (r == NULL)
             return shmreg__fail(SHMREG_ECORRUPT, "room table entry %u is not a room", i);
         if (memcmp(r->id, id, 16) == 0) {
-            if (!ROOM_LIVE(atomic_load(&r->state)))
+            uint64_t st = atomic_load(&r->state);
+            if (!ROOM_LIVE(st))
                 break;
             *idx = i;
             *out = r;
+            *state = st;
             return 0;
         }
     }
-    return shmreg__fail(SHMREG_ENOENT, "no such room");
+    return shmreg__fail_lazy(SHMREG_ENOENT, "no such room", id);
 }
 
-/* The roster entry holding `session`, or -1. */
-static int roster_find(shmreg *h, reg_room *r, const unsigned char sid[16], reg_part **p)
+/* The roster entry holding `session`, or -1; *off (may be NULL) receives
+ * the entry's value as it was matched. A remover must pass on that value,
+ * not load the entry again: the participant may have left and another
+ * taken the entry meanwhile. */
+static int roster_find(shmreg *h, reg_room *r, const unsigned char sid[16], reg_part **p,
+                       uint64_t *off)
 {
     for (uint32_t i = 0; i < r->max; i++) {
-        uint64_t off = atomic_load_explicit(&r->roster[i], memory_order_acquire);
-        reg_part *x = off ? part_at(h, off) : NULL;
+        uint64_t o = atomic_load_explicit(&r->roster[i], memory_order_acquire);
+        reg_part *x = o ? part_at(h, o) : NULL;
         if (x && memcmp(x->sid, sid, 16) == 0) {
             *p = x;
+            if (off)
+                *off = o;
             return (int)i;
         }
     }
@@ -179,7 +190,8 @@ static int roster_remove(shmreg *h, reg_room *r, uint32_t idx, uint32_t i, uint6
      * clearing the roster entry and clearing the word, the word names a
      * dead remover and the next join takes it as the stale claim it is. */
     uint32_t si;
-    reg_sess *x = reg_find(h, p->sid, &si) == 0 ? reg_slot(h, si) : NULL;
+    uint64_t sst;
+    reg_sess *x = reg_lookup(h, p->sid, &si, &sst) == 0 ? reg_slot(h, si) : NULL;
     uint64_t w = x ? atomic_load(&x->room) : 0;
     if (w && REF_IDX(w) == idx)
         atomic_compare_exchange_strong(&x->room, &w, room_ref(h, idx));
@@ -193,7 +205,7 @@ static int roster_remove(shmreg *h, reg_room *r, uint32_t idx, uint32_t i, uint6
         atomic_compare_exchange_strong(&x->room, &w, 0);
     shm_retire(&h->c, shm_off(&h->c.seg, b), st);
     shm_intent_clear(&h->c);
-    reg_event_room(h, SHMREG_EV_PARTICIPANT_LEFT, r->id, p->sid, 0, SHMREG_PART_LEFT);
+    reg_event_room(h, 0, SHMREG_EV_PARTICIPANT_LEFT, r->id, p->sid, 0, SHMREG_PART_LEFT);
     return 1;
 }
 
@@ -205,19 +217,24 @@ void reg_room_forget_session(shmreg *h, uint32_t si)
         return;
     reg_room *r = room_at(h, atomic_load(&h->c.seg.rooms[REF_IDX(w)]));
     reg_part *p;
-    int i = r ? roster_find(h, r, x->id, &p) : -1;
+    uint64_t off;
+    int i = r ? roster_find(h, r, x->id, &p, &off) : -1;
     if (i >= 0)
-        roster_remove(h, r, REF_IDX(w), (uint32_t)i, atomic_load(&r->roster[i]));
+        roster_remove(h, r, REF_IDX(w), (uint32_t)i, off);
     atomic_compare_exchange_strong(&x->room, &w, 0);
 }
 
 uint32_t reg_room_count(shmreg *h)
 {
     uint32_t n = 0;
+    /* A read section: a room block seen in the table is not reused while
+     * we look at it (callers need not be in one). */
+    shm_read_enter(&h->c);
     for (uint32_t i = 0; i < h->c.seg.room_slots; i++) {
         reg_room *r = room_at(h, atomic_load(&h->c.seg.rooms[i]));
         n += r && ROOM_LIVE(atomic_load(&r->state));
     }
+    shm_read_leave(&h->c);
     return n;
 }
 
@@ -241,7 +258,8 @@ int shmreg_room_create(shmreg *h, shmreg_str name, uint32_t max_participants, sh
     reg_room *r = reg_payload((shm_blk *)(s->base + off));
     reg_random_id(h, r->id);
     atomic_store(&r->state, SHMREG_ROOM_CREATING);
-    r->created_ns = shm_now_ns();
+    uint64_t now = shm_now_ns();
+    r->created_ns = now;
     r->config_gen = atomic_load(&s->hdr->config_gen);
     r->max = max_participants;
     r->name_len = (uint32_t)name.len;
@@ -249,13 +267,17 @@ int shmreg_room_create(shmreg *h, shmreg_str name, uint32_t max_participants, sh
         atomic_store(&r->roster[i], 0);
     if (name.len)
         memcpy((char *)&r->roster[max_participants], name.ptr, name.len);
-    uint32_t start = room_hash(h, r->id);
+    /* The ID is kept apart before publication: once in the table the room
+     * may be deleted and (no read section here) its block reused. */
+    shmreg_id id;
+    memcpy(id.bytes, r->id, 16);
+    uint32_t start = room_hash(h, id.bytes);
     for (uint32_t k = 0; k < s->room_slots; k++) {
         uint32_t i = (start + k) & (s->room_slots - 1);
         uint64_t cur = atomic_load(&s->rooms[i]);
         if ((cur == 0 || cur == TOMB) && atomic_compare_exchange_strong(&s->rooms[i], &cur, off)) {
-            memcpy(room_out->bytes, r->id, 16);
-            reg_event_room(h, SHMREG_EV_ROOM_CREATED, r->id, NULL, 0, SHMREG_ROOM_CREATING);
+            *room_out = id;
+            reg_event_room(h, now, SHMREG_EV_ROOM_CREATED, id.bytes, NULL, 0, SHMREG_ROOM_CREATING);
             return 0;
         }
     }
@@ -271,7 +293,8 @@ static void all_left(shmreg *h, reg_room *r)
             continue;
         uint32_t old = atomic_exchange(&p->status, SHMREG_PART_LEFT);
         if (old != SHMREG_PART_LEFT)
-            reg_event_room(h, SHMREG_EV_PARTICIPANT_STATUS, r->id, p->sid, (int)old, SHMREG_PART_LEFT);
+            reg_event_room(h, 0, SHMREG_EV_PARTICIPANT_STATUS, r->id, p->sid, (int)old,
+                           SHMREG_PART_LEFT);
     }
 }
 
@@ -285,9 +308,9 @@ int shmreg_room_transition(shmreg *h, const shmreg_id *room, int expected, int t
         return shmreg__fail(SHMREG_EINVAL, "NULL room or unknown room state");
     uint32_t idx;
     reg_room *r;
+    uint64_t cur; /* validated by room_find; the CAS refreshes it */
     shm_read_enter(&h->c);
-    if ((rc = room_find(h, room->bytes, &idx, &r)) == 0) {
-        uint64_t cur = atomic_load(&r->state);
+    if ((rc = room_find(h, room->bytes, &idx, &r, &cur)) == 0) {
         for (;;) {
             if (!ROOM_LIVE(cur)) {
                 rc = shmreg__fail(SHMREG_ENOENT, "room deleted");
@@ -305,7 +328,7 @@ int shmreg_room_transition(shmreg *h, const shmreg_id *room, int expected, int t
                 break;
             }
             if (atomic_compare_exchange_strong(&r->state, &cur, (uint64_t)to)) {
-                reg_event_room(h, SHMREG_EV_ROOM_STATE, r->id, NULL, from, to);
+                reg_event_room(h, 0, SHMREG_EV_ROOM_STATE, r->id, NULL, from, to);
                 if (to >= SHMREG_ROOM_TERMINATING)
                     all_left(h, r);
                 break;
@@ -344,9 +367,9 @@ int shmreg_room_delete(shmreg *h, const shmreg_id *room)
         return shmreg__fail(SHMREG_EINVAL, "NULL room");
     uint32_t idx;
     reg_room *r;
+    uint64_t cur; /* validated by room_find; the CAS refreshes it */
     shm_read_enter(&h->c);
-    if ((rc = room_find(h, room->bytes, &idx, &r)) == 0) {
-        uint64_t cur = atomic_load(&r->state);
+    if ((rc = room_find(h, room->bytes, &idx, &r, &cur)) == 0) {
         while (ROOM_LIVE(cur) && !atomic_compare_exchange_strong(&r->state, &cur, h->c.tag | REG_DELETED))
             ;
         if (!ROOM_LIVE(cur))
@@ -358,6 +381,7 @@ int shmreg_room_delete(shmreg *h, const shmreg_id *room)
     return rc;
 }
 
+/* A view of room r whose state word, checked live, was `st`. */
 static void room_view(shmreg *h, reg_room *r, uint64_t st, shmreg_room *out)
 {
     (void)h;
@@ -383,8 +407,9 @@ int shmreg_room_get(shmreg *h, const shmreg_id *room, shmreg_room *out)
         return shmreg__fail(SHMREG_EINVAL, "NULL room/out");
     uint32_t idx;
     reg_room *r;
-    if ((rc = room_find(h, room->bytes, &idx, &r)) == 0)
-        room_view(h, r, atomic_load(&r->state), out);
+    uint64_t st;
+    if ((rc = room_find(h, room->bytes, &idx, &r, &st)) == 0)
+        room_view(h, r, st, out);
     return rc;
 }
 
@@ -405,7 +430,7 @@ int shmreg_room_next(shmreg *h, uint64_t *cursor, shmreg_room *out)
         }
     }
     *cursor = h->c.seg.room_slots;
-    return SHMREG_ENOENT;
+    return shmreg__fail_lazy(SHMREG_ENOENT, "no more rooms", NULL);
 }
 
 /* ------------------------------------------------------------ participants */
@@ -423,7 +448,7 @@ static int stale_claim(shmreg *h, uint64_t w, const unsigned char sid[16])
         return 1;
     reg_room *r = room_at(h, atomic_load(&h->c.seg.rooms[REF_IDX(w)]));
     reg_part *p;
-    if (r && ROOM_LIVE(atomic_load(&r->state)) && roster_find(h, r, sid, &p) >= 0)
+    if (r && ROOM_LIVE(atomic_load(&r->state)) && roster_find(h, r, sid, &p, NULL) >= 0)
         return 0;
     return !shm_tag_alive(&h->c.seg, REF_TAG(w));
 }
@@ -439,11 +464,13 @@ int shmreg_room_join(shmreg *h, const shmreg_id *room, const shmreg_id *session,
         return shmreg__fail(SHMREG_EINVAL, "NULL room/session or a string over %u bytes", SHMREG_MAX_STR);
     uint32_t idx, si;
     reg_room *r;
+    uint64_t rst, sst;
     shm_read_enter(&h->c);
-    if ((rc = room_find(h, room->bytes, &idx, &r)) != 0 || (rc = reg_find(h, session->bytes, &si)) != 0)
+    if ((rc = room_find(h, room->bytes, &idx, &r, &rst)) != 0 ||
+        (rc = reg_find(h, session->bytes, &si, &sst)) != 0)
         goto out;
-    if (!joinable(atomic_load(&r->state))) {
-        rc = shmreg__fail(SHMREG_ESTATE, "room is %s: no joins", room_names[REG_STATE(atomic_load(&r->state))]);
+    if (!joinable(rst)) { /* live (room_find checked), so a name exists */
+        rc = shmreg__fail(SHMREG_ESTATE, "room is %s: no joins", room_names[REG_STATE(rst)]);
         goto out;
     }
     reg_sess *x = reg_slot(h, si);
@@ -490,29 +517,34 @@ int shmreg_room_join(shmreg *h, const shmreg_id *room, const shmreg_id *session,
         rc = shmreg__fail(SHMREG_EFULL, "room is full (%u participants)", r->max);
         goto out;
     }
-    /* Locked, terminated or deleted meanwhile: back out as a leave would. */
+    /* Locked, terminated or deleted meanwhile: back out as a leave would.
+     * Each word is loaded once: the error names what was seen. */
     uint64_t st = atomic_load(&r->state);
-    if (!joinable(st) || !REG_LIVE(atomic_load(&x->state))) {
+    sst = atomic_load(&x->state);
+    if (!joinable(st) || !REG_LIVE(sst)) {
         roster_remove(h, r, idx, i, off);
         atomic_compare_exchange_strong(&x->room, &mine, 0);
-        rc = ROOM_LIVE(st) && REG_LIVE(atomic_load(&x->state))
+        rc = ROOM_LIVE(st) && REG_LIVE(sst)
                  ? shmreg__fail(SHMREG_ESTATE, "room is %s: no joins", room_names[REG_STATE(st)])
                  : shmreg__fail(SHMREG_ENOENT, "room or session deleted meanwhile");
         goto out;
     }
-    reg_event_room(h, SHMREG_EV_PARTICIPANT_JOINED, r->id, session->bytes, 0, SHMREG_PART_JOINING);
+    reg_event_room(h, p->joined_ns, SHMREG_EV_PARTICIPANT_JOINED, r->id, session->bytes, 0,
+                   SHMREG_PART_JOINING);
 out:
     shm_read_leave(&h->c);
     return rc;
 }
 
-/* Find room and participant for the calls below (in a read section). */
+/* Find room and participant for the calls below (in a read section):
+ * the roster entry's index and value in *i and *off. */
 static int find_part(shmreg *h, const shmreg_id *room, const shmreg_id *session, uint32_t *idx,
-                     reg_room **r, reg_part **p)
+                     reg_room **r, reg_part **p, int *i, uint64_t *off)
 {
-    int rc = room_find(h, room->bytes, idx, r);
-    if (rc == 0 && roster_find(h, *r, session->bytes, p) < 0)
-        rc = shmreg__fail(SHMREG_ENOENT, "session is not in this room");
+    uint64_t st;
+    int rc = room_find(h, room->bytes, idx, r, &st);
+    if (rc == 0 && (*i = roster_find(h, *r, session->bytes, p, off)) < 0)
+        rc = shmreg__fail_lazy(SHMREG_ENOENT, "not in this room: session", session->bytes);
     return rc;
 }
 
@@ -526,12 +558,14 @@ int shmreg_room_leave(shmreg *h, const shmreg_id *room, const shmreg_id *session
     uint32_t idx;
     reg_room *r;
     reg_part *p;
+    int i;
+    uint64_t off;
     shm_read_enter(&h->c);
-    if ((rc = find_part(h, room, session, &idx, &r, &p)) == 0) {
-        int i = roster_find(h, r, session->bytes, &p);
-        if (i < 0 || !roster_remove(h, r, idx, (uint32_t)i, atomic_load(&r->roster[i])))
-            rc = shmreg__fail(SHMREG_ENOENT, "session left meanwhile");
-    }
+    /* Remove the entry as found: loading it again could pick up another
+     * participant that took the entry after ours left. */
+    if ((rc = find_part(h, room, session, &idx, &r, &p, &i, &off)) == 0 &&
+        !roster_remove(h, r, idx, (uint32_t)i, off))
+        rc = shmreg__fail(SHMREG_ENOENT, "session left meanwhile");
     shm_read_leave(&h->c);
     return rc;
 }
@@ -548,8 +582,10 @@ int shmreg_participant_set_status(shmreg *h, const shmreg_id *room, const shmreg
     uint32_t idx;
     reg_room *r;
     reg_part *p;
+    int i;
+    uint64_t off;
     shm_read_enter(&h->c);
-    if ((rc = find_part(h, room, session, &idx, &r, &p)) == 0) {
+    if ((rc = find_part(h, room, session, &idx, &r, &p, &i, &off)) == 0) {
         uint32_t cur = atomic_load(&p->status);
         for (;;) {
             if (old)
@@ -564,7 +600,7 @@ int shmreg_participant_set_status(shmreg *h, const shmreg_id *room, const shmreg
                 break;
             }
             if (atomic_compare_exchange_strong(&p->status, &cur, (uint32_t)to)) {
-                reg_event_room(h, SHMREG_EV_PARTICIPANT_STATUS, r->id, p->sid, (int)cur, to);
+                reg_event_room(h, 0, SHMREG_EV_PARTICIPANT_STATUS, r->id, p->sid, (int)cur, to);
                 break;
             }
         }
@@ -583,8 +619,10 @@ int shmreg_participant_set_audio(shmreg *h, const shmreg_id *room, const shmreg_
     uint32_t idx;
     reg_room *r;
     reg_part *p;
+    int i;
+    uint64_t off;
     shm_read_enter(&h->c);
-    if ((rc = find_part(h, room, session, &idx, &r, &p)) == 0)
+    if ((rc = find_part(h, room, session, &idx, &r, &p, &i, &off)) == 0)
         atomic_store(&p->audio, active ? 1u : 0u);
     shm_read_leave(&h->c);
     return rc;
@@ -599,7 +637,8 @@ int shmreg_participant_next(shmreg *h, const shmreg_id *room, uint64_t *cursor, 
         return shmreg__fail(SHMREG_EINVAL, "NULL room/cursor/out");
     uint32_t idx;
     reg_room *r;
-    if ((rc = room_find(h, room->bytes, &idx, &r)) != 0)
+    uint64_t st;
+    if ((rc = room_find(h, room->bytes, &idx, &r, &st)) != 0)
         return rc;
     for (uint64_t i = *cursor; i < r->max; i++) {
         uint64_t off = atomic_load_explicit(&r->roster[i], memory_order_acquire);
@@ -622,7 +661,7 @@ int shmreg_participant_next(shmreg *h, const shmreg_id *room, uint64_t *cursor, 
         return 0;
     }
     *cursor = r->max;
-    return SHMREG_ENOENT;
+    return shmreg__fail_lazy(SHMREG_ENOENT, "no more participants", NULL);
 }
 
 int shmreg_session_room(shmreg *h, const shmreg_id *session, shmreg_id *room_out)
@@ -633,14 +672,15 @@ int shmreg_session_room(shmreg *h, const shmreg_id *session, shmreg_id *room_out
     if (session == NULL || room_out == NULL)
         return shmreg__fail(SHMREG_EINVAL, "NULL session/room_out");
     uint32_t si;
+    uint64_t st;
     shm_read_enter(&h->c);
-    if ((rc = reg_find(h, session->bytes, &si)) == 0) {
+    if ((rc = reg_find(h, session->bytes, &si, &st)) == 0) {
         reg_sess *x = reg_slot(h, si);
         uint64_t w = atomic_load(&x->room);
         reg_room *r = w && REF_IDX(w) < h->c.seg.room_slots
                           ? room_at(h, atomic_load(&h->c.seg.rooms[REF_IDX(w)])) : NULL;
         reg_part *p;
-        if (r && roster_find(h, r, x->id, &p) >= 0)
+        if (r && roster_find(h, r, x->id, &p, NULL) >= 0)
             memcpy(room_out->bytes, r->id, 16);
         else
             rc = shmreg__fail(SHMREG_ENOENT, "session is in no room");

@@ -41,7 +41,11 @@ void reg_random_id(shmreg *h, unsigned char out[16])
 
 /* ------------------------------------------------------------ finding */
 
-int reg_find(shmreg *h, const unsigned char id[16], uint32_t *si)
+#ifdef SHMREG_TESTING
+void (*reg_test_after_swap)(shmreg *h, const unsigned char id[16]);
+#endif
+
+int reg_lookup(shmreg *h, const unsigned char id[16], uint32_t *si, uint64_t *state)
 {
     const shm_seg *s = &h->c.seg;
     uint32_t n = atomic_load_explicit(&s->sess_index[reg_id_bucket(h, id)], memory_order_acquire);
@@ -54,11 +58,18 @@ int reg_find(shmreg *h, const unsigned char id[16], uint32_t *si)
             if (!REG_LIVE(st))
                 break;
             *si = n - 1;
+            *state = st;
             return 0;
         }
         n = atomic_load_explicit(&x->next, memory_order_acquire);
     }
     return SHMREG_ENOENT;
+}
+
+int reg_find(shmreg *h, const unsigned char id[16], uint32_t *si, uint64_t *state)
+{
+    int rc = reg_lookup(h, id, si, state);
+    return rc == SHMREG_ENOENT ? shmreg__fail_lazy(rc, "no such session", id) : rc;
 }
 
 int reg_index_unlink(shmreg *h, uint32_t si)
@@ -200,9 +211,12 @@ static void retire_owned(shmreg *h, uint32_t si, uint64_t off)
 
 /* Swap a slot field from `expect` (ANY_OLD: whatever it holds) to `fresh`
  * and retire the old block. Caller is inside a read section. Returns
- * SHMREG_ECONFLICT when `expect` no longer matches (nothing changed). */
+ * SHMREG_ECONFLICT when `expect` no longer matches (nothing changed).
+ * *now receives the time stamped on the slot, for the caller's event: it
+ * travels by value, so a change that fails after stamping leaves nothing
+ * behind for the next event to pick up. */
 static int swap_field(shmreg *h, uint32_t si, _Atomic uint64_t *field, uint64_t expect,
-                      uint64_t fresh)
+                      uint64_t fresh, uint64_t *now)
 {
     reg_sess *x = reg_slot(h, si);
     uint64_t old = expect == ANY_OLD ? atomic_load(field) : expect;
@@ -221,7 +235,12 @@ static int swap_field(shmreg *h, uint32_t si, _Atomic uint64_t *field, uint64_t 
         if (expect != ANY_OLD)
             return SHMREG_ECONFLICT;
     }
-    atomic_store(&x->updated_ns, reg_stamp(h));
+    *now = shm_now_ns();
+    atomic_store(&x->updated_ns, *now);
+#ifdef SHMREG_TESTING
+    if (reg_test_after_swap)
+        reg_test_after_swap(h, x->id);
+#endif
     /* Deleted meanwhile? Then the deleter may have missed `fresh`. */
     if (!REG_LIVE(atomic_load(&x->state))) {
         retire_owned(h, si, fresh);
@@ -263,7 +282,8 @@ int shmreg_session_create(shmreg *h, const shmreg_fields *f, shmreg_id *id_out)
     for (unsigned i = 0; i < SHMREG_MAX_DIALOGS_PER_SESSION; i++)
         atomic_store(&x->dlg[i], 0);
     atomic_store(&x->room, 0);
-    x->created_ns = reg_stamp(h);
+    uint64_t now = shm_now_ns();
+    x->created_ns = now;
     atomic_store(&x->updated_ns, x->created_ns);
     x->config_gen = atomic_load(&h->c.seg.hdr->config_gen);
     x->owner_pid = (int32_t)h->pid;
@@ -280,9 +300,11 @@ int shmreg_session_create(shmreg *h, const shmreg_fields *f, shmreg_id *id_out)
     atomic_store(&x->next, atomic_load(&s->sess_index[b]));
     atomic_store_explicit(&s->sess_index[b], si + 1, memory_order_release);
     shm_lock_drop(l);
-    atomic_store_explicit(&x->state, SHMREG_STATE_INITIATING, memory_order_release);
+    /* The ID is copied out before publication: once live, the session may
+     * be deleted and (we are in no read section) its slot reused. */
     memcpy(id_out->bytes, x->id, 16);
-    reg_event(h, SHMREG_EV_SESSION_CREATED, id_out->bytes, 0, SHMREG_STATE_INITIATING, 0);
+    atomic_store_explicit(&x->state, SHMREG_STATE_INITIATING, memory_order_release);
+    reg_event(h, now, SHMREG_EV_SESSION_CREATED, id_out->bytes, 0, SHMREG_STATE_INITIATING, 0);
     return 0;
 }
 
@@ -298,8 +320,9 @@ int shmreg_session_update(shmreg *h, const shmreg_id *id, const shmreg_fields *f
     if ((rc = check_fields(f, mask)) != 0)
         return rc;
     uint32_t si;
+    uint64_t st, now;
     shm_read_enter(&h->c);
-    if ((rc = reg_find(h, id->bytes, &si)) == 0) {
+    if ((rc = reg_find(h, id->bytes, &si, &st)) == 0) {
         reg_sess *x = reg_slot(h, si);
         /* Build from the current version; if another writer swaps it
          * first, rebuild on top of theirs so no update is lost. */
@@ -308,9 +331,9 @@ int shmreg_session_update(shmreg *h, const shmreg_id *id, const shmreg_fields *f
             uint64_t fresh = info_build(h, si, f, mask, old, &rc);
             if (fresh == 0)
                 break;
-            rc = swap_field(h, si, &x->info, old, fresh);
+            rc = swap_field(h, si, &x->info, old, fresh, &now);
             if (rc == 0)
-                reg_event(h, SHMREG_EV_SESSION_UPDATED, id->bytes, 0, 0, mask);
+                reg_event(h, now, SHMREG_EV_SESSION_UPDATED, id->bytes, 0, 0, mask);
             if (rc != SHMREG_ECONFLICT)
                 break;
             shm_free(&h->c, fresh);
@@ -333,13 +356,14 @@ int shmreg_session_set_sdp(shmreg *h, const shmreg_id *id, int which, const void
         return shmreg__fail(SHMREG_EINVAL, "SDP of %zu bytes (limit %u) or NULL body", len,
                             SHMREG_MAX_SDP);
     uint32_t si;
+    uint64_t st, now;
     shm_read_enter(&h->c);
-    if ((rc = reg_find(h, id->bytes, &si)) == 0) {
+    if ((rc = reg_find(h, id->bytes, &si, &st)) == 0) {
         uint64_t fresh = len ? sdp_build(h, si, sdp, len, &rc) : 0;
         if (rc == 0)
-            rc = swap_field(h, si, &reg_slot(h, si)->sdp[which], ANY_OLD, fresh);
+            rc = swap_field(h, si, &reg_slot(h, si)->sdp[which], ANY_OLD, fresh, &now);
         if (rc == 0)
-            reg_event(h, SHMREG_EV_SDP_UPDATED, id->bytes, 0, 0, (uint32_t)which);
+            reg_event(h, now, SHMREG_EV_SDP_UPDATED, id->bytes, 0, 0, (uint32_t)which);
     }
     shm_read_leave(&h->c);
     return rc;
@@ -356,10 +380,10 @@ int shmreg_session_transition(shmreg *h, const shmreg_id *id, int expected, int 
         to >= SHMREG_STATE_COUNT)
         return shmreg__fail(SHMREG_EINVAL, "NULL id or unknown state (expected %d, to %d)", expected, to);
     uint32_t si;
+    uint64_t cur; /* the word reg_find validated; the CAS below refreshes it */
     shm_read_enter(&h->c);
-    if ((rc = reg_find(h, id->bytes, &si)) == 0) {
+    if ((rc = reg_find(h, id->bytes, &si, &cur)) == 0) {
         reg_sess *x = reg_slot(h, si);
-        uint64_t cur = atomic_load(&x->state);
         for (;;) {
             if (!REG_LIVE(cur)) {
                 rc = shmreg__fail(SHMREG_ENOENT, "session deleted");
@@ -379,8 +403,9 @@ int shmreg_session_transition(shmreg *h, const shmreg_id *id, int expected, int 
                 break;
             }
             if (atomic_compare_exchange_strong(&x->state, &cur, (uint64_t)to)) {
-                atomic_store(&x->updated_ns, reg_stamp(h));
-                reg_event(h, SHMREG_EV_STATE_CHANGED, id->bytes, from, to, 0);
+                uint64_t now = shm_now_ns();
+                atomic_store(&x->updated_ns, now);
+                reg_event(h, now, SHMREG_EV_STATE_CHANGED, id->bytes, from, to, 0);
                 break;
             }
         }
@@ -397,8 +422,9 @@ int shmreg_session_counter_add(shmreg *h, const shmreg_id *id, int counter, uint
     if (id == NULL || counter < 0 || counter >= SHMREG_CTR_COUNT)
         return shmreg__fail(SHMREG_EINVAL, "NULL id or unknown counter %d", counter);
     uint32_t si;
+    uint64_t st;
     shm_read_enter(&h->c);
-    if ((rc = reg_find(h, id->bytes, &si)) == 0)
+    if ((rc = reg_find(h, id->bytes, &si, &st)) == 0)
         atomic_fetch_add_explicit(&reg_slot(h, si)->counter[counter], delta, memory_order_relaxed);
     shm_read_leave(&h->c);
     return rc;
@@ -442,10 +468,10 @@ int shmreg_session_delete(shmreg *h, const shmreg_id *id)
     if (id == NULL)
         return shmreg__fail(SHMREG_EINVAL, "NULL id");
     uint32_t si;
+    uint64_t cur; /* validated by reg_find; the CAS refreshes it */
     shm_read_enter(&h->c);
-    if ((rc = reg_find(h, id->bytes, &si)) == 0) {
+    if ((rc = reg_find(h, id->bytes, &si, &cur)) == 0) {
         reg_sess *x = reg_slot(h, si);
-        uint64_t cur = atomic_load(&x->state);
         for (;;) {
             if (!REG_LIVE(cur)) {
                 rc = shmreg__fail(SHMREG_ENOENT, "session already deleted");
@@ -453,7 +479,7 @@ int shmreg_session_delete(shmreg *h, const shmreg_id *id)
             }
             if (atomic_compare_exchange_strong(&x->state, &cur, h->c.tag | REG_DELETED)) {
                 reg_finish_delete(h, si);
-                reg_event(h, SHMREG_EV_SESSION_DELETED, id->bytes, (int)REG_STATE(cur), 0, 0);
+                reg_event(h, 0, SHMREG_EV_SESSION_DELETED, id->bytes, (int)REG_STATE(cur), 0, 0);
                 break;
             }
         }
@@ -481,7 +507,8 @@ int reg_sdp_view(shmreg *h, uint64_t off, shmreg_str *out)
     return 0;
 }
 
-/* Fill a view of slot si whose state word was `st`. */
+/* Fill a view of slot si whose state word was `st`: the one load that
+ * was checked live. The state is never loaded again here. */
 static int session_view(shmreg *h, uint32_t si, uint64_t st, shmreg_session *out)
 {
     reg_sess *x = reg_slot(h, si);
@@ -544,9 +571,12 @@ int shmreg_session_get(shmreg *h, const shmreg_id *id, shmreg_session *out)
     if (id == NULL || out == NULL)
         return shmreg__fail(SHMREG_EINVAL, "NULL id/out");
     uint32_t si;
-    if ((rc = reg_find(h, id->bytes, &si)) != 0)
+    uint64_t st;
+    if ((rc = reg_find(h, id->bytes, &si, &st)) != 0)
         return rc;
-    return session_view(h, si, atomic_load_explicit(&reg_slot(h, si)->state, memory_order_acquire), out);
+    /* Build the view from the word reg_find validated: loading it again
+     * could see a delete that landed meanwhile (REG_DELETED, no state). */
+    return session_view(h, si, st, out);
 }
 
 /* Slots are carved shard by shard; the cursor walks shard ranges up to
@@ -581,7 +611,7 @@ int shmreg_session_next(shmreg *h, uint64_t *cursor, int state_filter, shmreg_se
         return session_view(h, (uint32_t)i, st, out);
     }
     *cursor = s->max_sessions;
-    return SHMREG_ENOENT;
+    return shmreg__fail_lazy(SHMREG_ENOENT, "no more sessions", NULL);
 }
 
 /* Counts are derived from the slots, never kept in counters: a process

@@ -28,7 +28,13 @@
  *
  * Conventions. Functions return 0 or a negative SHMREG_E* code;
  * `shmreg_strerror()` names it and `shmreg_errmsg()` gives the detail of the
- * calling thread's last failure. A handle belongs to one process and is used
+ * calling thread's last failure. Every non-zero return that is not a count
+ * sets that detail, SHMREG_ENOENT from a lookup or at the end of an
+ * iteration included; so does a dump or list call that returns the
+ * non-zero value of the caller's callback (as is). No function returns a yes/no answer
+ * and an error code in one int: answers go to out-parameters, and the
+ * predicates that return 1/0 (state_allowed, config_stale, ...) cannot
+ * fail. Positive returns are counts (shmreg_poll, shmreg_reap). A handle belongs to one process and is used
  * by one thread at a time (open one per thread). A handle used in a child
  * after fork() returns SHMREG_EFORK: children open their own. Strings are
  * {ptr, len}, not NUL-terminated. Times are CLOCK_REALTIME nanoseconds.
@@ -106,8 +112,10 @@ const char *shmreg_version(int *major, int *minor, int *patch);
 const char *shmreg_strerror(int err);
 
 /* Detail of the calling thread's last failed call (what differed, which
- * syscall failed, which limit). Thread-local buffer: valid until the next
- * shmreg call in this thread. Never NULL. */
+ * syscall failed, which limit, which ID was not found). Every negative
+ * return sets it, including lookups' ENOENT (see Conventions); a successful
+ * call may also change it, so read it right after the failure. Thread-local
+ * buffer: valid until the next shmreg call in this thread. Never NULL. */
 const char *shmreg_errmsg(void);
 
 /* ---------------------------------------------------------------- limits */
@@ -224,7 +232,8 @@ typedef enum shmreg_state {
  *   Transferring -> Active, OnHold, Terminating, Failed
  *   Terminating  -> Terminated, Failed
  *   Terminated, Cancelled, Failed: final, no way out.
- * Returns 1 when from -> to is allowed, 0 otherwise (also for bad values). */
+ * Returns 1 when from -> to is allowed, 0 otherwise (also for bad values).
+ * A predicate that cannot fail: it never returns an error code. */
 int shmreg_state_allowed(int from, int to);
 
 /* "Initiating", "Ringing", ... ; "Any" for 0; NULL for an unknown value. */
@@ -233,7 +242,8 @@ const char *shmreg_state_name(int state);
 /* Case-insensitive name -> state; SHMREG_EINVAL if unknown. */
 int shmreg_state_parse(const char *name, int *state);
 
-/* 1 for Terminated, Cancelled, Failed; 0 otherwise. */
+/* 1 for Terminated, Cancelled, Failed; 0 otherwise (also for bad values).
+ * Cannot fail: never an error code. */
 int shmreg_state_is_final(int state);
 
 /* ---------------------------------------------------------------- sessions */
@@ -289,7 +299,9 @@ enum shmreg_sdp { SHMREG_SDP_LOCAL = 0, SHMREG_SDP_REMOTE = 1 };
  * Counters are a snapshot taken field by field. */
 typedef struct shmreg_session {
     shmreg_id id;
-    int state;                          /* shmreg_state */
+    int state;                          /* shmreg_state, always 1..9: the state
+                                         * the lookup found live (a delete
+                                         * racing the read never shows here) */
     shmreg_str str[SHMREG_FIELD_STR_MAX];
     uint16_t local_rtp_port, remote_rtp_port;
     shmreg_str sdp[2];                  /* [SHMREG_SDP_LOCAL], [SHMREG_SDP_REMOTE] */
@@ -531,7 +543,8 @@ typedef enum shmreg_part_status {
 /* Room transitions: Creating -> Active; Active <-> Locked;
  * Active, Locked -> Terminating; Terminating -> Terminated.
  * Participant statuses move freely among Joining, Active, OnHold, Muted,
- * Leaving and to Left; Left is final. 1 when allowed, else 0. */
+ * Leaving and to Left; Left is final. 1 when allowed, else 0 (also for
+ * bad values). Predicates that cannot fail: never an error code. */
 int shmreg_room_state_allowed(int from, int to);
 int shmreg_part_status_allowed(int from, int to);
 
@@ -542,7 +555,8 @@ const char *shmreg_part_status_name(int status);
 /* A room read in place: name valid until the caller's read_end. */
 typedef struct shmreg_room {
     shmreg_id id;
-    int state;                      /* shmreg_room_state */
+    int state;                      /* shmreg_room_state, always 1..5: the
+                                     * state the lookup found live */
     shmreg_str name;
     uint32_t max_participants, participants;
     uint64_t created_ns;
@@ -750,7 +764,7 @@ int shmreg_event_parse(const char *name, uint32_t *type);
  *     shmreg_config_view *v = NULL;
  *     ...
  *     if (!v || shmreg_config_stale(v))   // O(1): one atomic load
- *         (void)shmreg_config_refresh(h, "media", &v);
+ *         (void)shmreg_config_refresh(h, "media", &v, NULL);
  *     shmreg_config_media m;
  *     (void)shmreg_config_media_get(v, &m);     // fields in place, no copy
  *
@@ -891,11 +905,14 @@ int shmreg_config_setup(shmreg *h, const shmreg_config_options *opt);
 
 /* ---------------------------------------------------------------- generation */
 
-/* 1 when a config write has committed since generation `since` (compare
- * with `shmreg_config_gen()` or a view's snapshot generation), 0 when not.
- * O(1): one atomic load of the word mirrored in the segment, no LMDB
- * transaction, no system call. Errors: SHMREG_EINVAL, SHMREG_EFORK. */
-int shmreg_config_changed(shmreg *h, uint64_t since);
+/* *changed = 1 when a config write has committed since generation `since`
+ * (compare with `shmreg_config_gen()` or a view's snapshot generation), 0
+ * when not; returns 0. The answer and an error never share the return
+ * value, so `if (shmreg_config_changed(...))` cannot mistake one for the
+ * other. O(1): one atomic load of the word mirrored in the segment, no
+ * LMDB transaction, no system call. Errors: SHMREG_EINVAL (NULL changed),
+ * SHMREG_EFORK; *changed is then unchanged. */
+int shmreg_config_changed(shmreg *h, uint64_t since, int *changed);
 
 /* ---------------------------------------------------------------- views */
 
@@ -920,16 +937,20 @@ int shmreg_config_release(shmreg_config_view *v);
 
 /* 1 when a config write has committed after the snapshot `v` sees (so a
  * refresh may give newer data), 0 when not. O(1) as shmreg_config_changed().
- * Any config's write counts, not only v's. NULL: 1. */
+ * Any config's write counts, not only v's. A predicate that cannot fail:
+ * it never returns an error code (NULL or a released view: 1, stale). */
 int shmreg_config_stale(const shmreg_config_view *v);
 
 /* Make *v a view of the current version of `name`. With *v NULL, opens one.
- * Otherwise, if *v is not stale, does nothing and returns 0; if it is,
- * opens a new view first, and only on success releases the old one and
- * stores the new in *v; returns 1 then. On error *v is left as it was
- * (still valid). Needs one free view slot while swapping. Errors: as
+ * Otherwise, if *v is not stale, does nothing; if it is, opens a new view
+ * first, and only on success releases the old one and stores the new in
+ * *v. Returns 0 or an error; *refreshed (may be NULL) receives 1 when *v
+ * was replaced (or opened), 0 otherwise, errors included. On error *v is
+ * left as it was (still valid). Needs one free view slot while swapping.
+ * Errors: SHMREG_EINVAL (NULL v), and those of
  * `shmreg_config_open_view()`. */
-int shmreg_config_refresh(shmreg *h, const char *name, shmreg_config_view **v);
+int shmreg_config_refresh(shmreg *h, const char *name, shmreg_config_view **v,
+                          int *refreshed);
 
 typedef struct shmreg_config_info {
     uint64_t gen;           /* generation of the write that stored this version */

@@ -83,8 +83,10 @@ static void test_views(shmreg *h)
     is(shmreg_config_put(h, "media", d), 0, "put the media config");
     shmreg_config_doc_free(d);
     is(shmreg_config_gen(h), 1, "the put bumped the generation to 1");
-    is(shmreg_config_changed(h, 0), 1, "changed since 0");
-    is(shmreg_config_changed(h, 1), 0, "not changed since 1");
+    int changed = -1, rf = -1;
+    ok(shmreg_config_changed(h, 0, &changed) == 0 && changed == 1, "changed since 0");
+    ok(shmreg_config_changed(h, 1, &changed) == 0 && changed == 0, "not changed since 1");
+    is(shmreg_config_changed(h, 0, NULL), SHMREG_EINVAL, "changed: NULL answer is EINVAL");
 
     is(shmreg_config_open_view(h, "media", &v), 0, "open a view");
     shmreg_config_media m;
@@ -170,16 +172,16 @@ static void test_views(shmreg *h)
     is(shmreg_config_stale(v), 1, "the view is stale now");
     ok(str_is((shmreg_str){ codec0, 4 }, "opus"), "its pointers still hold the old bytes");
     shmreg_config_view *old = v;
-    is(shmreg_config_refresh(h, "media", &v), 1, "refresh: 1, new view");
+    ok(shmreg_config_refresh(h, "media", &v, &rf) == 0 && rf == 1, "refresh: 0, new view");
     ok(v != old, "refresh swapped the view");
     shmreg_config_view_info(v, &info);
     ok(info.gen == 1 && info.snapshot_gen == 2, "config gen 1, snapshot 2");
-    is(shmreg_config_refresh(h, "media", &v), 0, "refresh again: nothing to do");
+    ok(shmreg_config_refresh(h, "media", &v, &rf) == 0 && rf == 0, "refresh again: nothing to do");
 
     /* single-key edits */
     is(shmreg_config_set(h, "media", "media.ptime", "40"), 0, "set media.ptime 40");
     is(shmreg_config_gen(h), 3, "generation 3");
-    is(shmreg_config_refresh(h, "media", &v), 1, "refresh");
+    ok(shmreg_config_refresh(h, "media", &v, &rf) == 0 && rf == 1, "refresh");
     shmreg_config_media_get(v, &m);
     ok(m.ptime_ms == 40 && m.ncodecs == 4 && m.nattrs == 3 && m.rtp_port_min == 16384,
        "ptime 40, the rest unchanged");
@@ -201,7 +203,7 @@ static void test_views(shmreg *h)
     is(shmreg_config_unset(h, "media", "app.debug"), SHMREG_ENOENT, "unset again: ENOENT");
     is(shmreg_config_unset(h, "nosuch", "a"), SHMREG_ENOENT, "unset in no config: ENOENT");
     is(shmreg_config_gen(h), 8, "5 edits: generation 8");
-    is(shmreg_config_refresh(h, "media", &v), 1, "refresh");
+    ok(shmreg_config_refresh(h, "media", &v, &rf) == 0 && rf == 1, "refresh");
     shmreg_config_media_get(v, &m);
     ok(m.nattrs == 2 && shmreg_config_attr(v, 0, &k, &s) == 0 && str_is(k, "rtcp-mux") &&
        str_is(s, "x") && shmreg_config_attr(v, 1, &k, &s) == 0 && str_is(k, "ice-lite"),
@@ -225,7 +227,9 @@ static void test_views(shmreg *h)
     is(shmreg_config_delete(h, "fresh"), 0, "delete fresh while viewed");
     ok(shmreg_config_get_int(dv, "app.port", &n) == 0 && n == 5060,
        "the view keeps its snapshot");
-    is(shmreg_config_refresh(h, "fresh", &dv), SHMREG_ENOENT, "refresh: ENOENT");
+    rf = -1;
+    is(shmreg_config_refresh(h, "fresh", &dv, &rf), SHMREG_ENOENT, "refresh: ENOENT");
+    is(rf, 0, "a failed refresh says it did not refresh");
     ok(shmreg_config_get_int(dv, "app.port", &n) == 0 && n == 5060,
        "a failed refresh leaves the old view valid");
     shmreg_config_release(dv);

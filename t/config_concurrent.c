@@ -119,7 +119,7 @@ static void reader(void *arg)
         /* half the time the worker idiom (refresh when stale), half a
          * fresh open; keep the previous view open one round longer */
         if ((st.views + (uint64_t)id) % 2) {
-            rc = shmreg_config_refresh(h, "flip", &v);
+            rc = shmreg_config_refresh(h, "flip", &v, NULL);
             if (rc < 0) {
                 st.bad++;
                 break;

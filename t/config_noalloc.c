@@ -97,9 +97,13 @@ int main(void)
         else if (use_view(w) != want)
             bad++;
         shmreg_config_release(w);
-        refreshed += shmreg_config_refresh(h, "media", &v);
+        int rf = 0, changed = 0;
+        if (shmreg_config_refresh(h, "media", &v, &rf) != 0 ||
+            shmreg_config_changed(h, shmreg_config_gen(h), &changed) != 0)
+            bad++;
+        refreshed += rf;
         stale += shmreg_config_stale(v);
-        stale += shmreg_config_changed(h, shmreg_config_gen(h));
+        stale += changed;
         if (use_view(v) != want)
             bad++;
     }
@@ -113,10 +117,11 @@ int main(void)
     is(shmreg_config_set(h, "media", "app.max_calls", "500"), 0, "a write");
     alloc_count_start();
     int st = shmreg_config_stale(v);
-    int rf = shmreg_config_refresh(h, "media", &v);
+    int rf = 0;
+    int rrc = shmreg_config_refresh(h, "media", &v, &rf);
     long sum = use_view(v);
     allocs = alloc_count_stop();
-    ok(st == 1 && rf == 1 && sum == want, "stale, refreshed, read");
+    ok(st == 1 && rrc == 0 && rf == 1 && sum == want, "stale, refreshed, read");
     is(allocs, 0, "a refresh after a write allocates nothing either");
     shmreg_config_release(v);
     shmreg_close(h);

@@ -161,8 +161,9 @@ static void make_victim(victim *v, const char *name)
     shmreg_session_set_sdp(v->h, &v->id, SHMREG_SDP_LOCAL, "v=0\r\n", 5);
     shmreg_dialog_bind(v->h, (shmreg_str){"abc@host", 8}, (shmreg_str){"l1", 2}, (shmreg_str){"r1", 2}, &v->id);
     uint32_t si = 0;
+    uint64_t st;
     shmreg_read_begin(v->h);
-    reg_find(v->h, v->id.bytes, &si);
+    reg_find(v->h, v->id.bytes, &si, &st);
     shmreg_read_end(v->h);
     v->slot = reg_slot(v->h, si);
 }

@@ -115,8 +115,9 @@ static void test_clean_and_dead(void)
 
     /* A session slot pointing outside the heap. */
     uint32_t si = 0;
+    uint64_t word;
     shmreg_read_begin(h);
-    reg_find(h, victim.bytes, &si);
+    reg_find(h, victim.bytes, &si, &word);
     shmreg_read_end(h);
     reg_sess *slot = reg_slot(h, si);
     uint64_t good = atomic_load(&slot->info);

@@ -319,7 +319,7 @@ static int new_call(worker *w, const sip_msg *m, sip_str tag, uint64_t tag_raw,
         return 0;
     }
     /* The media config: O(1) staleness check, a new view only after a write. */
-    int rc = shmreg_config_refresh(w->h, "media", &w->media);
+    int rc = shmreg_config_refresh(w->h, "media", &w->media, NULL);
     if (rc < 0 && rc != SHMREG_ENOENT)
         registry_error(w, "media config", rc);
     const shmreg_config_view *media = rc < 0 ? NULL : w->media;
@@ -512,7 +512,7 @@ static void on_reinvite(worker *w, const sip_msg *m)
         reply(w, m, 400, why, (sip_str){ NULL, 0 });
         return;
     }
-    int rc = shmreg_config_refresh(w->h, "media", &w->media);
+    int rc = shmreg_config_refresh(w->h, "media", &w->media, NULL);
     char tagbuf[TAG_LEN + 1];
     uint64_t tag_raw;
     derive_tag(w, m, tagbuf, &tag_raw);
