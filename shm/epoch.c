@@ -35,7 +35,10 @@
  * oldest announced epoch and stops at the first block that is not: it
  * looks at every block it frees and at one it does not, never at the
  * rest. A queue taken over from an orphan keeps the order, since anything
- * appended later gets a later stamp.
+ * appended later gets a later stamp. Safety does not rest on the order: a
+ * block is freed only when its own stamp is due, so a queue out of order
+ * (a segment written by an older version, whose lists were newest first)
+ * only frees later, never too early.
  *
  * Cost. An attempt is one scan of the handle table (the oldest announced
  * epoch) plus one step per block freed, whatever the length of the queue:
