@@ -17,8 +17,8 @@
  * issue measured 36 times before the fix). Finally, with a 2 MiB heap and
  * a pinned reader, the allocation that finds the heap full returns
  * SHMREG_EFULL after waiting the documented 10 ms, checked both ways (at
- * least 9 ms, under 50 ms), so the test fails if the wait is skipped as
- * well as if it overshoots.
+ * least 9 ms; the best of three under 20 ms), so the test fails if the
+ * wait is skipped as well as if it overshoots.
  */
 #include <errno.h>
 #include <signal.h>
@@ -257,13 +257,22 @@ static void test_full(void)
     unsigned n = 0;
     while (n < 100000 && (rc = replace(w, &id, 10 + n)) == 0)
         n++;
-    double t = test_mono_s();
-    rc = replace(w, &id, 7);
-    double el = (test_mono_s() - t) * 1e3;
-    is(rc, SHMREG_EFULL, "with a reader pinned, a 2 MiB heap is full after %u replaces: SHMREG_EFULL", n);
-    diag("the failing replace took %.2f ms (bound 10 ms)", el);
-    ok(el >= 9.0, "it waited for readers about the documented 10 ms first (%.2f ms)", el);
-    ok(el < 50.0, "and not much longer: the bound is elapsed time, not a sum of sleeps (%.2f ms)", el);
+    /* Three tries: each must wait, and the quickest must be near the
+     * bound. One try alone could be descheduled past any margin on a
+     * loaded machine; a wait that sums its sleeps (21..31 ms) never is. */
+    double least = 1e9, most = 0;
+    int fulls = 0;
+    for (int i = 0; i < 3; i++) {
+        double t = test_mono_s();
+        fulls += replace(w, &id, 7) == SHMREG_EFULL;
+        double el = (test_mono_s() - t) * 1e3;
+        least = el < least ? el : least;
+        most = el > most ? el : most;
+    }
+    is(fulls, 3, "with a reader pinned, a 2 MiB heap is full after %u replaces: SHMREG_EFULL, 3 times", n);
+    diag("the failing replaces took %.2f..%.2f ms (bound 10 ms)", least, most);
+    ok(least >= 9.0, "each waited for readers about the documented 10 ms first (%.2f ms at least)", least);
+    ok(least < 20.0, "and not much longer: the bound is elapsed time, not a sum of sleeps (%.2f ms)", least);
 
     char ch = 'L';
     ok(write(c.to_child[1], &ch, 1) == 1 && read(c.to_parent[0], &ch, 1) == 1 && ch == 'l',
