@@ -16,8 +16,12 @@
  * atomic store; the old copy is reused only after every read section that
  * could have seen it has ended (epoch-based reclamation across processes).
  * Calls that return pointers fail with SHMREG_ENOREAD outside a section.
- * Keep sections short: a section held open delays reuse of retired memory
- * (it never blocks a writer).
+ * Keep sections short: a section held open delays reuse of retired memory,
+ * which grows by what writers replace meanwhile and is reused again once
+ * the section ends or its process dies. It does not slow writers down:
+ * reclamation costs the same per operation however much is waiting. Only
+ * an allocation that finds the heap full waits for readers, at most 10 ms
+ * (see shmreg_session_create).
  *
  * Crash safety. A process may be killed at any instruction. Locks are robust
  * process-shared mutexes (recovered by the next taker), every structure is
@@ -315,9 +319,10 @@ typedef struct shmreg_session {
 
 /* Room for a new block or slot: an allocation that finds the heap or the
  * session table full first reclaims memory this handle retired; while
- * readers still hold such memory it waits for them, at most 10 ms in all,
- * before it reports SHMREG_EFULL. Memory retired by other processes is
- * reclaimed by them (or, once they are dead, by shmreg_reap()).
+ * readers still hold such memory it waits for them, at most 10 ms of
+ * elapsed time in all (plus one scheduler wake-up), before it reports
+ * SHMREG_EFULL. Memory retired by other processes is reclaimed by them
+ * (or, once they are dead, by shmreg_reap()).
  *
  * Create a session with a fresh random ID (libsodium), state Initiating,
  * owner_pid = getpid(), config_gen = the registry's current config

@@ -222,30 +222,34 @@ static uint64_t alloc_once(shm_ctx *c, uint64_t payload, uint32_t aux)
     return 0;
 }
 
-/* When the heap or slot table looks full, our own limbo list may hold
+/* When the heap or slot table looks full, our own limbo queue may hold
  * what we need, kept only by readers still in their sections: reclaim,
- * and while it still holds blocks give readers a moment (at most
- * SHM_FULL_WAIT_NS) to move on. Full means full after that. */
+ * and while it still holds blocks give readers a moment to move on.
+ * SHM_FULL_WAIT_NS bounds the whole of it in elapsed time, from the first
+ * failed attempt: no sleep runs past the deadline, so the call returns
+ * within the bound plus one wake-up's lateness. Full means full after
+ * that. */
 static uint64_t alloc_retry(shm_ctx *c, uint64_t (*once)(shm_ctx *, uint64_t, uint32_t),
                             uint64_t payload, uint32_t aux)
 {
     uint64_t off = once(c, payload, aux);
-    if (off == 0 && shm_reap(c) > 0) {
+    if (off)
+        return off;
+    uint64_t deadline = shm_mono_ns() + SHM_FULL_WAIT_NS;
+    if (shm_reap(c) > 0) {
         /* A dead process may have pinned the epoch or held retired memory. */
         shm_reclaim(c);
         off = once(c, payload, aux);
     }
     shm_handle *me = &c->seg.handles[c->slot];
-    for (uint64_t waited = 0; off == 0 && atomic_load(&me->limbo_count) > 0;) {
-        if (shm_reclaim(c) == 0) {
-            if (waited >= SHM_FULL_WAIT_NS)
-                break;
-            struct timespec ts = {0, 50000};
-            nanosleep(&ts, NULL);
-            waited += 50000;
-            continue;
-        }
-        off = once(c, payload, aux);
+    while (off == 0 && atomic_load(&me->limbo_head) != 0) {
+        if (shm_reclaim(c) > 0 && (off = once(c, payload, aux)) != 0)
+            break;
+        uint64_t now = shm_mono_ns();
+        if (now >= deadline)
+            break;
+        struct timespec ts = {0, (long)(deadline - now < 50000 ? deadline - now : 50000)};
+        nanosleep(&ts, NULL);
     }
     return off;
 }

@@ -49,6 +49,13 @@ typedef struct shm_ctx {
     unsigned shard;          /* preferred free-list shard */
     unsigned read_depth;     /* nested read sections */
     uint64_t alloc_seq;      /* stamps USED blocks: tells reuses apart */
+    /* Reclamation pacing (epoch.c). Process-local on purpose: nothing
+     * here is needed to recover from our death, so none of it is shared. */
+    uint64_t limbo_tail;     /* newest block of our limbo queue, 0: empty */
+    unsigned reclaim_ops;    /* retires and section exits since the last attempt */
+    unsigned reclaim_every;  /* ... that make the next attempt (64..1024) */
+    uint64_t reap_mark;      /* limbo length that makes us look for a dead reader */
+    uint64_t reap_after_ns;  /* no reap or liveness check before (CLOCK_MONOTONIC) */
 } shm_ctx;
 
 static inline uint64_t shm_make_tag(uint32_t slot, uint32_t inc)
@@ -64,7 +71,9 @@ void shm_intent_set(shm_ctx *c, uint64_t off, uint64_t state, _Atomic uint64_t *
 void shm_intent_clear(shm_ctx *c);
 
 /* How long an allocation that finds no room waits for readers to release
- * memory this handle retired, before it reports full. */
+ * memory this handle retired, before it reports full: elapsed time
+ * (CLOCK_MONOTONIC) from its first failed attempt, reaping and reclaiming
+ * included, not a sum of sleeps. */
 #define SHM_FULL_WAIT_NS 10000000ull
 
 /* Size of class k's blocks, header included; 0 for an unknown class.

@@ -2,26 +2,72 @@
  * epoch.c — handle table, reader epochs and the reclamation of retired
  * blocks, across processes.
  *
- * The scheme is epoch-based reclamation with a global counter, in the
- * spirit of LMDB's reader table:
+ * The scheme is epoch-based reclamation (Fraser's, as Concurrency Kit's
+ * ck_epoch implements it for threads) over a segment shared by processes
+ * that may die at any instruction. What is shared lives in the segment:
+ * one global epoch counter, and per handle slot an announced epoch and a
+ * limbo queue. The protocol:
  *
  *   reader:  e = load(global); store(my.epoch, e); full fence; ...read...;
  *            store(my.epoch, 0)
- *   writer:  unlink block; s = fetch_add(global, 1) + 1; stamp block with s;
- *            keep it on my limbo list
- *   free:    when every announced reader epoch is >= s
+ *   writer:  unlink block; s = fetch_add(global, 1) + 1; stamp block with
+ *            s; append it to my limbo queue
+ *   free:    a block stamped s, once every announced reader epoch is >= s
  *
- * A reader that announced e < s may have entered before the unlink and can
- * still be looking at the block; a reader announcing e >= s loaded the
- * counter after the writer bumped it, so after the unlink, and cannot reach
- * the block. The fence after the announcement and the atomic RMW of the
- * bump are what make "the writer did not see my announcement" imply "I see
- * the unlink".
+ * Safety. A reader that announced e < s loaded the counter before the
+ * bump that made s, so it may have entered before the unlink and still be
+ * looking at the block. A reader announcing e >= s loaded the counter
+ * after that bump, so after the unlink, and cannot reach the block. The
+ * fence after the announcement and the atomic RMW of the bump (a full
+ * barrier, sequenced after the unlink) are what make "the scan did not
+ * see my announcement" imply "I see the unlink": a scan made at any time
+ * after the bump covers every block stamped up to it. A reader that dies
+ * inside its section keeps its announcement until it is reaped, so a
+ * dead reader errs on the side of keeping memory, never of freeing it.
  *
- * Limbo lists live in shared memory and belong to handle slots, not to
- * processes, so that when a process dies its retired blocks are still
- * found: the reaper frees what is past its grace period and leaves the
- * rest on the orphaned slot until it is.
+ * The limbo queue is ordered. Stamps come from one counter and a handle
+ * is used by one thread at a time, so the blocks a handle appends carry
+ * increasing stamps: the queue is sorted, oldest at its head. (Each block
+ * is its own batch of ck_epoch's sense, tagged with its own epoch; a
+ * coarser batch would only save the stamp word the block header already
+ * has.) If the head cannot be freed, nothing behind it can be, so a
+ * reclamation attempt frees from the head while the head's stamp is <= the
+ * oldest announced epoch and stops at the first block that is not: it
+ * looks at every block it frees and at one it does not, never at the
+ * rest. A queue taken over from an orphan keeps the order, since anything
+ * appended later gets a later stamp. Safety does not rest on the order: a
+ * block is freed only when its own stamp is due, so a queue out of order
+ * (a segment written by an older version, whose lists were newest first)
+ * only frees later, never too early.
+ *
+ * Cost. An attempt is one scan of the handle table (the oldest announced
+ * epoch) plus one step per block freed, whatever the length of the queue:
+ * a reader that stays in its section costs a writer nothing per block
+ * (the queue only grows, linearly, and is given back whole once the
+ * reader leaves or is reaped). Attempts come every RECLAIM_EVERY retires
+ * or section exits; while the head stays pinned, every attempt that frees
+ * nothing doubles that interval up to RECLAIM_EVERY_MAX, so a stuck reader
+ * costs a scan per 1024 operations, not per operation. The interval and
+ * the queue's tail are process-local (shm_ctx): recovery never needs them.
+ *
+ * Dead readers. Reaping (shm_reap: handle_lock, /proc reads for every
+ * attached process) is never done on the strength of a long queue alone.
+ * An attempt that finds the head pinned, after the queue has grown by
+ * REAP_WHEN blocks since the last look, checks whether the one reader
+ * holding the oldest epoch is alive (one kill() and one /proc read) and
+ * reaps only if it is dead. An attempt reaps for orphans only when an
+ * orphan's queue has a block due or an intent to settle. Either happens at
+ * most once per REAP_GAP_NS per handle and once per attempt.
+ *
+ * Crash safety. Every queue step is a single store that keeps the queue
+ * well formed for whoever walks it after our death: append writes the
+ * stamp and a null link into the block before linking it from the tail
+ * (or the head), and a pop moves the head past a block before freeing it.
+ * A death in between leaves a RETIRED block of a dead tag on no queue,
+ * which the sweep of shmreg_check() gives back through its own limbo (it
+ * may still be seen). Queues belong to handle slots, not processes: a
+ * closed or dead process's queue stays with its slot (ORPHAN), a reaper
+ * frees from it what is due, and a claimant may inherit the rest.
  *
  * A process is recognised as dead when kill(pid, 0) says ESRCH, or when
  * the pid now belongs to a process with another start time (pid reuse).
@@ -36,8 +82,14 @@
 
 #include "epoch.h"
 
-#define RECLAIM_EVERY 64u   /* retires between reclaim attempts */
-#define REAP_WHEN 4096u     /* limbo length that makes us look for dead readers */
+#define RECLAIM_EVERY 64u        /* retires + section exits between attempts */
+#define RECLAIM_EVERY_MAX 1024u  /* ... at most, while a reader pins the queue */
+#define REAP_WHEN 4096u          /* queue growth while pinned before we look at the reader */
+#define REAP_GAP_NS 10000000ull  /* at most one reap or liveness check per handle per 10 ms */
+
+#ifdef SHMREG_TESTING
+shm_reclaim_counters shm_reclaim_counters_for_test;
+#endif
 
 uint64_t shm_proc_start_time(pid_t pid)
 {
@@ -110,6 +162,11 @@ static void take_slot(shm_ctx *c, uint32_t i, uint64_t start_time)
     c->tag = shm_make_tag(i, inc);
     c->shard = i % SHM_SHARDS;
     c->read_depth = 0;
+    c->limbo_tail = 0;
+    c->reclaim_ops = 0;
+    c->reclaim_every = RECLAIM_EVERY;
+    c->reap_mark = atomic_load(&h->limbo_count) + REAP_WHEN;
+    c->reap_after_ns = 0;
 }
 
 int shm_handle_claim(shm_ctx *c)
@@ -138,13 +195,17 @@ int shm_handle_claim(shm_ctx *c)
                 take_slot(c, i, st);
                 if (pass == 2) {
                     /* Inherited limbo blocks now belong to our tag: a
-                     * retired block's tag always names the list holding it. */
+                     * retired block's tag always names the queue holding
+                     * it. The walk also finds the tail we append at (a bad
+                     * link ends the queue there: the next append cuts
+                     * what lay beyond, and the sweep reclaims it). */
                     uint64_t steps = 0;
                     for (uint64_t o = atomic_load(&s->handles[i].limbo_head); o && steps++ < s->size / 64;) {
                         shm_blk *b = shm_blk_at(s, o);
                         if (b == NULL)
                             break;
                         atomic_store(&b->state, c->tag | SHM_BLK_RETIRED);
+                        c->limbo_tail = o;
                         o = atomic_load(&b->link);
                     }
                     shm_lock_drop(&s->ctl->handle_lock);
@@ -168,79 +229,131 @@ void shm_read_leave(shm_ctx *c)
     if (--c->read_depth == 0) {
         shm_handle *me = &c->seg.handles[c->slot];
         atomic_store_explicit(&me->epoch, 0, memory_order_release);
-        if (atomic_load_explicit(&me->limbo_count, memory_order_relaxed) >= RECLAIM_EVERY / 2)
+        if (++c->reclaim_ops >= c->reclaim_every &&
+            atomic_load_explicit(&me->limbo_head, memory_order_relaxed))
             shm_reclaim(c);
     }
 }
 
-/* One pass over the handle table: the oldest reader epoch, and whether
- * any closed handle still holds retired blocks (an orphan to finish). */
-static uint64_t scan_handles(const shm_seg *s, int *orphans)
+/* One pass over the handle table: the oldest announced reader epoch, the
+ * slot that announced it, and whether a reap would now settle something
+ * for a closed or dead handle (an orphan with an intent, or whose oldest
+ * limbo block is past its grace period). */
+typedef struct reader_scan {
+    uint64_t min;        /* UINT64_MAX: no reader */
+    uint32_t pin;        /* slot holding min, UINT32_MAX if none */
+    int orphan_due;
+} reader_scan;
+
+static reader_scan scan_readers(const shm_seg *s)
 {
-    uint64_t min = UINT64_MAX;
+    reader_scan r = {UINT64_MAX, UINT32_MAX, 0};
+    uint64_t orphan_oldest = UINT64_MAX;
+    SHM_RECLAIM_COUNT(scans, 1);
     for (uint32_t i = 0; i < s->max_handles; i++) {
-        uint64_t e = atomic_load(&s->handles[i].epoch);
-        if (e && e < min)
-            min = e;
-        if (orphans && SHM_H_KIND(atomic_load(&s->handles[i].word)) == SHM_H_ORPHAN)
-            *orphans = 1;
+        shm_handle *h = &s->handles[i];
+        uint64_t e = atomic_load(&h->epoch);
+        if (e && e < r.min) {
+            r.min = e;
+            r.pin = i;
+        }
+        if (SHM_H_KIND(atomic_load(&h->word)) != SHM_H_ORPHAN)
+            continue;
+        if (atomic_load(&h->intent_off)) {
+            r.orphan_due = 1;
+            continue;
+        }
+        /* Unlocked, so only a hint: a reaper may be freeing that block.
+         * An empty orphan is due too: the reap frees its slot. */
+        uint64_t o = atomic_load(&h->limbo_head);
+        if (o == 0) {
+            r.orphan_due = 1;
+            continue;
+        }
+        shm_blk *b = shm_blk_at(s, o);
+        uint64_t st = b ? atomic_load(&b->stamp) : 0; /* a bad link: the reap cuts it */
+        orphan_oldest = st < orphan_oldest ? st : orphan_oldest;
     }
-    return min;
+    if (orphan_oldest != UINT64_MAX && orphan_oldest <= r.min)
+        r.orphan_due = 1;
+    return r;
 }
 
 uint64_t shm_min_reader_epoch(const shm_seg *s)
 {
-    return scan_handles(s, NULL);
+    return scan_readers(s).min;
 }
 
-/* Unlink and free every block of a limbo list that no reader can see. */
-static uint64_t reclaim_list(shm_ctx *c, shm_handle *h, uint64_t min)
+/* Free blocks from the old end of h's limbo queue while no reader can see
+ * them (stamp <= min), stopping at the first one a reader may: the queue
+ * is in stamp order, so nothing behind it could be freed either. Looks at
+ * the blocks it frees and at one more. */
+static uint64_t drain(shm_ctx *c, shm_handle *h, uint64_t min)
 {
     const shm_seg *s = &c->seg;
-    uint64_t freed = 0, prev = 0, steps = 0;
-    uint64_t off = atomic_load(&h->limbo_head);
-    while (off) {
+    uint64_t freed = 0;
+    for (uint64_t off; (off = atomic_load(&h->limbo_head)) != 0;) {
         shm_blk *b = shm_blk_at(s, off);
-        if (b == NULL || ++steps > s->size / 64) {
-            /* Corrupt list: cut it. The sweep reclaims what was beyond. */
-            if (prev)
-                atomic_store(&((shm_blk *)(s->base + prev))->link, 0);
-            else
-                atomic_store(&h->limbo_head, 0);
+        SHM_RECLAIM_COUNT(examined, 1);
+        if (b == NULL || SHM_KIND(atomic_load(&b->state)) != SHM_BLK_RETIRED) {
+            /* Corrupt queue (a bad link, or one back into blocks already
+             * freed): cut it. The sweep reclaims what lay beyond. */
+            atomic_store(&h->limbo_head, 0);
+            atomic_store(&h->limbo_count, 0);
+            atomic_store(&h->limbo_bytes, 0);
             break;
         }
-        uint64_t next = atomic_load(&b->link);
-        if (atomic_load(&b->stamp) <= min) {
-            if (prev)
-                atomic_store(&((shm_blk *)(s->base + prev))->link, next);
-            else
-                atomic_store(&h->limbo_head, next);
-            atomic_fetch_sub(&h->limbo_count, 1);
-            if (b->cls != SHM_SLOT_CLASS)
-                atomic_fetch_sub(&h->limbo_bytes, shm_class_size(b->cls));
-            shm_free(c, off);
-            freed++;
-        } else {
-            prev = off;
-        }
-        off = next;
+        if (atomic_load(&b->stamp) > min)
+            break;
+        atomic_store(&h->limbo_head, atomic_load(&b->link));
+        atomic_fetch_sub(&h->limbo_count, 1);
+        if (b->cls != SHM_SLOT_CLASS)
+            atomic_fetch_sub(&h->limbo_bytes, shm_class_size(b->cls));
+        shm_free(c, off);
+        freed++;
     }
+    if (c->slot < s->max_handles && h == &s->handles[c->slot] && atomic_load(&h->limbo_head) == 0)
+        c->limbo_tail = 0;
+    SHM_RECLAIM_COUNT(freed, freed);
     return freed;
 }
 
 uint64_t shm_reclaim(shm_ctx *c)
 {
-    shm_handle *me = &c->seg.handles[c->slot];
-    int orphans = 0;
-    uint64_t freed = reclaim_list(c, me, scan_handles(&c->seg, &orphans));
-    if (orphans && c->read_depth == 0) {
-        /* Closed handles left retired blocks behind: free what is due. */
-        shm_reap(c);
-    } else if (atomic_load(&me->limbo_count) >= REAP_WHEN) {
-        /* Something holds the epoch back for long: maybe a dead reader. */
-        if (shm_reap(c) > 0)
-            freed += reclaim_list(c, me, shm_min_reader_epoch(&c->seg));
+    const shm_seg *s = &c->seg;
+    shm_handle *me = &s->handles[c->slot];
+    SHM_RECLAIM_COUNT(attempts, 1);
+    c->reclaim_ops = 0;
+    reader_scan r = scan_readers(s);
+    uint64_t freed = drain(c, me, r.min);
+    int pinned = atomic_load(&me->limbo_head) != 0;
+    uint64_t left = atomic_load(&me->limbo_count);
+    if (freed || !pinned) {
+        c->reclaim_every = RECLAIM_EVERY; /* moving again: look often */
+        c->reap_mark = left + REAP_WHEN;
+    } else if (c->reclaim_every < RECLAIM_EVERY_MAX) {
+        c->reclaim_every *= 2; /* pinned: look less often */
     }
+
+    /* Reaping, paced (see the top of this file). Not from inside a read
+     * section: the caller may be in the middle of a change. */
+    int suspect = pinned && left >= c->reap_mark;
+    if (c->read_depth || (!r.orphan_due && !suspect))
+        return freed;
+    uint64_t now = shm_mono_ns();
+    if (now < c->reap_after_ns)
+        return freed;
+    c->reap_after_ns = now + REAP_GAP_NS;
+    c->reap_mark = left + REAP_WHEN;
+    if (!r.orphan_due) {
+        /* Pinned for long. Only the reader holding the oldest epoch
+         * matters: while it lives, the head stays where it is. */
+        SHM_RECLAIM_COUNT(alive_checks, 1);
+        if (r.pin == UINT32_MAX || r.pin == c->slot || shm_handle_alive(s, r.pin))
+            return freed;
+    }
+    if (shm_reap(c) > 0) /* a dead reader's epoch is gone: look again */
+        freed += drain(c, me, shm_min_reader_epoch(s));
     return freed;
 }
 
@@ -251,8 +364,7 @@ static int retire_quiet(shm_ctx *c, uint64_t off, uint64_t expect);
 int shm_retire(shm_ctx *c, uint64_t off, uint64_t expect)
 {
     int rc = retire_quiet(c, off, expect);
-    shm_handle *me = &c->seg.handles[c->slot];
-    if (rc == 0 && atomic_load(&me->limbo_count) >= RECLAIM_EVERY && c->read_depth == 0)
+    if (rc == 0 && ++c->reclaim_ops >= c->reclaim_every && c->read_depth == 0)
         shm_reclaim(c);
     return rc;
 }
@@ -268,11 +380,17 @@ static int retire_quiet(shm_ctx *c, uint64_t off, uint64_t expect)
     /* seq_cst RMW: a full barrier after our unlink (see the essay above). */
     uint64_t stamp = atomic_fetch_add(&c->seg.hdr->epoch, 1) + 1;
     atomic_store(&b->stamp, stamp);
-    atomic_store(&b->link, atomic_load(&me->limbo_head));
-    atomic_store(&me->limbo_head, off);
+    atomic_store(&b->link, 0);
+    /* The block is complete before a link makes it part of the queue. */
+    if (c->limbo_tail)
+        atomic_store(&((shm_blk *)(c->seg.base + c->limbo_tail))->link, off);
+    else
+        atomic_store(&me->limbo_head, off);
+    c->limbo_tail = off;
     if (b->cls != SHM_SLOT_CLASS) /* statistics count heap bytes only */
         atomic_fetch_add(&me->limbo_bytes, shm_class_size(b->cls));
     atomic_fetch_add(&me->limbo_count, 1);
+    SHM_RECLAIM_COUNT(retires, 1);
     return 0;
 }
 
@@ -299,6 +417,7 @@ int shm_reap(shm_ctx *c)
 {
     shm_seg *s = &c->seg;
     int reaped = 0;
+    SHM_RECLAIM_COUNT(reaps, 1);
     if (shm_lock_take(&s->ctl->handle_lock) < 0) /* every step below is a single store */
         return 0;
     for (uint32_t i = 0; i < s->max_handles; i++) {
@@ -318,7 +437,7 @@ int shm_reap(shm_ctx *c)
         if (k == SHM_H_ORPHAN) {
             if (c->slot != UINT32_MAX) {
                 resolve_intent(c, h);
-                reclaim_list(c, h, shm_min_reader_epoch(s));
+                drain(c, h, shm_min_reader_epoch(s));
             }
             if (atomic_load(&h->limbo_head) == 0 && atomic_load(&h->intent_off) == 0) {
                 uint64_t o = SHM_H_ORPHAN;

@@ -4,14 +4,16 @@
  * Each attached process holds one slot of the handle table (pid, process
  * start time, incarnation). A reader announces the global epoch it saw when
  * entering a read section; a writer that unlinks a block stamps it with a
- * fresh epoch and keeps it on its own limbo list until every announced
- * epoch has caught up. Dead processes are found by pid and start time and
- * their slots (and limbo lists) taken over by whoever reaps them.
+ * fresh epoch and appends it to its own limbo queue, oldest first, until
+ * every announced epoch has caught up. Dead processes are found by pid and
+ * start time and their slots (and limbo queues) taken over by whoever reaps
+ * them. epoch.c says why this is safe and what it costs.
  */
 #ifndef SHM_EPOCH_H
 #define SHM_EPOCH_H
 
 #include <sys/types.h>
+#include <time.h>
 
 #include "alloc.h"
 
@@ -37,8 +39,17 @@ int shm_handle_alive(const shm_seg *s, uint32_t i);
 int shm_tag_alive(const shm_seg *s, uint64_t tag);
 
 /* Reap dead or orphaned slots: adopt their limbo lists, free the slot.
- * Returns how many were reaped. */
+ * Returns how many were reaped. Takes handle_lock and reads /proc for
+ * every attached process: never on a hot path (shm_reclaim paces it). */
 int shm_reap(shm_ctx *c);
+
+/* CLOCK_MONOTONIC in nanoseconds: for bounds on elapsed time. */
+static inline uint64_t shm_mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
 
 static inline void shm_read_enter(shm_ctx *c)
 {
@@ -55,16 +66,38 @@ static inline void shm_read_enter(shm_ctx *c)
 void shm_read_leave(shm_ctx *c);
 
 /* Move a block whose state word is `expect` (USED, or RETIRED by a dead
- * handle that never listed it) to our limbo list.
+ * handle that never listed it) to the new end of our limbo queue; every
+ * 64th to 1024th retire or section exit also tries shm_reclaim().
  * Returns 0, or SHM_ENOENT if someone else changed its state first (then
  * the block is theirs to deal with). */
 int shm_retire(shm_ctx *c, uint64_t off, uint64_t expect);
 
-/* Free what in our limbo no reader can see any more. Returns blocks freed. */
+/* Free what at the old end of our limbo queue no reader can see any more;
+ * may reap (paced: see epoch.c). Returns blocks freed. Costs one scan of
+ * the handle table plus one step per block freed, whatever the queue's
+ * length. */
 uint64_t shm_reclaim(shm_ctx *c);
 
-/* Oldest epoch announced by a live reader (UINT64_MAX: none); dead readers
- * found on the way are not counted. */
+/* Oldest epoch announced by a reader (UINT64_MAX: none). A dead reader's
+ * announcement counts until it is reaped. */
 uint64_t shm_min_reader_epoch(const shm_seg *s);
+
+#ifdef SHMREG_TESTING
+/* What reclamation did in this process, for tests that bound its cost per
+ * operation (t/pinned_reader.c). Reset by assigning zeroes. */
+typedef struct shm_reclaim_counters {
+    uint64_t retires;       /* blocks appended to a limbo queue */
+    uint64_t attempts;      /* shm_reclaim() calls */
+    uint64_t scans;         /* handle-table scans for the oldest reader */
+    uint64_t examined;      /* limbo blocks looked at (freed or not) */
+    uint64_t freed;         /* limbo blocks freed */
+    uint64_t alive_checks;  /* liveness checks of the reader pinning us */
+    uint64_t reaps;         /* shm_reap() calls */
+} shm_reclaim_counters;
+extern shm_reclaim_counters shm_reclaim_counters_for_test;
+#define SHM_RECLAIM_COUNT(field, n) (shm_reclaim_counters_for_test.field += (n))
+#else
+#define SHM_RECLAIM_COUNT(field, n) ((void)0)
+#endif
 
 #endif

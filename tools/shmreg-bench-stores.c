@@ -192,6 +192,23 @@ static int copy_find_read(bench_h *bh, const shmreg_id *id, uint64_t *sink)
     return sr_find_copy(bh, id, ((sr_h *)bh)->copybuf, sink);
 }
 
+static int sr_pin(bench_h *bh, const shmreg_id *id, uint64_t *sink)
+{
+    sr_h *x = (sr_h *)bh;
+    shmreg_read_begin(x->h);
+    int rc = shmreg_session_get(x->h, id, &x->v);
+    if (rc == 0)
+        *sink += bench_touch(x->v.sdp[0].ptr, x->v.sdp[0].len);
+    else
+        shmreg_read_end(x->h);
+    return rc;
+}
+
+static void sr_unpin(bench_h *bh)
+{
+    shmreg_read_end(((sr_h *)bh)->h);
+}
+
 static int sr_dialog_find(bench_h *bh, const bench_rec *r, shmreg_id *out)
 {
     return shmreg_dialog_find(((sr_h *)bh)->h, r->f.str[SHMREG_FIELD_CALL_ID],
@@ -265,7 +282,7 @@ const bench_impl impl_shmreg = {
     .transition = sr_transition, .counter = sr_counter, .find_read = sr_find_read,
     .find_copy = sr_find_copy, .dialog_find = sr_dialog_find, .del = sr_del,
     .publish = sr_publish, .sub_open = sr_sub_open, .sub_poll = sr_sub_poll,
-    .sub_close = sr_sub_close, .publish_end = sr_publish_end,
+    .sub_close = sr_sub_close, .publish_end = sr_publish_end, .pin = sr_pin, .unpin = sr_unpin,
 };
 
 /* Reads copy out; everything else is shmreg's. */

@@ -57,7 +57,7 @@
 
 enum {
     WL_CREATE, WL_FIND_READ, WL_FIND_COPY, WL_TRANSITION, WL_SDP_REPLACE, WL_DIALOG_FIND,
-    WL_COUNTER, WL_EVENT_PUBLISH, WL_EVENT_CONSUME, WL_LIFECYCLE, WL_COUNT
+    WL_COUNTER, WL_EVENT_PUBLISH, WL_EVENT_CONSUME, WL_LIFECYCLE, WL_REPLACE_PINNED, WL_COUNT
 };
 
 static const struct {
@@ -75,6 +75,8 @@ static const struct {
     [WL_EVENT_PUBLISH] = {"event_publish", "publish a custom event (no subscriber)", 0, 0},
     [WL_EVENT_CONSUME] = {"event_consume", "procs = subscribers, each receives every event of 1 producer", 0, 0},
     [WL_LIFECYCLE] = {"lifecycle", "SIP-like call: create, bind, 3 transitions, 2 SDPs, 20 lookups, delete", 0, 0},
+    [WL_REPLACE_PINNED] = {"replace_pinned", "sdp_replace while another process holds one read section "
+                           "open through each repetition (a stuck reader)", 0, 1},
 };
 
 static const bench_impl *const IMPLS[IMPL_COUNT] = {
@@ -95,6 +97,8 @@ static int supports(int wl, int impl)
     case WL_EVENT_PUBLISH:
     case WL_EVENT_CONSUME:
         return im->publish != NULL;
+    case WL_REPLACE_PINNED:
+        return im->pin != NULL;
     default: /* copy differs from shmreg only in how it reads */
         return impl != IMPL_COPY;
     }
@@ -432,7 +436,8 @@ static op_fn op_of(int wl)
     case WL_FIND_READ: return op_find_read;
     case WL_FIND_COPY: return op_find_copy;
     case WL_TRANSITION: return op_transition;
-    case WL_SDP_REPLACE: return op_sdp_replace;
+    case WL_SDP_REPLACE:
+    case WL_REPLACE_PINNED: return op_sdp_replace;
     case WL_DIALOG_FIND: return op_dialog_find;
     case WL_COUNTER: return op_counter;
     case WL_EVENT_PUBLISH: return op_publish;
@@ -509,7 +514,7 @@ static int warm_up(wctx *c, int wl, op_fn op)
             if (wl == WL_TRANSITION) {
                 rc = c->im->transition(c->h, &c->ids[i], SHMREG_STATE_ACTIVE, SHMREG_STATE_ONHOLD);
                 c->state[j] = rc == 0;
-            } else if (wl == WL_SDP_REPLACE) {
+            } else if (wl == WL_SDP_REPLACE || wl == WL_REPLACE_PINNED) {
                 unsigned v = c->variant[j]++;
                 rc = c->im->set_sdp(c->h, &c->ids[i], (int)(v & 1), data_sdp_variant(&DATA, i, (int)(v & 1), 0),
                                     data_sdp_len(&DATA, i, (int)(v & 1)));
@@ -690,6 +695,41 @@ static void worker(const run *R, unsigned w)
     _exit(out->err ? 1 : 0);
 }
 
+/* replace_pinned's stuck reader, one more process beside the writers.
+ * Before each repetition it enters a read section holding session 0's
+ * SDP, then joins the barrier, so the writers start with it pinned; it
+ * stays inside until every writer has finished that repetition, then
+ * leaves, so each repetition starts from a drained registry as
+ * sdp_replace's do. Its own time is not counted. */
+static void pinner(const run *R, unsigned w)
+{
+    wres *out = &SH->w[w];
+    const bench_impl *im = IMPLS[R->impl];
+    bench_h *h = NULL;
+    uint64_t sink = 0;
+    int rc = im->attach(R->store, &h);
+    if (rc) {
+        worker_fail(out, R->impl, "attach", rc);
+        _exit(1);
+    }
+    for (int k = 0; k < P.reps; k++) {
+        if ((rc = im->pin(h, &R->ids[0], &sink)) != 0) {
+            worker_fail(out, R->impl, "pin", rc);
+            break;
+        }
+        wait_go((uint32_t)k);
+        for (unsigned x = 0; x < R->procs && atomic_load(&SH->go) <= MAX_REPS;) {
+            if (__atomic_load_n(&SH->w[x].rep[k].elapsed_ns, __ATOMIC_ACQUIRE) || SH->w[x].err)
+                x++;
+            else
+                usleep(200);
+        }
+        im->unpin(h);
+    }
+    im->detach(h);
+    _exit(out->err || sink == 1 ? 1 : 0);
+}
+
 /* ================================================================ one measurement */
 
 static pid_t kids[MAX_PROCS + 1];
@@ -748,7 +788,8 @@ static void measure(const run *R, uint64_t ring_cap)
     r->procs = R->procs;
     r->sessions = R->n;
     int producer = R->wl == WL_EVENT_CONSUME && IMPLS[R->impl]->publish_end != NULL;
-    unsigned nw = R->procs + (unsigned)producer;
+    int pinned = R->wl == WL_REPLACE_PINNED;
+    unsigned nw = R->procs + (unsigned)producer + (unsigned)pinned;
     memset(SH, 0, sizeof *SH);
     SH->nsubs = R->procs;
     SH->ring_cap = ring_cap;
@@ -761,8 +802,11 @@ static void measure(const run *R, uint64_t ring_cap)
             kill_kids();
             return;
         }
-        if (pid == 0)
+        if (pid == 0) {
+            if (pinned && w == R->procs)
+                pinner(R, w);
             worker(R, w);
+        }
         kids[nkids++] = pid;
     }
     int status[MAX_PROCS + 1], done[MAX_PROCS + 1] = {0}, lost = 0;
@@ -793,7 +837,7 @@ static void measure(const run *R, uint64_t ring_cap)
     nkids = 0;
     for (unsigned w = 0; w < nw; w++) {
         if (SH->w[w].err && r->err[0] == 0)
-            snprintf(r->err, sizeof r->err, "%s %u: %s", w < R->procs ? "worker" : "producer", w,
+            snprintf(r->err, sizeof r->err, "%s %u: %s", w < R->procs ? "worker" : pinned ? "pinner" : "producer", w,
                      SH->w[w].errmsg);
         if (w < R->procs && SH->w[w].rss_kib > r->rss_kib)
             r->rss_kib = SH->w[w].rss_kib;
@@ -1037,6 +1081,10 @@ static void evaluate_targets(void)
         double x = (double)MEM[i].bytes / (double)MEM[i].payload;
         tg_add(name, "<= 1.3x", x, "x", x <= 1.3);
     }
+    const result *sr = res_find(WL_SDP_REPLACE, IMPL_SHMREG, 1, n), *pr = res_find(WL_REPLACE_PINNED, IMPL_SHMREG, 1, n);
+    if (sr && pr)
+        tg_add("sdp_replace with a reader pinned in another process vs without", ">= 0.5x",
+               pr->ops_per_s / sr->ops_per_s, "x", pr->ops_per_s >= 0.5 * sr->ops_per_s);
     const result *e = res_find(WL_EVENT_PUBLISH, IMPL_SHMREG, 1, n);
     if (e)
         tg_add("events published, one process", ">= 10M/s", e->ops_per_s, "ops/s", e->ops_per_s >= 1e7);
@@ -1608,7 +1656,11 @@ int main(int argc, char **argv)
         case 'd': opt.duration = atof(optarg); break;
         case 'n': opt.sessions = strtoull(optarg, NULL, 10); break;
         case 'P': procs_list = optarg; break;
-        case 'w': opt.wl_mask = parse_names(optarg, 1); break;
+        case 'w': /* replace_pinned is a ratio to sdp_replace: run both */
+            opt.wl_mask = parse_names(optarg, 1);
+            if (opt.wl_mask & (1u << WL_REPLACE_PINNED))
+                opt.wl_mask |= 1u << WL_SDP_REPLACE;
+            break;
         case 'i': opt.impl_mask = parse_names(optarg, 0); break;
         case 's': opt.sdp_bytes = strtoull(optarg, NULL, 10); break;
         case 'S': opt.sdp_spread = (unsigned)atoi(optarg); break;

@@ -176,6 +176,11 @@ typedef struct bench_impl {
     int (*sub_poll)(void *sub, int *end, uint64_t *missed, uint64_t *sink);
     void (*sub_close)(void *sub);
     int (*publish_end)(bench_h *h);
+    /* A stuck reader (replace_pinned): enter a read section and read
+     * session `id` in place, holding its pointers until unpin. NULL where
+     * the store has no read sections. */
+    int (*pin)(bench_h *h, const shmreg_id *id, uint64_t *sink);
+    void (*unpin)(bench_h *h);
 } bench_impl;
 
 extern const bench_impl impl_shmreg, impl_copy, impl_limit, impl_lmdb, impl_redis;
