@@ -511,7 +511,7 @@ int shmreg_stat(shmreg *h, shmreg_stats *st)
     uint64_t now = shm_now_ns();
     for (uint32_t i = 0; i < s->max_handles; i++) {
         shm_handle *x = &s->handles[i];
-        st->heap_retired_bytes += atomic_load(&x->limbo_bytes);
+        st->heap_retired_bytes += shm_limbo_bytes(s, i);
         unsigned k = SHM_H_KIND(atomic_load(&x->word));
         if (k != SHM_H_ACTIVE && k != SHM_H_CLAIMING)
             continue;

@@ -190,7 +190,6 @@ int shm_handle_claim(shm_ctx *c)
                 if (k == SHM_H_FREE) {
                     atomic_store(&s->handles[i].limbo_head, 0);
                     atomic_store(&s->handles[i].limbo_count, 0);
-                    atomic_store(&s->handles[i].limbo_bytes, 0);
                 }
                 take_slot(c, i, st);
                 if (pass == 2) {
@@ -279,6 +278,33 @@ static reader_scan scan_readers(const shm_seg *s)
     return r;
 }
 
+uint64_t shm_limbo_bytes(const shm_seg *s, uint32_t i)
+{
+    /* Only the owner pops, and only from the head, so a walk that ends
+     * with the head it started from saw no block freed under it. A walk
+     * that loses that race is retried; one that meets a bad link stops
+     * (the check reports it). Kept counters would be simpler and cheaper,
+     * but a process killed between a link and its count would leave them
+     * wrong for good. */
+    const shm_handle *h = &s->handles[i];
+    uint64_t bytes = 0;
+    for (int attempt = 0; attempt < 4; attempt++) {
+        uint64_t head = atomic_load(&h->limbo_head), steps = 0;
+        bytes = 0;
+        for (uint64_t off = head; off && steps++ < s->size / 64;) {
+            shm_blk *b = shm_blk_at(s, off);
+            if (b == NULL || SHM_KIND(atomic_load(&b->state)) != SHM_BLK_RETIRED)
+                break;
+            if (b->cls < SHM_NCLASS) /* heap blocks only, not session slots */
+                bytes += shm_class_size(b->cls);
+            off = atomic_load(&b->link);
+        }
+        if (atomic_load(&h->limbo_head) == head)
+            break;
+    }
+    return bytes;
+}
+
 uint64_t shm_min_reader_epoch(const shm_seg *s)
 {
     return scan_readers(s).min;
@@ -300,18 +326,19 @@ static uint64_t drain(shm_ctx *c, shm_handle *h, uint64_t min)
              * freed): cut it. The sweep reclaims what lay beyond. */
             atomic_store(&h->limbo_head, 0);
             atomic_store(&h->limbo_count, 0);
-            atomic_store(&h->limbo_bytes, 0);
             break;
         }
         if (atomic_load(&b->stamp) > min)
             break;
         atomic_store(&h->limbo_head, atomic_load(&b->link));
         atomic_fetch_sub(&h->limbo_count, 1);
-        if (b->cls != SHM_SLOT_CLASS)
-            atomic_fetch_sub(&h->limbo_bytes, shm_class_size(b->cls));
         shm_free(c, off);
         freed++;
     }
+    /* An empty queue has a known count: whatever a crash between a link
+     * and its count left behind ends here. */
+    if (atomic_load(&h->limbo_head) == 0)
+        atomic_store(&h->limbo_count, 0);
     if (c->slot < s->max_handles && h == &s->handles[c->slot] && atomic_load(&h->limbo_head) == 0)
         c->limbo_tail = 0;
     SHM_RECLAIM_COUNT(freed, freed);
@@ -387,8 +414,6 @@ static int retire_quiet(shm_ctx *c, uint64_t off, uint64_t expect)
     else
         atomic_store(&me->limbo_head, off);
     c->limbo_tail = off;
-    if (b->cls != SHM_SLOT_CLASS) /* statistics count heap bytes only */
-        atomic_fetch_add(&me->limbo_bytes, shm_class_size(b->cls));
     atomic_fetch_add(&me->limbo_count, 1);
     SHM_RECLAIM_COUNT(retires, 1);
     return 0;

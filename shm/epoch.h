@@ -72,6 +72,10 @@ void shm_read_leave(shm_ctx *c);
  * the block is theirs to deal with). */
 int shm_retire(shm_ctx *c, uint64_t off, uint64_t expect);
 
+/* Heap bytes waiting in handle i's limbo queue, derived by walking it
+ * (O(queue length); for statistics, never on a hot path). */
+uint64_t shm_limbo_bytes(const shm_seg *s, uint32_t i);
+
 /* Free what at the old end of our limbo queue no reader can see any more;
  * may reap (paced: see epoch.c). Returns blocks freed. Costs one scan of
  * the handle table plus one step per block freed, whatever the queue's

@@ -83,8 +83,11 @@ typedef struct shm_handle {
     _Atomic uint64_t epoch;      /* global epoch seen at read_begin; 0 = outside */
     _Atomic uint64_t read_since_ns;
     _Atomic uint64_t limbo_head; /* retired blocks waiting for readers */
+    /* Blocks queued, for pacing only: a crash between a link and this
+     * count leaves it off by one until the queue next empties (when it
+     * is reset). Byte figures are derived by walking (shm_limbo_bytes). */
     _Atomic uint64_t limbo_count;
-    _Atomic uint64_t limbo_bytes;
+    uint64_t pad1;
     /* A block this handle is about to unlink and retire: if the process
      * dies in between, the sweep knows whose it was (see shm_intent). */
     _Atomic uint64_t intent_off, intent_state, intent_stamp, intent_ref;
