@@ -443,7 +443,7 @@ int shmreg_destroy(const char *path, int force)
         uint32_t live = 0;
         for (uint32_t i = 0; i < tmp.c.seg.max_handles; i++) {
             uint64_t w = atomic_load(&tmp.c.seg.handles[i].word);
-            if (shm_handle_alive(&tmp.c.seg, i) && SHM_H_PID(w) != me)
+            if (shm_word_alive(&tmp.c.seg.handles[i], w) && SHM_H_PID(w) != me)
                 live++;
         }
         if (live && !force)
@@ -512,10 +512,7 @@ int shmreg_stat(shmreg *h, shmreg_stats *st)
     for (uint32_t i = 0; i < s->max_handles; i++) {
         shm_handle *x = &s->handles[i];
         st->heap_retired_bytes += shm_limbo_bytes(s, i);
-        unsigned k = SHM_H_KIND(atomic_load(&x->word));
-        if (k != SHM_H_ACTIVE && k != SHM_H_CLAIMING)
-            continue;
-        if (!shm_handle_alive(s, i))
+        if (!shm_word_alive(x, atomic_load(&x->word)))
             continue;
         st->handles++;
         uint64_t since = atomic_load(&x->read_since_ns);
@@ -550,7 +547,7 @@ int shmreg_handle_next(shmreg *h, uint64_t *cursor, shmreg_handle_info *out)
         memset(out, 0, sizeof *out);
         out->slot = (uint32_t)i;
         out->pid = k == SHM_H_ORPHAN ? 0 : SHM_H_PID(w);
-        out->alive = shm_handle_alive(s, (uint32_t)i);
+        out->alive = shm_word_alive(x, w);
         out->in_read = atomic_load(&x->epoch) != 0;
         uint64_t since = atomic_load(&x->read_since_ns);
         out->read_age_ns = out->in_read && since && now > since ? now - since : 0;

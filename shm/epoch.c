@@ -128,8 +128,11 @@ static int pid_alive(pid_t pid, uint64_t start_time)
 
 int shm_handle_alive(const shm_seg *s, uint32_t i)
 {
-    shm_handle *h = &s->handles[i];
-    uint64_t w = atomic_load(&h->word);
+    return shm_word_alive(&s->handles[i], atomic_load(&s->handles[i].word));
+}
+
+int shm_word_alive(const shm_handle *h, uint64_t w)
+{
     unsigned k = SHM_H_KIND(w);
     if (k != SHM_H_ACTIVE && k != SHM_H_CLAIMING)
         return 0;

@@ -35,6 +35,12 @@ void shm_handle_release(shm_ctx *c);
 /* 1 when slot i belongs to a live process (or is being claimed by one). */
 int shm_handle_alive(const shm_seg *s, uint32_t i);
 
+/* The same judgement on a word the caller already loaded from h->word, so
+ * that what it reports (the pid, the kind) and "alive" come from one load:
+ * a slot taken over in between cannot pair one process's pid with
+ * another's liveness. */
+int shm_word_alive(const shm_handle *h, uint64_t w);
+
 /* 1 when blocks stamped with `tag` belong to a live handle. */
 int shm_tag_alive(const shm_seg *s, uint64_t tag);
 
