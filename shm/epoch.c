@@ -34,6 +34,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "crashpoint.h"
 #include "epoch.h"
 
 #define RECLAIM_EVERY 64u   /* retires between reclaim attempts */
@@ -135,6 +136,7 @@ int shm_handle_claim(shm_ctx *c)
                     atomic_store(&s->handles[i].limbo_count, 0);
                     atomic_store(&s->handles[i].limbo_bytes, 0);
                 }
+                SHM_CRASH_POINT("epoch_claim_claiming");
                 take_slot(c, i, st);
                 if (pass == 2) {
                     /* Inherited limbo blocks now belong to our tag: a
@@ -146,6 +148,7 @@ int shm_handle_claim(shm_ctx *c)
                             break;
                         atomic_store(&b->state, c->tag | SHM_BLK_RETIRED);
                         o = atomic_load(&b->link);
+                        SHM_CRASH_POINT("epoch_adopt_retagged");
                     }
                     shm_lock_drop(&s->ctl->handle_lock);
                 }
@@ -215,6 +218,7 @@ static uint64_t reclaim_list(shm_ctx *c, shm_handle *h, uint64_t min)
                 atomic_store(&((shm_blk *)(s->base + prev))->link, next);
             else
                 atomic_store(&h->limbo_head, next);
+            SHM_CRASH_POINT("epoch_reclaim_unlinked");
             atomic_fetch_sub(&h->limbo_count, 1);
             if (b->cls != SHM_SLOT_CLASS)
                 atomic_fetch_sub(&h->limbo_bytes, shm_class_size(b->cls));
@@ -264,12 +268,14 @@ static int retire_quiet(shm_ctx *c, uint64_t off, uint64_t expect)
         return SHM_ENOENT;
     if (!atomic_compare_exchange_strong(&b->state, &expect, c->tag | SHM_BLK_RETIRED))
         return SHM_ENOENT;
+    SHM_CRASH_POINT("epoch_retire_marked");
     shm_handle *me = &c->seg.handles[c->slot];
     /* seq_cst RMW: a full barrier after our unlink (see the essay above). */
     uint64_t stamp = atomic_fetch_add(&c->seg.hdr->epoch, 1) + 1;
     atomic_store(&b->stamp, stamp);
     atomic_store(&b->link, atomic_load(&me->limbo_head));
     atomic_store(&me->limbo_head, off);
+    SHM_CRASH_POINT("epoch_retire_listed");
     if (b->cls != SHM_SLOT_CLASS) /* statistics count heap bytes only */
         atomic_fetch_add(&me->limbo_bytes, shm_class_size(b->cls));
     atomic_fetch_add(&me->limbo_count, 1);
@@ -292,6 +298,7 @@ static void resolve_intent(shm_ctx *c, shm_handle *h)
     if (b && rp && atomic_load(&b->state) == st && atomic_load(&b->stamp) == atomic_load(&h->intent_stamp) &&
         atomic_load(rp) != off)
         retire_quiet(c, off, st); /* we hold handle_lock */
+    SHM_CRASH_POINT("epoch_intent_resolved");
     atomic_store(&h->intent_off, 0);
 }
 
@@ -310,6 +317,7 @@ int shm_reap(shm_ctx *c)
         if ((k == SHM_H_ACTIVE || k == SHM_H_CLAIMING) && !shm_handle_alive(s, i)) {
             if (!atomic_compare_exchange_strong(&h->word, &w, SHM_H_ORPHAN))
                 continue;
+            SHM_CRASH_POINT("epoch_reap_orphaned");
             atomic_fetch_add(&h->incarnation, 1); /* its tags are dead now */
             atomic_store(&h->epoch, 0);           /* a dead reader holds nothing */
             reaped++;
@@ -336,6 +344,7 @@ void shm_handle_release(shm_ctx *c)
     atomic_store(&me->epoch, 0);
     c->read_depth = 0;
     shm_reclaim(c);
+    SHM_CRASH_POINT("epoch_release_reclaimed");
     /* Blocks still in limbo stay with the slot; the next reaper or
      * claimant finishes them. */
     atomic_store(&me->word, atomic_load(&me->limbo_head) ? SHM_H_ORPHAN : SHM_H_FREE);
