@@ -295,6 +295,21 @@ static void check_free_lists(check *k)
     }
 }
 
+/* Before anything is looked at: take each list's lock once, which
+ * finishes (or undoes) a step its dead owner left half done, so that a
+ * slot whose pop is undone there is not taken for a leaked session. A
+ * lock held by someone alive is skipped: check_free_lists reports it. */
+static void recover_free_lists(check *k)
+{
+    const shm_seg *s = k->s;
+    for (unsigned c = 0; c <= SHM_NCLASS; c++)
+        for (unsigned sh = 0; sh < SHM_SHARDS; sh++) {
+            shm_freelist *fl = c < SHM_NCLASS ? &s->ctl->heap[c][sh] : &s->ctl->slots[sh];
+            if (shm_list_lock_for(s, fl, 1) == 0)
+                shm_lock_drop(&fl->lock);
+        }
+}
+
 /* Limbo lists of handles that are not alive are quiet: walk them under
  * the handle lock (reapers take it too). Live handles' lists are their
  * own business: RETIRED blocks with a live tag are taken to be on them. */
@@ -343,7 +358,9 @@ static void sweep_block(void *arg, uint64_t off, shm_blk *b)
     unsigned kind = SHM_KIND(st);
     if (shm_slot_index(k->s, off) == UINT32_MAX && kind != SHM_BLK_FREE)
         k->r->heap_blocks_used++;
-    if (marked(k, off) || shm_slot_index(k->s, off) != UINT32_MAX)
+    /* Slots in use are check_session's; a retired or freeing slot that no
+     * list holds (its dead owner stopped between two steps) is a leak. */
+    if (marked(k, off) || (shm_slot_index(k->s, off) != UINT32_MAX && kind == SHM_BLK_USED))
         return;
     int leaked = 0;
     if (kind == SHM_BLK_USED)
@@ -421,6 +438,7 @@ int shmreg_check(shmreg *h, unsigned flags, shmreg_check_report *report, shmreg_
     if (k.marks == NULL)
         return shmreg__fail(SHMREG_ENOMEM, "no memory for the check's bitmap");
 
+    recover_free_lists(&k);
     shm_read_enter(&h->c);
     uint64_t total = k.s->max_sessions, step = total / 100 + 1;
     for (uint64_t i = reg_next_carved_slot(k.s, 0); i < k.s->max_sessions;

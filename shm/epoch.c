@@ -329,6 +329,10 @@ int shm_reap(shm_ctx *c)
                 reclaim_list(c, h, shm_min_reader_epoch(s));
             }
             if (atomic_load(&h->limbo_head) == 0 && atomic_load(&h->intent_off) == 0) {
+                /* An empty list counts nothing, whatever a step cut short
+                 * by the owner's death left in the counters. */
+                atomic_store(&h->limbo_count, 0);
+                atomic_store(&h->limbo_bytes, 0);
                 uint64_t o = SHM_H_ORPHAN;
                 atomic_compare_exchange_strong(&h->word, &o, SHM_H_FREE);
             }
