@@ -276,10 +276,12 @@ static void check_free_lists(check *k)
                 continue;
             }
             uint64_t n = 0;
+            int bad = 0;
             for (uint64_t off = fl->head; off; n++) {
                 shm_blk *b = shm_blk_at(s, off);
                 if (b == NULL || n > s->size / 64 || SHM_KIND(atomic_load(&b->state)) != SHM_BLK_FREE) {
                     problem(k, "free list %u/%u: bad entry %llu", c, sh, (unsigned long long)off);
+                    bad = 1;
                     break;
                 }
                 mark(k, off);
@@ -288,6 +290,9 @@ static void check_free_lists(check *k)
             if (n != fl->nfree)
                 problem(k, "free list %u/%u holds %llu blocks, counts %llu", c, sh,
                         (unsigned long long)n, (unsigned long long)fl->nfree);
+            /* Cut there: the sweep gives back what was beyond. */
+            if (k->repair && (bad || n != fl->nfree))
+                shm_list_repair(s, fl);
             if (c < SHM_NCLASS)
                 k->r->heap_blocks_free += n;
             shm_lock_drop(&fl->lock);
@@ -385,7 +390,9 @@ static void sweep_block(void *arg, uint64_t off, shm_blk *b)
         if (shm_list_lock_for(k->s, fl, CHECK_LOCK_WAIT_NS) < 0)
             return;
         int listed = 0;
-        for (uint64_t o = fl->head, n = 0; o && n <= fl->nfree; o = atomic_load(&((shm_blk *)(k->s->base + o))->link), n++)
+        shm_blk *x;
+        for (uint64_t o = fl->head, n = 0; o && n <= fl->nfree && (x = shm_blk_at(k->s, o)) != NULL;
+             o = atomic_load(&x->link), n++)
             listed |= o == off;
         if (!listed && atomic_load(&b->state) == st) {
             atomic_store(&b->state, k->h->c.tag | SHM_BLK_USED);

@@ -147,6 +147,11 @@ int shm_list_lock(const shm_seg *s, shm_freelist *fl)
     return shm_list_lock_for(s, fl, 0);
 }
 
+void shm_list_repair(const shm_seg *s, shm_freelist *fl)
+{
+    list_recover(s, fl);
+}
+
 /* --- heap ---------------------------------------------------------------- */
 
 static uint32_t take_page(const shm_seg *s, unsigned cls, unsigned shard)
