@@ -134,6 +134,50 @@ static void check_block_ref(check *k, uint32_t si, uint64_t off, const char *wha
         problem(k, "session slot %u: %s block %llu referenced twice", si, what, (unsigned long long)off);
 }
 
+/* 1 when dialog record `rec` is in its index chain (or the chain is
+ * broken before it: check_dlg_index names that, nothing is claimed). */
+static int dialog_linked(check *k, uint64_t rec, const reg_dlg *d)
+{
+    uint64_t off = atomic_load(&k->s->dlg_index[d->hash & (k->s->buckets - 1)]);
+    for (uint64_t steps = 0; off && steps <= k->s->size / 64; steps++) {
+        reg_dlg *y = off == rec ? NULL : reg_dialog_at(k->h, off);
+        if (y == NULL)
+            return 1;
+        off = atomic_load(&y->next);
+    }
+    return 0;
+}
+
+/* A live session names a dialog record that its chain does not hold: a
+ * bind that died between taking the session's reference and linking, or
+ * an unbind that died between unlinking and clearing the reference. Both
+ * hold the chain's stripe lock throughout, and a delete unlinks only after
+ * marking the session deleted; so, under that lock, a record still
+ * unlinked and still named by a still-live session is a dead process's
+ * leftover. Repair completes it as an unbind: whoever clears the
+ * reference retires the record (dialog.c). Returns 1 for a leftover. */
+static int half_bound(check *k, reg_sess *x, unsigned i, uint64_t rec, const reg_dlg *d)
+{
+    if (dialog_linked(k, rec, d))
+        return 0;
+    shm_lock *l = &k->s->ctl->dlg_stripe[(d->hash & (k->s->buckets - 1)) % SHM_STRIPES];
+    if (shm_lock_take_for(l, CHECK_LOCK_WAIT_NS) < 0)
+        return 0;
+    int left = !dialog_linked(k, rec, d) && atomic_load(&x->dlg[i]) == rec &&
+               REG_LIVE(atomic_load(&x->state));
+    if (left) {
+        shm_blk *b = shm_blk_at(k->s, rec);
+        uint64_t st = atomic_load(&b->state), r = rec;
+        k->r->leaked_blocks++;
+        k->r->leaked_bytes += shm_class_size(b->cls);
+        if (k->repair && atomic_compare_exchange_strong(&x->dlg[i], &r, 0) &&
+            SHM_KIND(st) == SHM_BLK_USED && shm_retire(&k->h->c, rec, st) == 0)
+            k->r->reclaimed_blocks++;
+    }
+    shm_lock_drop(l);
+    return left;
+}
+
 static void check_session(check *k, uint32_t si)
 {
     shmreg *h = k->h;
@@ -173,7 +217,8 @@ static void check_session(check *k, uint32_t si)
                 problem(k, "session slot %u: dialog record %llu belongs elsewhere", si,
                         (unsigned long long)r);
             mark(k, r);
-            k->r->dialogs++;
+            if (!half_bound(k, x, i, r, d))
+                k->r->dialogs++;
         }
         return;
     }

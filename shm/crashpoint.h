@@ -45,8 +45,8 @@
  *   session_delete_blocks       blocks retired, indexed  check: reg_finish_delete
  *   session_delete_unlinked     slot not yet retired     check: reg_finish_delete
  *   dialog_bind_allocated       record unreferenced      check sweep
- *   dialog_bind_referenced      named by session only    the session's delete
- *   dialog_unbind_unlinked      named by session only    the session's delete
+ *   dialog_bind_referenced      named by session only    check: undone (half_bound)
+ *   dialog_unbind_unlinked      named by session only    check: completed (half_bound)
  *   dialog_unbind_claimed       record unreferenced      intent: reap / check
  *   room_create_allocated       room block unreferenced  check sweep
  *   room_delete_marked          room DELETED, roster     check: room repair

@@ -585,23 +585,27 @@ static void t_dialog(void)
     recover((expect){1, 96, 1, 1});
     still_usable();
 
-    /* Referenced by the session, never linked into the index: the
-     * session's delete retires it. */
+    /* Named by the session, never linked into the index: the check
+     * finds the leftover and its repair undoes the bind. */
     fresh(8);
     make_sessions(1, 1);
     crash_at("dialog_bind_referenced", op_bind0);
     ok(!key_found("call-new") && dialog_found(0), "%s: the new key is not findable, the old one is", point);
-    is(ndialogs(0), 2, "%s: the session names the half-bound record", point);
-    recover((expect){0, 0, 1, 0});
+    is(ndialogs(0), 2, "%s: until the repair, the session names the half-bound record", point);
+    recover((expect){1, 96, 1, 1});
+    is(ndialogs(0), 1, "%s: after it, only the old dialog", point);
+    is(shmreg_dialog_bind(h, S("call-new"), S("lt"), S("rt"), &sess[0]), 0, "%s: the new key binds", point);
     still_usable();
 
-    /* Unlinked from the index, still named by the session. */
+    /* Unlinked from the index, still named by the session: the repair
+     * completes the unbind. */
     fresh(8);
     make_sessions(1, 1);
     crash_at("dialog_unbind_unlinked", op_unbind0);
     ok(!dialog_found(0), "%s: the dialog is no longer findable", point);
-    is(ndialogs(0), 1, "%s: the session still names it, for its delete to retire", point);
-    recover((expect){0, 0, 1, 0});
+    is(ndialogs(0), 1, "%s: until the repair, the session still names it", point);
+    recover((expect){1, 96, 1, 1});
+    is(ndialogs(0), 0, "%s: after it, the unbind is complete", point);
     is(shmreg_dialog_bind(h, S("call-0"), S("lt"), S("rt"), &sess[0]), 0,
        "%s: the key can be bound again (the stripe lock was recovered)", point);
     still_usable();
