@@ -88,6 +88,36 @@ static int fill(int from)
     return n - from;
 }
 
+/* Every write that needs a block of a class with no page left: EFULL, and
+ * nothing changed (a refused create gives its session slot back). */
+static void full_refusals(const shmreg_id *room)
+{
+    static char uri[500];
+    memset(uri, 'u', sizeof uri);
+    shmreg_fields f;
+    memset(&f, 0, sizeof f);
+    f.str[SHMREG_FIELD_FROM_URI] = (shmreg_str){uri, sizeof uri};
+    shmreg_stats a, b;
+    shmreg_stat(h, &a);
+    shmreg_id id, r2;
+    is(shmreg_session_create(h, &f, &id), SHMREG_EFULL, "full: a session with a 500-byte URI: EFULL");
+    is(shmreg_session_update(h, &s[0], &f, SHMREG_MASK(SHMREG_FIELD_FROM_URI)), SHMREG_EFULL,
+       "full: an update to a 500-byte URI: EFULL");
+    is(shmreg_dialog_bind(h, (shmreg_str){"c", 1}, (shmreg_str){"l", 1}, (shmreg_str){"r", 1}, &s[0]),
+       SHMREG_EFULL, "full: a dialog: EFULL");
+    is(shmreg_room_create(h, (shmreg_str){"r", 1}, 1, &r2), SHMREG_EFULL, "full: a one-seat room: EFULL");
+    is(shmreg_room_join(h, room, &s[0], (shmreg_str){"u", 1}, (shmreg_str){"d", 1}, 1), SHMREG_EFULL,
+       "full: a participant: EFULL");
+    shmreg_id in;
+    is(shmreg_session_room(h, &s[0], &in), SHMREG_ENOENT, "and the session is in no room");
+    shmreg_stat(h, &b);
+    ok(a.sessions == b.sessions && a.heap_used_bytes == b.heap_used_bytes && b.dialogs == 0,
+       "none of them changed anything (%u sessions, %llu heap bytes)", b.sessions,
+       (unsigned long long)b.heap_used_bytes);
+    is(shmreg_session_create(h, NULL, &id), 0, "a session with no strings still fits (its slot came back)");
+    is(shmreg_session_delete(h, &id), 0, "and deletes");
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -105,12 +135,17 @@ int main(void)
     rc |= shmreg_session_set_sdp(h, &s[0], SHMREG_SDP_LOCAL, sdp, sizeof sdp);
     is(rc, 0, "%d sessions, one with a small SDP (shard 0 carves a page of its class)", NS);
 
-    /* One page for info blocks, one for small SDPs, the rest for big ones. */
+    shmreg_id room;
+    is(shmreg_room_create(h, (shmreg_str){"r", 1}, 3, &room), 0, "a room of 3 seats");
+
+    /* One page each for info blocks, small SDPs and rooms, the rest for big
+     * SDPs. */
     shmreg_stats st;
     shmreg_stat(h, &st);
     int pages = (int)(st.heap_bytes / (256u * 1024u));
     int last = 1 + fill(1);
-    is(last - 1, (pages - 2) * 4, "%d SDPs of 64 KiB fill the heap: %d pages of 4", (pages - 2) * 4, pages - 2);
+    is(last - 1, (pages - 3) * 4, "%d SDPs of 64 KiB fill the heap: %d pages of 4", (pages - 3) * 4, pages - 3);
+    full_refusals(&room);
     is(shmreg_session_set_sdp(h, &s[last], SHMREG_SDP_LOCAL, big, sizeof big), SHMREG_EFULL,
        "one more: EFULL");
     is(test_wait(test_fork(other_shard, NULL)), 0,

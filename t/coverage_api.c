@@ -9,12 +9,16 @@
  * `make coverage` showed no test reaching, and an error path that never
  * ran is one whose code nobody has checked.
  */
+#include <fcntl.h>
 #include <limits.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
+#include "ring.h"
 #include "shmreg.h"
 #include "tap.h"
 #include "testutil.h"
@@ -38,6 +42,13 @@ static void t_names(void)
     for (int e = 0; e >= -16; e--)
         ok(shmreg_strerror(e) && *shmreg_strerror(e), "shmreg_strerror(%d) names it", e);
     ok(shmreg_strerror(-99) != NULL, "an unknown code still gets a string");
+    static const int ring_codes[] = {0, SHM_RING_EINVAL, SHM_RING_ECORRUPT, SHM_RING_EVERSION, SHM_RING_ESYS,
+                                     SHM_RING_EBUSY, SHM_RING_ETIMEDOUT, SHM_RING_EINTR};
+    int named = 0;
+    for (unsigned i = 0; i < sizeof ring_codes / sizeof ring_codes[0]; i++)
+        named += strcmp(shm_ring_strerror(ring_codes[i]), "unknown error") != 0;
+    is(named, 8, "the event ring names each of its 8 codes");
+    is_str(shm_ring_strerror(-99), "unknown error", "and not others");
     ok(shmreg_room_state_name(-1) == NULL && shmreg_room_state_name(SHMREG_ROOM_STATE_COUNT) == NULL,
        "room state names out of range: NULL");
     ok(shmreg_part_status_name(-1) == NULL && shmreg_part_status_name(SHMREG_PART_STATUS_COUNT) == NULL,
@@ -91,6 +102,19 @@ static void t_open(void)
     is(shmreg_open(p, &(shmreg_options){.flags = SHMREG_CREATE, .group = "no-such-group-xyz"}, &x),
        SHMREG_EPERM, "an unknown group: EPERM");
     test_rm_rf(p);
+    /* A registry directory whose segment is not a file of ours. */
+    char seg[512];
+    p = test_dir("coverage-seg");
+    snprintf(seg, sizeof seg, "%s/segment", p);
+    ok(mkdir(p, 0700) == 0 && mkdir(seg, 0700) == 0, "a registry directory whose segment is a directory");
+    is(shmreg_open(p, NULL, &x), SHMREG_ESYS, "open: ESYS (cannot open it read-write)");
+    rmdir(seg);
+    int fd = open(seg, O_WRONLY | O_CREAT, 0600);
+    close(fd);
+    is(shmreg_open(p, NULL, &x), SHMREG_EVERSION, "an empty segment file: EVERSION");
+    is(shmreg_destroy(p, 0), SHMREG_EVERSION, "destroy refuses a directory that is not a registry");
+    test_rm_rf(p);
+    is(shmreg_destroy(NULL, 0), SHMREG_EINVAL, "destroy NULL: EINVAL");
     is(shmreg_close(NULL), 0, "close NULL: 0");
     ok(shmreg_path(NULL) == NULL, "path of NULL: NULL");
     is(shmreg_config_gen(NULL), 0, "config_gen of NULL: 0");
@@ -185,6 +209,12 @@ static void t_dialogs(void)
     is(shmreg_dialog_find(h, S("c"), S("a"), S("zz"), &got), SHMREG_ENOENT, "find another remote tag: ENOENT");
     is(shmreg_dialog_find(h, S("c"), S("a"), (shmreg_str){NULL, 0}, &got), 0, "find with any remote tag");
     is(shmreg_dialog_unbind(h, S("c"), S("a"), S("zz")), SHMREG_ENOENT, "unbind an unknown key: ENOENT");
+    is(shmreg_dialog_unbind(h, S("fork-1"), S("a"), S("b")), 0, "unbind fork-1");
+    is(shmreg_dialog_bind(h, S("early"), S("a"), (shmreg_str){NULL, 0}, &sess), 0,
+       "bind an early dialog: remote tag NULL means empty");
+    is(shmreg_dialog_find(h, S("early"), S("a"), S(""), &got), 0, "found with an empty remote tag");
+    is(shmreg_dialog_unbind(h, S("early"), S("a"), (shmreg_str){NULL, 0}), 0, "and unbound with NULL");
+    is(shmreg_dialog_bind(h, S("fork-1"), S("a"), S("b"), &sess), 0, "fork-1 bound again");
     is(shmreg_dialog_unbind(h, S(""), S("a"), S("b")), SHMREG_EINVAL, "unbind an empty Call-ID: EINVAL");
     shmreg_dialog d;
     uint64_t cur = 0;

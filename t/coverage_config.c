@@ -116,6 +116,19 @@ static void t_store(void)
     is(shmreg_config_set(h, "cov", "k", NULL), SHMREG_EINVAL, "set a NULL value: EINVAL");
     is(shmreg_config_set(h, "cov", "k", "\"unterminated"), SHMREG_EPARSE, "set an unparsable value: EPARSE");
     is(shmreg_config_unset(h, "cov", "absent"), SHMREG_ENOENT, "unset an absent key: ENOENT");
+    is(shmreg_config_unset(h, "cov", NULL), SHMREG_EINVAL, "unset a NULL key: EINVAL");
+    /* Over SHMREG_CONFIG_MAX_BYTES once encoded: 300 strings of 4,000. */
+    static char val[4000];
+    memset(val, 'x', sizeof val);
+    shmreg_config_doc *huge;
+    shmreg_config_doc_new(&huge);
+    for (int i = 0; i < 300; i++) {
+        char key[16];
+        snprintf(key, sizeof key, "k%d", i);
+        shmreg_config_doc_set_str(huge, key, (shmreg_str){val, sizeof val});
+    }
+    is(shmreg_config_put(h, "huge", huge), SHMREG_EINVAL, "a config over 1 MiB encoded: EINVAL");
+    shmreg_config_doc_free(huge);
     is(shmreg_config_unset(h, "nosuch", "k"), SHMREG_ENOENT, "unset in an absent config: ENOENT");
     is(shmreg_config_delete(h, "nosuch"), SHMREG_ENOENT, "delete an absent config: ENOENT");
     is(shmreg_config_delete(h, NULL), SHMREG_EINVAL, "delete a NULL name: EINVAL");
@@ -174,6 +187,16 @@ static void t_view(void)
     is(shmreg_config_changed(h, 0), 1, "changed since generation 0");
     is(shmreg_config_refresh(h, "cov", &v), 1, "refresh swaps in a new view");
     ok(shmreg_config_get_int(v, "i", &i) == 0 && i == 7, "which says 7");
+    shmreg_config_view *more[SHMREG_CONFIG_MAX_VIEWS];
+    int opened = 0;
+    while (opened < (int)SHMREG_CONFIG_MAX_VIEWS && shmreg_config_open_view(h, "cov", &more[opened]) == 0)
+        opened++;
+    is(opened, SHMREG_CONFIG_MAX_VIEWS - 1, "%u views at once per handle (one is open already)",
+       SHMREG_CONFIG_MAX_VIEWS);
+    shmreg_config_view *extra;
+    is(shmreg_config_open_view(h, "cov", &extra), SHMREG_EFULL, "one more: EFULL");
+    for (int k = 0; k < opened; k++)
+        shmreg_config_release(more[k]);
     is(shmreg_config_release(v), 0, "release");
     is(shmreg_config_release(NULL), 0, "release NULL: 0");
     is(shmreg_config_stale(NULL), 1, "a NULL view is stale");

@@ -127,6 +127,16 @@ int main(void)
     is(shmreg_config_set(h, "a", "k", "1"), SHMREG_EPERM, "a settings file that is a symlink: EPERM (O_NOFOLLOW)");
     done();
 
+    fresh("cfg-slash");
+    char slashed[512];
+    snprintf(slashed, sizeof slashed, "%s/", cfgdir);
+    is(shmreg_config_setup(h, &(shmreg_config_options){.dir = slashed}), 0, "a config dir with a trailing '/'");
+    is(setup_dir(), 0, "is the same dir without it");
+    snprintf(slashed, sizeof slashed, "%s-other", cfgdir);
+    is(shmreg_config_setup(h, &(shmreg_config_options){.dir = slashed}), SHMREG_EEXIST,
+       "another dir once set up: EEXIST");
+    done();
+
     /* A full map: EFULL, nothing half written, and a delete makes room. */
     fresh("cfg-full");
     is(shmreg_config_setup(h, &(shmreg_config_options){.map_bytes = 1u << 20}), 0, "a 1 MiB config map");
