@@ -3,8 +3,10 @@
  * damage is to its own bookkeeping, repair: a free list whose link points
  * outside the heap (the check names it, its repair cuts the list there and
  * gives back the blocks that were beyond, and a second check is clean), a
- * dead handle's limbo list broken the same way, a session chained in the
- * wrong bucket, a dialog reference that is not a record.
+ * free list whose head does (the allocator drops it), an orphan's limbo
+ * list broken the same way (the reap cuts it), a room table entry that is
+ * not a room, a session chained in the wrong bucket, a dialog reference
+ * that is not a record.
  *
  * Why here and not in t/corrupt.c: these are the check's own lines that
  * `make coverage` showed unrun, each with the exact report it must give.
@@ -92,18 +94,66 @@ static void t_free_list(void)
 
 static void t_limbo(void)
 {
-    /* A closed handle's limbo list pinned by nobody is freed at once;
-     * make one by hand on a free handle slot, as a dead process leaves. */
+    /* An orphaned handle (closed with retired blocks left) whose limbo
+     * list points outside the heap. */
     const shm_seg *s = &h->c.seg;
     uint32_t i = s->max_handles - 1;
     atomic_store(&s->handles[i].limbo_head, FAR);
     atomic_store(&s->handles[i].word, SHM_H_ORPHAN);
     shmreg_check_report r = check(0, SHMREG_ECORRUPT);
     is(r.problems, 1, "a limbo list pointing outside the heap is named");
-    atomic_store(&s->handles[i].limbo_head, 0);
-    atomic_store(&s->handles[i].word, SHM_H_FREE);
-    r = check(0, 0);
-    is(r.problems, 0, "restored, the check is clean");
+    r = check(SHMREG_CHECK_REPAIR, 0);
+    is(r.problems, 0, "a repairing check's reap cuts the list there first, so nothing is left to name");
+    ok(atomic_load(&s->handles[i].limbo_head) == 0 && SHM_H_KIND(atomic_load(&s->handles[i].word)) == SHM_H_FREE,
+       "the list is empty and the slot free again");
+}
+
+/* A free list whose head is not a block: the next allocation drops the
+ * list rather than hand the block out, and the repair gives back what it
+ * held. */
+static void t_bad_head(void)
+{
+    uint64_t first;
+    shm_freelist *fl = info_list(&first);
+    check(SHMREG_CHECK_REPAIR, 0); /* the deleted session's blocks back on their lists */
+    uint64_t held = fl->nfree;
+    ok(held > 0, "the info list holds %llu blocks", (unsigned long long)held);
+    fl->head = FAR;
+    shmreg_id id;
+    is(shmreg_session_create(h, NULL, &id), 0, "a create with a wild list head still succeeds");
+    is(fl->nfree, 0, "the allocator dropped the list instead of following it");
+    shmreg_check_report r = check(SHMREG_CHECK_REPAIR, 0);
+    is(r.leaked_blocks, held, "the repair finds the %llu blocks the list held", (unsigned long long)held);
+    is(r.reclaimed_blocks, held, "and gives them back");
+    is(shmreg_session_delete(h, &id), 0, "the session deletes");
+}
+
+/* A room table entry that is not a room. */
+static void t_room_table(void)
+{
+    const shm_seg *s = &h->c.seg;
+    uint32_t i = 0;
+    while (i < s->room_slots && atomic_load(&s->rooms[i]) != 0)
+        i++;
+    atomic_store(&s->rooms[i], FAR);
+    shmreg_check_report r = check(0, SHMREG_ECORRUPT);
+    is(r.problems, 1, "a room table entry that is not a room is named");
+    shmreg_id room;
+    memset(&room, 0, sizeof room);
+    room.bytes[0] = (unsigned char)i; /* hashes to that entry */
+    shmreg_room rv;
+    shmreg_read_begin(h);
+    is(shmreg_room_get(h, &room, &rv), SHMREG_ECORRUPT, "a lookup that meets it: ECORRUPT, not a wild read");
+    shmreg_read_end(h);
+    atomic_store(&s->rooms[i], 0);
+    is(check(0, 0).problems, 0, "restored, the check is clean");
+}
+
+static int progress_calls;
+static void progress(void *arg, uint64_t done, uint64_t total)
+{
+    (void)arg;
+    progress_calls += done <= total;
 }
 
 static void t_session_refs(void)
@@ -145,8 +195,13 @@ int main(void)
         bail_out("open: %s", shmreg_errmsg());
     t_free_list();
     t_limbo();
+    t_bad_head();
+    t_room_table();
     t_session_refs();
-    shmreg_check_report r = check(SHMREG_CHECK_REPAIR, 0);
+    shmreg_check_report r;
+    is(shmreg_check(h, 0, &r, NULL, NULL, progress), 0, "a check with a progress callback");
+    ok(progress_calls >= 2, "calls it as it goes and at the end (%d)", progress_calls);
+    r = check(SHMREG_CHECK_REPAIR, 0);
     ok(r.problems == 0 && r.leaked_blocks == 0, "the registry ends clean");
     shmreg_close(h);
     shmreg_destroy(path, 1);
