@@ -62,7 +62,7 @@ static void make_sessions(int n, int with_dialog)
     char sdp[SDP_LEN];
     memset(sdp, 'v', sizeof sdp);
     for (int i = 0; i < n; i++) {
-        char cid[16];
+        char cid[24];
         snprintf(cid, sizeof cid, "call-%d", i);
         if (shmreg_session_create(h, NULL, &sess[i]) != 0 ||
             shmreg_session_set_sdp(h, &sess[i], SHMREG_SDP_LOCAL, sdp, sizeof sdp) != 0 ||
@@ -98,7 +98,7 @@ static int key_found(const char *cid)
 
 static int dialog_found(int i)
 {
-    char cid[16];
+    char cid[24];
     snprintf(cid, sizeof cid, "call-%d", i);
     return key_found(cid);
 }
