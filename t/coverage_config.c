@@ -102,6 +102,52 @@ static void t_doc(void)
     shmreg_config_doc_free(d);
 }
 
+/* Malformed text: each is EPARSE, and no document comes back. */
+static void t_parse(void)
+{
+    static char longsec[200], longkey[200], manyitems[8200], bigitem[5000];
+    snprintf(longsec, sizeof longsec, "[%0150d]\n", 0);
+    snprintf(longkey, sizeof longkey, "k%0140d = 1\n", 0);
+    int n = snprintf(manyitems, sizeof manyitems, "l = [");
+    for (int i = 0; i < 1025; i++)
+        n += snprintf(manyitems + n, sizeof manyitems - (size_t)n, "%s\"x\"", i ? "," : "");
+    snprintf(manyitems + n, sizeof manyitems - (size_t)n, "]\n");
+    n = snprintf(bigitem, sizeof bigitem, "s = \"");
+    memset(bigitem + n, 'x', 4100);
+    snprintf(bigitem + n + 4100, sizeof bigitem - (size_t)n - 4100, "\"\n");
+    const char *bad[] = {
+        "a = -x\n",                    /* '-' without digits */
+        "l = [\"a\", \"b\"\n",           /* list not closed on its line */
+        manyitems,                     /* over 1024 items */
+        "# a comment with a \r inside\n",
+        longsec,                       /* section name too long */
+        longkey,                       /* key too long */
+        "a = 1 2\n",                   /* unexpected token */
+        "[sect\n",                     /* no ']' */
+        "[]\n",                        /* no section name */
+        "[s] x\n",                     /* text after the header */
+        bigitem,                       /* a string over 4096 bytes */
+    };
+    for (unsigned i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        shmreg_config_doc *d = (shmreg_config_doc *)1;
+        is(shmreg_config_parse(bad[i], strlen(bad[i]), &d), SHMREG_EPARSE, "malformed text %u: EPARSE", i);
+        ok(d == (shmreg_config_doc *)1, "and *out unchanged (%s)", shmreg_errmsg());
+    }
+    shmreg_config_doc *d;
+    shmreg_config_doc_new(&d);
+    static shmreg_str items[SHMREG_CONFIG_MAX_ITEMS + 1];
+    for (unsigned i = 0; i <= SHMREG_CONFIG_MAX_ITEMS; i++)
+        items[i] = (shmreg_str){"x", 1};
+    is(shmreg_config_doc_set_list(d, "l", items, SHMREG_CONFIG_MAX_ITEMS + 1), SHMREG_EINVAL,
+       "a list of %u items: EINVAL", SHMREG_CONFIG_MAX_ITEMS + 1);
+    is(shmreg_config_doc_add_attr(d, (shmreg_str){"a", 1}, (shmreg_str){"1", 1}), 0, "an SDP attribute a:1");
+    is(shmreg_config_doc_unset(d, "sdp.b"), SHMREG_ENOENT, "unset an absent SDP attribute: ENOENT");
+    is(shmreg_config_doc_unset(d, "sdp.a"), 0, "unset sdp.a");
+    shmreg_config_value v;
+    is(shmreg_config_doc_get(d, "sdp", &v), SHMREG_ENOENT, "the last attribute gone, so is the sdp entry");
+    shmreg_config_doc_free(d);
+}
+
 static void t_store(void)
 {
     uint64_t gen0 = shmreg_config_gen(h);
@@ -213,6 +259,7 @@ int main(void)
         bail_out("open: %s", shmreg_errmsg());
     is(shmreg_config_setup(NULL, NULL), SHMREG_EINVAL, "setup NULL handle: EINVAL");
     t_doc();
+    t_parse();
     t_store();
     t_view();
     shmreg_close(h);
