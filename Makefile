@@ -7,6 +7,8 @@
 #   make check [TESTS=...]   build and prove the suite of one VARIANT only
 #   make install PREFIX=/usr/local DESTDIR=
 #   make check-deps          the Debian packages in DEPS (installs them as root)
+#   make coverage            the suite in VARIANT=coverage, then line coverage
+#                            of shm/ and registry/ (gcovr, installed on demand)
 #   make clean
 #
 # Why it looks like this: every variant builds into its own tree,
@@ -36,8 +38,13 @@ SAN :=
 else ifeq ($(VARIANT),asan)
 SAN := -O1 -fsanitize=address,undefined -fno-omit-frame-pointer \
        -fno-sanitize-recover=undefined
+else ifeq ($(VARIANT),coverage)
+# -O1: lines still map to code, and the suite's timing-bound tests (list
+# under churn, ring skip bounds) keep their pace, which at -O0 they do not.
+# Atomic counters, because tests update them from several threads at once.
+SAN := -O1 --coverage -fprofile-update=atomic -DSHMREG_COVERAGE
 else
-$(error VARIANT must be release or asan, not '$(VARIANT)')
+$(error VARIANT must be release, asan or coverage, not '$(VARIANT)')
 endif
 # CFLAGS / LDFLAGS given on the command line are added, not substituted.
 ALL_CFLAGS  = $(CFLAGS_BASE) $(SAN) $(XCFLAGS) $(CFLAGS)
@@ -191,6 +198,18 @@ demo:
 .PHONY: bench
 bench: $(B)/tools/shmreg-bench
 	@$(B)/tools/shmreg-bench $(if $(filter-out 0,$(FULL)),--full) $(BENCH_ARGS)
+
+# Line coverage of the engine and the registry: the whole suite in the
+# coverage variant, then one figure for shm/ + registry/, a figure per
+# file, and the hit count of every recovery path; fails if the suite fails
+# or a recovery path never ran (tools/coverage-report). gcovr is installed
+# here, not in DEPS: `make test` does not need it.
+.PHONY: coverage
+coverage:
+	@bash tools/install-deps gcovr
+	@find build/coverage -name '*.gcda' -delete 2>/dev/null; true
+	@$(MAKE) --no-print-directory VARIANT=coverage check; rc=$$?; \
+	python3 tools/coverage-report build/coverage || rc=1; exit $$rc
 
 # ------------------------------------------------------------ install
 PREFIX     ?= /usr/local

@@ -134,6 +134,50 @@ static void check_block_ref(check *k, uint32_t si, uint64_t off, const char *wha
         problem(k, "session slot %u: %s block %llu referenced twice", si, what, (unsigned long long)off);
 }
 
+/* 1 when dialog record `rec` is in its index chain (or the chain is
+ * broken before it: check_dlg_index names that, nothing is claimed). */
+static int dialog_linked(check *k, uint64_t rec, const reg_dlg *d)
+{
+    uint64_t off = atomic_load(&k->s->dlg_index[d->hash & (k->s->buckets - 1)]);
+    for (uint64_t steps = 0; off && steps <= k->s->size / 64; steps++) {
+        reg_dlg *y = off == rec ? NULL : reg_dialog_at(k->h, off);
+        if (y == NULL)
+            return 1;
+        off = atomic_load(&y->next);
+    }
+    return 0;
+}
+
+/* A live session names a dialog record that its chain does not hold: a
+ * bind that died between taking the session's reference and linking, or
+ * an unbind that died between unlinking and clearing the reference. Both
+ * hold the chain's stripe lock throughout, and a delete unlinks only after
+ * marking the session deleted; so, under that lock, a record still
+ * unlinked and still named by a still-live session is a dead process's
+ * leftover. Repair completes it as an unbind: whoever clears the
+ * reference retires the record (dialog.c). Returns 1 for a leftover. */
+static int half_bound(check *k, reg_sess *x, unsigned i, uint64_t rec, const reg_dlg *d)
+{
+    if (memcmp(d->sid, x->id, 16) != 0 || dialog_linked(k, rec, d))
+        return 0; /* a record of another session is damage, named as such */
+    shm_lock *l = &k->s->ctl->dlg_stripe[(d->hash & (k->s->buckets - 1)) % SHM_STRIPES];
+    if (shm_lock_take_for(l, CHECK_LOCK_WAIT_NS) < 0)
+        return 0;
+    int left = !dialog_linked(k, rec, d) && atomic_load(&x->dlg[i]) == rec &&
+               REG_LIVE(atomic_load(&x->state));
+    if (left) {
+        shm_blk *b = shm_blk_at(k->s, rec);
+        uint64_t st = atomic_load(&b->state), r = rec;
+        k->r->leaked_blocks++;
+        k->r->leaked_bytes += shm_class_size(b->cls);
+        if (k->repair && atomic_compare_exchange_strong(&x->dlg[i], &r, 0) &&
+            SHM_KIND(st) == SHM_BLK_USED && shm_retire(&k->h->c, rec, st) == 0)
+            k->r->reclaimed_blocks++;
+    }
+    shm_lock_drop(l);
+    return left;
+}
+
 static void check_session(check *k, uint32_t si)
 {
     shmreg *h = k->h;
@@ -173,7 +217,8 @@ static void check_session(check *k, uint32_t si)
                 problem(k, "session slot %u: dialog record %llu belongs elsewhere", si,
                         (unsigned long long)r);
             mark(k, r);
-            k->r->dialogs++;
+            if (!half_bound(k, x, i, r, d))
+                k->r->dialogs++;
         }
         return;
     }
@@ -276,10 +321,12 @@ static void check_free_lists(check *k)
                 continue;
             }
             uint64_t n = 0;
+            int bad = 0;
             for (uint64_t off = fl->head; off; n++) {
                 shm_blk *b = shm_blk_at(s, off);
                 if (b == NULL || n > s->size / 64 || SHM_KIND(atomic_load(&b->state)) != SHM_BLK_FREE) {
                     problem(k, "free list %u/%u: bad entry %llu", c, sh, (unsigned long long)off);
+                    bad = 1;
                     break;
                 }
                 mark(k, off);
@@ -288,11 +335,29 @@ static void check_free_lists(check *k)
             if (n != fl->nfree)
                 problem(k, "free list %u/%u holds %llu blocks, counts %llu", c, sh,
                         (unsigned long long)n, (unsigned long long)fl->nfree);
+            /* Cut there: the sweep gives back what was beyond. */
+            if (k->repair && (bad || n != fl->nfree))
+                shm_list_repair(s, fl);
             if (c < SHM_NCLASS)
                 k->r->heap_blocks_free += n;
             shm_lock_drop(&fl->lock);
         }
     }
+}
+
+/* Before anything is looked at: take each list's lock once, which
+ * finishes (or undoes) a step its dead owner left half done, so that a
+ * slot whose pop is undone there is not taken for a leaked session. A
+ * lock held by someone alive is skipped: check_free_lists reports it. */
+static void recover_free_lists(check *k)
+{
+    const shm_seg *s = k->s;
+    for (unsigned c = 0; c <= SHM_NCLASS; c++)
+        for (unsigned sh = 0; sh < SHM_SHARDS; sh++) {
+            shm_freelist *fl = c < SHM_NCLASS ? &s->ctl->heap[c][sh] : &s->ctl->slots[sh];
+            if (shm_list_lock_for(s, fl, 1) == 0)
+                shm_lock_drop(&fl->lock);
+        }
 }
 
 /* Limbo lists of handles that are not alive are quiet: walk them under
@@ -343,7 +408,9 @@ static void sweep_block(void *arg, uint64_t off, shm_blk *b)
     unsigned kind = SHM_KIND(st);
     if (shm_slot_index(k->s, off) == UINT32_MAX && kind != SHM_BLK_FREE)
         k->r->heap_blocks_used++;
-    if (marked(k, off) || shm_slot_index(k->s, off) != UINT32_MAX)
+    /* Slots in use are check_session's; a retired or freeing slot that no
+     * list holds (its dead owner stopped between two steps) is a leak. */
+    if (marked(k, off) || (shm_slot_index(k->s, off) != UINT32_MAX && kind == SHM_BLK_USED))
         return;
     int leaked = 0;
     if (kind == SHM_BLK_USED)
@@ -368,7 +435,9 @@ static void sweep_block(void *arg, uint64_t off, shm_blk *b)
         if (shm_list_lock_for(k->s, fl, CHECK_LOCK_WAIT_NS) < 0)
             return;
         int listed = 0;
-        for (uint64_t o = fl->head, n = 0; o && n <= fl->nfree; o = atomic_load(&((shm_blk *)(k->s->base + o))->link), n++)
+        shm_blk *x;
+        for (uint64_t o = fl->head, n = 0; o && n <= fl->nfree && (x = shm_blk_at(k->s, o)) != NULL;
+             o = atomic_load(&x->link), n++)
             listed |= o == off;
         if (!listed && atomic_load(&b->state) == st) {
             atomic_store(&b->state, k->h->c.tag | SHM_BLK_USED);
@@ -423,6 +492,7 @@ int shmreg_check(shmreg *h, unsigned flags, shmreg_check_report *report, shmreg_
     if (k.marks == NULL)
         return shmreg__fail(SHMREG_ENOMEM, "no memory for the check's bitmap");
 
+    recover_free_lists(&k);
     shm_read_enter(&h->c);
     uint64_t total = k.s->max_sessions, step = total / 100 + 1;
     for (uint64_t i = reg_next_carved_slot(k.s, 0); i < k.s->max_sessions;

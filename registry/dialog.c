@@ -22,6 +22,7 @@
 #include <sodium.h>
 
 #include "reg.h"
+#include "crashpoint.h"
 
 static int check_key(shmreg_str call_id, shmreg_str ltag, shmreg_str rtag, int rtag_optional)
 {
@@ -165,6 +166,7 @@ int shmreg_dialog_bind(shmreg *h, shmreg_str call_id, shmreg_str local_tag, shmr
         rc = shmreg__fail(SHMREG_EFULL, "registry heap full (dialog record)");
         goto unlock;
     }
+    SHM_CRASH_POINT("dialog_bind_allocated");
     reg_dlg *d = reg_payload((shm_blk *)(s->base + rec));
     atomic_store(&d->next, 0);
     d->hash = hash;
@@ -191,6 +193,7 @@ int shmreg_dialog_bind(shmreg *h, shmreg_str call_id, shmreg_str local_tag, shmr
         rc = shmreg__fail(SHMREG_EFULL, "session has %u dialogs already", SHMREG_MAX_DIALOGS_PER_SESSION);
         goto unlock;
     }
+    SHM_CRASH_POINT("dialog_bind_referenced");
     /* Deleted meanwhile? The deleter scans dlg[] after marking the state;
      * we check the state after filling dlg[]: one of us sees the other. */
     if (!REG_LIVE(atomic_load(&x->state))) {
@@ -270,12 +273,14 @@ int shmreg_dialog_unbind(shmreg *h, shmreg_str call_id, shmreg_str local_tag, sh
     }
     atomic_store(link, atomic_load(&d->next));
     int owner = 0;
+    SHM_CRASH_POINT("dialog_unbind_unlinked");
     for (unsigned i = 0; i < SHMREG_MAX_DIALOGS_PER_SESSION && !owner; i++) {
         uint64_t r = rec;
         shm_intent_set(&h->c, rec, st, &x->dlg[i]);
         owner = atomic_compare_exchange_strong(&x->dlg[i], &r, 0);
     }
     shm_lock_drop(l);
+    SHM_CRASH_POINT("dialog_unbind_claimed");
     if (owner)
         shm_retire(&h->c, rec, st); /* else the session's deleter retires it */
     shm_intent_clear(&h->c);

@@ -28,6 +28,7 @@
 #include <sodium.h>
 
 #include "reg.h"
+#include "crashpoint.h"
 
 typedef struct reg_room {
     unsigned char id[16];
@@ -195,11 +196,13 @@ static int roster_remove(shmreg *h, reg_room *r, uint32_t idx, uint32_t i, uint6
     uint64_t w = x ? atomic_load(&x->room) : 0;
     if (w && REF_IDX(w) == idx)
         atomic_compare_exchange_strong(&x->room, &w, room_ref(h, idx));
+    SHM_CRASH_POINT("room_remove_claimed");
     shm_intent_set(&h->c, off, st, &r->roster[i]);
     if (!atomic_compare_exchange_strong(&r->roster[i], &off, 0)) {
         shm_intent_clear(&h->c);
         return 0; /* another remover won: it clears the word */
     }
+    SHM_CRASH_POINT("room_remove_cleared");
     w = x ? atomic_load(&x->room) : 0;
     if (w && REF_IDX(w) == idx)
         atomic_compare_exchange_strong(&x->room, &w, 0);
@@ -255,6 +258,7 @@ int shmreg_room_create(shmreg *h, shmreg_str name, uint32_t max_participants, sh
     uint64_t off = shm_alloc(&h->c, sizeof(reg_room) + (uint64_t)max_participants * 8 + name.len, 0);
     if (off == 0)
         return shmreg__fail(SHMREG_EFULL, "registry heap full (room)");
+    SHM_CRASH_POINT("room_create_allocated");
     reg_room *r = reg_payload((shm_blk *)(s->base + off));
     reg_random_id(h, r->id);
     atomic_store(&r->state, SHMREG_ROOM_CREATING);
@@ -344,11 +348,13 @@ int shmreg_room_transition(shmreg *h, const shmreg_id *room, int expected, int t
  * Whoever swings the table entry to a tombstone retires the room. */
 static void room_finish_delete(shmreg *h, uint32_t idx, reg_room *r)
 {
+    SHM_CRASH_POINT("room_delete_marked");
     for (uint32_t i = 0; i < r->max; i++) {
         uint64_t off = atomic_load(&r->roster[i]);
         if (off)
             roster_remove(h, r, idx, i, off);
     }
+    SHM_CRASH_POINT("room_delete_roster_cleared");
     uint64_t off = shm_off(&h->c.seg, (char *)r - SHM_BLK_HDR), e = off;
     shm_blk *b = shm_blk_at(&h->c.seg, off);
     uint64_t st = atomic_load(&b->state);
@@ -487,12 +493,14 @@ int shmreg_room_join(shmreg *h, const shmreg_id *room, const shmreg_id *session,
         rc = shmreg__fail(SHMREG_ENOENT, "session deleted meanwhile");
         goto out;
     }
+    SHM_CRASH_POINT("room_join_claimed");
     uint64_t off = shm_alloc(&h->c, sizeof(reg_part) + uri.len + display_name.len, 0);
     if (off == 0) {
         atomic_compare_exchange_strong(&x->room, &mine, 0);
         rc = shmreg__fail(SHMREG_EFULL, "registry heap full (participant)");
         goto out;
     }
+    SHM_CRASH_POINT("room_join_allocated");
     reg_part *p = reg_payload((shm_blk *)(h->c.seg.base + off));
     memcpy(p->sid, session->bytes, 16);
     atomic_store(&p->status, SHMREG_PART_JOINING);
@@ -517,6 +525,7 @@ int shmreg_room_join(shmreg *h, const shmreg_id *room, const shmreg_id *session,
         rc = shmreg__fail(SHMREG_EFULL, "room is full (%u participants)", r->max);
         goto out;
     }
+    SHM_CRASH_POINT("room_join_published");
     /* Locked, terminated or deleted meanwhile: back out as a leave would.
      * Each word is loaded once: the error names what was seen. */
     uint64_t st = atomic_load(&r->state);

@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "reg.h"
+#include "crashpoint.h"
 
 void reg_random_id(shmreg *h, unsigned char out[16])
 {
@@ -226,6 +227,7 @@ static int swap_field(shmreg *h, uint32_t si, _Atomic uint64_t *field, uint64_t 
         if (ob)
             shm_intent_set(&h->c, old, ost, field); /* in case we die after the swap */
         if (atomic_compare_exchange_strong(field, &old, fresh)) {
+            SHM_CRASH_POINT("session_swap_swapped");
             if (ob && SHM_KIND(ost) == SHM_BLK_USED && ob->aux == si + 1)
                 shm_retire(&h->c, shm_off(&h->c.seg, ob), ost);
             shm_intent_clear(&h->c);
@@ -266,6 +268,7 @@ int shmreg_session_create(shmreg *h, const shmreg_fields *f, shmreg_id *id_out)
     uint32_t si = shm_slot_index(&h->c.seg, soff);
     reg_sess *x = reg_slot(h, si);
     x->hdr.aux = si + 1;
+    SHM_CRASH_POINT("session_create_slot");
     uint64_t info = info_build(h, si, f, f ? SHMREG_MASK_ALL : 0, 0, &rc);
     if (info == 0) {
         shm_free(&h->c, soff); /* never published: nobody can see it */
@@ -273,6 +276,7 @@ int shmreg_session_create(shmreg *h, const shmreg_fields *f, shmreg_id *id_out)
     }
     /* A recycled slot keeps REG_DELETED until the final store below, so
      * iterators skip it while we fill it. */
+    SHM_CRASH_POINT("session_create_info");
     reg_random_id(h, x->id);
     atomic_store(&x->info, info);
     atomic_store(&x->sdp[0], 0);
@@ -300,6 +304,7 @@ int shmreg_session_create(shmreg *h, const shmreg_fields *f, shmreg_id *id_out)
     atomic_store(&x->next, atomic_load(&s->sess_index[b]));
     atomic_store_explicit(&s->sess_index[b], si + 1, memory_order_release);
     shm_lock_drop(l);
+    SHM_CRASH_POINT("session_create_linked");
     /* The ID is copied out before publication: once live, the session may
      * be deleted and (we are in no read section) its slot reused. */
     memcpy(id_out->bytes, x->id, 16);
@@ -451,10 +456,13 @@ void reg_finish_delete(shmreg *h, uint32_t si)
             shm_retire(&h->c, shm_off(&h->c.seg, b), st);
         shm_intent_clear(&h->c);
     }
+    SHM_CRASH_POINT("session_delete_dialogs");
     retire_owned(h, si, atomic_load(&x->info));
     retire_owned(h, si, atomic_load(&x->sdp[0]));
     retire_owned(h, si, atomic_load(&x->sdp[1]));
+    SHM_CRASH_POINT("session_delete_blocks");
     reg_index_unlink(h, si);
+    SHM_CRASH_POINT("session_delete_unlinked");
     uint64_t st = atomic_load(&x->hdr.state);
     if (SHM_KIND(st) == SHM_BLK_USED)
         shm_retire(&h->c, shm_slot_off(&h->c.seg, si), st);
@@ -478,6 +486,7 @@ int shmreg_session_delete(shmreg *h, const shmreg_id *id)
                 break;
             }
             if (atomic_compare_exchange_strong(&x->state, &cur, h->c.tag | REG_DELETED)) {
+                SHM_CRASH_POINT("session_delete_marked");
                 reg_finish_delete(h, si);
                 reg_event(h, 0, SHMREG_EV_SESSION_DELETED, id->bytes, (int)REG_STATE(cur), 0, 0);
                 break;

@@ -500,8 +500,11 @@ typedef void (*shmreg_problem_fn)(void *arg, const char *what);
  * concurrently with workers (it takes no lock a reader needs; with REPAIR
  * it takes allocator and index locks briefly). Work attributable to live
  * processes (a create in flight) is not a problem. With SHMREG_CHECK_REPAIR
- * it clears dead handles and reclaims leaked blocks and half-deleted
- * sessions of dead processes. `problem` may be NULL; `progress` may be NULL
+ * it clears dead handles and reclaims leaked blocks, half-deleted sessions
+ * and rooms, and dialogs half bound or half unbound by dead processes (the
+ * bind undone, the unbind completed); a free list damaged past its first
+ * bad entry is cut there and what was beyond given back (still reported as
+ * a problem). `problem` may be NULL; `progress` may be NULL
  * and is called with (done, total) now and then.
  * Returns 0 if no problem remains (leaks alone are not problems; see
  * report), SHMREG_ECORRUPT if structural problems were found, SHMREG_EFORK. */

@@ -25,6 +25,7 @@
 #include <time.h>
 
 #include "alloc.h"
+#include "crashpoint.h"
 #include "epoch.h"
 
 static unsigned class_for(uint64_t bytes)
@@ -59,9 +60,11 @@ static void list_push_locked(const shm_seg *s, shm_freelist *fl, uint64_t off)
     shm_blk *b = blk(s, off);
     fl->pending = off;
     atomic_store(&b->state, SHM_TAG(atomic_load(&b->state)) | SHM_BLK_FREEING);
+    SHM_CRASH_POINT("alloc_push_freeing");
     atomic_store(&b->link, fl->head);
     fl->head = off;
     fl->nfree++;
+    SHM_CRASH_POINT("alloc_push_linked");
     atomic_store(&b->state, SHM_BLK_FREE);
     fl->pending = 0;
 }
@@ -84,7 +87,9 @@ static uint64_t list_pop_locked(const shm_seg *s, shm_freelist *fl, uint64_t tag
     b->aux = aux;
     atomic_store(&b->stamp, seq);
     atomic_store(&b->state, tag | SHM_BLK_USED);
+    SHM_CRASH_POINT("alloc_pop_stamped");
     fl->head = atomic_load(&b->link);
+    SHM_CRASH_POINT("alloc_pop_unlinked");
     fl->nfree--;
     fl->pending = 0;
     return off;
@@ -142,6 +147,11 @@ int shm_list_lock(const shm_seg *s, shm_freelist *fl)
     return shm_list_lock_for(s, fl, 0);
 }
 
+void shm_list_repair(const shm_seg *s, shm_freelist *fl)
+{
+    list_recover(s, fl);
+}
+
 /* --- heap ---------------------------------------------------------------- */
 
 static uint32_t take_page(const shm_seg *s, unsigned cls, unsigned shard)
@@ -153,7 +163,9 @@ static uint32_t take_page(const shm_seg *s, unsigned cls, unsigned shard)
     if (p < s->heap_pages) {
         atomic_store(&s->pages[p].carved, 0);
         atomic_store(&s->pages[p].cls, (cls + 1) | (shard << 8));
+        SHM_CRASH_POINT("alloc_page_assigned");
         atomic_store(&s->hdr->pages_used, p + 1);
+        SHM_CRASH_POINT("alloc_page_counted");
         got = p + 1;
     }
     shm_lock_drop(&s->ctl->page_lock);
@@ -178,6 +190,7 @@ static uint64_t carve_locked(const shm_seg *s, shm_freelist *fl, unsigned cls,
                 atomic_store(&b->stamp, seq);
                 atomic_store(&b->link, 0);
                 atomic_store(&b->state, tag | SHM_BLK_USED);
+                SHM_CRASH_POINT("alloc_carve_stamped");
                 atomic_store(&d->carved, n + 1); /* the commit */
                 return off;
             }
@@ -283,6 +296,7 @@ static uint64_t slot_alloc_once(shm_ctx *c, uint64_t unused, uint32_t aux)
             atomic_store(&b->stamp, c->alloc_seq);
             atomic_store(&b->link, 0);
             atomic_store(&b->state, c->tag | SHM_BLK_USED);
+            SHM_CRASH_POINT("alloc_slot_stamped");
             fl->carved++; /* the commit */
         }
         shm_lock_drop(&fl->lock);
@@ -396,6 +410,7 @@ uint64_t shm_pages_repair(shm_ctx *c)
                 b->aux = 0;
                 atomic_store(&b->state, c->tag | SHM_BLK_USED);
                 atomic_store(&pd->carved, n + 1);
+                SHM_CRASH_POINT("alloc_pages_repair_carved");
                 list_push_locked(s, fl, off);
                 got++;
             }

@@ -171,6 +171,10 @@ shm_freelist *shm_blk_list(const shm_seg *s, uint64_t off);
 int shm_list_lock(const shm_seg *s, shm_freelist *fl);
 int shm_list_lock_for(const shm_seg *s, shm_freelist *fl, uint64_t ns);
 
+/* With the list's lock held: cut it at its first bad entry and recount,
+ * as after a dead owner (the check's repair, for a damaged list). */
+void shm_list_repair(const shm_seg *s, shm_freelist *fl);
+
 /* Visit every carved block (heap and slots): fn(arg, offset, header).
  * Lock-free snapshot; used by the consistency check. */
 void shm_blocks_walk(const shm_seg *s, void (*fn)(void *, uint64_t, shm_blk *), void *arg);

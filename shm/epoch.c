@@ -80,6 +80,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "crashpoint.h"
 #include "epoch.h"
 
 #define RECLAIM_EVERY 64u        /* retires + section exits between attempts */
@@ -194,6 +195,7 @@ int shm_handle_claim(shm_ctx *c)
                     atomic_store(&s->handles[i].limbo_head, 0);
                     atomic_store(&s->handles[i].limbo_count, 0);
                 }
+                SHM_CRASH_POINT("epoch_claim_claiming");
                 take_slot(c, i, st);
                 if (pass == 2) {
                     /* Inherited limbo blocks now belong to our tag: a
@@ -209,6 +211,7 @@ int shm_handle_claim(shm_ctx *c)
                         atomic_store(&b->state, c->tag | SHM_BLK_RETIRED);
                         c->limbo_tail = o;
                         o = atomic_load(&b->link);
+                        SHM_CRASH_POINT("epoch_adopt_retagged");
                     }
                     shm_lock_drop(&s->ctl->handle_lock);
                 }
@@ -334,6 +337,7 @@ static uint64_t drain(shm_ctx *c, shm_handle *h, uint64_t min)
         if (atomic_load(&b->stamp) > min)
             break;
         atomic_store(&h->limbo_head, atomic_load(&b->link));
+        SHM_CRASH_POINT("epoch_reclaim_unlinked");
         atomic_fetch_sub(&h->limbo_count, 1);
         shm_free(c, off);
         freed++;
@@ -406,6 +410,7 @@ static int retire_quiet(shm_ctx *c, uint64_t off, uint64_t expect)
         return SHM_ENOENT;
     if (!atomic_compare_exchange_strong(&b->state, &expect, c->tag | SHM_BLK_RETIRED))
         return SHM_ENOENT;
+    SHM_CRASH_POINT("epoch_retire_marked");
     shm_handle *me = &c->seg.handles[c->slot];
     /* seq_cst RMW: a full barrier after our unlink (see the essay above). */
     uint64_t stamp = atomic_fetch_add(&c->seg.hdr->epoch, 1) + 1;
@@ -417,6 +422,7 @@ static int retire_quiet(shm_ctx *c, uint64_t off, uint64_t expect)
     else
         atomic_store(&me->limbo_head, off);
     c->limbo_tail = off;
+    SHM_CRASH_POINT("epoch_retire_listed");
     atomic_fetch_add(&me->limbo_count, 1);
     SHM_RECLAIM_COUNT(retires, 1);
     return 0;
@@ -438,6 +444,7 @@ static void resolve_intent(shm_ctx *c, shm_handle *h)
     if (b && rp && atomic_load(&b->state) == st && atomic_load(&b->stamp) == atomic_load(&h->intent_stamp) &&
         atomic_load(rp) != off)
         retire_quiet(c, off, st); /* we hold handle_lock */
+    SHM_CRASH_POINT("epoch_intent_resolved");
     atomic_store(&h->intent_off, 0);
 }
 
@@ -457,6 +464,7 @@ int shm_reap(shm_ctx *c)
         if ((k == SHM_H_ACTIVE || k == SHM_H_CLAIMING) && !shm_handle_alive(s, i)) {
             if (!atomic_compare_exchange_strong(&h->word, &w, SHM_H_ORPHAN))
                 continue;
+            SHM_CRASH_POINT("epoch_reap_orphaned");
             atomic_fetch_add(&h->incarnation, 1); /* its tags are dead now */
             atomic_store(&h->epoch, 0);           /* a dead reader holds nothing */
             reaped++;
@@ -468,6 +476,9 @@ int shm_reap(shm_ctx *c)
                 drain(c, h, shm_min_reader_epoch(s));
             }
             if (atomic_load(&h->limbo_head) == 0 && atomic_load(&h->intent_off) == 0) {
+                /* An empty list counts nothing, whatever a step cut short
+                 * by the owner's death left in the counters. */
+                atomic_store(&h->limbo_count, 0);
                 uint64_t o = SHM_H_ORPHAN;
                 atomic_compare_exchange_strong(&h->word, &o, SHM_H_FREE);
             }
@@ -483,6 +494,7 @@ void shm_handle_release(shm_ctx *c)
     atomic_store(&me->epoch, 0);
     c->read_depth = 0;
     shm_reclaim(c);
+    SHM_CRASH_POINT("epoch_release_reclaimed");
     /* Blocks still in limbo stay with the slot; the next reaper or
      * claimant finishes them. */
     atomic_store(&me->word, atomic_load(&me->limbo_head) ? SHM_H_ORPHAN : SHM_H_FREE);

@@ -173,6 +173,7 @@
 #include <unistd.h>
 
 #include "ring.h"
+#include "crashpoint.h"
 
 #define RING_MAGIC "shmring\x1a"
 #define RING_VERSION 2u
@@ -613,6 +614,7 @@ static void slot_fill_commit(shm_ring *r, struct shm_ring_slot *sl, uint64_t s,
                           memory_order_relaxed);
     for (unsigned i = 0; i < PAYLOAD_WORDS; i++)
         atomic_store_explicit(&sl->data[i], d[i], memory_order_relaxed);
+    SHM_CRASH_POINT("ring_commit_filled");
     atomic_store_explicit(&sl->word, COMMITTED(s), memory_order_release);
 
     /* Dekker with shm_ring_wait(): our commit, then their arm; their arm,
@@ -637,6 +639,7 @@ int shm_ring_publish(shm_ring *ring, uint32_t type, const void *payload,
     uint64_t me = self_mark();
     struct shm_ring_intent *in = my_intent(ring, (int)WORD_PID(me));
     uint64_t s = claim(ring, in);
+    SHM_CRASH_POINT("ring_publish_claimed");
     struct shm_ring_slot *sl = slot_of(ring, s);
     int rc = slot_acquire(ring, sl, s, me);
     intent_done(in);
@@ -644,6 +647,7 @@ int shm_ring_publish(shm_ring *ring, uint32_t type, const void *payload,
         return 0;
     if (rc < 0)
         return rc;
+    SHM_CRASH_POINT("ring_publish_marked");
     slot_fill_commit(ring, sl, s, type, payload, len);
     return 0;
 }

@@ -80,6 +80,12 @@ void test_rm_rf(const char *path)
         nftw(path, rm_one, 16, FTW_DEPTH | FTW_PHYS);
 }
 
+#ifdef SHMREG_COVERAGE
+/* _exit() skips writing the coverage counters out; a child writes them
+ * first, so that `make coverage` counts what forked workers ran. */
+extern void __gcov_dump(void);
+#endif
+
 pid_t test_fork(void (*fn)(void *), void *arg)
 {
     fflush(NULL);
@@ -88,6 +94,9 @@ pid_t test_fork(void (*fn)(void *), void *arg)
         bail_out("fork: %s", strerror(errno));
     if (pid == 0) {
         fn(arg);
+#ifdef SHMREG_COVERAGE
+        __gcov_dump();
+#endif
         _exit(exit_status());
     }
     return pid;
