@@ -23,10 +23,13 @@
 VERSION  := 0.1.0
 SOMAJOR  := 0
 VARIANT  ?= release
-B        := build/$(VARIANT)
+CC       := gcc
+# gcc builds into build/VARIANT, any other compiler into build/VARIANT-CC
+# (build/release-clang): the two toolchains never share objects.
+CC_NAME  := $(notdir $(firstword $(CC)))
+B        := build/$(VARIANT)$(if $(filter gcc,$(CC_NAME)),,-$(CC_NAME))
 O        := $(B)/obj
 
-CC       := gcc
 CFLAGS_BASE := -std=gnu11 -O2 -g -Wall -Wextra -Werror -fPIC -pthread \
                -D_GNU_SOURCE -Iregistry -Ishm
 ifeq ($(VARIANT),release)
@@ -34,8 +37,26 @@ SAN :=
 else ifeq ($(VARIANT),asan)
 SAN := -O1 -fsanitize=address,undefined -fno-omit-frame-pointer \
        -fno-sanitize-recover=undefined
+else ifeq ($(VARIANT),debug)
+# -O0 after -O2 wins: what a debugger sees, and code paths the optimizer
+# would fold away (unused loads, different inlining) really run.
+SAN := -O0 -g3
+else ifeq ($(VARIANT),tsan)
+# ThreadSanitizer cannot be combined with ASan; -O1 keeps it fast enough.
+# TSan does not model standalone fences (gcc says so with -Wtsan; clang
+# says nothing): the fences in shm/ only order atomics, and atomics never
+# race, so what TSan checks (plain memory) loses nothing by it.
+SAN := -O1 -fsanitize=thread -fno-omit-frame-pointer \
+       $(if $(filter gcc,$(CC_NAME)),-Wno-tsan)
 else
-$(error VARIANT must be release or asan, not '$(VARIANT)')
+$(error VARIANT must be release, asan, debug or tsan, not '$(VARIANT)')
+endif
+# Sources ask gcc's __SANITIZE_ADDRESS__ / __SANITIZE_THREAD__ whether a
+# sanitizer is in (to size their work, to hook malloc); clang 14 defines
+# neither, so it is told here.
+ifneq ($(filter clang%,$(CC_NAME)),)
+SAN += $(if $(filter asan,$(VARIANT)),-D__SANITIZE_ADDRESS__=1) \
+       $(if $(filter tsan,$(VARIANT)),-D__SANITIZE_THREAD__=1)
 endif
 # CFLAGS / LDFLAGS given on the command line are added, not substituted.
 ALL_CFLAGS  = $(CFLAGS_BASE) $(SAN) $(XCFLAGS) $(CFLAGS)

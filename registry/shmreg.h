@@ -28,10 +28,22 @@
  *
  * Conventions. Functions return 0 or a negative SHMREG_E* code;
  * `shmreg_strerror()` names it and `shmreg_errmsg()` gives the detail of the
- * calling thread's last failure. A handle belongs to one process and is used
- * by one thread at a time (open one per thread). A handle used in a child
- * after fork() returns SHMREG_EFORK: children open their own. Strings are
- * {ptr, len}, not NUL-terminated. Times are CLOCK_REALTIME nanoseconds.
+ * calling thread's last failure. A handle used in a child after fork()
+ * returns SHMREG_EFORK: children open their own. Strings are {ptr, len},
+ * not NUL-terminated. Times are CLOCK_REALTIME nanoseconds.
+ *
+ * Threads. A handle belongs to one process and is used by one thread at a
+ * time; so are what belongs to it: its read section, its subscriptions
+ * (shmreg_sub) and its config views. Threads that work at once open one
+ * handle each: any number of handles of one process may then run any calls
+ * concurrently, on the same sessions, dialogs, rooms and configs, as
+ * separate processes may (what they share in the process, the mapping and
+ * the LMDB environment of the configs, is synchronized inside). The error
+ * detail (`shmreg_errmsg()`) is per thread. Calls that take no handle
+ * (strerror, names and parsers of states, events and IDs, config text
+ * parsing, documents) touch no shared state and may run in any thread; a
+ * document, like a handle, is used by one thread at a time. t/threads.c
+ * holds the library to this, under ThreadSanitizer too (make VARIANT=tsan).
  */
 #ifndef SHMREG_H
 #define SHMREG_H
