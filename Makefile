@@ -209,6 +209,58 @@ demo:
 bench: $(B)/tools/shmreg-bench
 	@$(B)/tools/shmreg-bench $(if $(filter-out 0,$(FULL)),--full) $(BENCH_ARGS)
 
+# ------------------------------------------------------------ fuzz
+# libFuzzer targets (fuzz/README). The convention, so that a new target
+# needs no edit here: every fuzz/NAME.c that defines LLVMFuzzerTestOneInput
+# is built by clang with -fsanitize=fuzzer,address,undefined into
+# build/fuzz/NAME, from fuzz/NAME.c, the sources listed in FUZZ_SRC_NAME
+# below if it needs any (their directories join the include path), and
+# build/fuzz/libshmreg-fuzz.a: the library compiled again with
+# SHMREG_TESTING and the same sanitizers plus coverage, so the fuzzer
+# steers by the library's branches too. Its seed corpus is
+# fuzz/corpus/NAME/; fuzz/NAME.options, if present, holds more libFuzzer
+# flags on one line (-max_len=..., -dict=...). Other fuzz/*.c files (plain
+# programs, which have their own rules) are not targets. The build is one
+# tree whatever VARIANT is.
+FUZZ_CC      ?= clang
+FB           := build/fuzz
+FUZZ_ALL     := $(sort $(patsubst fuzz/%.c,%,$(shell grep -l LLVMFuzzerTestOneInput fuzz/*.c 2>/dev/null)))
+FUZZ_TARGETS ?= $(FUZZ_ALL)
+FUZZ_SECONDS ?= 60
+FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined
+FUZZ_CFLAGS  := -std=gnu11 -O1 -g -Wall -Wextra -Werror -pthread -D_GNU_SOURCE \
+                -fno-omit-frame-pointer -D__SANITIZE_ADDRESS__=1 -DSHMREG_TESTING \
+                -Iregistry -Ishm -Ifuzz $(FUZZ_SAN) -fsanitize=fuzzer-no-link
+FUZZ_SRC_sipmsg := examples/sipd/sipmsg.c examples/sipd/sdp.c
+FLIB_OBJ     := $(LIB_SRC:%.c=$(FB)/obj/%.o)
+FLIBA        := $(FB)/libshmreg-fuzz.a
+fuzz_objs     = $(FB)/obj/fuzz/$(1).o $(FUZZ_SRC_$(1):%.c=$(FB)/obj/%.o)
+
+$(FB)/obj/%.o: %.c
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) $(FUZZ_XCFLAGS) -MMD -MP -c -o $@ $<
+
+$(FLIBA): $(FLIB_OBJ)
+	rm -f $@ && $(AR) rcs $@ $^
+
+$(foreach t,$(FUZZ_ALL),$(eval $(FB)/$(t): $(call fuzz_objs,$(t)) $(FLIBA)) \
+  $(eval $(call fuzz_objs,$(t)): FUZZ_XCFLAGS := $(patsubst %/,-I%,$(sort $(dir $(FUZZ_SRC_$(t)))))))
+
+$(FUZZ_ALL:%=$(FB)/%):
+	$(FUZZ_CC) $(FUZZ_SAN) -fsanitize=fuzzer -pthread -o $@ $(filter %.o,$^) $(FLIBA) $(LIBS)
+
+FUZZ_OBJ := $(sort $(foreach t,$(FUZZ_ALL),$(call fuzz_objs,$(t))))
+-include $(FLIB_OBJ:.o=.d) $(FUZZ_OBJ:.o=.d)
+.SECONDARY: $(FLIB_OBJ) $(FUZZ_OBJ)
+
+# Each target runs FUZZ_SECONDS on a copy of its corpus (fuzz/run): one
+# line per target with executions and findings; fails if any crashed,
+# leaving the input in build/fuzz/crash/.
+.PHONY: fuzz fuzz-build
+fuzz-build: $(FUZZ_TARGETS:%=$(FB)/%)
+fuzz: fuzz-build
+	@bash fuzz/run $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
 # ------------------------------------------------------------ install
 PREFIX     ?= /usr/local
 LIBDIR     ?= $(PREFIX)/lib
