@@ -2,20 +2,30 @@
 #
 #   make                     library, tools and examples, variant release
 #   make VARIANT=asan        the same under -fsanitize=address,undefined
-#   make test                install missing deps, then the TAP suite with
-#                            prove in both variants; fails if either fails
+#   make VARIANT=debug       the same at -O0 -g3 (what a debugger wants)
+#   make VARIANT=tsan        the same under -fsanitize=thread
+#   make CC=clang [VARIANT=] the same built by clang, in build/VARIANT-clang
+#   make test                install missing deps, then every step of
+#                            TEST_STEPS (gcc release and asan, clang, tsan,
+#                            debug, 20 s of each fuzz target); fails if any
+#                            failed. `make test-STEP` runs one step.
 #   make check [TESTS=...]   build and prove the suite of one VARIANT only
+#   make fuzz [FUZZ_SECONDS=60] [FUZZ_TARGETS=...]
+#                            build the libFuzzer targets of fuzz/ (clang)
+#                            and run each for that long (fuzz/README)
 #   make install PREFIX=/usr/local DESTDIR=
 #   make check-deps          the Debian packages in DEPS (installs them as root)
 #   make clean
 #
 # Why it looks like this: every variant builds into its own tree,
-# build/$(VARIANT)/, so a release and a sanitizer build coexist and never
-# mix objects. Objects mirror the source paths under obj/ (shm/x.c ->
+# build/$(VARIANT)/ (build/$(VARIANT)-clang for clang), so a release and a
+# sanitizer build, or a gcc and a clang one, coexist and never mix
+# objects. Objects mirror the source paths under obj/ (shm/x.c ->
 # build/release/obj/shm/x.o); programs land in build/$(VARIANT)/t/NAME.t,
 # tools/shmregctl, tools/shmreg-bench and examples/NAME. Sources are found
 # by wildcard, so a new file in shm/, registry/, t/, tools/ or
-# examples/NAME/ needs no edit here. Header dependencies come from the
+# examples/NAME/ needs no edit here, nor does a new fuzz target (see the
+# fuzz section). Header dependencies come from the
 # compiler (-MMD). The release libraries are also
 # symlinked to the top level (./libshmreg.a, ./libshmreg.so ->
 # build/release/...) so `-L. -lshmreg` works from a checkout.
@@ -69,7 +79,11 @@ TEST_LIBS   := -llmdb -lsodium -pthread -ldl
 # Debian packages the build and the tests need: the ONE list. Add here
 # (e.g. libhiredis-dev, redis-server, sip-tester) when a tool or test
 # starts to need them; tools/install-deps checks and installs them.
-DEPS := liblmdb-dev libsodium-dev perl python3 sip-tester redis-server libhiredis-dev gnuplot
+# clang: the clang build and the fuzz targets; libclang-rt-dev: libFuzzer
+# and clang's sanitizer runtimes; llvm: llvm-symbolizer, for readable
+# sanitizer stacks.
+DEPS := liblmdb-dev libsodium-dev perl python3 sip-tester redis-server libhiredis-dev gnuplot \
+        clang libclang-rt-dev llvm
 
 # ------------------------------------------------------------ sources
 LIB_SRC   := $(wildcard shm/*.c registry/*.c)
@@ -178,6 +192,10 @@ ifeq ($(VARIANT),asan)
 TEST_ENV := ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
             UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 endif
+ifeq ($(VARIANT),tsan)
+# A report fails the test (exit 66 at exit) without stopping it.
+TEST_ENV := TSAN_OPTIONS=exitcode=66:second_deadlock_stack=1
+endif
 
 check: all $(TESTS)
 	@d=$$(mktemp -d /dev/shm/shmreg-test.XXXXXX 2>/dev/null || mktemp -d); \
@@ -185,11 +203,55 @@ check: all $(TESTS)
 	SHMREG_TEST_DIR=$$d $(TEST_ENV) $(PROVE) --exec '' $(TESTS); rc=$$?; \
 	rm -rf "$$d"; exit $$rc
 
-# Both variants always run (a release failure does not hide an asan one).
+# `make test`: check-deps, then every step of TEST_STEPS in turn, each
+# also runnable alone as `make test-STEP`. Every step runs whatever failed
+# before it (a release failure does not hide an asan one); the summary
+# names the failures and the exit status is 1 if any. Without -j the
+# steps build with one job per CPU. About 9 minutes on 2 CPUs.
+#   gcc-release, gcc-asan  the whole suite, -O2 and ASan/UBSan
+#   clang-release          the whole suite built by clang
+#   tsan                   TSAN_TESTS under ThreadSanitizer: t/threads.c
+#                          (threads, one handle each) and the tests that
+#                          are clean and quick under it. Not the rest:
+#                          alloc_count_selftest (TSan's memalign skips the
+#                          malloc hook), ctl_list_big and room (timing and
+#                          memory bounds sized for release/asan), and the
+#                          slow multi-process ones, which TSan cannot see
+#                          across processes anyway.
+#   debug                  everything built at -O0, DEBUG_TESTS run
+#   fuzz                   each fuzz target for TEST_FUZZ_SECONDS
+TEST_STEPS        ?= gcc-release gcc-asan clang-release tsan debug fuzz
+TEST_FUZZ_SECONDS ?= 20
+TSAN_TESTS  ?= threads concurrency config config_text config_noalloc dialog events fork \
+               id_state iterate noalloc open room_crash session ctl_events ctl_stat ctl_rooms
+DEBUG_TESTS ?= threads concurrency config config_text config_noalloc corrupt crash dialog \
+               events fork id_state iterate noalloc open ring room_crash session \
+               sipd_parse ctl_basic ctl_check ctl_config ctl_events ctl_stat ctl_rooms
+
+.PHONY: $(TEST_STEPS:%=test-%)
 test: check-deps
-	@rc=0; for v in release asan; do \
-	    $(MAKE) --no-print-directory VARIANT=$$v check || rc=1; done; \
-	[ $$rc = 0 ] || echo "make test: FAILED (see above)"; exit $$rc
+	@case " $$MAKEFLAGS " in *" -j"*|*jobserver*) j= ;; *) j=-j$$(nproc) ;; esac; \
+	failed=; n=0; t0=$$(date +%s); \
+	for s in $(TEST_STEPS); do n=$$((n + 1)); s0=$$(date +%s); \
+	    echo; echo "==== make test [$$n/$(words $(TEST_STEPS))] $$s"; \
+	    if $(MAKE) --no-print-directory $$j test-$$s; then r=ok; else r=FAILED; failed="$$failed $$s"; fi; \
+	    echo "==== $$s: $$r ($$(($$(date +%s) - s0)) s)"; done; \
+	echo; echo "==== make test: $$(($$(date +%s) - t0)) s in all"; \
+	if [ -n "$$failed" ]; then echo "make test: FAILED:$$failed"; exit 1; fi; \
+	echo "make test: all $(words $(TEST_STEPS)) steps passed"
+
+test-gcc-release:
+	@$(MAKE) --no-print-directory CC=gcc VARIANT=release check
+test-gcc-asan:
+	@$(MAKE) --no-print-directory CC=gcc VARIANT=asan check
+test-clang-release:
+	@$(MAKE) --no-print-directory CC=clang VARIANT=release check
+test-tsan:
+	@$(MAKE) --no-print-directory CC=gcc VARIANT=tsan check TESTS="$(TSAN_TESTS:%=build/tsan/t/%.t)"
+test-debug:
+	@$(MAKE) --no-print-directory CC=gcc VARIANT=debug check TESTS="$(DEBUG_TESTS:%=build/debug/t/%.t)"
+test-fuzz:
+	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$(TEST_FUZZ_SECONDS) FUZZ_TARGETS="$(FUZZ_ALL)"
 
 check-deps:
 	@bash tools/install-deps $(DEPS)

@@ -99,8 +99,9 @@ static int lm_open(const bench_env *e, bench_store **out)
         return bench_fail("out of memory");
     snprintf(s->path, sizeof s->path, "%s/lmdb", e->dir);
     if (mkdir(s->path, 0700) != 0 && errno != EEXIST) {
+        int rc = bench_fail("mkdir %s: %s", s->path, strerror(errno));
         free(s);
-        return bench_fail("mkdir %s: %s", s->path, strerror(errno));
+        return rc;
     }
     /* Sparse on tmpfs: the file grows only as pages are used. Room for
      * every record twice (copy-on-write keeps old pages until commit) and
