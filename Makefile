@@ -68,6 +68,9 @@ ifneq ($(filter clang%,$(CC_NAME)),)
 SAN += $(if $(filter asan,$(VARIANT)),-D__SANITIZE_ADDRESS__=1) \
        $(if $(filter tsan,$(VARIANT)),-D__SANITIZE_THREAD__=1)
 endif
+# clang links no sanitizer runtime into a shared library (the program
+# brings it), so the .so can be held to -Wl,--no-undefined only without one.
+SO_NOUNDEF := $(if $(and $(filter clang%,$(CC_NAME)),$(filter asan tsan,$(VARIANT))),,-Wl,--no-undefined)
 # CFLAGS / LDFLAGS given on the command line are added, not substituted.
 ALL_CFLAGS  = $(CFLAGS_BASE) $(SAN) $(XCFLAGS) $(CFLAGS)
 ALL_LDFLAGS = $(SAN) -pthread $(LDFLAGS)
@@ -153,7 +156,7 @@ $(TLIBA): $(TLIB_OBJ)
 
 $(LIBSO): $(LIB_OBJ)
 	@mkdir -p $(@D)
-	$(CC) -shared -Wl,-soname,libshmreg.so.$(SOMAJOR) -Wl,--no-undefined \
+	$(CC) -shared -Wl,-soname,libshmreg.so.$(SOMAJOR) $(SO_NOUNDEF) \
 	    $(ALL_LDFLAGS) -o $(B)/$(SO_REAL) $^ $(LIBS)
 	ln -sf $(SO_REAL) $(B)/libshmreg.so.$(SOMAJOR)
 	ln -sf libshmreg.so.$(SOMAJOR) $@

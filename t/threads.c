@@ -112,7 +112,7 @@ static void walk(struct worker *w, shmreg *h)
  * through a refreshed one: each holds -1 or a value its owner wrote. */
 static void config_round(struct worker *w, shmreg *h, shmreg_config_view **kept, int i)
 {
-    char key[16], val[16];
+    char key[24], val[24];
     snprintf(key, sizeof key, "app.t%d", w->k);
     snprintf(val, sizeof val, "%d", i);
     int rc = shmreg_config_set(h, "shared", key, val);
@@ -145,7 +145,7 @@ static void config_round(struct worker *w, shmreg *h, shmreg_config_view **kept,
 /* One session's life, checked step by step. */
 static void one_session(struct worker *w, shmreg *h, int i)
 {
-    char from[32], call_id[32], sdp[64];
+    char from[64], call_id[32], sdp[96];
     snprintf(from, sizeof from, "t%d-%d@example.org", w->k, i);
     snprintf(call_id, sizeof call_id, "c-%d-%d", w->k, i);
     int sdplen = snprintf(sdp, sizeof sdp, "v=0\r\no=t%d %d 0 IN IP4 192.0.2.1\r\n", w->k, i);
@@ -281,7 +281,7 @@ int main(void)
     if (shmreg_open(reg_path, &o, &h) != 0)
         bail_out("cannot create %s: %s", reg_path, shmreg_errmsg());
     for (int k = 0; k < NTHREADS; k++) {
-        char key[16];
+        char key[24];
         snprintf(key, sizeof key, "app.t%d", k);
         if (shmreg_config_set(h, "shared", key, "-1") != 0)
             bail_out("config_set %s: %s", key, shmreg_errmsg());
@@ -318,7 +318,7 @@ int main(void)
     shmreg_config_view *v = NULL;
     if (is(shmreg_config_open_view(h, "shared", &v), 0, "view of the final config")) {
         for (int k = 0; k < NTHREADS; k++) {
-            char key[16];
+            char key[24];
             int64_t got = -2;
             snprintf(key, sizeof key, "app.t%d", k);
             shmreg_config_get_int(v, key, &got);
