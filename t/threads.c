@@ -1,8 +1,8 @@
 /*
  * threads.c — several threads of one process, each with its own handle,
  * hammer one registry at once: sessions (create, get, transitions, SDP,
- * counters, dialogs, delete), walks, event subscriptions and config views
- * and writes. It proves what registry/shmreg.h "Conventions" promises about
+ * counters, dialogs, delete), walks, full checks, event subscriptions and
+ * config views and writes. It proves what registry/shmreg.h "Conventions" promises about
  * threads: handles, subscriptions and views are per thread, everything
  * they share (segment, event ring, the process's LMDB environment) is safe
  * to use from all of them at once, and shmreg_errmsg() is per thread. Run
@@ -105,6 +105,12 @@ static void walk(struct worker *w, shmreg *h)
     check(w, rc == SHMREG_ENOENT, "walk ends with %s", shmreg_strerror(rc));
     check(w, mine == w->live, "walk %u saw %u own sessions, %u live", w->walks, mine, w->live);
     w->walks++;
+    /* The full check runs beside the other threads' writes: what they
+     * have in flight belongs to a live handle and is no problem. */
+    shmreg_check_report rep;
+    rc = shmreg_check(h, 0, &rep, NULL, NULL, NULL);
+    check(w, rc == 0 && rep.problems == 0, "check during the run: %s, %llu problems",
+          shmreg_strerror(rc), (unsigned long long)rep.problems);
 }
 
 /* Write app.t<k> = i, then read it back through a fresh view (a write is
