@@ -277,7 +277,7 @@ bench: $(B)/tools/shmreg-bench
 # ------------------------------------------------------------ fuzz
 # libFuzzer targets (fuzz/README). The convention, so that a new target
 # needs no edit here: every fuzz/NAME.c that defines LLVMFuzzerTestOneInput
-# is built by clang with -fsanitize=fuzzer,address,undefined into
+# (a line starting "int LLVMFuzzerTestOneInput") is built by clang with -fsanitize=fuzzer,address,undefined into
 # build/fuzz/NAME, from fuzz/NAME.c, the sources listed in FUZZ_SRC_NAME
 # below if it needs any (their directories join the include path), and
 # build/fuzz/libshmreg-fuzz.a: the library compiled again with
@@ -289,7 +289,7 @@ bench: $(B)/tools/shmreg-bench
 # tree whatever VARIANT is.
 FUZZ_CC      ?= clang
 FB           := build/fuzz
-FUZZ_ALL     := $(sort $(patsubst fuzz/%.c,%,$(shell grep -l LLVMFuzzerTestOneInput fuzz/*.c 2>/dev/null)))
+FUZZ_ALL     := $(sort $(patsubst fuzz/%.c,%,$(shell grep -lE '^int[[:space:]]+LLVMFuzzerTestOneInput' fuzz/*.c 2>/dev/null)))
 FUZZ_TARGETS ?= $(FUZZ_ALL)
 FUZZ_SECONDS ?= 60
 FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined

@@ -18,6 +18,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "fuzz.h"
 #include "shmreg.h"
 
 struct buf {
@@ -42,15 +43,6 @@ static int put(void *arg, const char *s, size_t len)
     b->n += len;
     return 0;
 }
-
-#define REQUIRE(c)                                                                   \
-    do {                                                                             \
-        if (!(c)) {                                                                  \
-            fprintf(stderr, "config_text: %s:%d: %s failed (%s)\n", __FILE__, __LINE__, \
-                    #c, shmreg_errmsg());                                            \
-            abort();                                                                 \
-        }                                                                            \
-    } while (0)
 
 static shmreg *reg;
 static char reg_path[512];

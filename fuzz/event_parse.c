@@ -16,15 +16,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "fuzz.h"
 #include "shmreg.h"
-
-#define REQUIRE(c)                                                                   \
-    do {                                                                             \
-        if (!(c)) {                                                                  \
-            fprintf(stderr, "event_parse: %s:%d: %s failed\n", __FILE__, __LINE__, #c); \
-            abort();                                                                 \
-        }                                                                            \
-    } while (0)
 
 static void event_text(const char *s)
 {

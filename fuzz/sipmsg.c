@@ -18,16 +18,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fuzz.h"
 #include "sdp.h"
 #include "sipmsg.h"
-
-#define REQUIRE(c)                                                                   \
-    do {                                                                             \
-        if (!(c)) {                                                                  \
-            fprintf(stderr, "sipmsg: %s:%d: %s failed\n", __FILE__, __LINE__, #c);   \
-            abort();                                                                 \
-        }                                                                            \
-    } while (0)
 
 static const char *lo, *hi;
 
