@@ -2,9 +2,17 @@
 #
 #   make                     library, tools and examples, variant release
 #   make VARIANT=asan        the same under -fsanitize=address,undefined
-#   make test                install missing deps, then the TAP suite with
-#                            prove in both variants; fails if either fails
+#   make VARIANT=debug       the same at -O0 -g3 (what a debugger wants)
+#   make VARIANT=tsan        the same under -fsanitize=thread
+#   make CC=clang [VARIANT=] the same built by clang, in build/VARIANT-clang
+#   make test                install missing deps, then every step of
+#                            TEST_STEPS (gcc release and asan, clang, tsan,
+#                            debug, 20 s of each fuzz target); fails if any
+#                            failed. `make test-STEP` runs one step.
 #   make check [TESTS=...]   build and prove the suite of one VARIANT only
+#   make fuzz [FUZZ_SECONDS=60] [FUZZ_TARGETS=...]
+#                            build the libFuzzer targets of fuzz/ (clang)
+#                            and run each for that long (fuzz/README)
 #   make install PREFIX=/usr/local DESTDIR=
 #   make check-deps          the Debian packages in DEPS (installs them as root)
 #   make coverage            the suite in VARIANT=coverage, then line coverage
@@ -12,12 +20,14 @@
 #   make clean
 #
 # Why it looks like this: every variant builds into its own tree,
-# build/$(VARIANT)/, so a release and a sanitizer build coexist and never
-# mix objects. Objects mirror the source paths under obj/ (shm/x.c ->
+# build/$(VARIANT)/ (build/$(VARIANT)-clang for clang), so a release and a
+# sanitizer build, or a gcc and a clang one, coexist and never mix
+# objects. Objects mirror the source paths under obj/ (shm/x.c ->
 # build/release/obj/shm/x.o); programs land in build/$(VARIANT)/t/NAME.t,
 # tools/shmregctl, tools/shmreg-bench and examples/NAME. Sources are found
 # by wildcard, so a new file in shm/, registry/, t/, tools/ or
-# examples/NAME/ needs no edit here. Header dependencies come from the
+# examples/NAME/ needs no edit here, nor does a new fuzz target (see the
+# fuzz section). Header dependencies come from the
 # compiler (-MMD). The release libraries are also
 # symlinked to the top level (./libshmreg.a, ./libshmreg.so ->
 # build/release/...) so `-L. -lshmreg` works from a checkout.
@@ -27,10 +37,13 @@ ver_part = $(shell sed -n 's/^\#define SHMREG_VERSION_$(1) \([0-9]*\)$$/\1/p' re
 SOMAJOR  := $(call ver_part,MAJOR)
 VERSION  := $(SOMAJOR).$(call ver_part,MINOR).$(call ver_part,PATCH)
 VARIANT  ?= release
-B        := build/$(VARIANT)
+CC       := gcc
+# gcc builds into build/VARIANT, any other compiler into build/VARIANT-CC
+# (build/release-clang): the two toolchains never share objects.
+CC_NAME  := $(notdir $(firstword $(CC)))
+B        := build/$(VARIANT)$(if $(filter gcc,$(CC_NAME)),,-$(CC_NAME))
 O        := $(B)/obj
 
-CC       := gcc
 CFLAGS_BASE := -std=gnu11 -O2 -g -Wall -Wextra -Werror -fPIC -pthread \
                -D_GNU_SOURCE -Iregistry -Ishm
 ifeq ($(VARIANT),release)
@@ -43,9 +56,30 @@ else ifeq ($(VARIANT),coverage)
 # under churn, ring skip bounds) keep their pace, which at -O0 they do not.
 # Atomic counters, because tests update them from several threads at once.
 SAN := -O1 --coverage -fprofile-update=atomic -DSHMREG_COVERAGE
+else ifeq ($(VARIANT),debug)
+# -O0 after -O2 wins: what a debugger sees, and code paths the optimizer
+# would fold away (unused loads, different inlining) really run.
+SAN := -O0 -g3
+else ifeq ($(VARIANT),tsan)
+# ThreadSanitizer cannot be combined with ASan; -O1 keeps it fast enough.
+# TSan does not model standalone fences (gcc says so with -Wtsan; clang
+# says nothing): the fences in shm/ only order atomics, and atomics never
+# race, so what TSan checks (plain memory) loses nothing by it.
+SAN := -O1 -fsanitize=thread -fno-omit-frame-pointer \
+       $(if $(filter gcc,$(CC_NAME)),-Wno-tsan)
 else
-$(error VARIANT must be release, asan or coverage, not '$(VARIANT)')
+$(error VARIANT must be release, asan, debug, tsan or coverage, not '$(VARIANT)')
 endif
+# Sources ask gcc's __SANITIZE_ADDRESS__ / __SANITIZE_THREAD__ whether a
+# sanitizer is in (to size their work, to hook malloc); clang 14 defines
+# neither, so it is told here.
+ifneq ($(filter clang%,$(CC_NAME)),)
+SAN += $(if $(filter asan,$(VARIANT)),-D__SANITIZE_ADDRESS__=1) \
+       $(if $(filter tsan,$(VARIANT)),-D__SANITIZE_THREAD__=1)
+endif
+# clang links no sanitizer runtime into a shared library (the program
+# brings it), so the .so can be held to -Wl,--no-undefined only without one.
+SO_NOUNDEF := $(if $(and $(filter clang%,$(CC_NAME)),$(filter asan tsan,$(VARIANT))),,-Wl,--no-undefined)
 # CFLAGS / LDFLAGS given on the command line are added, not substituted.
 ALL_CFLAGS  = $(CFLAGS_BASE) $(SAN) $(XCFLAGS) $(CFLAGS)
 ALL_LDFLAGS = $(SAN) -pthread $(LDFLAGS)
@@ -57,7 +91,11 @@ TEST_LIBS   := -llmdb -lsodium -pthread -ldl
 # Debian packages the build and the tests need: the ONE list. Add here
 # (e.g. libhiredis-dev, redis-server, sip-tester) when a tool or test
 # starts to need them; tools/install-deps checks and installs them.
-DEPS := liblmdb-dev libsodium-dev perl python3 sip-tester redis-server libhiredis-dev gnuplot
+# clang: the clang build and the fuzz targets; libclang-rt-dev: libFuzzer
+# and clang's sanitizer runtimes; llvm: llvm-symbolizer, for readable
+# sanitizer stacks.
+DEPS := liblmdb-dev libsodium-dev perl python3 sip-tester redis-server libhiredis-dev gnuplot \
+        clang libclang-rt-dev llvm
 
 # ------------------------------------------------------------ sources
 LIB_SRC   := $(wildcard shm/*.c registry/*.c)
@@ -127,7 +165,7 @@ $(TLIBA): $(TLIB_OBJ)
 
 $(LIBSO): $(LIB_OBJ) registry/shmreg.map
 	@mkdir -p $(@D)
-	$(CC) -shared -Wl,-soname,libshmreg.so.$(SOMAJOR) -Wl,--no-undefined \
+	$(CC) -shared -Wl,-soname,libshmreg.so.$(SOMAJOR) $(SO_NOUNDEF) \
 	    -Wl,--version-script=registry/shmreg.map \
 	    $(ALL_LDFLAGS) -o $(B)/$(SO_REAL) $(filter %.o,$^) $(LIBS)
 	ln -sf $(SO_REAL) $(B)/libshmreg.so.$(SOMAJOR)
@@ -167,6 +205,10 @@ ifeq ($(VARIANT),asan)
 TEST_ENV := ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
             UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 endif
+ifeq ($(VARIANT),tsan)
+# A report fails the test (exit 66 at exit) without stopping it.
+TEST_ENV := TSAN_OPTIONS=exitcode=66:second_deadlock_stack=1
+endif
 
 check: all $(TESTS)
 	@d=$$(mktemp -d /dev/shm/shmreg-test.XXXXXX 2>/dev/null || mktemp -d); \
@@ -175,11 +217,58 @@ check: all $(TESTS)
 	    $(TEST_ENV) $(PROVE) --exec '' $(TESTS); rc=$$?; \
 	rm -rf "$$d"; exit $$rc
 
-# Both variants always run (a release failure does not hide an asan one).
+# `make test`: check-deps, then every step of TEST_STEPS in turn, each
+# also runnable alone as `make test-STEP`. Every step runs whatever failed
+# before it (a release failure does not hide an asan one); the summary
+# names the failures and the exit status is 1 if any. Without -j the
+# steps build with one job per CPU. 9 min 45 s from clean on the 2-CPU
+# project machine while other jobs loaded it (5 min 43 s of CPU).
+#   gcc-release, gcc-asan  the whole suite, -O2 and ASan/UBSan
+#   clang-release          the whole suite built by clang
+#   tsan                   TSAN_TESTS under ThreadSanitizer: t/threads.c
+#                          (threads, one handle each) and the tests that
+#                          are clean and quick under it. Not the rest:
+#                          alloc_count_selftest (TSan's memalign skips the
+#                          malloc hook), ctl_list_big (time and memory
+#                          bounds sized for release/asan), room (its
+#                          SIGKILL test outran its 30 s watchdog under
+#                          TSan), and the slow multi-process ones, which
+#                          TSan cannot see across processes anyway.
+#   debug                  everything built at -O0, DEBUG_TESTS run (the
+#                          whole suite passes at -O0, in about 80 s more)
+#   fuzz                   each fuzz target for TEST_FUZZ_SECONDS
+TEST_STEPS        ?= gcc-release gcc-asan clang-release tsan debug fuzz
+TEST_FUZZ_SECONDS ?= 20
+TSAN_TESTS  ?= threads concurrency config config_text config_noalloc dialog events fork \
+               id_state iterate noalloc open room_crash session ctl_events ctl_stat ctl_rooms
+DEBUG_TESTS ?= threads concurrency config config_text config_noalloc corrupt crash dialog \
+               events fork id_state iterate noalloc open ring room_crash session \
+               sipd_parse ctl_basic ctl_check ctl_config ctl_events ctl_stat ctl_rooms
+
+.PHONY: $(TEST_STEPS:%=test-%)
 test: check-deps
-	@rc=0; for v in release asan; do \
-	    $(MAKE) --no-print-directory VARIANT=$$v check || rc=1; done; \
-	[ $$rc = 0 ] || echo "make test: FAILED (see above)"; exit $$rc
+	@case " $$MAKEFLAGS " in *" -j"*|*jobserver*) j= ;; *) j=-j$$(nproc) ;; esac; \
+	failed=; n=0; t0=$$(date +%s); \
+	for s in $(TEST_STEPS); do n=$$((n + 1)); s0=$$(date +%s); \
+	    echo; echo "==== make test [$$n/$(words $(TEST_STEPS))] $$s"; \
+	    if $(MAKE) --no-print-directory $$j test-$$s; then r=ok; else r=FAILED; failed="$$failed $$s"; fi; \
+	    echo "==== $$s: $$r ($$(($$(date +%s) - s0)) s)"; done; \
+	echo; echo "==== make test: $$(($$(date +%s) - t0)) s in all"; \
+	if [ -n "$$failed" ]; then echo "make test: FAILED:$$failed"; exit 1; fi; \
+	echo "make test: all $(words $(TEST_STEPS)) steps passed"
+
+test-gcc-release:
+	@$(MAKE) --no-print-directory CC=gcc VARIANT=release check
+test-gcc-asan:
+	@$(MAKE) --no-print-directory CC=gcc VARIANT=asan check
+test-clang-release:
+	@$(MAKE) --no-print-directory CC=clang VARIANT=release check
+test-tsan:
+	@$(MAKE) --no-print-directory CC=gcc VARIANT=tsan check TESTS="$(TSAN_TESTS:%=build/tsan/t/%.t)"
+test-debug:
+	@$(MAKE) --no-print-directory CC=gcc VARIANT=debug check TESTS="$(DEBUG_TESTS:%=build/debug/t/%.t)"
+test-fuzz:
+	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$(TEST_FUZZ_SECONDS) FUZZ_TARGETS="$(FUZZ_ALL)"
 
 check-deps:
 	@bash tools/install-deps $(DEPS)
@@ -210,6 +299,58 @@ coverage:
 	@find build/coverage -name '*.gcda' -delete 2>/dev/null; true
 	@$(MAKE) --no-print-directory VARIANT=coverage check; rc=$$?; \
 	python3 tools/coverage-report build/coverage || rc=1; exit $$rc
+
+# ------------------------------------------------------------ fuzz
+# libFuzzer targets (fuzz/README). The convention, so that a new target
+# needs no edit here: every fuzz/NAME.c that defines LLVMFuzzerTestOneInput
+# (a line starting "int LLVMFuzzerTestOneInput") is built by clang with -fsanitize=fuzzer,address,undefined into
+# build/fuzz/NAME, from fuzz/NAME.c, the sources listed in FUZZ_SRC_NAME
+# below if it needs any (their directories join the include path), and
+# build/fuzz/libshmreg-fuzz.a: the library compiled again with
+# SHMREG_TESTING and the same sanitizers plus coverage, so the fuzzer
+# steers by the library's branches too. Its seed corpus is
+# fuzz/corpus/NAME/; fuzz/NAME.options, if present, holds more libFuzzer
+# flags on one line (-max_len=..., -dict=...). Other fuzz/*.c files (plain
+# programs, which have their own rules) are not targets. The build is one
+# tree whatever VARIANT is.
+FUZZ_CC      ?= clang
+FB           := build/fuzz
+FUZZ_ALL     := $(sort $(patsubst fuzz/%.c,%,$(shell grep -lE '^int[[:space:]]+LLVMFuzzerTestOneInput' fuzz/*.c 2>/dev/null)))
+FUZZ_TARGETS ?= $(FUZZ_ALL)
+FUZZ_SECONDS ?= 60
+FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined
+FUZZ_CFLAGS  := -std=gnu11 -O1 -g -Wall -Wextra -Werror -pthread -D_GNU_SOURCE \
+                -fno-omit-frame-pointer -D__SANITIZE_ADDRESS__=1 -DSHMREG_TESTING \
+                -Iregistry -Ishm -Ifuzz $(FUZZ_SAN) -fsanitize=fuzzer-no-link
+FUZZ_SRC_sipmsg := examples/sipd/sipmsg.c examples/sipd/sdp.c
+FLIB_OBJ     := $(LIB_SRC:%.c=$(FB)/obj/%.o)
+FLIBA        := $(FB)/libshmreg-fuzz.a
+fuzz_objs     = $(FB)/obj/fuzz/$(1).o $(FUZZ_SRC_$(1):%.c=$(FB)/obj/%.o)
+
+$(FB)/obj/%.o: %.c
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) $(FUZZ_XCFLAGS) -MMD -MP -c -o $@ $<
+
+$(FLIBA): $(FLIB_OBJ)
+	rm -f $@ && $(AR) rcs $@ $^
+
+$(foreach t,$(FUZZ_ALL),$(eval $(FB)/$(t): $(call fuzz_objs,$(t)) $(FLIBA)) \
+  $(eval $(call fuzz_objs,$(t)): FUZZ_XCFLAGS := $(patsubst %/,-I%,$(sort $(dir $(FUZZ_SRC_$(t)))))))
+
+$(FUZZ_ALL:%=$(FB)/%):
+	$(FUZZ_CC) $(FUZZ_SAN) -fsanitize=fuzzer -pthread -o $@ $(filter %.o,$^) $(FLIBA) $(LIBS)
+
+FUZZ_OBJ := $(sort $(foreach t,$(FUZZ_ALL),$(call fuzz_objs,$(t))))
+-include $(FLIB_OBJ:.o=.d) $(FUZZ_OBJ:.o=.d)
+.SECONDARY: $(FLIB_OBJ) $(FUZZ_OBJ)
+
+# Each target runs FUZZ_SECONDS on a copy of its corpus (fuzz/run): one
+# line per target with executions and findings; fails if any crashed,
+# leaving the input in build/fuzz/crash/.
+.PHONY: fuzz fuzz-build
+fuzz-build: $(FUZZ_TARGETS:%=$(FB)/%)
+fuzz: fuzz-build
+	@bash fuzz/run $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
 # ------------------------------------------------------------ install
 PREFIX     ?= /usr/local

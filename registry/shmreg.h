@@ -35,13 +35,26 @@
  * calling thread's last failure. Every non-zero return that is not a count
  * sets that detail, SHMREG_ENOENT from a lookup or at the end of an
  * iteration included; so does a dump or list call that returns the
- * non-zero value of the caller's callback (as is). No function returns a yes/no answer
- * and an error code in one int: answers go to out-parameters, and the
- * predicates that return 1/0 (state_allowed, config_stale, ...) cannot
- * fail. Positive returns are counts (shmreg_poll, shmreg_reap). A handle belongs to one process and is used
- * by one thread at a time (open one per thread). A handle used in a child
- * after fork() returns SHMREG_EFORK: children open their own. Strings are
- * {ptr, len}, not NUL-terminated. Times are CLOCK_REALTIME nanoseconds.
+ * non-zero value of the caller's callback (as is). No function returns a
+ * yes/no answer and an error code in one int: answers go to out-parameters,
+ * and the predicates that return 1/0 (state_allowed, config_stale, ...)
+ * cannot fail. Positive returns are counts (shmreg_poll, shmreg_reap). A
+ * handle used in a child after fork() returns SHMREG_EFORK: children open
+ * their own. Strings are {ptr, len}, not NUL-terminated. Times are
+ * CLOCK_REALTIME nanoseconds.
+ *
+ * Threads. A handle belongs to one process and is used by one thread at a
+ * time; so are what belongs to it: its read section, its subscriptions
+ * (shmreg_sub) and its config views. Threads that work at once open one
+ * handle each: any number of handles of one process may then run any calls
+ * concurrently, on the same sessions, dialogs, rooms and configs, as
+ * separate processes may (what they share in the process, the mapping and
+ * the LMDB environment of the configs, is synchronized inside). The error
+ * detail (`shmreg_errmsg()`) is per thread. Calls that take no handle
+ * (strerror, names and parsers of states, events and IDs, config text
+ * parsing, documents) touch no shared state and may run in any thread; a
+ * document, like a handle, is used by one thread at a time. t/threads.c
+ * holds the library to this, under ThreadSanitizer too (make VARIANT=tsan).
  */
 #ifndef SHMREG_H
 #define SHMREG_H

@@ -7,10 +7,11 @@
  *    forward to glibc's exported __libc_* entry points, so the memory is
  *    glibc's own (malloc_usable_size etc. keep working) and no dlsym() is
  *    needed (dlsym itself may allocate);
- *  - AddressSanitizer build (__SANITIZE_ADDRESS__): ASan replaces malloc,
+ *  - Address or Thread Sanitizer build: the sanitizer replaces malloc,
  *    so defining it here would clash; instead a malloc hook is installed
- *    with __sanitizer_install_malloc_and_free_hooks(). ASan calls it once
- *    per allocation, whatever the entry point.
+ *    with __sanitizer_install_malloc_and_free_hooks(). The sanitizer calls
+ *    it once per allocation, whatever the entry point. (The Makefile
+ *    defines __SANITIZE_ADDRESS__ / __SANITIZE_THREAD__ for clang too.)
  */
 #include "alloc_count.h"
 
@@ -27,7 +28,7 @@ static inline void count_one(void)
         atomic_fetch_add_explicit(&allocs, 1, memory_order_relaxed);
 }
 
-#if defined(__SANITIZE_ADDRESS__)
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
 
 #if defined(__has_include)
 #if __has_include(<sanitizer/allocator_interface.h>)
@@ -36,7 +37,7 @@ static inline void count_one(void)
 #endif
 #endif
 #ifndef HAVE_ALLOCATOR_INTERFACE_H
-/* gcc 12 ships no allocator_interface.h, but libasan exports this. */
+/* gcc 12 ships no allocator_interface.h, but libasan and libtsan export this. */
 int __sanitizer_install_malloc_and_free_hooks(
     void (*malloc_hook)(const volatile void *, size_t),
     void (*free_hook)(const volatile void *));

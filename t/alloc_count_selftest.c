@@ -19,8 +19,8 @@ int main(void)
 {
     plan(9);
     note("counting allocations under %s",
-#ifdef __SANITIZE_ADDRESS__
-         "AddressSanitizer (malloc hook)"
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+         "a sanitizer (malloc hook)"
 #else
          "glibc (interposed malloc)"
 #endif

@@ -385,6 +385,7 @@ static void test_iteration(shmreg *h)
     is(stray, 0, "dialog_next gives no dialog that should not be bound");
     is(missed, 0, "it misses none");
     is(twice, 0, "and gives none twice");
+    is(once, nlive(), "so each of the %d live dialogs comes exactly once", nlive());
     is(total, nlive(), "%d dialogs in all", nlive());
     is(stat_dialogs(h), nlive(), "stat.dialogs agrees");
     free(seen);

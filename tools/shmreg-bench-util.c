@@ -104,9 +104,12 @@ void data_init(bench_data *d, uint64_t seed, size_t sdp_bytes, unsigned spread_p
     for (unsigned k = 0; k < NPROF; k++) {
         profile *p = &prof[k];
         uint64_t r = mix64(seed * 0x9e3779b97f4a7c15ull + k);
-        p->lhost = (uint8_t)snprintf(p->host, sizeof p->host, "pbx%u.example.net", (unsigned)(r % 16));
+        /* Built apart: gcc -O0 takes p->host as overlapping p->from (-Wrestrict). */
+        char host[sizeof p->host];
+        p->lhost = (uint8_t)snprintf(host, sizeof host, "pbx%u.example.net", (unsigned)(r % 16));
+        memcpy(p->host, host, sizeof host);
         p->lfrom = (uint8_t)snprintf(p->from, sizeof p->from, "sip:+1555%07u@%s",
-                                     (unsigned)(r >> 8) % 10000000u, p->host);
+                                     (unsigned)(r >> 8) % 10000000u, host);
         p->lto = (uint8_t)snprintf(p->to, sizeof p->to, "sip:+1555%07u@carrier.example.com",
                                    (unsigned)(r >> 32) % 10000000u);
         p->ldisp = (uint8_t)snprintf(p->disp, sizeof p->disp, "%s %04u",
