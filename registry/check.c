@@ -269,7 +269,7 @@ static void check_free_lists(check *k)
     for (unsigned c = 0; c <= SHM_NCLASS; c++) {
         for (unsigned sh = 0; sh < SHM_SHARDS; sh++) {
             shm_freelist *fl = c < SHM_NCLASS ? &s->ctl->heap[c][sh] : &s->ctl->slots[sh];
-            int lrc = shm_list_lock_for(s, fl, CHECK_LOCK_WAIT_NS);
+            int lrc = shm_list_lock_for(&k->h->c, fl, CHECK_LOCK_WAIT_NS);
             if (lrc < 0) {
                 problem(k, "free list %u/%u: lock %s", c, sh,
                         lrc == SHM_EBUSY ? "held for over 2 s" : "is corrupt");
@@ -301,7 +301,7 @@ static void check_free_lists(check *k)
 static void check_limbo(check *k)
 {
     const shm_seg *s = k->s;
-    int lrc = shm_lock_take_for(&s->ctl->handle_lock, CHECK_LOCK_WAIT_NS);
+    int lrc = shm_lock_take_for(&k->h->c, &s->ctl->handle_lock, CHECK_LOCK_WAIT_NS);
     if (lrc < 0) {
         problem(k, "handle table lock %s", lrc == SHM_EBUSY ? "held for over 2 s" : "is corrupt");
         return;
@@ -365,10 +365,15 @@ static void sweep_block(void *arg, uint64_t off, shm_blk *b)
             k->r->reclaimed_blocks++;
     } else {
         shm_freelist *fl = shm_blk_list(k->s, off);
-        if (shm_list_lock_for(k->s, fl, CHECK_LOCK_WAIT_NS) < 0)
+        if (fl == NULL || shm_list_lock_for(&k->h->c, fl, CHECK_LOCK_WAIT_NS) < 0)
             return;
+        /* The list was walked (and cut at its first bad entry) under this
+         * lock a moment ago, but it may have changed since: walk it with
+         * the same checks, never through a raw offset. */
         int listed = 0;
-        for (uint64_t o = fl->head, n = 0; o && n <= fl->nfree; o = atomic_load(&((shm_blk *)(k->s->base + o))->link), n++)
+        shm_blk *x;
+        for (uint64_t o = fl->head, n = 0; o && n <= fl->nfree && (x = shm_blk_at(k->s, o)) != NULL;
+             o = atomic_load(&x->link), n++)
             listed |= o == off;
         if (!listed && atomic_load(&b->state) == st) {
             atomic_store(&b->state, k->h->c.tag | SHM_BLK_USED);

@@ -67,6 +67,15 @@ static int sys_fail(const char *what, const char *path)
     return shmreg__fail(SHMREG_ESYS, "%s %s: %s", what, path, strerror(e));
 }
 
+int reg_lock(shmreg *h, shm_lock *l, const char *what)
+{
+    int rc = shm_lock_take(&h->c, l);
+    if (rc == SHM_EBUSY)
+        return shmreg__fail(SHMREG_EBUSY, "%s held for over %llu s by a live process",
+                            what, SHM_LOCK_WAIT_NS / 1000000000ull);
+    return rc < 0 ? shmreg__fail(SHMREG_ECORRUPT, "%s is corrupt", what) : 0;
+}
+
 /* ------------------------------------------------------------ fork */
 
 static _Atomic unsigned fork_generation;
