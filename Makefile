@@ -227,3 +227,22 @@ endif
 
 clean:
 	rm -rf build libshmreg.a libshmreg.so
+
+# ------------------------------------------------------------ scribble
+# The random-scribble campaign of issue 12 (fuzz/scribble.c): a populated
+# segment, damaged anew each round, under ASan/UBSan, with shmregctl run
+# over the damage too. `make scribble` is the short run (2,000 rounds or
+# 60 s, whichever comes first); longer: SCRIBBLE_ARGS='--rounds 100000
+# --seed 7'. Always the asan variant: a wild access must be a crash.
+SCRIBBLE_ARGS ?= --rounds 2000 --seconds 60
+SCRIBBLE_ENV  := ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 \
+                 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+$(O)/fuzz/%.o: XCFLAGS := -Ifuzz
+$(B)/fuzz/scribble: $(O)/fuzz/scribble.o $(LIBA)
+	@mkdir -p $(@D)
+	$(CC) $(ALL_LDFLAGS) -o $@ $< $(LIBA) $(LIBS)
+-include $(O)/fuzz/scribble.d
+.PHONY: scribble
+scribble:
+	@$(MAKE) --no-print-directory VARIANT=asan build/asan/fuzz/scribble build/asan/tools/shmregctl
+	$(SCRIBBLE_ENV) build/asan/fuzz/scribble --ctl build/asan/tools/shmregctl $(SCRIBBLE_ARGS)

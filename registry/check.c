@@ -263,6 +263,55 @@ static void check_dlg_index(check *k)
 
 /* ------------------------------------------------------------ lists */
 
+static void check_lock(check *k, const shm_lock *l, const char *what, unsigned i)
+{
+    if (!shm_lock_word_ok(k->s, l))
+        problem(k, "%s %u: lock word 0x%x names no holder", what, i, (unsigned)atomic_load(&l->word));
+}
+
+/* The control area and page table, read without locks: every lock word
+ * one the engine writes, every page handed to a real (class, shard) and
+ * carved no further than it holds, every carving cursor on a page of its
+ * own list. (Without this, a cursor past the heap was found by the next
+ * allocation, which carved the event ring's header.) */
+static void check_control(check *k)
+{
+    const shm_seg *s = k->s;
+    const shm_control *c = s->ctl;
+    check_lock(k, &c->page_lock, "page", 0);
+    check_lock(k, &c->handle_lock, "handle table", 0);
+    for (unsigned i = 0; i < SHM_STRIPES; i++) {
+        check_lock(k, &c->sess_stripe[i], "session index stripe", i);
+        check_lock(k, &c->dlg_stripe[i], "dialog index stripe", i);
+    }
+    uint32_t np = atomic_load(&s->hdr->pages_used);
+    if (np > s->heap_pages)
+        problem(k, "%u heap pages in use, of %u", np, s->heap_pages);
+    for (uint32_t p = 0; p < np && p < s->heap_pages; p++) {
+        unsigned cls, shard;
+        if (shm_page_owner(s, p, &cls, &shard) != 0)
+            problem(k, "heap page %u: descriptor 0x%x names no class and shard", p,
+                    (unsigned)atomic_load(&s->pages[p].cls));
+        else if (atomic_load(&s->pages[p].carved) > SHM_PAGE_BYTES / shm_class_size(cls))
+            problem(k, "heap page %u: %u blocks carved, more than it holds", p,
+                    (unsigned)atomic_load(&s->pages[p].carved));
+    }
+    uint32_t per = (s->max_sessions + SHM_SHARDS - 1) / SHM_SHARDS;
+    for (unsigned sh = 0; sh < SHM_SHARDS; sh++) {
+        const shm_freelist *fl = &c->slots[sh];
+        check_lock(k, &fl->lock, "slot list", sh);
+        if (fl->carved > per)
+            problem(k, "slot list %u: %u slots carved, more than its %u", sh, fl->carved, per);
+        for (unsigned cl = 0; cl < SHM_NCLASS; cl++) {
+            fl = &c->heap[cl][sh];
+            check_lock(k, &fl->lock, "heap list", cl * SHM_SHARDS + sh);
+            if (fl->cur_page && shm_list_cursor(s, fl) == NULL)
+                problem(k, "free list %u/%u: carving cursor %u names no page of this list", cl, sh,
+                        fl->cur_page);
+        }
+    }
+}
+
 static void check_free_lists(check *k)
 {
     const shm_seg *s = k->s;
@@ -417,6 +466,7 @@ int shmreg_check(shmreg *h, unsigned flags, shmreg_check_report *report, shmreg_
         return SHMREG_ECORRUPT;
     }
     count_handles(&k);
+    check_control(&k);
     if (k.repair) {
         k.r->reaped_handles = (uint64_t)shm_reap(&h->c);
         shm_pages_repair(&h->c);

@@ -37,6 +37,7 @@ struct shmreg {
     unsigned rnd_left;
     void *config_state;
     void *event_state;                /* this process's view of the ring */
+    struct shmreg *next_open;         /* this process's open handles (registry.c) */
 };
 
 /* Session state word: low byte the call state (0 = not yet published),

@@ -54,20 +54,25 @@ shm_freelist *shm_blk_list(const shm_seg *s, uint64_t off)
     return &s->ctl->heap[cls][shard];
 }
 
-/* The page a heap list is carving, if its cursor names a page handed to
- * this very list; a cursor that does not (scribbled) is dropped, and the
- * rest of its page, if it had one, is left to shm_pages_repair(). */
-static shm_page_desc *cur_page(const shm_seg *s, shm_freelist *fl)
+/* The page a heap list is carving; a cursor that names no page of this
+ * very list (scribbled) is dropped, and the rest of its page, if it had
+ * one, is left to shm_pages_repair(). */
+shm_page_desc *shm_list_cursor(const shm_seg *s, const shm_freelist *fl)
 {
     uint32_t p = fl->cur_page;
     unsigned cls, shard;
-    if (p == 0)
-        return NULL;
-    if (p <= atomic_load(&s->hdr->pages_used) && shm_page_owner(s, p - 1, &cls, &shard) == 0 &&
+    if (p != 0 && p <= atomic_load(&s->hdr->pages_used) && shm_page_owner(s, p - 1, &cls, &shard) == 0 &&
         &s->ctl->heap[cls][shard] == fl)
         return &s->pages[p - 1];
-    fl->cur_page = 0;
     return NULL;
+}
+
+static shm_page_desc *cur_page(const shm_seg *s, shm_freelist *fl)
+{
+    shm_page_desc *d = shm_list_cursor(s, fl);
+    if (d == NULL)
+        fl->cur_page = 0;
+    return d;
 }
 
 /* --- free-list steps, each announced in fl->pending ---------------------- */

@@ -119,8 +119,8 @@ static inline int shm_page_owner(const shm_seg *s, uint64_t page, unsigned *cls,
 }
 
 /* The block header at `off`, checked: NULL unless `off` is the start of a
- * heap block or slot inside the mapping whose header's class agrees with
- * where it lies (so capacities read from the header are true). */
+ * slot, or of a heap block already carved from its page, whose header's
+ * class agrees with where it lies (so capacities read from it are true). */
 static inline shm_blk *shm_blk_at(const shm_seg *s, uint64_t off)
 {
     if (shm_slot_index(s, off) != UINT32_MAX) {
@@ -147,7 +147,8 @@ static inline shm_blk *shm_blk_at(const shm_seg *s, uint64_t off)
     case 6: idx = q / 6; q %= 6; break;
     default: idx = q / 7; q %= 7; break;
     }
-    if (q != 0 || (uint64_t)(idx + 1) * shm_class_size(cls) > SHM_PAGE_BYTES)
+    if (q != 0 || (uint64_t)(idx + 1) * shm_class_size(cls) > SHM_PAGE_BYTES ||
+        idx >= atomic_load_explicit(&s->pages[rel / SHM_PAGE_BYTES].carved, memory_order_acquire))
         return NULL;
     shm_blk *b = (shm_blk *)(s->base + off);
     return b->cls == cls ? b : NULL;
@@ -173,6 +174,10 @@ static inline uint64_t shm_slot_off(const shm_seg *s, uint32_t i)
  * shard, a heap page's class and shard); NULL when `off` is not a block
  * (see shm_blk_at). */
 shm_freelist *shm_blk_list(const shm_seg *s, uint64_t off);
+
+/* The page heap list `fl` is carving, if its cursor (cur_page) names a
+ * page handed out and handed to this very list; else NULL. */
+shm_page_desc *shm_list_cursor(const shm_seg *s, const shm_freelist *fl);
 
 /* Take a free list's lock (waiting at most `ns`; shm_list_lock: at most
  * SHM_LOCK_WAIT_NS), repairing the step a dead holder left half done.

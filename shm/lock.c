@@ -100,6 +100,16 @@ static int owner_alive(const shm_seg *s, uint32_t id)
     return shm_proc_alive(SHM_H_PID(w), h->start_time);
 }
 
+int shm_lock_word_ok(const shm_seg *s, const shm_lock *l)
+{
+    uint32_t id = atomic_load(&l->word) & ~WAITERS;
+    if (id == 0)
+        return 1;
+    if (id & THREAD)
+        return (id & ~THREAD) - 1 < TID_LIMIT;
+    return (id & ((1u << SLOT_BITS) - 1)) - 1 < s->max_handles;
+}
+
 static uint32_t my_id(const shm_ctx *c)
 {
     if (c->slot < c->seg.max_handles && c->slot < (1u << SLOT_BITS) - 1)

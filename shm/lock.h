@@ -43,6 +43,11 @@ static inline int shm_lock_take(struct shm_ctx *c, shm_lock *l)
 
 void shm_lock_drop(shm_lock *l);
 
+/* 1 when the word of `l` is one the engine writes: free, or an id of a
+ * handle slot that exists or of a possible thread. For the check: any
+ * other value is corruption (takers treat it as a dead holder). */
+int shm_lock_word_ok(const shm_seg *s, const shm_lock *l);
+
 /* 1 unless /proc says process (or thread) `pid` is gone or a zombie, or
  * (start_time non-zero) has another start time: then its pid was reused. */
 int shm_proc_alive(pid_t pid, uint64_t start_time);
