@@ -324,6 +324,13 @@ static void check_free_lists(check *k)
                         lrc == SHM_EBUSY ? "held for over 2 s" : "is corrupt");
                 continue;
             }
+            if (k->repair) {
+                /* Cut at a bad entry (the sweep below gives back what was
+                 * beyond) and drop a cursor naming no page of this list. */
+                shm_list_repair(s, fl);
+                if (c < SHM_NCLASS && fl->cur_page && shm_list_cursor(s, fl) == NULL)
+                    fl->cur_page = 0;
+            }
             uint64_t n = 0;
             for (uint64_t off = fl->head; off; n++) {
                 shm_blk *b = shm_blk_at(s, off);

@@ -115,7 +115,7 @@ static uint64_t list_pop_locked(const shm_seg *s, shm_freelist *fl, uint64_t tag
 
 /* Finish the step a dead owner announced, then recount the list so the
  * statistics are exact again. */
-static void list_recover(const shm_seg *s, shm_freelist *fl)
+void shm_list_repair(const shm_seg *s, shm_freelist *fl)
 {
     uint64_t off = fl->pending;
     shm_blk *b = off && shm_blk_list(s, off) == fl ? shm_blk_at(s, off) : NULL;
@@ -156,7 +156,7 @@ int shm_list_lock_for(shm_ctx *c, shm_freelist *fl, uint64_t ns)
 {
     int rc = shm_lock_take_for(c, &fl->lock, ns);
     if (rc == 1)
-        list_recover(&c->seg, fl);
+        shm_list_repair(&c->seg, fl);
     return rc < 0 ? rc : 0;
 }
 

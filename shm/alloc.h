@@ -175,6 +175,11 @@ static inline uint64_t shm_slot_off(const shm_seg *s, uint32_t i)
  * (see shm_blk_at). */
 shm_freelist *shm_blk_list(const shm_seg *s, uint64_t off);
 
+/* With the list's lock held: finish a step its last holder left half
+ * done, cut the list at its first bad entry (what lay beyond is leaked;
+ * the check's sweep gives it back) and recount it. */
+void shm_list_repair(const shm_seg *s, shm_freelist *fl);
+
 /* The page heap list `fl` is carving, if its cursor (cur_page) names a
  * page handed out and handed to this very list; else NULL. */
 shm_page_desc *shm_list_cursor(const shm_seg *s, const shm_freelist *fl);
