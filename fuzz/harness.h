@@ -66,7 +66,10 @@ static void fz_dialog_key(unsigned i, char cid[32], char lt[16], char rt[16])
 {
     snprintf(cid, 32, "call-%u@fuzz.example", i);
     snprintf(lt, 16, "lt%u", i);
-    snprintf(rt, 16, i % 4 == 3 ? "" : "rt%u", i);
+    if (i % 4 == 3)
+        rt[0] = 0; /* an early dialog: no remote tag */
+    else
+        snprintf(rt, 16, "rt%u", i);
 }
 
 static void fz_sdp(char *buf, size_t len, unsigned seed)
@@ -79,7 +82,7 @@ static void fz_sdp(char *buf, size_t len, unsigned seed)
  * copies little, but with every region present and several heap pages. */
 static const shmreg_options fz_opts = {
     .flags = SHMREG_CREATE | SHMREG_EXCL, .max_sessions = 64, .max_handles = 8,
-    .heap_bytes = 24ull * SHM_PAGE_BYTES, .event_records = 64, .max_rooms = 32,
+    .heap_bytes = 14ull * SHM_PAGE_BYTES, .event_records = 64, .max_rooms = 32,
 };
 
 /* Create and populate the registry at p->dir: sessions with fields and
@@ -244,8 +247,8 @@ static int fz_heap_ok(const fz_seg *z, const unsigned char *base, uint64_t off)
     if (d == 0 || cls >= SHM_NCLASS || shard >= SHM_SHARDS)
         return 0;
     uint64_t size = shm_class_size(cls);
-    if (carved > SHM_PAGE_BYTES / size)
-        return 0;
+    if (carved > SHM_PAGE_BYTES / size) /* a scribbled count: blocks stop at the page end */
+        carved = SHM_PAGE_BYTES / size;
     return (off - f->off_heap) % SHM_PAGE_BYTES < carved * size;
 }
 

@@ -148,6 +148,8 @@ int main(int argc, char **argv)
     memcpy(pristine, z.base, z.size);
     fz_range ranges[64];
     unsigned nr = fz_ranges(&z, pristine, ranges, 64);
+    printf("scribble: segment of %zu bytes, %u of %u heap pages in use, %u scribble regions\n",
+           z.size, ((shm_header *)pristine)->pages_used, z.f.heap_pages, nr);
 
     uint64_t done = 0, signals = 0, hangs = 0, guards = 0, unexpected = 0, ctl_runs = 0;
     uint64_t ctl_codes[8] = {0};
