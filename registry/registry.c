@@ -7,10 +7,12 @@
  * A process racing us either wins the link (and we attach to its segment)
  * or loses it; nobody ever attaches to a half-formatted segment.
  *
- * Files are opened relative to a directory descriptor opened with
- * O_NOFOLLOW, and the directory and segment must belong to the caller's
- * effective uid: a registry planted by another user, or a symlink swapped
- * in, is refused rather than trusted.
+ * Files are opened relative to a directory descriptor reached by walking
+ * the path with openat(O_NOFOLLOW) (a parent symlink is followed only if
+ * root or we own it), and the directory and segment must belong to the
+ * caller's effective uid and give others no access: a registry planted or
+ * opened up by another user, or a symlink swapped in, is refused rather
+ * than trusted.
  *
  * Fork detection costs no syscall: a pthread_atfork child handler bumps a
  * process-wide generation; a handle remembers the generation it was opened

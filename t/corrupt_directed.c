@@ -13,6 +13,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "ctl_run.h"
 #include "reg.h"
 #include "ring.h"
 #include "tap.h"
@@ -203,6 +204,51 @@ static void test_locks(void)
     shmreg_close(h);
 }
 
+/* 4. shmregctl check over locks a live process holds for ever: each wait
+ * is bounded, but there are hundreds; SIGINT must end it at once. */
+static double sigint_at;
+static int sigint_sent;
+
+static void send_sigint(pid_t pid, void *arg)
+{
+    (void)arg;
+    if (!sigint_sent && test_mono_s() >= sigint_at) {
+        kill(pid, SIGINT);
+        sigint_sent = 1;
+    }
+}
+
+static void test_ctl_sigint(void)
+{
+    shmreg_id id;
+    shmreg *h = make("sigint", &id);
+    char path[512];
+    snprintf(path, sizeof path, "%s", shmreg_path(h));
+    pid_t kid = fork();
+    if (kid == 0) {
+        pause();
+        _exit(0);
+    }
+    shm_control *c = h->c.seg.ctl;
+    for (unsigned k = 0; k < SHM_NCLASS; k++)
+        for (unsigned sh = 0; sh < SHM_SHARDS; sh++)
+            atomic_store(&c->heap[k][sh].lock.word, 0x40000000u | (uint32_t)kid);
+    ctl_res r;
+    char *argv[] = {(char *)ctl_bin(), "-r", path, "check", NULL};
+    sigint_at = test_mono_s() + 0.5;
+    sigint_sent = 0;
+    double t0 = test_mono_s();
+    ctl_spawn(&r, NULL, 0, argv, send_sigint, NULL, 60);
+    double el = test_mono_s() - t0;
+    is(r.status, 130, "shmregctl check stuck on held locks: SIGINT ends it with 130");
+    ok(el < 10.0, "at once (%.1f s; the locks alone would take minutes)", el);
+    ok(strstr(r.err, "interrupted") != NULL, "and it says so (%s)", r.err);
+    ctl_res_free(&r);
+    kill(kid, SIGKILL);
+    test_wait(kid);
+    shmreg_close(h);
+}
+
 /* 6. The ring's stall bounds are read by every producer: attach refuses
  * garbage instead of letting a create wait for ever. */
 static void test_live_ns(uint64_t value, const char *what)
@@ -231,6 +277,7 @@ int main(void)
     test_shard_stripes();
     test_free_link_open();
     test_locks();
+    test_ctl_sigint();
     test_live_ns(~0ull, "all ones");
     test_live_ns(0, "zero");
     return done_testing();
