@@ -78,35 +78,6 @@ int reg_lock(shmreg *h, shm_lock *l, const char *what)
     return rc < 0 ? shmreg__fail(SHMREG_ECORRUPT, "%s is corrupt", what) : 0;
 }
 
-/* ------------------------------------------------------------ fork */
-
-static _Atomic unsigned fork_generation;
-static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
-
-static void on_fork_child(void)
-{
-    atomic_fetch_add(&fork_generation, 1);
-}
-
-static void install_atfork(void)
-{
-    pthread_atfork(NULL, NULL, on_fork_child);
-}
-
-int shmreg__forked(const shmreg *h)
-{
-    return h->fork_gen != atomic_load_explicit(&fork_generation, memory_order_relaxed);
-}
-
-int shmreg__usable(const shmreg *h)
-{
-    if (h == NULL)
-        return shmreg__fail(SHMREG_EINVAL, "NULL handle");
-    if (shmreg__forked(h))
-        return shmreg__fail(SHMREG_EFORK, "handle was opened by another process (fork): open a new one");
-    return 0;
-}
-
 /* ------------------------------------------------------------ open handles */
 
 /* The handles this process has open, so that closing one twice is caught
@@ -135,6 +106,38 @@ static int open_remove(shmreg *h)
         *pp = h->next_open;
     pthread_mutex_unlock(&open_mu);
     return found;
+}
+
+/* ------------------------------------------------------------ fork */
+
+static _Atomic unsigned fork_generation;
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+static void on_fork_child(void)
+{
+    atomic_fetch_add(&fork_generation, 1);
+    /* Another thread may have held it at the fork: the child's copy of
+     * the list is whole after every single store, its mutex may not be. */
+    pthread_mutex_init(&open_mu, NULL);
+}
+
+static void install_atfork(void)
+{
+    pthread_atfork(NULL, NULL, on_fork_child);
+}
+
+int shmreg__forked(const shmreg *h)
+{
+    return h->fork_gen != atomic_load_explicit(&fork_generation, memory_order_relaxed);
+}
+
+int shmreg__usable(const shmreg *h)
+{
+    if (h == NULL)
+        return shmreg__fail(SHMREG_EINVAL, "NULL handle");
+    if (shmreg__forked(h))
+        return shmreg__fail(SHMREG_EFORK, "handle was opened by another process (fork): open a new one");
+    return 0;
 }
 
 /* ------------------------------------------------------------ hooks */
