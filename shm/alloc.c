@@ -54,9 +54,6 @@ shm_freelist *shm_blk_list(const shm_seg *s, uint64_t off)
     return &s->ctl->heap[cls][shard];
 }
 
-/* The page a heap list is carving; a cursor that names no page of this
- * very list (scribbled) is dropped, and the rest of its page, if it had
- * one, is left to shm_pages_repair(). */
 shm_page_desc *shm_list_cursor(const shm_seg *s, const shm_freelist *fl)
 {
     uint32_t p = fl->cur_page;
@@ -67,6 +64,9 @@ shm_page_desc *shm_list_cursor(const shm_seg *s, const shm_freelist *fl)
     return NULL;
 }
 
+/* The page a heap list is carving; a cursor that names no page of this
+ * very list (scribbled) is dropped, and the rest of its page, if it had
+ * one, is left to shm_pages_repair(). */
 static shm_page_desc *cur_page(const shm_seg *s, shm_freelist *fl)
 {
     shm_page_desc *d = shm_list_cursor(s, fl);
