@@ -7,12 +7,15 @@
 #   make CC=clang [VARIANT=] the same built by clang, in build/VARIANT-clang
 #   make test                install missing deps, then every step of
 #                            TEST_STEPS (gcc release and asan, clang, tsan,
-#                            debug, 20 s of each fuzz target); fails if any
-#                            failed. `make test-STEP` runs one step.
+#                            debug, 20 s of each fuzz target, a short
+#                            scribble campaign); fails if any failed.
+#                            `make test-STEP` runs one step.
 #   make check [TESTS=...]   build and prove the suite of one VARIANT only
 #   make fuzz [FUZZ_SECONDS=60] [FUZZ_TARGETS=...]
 #                            build the libFuzzer targets of fuzz/ (clang)
 #                            and run each for that long (fuzz/README)
+#   make scribble [SCRIBBLE_ARGS=...]
+#                            the random-scribble campaign (fuzz/scribble.c)
 #   make install PREFIX=/usr/local DESTDIR=
 #   make check-deps          the Debian packages in DEPS (installs them as root)
 #   make coverage            the suite in VARIANT=coverage, then line coverage
@@ -237,7 +240,10 @@ check: all $(TESTS)
 #   debug                  everything built at -O0, DEBUG_TESTS run (the
 #                          whole suite passes at -O0, in about 80 s more)
 #   fuzz                   each fuzz target for TEST_FUZZ_SECONDS
-TEST_STEPS        ?= gcc-release gcc-asan clang-release tsan debug fuzz
+#   scribble               the random-scribble campaign over a populated
+#                          segment (fuzz/scribble.c), TEST_SCRIBBLE_ARGS
+TEST_STEPS        ?= gcc-release gcc-asan clang-release tsan debug fuzz scribble
+TEST_SCRIBBLE_ARGS ?= --rounds 2000 --seconds 45
 TEST_FUZZ_SECONDS ?= 20
 TSAN_TESTS  ?= threads concurrency config config_text config_noalloc dialog events fork \
                id_state iterate noalloc open room_crash session ctl_events ctl_stat ctl_rooms
@@ -269,6 +275,8 @@ test-debug:
 	@$(MAKE) --no-print-directory CC=gcc VARIANT=debug check TESTS="$(DEBUG_TESTS:%=build/debug/t/%.t)"
 test-fuzz:
 	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$(TEST_FUZZ_SECONDS) FUZZ_TARGETS="$(FUZZ_ALL)"
+test-scribble:
+	@$(MAKE) --no-print-directory scribble SCRIBBLE_ARGS="$(TEST_SCRIBBLE_ARGS)"
 
 check-deps:
 	@bash tools/install-deps $(DEPS)
@@ -391,3 +399,22 @@ endif
 
 clean:
 	rm -rf build libshmreg.a libshmreg.so
+
+# ------------------------------------------------------------ scribble
+# The random-scribble campaign of issue 12 (fuzz/scribble.c): a populated
+# segment, damaged anew each round, under ASan/UBSan, with shmregctl run
+# over the damage too. `make scribble` is the short run (2,000 rounds or
+# 60 s, whichever comes first); longer: SCRIBBLE_ARGS='--rounds 100000
+# --seed 7'. Always the asan variant: a wild access must be a crash.
+SCRIBBLE_ARGS ?= --rounds 2000 --seconds 60
+SCRIBBLE_ENV  := ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 \
+                 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+$(O)/fuzz/%.o: XCFLAGS := -Ifuzz
+$(B)/fuzz/scribble: $(O)/fuzz/scribble.o $(LIBA)
+	@mkdir -p $(@D)
+	$(CC) $(ALL_LDFLAGS) -o $@ $< $(LIBA) $(LIBS)
+-include $(O)/fuzz/scribble.d
+.PHONY: scribble
+scribble:
+	@$(MAKE) --no-print-directory VARIANT=asan build/asan/fuzz/scribble build/asan/tools/shmregctl
+	$(SCRIBBLE_ENV) build/asan/fuzz/scribble --ctl build/asan/tools/shmregctl $(SCRIBBLE_ARGS)

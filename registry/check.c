@@ -161,7 +161,7 @@ static int half_bound(check *k, reg_sess *x, unsigned i, uint64_t rec, const reg
     if (memcmp(d->sid, x->id, 16) != 0 || dialog_linked(k, rec, d))
         return 0; /* a record of another session is damage, named as such */
     shm_lock *l = &k->s->ctl->dlg_stripe[(d->hash & (k->s->buckets - 1)) % SHM_STRIPES];
-    if (shm_lock_take_for(l, CHECK_LOCK_WAIT_NS) < 0)
+    if (shm_lock_take_for(&k->h->c, l, CHECK_LOCK_WAIT_NS) < 0)
         return 0;
     int left = !dialog_linked(k, rec, d) && atomic_load(&x->dlg[i]) == rec &&
                REG_LIVE(atomic_load(&x->state));
@@ -308,18 +308,71 @@ static void check_dlg_index(check *k)
 
 /* ------------------------------------------------------------ lists */
 
+static void check_lock(check *k, const shm_lock *l, const char *what, unsigned i)
+{
+    if (!shm_lock_word_ok(k->s, l))
+        problem(k, "%s %u: lock word 0x%x names no holder", what, i, (unsigned)atomic_load(&l->word));
+}
+
+/* The control area and page table, read without locks: every lock word
+ * one the engine writes, every page handed to a real (class, shard) and
+ * carved no further than it holds, every carving cursor on a page of its
+ * own list. (Without this, a cursor past the heap was found by the next
+ * allocation, which carved the event ring's header.) */
+static void check_control(check *k)
+{
+    const shm_seg *s = k->s;
+    const shm_control *c = s->ctl;
+    check_lock(k, &c->page_lock, "page", 0);
+    check_lock(k, &c->handle_lock, "handle table", 0);
+    for (unsigned i = 0; i < SHM_STRIPES; i++) {
+        check_lock(k, &c->sess_stripe[i], "session index stripe", i);
+        check_lock(k, &c->dlg_stripe[i], "dialog index stripe", i);
+    }
+    uint32_t np = atomic_load(&s->hdr->pages_used);
+    if (np > s->heap_pages)
+        problem(k, "%u heap pages in use, of %u", np, s->heap_pages);
+    for (uint32_t p = 0; p < np && p < s->heap_pages; p++) {
+        unsigned cls, shard;
+        if (shm_page_owner(s, p, &cls, &shard) != 0)
+            problem(k, "heap page %u: descriptor 0x%x names no class and shard", p,
+                    (unsigned)atomic_load(&s->pages[p].cls));
+        else if (atomic_load(&s->pages[p].carved) > SHM_PAGE_BYTES / shm_class_size(cls))
+            problem(k, "heap page %u: %u blocks carved, more than it holds", p,
+                    (unsigned)atomic_load(&s->pages[p].carved));
+    }
+    uint32_t per = (s->max_sessions + SHM_SHARDS - 1) / SHM_SHARDS;
+    for (unsigned sh = 0; sh < SHM_SHARDS; sh++) {
+        const shm_freelist *fl = &c->slots[sh];
+        check_lock(k, &fl->lock, "slot list", sh);
+        if (fl->carved > per)
+            problem(k, "slot list %u: %u slots carved, more than its %u", sh, fl->carved, per);
+        for (unsigned cl = 0; cl < SHM_NCLASS; cl++) {
+            fl = &c->heap[cl][sh];
+            check_lock(k, &fl->lock, "heap list", cl * SHM_SHARDS + sh);
+            if (fl->cur_page && shm_list_cursor(s, fl) == NULL)
+                problem(k, "free list %u/%u: carving cursor %u names no page of this list", cl, sh,
+                        fl->cur_page);
+        }
+    }
+}
+
 static void check_free_lists(check *k)
 {
     const shm_seg *s = k->s;
     for (unsigned c = 0; c <= SHM_NCLASS; c++) {
         for (unsigned sh = 0; sh < SHM_SHARDS; sh++) {
             shm_freelist *fl = c < SHM_NCLASS ? &s->ctl->heap[c][sh] : &s->ctl->slots[sh];
-            int lrc = shm_list_lock_for(s, fl, CHECK_LOCK_WAIT_NS);
+            int lrc = shm_list_lock_for(&k->h->c, fl, CHECK_LOCK_WAIT_NS);
             if (lrc < 0) {
                 problem(k, "free list %u/%u: lock %s", c, sh,
                         lrc == SHM_EBUSY ? "held for over 2 s" : "is corrupt");
                 continue;
             }
+            /* A cursor naming no page of this list is dropped (reported
+             * by check_control). */
+            if (k->repair && c < SHM_NCLASS && fl->cur_page && shm_list_cursor(s, fl) == NULL)
+                fl->cur_page = 0;
             uint64_t n = 0;
             int bad = 0;
             for (uint64_t off = fl->head; off; n++) {
@@ -335,7 +388,8 @@ static void check_free_lists(check *k)
             if (n != fl->nfree)
                 problem(k, "free list %u/%u holds %llu blocks, counts %llu", c, sh,
                         (unsigned long long)n, (unsigned long long)fl->nfree);
-            /* Cut there: the sweep gives back what was beyond. */
+            /* Reported above; now cut there: the sweep below gives back
+             * what was beyond. */
             if (k->repair && (bad || n != fl->nfree))
                 shm_list_repair(s, fl);
             if (c < SHM_NCLASS)
@@ -348,14 +402,15 @@ static void check_free_lists(check *k)
 /* Before anything is looked at: take each list's lock once, which
  * finishes (or undoes) a step its dead owner left half done, so that a
  * slot whose pop is undone there is not taken for a leaked session. A
- * lock held by someone alive is skipped: check_free_lists reports it. */
+ * lock held by someone alive is skipped after a moment long enough to
+ * judge its holder: check_free_lists reports it. */
 static void recover_free_lists(check *k)
 {
     const shm_seg *s = k->s;
     for (unsigned c = 0; c <= SHM_NCLASS; c++)
         for (unsigned sh = 0; sh < SHM_SHARDS; sh++) {
             shm_freelist *fl = c < SHM_NCLASS ? &s->ctl->heap[c][sh] : &s->ctl->slots[sh];
-            if (shm_list_lock_for(s, fl, 1) == 0)
+            if (shm_list_lock_for(&k->h->c, fl, 2 * SHM_LOCK_JUDGE_NS) == 0)
                 shm_lock_drop(&fl->lock);
         }
 }
@@ -366,7 +421,7 @@ static void recover_free_lists(check *k)
 static void check_limbo(check *k)
 {
     const shm_seg *s = k->s;
-    int lrc = shm_lock_take_for(&s->ctl->handle_lock, CHECK_LOCK_WAIT_NS);
+    int lrc = shm_lock_take_for(&k->h->c, &s->ctl->handle_lock, CHECK_LOCK_WAIT_NS);
     if (lrc < 0) {
         problem(k, "handle table lock %s", lrc == SHM_EBUSY ? "held for over 2 s" : "is corrupt");
         return;
@@ -432,8 +487,11 @@ static void sweep_block(void *arg, uint64_t off, shm_blk *b)
             k->r->reclaimed_blocks++;
     } else {
         shm_freelist *fl = shm_blk_list(k->s, off);
-        if (shm_list_lock_for(k->s, fl, CHECK_LOCK_WAIT_NS) < 0)
+        if (fl == NULL || shm_list_lock_for(&k->h->c, fl, CHECK_LOCK_WAIT_NS) < 0)
             return;
+        /* The list was walked (and cut at its first bad entry) under this
+         * lock a moment ago, but it may have changed since: walk it with
+         * the same checks, never through a raw offset. */
         int listed = 0;
         shm_blk *x;
         for (uint64_t o = fl->head, n = 0; o && n <= fl->nfree && (x = shm_blk_at(k->s, o)) != NULL;
@@ -483,6 +541,7 @@ int shmreg_check(shmreg *h, unsigned flags, shmreg_check_report *report, shmreg_
         return shmreg__fail(SHMREG_ECORRUPT, "header: %s", why);
     }
     count_handles(&k);
+    check_control(&k);
     if (k.repair) {
         k.r->reaped_handles = (uint64_t)shm_reap(&h->c);
         shm_pages_repair(&h->c);

@@ -112,7 +112,7 @@ int reg_dialog_unlink(shmreg *h, uint64_t rec)
     uint64_t b = d->hash & (s->buckets - 1);
     shm_lock *l = &s->ctl->dlg_stripe[b % SHM_STRIPES];
     int found = 0;
-    if (shm_lock_take(l) < 0)
+    if (shm_lock_take(&h->c, l) < 0)
         return 0;
     _Atomic uint64_t *link = &s->dlg_index[b];
     for (uint64_t steps = 0, off = atomic_load(link); off && steps <= s->size / 64; steps++) {
@@ -152,10 +152,8 @@ int shmreg_dialog_bind(shmreg *h, shmreg_str call_id, shmreg_str local_tag, shmr
     shm_read_enter(&h->c);
     if ((rc = reg_find(h, session->bytes, &si, &st)) != 0)
         goto out;
-    if (shm_lock_take(l) < 0) {
-        rc = shmreg__fail(SHMREG_ECORRUPT, "dialog index lock is corrupt");
+    if ((rc = reg_lock(h, l, "dialog index lock")) != 0)
         goto out;
-    }
     if (chain_find(h, hash, call_id, local_tag, remote_tag, &rc) || rc) {
         rc = rc ? rc : shmreg__fail(SHMREG_EEXIST, "dialog already bound");
         goto unlock;
@@ -248,10 +246,8 @@ int shmreg_dialog_unbind(shmreg *h, shmreg_str call_id, shmreg_str local_tag, sh
     uint64_t bucket = hash & (s->buckets - 1);
     shm_lock *l = &s->ctl->dlg_stripe[bucket % SHM_STRIPES];
     shm_read_enter(&h->c);
-    if (shm_lock_take(l) < 0) {
-        rc = shmreg__fail(SHMREG_ECORRUPT, "dialog index lock is corrupt");
+    if ((rc = reg_lock(h, l, "dialog index lock")) != 0)
         goto out;
-    }
     uint64_t rec = chain_find(h, hash, call_id, local_tag, remote_tag, &rc);
     if (rec == 0) {
         rc = rc ? rc : shmreg__fail(SHMREG_ENOENT, "no such dialog");

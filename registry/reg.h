@@ -36,6 +36,7 @@ struct shmreg {
     unsigned rnd_left;
     void *config_state;
     void *event_state;                /* this process's view of the ring */
+    struct shmreg *next_open;         /* this process's open handles (registry.c) */
 };
 
 /* Session state word: low byte the call state (0 = not yet published),
@@ -143,6 +144,11 @@ uint64_t reg_next_carved_slot(const shm_seg *s, uint64_t i);
 int reg_info_view(shmreg *h, uint64_t off, shmreg_str str[SHMREG_FIELD_STR_COUNT],
                   uint16_t port[2]);
 int reg_sdp_view(shmreg *h, uint64_t off, shmreg_str *out);
+
+/* Take an index stripe lock (chains change by single stores, so one taken
+ * over from a dead holder needs no repair): 0, or SHMREG_EBUSY / SHMREG_ECORRUPT
+ * with a message naming `what` (the lock is then not held). */
+int reg_lock(shmreg *h, shm_lock *l, const char *what);
 
 /* Retire every block a deleted slot still owns, unbind its dialogs,
  * unlink it from the index and retire the slot (idempotent: the repair

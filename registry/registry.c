@@ -7,10 +7,12 @@
  * A process racing us either wins the link (and we attach to its segment)
  * or loses it; nobody ever attaches to a half-formatted segment.
  *
- * Files are opened relative to a directory descriptor opened with
- * O_NOFOLLOW, and the directory and segment must belong to the caller's
- * effective uid: a registry planted by another user, or a symlink swapped
- * in, is refused rather than trusted.
+ * Files are opened relative to a directory descriptor reached by walking
+ * the path with openat(O_NOFOLLOW) (a parent symlink is followed only if
+ * root or we own it), and the directory and segment must belong to the
+ * caller's effective uid and give others no access: a registry planted or
+ * opened up by another user, or a symlink swapped in, is refused rather
+ * than trusted.
  *
  * Fork detection costs no syscall: a pthread_atfork child handler bumps a
  * process-wide generation; a handle remembers the generation it was opened
@@ -108,6 +110,45 @@ static int sys_fail(const char *what, const char *path)
     return shmreg__fail(SHMREG_ESYS, "%s %s: %s", what, path, strerror(e));
 }
 
+int reg_lock(shmreg *h, shm_lock *l, const char *what)
+{
+    int rc = shm_lock_take(&h->c, l);
+    if (rc == SHM_EBUSY)
+        return shmreg__fail(SHMREG_EBUSY, "%s held for over %llu s by a live process",
+                            what, SHM_LOCK_WAIT_NS / 1000000000ull);
+    return rc < 0 ? shmreg__fail(SHMREG_ECORRUPT, "%s is corrupt", what) : 0;
+}
+
+/* ------------------------------------------------------------ open handles */
+
+/* The handles this process has open, so that closing one twice is caught
+ * (SHMREG_EINVAL) instead of freeing twice. Only open and close touch it:
+ * other calls on a closed handle are undefined (shmreg.h), as checking
+ * would cost every call a lookup. */
+static pthread_mutex_t open_mu = PTHREAD_MUTEX_INITIALIZER;
+static shmreg *open_list;
+
+static void open_add(shmreg *h)
+{
+    pthread_mutex_lock(&open_mu);
+    h->next_open = open_list;
+    open_list = h;
+    pthread_mutex_unlock(&open_mu);
+}
+
+static int open_remove(shmreg *h)
+{
+    pthread_mutex_lock(&open_mu);
+    shmreg **pp = &open_list;
+    while (*pp && *pp != h)
+        pp = &(*pp)->next_open;
+    int found = *pp != NULL;
+    if (found)
+        *pp = h->next_open;
+    pthread_mutex_unlock(&open_mu);
+    return found;
+}
+
 /* ------------------------------------------------------------ fork */
 
 static _Atomic unsigned fork_generation;
@@ -116,6 +157,9 @@ static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 static void on_fork_child(void)
 {
     atomic_fetch_add(&fork_generation, 1);
+    /* Another thread may have held it at the fork: the child's copy of
+     * the list is whole after every single store, its mutex may not be. */
+    pthread_mutex_init(&open_mu, NULL);
 }
 
 static void install_atfork(void)
@@ -157,19 +201,88 @@ uint64_t shmreg_config_gen(shmreg *h)
 
 /* ------------------------------------------------------------ open */
 
+/* Modes a registry's directory and segment may have: nothing for others,
+ * ever (a world-writable registry is anyone's to scribble on). */
+static int mode_ok(const struct stat *st, const char *what, const char *path)
+{
+    if ((st->st_mode & (S_IRWXO | S_ISUID | S_ISGID)) == 0)
+        return 0;
+    return shmreg__fail(SHMREG_EPERM, "%s %s has mode 0%o, wider than the owner and group "
+                        "allow (no access for others): refused", what, path,
+                        (unsigned)(st->st_mode & 07777));
+}
+
+/* Open the directory holding `path`'s last component, walking every
+ * component with O_NOFOLLOW, and point *last at that component. A symlink
+ * on the way is followed only if root or we own it (as the kernel's
+ * protected_symlinks does in sticky directories): one planted by another
+ * user is refused, not trusted. Returns the directory's fd or an error. */
+static int open_parent(const char *path, char *buf, size_t len, const char **last)
+{
+    if (snprintf(buf, len, "%s", path) >= (int)len)
+        return shmreg__fail(SHMREG_EINVAL, "path too long");
+    size_t n = strlen(buf);
+    while (n > 1 && buf[n - 1] == '/')
+        buf[--n] = 0;
+    char *slash = strrchr(buf, '/');
+    *last = slash ? slash + 1 : buf;
+    int dfd = open(buf[0] == '/' ? "/" : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0 || slash == NULL)
+        return dfd < 0 ? sys_fail("cannot open", buf[0] == '/' ? "/" : ".") : dfd;
+    *slash = 0;
+    char *save = NULL;
+    for (char *comp = strtok_r(buf, "/", &save); comp; comp = strtok_r(NULL, "/", &save)) {
+        int fd = openat(dfd, comp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        struct stat ls;
+        if (fd < 0 && (errno == ELOOP || errno == ENOTDIR) &&
+            fstatat(dfd, comp, &ls, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(ls.st_mode)) {
+            if (ls.st_uid != 0 && ls.st_uid != geteuid()) {
+                close(dfd);
+                return shmreg__fail(SHMREG_EPERM, "%s: path component '%s' is a symlink owned by "
+                                    "uid %u: refused", path, comp, (unsigned)ls.st_uid);
+            }
+            fd = openat(dfd, comp, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        }
+        int e = errno;
+        close(dfd);
+        if (fd < 0) {
+            errno = e;
+            return e == ENOENT ? shmreg__fail(SHMREG_ENOENT, "parent of %s does not exist", path)
+                               : sys_fail("cannot open a parent of", path);
+        }
+        dfd = fd;
+    }
+    *slash = '/';
+    return dfd;
+}
+
 static int open_dir(const char *path, int create, mode_t dir_mode, gid_t gid)
 {
+    char buf[PATH_MAX];
+    const char *last = path;
+    int pfd = open_parent(path, buf, sizeof buf, &last);
+    if (pfd < 0)
+        return pfd;
     if (create) {
-        if (mkdir(path, dir_mode) == 0) {
+        if (mkdirat(pfd, last, dir_mode) == 0) {
             /* umask may have narrowed the mode; the group needs its bits. */
-            if ((gid != (gid_t)-1 && chown(path, (uid_t)-1, gid) != 0) || chmod(path, dir_mode) != 0)
+            if ((gid != (gid_t)-1 && fchownat(pfd, last, (uid_t)-1, gid, AT_SYMLINK_NOFOLLOW) != 0) ||
+                fchmodat(pfd, last, dir_mode, 0) != 0) {
+                close(pfd);
                 return sys_fail("cannot set owner/mode of", path);
+            }
         } else if (errno != EEXIST) {
-            return errno == ENOENT ? shmreg__fail(SHMREG_ENOENT, "parent of %s does not exist", path)
-                                   : sys_fail("cannot create directory", path);
+            int e = errno;
+            close(pfd);
+            errno = e;
+            return e == ENOENT ? shmreg__fail(SHMREG_ENOENT, "parent of %s does not exist", path)
+                               : sys_fail("cannot create directory", path);
         }
     }
-    int dfd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    int dfd = openat(pfd, last, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    int e = errno;
+    close(pfd);
+    errno = e;
     if (dfd < 0) {
         if (errno == ENOENT)
             return shmreg__fail(SHMREG_ENOENT, "no registry at %s", path);
@@ -186,6 +299,11 @@ static int open_dir(const char *path, int create, mode_t dir_mode, gid_t gid)
         close(dfd);
         return shmreg__fail(SHMREG_EPERM, "%s is owned by uid %u, not by us (uid %u): refused",
                             path, (unsigned)st.st_uid, (unsigned)geteuid());
+    }
+    int rc = mode_ok(&st, "directory", path);
+    if (rc) {
+        close(dfd);
+        return rc;
     }
     return dfd;
 }
@@ -204,12 +322,44 @@ void reg_records(shm_record out[REG_NRECORDS])
     memcpy(out, r, sizeof r);
 }
 
+/* The capacities `o` asks for, defaults filled in, checked: 0 or EINVAL.
+ * Done before anything touches the file system, so a refused create
+ * leaves nothing behind. */
+static int create_params(const shmreg_options *o, const shm_record rec[REG_NRECORDS],
+                         shm_params *p)
+{
+    *p = (shm_params){
+        .max_sessions = o->max_sessions ? o->max_sessions : DEFAULT_SESSIONS,
+        .max_handles = o->max_handles ? o->max_handles : DEFAULT_HANDLES,
+        .ring_records = o->event_records ? o->event_records : DEFAULT_RING_RECORDS,
+        .max_rooms = o->max_rooms ? o->max_rooms : DEFAULT_ROOMS,
+        .records = rec,
+        .nrecords = REG_NRECORDS,
+    };
+    if (p->ring_records < 64 || (p->ring_records & (p->ring_records - 1)))
+        return shmreg__fail(SHMREG_EINVAL, "event_records %u is not a power of two >= 64",
+                            p->ring_records);
+    /* The heap is sparse: room costs nothing until used. Small
+     * registries still get enough pages for every size class they
+     * may meet (each class carves its own pages). */
+    p->heap_bytes = o->heap_bytes ? o->heap_bytes : (uint64_t)p->max_sessions * DEFAULT_HEAP_PER_SESSION;
+    if (o->heap_bytes == 0 && p->heap_bytes < DEFAULT_HEAP_MIN)
+        p->heap_bytes = DEFAULT_HEAP_MIN;
+    if (p->heap_bytes < (uint64_t)SHM_PAGE_BYTES * 8)
+        p->heap_bytes = (uint64_t)SHM_PAGE_BYTES * 8;
+    shm_fixed f;
+    if (shm_layout(p, &f) != 0)
+        return shmreg__fail(SHMREG_EINVAL, "capacity out of range (sessions 1..%u, handles 1..%u, "
+                            "heap %u..2^40 bytes, rooms 1..%u)", 1u << 26, SHMREG_MAX_HANDLES,
+                            SHM_PAGE_BYTES, 1u << 20);
+    return 0;
+}
+
 static int create_segment(shmreg *h, int dfd, const shm_params *p)
 {
     shm_fixed f;
     if (shm_layout(p, &f) != 0)
-        return shmreg__fail(SHMREG_EINVAL, "capacity out of range (sessions 1..%u, handles 1..%u, "
-                            "heap %u..2^40 bytes)", 1u << 26, SHMREG_MAX_HANDLES, SHM_PAGE_BYTES);
+        return shmreg__fail(SHMREG_EINVAL, "capacity out of range");
     f.uid = (uint32_t)geteuid();
     f.gid = (uint32_t)(h->gid == (gid_t)-1 ? getegid() : h->gid);
     f.created_ns = shm_now_ns();
@@ -268,6 +418,11 @@ static int map_segment(shmreg *h, int dfd)
         return shmreg__fail(SHMREG_EVERSION, "%s/%s is not a shmreg segment (%lld bytes)",
                             h->path, SEGMENT_NAME, (long long)st.st_size);
     }
+    int mrc = mode_ok(&st, "segment in", h->path);
+    if (mrc) {
+        close(fd);
+        return mrc;
+    }
     void *m = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     close(fd);
     if (m == MAP_FAILED)
@@ -317,9 +472,14 @@ int shmreg_open(const char *path, const shmreg_options *opt, shmreg **out)
         return shmreg__fail(SHMREG_EINVAL, "unknown flags 0x%x", o.flags);
     if (o.max_handles > SHMREG_MAX_HANDLES)
         return shmreg__fail(SHMREG_EINVAL, "max_handles %u over %u", o.max_handles, SHMREG_MAX_HANDLES);
-    pthread_once(&atfork_once, install_atfork);
-    int rc = sodium_ready();
+    shm_params p;
+    shm_record rec[REG_NRECORDS];
+    reg_records(rec);
+    int rc = (o.flags & SHMREG_CREATE) ? create_params(&o, rec, &p) : 0;
     if (rc)
+        return rc;
+    pthread_once(&atfork_once, install_atfork);
+    if ((rc = sodium_ready()) != 0)
         return rc;
 
     shmreg *h = calloc(1, sizeof *h);
@@ -340,30 +500,6 @@ int shmreg_open(const char *path, const shmreg_options *opt, shmreg **out)
     if (exists && (o.flags & SHMREG_CREATE) && (o.flags & SHMREG_EXCL)) {
         rc = shmreg__fail(SHMREG_EEXIST, "a registry already exists at %s", path);
     } else if (!exists && (o.flags & SHMREG_CREATE)) {
-        shm_params p = {
-            .max_sessions = o.max_sessions ? o.max_sessions : DEFAULT_SESSIONS,
-            .max_handles = o.max_handles ? o.max_handles : DEFAULT_HANDLES,
-            .ring_records = o.event_records ? o.event_records : DEFAULT_RING_RECORDS,
-            .max_rooms = o.max_rooms ? o.max_rooms : DEFAULT_ROOMS,
-        };
-        if (p.ring_records < 64 || (p.ring_records & (p.ring_records - 1))) {
-            rc = shmreg__fail(SHMREG_EINVAL, "event_records %u is not a power of two >= 64",
-                              p.ring_records);
-            close(dfd);
-            goto fail;
-        }
-        /* The heap is sparse: room costs nothing until used. Small
-         * registries still get enough pages for every size class they
-         * may meet (each class carves its own pages). */
-        p.heap_bytes = o.heap_bytes ? o.heap_bytes : (uint64_t)p.max_sessions * DEFAULT_HEAP_PER_SESSION;
-        if (o.heap_bytes == 0 && p.heap_bytes < DEFAULT_HEAP_MIN)
-            p.heap_bytes = DEFAULT_HEAP_MIN;
-        if (p.heap_bytes < (uint64_t)SHM_PAGE_BYTES * 8)
-            p.heap_bytes = (uint64_t)SHM_PAGE_BYTES * 8;
-        shm_record rec[REG_NRECORDS];
-        reg_records(rec);
-        p.records = rec;
-        p.nrecords = REG_NRECORDS;
         rc = create_segment(h, dfd, &p);
     }
     if (rc == 0)
@@ -375,6 +511,7 @@ int shmreg_open(const char *path, const shmreg_options *opt, shmreg **out)
         rc = shmreg__fail(SHMREG_EFULL, "all %u handle slots of %s are held by live processes",
                           h->c.seg.max_handles, path);
     if (rc == 0) {
+        open_add(h);
         *out = h;
         return 0;
     }
@@ -391,6 +528,8 @@ int shmreg_close(shmreg *h)
 {
     if (h == NULL)
         return 0;
+    if (!open_remove(h))
+        return shmreg__fail(SHMREG_EINVAL, "handle is not open (closed already?)");
     int rc = 0;
     shmreg__config_close(h); /* in a child it only frees memory */
     if (shmreg__forked(h))

@@ -80,7 +80,7 @@ int reg_index_unlink(shmreg *h, uint32_t si)
     uint32_t b = reg_id_bucket(h, x->id);
     shm_lock *l = &s->ctl->sess_stripe[b % SHM_STRIPES];
     int found = 0;
-    if (shm_lock_take(l) < 0) /* chains change by single stores: always consistent */
+    if (shm_lock_take(&h->c, l) < 0) /* chains change by single stores: always consistent */
         return 0;
     _Atomic uint32_t *link = &s->sess_index[b];
     for (uint32_t steps = 0, n = atomic_load(link); n && n <= s->max_sessions &&
@@ -296,10 +296,11 @@ int shmreg_session_create(shmreg *h, const shmreg_fields *f, shmreg_id *id_out)
     const shm_seg *s = &h->c.seg;
     uint32_t b = reg_id_bucket(h, x->id);
     shm_lock *l = &s->ctl->sess_stripe[b % SHM_STRIPES];
-    if (shm_lock_take(l) < 0) {
+    rc = reg_lock(h, l, "session index lock");
+    if (rc) {
         shm_free(&h->c, info);
         shm_free(&h->c, soff);
-        return shmreg__fail(SHMREG_ECORRUPT, "session index lock is corrupt");
+        return rc;
     }
     atomic_store(&x->next, atomic_load(&s->sess_index[b]));
     atomic_store_explicit(&s->sess_index[b], si + 1, memory_order_release);

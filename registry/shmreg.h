@@ -23,10 +23,13 @@
  * an allocation that finds the heap full waits for readers, at most 10 ms
  * (see shmreg_session_create).
  *
- * Crash safety. A process may be killed at any instruction. Locks are robust
- * process-shared mutexes (recovered by the next taker), every structure is
- * published by single atomic stores, and the handles of dead processes are
- * detected (pid gone, or reused: process start time differs) and cleared.
+ * Crash safety. A process may be killed at any instruction. Locks are words
+ * in the segment naming their holder's handle: a dead holder's lock is taken
+ * over by the next taker, which repairs what it guards (so is a lock word
+ * scribbled into naming nobody), and no lock is waited for longer than 2 s
+ * (then SHMREG_EBUSY). Every structure is published by single atomic
+ * stores, and the handles of dead processes are detected (pid gone, or
+ * reused: process start time differs) and cleared.
  * At worst a crash leaks the blocks the dead process was building;
  * `shmreg_check()` with SHMREG_CHECK_REPAIR reclaims them.
  *
@@ -40,8 +43,11 @@
  * and the predicates that return 1/0 (state_allowed, config_stale, ...)
  * cannot fail. Positive returns are counts (shmreg_poll, shmreg_reap). A
  * handle used in a child after fork() returns SHMREG_EFORK: children open
- * their own. Strings are {ptr, len}, not NUL-terminated. Times are
- * CLOCK_REALTIME nanoseconds.
+ * their own. A damaged segment gives SHMREG_ECORRUPT (never a crash, a
+ * hang or a write outside the block being written: fuzz/scribble.c holds
+ * the library to it); a call that needs a lock some live process has held
+ * for over 2 s fails with SHMREG_EBUSY instead of waiting on. Strings are
+ * {ptr, len}, not NUL-terminated. Times are CLOCK_REALTIME nanoseconds.
  *
  * Threads. A handle belongs to one process and is used by one thread at a
  * time; so are what belongs to it: its read section, its subscriptions
@@ -120,7 +126,7 @@ const char *shmreg_version(int *major, int *minor, int *patch);
 #define SHMREG_EPERM    (-10) /* registry owned by another user, or bad permissions */
 #define SHMREG_ESYS     (-11) /* a system call failed; shmreg_errmsg() has errno text */
 #define SHMREG_ENOREAD  (-12) /* call returns pointers but no read section is open */
-#define SHMREG_EBUSY    (-13) /* live handles still attached */
+#define SHMREG_EBUSY    (-13) /* live handles still attached; a lock held over 2 s */
 #define SHMREG_ETIMEDOUT (-14) /* a blocking wait ran out */
 #define SHMREG_EPARSE   (-15) /* malformed text (config); shmreg_errmsg() names line:column */
 #define SHMREG_ENOMEM   (-16) /* malloc failed (cold paths only) */
@@ -177,16 +183,24 @@ typedef struct shmreg_options {
  *
  * The registry is a directory (mode 0700, or 0770 with opt->group) holding
  * the segment file `segment` (0600/0660, sparse: capacity costs no RAM until
- * used). Files are opened with O_NOFOLLOW. The header is checked on attach:
- * magic, layout version, sizes and owner; a mismatch is refused and
- * `shmreg_errmsg()` says what differs.
+ * used). Both must belong to the caller's effective uid and give others no
+ * access at all (no o+rwx, setuid or setgid bit): a wider mode is refused
+ * with SHMREG_EPERM. The path is walked one component at a time with
+ * O_NOFOLLOW: a symlink in a parent is followed only if it belongs to root
+ * or to the caller (one planted by another user is refused, SHMREG_EPERM);
+ * the registry directory and the segment themselves must not be symlinks.
+ * With SHMREG_CREATE every option is checked before anything is created,
+ * so a refused create (SHMREG_EINVAL) leaves nothing behind. The header is
+ * checked on attach: magic, layout version, sizes and owner; a mismatch is
+ * refused and `shmreg_errmsg()` says what differs.
  *
  * On success *out is a new handle: one of opt/segment max_handles slots is
  * claimed (pid + process start time). Errors: SHMREG_EINVAL (NULL path/out,
  * path too long, bad option), SHMREG_ENOENT (no registry and no CREATE),
  * SHMREG_EEXIST (CREATE|EXCL and it exists), SHMREG_EVERSION (not a shmreg
  * segment, or another layout), SHMREG_ECORRUPT (header inconsistent),
- * SHMREG_EPERM (owned by another user, unknown group, symlink), SHMREG_EFULL
+ * SHMREG_EPERM (owned by another user, a mode open to others, unknown group,
+ * symlink), SHMREG_EFULL
  * (every handle slot is held by a live process), SHMREG_ESYS, SHMREG_ENOMEM. */
 int shmreg_open(const char *path, const shmreg_options *opt, shmreg **out);
 
@@ -194,7 +208,11 @@ int shmreg_open(const char *path, const shmreg_options *opt, shmreg **out);
  * frees the handle slot, unmaps. `h` is invalid afterwards; pointers obtained
  * through it are invalid too. NULL is a no-op. In a forked child (where the
  * handle is not its own) it only unmaps the child's copy and touches nothing
- * shared. Always returns 0 or SHMREG_EFORK (in which case memory is freed). */
+ * shared. Returns 0 or SHMREG_EFORK (in which case memory is freed), or
+ * SHMREG_EINVAL when `h` is not an open handle of this process (closed
+ * already: nothing is freed twice). Using a handle after close in any other
+ * call is undefined behaviour (as for a freed pointer: checking would cost
+ * every call a lookup). */
 int shmreg_close(shmreg *h);
 
 /* Remove the registry directory `path` and its files. Refused with
@@ -519,8 +537,15 @@ typedef void (*shmreg_problem_fn)(void *arg, const char *what);
  * bad entry is cut there and what was beyond given back (still reported as
  * a problem). `problem` may be NULL; `progress` may be NULL
  * and is called with (done, total) now and then.
- * Returns 0 if no problem remains (leaks alone are not problems; see
- * report), SHMREG_ECORRUPT if structural problems were found, SHMREG_EFORK. */
+ * Besides the structures it checks every lock word (one naming no possible
+ * holder is a problem), every heap page descriptor and carved count, and
+ * every free list's carving cursor; a lock held by a live process for over
+ * 2 s is reported as a problem rather than waited on. REPAIR also cuts a
+ * free list at its first bad entry and drops a bad cursor (the blocks cut
+ * off are given back as leaked), so a second check can come back clean.
+ * Returns 0 if no problem was found (leaks alone are not problems; see
+ * report), SHMREG_ECORRUPT if structural problems were found (with REPAIR:
+ * found before repair), SHMREG_EFORK. */
 int shmreg_check(shmreg *h, unsigned flags, shmreg_check_report *report,
                  shmreg_problem_fn problem, void *arg,
                  void (*progress)(void *arg, uint64_t done, uint64_t total));

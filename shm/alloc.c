@@ -48,9 +48,32 @@ shm_freelist *shm_blk_list(const shm_seg *s, uint64_t off)
         uint32_t per = (s->max_sessions + SHM_SHARDS - 1) / SHM_SHARDS;
         return &s->ctl->slots[si / per];
     }
-    uint64_t page = (off - s->off_heap) / SHM_PAGE_BYTES;
-    uint32_t d = atomic_load(&s->pages[page].cls);
-    return &s->ctl->heap[(d & 0xff) - 1][(d >> 8) & 0xff];
+    unsigned cls, shard;
+    if (shm_blk_at(s, off) == NULL ||
+        shm_page_owner(s, (off - s->off_heap) / SHM_PAGE_BYTES, &cls, &shard) != 0)
+        return NULL;
+    return &s->ctl->heap[cls][shard];
+}
+
+shm_page_desc *shm_list_cursor(const shm_seg *s, const shm_freelist *fl)
+{
+    uint32_t p = fl->cur_page;
+    unsigned cls, shard;
+    if (p != 0 && p <= atomic_load(&s->hdr->pages_used) && shm_page_owner(s, p - 1, &cls, &shard) == 0 &&
+        &s->ctl->heap[cls][shard] == fl)
+        return &s->pages[p - 1];
+    return NULL;
+}
+
+/* The page a heap list is carving; a cursor that names no page of this
+ * very list (scribbled) is dropped, and the rest of its page, if it had
+ * one, is left to shm_pages_repair(). */
+static shm_page_desc *cur_page(const shm_seg *s, shm_freelist *fl)
+{
+    shm_page_desc *d = shm_list_cursor(s, fl);
+    if (d == NULL)
+        fl->cur_page = 0;
+    return d;
 }
 
 /* --- free-list steps, each announced in fl->pending ---------------------- */
@@ -76,7 +99,7 @@ static uint64_t list_pop_locked(const shm_seg *s, shm_freelist *fl, uint64_t tag
     if (off == 0)
         return 0;
     shm_blk *b = shm_blk_at(s, off);
-    if (b == NULL || SHM_KIND(atomic_load(&b->state)) != SHM_BLK_FREE) {
+    if (b == NULL || shm_blk_list(s, off) != fl || SHM_KIND(atomic_load(&b->state)) != SHM_BLK_FREE) {
         /* A corrupted list: drop it rather than hand out a bad block. The
          * check reports the blocks as leaked; repair puts them back. */
         fl->head = 0;
@@ -97,10 +120,10 @@ static uint64_t list_pop_locked(const shm_seg *s, shm_freelist *fl, uint64_t tag
 
 /* Finish the step a dead owner announced, then recount the list so the
  * statistics are exact again. */
-static void list_recover(const shm_seg *s, shm_freelist *fl)
+void shm_list_repair(const shm_seg *s, shm_freelist *fl)
 {
     uint64_t off = fl->pending;
-    shm_blk *b = off ? shm_blk_at(s, off) : NULL;
+    shm_blk *b = off && shm_blk_list(s, off) == fl ? shm_blk_at(s, off) : NULL;
     if (b) {
         unsigned kind = SHM_KIND(atomic_load(&b->state));
         if (kind == SHM_BLK_FREEING) {
@@ -118,7 +141,7 @@ static void list_recover(const shm_seg *s, shm_freelist *fl)
     uint64_t n = 0, prev = 0;
     for (uint64_t o = fl->head; o; o = atomic_load(&blk(s, o)->link)) {
         shm_blk *x = shm_blk_at(s, o);
-        if (x == NULL || SHM_KIND(atomic_load(&x->state)) != SHM_BLK_FREE ||
+        if (x == NULL || shm_blk_list(s, o) != fl || SHM_KIND(atomic_load(&x->state)) != SHM_BLK_FREE ||
             n > s->size / 64) {
             /* Cut at the first bad link; what lies beyond is reported as
              * leaked by the check and reclaimed by its repair. */
@@ -134,29 +157,25 @@ static void list_recover(const shm_seg *s, shm_freelist *fl)
     fl->nfree = n;
 }
 
-int shm_list_lock_for(const shm_seg *s, shm_freelist *fl, uint64_t ns)
+int shm_list_lock_for(shm_ctx *c, shm_freelist *fl, uint64_t ns)
 {
-    int rc = ns ? shm_lock_take_for(&fl->lock, ns) : shm_lock_take(&fl->lock);
+    int rc = shm_lock_take_for(c, &fl->lock, ns);
     if (rc == 1)
-        list_recover(s, fl);
+        shm_list_repair(&c->seg, fl);
     return rc < 0 ? rc : 0;
 }
 
-int shm_list_lock(const shm_seg *s, shm_freelist *fl)
+int shm_list_lock(shm_ctx *c, shm_freelist *fl)
 {
-    return shm_list_lock_for(s, fl, 0);
-}
-
-void shm_list_repair(const shm_seg *s, shm_freelist *fl)
-{
-    list_recover(s, fl);
+    return shm_list_lock_for(c, fl, SHM_LOCK_WAIT_NS);
 }
 
 /* --- heap ---------------------------------------------------------------- */
 
-static uint32_t take_page(const shm_seg *s, unsigned cls, unsigned shard)
+static uint32_t take_page(shm_ctx *c, unsigned cls, unsigned shard)
 {
-    if (shm_lock_take(&s->ctl->page_lock) < 0) /* pages_used is the commit: nothing to repair */
+    const shm_seg *s = &c->seg;
+    if (shm_lock_take(c, &s->ctl->page_lock) < 0) /* pages_used is the commit: nothing to repair */
         return 0;
     uint32_t p = atomic_load(&s->hdr->pages_used);
     uint32_t got = 0;
@@ -172,14 +191,15 @@ static uint32_t take_page(const shm_seg *s, unsigned cls, unsigned shard)
     return got;
 }
 
-static uint64_t carve_locked(const shm_seg *s, shm_freelist *fl, unsigned cls,
+static uint64_t carve_locked(shm_ctx *c, shm_freelist *fl, unsigned cls,
                              unsigned shard, uint64_t tag, uint32_t aux, uint64_t seq)
 {
+    const shm_seg *s = &c->seg;
     uint32_t size = shm_class_size(cls);
     uint32_t per_page = SHM_PAGE_BYTES / size;
     for (int tries = 0; tries < 2; tries++) {
-        if (fl->cur_page) {
-            shm_page_desc *d = &s->pages[fl->cur_page - 1];
+        shm_page_desc *d = cur_page(s, fl);
+        if (d) {
             uint32_t n = atomic_load(&d->carved);
             if (n < per_page) {
                 uint64_t off = s->off_heap + (uint64_t)(fl->cur_page - 1) * SHM_PAGE_BYTES +
@@ -195,7 +215,7 @@ static uint64_t carve_locked(const shm_seg *s, shm_freelist *fl, unsigned cls,
                 return off;
             }
         }
-        uint32_t p = take_page(s, cls, shard);
+        uint32_t p = take_page(c, cls, shard);
         if (p == 0)
             return 0;
         fl->cur_page = p;
@@ -212,11 +232,11 @@ static uint64_t alloc_once(shm_ctx *c, uint64_t payload, uint32_t aux)
     for (unsigned i = 0; i < SHM_SHARDS; i++) {
         unsigned shard = (c->shard + i) % SHM_SHARDS;
         shm_freelist *fl = &s->ctl->heap[cls][shard];
-        if (shm_list_lock(s, fl) < 0)
+        if (shm_list_lock(c, fl) < 0)
             continue;
         uint64_t off = list_pop_locked(s, fl, c->tag, aux, ++c->alloc_seq);
         if (off == 0 && i == 0)
-            off = carve_locked(s, fl, cls, shard, c->tag, aux, c->alloc_seq);
+            off = carve_locked(c, fl, cls, shard, c->tag, aux, c->alloc_seq);
         shm_lock_drop(&fl->lock);
         if (off)
             return off;
@@ -225,9 +245,9 @@ static uint64_t alloc_once(shm_ctx *c, uint64_t payload, uint32_t aux)
     for (unsigned i = 1; i < SHM_SHARDS; i++) {
         unsigned shard = (c->shard + i) % SHM_SHARDS;
         shm_freelist *fl = &s->ctl->heap[cls][shard];
-        if (fl->cur_page == 0 || shm_list_lock(s, fl) < 0)
+        if (fl->cur_page == 0 || shm_list_lock(c, fl) < 0)
             continue;
-        uint64_t off = fl->cur_page ? carve_locked(s, fl, cls, shard, c->tag, aux, c->alloc_seq) : 0;
+        uint64_t off = fl->cur_page ? carve_locked(c, fl, cls, shard, c->tag, aux, c->alloc_seq) : 0;
         shm_lock_drop(&fl->lock);
         if (off)
             return off;
@@ -285,10 +305,10 @@ static uint64_t slot_alloc_once(shm_ctx *c, uint64_t unused, uint32_t aux)
         uint32_t count = first >= s->max_sessions ? 0
                          : (s->max_sessions - first < per ? s->max_sessions - first : per);
         shm_freelist *fl = &s->ctl->slots[shard];
-        if (shm_list_lock(s, fl) < 0)
+        if (shm_list_lock(c, fl) < 0)
             continue;
         uint64_t off = list_pop_locked(s, fl, c->tag, aux, ++c->alloc_seq);
-        if (off == 0 && fl->carved < count) {
+        if (off == 0 && fl->carved < count && first + fl->carved < s->max_sessions) {
             off = shm_slot_off(s, first + fl->carved);
             shm_blk *b = blk(s, off);
             b->cls = SHM_SLOT_CLASS;
@@ -338,7 +358,7 @@ void shm_free(shm_ctx *c, uint64_t off)
     if (shm_slot_index(s, off) != UINT32_MAX)
         atomic_store((_Atomic uint64_t *)(s->base + off + SHM_BLK_HDR), 0);
     shm_freelist *fl = shm_blk_list(s, off);
-    if (shm_list_lock(s, fl) < 0)
+    if (shm_list_lock(c, fl) < 0)
         return; /* a garbage lock: the block stays out, the check reports it */
     list_push_locked(s, fl, off);
     shm_lock_drop(&fl->lock);
@@ -351,9 +371,9 @@ uint64_t shm_heap_used(const shm_seg *s)
     uint64_t used = 0;
     uint32_t np = atomic_load(&s->hdr->pages_used);
     for (uint32_t p = 0; p < np && p < s->heap_pages; p++) {
-        uint32_t d = atomic_load(&s->pages[p].cls);
-        if (d)
-            used += (uint64_t)atomic_load(&s->pages[p].carved) * shm_class_size((d & 0xff) - 1);
+        unsigned cls, shard;
+        if (shm_page_owner(s, p, &cls, &shard) == 0)
+            used += (uint64_t)atomic_load(&s->pages[p].carved) * shm_class_size(cls);
     }
     for (unsigned k = 0; k < SHM_NCLASS; k++)
         for (unsigned sh = 0; sh < SHM_SHARDS; sh++)
@@ -373,10 +393,10 @@ void shm_blocks_walk(const shm_seg *s, void (*fn)(void *, uint64_t, shm_blk *), 
     }
     uint32_t np = atomic_load(&s->hdr->pages_used);
     for (uint32_t p = 0; p < np && p < s->heap_pages; p++) {
-        uint32_t d = atomic_load(&s->pages[p].cls);
-        uint32_t size = d ? shm_class_size((d & 0xff) - 1) : 0;
-        if (size == 0)
+        unsigned cls, shard;
+        if (shm_page_owner(s, p, &cls, &shard) != 0)
             continue;
+        uint32_t size = shm_class_size(cls);
         uint32_t n = atomic_load(&s->pages[p].carved);
         for (uint32_t i = 0; i < n && i < SHM_PAGE_BYTES / size; i++) {
             uint64_t off = s->off_heap + (uint64_t)p * SHM_PAGE_BYTES + (uint64_t)i * size;
@@ -391,15 +411,12 @@ uint64_t shm_pages_repair(shm_ctx *c)
     uint64_t got = 0;
     uint32_t np = atomic_load(&s->hdr->pages_used);
     for (uint32_t p = 0; p < np && p < s->heap_pages; p++) {
-        uint32_t d = atomic_load(&s->pages[p].cls);
-        if (d == 0)
-            continue;
-        unsigned cls = (d & 0xff) - 1, shard = (d >> 8) & 0xff;
-        if (cls >= SHM_NCLASS || shard >= SHM_SHARDS)
+        unsigned cls, shard;
+        if (shm_page_owner(s, p, &cls, &shard) != 0)
             continue;
         uint32_t size = shm_class_size(cls), per_page = SHM_PAGE_BYTES / size;
         shm_freelist *fl = &s->ctl->heap[cls][shard];
-        if (shm_list_lock(s, fl) < 0)
+        if (shm_list_lock(c, fl) < 0)
             continue;
         shm_page_desc *pd = &s->pages[p];
         if (fl->cur_page != p + 1) {

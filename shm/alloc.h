@@ -20,6 +20,7 @@
 #ifndef SHM_ALLOC_H
 #define SHM_ALLOC_H
 
+#include "lock.h"
 #include "seg.h"
 
 typedef struct shm_blk {
@@ -111,21 +112,35 @@ static inline uint32_t shm_slot_index(const shm_seg *s, uint64_t off)
     return i < s->max_sessions ? (uint32_t)i : UINT32_MAX;
 }
 
-/* The block header at `off`, bounds- and alignment-checked: NULL when `off`
- * is not the start of a heap block or slot inside the mapping. */
+/* The (class, shard) heap page `page` was handed to: 0, or -1 when the
+ * page is outside the heap or its descriptor holds a value this engine
+ * never writes. The one place a page descriptor is decoded: everything
+ * that turns one into a free list, a block size or an address goes
+ * through here, so a scribbled descriptor cannot index past a table. */
+static inline int shm_page_owner(const shm_seg *s, uint64_t page, unsigned *cls, unsigned *shard)
+{
+    if (page >= s->heap_pages)
+        return -1;
+    uint32_t d = atomic_load_explicit(&s->pages[page].cls, memory_order_acquire);
+    *cls = (d & 0xffu) - 1u; /* 0 (unassigned) wraps to a huge class */
+    *shard = d >> 8;
+    return *cls < SHM_NCLASS && *shard < SHM_SHARDS ? 0 : -1;
+}
+
+/* The block header at `off`, checked: NULL unless `off` is the start of a
+ * slot, or of a heap block already carved from its page, whose header's
+ * class agrees with where it lies (so capacities read from it are true). */
 static inline shm_blk *shm_blk_at(const shm_seg *s, uint64_t off)
 {
-    if (shm_slot_index(s, off) != UINT32_MAX)
-        return (shm_blk *)(s->base + off);
+    if (shm_slot_index(s, off) != UINT32_MAX) {
+        shm_blk *b = (shm_blk *)(s->base + off);
+        return b->cls == SHM_SLOT_CLASS ? b : NULL;
+    }
     if (off < s->off_heap)
         return NULL;
     uint64_t rel = off - s->off_heap;
-    uint64_t page = rel / SHM_PAGE_BYTES;
-    if (page >= s->heap_pages)
-        return NULL;
-    uint32_t d = atomic_load_explicit(&s->pages[page].cls, memory_order_acquire);
-    unsigned cls = (d & 0xff) - 1;
-    if (d == 0 || cls >= SHM_NCLASS)
+    unsigned cls, shard;
+    if (shm_page_owner(s, rel / SHM_PAGE_BYTES, &cls, &shard) != 0)
         return NULL;
     /* Is `within` a multiple of the class size, and a whole block below
      * the page end? Every size is m << j with m in 4..7, so the test is a
@@ -141,9 +156,11 @@ static inline shm_blk *shm_blk_at(const shm_seg *s, uint64_t off)
     case 6: idx = q / 6; q %= 6; break;
     default: idx = q / 7; q %= 7; break;
     }
-    if (q != 0 || (uint64_t)(idx + 1) * shm_class_size(cls) > SHM_PAGE_BYTES)
+    if (q != 0 || (uint64_t)(idx + 1) * shm_class_size(cls) > SHM_PAGE_BYTES ||
+        idx >= atomic_load_explicit(&s->pages[rel / SHM_PAGE_BYTES].carved, memory_order_acquire))
         return NULL;
-    return (shm_blk *)(s->base + off);
+    shm_blk *b = (shm_blk *)(s->base + off);
+    return b->cls == cls ? b : NULL;
 }
 
 /* Payload capacity of a valid block (bytes after the header). */
@@ -162,18 +179,25 @@ static inline uint64_t shm_slot_off(const shm_seg *s, uint32_t i)
     return s->off_slots + (uint64_t)i * SHM_SLOT_BYTES;
 }
 
-/* The free list a block belongs to. */
+/* The free list the block at `off` belongs to by its position (a slot's
+ * shard, a heap page's class and shard); NULL when `off` is not a block
+ * (see shm_blk_at). */
 shm_freelist *shm_blk_list(const shm_seg *s, uint64_t off);
 
-/* Take a free list's lock, repairing the step a dead owner left half done.
- * 0, or SHM_ECORRUPT when the lock is garbage (not held: skip the list).
- * With ns > 0, SHM_EBUSY after waiting that long. */
-int shm_list_lock(const shm_seg *s, shm_freelist *fl);
-int shm_list_lock_for(const shm_seg *s, shm_freelist *fl, uint64_t ns);
-
-/* With the list's lock held: cut it at its first bad entry and recount,
- * as after a dead owner (the check's repair, for a damaged list). */
+/* With the list's lock held: finish a step its last holder left half
+ * done, cut the list at its first bad entry (what lay beyond is leaked;
+ * the check's sweep gives it back) and recount it. */
 void shm_list_repair(const shm_seg *s, shm_freelist *fl);
+
+/* The page heap list `fl` is carving, if its cursor (cur_page) names a
+ * page handed out and handed to this very list; else NULL. */
+shm_page_desc *shm_list_cursor(const shm_seg *s, const shm_freelist *fl);
+
+/* Take a free list's lock (waiting at most `ns`; shm_list_lock: at most
+ * SHM_LOCK_WAIT_NS), repairing the step a dead holder left half done.
+ * 0, SHM_EBUSY or SHM_ECORRUPT (not held: skip the list). */
+int shm_list_lock(shm_ctx *c, shm_freelist *fl);
+int shm_list_lock_for(shm_ctx *c, shm_freelist *fl, uint64_t ns);
 
 /* Visit every carved block (heap and slots): fn(arg, offset, header).
  * Lock-free snapshot; used by the consistency check. */

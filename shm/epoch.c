@@ -181,7 +181,7 @@ int shm_handle_claim(shm_ctx *c)
     for (int pass = 0; pass < 3; pass++) {
         /* Orphans are reclaimed by reapers under handle_lock: inherit one
          * only while holding it, so nobody else walks its limbo list. */
-        if (pass == 2 && shm_lock_take(&s->ctl->handle_lock) < 0)
+        if (pass == 2 && shm_lock_take(c, &s->ctl->handle_lock) < 0)
             break;
         for (uint32_t i = 0; i < s->max_handles; i++) {
             uint64_t w = atomic_load(&s->handles[i].word);
@@ -453,7 +453,7 @@ int shm_reap(shm_ctx *c)
     shm_seg *s = &c->seg;
     int reaped = 0;
     SHM_RECLAIM_COUNT(reaps, 1);
-    if (shm_lock_take(&s->ctl->handle_lock) < 0) /* every step below is a single store */
+    if (shm_lock_take(c, &s->ctl->handle_lock) < 0) /* every step below is a single store */
         return 0;
     for (uint32_t i = 0; i < s->max_handles; i++) {
         if (i == c->slot)

@@ -467,6 +467,10 @@ int shm_ring_check(const void *region, size_t bytes)
         h->record_bytes != SHM_RING_RECORD_BYTES || need == 0 ||
         h->total_bytes != need || need > bytes)
         return SHM_RING_ECORRUPT;
+    uint64_t skip = atomic_load_explicit(&h->skip_ns, memory_order_relaxed);
+    uint64_t live = atomic_load_explicit(&h->live_ns, memory_order_relaxed);
+    if (skip == 0 || live < skip || live > SHM_RING_MAX_BOUND_NS)
+        return SHM_RING_ECORRUPT;
     return 0;
 }
 
@@ -494,7 +498,7 @@ int shm_ring_set_bounds(shm_ring *ring, uint64_t skip_ns, uint64_t live_ns)
         skip_ns = atomic_load_explicit(&h->skip_ns, memory_order_relaxed);
     if (!live_ns)
         live_ns = atomic_load_explicit(&h->live_ns, memory_order_relaxed);
-    if (live_ns < skip_ns)
+    if (live_ns < skip_ns || live_ns > SHM_RING_MAX_BOUND_NS)
         return SHM_RING_EINVAL;
     atomic_store_explicit(&h->skip_ns, skip_ns, memory_order_relaxed);
     atomic_store_explicit(&h->live_ns, live_ns, memory_order_relaxed);

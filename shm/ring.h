@@ -86,6 +86,12 @@ const char *shm_ring_strerror(int err);
  * skipped. It is still committed later and never seen torn. */
 #define SHM_RING_SKIP_NS  1000000ull
 #define SHM_RING_LIVE_NS  100000000ull
+/* Neither bound may exceed this: the bounds are read from shared memory
+ * by every producer, so attach refuses a ring whose stored bounds are not
+ * 1 <= skip_ns <= live_ns <= SHM_RING_MAX_BOUND_NS (a scribbled live_ns
+ * would otherwise make a producer wait for ever), and set_bounds refuses
+ * to store such values. */
+#define SHM_RING_MAX_BOUND_NS 10000000000ull
 
 /* ---------------------------------------------------------------- types */
 
@@ -152,8 +158,9 @@ size_t shm_ring_bytes(uint32_t nrecords);
 int shm_ring_init(void *region, size_t bytes, uint32_t nrecords);
 
 /* Validate the header of the ring at `region` (read only): magic, layout
- * version, record and header sizes, nrecords a power of two in range, and
- * the ring fitting in `bytes`. Errors: SHM_RING_EINVAL (NULL, misaligned,
+ * version, record and header sizes, nrecords a power of two in range, the
+ * stall bounds in range (see SHM_RING_MAX_BOUND_NS), and the ring fitting
+ * in `bytes`. Errors: SHM_RING_EINVAL (NULL, misaligned,
  * bytes smaller than a header), SHM_RING_ECORRUPT (not a ring, or a
  * geometry that does not add up), SHM_RING_EVERSION (another layout). */
 int shm_ring_check(const void *region, size_t bytes);
@@ -163,7 +170,8 @@ int shm_ring_check(const void *region, size_t bytes);
 int shm_ring_attach(shm_ring *ring, void *region, size_t bytes);
 
 /* Change the stall bounds for every process using the ring (0 keeps the
- * current value). Errors: SHM_RING_EINVAL (NULL ring, live_ns < skip_ns). */
+ * current value). Errors: SHM_RING_EINVAL (NULL ring, live_ns < skip_ns,
+ * live_ns > SHM_RING_MAX_BOUND_NS). */
 int shm_ring_set_bounds(shm_ring *ring, uint64_t skip_ns, uint64_t live_ns);
 
 /* Counters, read without a lock (each exact, the set not one snapshot). */

@@ -1,6 +1,5 @@
 /*
- * seg.c — layout, formatting and validation of a segment, and the robust
- * locks that live in it.
+ * seg.c — layout, formatting and validation of a segment.
  *
  * Validation is the point of this file. A process attaching to a segment
  * trusts nothing in it: the magic and layout version say whether it is ours
@@ -106,69 +105,13 @@ uint64_t shm_fixed_checksum(const shm_fixed *f)
     return h;
 }
 
-int shm_lock_init(shm_lock *l)
-{
-    pthread_mutexattr_t a;
-    if (pthread_mutexattr_init(&a))
-        return SHM_ESYS;
-    int rc = pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED) ||
-             pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST) ||
-             pthread_mutex_init(&l->m, &a);
-    pthread_mutexattr_destroy(&a);
-    return rc ? SHM_ESYS : 0;
-}
-
-static int lock_result(shm_lock *l, int rc)
-{
-    if (rc == 0)
-        return 0;
-    if (rc == EOWNERDEAD) {
-        /* The owner died inside its critical section. Everything we guard
-         * is published by single stores, so the structure is consistent;
-         * the caller finishes any step the dead owner had announced. */
-        pthread_mutex_consistent(&l->m);
-        return 1;
-    }
-    return rc == ETIMEDOUT ? SHM_EBUSY : SHM_ECORRUPT;
-}
-
-int shm_lock_take(shm_lock *l)
-{
-    return lock_result(l, pthread_mutex_lock(&l->m));
-}
-
-int shm_lock_take_for(shm_lock *l, uint64_t ns)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ns += (uint64_t)ts.tv_nsec;
-    ts.tv_sec += (time_t)(ns / 1000000000ull);
-    ts.tv_nsec = (long)(ns % 1000000000ull);
-    return lock_result(l, pthread_mutex_timedlock(&l->m, &ts));
-}
-
-void shm_lock_drop(shm_lock *l)
-{
-    pthread_mutex_unlock(&l->m);
-}
-
 int shm_seg_format(void *base, const shm_fixed *f)
 {
     shm_header *h = base;
     h->f = *f;
     h->f.checksum = shm_fixed_checksum(&h->f);
     atomic_store(&h->epoch, 1);
-    shm_control *c = (shm_control *)((unsigned char *)base + f->off_control);
-    int rc = shm_lock_init(&c->page_lock) | shm_lock_init(&c->handle_lock);
-    for (unsigned k = 0; k < SHM_NCLASS; k++)
-        for (unsigned s = 0; s < SHM_SHARDS; s++)
-            rc |= shm_lock_init(&c->heap[k][s].lock);
-    for (unsigned s = 0; s < SHM_SHARDS; s++)
-        rc |= shm_lock_init(&c->slots[s].lock);
-    for (unsigned i = 0; i < SHM_STRIPES; i++)
-        rc |= shm_lock_init(&c->sess_stripe[i]) | shm_lock_init(&c->dlg_stripe[i]);
-    if (rc)
-        return SHM_ESYS;
+    /* Locks are free when zero: the zero-filled file has them all. */
     return shm_ring_init((unsigned char *)base + f->off_ring, shm_ring_bytes(f->ring_records),
                          f->ring_records) ? SHM_EINVAL : 0;
 }

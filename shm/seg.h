@@ -26,7 +26,6 @@
 #ifndef SHM_SEG_H
 #define SHM_SEG_H
 
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -44,7 +43,7 @@
 #define SHM_EBUSY    (-13)
 
 #define SHM_MAGIC "shmreg\x1a\x01"
-#define SHM_LAYOUT_VERSION 2u         /* 2: record sizes in the header */
+#define SHM_LAYOUT_VERSION 2u /* 2: engine locks; record sizes in the header */
 #define SHM_HEADER_BYTES 4096u
 #define SHM_PAGE_BYTES (256u * 1024u)   /* heap page: 3 of the largest class */
 #define SHM_SLOT_BYTES 256u             /* session slot, header included */
@@ -53,14 +52,17 @@
 #define SHM_NCLASS 42u                  /* heap size classes (see alloc.c) */
 #define SHM_SLOT_CLASS 0xffu            /* class id of session slots */
 
-/* A robust, process-shared mutex padded to a cache line so neighbouring
- * locks do not false-share. */
+/* A lock in the segment, padded to a cache line so neighbouring locks do
+ * not false-share. One 32-bit futex word that the engine itself defines
+ * (shm/lock.c): 0 free, else who holds it. Not a pthread mutex: a
+ * scribbled glibc mutex can make glibc assert or wait for ever, while
+ * every value of this word means something the engine can judge. */
 typedef struct shm_lock {
-    pthread_mutex_t m;
-    char pad[64 - sizeof(pthread_mutex_t) % 64];
+    _Atomic uint32_t word;
+    char pad[60];
 } shm_lock;
 
-/* A free list of fixed-size blocks guarded by one robust lock. `pending`
+/* A free list of fixed-size blocks guarded by one lock. `pending`
  * names the block a push or pop is working on, so that whoever inherits the
  * lock from a dead owner can finish or undo that one step (alloc.c). */
 typedef struct shm_freelist {
@@ -208,17 +210,6 @@ static inline uint64_t shm_off(const shm_seg *s, const void *p)
 {
     return (uint64_t)((const unsigned char *)p - s->base);
 }
-
-/* Robust mutex helpers. shm_lock_take returns 0, or 1 when the previous
- * owner died holding it (the caller must repair what the lock protects
- * before relying on it; the mutex is already marked consistent), or
- * SHM_ECORRUPT when the mutex itself is garbage (the lock is NOT held).
- * shm_lock_take_for gives up after `ns` with SHM_EBUSY: for the check,
- * which must report a lock held for ever rather than wait for ever. */
-int shm_lock_init(shm_lock *l);
-int shm_lock_take(shm_lock *l);
-int shm_lock_take_for(shm_lock *l, uint64_t ns);
-void shm_lock_drop(shm_lock *l);
 
 uint64_t shm_now_ns(void);
 

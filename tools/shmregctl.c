@@ -34,6 +34,7 @@
 #include "shmregctl.h"
 
 volatile sig_atomic_t ctl_stop;
+volatile sig_atomic_t ctl_exit_on_signal;
 
 static const ctl_cmd commands[] = {
     {"create", cmd_create, "[--sessions N] [--bytes SIZE] [--handles N] [--group NAME]",
@@ -358,6 +359,13 @@ static void on_signal(int sig)
 {
     (void)sig;
     ctl_stop = 1;
+    if (ctl_exit_on_signal) {
+        static const char msg[] = "shmregctl: interrupted; the registry is as a crash would "
+                                  "leave it (run check again)\n";
+        ssize_t n = write(2, msg, sizeof msg - 1);
+        (void)n;
+        _exit(CTL_INTR);
+    }
 }
 
 static const ctl_cmd *find_command(int argc, char **argv, int *words)

@@ -151,6 +151,11 @@ typedef struct ctl_cmd {
 
 /* Set by SIGINT / SIGTERM: loops stop at the next section boundary. */
 extern volatile sig_atomic_t ctl_stop;
+/* Set while a command is inside one long library call that cannot look
+ * at ctl_stop (check): SIGINT/SIGTERM then end the tool at once, exit
+ * CTL_INTR. Safe because the library survives a process killed at any
+ * instruction; the next user takes over any lock the tool held. */
+extern volatile sig_atomic_t ctl_exit_on_signal;
 
 /* Parse a command's options: getopt_long with `longopts` (may be NULL)
  * plus the common ones (-r PATH, --json, -h/--help), which it handles

@@ -446,7 +446,11 @@ int cmd_check(ctl *c, int argc, char **argv)
     }
 
     shmreg_check_report r;
+    ctl_exit_on_signal = 1;
+    if (ctl_stop)
+        _exit(CTL_INTR); /* a signal that came before the flag was set */
     rc = shmreg_check(c->h, flags, &r, problem, &k, progress);
+    ctl_exit_on_signal = 0;
     if (k.tty && k.last_pct >= 0)
         fprintf(stderr, "\r%70s\r", "");
     if (rc && rc != SHMREG_ECORRUPT)
