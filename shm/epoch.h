@@ -105,7 +105,10 @@ typedef struct shm_reclaim_counters {
     uint64_t reaps;         /* shm_reap() calls */
 } shm_reclaim_counters;
 extern shm_reclaim_counters shm_reclaim_counters_for_test;
-#define SHM_RECLAIM_COUNT(field, n) (shm_reclaim_counters_for_test.field += (n))
+/* Relaxed atomic adds: threads of one process (each with its own handle)
+ * count into the same process-wide counters. */
+#define SHM_RECLAIM_COUNT(field, n) \
+    ((void)__atomic_fetch_add(&shm_reclaim_counters_for_test.field, (uint64_t)(n), __ATOMIC_RELAXED))
 #else
 #define SHM_RECLAIM_COUNT(field, n) ((void)0)
 #endif
