@@ -82,6 +82,7 @@
 
 #include "crashpoint.h"
 #include "epoch.h"
+#include "proc.h"
 
 #define RECLAIM_EVERY 64u        /* retires + section exits between attempts */
 #define RECLAIM_EVERY_MAX 1024u  /* ... at most, while a reader pins the queue */
@@ -91,41 +92,6 @@
 #ifdef SHMREG_TESTING
 shm_reclaim_counters shm_reclaim_counters_for_test;
 #endif
-
-uint64_t shm_proc_start_time(pid_t pid)
-{
-    char path[64], buf[1024];
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return 0;
-    ssize_t n = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    if (n <= 0)
-        return 0;
-    buf[n] = 0;
-    /* The command name may contain spaces and parentheses: skip to the
-     * last ')' and count fields from there (field 3 follows it). */
-    char *p = strrchr(buf, ')');
-    if (p == NULL)
-        return 0;
-    p++;
-    for (int field = 3; field < 22 && p; field++)
-        p = strchr(p + 1, ' ');
-    return p ? strtoull(p + 1, NULL, 10) : 0;
-}
-
-static int pid_alive(pid_t pid, uint64_t start_time)
-{
-    if (pid <= 0)
-        return 0;
-    if (kill(pid, 0) == -1 && errno == ESRCH)
-        return 0;
-    uint64_t st = shm_proc_start_time(pid);
-    if (st && start_time && st != start_time)
-        return 0; /* the pid was reused by another process */
-    return 1;
-}
 
 int shm_handle_alive(const shm_seg *s, uint32_t i)
 {
@@ -138,7 +104,7 @@ int shm_word_alive(const shm_handle *h, uint64_t w)
     if (k != SHM_H_ACTIVE && k != SHM_H_CLAIMING)
         return 0;
     /* A claim in progress has not written its start time yet. */
-    return pid_alive(SHM_H_PID(w), k == SHM_H_ACTIVE ? h->start_time : 0);
+    return shm_proc_alive(SHM_H_PID(w), k == SHM_H_ACTIVE ? h->start_time : 0);
 }
 
 int shm_tag_alive(const shm_seg *s, uint64_t tag)

@@ -21,9 +21,6 @@ enum { SHM_H_FREE = 0, SHM_H_CLAIMING = 1, SHM_H_ACTIVE = 2, SHM_H_ORPHAN = 3 };
 #define SHM_H_KIND(w) ((unsigned)((w) & 0xffu))
 #define SHM_H_PID(w) ((pid_t)((w) >> 8))
 
-/* Start time of `pid` (field 22 of /proc/PID/stat), 0 if unknown. */
-uint64_t shm_proc_start_time(pid_t pid);
-
 /* Claim a handle slot for this process. SHM_EFULL when every slot is held
  * by a live process (dead ones are reaped first). */
 int shm_handle_claim(shm_ctx *c);

@@ -31,13 +31,13 @@
 
 #include "alloc.h"
 #include "epoch.h"
+#include "proc.h"
 
 #define WAITERS 0x80000000u
 #define THREAD 0x40000000u
 #define ID_MASK 0x3fffffffu
 #define SLOT_BITS 13
 #define INC_MASK 0x1ffffu
-#define TID_LIMIT 4194304u          /* PID_MAX_LIMIT on 64-bit Linux */
 #define SPINS 128
 #define CHECK_EVERY_NS 10000000ull
 
@@ -48,45 +48,12 @@ static uint64_t mono_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-int shm_proc_alive(pid_t pid, uint64_t start_time)
-{
-    char path[64], buf[1024];
-    if (pid <= 0 || (uint32_t)pid > TID_LIMIT)
-        return 0;
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        /* No /proc (or not ours to read): the kernel's word only. */
-        int saved = errno, alive = kill(pid, 0) == 0 || errno == EPERM;
-        errno = saved;
-        return saved == ENOENT ? 0 : alive;
-    }
-    ssize_t n = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    if (n <= 0)
-        return 0;
-    buf[n] = 0;
-    /* The command name may hold spaces and ')': fields count from the
-     * last ')'; the state is field 3, the start time field 22. */
-    char *p = strrchr(buf, ')');
-    if (p == NULL || p[1] != ' ')
-        return 1;
-    if (p[2] == 'Z' || p[2] == 'X' || p[2] == 'x')
-        return 0;
-    if (start_time == 0)
-        return 1;
-    p++; /* the space before field 3 */
-    for (int field = 3; field < 22 && p; field++)
-        p = strchr(p + 1, ' ');
-    return p == NULL || strtoull(p + 1, NULL, 10) == start_time;
-}
-
 /* Whose id is this? 1 when it names a live holder. Ids come from the
  * segment: anything out of range names nobody. */
 static int owner_alive(const shm_seg *s, uint32_t id)
 {
     if (id & THREAD)
-        return (id & ~THREAD) < TID_LIMIT && shm_proc_alive((pid_t)(id & ~THREAD), 0);
+        return (id & ~THREAD) < SHM_PID_LIMIT && shm_proc_alive((pid_t)(id & ~THREAD), 0);
     uint32_t slot = (id & ((1u << SLOT_BITS) - 1)) - 1;
     if (slot >= s->max_handles)
         return 0;
@@ -105,7 +72,7 @@ int shm_lock_word_ok(const shm_seg *s, const shm_lock *l)
     if (id == 0)
         return 1;
     if (id & THREAD)
-        return (id & ~THREAD) - 1 < TID_LIMIT;
+        return (id & ~THREAD) - 1 < SHM_PID_LIMIT;
     return (id & ((1u << SLOT_BITS) - 1)) - 1 < s->max_handles;
 }
 

@@ -52,8 +52,4 @@ void shm_lock_drop(shm_lock *l);
  * other value is corruption (takers treat it as a dead holder). */
 int shm_lock_word_ok(const shm_seg *s, const shm_lock *l);
 
-/* 1 unless /proc says process (or thread) `pid` is gone or a zombie, or
- * (start_time non-zero) has another start time: then its pid was reused. */
-int shm_proc_alive(pid_t pid, uint64_t start_time);
-
 #endif

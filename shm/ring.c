@@ -172,13 +172,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "proc.h"
 #include "ring.h"
 #include "crashpoint.h"
 
 #define RING_MAGIC "shmring\x1a"
 #define RING_VERSION 2u
 #define PAYLOAD_WORDS (SHM_RING_MAX_PAYLOAD / 8)
-#define PID_LIMIT 4194304u          /* PID_MAX_LIMIT on 64-bit Linux */
 #define SPIN_LIMIT 256              /* loads before a producer looks at the clock */
 #define CHECK_NS 100000ull          /* a waiting producer re-checks the holder's pid */
 #define YIELD_NS 1000000ull         /* then stops yielding and sleeps */
@@ -292,21 +292,17 @@ static inline uint64_t self_mark(void)
 }
 
 /* 1 when `pid` (read from shared memory: not trusted) names a live
- * process. A zombie counts as alive: its pid is not free until reaped. */
+ * process: the engine's one rule (proc.h). */
 static int pid_alive(uint64_t pid)
 {
-    if (pid == 0 || pid > PID_LIMIT)
-        return 0;
-    int saved = errno, alive = kill((pid_t)pid, 0) == 0 || errno == EPERM;
-    errno = saved;
-    return alive;
+    return pid <= SHM_PID_LIMIT && shm_proc_alive((pid_t)pid, 0);
 }
 
 /* 1 when the thread named by an intent's owner word (untrusted) lives. */
 static int thread_alive(uint64_t owner)
 {
     uint64_t pid = owner >> 32, tid = owner & 0xffffffffu;
-    if (pid == 0 || pid > PID_LIMIT || tid == 0 || tid > PID_LIMIT)
+    if (pid == 0 || pid > SHM_PID_LIMIT || tid == 0 || tid > SHM_PID_LIMIT)
         return 0;
     int saved = errno;
     int alive = syscall(SYS_tgkill, (pid_t)pid, (pid_t)tid, 0) == 0 || errno == EPERM;
@@ -923,7 +919,7 @@ int shm_ring_slot_state(const shm_ring *ring, uint64_t seq, pid_t *pid)
         return SHM_RING_SLOT_COMMITTED;
     if (IS_WRITING(w)) {
         if (pid)
-            *pid = WORD_PID(w) <= PID_LIMIT ? (pid_t)WORD_PID(w) : -1;
+            *pid = WORD_PID(w) <= SHM_PID_LIMIT ? (pid_t)WORD_PID(w) : -1;
         return SHM_RING_SLOT_WRITING;
     }
     return SHM_RING_SLOT_OTHER;
