@@ -31,38 +31,6 @@ static shmreg *h;
 static shmreg_id s[NS];
 static char big[BIG];
 
-struct pipes { int to_child[2], to_parent[2]; };
-
-/* Opens, enters a read section, says so, then leaves it on 'L' (and
- * closes) or waits to be killed. */
-static void reader(void *arg)
-{
-    struct pipes *p = arg;
-    shmreg *r;
-    char ch = 'n';
-    close(p->to_child[1]);
-    close(p->to_parent[0]);
-    if (shmreg_open(path, NULL, &r) == 0 && shmreg_read_begin(r) == 0)
-        ch = 'y';
-    if (write(p->to_parent[1], &ch, 1) != 1 || read(p->to_child[0], &ch, 1) != 1)
-        _exit(3);
-    shmreg_read_end(r);
-    shmreg_close(r);
-}
-
-static pid_t start_reader(struct pipes *p)
-{
-    char ch = 0;
-    if (pipe(p->to_child) || pipe(p->to_parent))
-        bail_out("pipe: %s", strerror(errno));
-    pid_t pid = test_fork(reader, p);
-    close(p->to_child[0]);
-    close(p->to_parent[1]);
-    if (read(p->to_parent[0], &ch, 1) != 1 || ch != 'y')
-        bail_out("the reader did not start");
-    return pid;
-}
-
 /* In another process (another shard): a small SDP must find room in the
  * page shard 0 is carving; a big one finds none. */
 static void other_shard(void *arg)
@@ -157,32 +125,25 @@ int main(void)
     shmreg_read_end(h);
 
     /* A live reader pins what the writer retires: full stays full. */
-    struct pipes p;
-    pid_t rd = start_reader(&p);
+    test_pin p;
+    test_pin_start(&p, path);
     rc = 0;
     for (int i = 1; i <= 3; i++)
         rc |= shmreg_session_delete(h, &s[i]);
     is(rc, 0, "with a reader inside, the writer deletes 3 sessions with big SDPs");
     is(shmreg_session_set_sdp(h, &s[last], SHMREG_SDP_LOCAL, big, sizeof big), SHMREG_EFULL,
        "a big SDP: still EFULL, the reader pins the retired ones");
-    char ch = 'L';
-    ok(write(p.to_child[1], &ch, 1) == 1, "the reader leaves");
-    is(test_wait(rd), 0, "and closes");
-    close(p.to_child[1]);
-    close(p.to_parent[0]);
+    is(test_pin_release(&p), 0, "the reader leaves and closes");
     is(fill(last), 3, "now 3 big SDPs fit again: the retired ones were reclaimed");
     last += 3;
 
     /* A reader killed inside its section: the allocation reaps it. */
-    rd = start_reader(&p);
+    test_pin_start(&p, path);
     rc = 0;
     for (int i = 4; i <= 6; i++)
         rc |= shmreg_session_delete(h, &s[i]);
     is(rc, 0, "with another reader inside, 3 more are deleted");
-    kill(rd, SIGKILL);
-    is(test_wait(rd), 128 + SIGKILL, "the reader is killed inside its section");
-    close(p.to_child[1]);
-    close(p.to_parent[0]);
+    is(test_pin_kill(&p), 128 + SIGKILL, "the reader is killed inside its section");
     is(fill(last), 3, "3 big SDPs fit: the allocation reaped the dead reader and reclaimed");
 
     shmreg_check_report r;

@@ -443,23 +443,6 @@ static void t_epoch(void)
 
 /* Orphan limbo adoption: a closed handle whose retired blocks a reader
  * still pins is ORPHAN; with no free slot, the next opener adopts it. */
-struct pins { int to_child[2], to_parent[2]; };
-
-static void pinning_reader(void *arg)
-{
-    struct pins *p = arg;
-    shmreg *r;
-    char ch = 'n';
-    close(p->to_child[1]);
-    close(p->to_parent[0]);
-    if (shmreg_open(path, NULL, &r) == 0 && shmreg_read_begin(r) == 0)
-        ch = 'y';
-    if (write(p->to_parent[1], &ch, 1) != 1 || read(p->to_child[0], &ch, 1) != 1)
-        _exit(3);
-    shmreg_read_end(r);
-    shmreg_close(r);
-}
-
 static void deleter(void *arg)
 {
     (void)arg;
@@ -492,14 +475,9 @@ static void t_adopt(void)
 {
     fresh(3);
     make_sessions(1, 0);
-    struct pins p;
-    char ch = 0;
-    if (pipe(p.to_child) || pipe(p.to_parent))
-        bail_out("pipe");
-    pid_t rd = test_fork(pinning_reader, &p);
-    close(p.to_child[0]);
-    close(p.to_parent[1]);
-    ok(read(p.to_parent[0], &ch, 1) == 1 && ch == 'y', "adopt: a reader holds a read section");
+    test_pin p;
+    test_pin_start(&p, path);
+    ok(p.pid > 0, "adopt: a reader holds a read section");
     is(test_wait(test_fork(deleter, NULL)), 0, "adopt: a writer deletes a session and closes");
     is(orphans(), 1, "adopt: its handle is an orphan holding the retired blocks");
 
@@ -515,11 +493,7 @@ static void t_adopt(void)
     is(orphans(), 1, "%s: the slot is an orphan again: the reader still pins its blocks", point);
     is(test_wait(test_fork(opener, NULL)), 0, "adopt: a new opener adopts the orphan and closes");
     is(orphans(), 1, "adopt: which leaves it an orphan again");
-    ch = 'L';
-    ok(write(p.to_child[1], &ch, 1) == 1, "adopt: the reader leaves");
-    is(test_wait(rd), 0, "adopt: and closes");
-    close(p.to_child[1]);
-    close(p.to_parent[0]);
+    is(test_pin_release(&p), 0, "adopt: the reader leaves and closes");
     recover((expect){0, 0, 0, 0});
     is(orphans(), 0, "adopt: the orphan's blocks were freed and its slot released");
     still_usable();

@@ -15,7 +15,10 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <signal.h>
 #include <unistd.h>
+
+#include "shmreg.h"
 
 static char scratch[256];
 static pid_t scratch_owner;   /* set when we made the dir and must remove it */
@@ -116,6 +119,63 @@ int test_wait(pid_t pid)
     if (WIFSIGNALED(st))
         return 128 + WTERMSIG(st);
     return -1;
+}
+
+struct pin_arg {
+    const char *path;
+    int to_child[2], to_parent[2];
+};
+
+static void pin_child(void *arg)
+{
+    struct pin_arg *a = arg;
+    shmreg *r = NULL;
+    char ch = 'n';
+    close(a->to_child[1]);
+    close(a->to_parent[0]);
+    if (shmreg_open(a->path, NULL, &r) == 0 && shmreg_read_begin(r) == 0)
+        ch = 'y';
+    if (write(a->to_parent[1], &ch, 1) != 1 || ch != 'y' || read(a->to_child[0], &ch, 1) != 1)
+        _exit(3);
+    shmreg_read_end(r);
+    shmreg_close(r);
+}
+
+void test_pin_start(test_pin *p, const char *path)
+{
+    struct pin_arg a = {.path = path};
+    char ch = 0;
+    if (pipe(a.to_child) || pipe(a.to_parent))
+        bail_out("pipe: %s", strerror(errno));
+    p->pid = test_fork(pin_child, &a);
+    close(a.to_child[0]);
+    close(a.to_parent[1]);
+    p->to_child = a.to_child[1];
+    p->from_child = a.to_parent[0];
+    if (read(p->from_child, &ch, 1) != 1 || ch != 'y')
+        bail_out("the pinning reader could not enter a read section in %s", path);
+}
+
+static int pin_end(test_pin *p, int st)
+{
+    close(p->to_child);
+    close(p->from_child);
+    p->pid = 0;
+    return st;
+}
+
+int test_pin_release(test_pin *p)
+{
+    char ch = 'L';
+    if (write(p->to_child, &ch, 1) != 1)
+        bail_out("cannot tell the pinning reader to leave: %s", strerror(errno));
+    return pin_end(p, test_wait(p->pid));
+}
+
+int test_pin_kill(test_pin *p)
+{
+    kill(p->pid, SIGKILL);
+    return pin_end(p, test_wait(p->pid));
 }
 
 void *test_shared(size_t bytes)

@@ -37,6 +37,20 @@ int test_wait(pid_t pid);
  * out if it cannot be mapped. */
 void *test_shared(size_t bytes);
 
+/* A reader in another process that holds one read section open: what
+ * pins retired memory. test_pin_start forks it (it opens `path`, enters a
+ * section, says so) and returns once it is inside; bails out if it could
+ * not get there. test_pin_release tells it to leave and close, and returns
+ * its exit status (0: it did); test_pin_kill SIGKILLs it inside its
+ * section and returns its status (128 + SIGKILL). */
+typedef struct test_pin {
+    pid_t pid;
+    int to_child, from_child;
+} test_pin;
+void test_pin_start(test_pin *p, const char *path);
+int test_pin_release(test_pin *p);
+int test_pin_kill(test_pin *p);
+
 /* Sleep `us` microseconds, resuming after signals. */
 void test_sleep_us(unsigned us);
 
