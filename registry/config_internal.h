@@ -84,9 +84,10 @@ struct media_key {
     uint32_t bit;
     int64_t lo, hi;
 };
+/* The defaults of an unset RTP bound: a view reports them, and a write
+ * checks min <= max with them (the default ptime only a view needs). */
 #define MEDIA_DEF_RTP_MIN 10000
 #define MEDIA_DEF_RTP_MAX 20000
-#define MEDIA_DEF_PTIME 20
 
 /* The media key `name` (the part after "media."), or NULL. */
 const struct media_key *reg_cfg_media_find(const char *name, size_t len);
@@ -108,6 +109,7 @@ void reg_cfg_doc_encode(const shmreg_config_doc *doc, unsigned char *p,
 /* ---------------------------------------------------------------- environments and state
  * (config_env.c) */
 
+/* One open environment: an entry of the process-wide, refcounted table. */
 struct env_entry {
     struct env_entry *next;
     pid_t pid;            /* the process that opened it: never used elsewhere */
@@ -118,11 +120,13 @@ struct env_entry {
     MDB_dbi dbi_cfg, dbi_meta;
 };
 
+/* What config.settings records; part of the handle's state below. */
 struct settings {
     uint64_t map_bytes;
     char dir[PATH_MAX];   /* "" : <registry>/config */
 };
 
+/* A view slot: its read transaction lives as long as the handle's state. */
 struct shmreg_config_view {
     struct cfg_state *st;
     MDB_txn *txn;            /* NULL until first use; reset while idle */
@@ -135,6 +139,8 @@ struct shmreg_config_view {
     char name[SHMREG_CONFIG_MAX_NAME + 1];
 };
 
+/* A handle's config state: its environment, the generation word mirrored
+ * in the segment, and its view slots. */
 struct cfg_state {
     shmreg *h;
     pid_t pid;

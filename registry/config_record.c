@@ -41,6 +41,7 @@
 #define REC_VERSION 1u
 #define ENT_HDR 8u
 
+/* ld64() and st64() are in config_internal.h: other files need them too. */
 static inline uint32_t ld32(const void *p)
 {
     uint32_t v;

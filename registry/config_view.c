@@ -18,6 +18,8 @@
 
 #include "config_internal.h"
 
+#define MEDIA_DEF_PTIME 20   /* the other media defaults: config_internal.h */
+
 /* ---------------------------------------------------------------- views */
 
 /* Walk a record once: check everything, and cache the media fields. */
