@@ -5,7 +5,7 @@
  * stored configs as they were (same generation, same dump).
  *
  * Why a sweep of its own: t/config*.c prove what works; `make coverage`
- * showed that these refusals, most of registry/config.c's unrun lines,
+ * showed that these refusals, most of the unrun lines of registry/config_*.c,
  * were run by no test.
  */
 #include <stdint.h>
