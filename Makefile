@@ -233,9 +233,10 @@ check: all $(TESTS)
 #                          are clean and quick under it. Not the rest:
 #                          alloc_count_selftest (TSan's memalign skips the
 #                          malloc hook), ctl_list_big (time and memory
-#                          bounds sized for release/asan), room (its
-#                          SIGKILL test outran its 30 s watchdog under
-#                          TSan), and the slow multi-process ones, which
+#                          bounds sized for release/asan),
+#                          room_crash_roster (its SIGKILL test outran its
+#                          30 s watchdog under TSan), and the slow
+#                          multi-process ones (room_concurrent...), which
 #                          TSan cannot see across processes anyway.
 #   debug                  everything built at -O0, DEBUG_TESTS run (the
 #                          whole suite passes at -O0, in about 80 s more)
