@@ -184,7 +184,9 @@ endif
 # Each program's objects are added as prerequisites, one line per program;
 # the link recipes below take them from $^.
 $(B)/tools/shmregctl: $(CTL_SRC:%.c=$(O)/%.o)
-$(B)/tools/shmreg-bench: $(BENCH_SRC:%.c=$(O)/%.o)
+# The bench counts allocations with the tests' malloc interposer: one
+# copy of that logic (t/alloc_count.c), linked into both.
+$(B)/tools/shmreg-bench: $(BENCH_SRC:%.c=$(O)/%.o) $(O)/t/alloc_count.o
 $(foreach e,$(EXAMPLES),$(eval \
   $(B)/examples/$(e): $(patsubst %.c,$(O)/%.o,$(wildcard examples/$(e)/*.c))))
 

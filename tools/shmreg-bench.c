@@ -23,7 +23,7 @@
  * into a log-linear histogram: p50/p99 are of single operations, and the
  * other 15 run untimed so the timer costs the throughput figure about 1/16
  * of its own ~10 ns. Allocations are counted in each worker by the bench's
- * own malloc (shmreg-bench-util.c) over exactly the timed loop. What a
+ * malloc counter (t/alloc_count.c) over exactly the timed loop. What a
  * workload changes (created sessions, transitions) is put back untimed, so
  * every measurement starts from the same registry.
  *
@@ -469,7 +469,7 @@ static int timed_loop(wctx *c, op_fn op, wrep *out, uint64_t deadline)
 {
     uint64_t ops = 0, flt = minor_faults();
     int rc = 0;
-    alloc_reset();
+    alloc_count_start();
     uint64_t t0 = mono_ns();
     for (;;) {
         for (int i = 0; i < 15; i++) {
@@ -489,7 +489,7 @@ static int timed_loop(wctx *c, op_fn op, wrep *out, uint64_t deadline)
     }
 done:
     out->elapsed_ns = mono_ns() - t0;
-    out->allocs = alloc_count();
+    out->allocs = alloc_count_stop();
     out->minflt = minor_faults() - flt;
     out->ops = ops;
     return rc == OP_STOP ? 0 : rc;
@@ -576,7 +576,7 @@ static int consume_rep(wctx *c, void *sub, wrep *out, uint64_t *published)
     const bench_impl *im = c->im;
     int rc = 0;
     uint64_t ops = 0;
-    alloc_reset();
+    alloc_count_start();
     uint64_t t0 = mono_ns(), deadline = deadline_after(P.duration);
     if (c->w == SH->nsubs) {
         for (;;) {
@@ -603,7 +603,7 @@ static int consume_rep(wctx *c, void *sub, wrep *out, uint64_t *published)
                 break;
         }
         out->elapsed_ns = mono_ns() - t0;
-        out->allocs = alloc_count();
+        out->allocs = alloc_count_stop();
         out->ops = ops;
         *published += ops + 1;
         return rc ? rc : im->publish_end(c->h);
@@ -626,7 +626,7 @@ static int consume_rep(wctx *c, void *sub, wrep *out, uint64_t *published)
             break;
     }
     out->elapsed_ns = mono_ns() - t0;
-    out->allocs = alloc_count();
+    out->allocs = alloc_count_stop();
     out->ops = ops;
     out->missed = missed;
     return rc < 0 ? rc : 0;

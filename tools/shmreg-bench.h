@@ -113,11 +113,10 @@ uint64_t hist_pct(const uint64_t *h, double p);    /* p in [0,1] */
 
 /* ---------------------------------------------------------------- malloc counter */
 
-/* Heap allocations made by this process since the last reset (malloc,
- * calloc, realloc, memalign family). Counted by interposing malloc in the
- * bench binary; under AddressSanitizer, by its allocation hook. */
-void alloc_reset(void);
-uint64_t alloc_count(void);
+/* Heap allocations made by this process between alloc_count_start() and
+ * alloc_count_stop(): the tests' counter (t/alloc_count.c), which the
+ * Makefile links into the bench too, so there is one malloc interposer. */
+#include "../t/alloc_count.h"
 
 /* ---------------------------------------------------------------- stores */
 
