@@ -97,7 +97,9 @@ TEST_LIBS   := -llmdb -lsodium -pthread -ldl
 # clang: the clang build and the fuzz targets; libclang-rt-dev: libFuzzer
 # and clang's sanitizer runtimes; llvm: llvm-symbolizer, for readable
 # sanitizer stacks.
-DEPS := liblmdb-dev libsodium-dev perl python3 sip-tester redis-server libhiredis-dev gnuplot \
+# Not gnuplot: only the bench's --plot draws with it, so `make bench`
+# installs it on demand when BENCH_ARGS asks for a plot.
+DEPS := liblmdb-dev libsodium-dev perl python3 sip-tester redis-server libhiredis-dev \
         clang libclang-rt-dev llvm
 
 # ------------------------------------------------------------ sources
@@ -294,9 +296,12 @@ demo:
 # side by side (tools/shmreg-bench.c): the quick profile, under a minute;
 # FULL=1 runs everything (1k..1M sessions, 1..8 processes; minutes).
 # More options through BENCH_ARGS, e.g. BENCH_ARGS='--json' or
-# BENCH_ARGS='--plot bench.svg'.
+# BENCH_ARGS='--plot bench.svg'. A --plot installs gnuplot first (not in
+# DEPS: nothing else needs it); run by hand without it, the bench says
+# "plot: skipped (gnuplot not installed)".
 .PHONY: bench
 bench: $(B)/tools/shmreg-bench
+	$(if $(findstring --plot,$(BENCH_ARGS)),@bash tools/install-deps gnuplot)
 	@$(B)/tools/shmreg-bench $(if $(filter-out 0,$(FULL)),--full) $(BENCH_ARGS)
 
 # Line coverage of the engine and the registry: the whole suite in the
