@@ -200,9 +200,24 @@ $(B)/tools/shmreg-bench: $(LIBA)
 	@mkdir -p $(@D)
 	$(CC) $(ALL_LDFLAGS) -o $@ $(filter %.o,$^) $(LIBA) $(LIBS) $(BENCH_LIBS)
 
+# Tests of an example: t/NAME.c and t/NAME_*.c test examples/NAME/ and
+# link build/VARIANT/examples/libNAME.a, the objects the example is built
+# from less examples/NAME/NAME.c (the one with main), so what they test
+# is compiled once, by the rule that builds the example, and they include
+# only its headers. An archive, so each test pulls only what it calls.
+EX_LIB = $(B)/examples/lib$(1).a
+EX_LIB_OBJ = $(patsubst %.c,$(O)/%.o,$(filter-out examples/$(1)/$(1).c,$(wildcard examples/$(1)/*.c)))
+$(foreach e,$(EXAMPLES),$(if $(call EX_LIB_OBJ,$(e)),$(eval \
+  $(call EX_LIB,$(e)): $(call EX_LIB_OBJ,$(e))) $(eval \
+  $(filter $(B)/t/$(e).t $(B)/t/$(e)_%.t,$(T_BINS)): $(call EX_LIB,$(e)))))
+$(B)/examples/lib%.a:
+	@mkdir -p $(@D)
+	rm -f $@ && $(AR) rcs $@ $^
+
 $(B)/t/%.t: $(O)/t/%.o $(T_SUPPORT:%.c=$(O)/%.o) $(TLIBA)
 	@mkdir -p $(@D)
-	$(CC) $(ALL_LDFLAGS) -o $@ $(filter %.o,$^) $(TLIBA) $(TEST_LIBS)
+	$(CC) $(ALL_LDFLAGS) -o $@ $(filter %.o,$^) $(filter-out $(TLIBA),$(filter %.a,$^)) \
+	    $(TLIBA) $(TEST_LIBS)
 
 # ------------------------------------------------------------ tests
 # Tests are executables (prove --exec ''), run two at a time, each run in a
