@@ -60,7 +60,7 @@ void test_sleep_us(unsigned us);
 double test_mono_s(void);
 
 /* ------------------------------------------------------------ registries
- * What the room tests (room.c, room_concurrent.c, room_crash_*.c) share:
+ * What the room tests (room.c, room_concurrent.c, room_crash_roster.c) share:
  * one registry per test section, opened by the parent and attached to by
  * its forked children, and a deep copy of a room's roster. */
 

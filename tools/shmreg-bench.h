@@ -18,9 +18,11 @@
  *   redis   hiredis over a unix socket to a redis-server the bench starts
  *           (shmreg-bench-redis.c)
  *
- * Everything else (data, clock, histogram, malloc counter) is in
- * shmreg-bench-util.c; the driver, the workloads and the reports are in
- * shmreg-bench.c.
+ * Everything else (data, clock, histogram) is in shmreg-bench-util.c; the
+ * malloc counter is the tests' t/alloc_count.c. The runner (options, plan,
+ * forking and gathering, main) is shmreg-bench.c, what a worker runs
+ * shmreg-bench-workloads.c, the tables, JSON, targets and plot
+ * shmreg-bench-report.c.
  */
 #ifndef SHMREG_BENCH_H
 #define SHMREG_BENCH_H
