@@ -16,8 +16,9 @@
  * forwarding to glibc's __libc_malloc etc.; a symbol defined in the
  * executable interposes libc's for every shared library too. Under
  * AddressSanitizer (which owns malloc) it installs a sanitizer malloc
- * hook instead. Every test program links it; counting costs one relaxed
- * atomic load per allocation while not started.
+ * hook instead. Every test program links it, and so does the bench
+ * (tools/shmreg-bench), which counts its timed loops with it; counting
+ * costs one relaxed atomic load per allocation while not started.
  *
  * Mind stdio: the first printf (or TAP line) of a process allocates its
  * buffer, so print something before the counted section, not inside it.

@@ -840,36 +840,19 @@ static void test_after_fork(void)
     close_destroy(fork_h);
 }
 
-/* A watchdog, not a speed assertion: a deadlock in the library fails
- * the test (naming the section it hung in) instead of hanging the suite. */
-static const char *volatile g_section = "start";
-
-static void watchdog(int sig)
-{
-    (void)sig;
-    char buf[300];
-    int n = snprintf(buf, sizeof buf, "not ok %d - watchdog: no progress for 30 s in %s (a deadlock?)\n",
-                     tap__s.run + 1, g_section);
-    if (write(STDOUT_FILENO, buf, (size_t)n) < 0 || write(STDERR_FILENO, buf, (size_t)n) < 0)
-        _exit(1);
-    _exit(1);
-}
-
-#define RUN(fn) (g_section = #fn, alarm(30), fn())
-
 int main(void)
 {
-    signal(SIGALRM, watchdog);
-    RUN(test_names_and_arguments);
-    RUN(test_registry_events);
-    RUN(test_config_event);
-    RUN(test_sdp_not_copied);
-    RUN(test_filters);
-    RUN(test_polling);
-    RUN(test_lapping);
-    RUN(test_many_producers);
-    RUN(test_no_alloc);
-    RUN(test_after_fork);
+    test_watchdog_install();   /* TEST_RUN: a deadlock fails the test, naming its section */
+    TEST_RUN(test_names_and_arguments);
+    TEST_RUN(test_registry_events);
+    TEST_RUN(test_config_event);
+    TEST_RUN(test_sdp_not_copied);
+    TEST_RUN(test_filters);
+    TEST_RUN(test_polling);
+    TEST_RUN(test_lapping);
+    TEST_RUN(test_many_producers);
+    TEST_RUN(test_no_alloc);
+    TEST_RUN(test_after_fork);
     alarm(0);
     return done_testing();
 }

@@ -41,7 +41,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "../examples/sipd/sipmsg.c"
+#include "../examples/sipd/sipmsg.h"
 #include "shmreg.h"
 #include "tap.h"
 #include "testutil.h"

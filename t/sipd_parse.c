@@ -9,16 +9,16 @@
  * input is parsed from a heap block of exactly its size, so under ASan a
  * read one byte past the datagram is a crash, not a silent pass.
  *
- * The example's sources are compiled into this test directly (the test
- * build links one object per test), which is why they are #included.
+ * The example's parser and SDP code come from build/VARIANT/examples/
+ * libsipd.a, compiled once for the example and the tests (Makefile).
  */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "../examples/sipd/sdp.c"
-#include "../examples/sipd/sipmsg.c"
+#include "../examples/sipd/sdp.h"
+#include "../examples/sipd/sipmsg.h"
 #include "shmreg.h"
 #include "tap.h"
 #include "testutil.h"

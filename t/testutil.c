@@ -7,6 +7,7 @@
 #include "tap.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -199,4 +200,148 @@ double test_mono_s(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* ------------------------------------------------------------ registries */
+
+uint64_t test_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static char reg_path[400];    /* the registry of the current section */
+
+shmreg *test_reg_new(const char *name, uint32_t max_sessions, uint64_t heap, uint32_t max_rooms)
+{
+    shmreg_options o;
+    memset(&o, 0, sizeof o);
+    o.flags = SHMREG_CREATE | SHMREG_EXCL;
+    o.max_sessions = max_sessions;
+    o.heap_bytes = heap;
+    o.max_rooms = max_rooms;
+    o.max_handles = 256;
+    snprintf(reg_path, sizeof reg_path, "%s", test_dir(name));
+    shmreg *h = NULL;
+    int rc = shmreg_open(reg_path, &o, &h);
+    if (rc != 0)
+        bail_out("cannot create %s: %s (%s)", reg_path, shmreg_strerror(rc), shmreg_errmsg());
+    return h;
+}
+
+shmreg *test_reg_attach(void)
+{
+    shmreg *h = NULL;
+    int rc = shmreg_open(reg_path, NULL, &h);
+    if (rc != 0)
+        bail_out("attach %s: %s (%s)", reg_path, shmreg_strerror(rc), shmreg_errmsg());
+    return h;
+}
+
+void test_reg_destroy(shmreg *h)
+{
+    shmreg_close(h);
+    shmreg_destroy(reg_path, 1);
+}
+
+shmreg_id test_session_new(shmreg *h)
+{
+    shmreg_id id;
+    int rc = shmreg_session_create(h, NULL, &id);
+    if (rc != 0)
+        bail_out("session_create: %s (%s)", shmreg_strerror(rc), shmreg_errmsg());
+    return id;
+}
+
+shmreg_id test_room_new(shmreg *h, const char *name, uint32_t max)
+{
+    shmreg_id id;
+    int rc = shmreg_room_create(h, test_ss(name), max, &id);
+    if (rc != 0)
+        bail_out("room_create %s: %s (%s)", name, shmreg_strerror(rc), shmreg_errmsg());
+    return id;
+}
+
+int test_id_eq(const shmreg_id *a, const shmreg_id *b)
+{
+    return memcmp(a->bytes, b->bytes, 16) == 0;
+}
+
+int test_str_is(shmreg_str s, const void *p, size_t len)
+{
+    return s.len == len && (len == 0 || (s.ptr && memcmp(s.ptr, p, len) == 0));
+}
+
+int test_session_room_is(shmreg *h, const shmreg_id *sid, const shmreg_id *want)
+{
+    shmreg_id got;
+    memset(&got, 0, sizeof got);
+    int rc = shmreg_session_room(h, sid, &got);
+    if (rc != 0)
+        return rc;
+    return want && test_id_eq(&got, want) ? 0 : 1;
+}
+
+void test_roster_take(shmreg *h, const shmreg_id *room, test_roster *r)
+{
+    memset(r, 0, offsetof(test_roster, m));
+    shmreg_room v;
+    shmreg_read_begin(h);
+    r->rc = shmreg_room_get(h, room, &v);
+    if (r->rc == 0) {
+        r->state = v.state;
+        r->max = v.max_participants;
+        r->participants = v.participants;
+        uint64_t cur = 0;
+        shmreg_participant p;
+        int rc;
+        while ((rc = shmreg_participant_next(h, room, &cur, &p)) == 0) {
+            if (r->n == TEST_SNAP_MAX)
+                bail_out("roster longer than %d", TEST_SNAP_MAX);
+            test_member *m = &r->m[r->n++];
+            m->session = p.session;
+            m->uri_len = p.uri.len < sizeof m->uri ? p.uri.len : sizeof m->uri;
+            m->disp_len = p.display_name.len < sizeof m->disp ? p.display_name.len : sizeof m->disp;
+            if (m->uri_len)
+                memcpy(m->uri, p.uri.ptr, m->uri_len);
+            if (m->disp_len)
+                memcpy(m->disp, p.display_name.ptr, m->disp_len);
+            m->status = p.status;
+            m->audio = p.audio_active;
+            m->port = p.rtp_port;
+            m->joined_ns = p.joined_ns;
+        }
+        if (rc != SHMREG_ENOENT)
+            r->rc = rc;
+    }
+    shmreg_read_end(h);
+}
+
+const test_member *test_roster_find(const test_roster *r, const shmreg_id *sid)
+{
+    for (uint32_t i = 0; i < r->n; i++)
+        if (test_id_eq(&r->m[i].session, sid))
+            return &r->m[i];
+    return NULL;
+}
+
+/* ------------------------------------------------------------ watchdog */
+
+const char *volatile test_section = "start";
+
+static void watchdog(int sig)
+{
+    (void)sig;
+    char buf[300];
+    int n = snprintf(buf, sizeof buf, "not ok %d - watchdog: no progress for 30 s in %s (a deadlock?)\n",
+                     tap__s.run + 1, test_section);
+    if (write(STDOUT_FILENO, buf, (size_t)n) < 0 || write(STDERR_FILENO, buf, (size_t)n) < 0)
+        _exit(1);
+    _exit(1);
+}
+
+void test_watchdog_install(void)
+{
+    signal(SIGALRM, watchdog);
 }

@@ -10,7 +10,9 @@
 #ifndef SHMREG_TESTUTIL_H
 #define SHMREG_TESTUTIL_H
 
+#include <string.h>
 #include <sys/types.h>
+#include <unistd.h>
 
 /* A fresh path "<scratch>/<name>-<pid>-<n>" that does not exist yet (the
  * library creates it). The string lives in a ring of 64 buffers: valid
@@ -56,5 +58,73 @@ void test_sleep_us(unsigned us);
 
 /* CLOCK_MONOTONIC in seconds, for deadlines and watchdogs. */
 double test_mono_s(void);
+
+/* ------------------------------------------------------------ registries
+ * What the room tests (room.c, room_concurrent.c, room_crash_roster.c) share:
+ * one registry per test section, opened by the parent and attached to by
+ * its forked children, and a deep copy of a room's roster. */
+
+#include <stdint.h>
+#include "shmreg.h"
+
+/* CLOCK_REALTIME in nanoseconds, the clock of the registry's times. */
+uint64_t test_now_ns(void);
+
+/* Create a fresh registry at test_dir(name) (SHMREG_CREATE | SHMREG_EXCL,
+ * 256 handles); its path is remembered for test_reg_attach and
+ * test_reg_destroy until the next test_reg_new. Bails out on failure. */
+shmreg *test_reg_new(const char *name, uint32_t max_sessions, uint64_t heap, uint32_t max_rooms);
+/* Open the registry of the last test_reg_new (in a forked child, its own
+ * handle). Bails out on failure. */
+shmreg *test_reg_attach(void);
+/* Close `h` and destroy the registry of the last test_reg_new. */
+void test_reg_destroy(shmreg *h);
+
+/* A new session / room; bail out on failure. */
+shmreg_id test_session_new(shmreg *h);
+shmreg_id test_room_new(shmreg *h, const char *name, uint32_t max);
+
+static inline shmreg_str test_ss(const char *s) { return (shmreg_str){ s, strlen(s) }; }
+int test_id_eq(const shmreg_id *a, const shmreg_id *b);
+/* 1 when `s` holds exactly the `len` bytes at `p`. */
+int test_str_is(shmreg_str s, const void *p, size_t len);
+
+/* 0 when the session is in room `want` (want NULL: in no room gives the
+ * error), 1 when it is in another room, else the error of session_room. */
+int test_session_room_is(shmreg *h, const shmreg_id *sid, const shmreg_id *want);
+
+#define TEST_SNAP_MAX 160
+
+typedef struct test_member {
+    shmreg_id session;
+    char uri[SHMREG_MAX_STR], disp[SHMREG_MAX_STR];
+    size_t uri_len, disp_len;
+    int status, audio;
+    uint16_t port;
+    uint64_t joined_ns;
+} test_member;
+
+typedef struct test_roster {
+    int rc;                       /* of room_get / participant_next */
+    int state;
+    uint32_t max, participants;   /* as room_get reports them */
+    uint32_t n;                   /* entries listed */
+    test_member m[TEST_SNAP_MAX];
+} test_roster;
+
+/* A deep copy of a room and its roster, taken in one read section; bails
+ * out if the roster is longer than TEST_SNAP_MAX. */
+void test_roster_take(shmreg *h, const shmreg_id *room, test_roster *r);
+/* The entry of session `sid`, or NULL. */
+const test_member *test_roster_find(const test_roster *r, const shmreg_id *sid);
+
+/* A watchdog, not a speed assertion: TEST_RUN(fn) names the section and
+ * (re)arms a 30 s alarm before running fn(); a deadlock in the library
+ * then fails the test with a TAP line naming the section instead of
+ * hanging the suite. Call test_watchdog_install() once first and alarm(0)
+ * at the end. */
+extern const char *volatile test_section;
+void test_watchdog_install(void);
+#define TEST_RUN(fn) (test_section = #fn, alarm(30), fn())
 
 #endif

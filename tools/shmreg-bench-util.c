@@ -1,7 +1,7 @@
 /*
  * shmreg-bench-util.c — the bench's plumbing: the deterministic data every
- * store is fed, the cycle clock, the latency histogram, the malloc counter
- * and scratch-directory removal.
+ * store is fed, the cycle clock, the latency histogram and scratch-directory
+ * removal. (The malloc counter is the tests' t/alloc_count.c.)
  *
  * Data. Sessions must look like SIP calls (URIs, a Call-ID, tags, two SDP
  * bodies) and be identical for every store, yet generating them must cost
@@ -13,13 +13,6 @@
  * and because a fixed size would land every body in the same allocator
  * size class: the best or the worst case of any size-class allocator,
  * never the average.
- *
- * Malloc counting. The bench defines malloc & co. itself and forwards to
- * glibc's __libc_* entry points, so every allocation made in a bench
- * process — by the bench, libshmreg, liblmdb or hiredis — is counted
- * without dlsym (which may allocate). Under AddressSanitizer, which owns
- * malloc, its allocation hook counts instead. A process is single-threaded,
- * so the counter is a plain integer.
  */
 #include <ftw.h>
 #include <stdarg.h>
@@ -276,67 +269,6 @@ uint64_t hist_pct(const uint64_t *h, double p)
             return hist_value(i);
     return hist_value(HIST_BUCKETS - 1);
 }
-
-/* ------------------------------------------------------------ malloc counter */
-
-static uint64_t allocs;
-
-void alloc_reset(void) { allocs = 0; }
-uint64_t alloc_count(void) { return allocs; }
-
-#if defined(__SANITIZE_ADDRESS__)
-
-int __sanitizer_install_malloc_and_free_hooks(void (*)(const volatile void *, size_t),
-                                              void (*)(const volatile void *));
-static void on_malloc(const volatile void *p, size_t n)
-{
-    (void)p;
-    (void)n;
-    allocs++;
-}
-static void on_free(const volatile void *p) { (void)p; }
-__attribute__((constructor)) static void install_hooks(void)
-{
-    __sanitizer_install_malloc_and_free_hooks(on_malloc, on_free);
-}
-
-#else
-
-extern void *__libc_malloc(size_t);
-extern void *__libc_calloc(size_t, size_t);
-extern void *__libc_realloc(void *, size_t);
-extern void *__libc_memalign(size_t, size_t);
-extern void *__libc_valloc(size_t);
-extern void *__libc_pvalloc(size_t);
-extern void __libc_free(void *);
-
-void *malloc(size_t n) { allocs++; return __libc_malloc(n); }
-void *calloc(size_t n, size_t m) { allocs++; return __libc_calloc(n, m); }
-void *realloc(void *p, size_t n) { allocs++; return __libc_realloc(p, n); }
-void free(void *p) { __libc_free(p); }
-void *memalign(size_t a, size_t n) { allocs++; return __libc_memalign(a, n); }
-void *aligned_alloc(size_t a, size_t n) { allocs++; return __libc_memalign(a, n); }
-void *valloc(size_t n) { allocs++; return __libc_valloc(n); }
-void *pvalloc(size_t n) { allocs++; return __libc_pvalloc(n); }
-
-void *reallocarray(void *p, size_t n, size_t m)
-{
-    if (m && n > SIZE_MAX / m)
-        return NULL;
-    return realloc(p, n * m);
-}
-
-int posix_memalign(void **out, size_t a, size_t n)
-{
-    allocs++;
-    void *p = __libc_memalign(a, n);
-    if (p == NULL)
-        return 12; /* ENOMEM */
-    *out = p;
-    return 0;
-}
-
-#endif
 
 /* ------------------------------------------------------------ machine load */
 

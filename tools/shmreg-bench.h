@@ -18,9 +18,11 @@
  *   redis   hiredis over a unix socket to a redis-server the bench starts
  *           (shmreg-bench-redis.c)
  *
- * Everything else (data, clock, histogram, malloc counter) is in
- * shmreg-bench-util.c; the driver, the workloads and the reports are in
- * shmreg-bench.c.
+ * Everything else (data, clock, histogram) is in shmreg-bench-util.c; the
+ * malloc counter is the tests' t/alloc_count.c. The runner (options, plan,
+ * forking and gathering, main) is shmreg-bench.c, what a worker runs
+ * shmreg-bench-workloads.c, the tables, JSON, targets and plot
+ * shmreg-bench-report.c.
  */
 #ifndef SHMREG_BENCH_H
 #define SHMREG_BENCH_H
@@ -113,11 +115,10 @@ uint64_t hist_pct(const uint64_t *h, double p);    /* p in [0,1] */
 
 /* ---------------------------------------------------------------- malloc counter */
 
-/* Heap allocations made by this process since the last reset (malloc,
- * calloc, realloc, memalign family). Counted by interposing malloc in the
- * bench binary; under AddressSanitizer, by its allocation hook. */
-void alloc_reset(void);
-uint64_t alloc_count(void);
+/* Heap allocations made by this process between alloc_count_start() and
+ * alloc_count_stop(): the tests' counter (t/alloc_count.c), which the
+ * Makefile links into the bench too, so there is one malloc interposer. */
+#include "../t/alloc_count.h"
 
 /* ---------------------------------------------------------------- stores */
 
@@ -205,5 +206,158 @@ double redis_cpu_seconds(void);
 
 /* Remove a directory tree (scratch dirs). */
 void rm_tree(const char *path);
+
+
+/* ================================================================ the program
+ * What shmreg-bench.c (options, plan, runner, main), -workloads.c (what a
+ * worker process runs) and -report.c (tables, JSON, targets, plot) share:
+ * the workload and result tables, the plan, and the shared area through
+ * which forked workers report to the parent. */
+
+enum {
+    WL_CREATE, WL_FIND_READ, WL_FIND_COPY, WL_TRANSITION, WL_SDP_REPLACE, WL_DIALOG_FIND,
+    WL_COUNTER, WL_EVENT_PUBLISH, WL_EVENT_CONSUME, WL_LIFECYCLE, WL_REPLACE_PINNED, WL_COUNT
+};
+
+typedef struct wl_info {
+    const char *name, *what;
+    int read;     /* a read workload: scaling target applies */
+    int write;    /* changes per-session state: each worker owns a partition */
+} wl_info;
+extern const wl_info WL[WL_COUNT];
+extern const bench_impl *const IMPLS[IMPL_COUNT];
+/* The store an impl runs on (copy shares shmreg's registry). */
+int backend_of(int impl);
+/* 1 when the workload runs on that impl. */
+int supports(int wl, int impl);
+
+typedef struct plan {
+    const char *name;
+    double duration;              /* seconds per repetition */
+    int reps;                     /* repetitions per measurement; the best is kept */
+    uint64_t points[8];           /* session counts the workloads run at */
+    int npoints;
+    uint64_t mem_points[8];       /* session counts measured for memory only */
+    int nmem;
+    uint64_t create_cap;          /* sessions one create measurement may add */
+    unsigned procs_override[16];
+    int nprocs_override;
+} plan;
+
+extern plan P;
+
+typedef struct bench_opts {
+    int full, json, no_redis, reps;
+    const char *plot;
+    double duration;
+    size_t sdp_bytes;
+    unsigned sdp_spread;
+    uint64_t seed;
+    uint64_t sessions;
+    unsigned wl_mask, impl_mask;
+} bench_opts;
+extern bench_opts opt;
+
+/* The session count the headline figures and targets are taken at. */
+uint64_t main_point(void);
+/* Processes to run a workload with at a given session count (0: not run). */
+int procs_for(uint64_t point, int wl, unsigned *out);
+
+typedef struct result {
+    int wl, impl;
+    unsigned procs;
+    uint64_t sessions;
+    double ops_per_s, allocs_per_op, faults_per_op;
+    uint64_t ops, p50, p99, rss_kib;
+    double published_per_s;       /* event_consume: the producer's rate */
+    uint64_t missed;              /* event_consume: events subscribers missed */
+    double rep_ops[8];            /* ops/s of every repetition (at most 8) */
+    int nreps;
+    int ok;
+    char err[240];
+} result;
+
+typedef struct memres {
+    int impl;
+    uint64_t sessions, bytes, resident, payload;
+    const char *what;
+} memres;
+
+/* Event bus end-to-end latency (measure_event_latency). */
+#define LAT_EVENTS 20000     /* events published */
+#define LAT_GAP_NS 50000     /* apart, so the subscriber sleeps between them */
+typedef struct lat_result {
+    uint64_t p50, p99;
+    uint64_t received, missed;
+    int ok;
+} lat_result;
+
+/* What the runner gathered, for the reports. */
+extern result *RES;
+extern size_t nres;
+extern memres MEM[64];
+extern size_t nmem;
+extern char skipped[8][160];
+extern int nskipped;
+extern int have_redis;
+extern uint64_t max_worker_rss;
+extern double harness_pick_ns, harness_key_ns;
+extern lat_result LAT;
+extern double others_cpus, steal_cpus;
+extern char cmdline[512];
+extern bench_data DATA;
+const result *res_find(int wl, int impl, unsigned procs, uint64_t sessions);
+
+#define MAX_PROCS 64
+#define MAX_REPS 8
+
+/* One worker's figures for one repetition. */
+typedef struct wrep {
+    uint64_t ops, elapsed_ns, allocs, missed, minflt;
+    uint64_t hist[HIST_BUCKETS];
+} wrep;
+
+typedef struct wres {
+    _Atomic uint64_t progress;    /* event_consume: events delivered so far */
+    uint64_t rss_kib;
+    int err;
+    char errmsg[200];
+    wrep rep[MAX_REPS];
+} wres;
+
+/* The barrier: before repetition k every worker adds 1 to `ready` and
+ * sleeps until `go` > k; the parent raises `go` once ready = (k+1) * nw,
+ * so all workers start each repetition together. */
+typedef struct shared {
+    _Atomic uint32_t ready, go;
+    uint32_t nsubs;
+    uint64_t ring_cap;            /* producer may run this far ahead */
+    wres w[MAX_PROCS + 1];
+} shared;
+
+extern shared *SH;
+
+typedef struct run {
+    int wl, impl;
+    unsigned procs;
+    bench_store *store;
+    const shmreg_id *ids;
+    uint64_t n;
+} run;
+
+/* A worker process (never returns): workload R->wl on R->impl, its share
+ * w of the sessions, P.reps repetitions, each after the barrier; its
+ * figures go to SH->w[w]. pinner: replace_pinned's stuck reader. */
+__attribute__((noreturn)) void worker(const run *R, unsigned w);
+__attribute__((noreturn)) void pinner(const run *R, unsigned w);
+/* The harness's own cost per op, into harness_pick_ns / harness_key_ns. */
+void measure_harness(void);
+
+/* Reports (shmreg-bench-report.c). */
+char *human(double v, char *buf, size_t n);
+void evaluate_targets(void);
+void print_tables(FILE *f);
+void print_json(FILE *f);
+void plot(const char *file);
 
 #endif
