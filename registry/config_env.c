@@ -16,7 +16,7 @@
  *    file while the process has the environment open.
  *  - After fork, a child never touches the parent's MDB_env (LMDB's rule):
  *    table entries are tagged with the pid that opened them, and
- *    shmreg__config_close() in a child only frees memory.
+ *    config_close() in a child only frees memory.
  *  - MDB_NOTLS: read transactions belong to views, not threads. A handle
  *    may move between threads and hold several views, and several handles
  *    of one process share the env; without NOTLS a thread could have only
@@ -522,6 +522,8 @@ static int settings_same(const struct settings *a, const struct settings *b)
     return 0;
 }
 
+static void config_close(shmreg *h);
+
 int reg_cfg_state_get(shmreg *h, const struct settings *want, struct cfg_state **out)
 {
     void **sp = shmreg__config_state(h);
@@ -561,6 +563,7 @@ int reg_cfg_state_get(shmreg *h, const struct settings *want, struct cfg_state *
     for (unsigned i = 0; i < SHMREG_CONFIG_MAX_VIEWS; i++)
         st->slot[i].st = st;
     *sp = st;
+    shmreg__config_on_close(h, config_close);
 
     /* Catch the mirror up with LMDB: a writer may have died between its
      * commit and its mirror store, or the registry may be new while the
@@ -578,7 +581,7 @@ int reg_cfg_state_get(shmreg *h, const struct settings *want, struct cfg_state *
     return rc;
 }
 
-void shmreg__config_close(shmreg *h)
+static void config_close(shmreg *h)
 {
     void **sp = shmreg__config_state(h);
     struct cfg_state *st = *sp;

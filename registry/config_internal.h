@@ -148,7 +148,7 @@ struct cfg_state {
     _Atomic uint64_t *word;
     struct settings set;
     shmreg_config_view slot[SHMREG_CONFIG_MAX_VIEWS];
-    struct cfg_state *parked;   /* next inherited state (see shmreg__config_close) */
+    struct cfg_state *parked;   /* next inherited state (see config_close) */
 };
 
 /* An LMDB return code as a SHMREG_E* code, with errmsg "what: LMDB's text". */

@@ -49,11 +49,14 @@ uint32_t shmreg__max_handles(const shmreg *h);
 mode_t shmreg__file_mode(const shmreg *h);
 gid_t shmreg__file_gid(const shmreg *h);
 
-/* A per-handle pointer the config module owns (its MDB_env and state).
- * NULL until the module sets it; registry.c calls shmreg__config_close()
- * from shmreg_close(), which must free it and reset it to NULL. */
+/* A per-handle pointer the config module owns (its MDB_env and state),
+ * NULL until the module sets it, and the function that frees it, which
+ * the module registers with shmreg__config_on_close() when it sets the
+ * state; shmreg_close() calls it. A hook, not a direct call (nor a weak
+ * symbol): the core must link without the config module, and so without
+ * LMDB, for a program that never touches a config. */
 void **shmreg__config_state(shmreg *h);
-void shmreg__config_close(shmreg *h);
+void shmreg__config_on_close(shmreg *h, void (*fn)(shmreg *h));
 
 /* Publish SHMREG_EV_CONFIG_CHANGED for generation `gen` (config module,
  * after each committed write). Never fails the caller. */

@@ -35,6 +35,7 @@ struct shmreg {
     unsigned char rnd[512];           /* random bytes for IDs, drawn 32 IDs at a time */
     unsigned rnd_left;
     void *config_state;
+    void (*config_close)(shmreg *h);  /* set with config_state (internal.h) */
     void *event_state;                /* this process's view of the ring */
     struct shmreg *next_open;         /* this process's open handles (registry.c) */
 };

@@ -190,9 +190,7 @@ gid_t shmreg__file_gid(const shmreg *h) { return h->gid; }
 void **shmreg__config_state(shmreg *h) { return &h->config_state; }
 const char *shmreg_path(const shmreg *h) { return h ? h->path : NULL; }
 
-/* The config module provides the real one; this weak default keeps the
- * core linkable on its own. */
-__attribute__((weak)) void shmreg__config_close(shmreg *h) { (void)h; }
+void shmreg__config_on_close(shmreg *h, void (*fn)(shmreg *h)) { h->config_close = fn; }
 
 uint64_t shmreg_config_gen(shmreg *h)
 {
@@ -531,7 +529,8 @@ int shmreg_close(shmreg *h)
     if (!open_remove(h))
         return shmreg__fail(SHMREG_EINVAL, "handle is not open (closed already?)");
     int rc = 0;
-    shmreg__config_close(h); /* in a child it only frees memory */
+    if (h->config_close)
+        h->config_close(h); /* in a child it only frees memory */
     if (shmreg__forked(h))
         rc = shmreg__fail(SHMREG_EFORK, "handle was opened by another process (fork): "
                           "only its memory was freed"); /* not ours: touch nothing shared */
