@@ -68,7 +68,10 @@ trap 'exit 130' INT TERM
 say "sipd: registry $reg, 4 workers, a free port on 127.0.0.1"
 # Port 0: sipd takes a free port and says which. Ring 300 ms, so that the
 # list shows calls ringing as well as answered; finished calls linger 1 s.
-"$SIPD" -r "$reg" -l 127.0.0.1:0 -w 4 -R 300 -L 1000 -e 2 2>"$tmp/sipd.log" &
+# The log exists before sipd starts: a backgrounded command opens its
+# redirection only once forked, and the loop below may read it first.
+: >"$tmp/sipd.log"
+"$SIPD" -r "$reg" -l 127.0.0.1:0 -w 4 -R 300 -L 1000 -e 2 2>>"$tmp/sipd.log" &
 sipd_pid=$!
 port=
 for _ in $(seq 100); do
