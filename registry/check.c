@@ -158,7 +158,7 @@ static int dialog_linked(check *k, uint64_t rec, const reg_dlg *d)
  * reference retires the record (dialog.c). Returns 1 for a leftover. */
 static int half_bound(check *k, reg_sess *x, unsigned i, uint64_t rec, const reg_dlg *d)
 {
-    if (memcmp(d->sid, x->id, 16) != 0 || dialog_linked(k, rec, d))
+    if (memcmp(d->sid, x->id, SHMREG_ID_BYTES) != 0 || dialog_linked(k, rec, d))
         return 0; /* a record of another session is damage, named as such */
     shm_lock *l = &k->s->ctl->dlg_stripe[(d->hash & (k->s->buckets - 1)) % SHM_STRIPES];
     if (shm_lock_take_for(&k->h->c, l, CHECK_LOCK_WAIT_NS) < 0)
@@ -213,7 +213,7 @@ static void check_session(check *k, uint32_t si)
                         (unsigned long long)r);
                 continue;
             }
-            if (d->slot != si || memcmp(d->sid, x->id, 16) != 0)
+            if (d->slot != si || memcmp(d->sid, x->id, SHMREG_ID_BYTES) != 0)
                 problem(k, "session slot %u: dialog record %llu belongs elsewhere", si,
                         (unsigned long long)r);
             mark(k, r);

@@ -74,7 +74,7 @@ int shmreg__fail_lazy(int code, const char *text, const unsigned char *id)
     err.lazy = text;
     err.has_id = id != NULL;
     if (id)
-        memcpy(err.id.bytes, id, 16);
+        memcpy(err.id.bytes, id, SHMREG_ID_BYTES);
     return code;
 }
 

@@ -106,7 +106,7 @@ static uint64_t published(shmreg *h)
 
 static int id_eq(const shmreg_id *a, const shmreg_id *b)
 {
-    return memcmp(a->bytes, b->bytes, 16) == 0;
+    return memcmp(a->bytes, b->bytes, SHMREG_ID_BYTES) == 0;
 }
 
 static const shmreg_id zero_id;

@@ -104,7 +104,7 @@ static int key_cmp(const lkey *a, const lkey *b)
 {
     if (a->created != b->created)
         return a->created < b->created ? -1 : 1;
-    return memcmp(a->id.bytes, b->id.bytes, 16);
+    return memcmp(a->id.bytes, b->id.bytes, SHMREG_ID_BYTES);
 }
 
 /* Output order: by key, or reversed. */
