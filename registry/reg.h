@@ -44,7 +44,7 @@ struct shmreg {
  * REG_DELETED once deletion has begun; the rest names the deleter. */
 #define REG_DELETED 0x80u
 #define REG_STATE(w) ((unsigned)((w) & 0xffu))
-#define REG_LIVE(w) (REG_STATE(w) >= 1 && REG_STATE(w) <= 9)
+#define REG_LIVE(w) (REG_STATE(w) >= SHMREG_STATE_INITIATING && REG_STATE(w) <= SHMREG_STATE_FAILED)
 
 typedef struct reg_sess {
     shm_blk hdr;

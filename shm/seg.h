@@ -52,6 +52,14 @@
 #define SHM_NCLASS 42u                  /* heap size classes (see alloc.c) */
 #define SHM_SLOT_CLASS 0xffu            /* class id of session slots */
 
+/* Capacity ceilings that shm_layout() accepts; the consumer's error
+ * message quotes the same names so the two cannot drift apart. */
+#define SHM_MAX_SESSIONS (1u << 26)
+#define SHM_MAX_HANDLES 4096u
+#define SHM_MAX_HEAP_SHIFT 40u          /* heap_bytes <= 2^40 */
+#define SHM_MAX_HEAP_BYTES (1ull << SHM_MAX_HEAP_SHIFT)
+#define SHM_MAX_ROOMS (1u << 20)
+
 /* A lock in the segment, padded to a cache line so neighbouring locks do
  * not false-share. One 32-bit futex word that the engine itself defines
  * (shm/lock.c): 0 free, else who holds it. Not a pthread mutex: a
