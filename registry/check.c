@@ -139,7 +139,7 @@ static void check_block_ref(check *k, uint32_t si, uint64_t off, const char *wha
 static int dialog_linked(check *k, uint64_t rec, const reg_dlg *d)
 {
     uint64_t off = atomic_load(&k->s->dlg_index[d->hash & (k->s->buckets - 1)]);
-    for (uint64_t steps = 0; off && steps <= k->s->size / 64; steps++) {
+    for (uint64_t steps = 0; off && steps <= shm_walk_limit(k->s); steps++) {
         reg_dlg *y = off == rec ? NULL : reg_dialog_at(k->h, off);
         if (y == NULL)
             return 1;
@@ -275,7 +275,7 @@ static void check_dlg_index(check *k)
         uint64_t off = atomic_load(&s->dlg_index[b]);
         for (uint64_t steps = 0; off; steps++) {
             reg_dlg *d = reg_dialog_at(k->h, off);
-            if (d == NULL || steps > s->size / 64) {
+            if (d == NULL || steps > shm_walk_limit(s)) {
                 problem(k, "dialog index bucket %u: chain broken at %llu", b, (unsigned long long)off);
                 break;
             }
@@ -377,7 +377,7 @@ static void check_free_lists(check *k)
             int bad = 0;
             for (uint64_t off = fl->head; off; n++) {
                 shm_blk *b = shm_blk_at(s, off);
-                if (b == NULL || n > s->size / 64 || SHM_KIND(atomic_load(&b->state)) != SHM_BLK_FREE) {
+                if (b == NULL || n > shm_walk_limit(s) || SHM_KIND(atomic_load(&b->state)) != SHM_BLK_FREE) {
                     problem(k, "free list %u/%u: bad entry %llu", c, sh, (unsigned long long)off);
                     bad = 1;
                     break;
@@ -432,7 +432,7 @@ static void check_limbo(check *k)
         uint64_t steps = 0;
         for (uint64_t off = atomic_load(&s->handles[i].limbo_head); off; steps++) {
             shm_blk *b = shm_blk_at(s, off);
-            if (b == NULL || steps > s->size / 64) {
+            if (b == NULL || steps > shm_walk_limit(s)) {
                 problem(k, "handle %u: limbo list broken at %llu", i, (unsigned long long)off);
                 break;
             }

@@ -87,7 +87,7 @@ static uint64_t chain_find(shmreg *h, uint64_t hash, shmreg_str cid, shmreg_str 
     uint64_t off = atomic_load_explicit(&s->dlg_index[hash & (s->buckets - 1)], memory_order_acquire);
     for (uint64_t steps = 0; off; steps++) {
         reg_dlg *d = reg_dialog_at(h, off);
-        if (d == NULL || steps > s->size / 64) {
+        if (d == NULL || steps > shm_walk_limit(s)) {
             *err = shmreg__fail(SHMREG_ECORRUPT, "dialog chain is broken at offset %llu",
                                 (unsigned long long)off);
             return 0;
@@ -115,7 +115,7 @@ int reg_dialog_unlink(shmreg *h, uint64_t rec)
     if (shm_lock_take(&h->c, l) < 0)
         return 0;
     _Atomic uint64_t *link = &s->dlg_index[b];
-    for (uint64_t steps = 0, off = atomic_load(link); off && steps <= s->size / 64; steps++) {
+    for (uint64_t steps = 0, off = atomic_load(link); off && steps <= shm_walk_limit(s); steps++) {
         reg_dlg *x = reg_dialog_at(h, off);
         if (x == NULL)
             break;

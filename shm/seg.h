@@ -219,6 +219,16 @@ static inline uint64_t shm_off(const shm_seg *s, const void *p)
     return (uint64_t)((const unsigned char *)p - s->base);
 }
 
+/* Bound on the steps of a walk along a list that lives in the segment
+ * (free lists, limbo lists, dialog chains). Every entry is a block of at
+ * least 64 bytes, so no honest list has more entries than the segment
+ * has 64-byte blocks: a walk that goes further is following a cycle left
+ * by corruption, and must stop rather than spin for ever. */
+static inline uint64_t shm_walk_limit(const shm_seg *s)
+{
+    return s->size / 64;
+}
+
 uint64_t shm_now_ns(void);
 
 #endif
