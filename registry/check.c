@@ -139,7 +139,7 @@ static void check_block_ref(check *k, uint32_t si, uint64_t off, const char *wha
 static int dialog_linked(check *k, uint64_t rec, const reg_dlg *d)
 {
     uint64_t off = atomic_load(&k->s->dlg_index[d->hash & (k->s->buckets - 1)]);
-    for (uint64_t steps = 0; off && steps <= k->s->size / 64; steps++) {
+    for (uint64_t steps = 0; off && steps <= shm_walk_limit(k->s); steps++) {
         reg_dlg *y = off == rec ? NULL : reg_dialog_at(k->h, off);
         if (y == NULL)
             return 1;
@@ -158,7 +158,7 @@ static int dialog_linked(check *k, uint64_t rec, const reg_dlg *d)
  * reference retires the record (dialog.c). Returns 1 for a leftover. */
 static int half_bound(check *k, reg_sess *x, unsigned i, uint64_t rec, const reg_dlg *d)
 {
-    if (memcmp(d->sid, x->id, 16) != 0 || dialog_linked(k, rec, d))
+    if (memcmp(d->sid, x->id, SHMREG_ID_BYTES) != 0 || dialog_linked(k, rec, d))
         return 0; /* a record of another session is damage, named as such */
     shm_lock *l = &k->s->ctl->dlg_stripe[(d->hash & (k->s->buckets - 1)) % SHM_STRIPES];
     if (shm_lock_take_for(&k->h->c, l, CHECK_LOCK_WAIT_NS) < 0)
@@ -213,7 +213,7 @@ static void check_session(check *k, uint32_t si)
                         (unsigned long long)r);
                 continue;
             }
-            if (d->slot != si || memcmp(d->sid, x->id, 16) != 0)
+            if (d->slot != si || memcmp(d->sid, x->id, SHMREG_ID_BYTES) != 0)
                 problem(k, "session slot %u: dialog record %llu belongs elsewhere", si,
                         (unsigned long long)r);
             mark(k, r);
@@ -275,7 +275,7 @@ static void check_dlg_index(check *k)
         uint64_t off = atomic_load(&s->dlg_index[b]);
         for (uint64_t steps = 0; off; steps++) {
             reg_dlg *d = reg_dialog_at(k->h, off);
-            if (d == NULL || steps > s->size / 64) {
+            if (d == NULL || steps > shm_walk_limit(s)) {
                 problem(k, "dialog index bucket %u: chain broken at %llu", b, (unsigned long long)off);
                 break;
             }
@@ -377,7 +377,7 @@ static void check_free_lists(check *k)
             int bad = 0;
             for (uint64_t off = fl->head; off; n++) {
                 shm_blk *b = shm_blk_at(s, off);
-                if (b == NULL || n > s->size / 64 || SHM_KIND(atomic_load(&b->state)) != SHM_BLK_FREE) {
+                if (b == NULL || n > shm_walk_limit(s) || SHM_KIND(atomic_load(&b->state)) != SHM_BLK_FREE) {
                     problem(k, "free list %u/%u: bad entry %llu", c, sh, (unsigned long long)off);
                     bad = 1;
                     break;
@@ -432,7 +432,7 @@ static void check_limbo(check *k)
         uint64_t steps = 0;
         for (uint64_t off = atomic_load(&s->handles[i].limbo_head); off; steps++) {
             shm_blk *b = shm_blk_at(s, off);
-            if (b == NULL || steps > s->size / 64) {
+            if (b == NULL || steps > shm_walk_limit(s)) {
                 problem(k, "handle %u: limbo list broken at %llu", i, (unsigned long long)off);
                 break;
             }

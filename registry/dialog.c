@@ -87,7 +87,7 @@ static uint64_t chain_find(shmreg *h, uint64_t hash, shmreg_str cid, shmreg_str 
     uint64_t off = atomic_load_explicit(&s->dlg_index[hash & (s->buckets - 1)], memory_order_acquire);
     for (uint64_t steps = 0; off; steps++) {
         reg_dlg *d = reg_dialog_at(h, off);
-        if (d == NULL || steps > s->size / 64) {
+        if (d == NULL || steps > shm_walk_limit(s)) {
             *err = shmreg__fail(SHMREG_ECORRUPT, "dialog chain is broken at offset %llu",
                                 (unsigned long long)off);
             return 0;
@@ -115,7 +115,7 @@ int reg_dialog_unlink(shmreg *h, uint64_t rec)
     if (shm_lock_take(&h->c, l) < 0)
         return 0;
     _Atomic uint64_t *link = &s->dlg_index[b];
-    for (uint64_t steps = 0, off = atomic_load(link); off && steps <= s->size / 64; steps++) {
+    for (uint64_t steps = 0, off = atomic_load(link); off && steps <= shm_walk_limit(s); steps++) {
         reg_dlg *x = reg_dialog_at(h, off);
         if (x == NULL)
             break;
@@ -168,7 +168,7 @@ int shmreg_dialog_bind(shmreg *h, shmreg_str call_id, shmreg_str local_tag, shmr
     reg_dlg *d = reg_payload((shm_blk *)(s->base + rec));
     atomic_store(&d->next, 0);
     d->hash = hash;
-    memcpy(d->sid, session->bytes, 16);
+    memcpy(d->sid, session->bytes, SHMREG_ID_BYTES);
     d->slot = si;
     d->len[0] = (uint16_t)call_id.len;
     d->len[1] = (uint16_t)local_tag.len;
@@ -225,7 +225,7 @@ int shmreg_dialog_find(shmreg *h, shmreg_str call_id, shmreg_str local_tag, shmr
     shm_read_enter(&h->c);
     uint64_t rec = chain_find(h, hash, call_id, local_tag, remote_tag, &rc);
     if (rec)
-        memcpy(session_out->bytes, reg_dialog_at(h, rec)->sid, 16);
+        memcpy(session_out->bytes, reg_dialog_at(h, rec)->sid, SHMREG_ID_BYTES);
     else if (rc == 0)
         rc = shmreg__fail_lazy(SHMREG_ENOENT, "no such dialog", NULL);
     shm_read_leave(&h->c);
@@ -292,7 +292,7 @@ static int dialog_view(shmreg *h, uint64_t rec, shmreg_dialog *out)
     if (d == NULL)
         return shmreg__fail(SHMREG_ECORRUPT, "dialog offset %llu is not a record", (unsigned long long)rec);
     dialog_strs(d, &out->call_id, &out->local_tag, &out->remote_tag);
-    memcpy(out->session.bytes, d->sid, 16);
+    memcpy(out->session.bytes, d->sid, SHMREG_ID_BYTES);
     memset(out->reserved, 0, sizeof out->reserved);
     return 0;
 }

@@ -26,9 +26,9 @@ typedef struct ev_wire {
     uint64_t time_ns;
     int32_t pid;
     uint8_t old_state, new_state, which, len;
-    unsigned char session[16];
+    unsigned char session[SHMREG_ID_BYTES];
     union {
-        unsigned char room[16];
+        unsigned char room[SHMREG_ID_BYTES];
         uint64_t config_gen;
         uint32_t mask;
         unsigned char data[SHMREG_EVENT_DATA_MAX];
@@ -130,7 +130,7 @@ void reg_event(shmreg *h, uint64_t time_ns, uint32_t type, const unsigned char *
 {
     ev_wire w = {0};
     if (session)
-        memcpy(w.session, session, 16);
+        memcpy(w.session, session, SHMREG_ID_BYTES);
     w.old_state = (uint8_t)old_state;
     w.new_state = (uint8_t)new_state;
     if (type == SHMREG_EV_SESSION_UPDATED)
@@ -144,9 +144,9 @@ void reg_event_room(shmreg *h, uint64_t time_ns, uint32_t type, const unsigned c
                     const unsigned char *session, int old_state, int new_state)
 {
     ev_wire w = {0};
-    memcpy(w.u.room, room, 16);
+    memcpy(w.u.room, room, SHMREG_ID_BYTES);
     if (session)
-        memcpy(w.session, session, 16);
+        memcpy(w.session, session, SHMREG_ID_BYTES);
     w.old_state = (uint8_t)old_state;
     w.new_state = (uint8_t)new_state;
     publish(h, time_ns, type, &w);
@@ -169,7 +169,7 @@ int shmreg_publish(shmreg *h, const shmreg_id *session, const void *data, size_t
                             SHMREG_EVENT_DATA_MAX);
     ev_wire w = {0};
     if (session)
-        memcpy(w.session, session->bytes, 16);
+        memcpy(w.session, session->bytes, SHMREG_ID_BYTES);
     w.len = (uint8_t)len;
     if (len)
         memcpy(w.u.data, data, len);
@@ -216,14 +216,14 @@ static int decode(shmreg_sub *sub, const shm_ring_record *r, shmreg_event *e)
         return 0;
     ev_wire w;
     memcpy(&w, r->payload, sizeof w);
-    if (sub->one_session && memcmp(w.session, sub->session.bytes, 16) != 0)
+    if (sub->one_session && memcmp(w.session, sub->session.bytes, SHMREG_ID_BYTES) != 0)
         return 0;
     memset(e, 0, sizeof *e);
     e->seq = r->seq;
     e->time_ns = w.time_ns;
     e->type = r->type;
     e->pid = w.pid;
-    memcpy(e->session.bytes, w.session, 16);
+    memcpy(e->session.bytes, w.session, SHMREG_ID_BYTES);
     e->old_state = w.old_state;
     e->new_state = w.new_state;
     switch (r->type) {
@@ -236,7 +236,7 @@ static int decode(shmreg_sub *sub, const shm_ring_record *r, shmreg_event *e)
     default:
         e->which = w.which;
         if (r->type >= SHMREG_EV_ROOM_CREATED)
-            memcpy(e->room.bytes, w.u.room, 16);
+            memcpy(e->room.bytes, w.u.room, SHMREG_ID_BYTES);
     }
     return 1;
 }

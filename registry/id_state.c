@@ -39,7 +39,7 @@ static const char hexdigits[] = "0123456789abcdef";
 void shmreg_id_format(const shmreg_id *id, char out[SHMREG_ID_TEXT_LEN + 1])
 {
     char *p = out;
-    for (int i = 0; i < 16; i++) {
+    for (int i = 0; i < SHMREG_ID_BYTES; i++) {
         if (i == 4 || i == 6 || i == 8 || i == 10)
             *p++ = '-';
         *p++ = hexdigits[id->bytes[i] >> 4];

@@ -44,14 +44,14 @@ struct shmreg {
  * REG_DELETED once deletion has begun; the rest names the deleter. */
 #define REG_DELETED 0x80u
 #define REG_STATE(w) ((unsigned)((w) & 0xffu))
-#define REG_LIVE(w) (REG_STATE(w) >= 1 && REG_STATE(w) <= 9)
+#define REG_LIVE(w) (REG_STATE(w) >= SHMREG_STATE_INITIATING && REG_STATE(w) <= SHMREG_STATE_FAILED)
 
 typedef struct reg_sess {
     shm_blk hdr;
     _Atomic uint64_t state;
     _Atomic uint32_t next;            /* session index chain: slot + 1 */
     uint32_t pad;
-    unsigned char id[16];
+    unsigned char id[SHMREG_ID_BYTES];
     _Atomic uint64_t info;            /* block offsets */
     _Atomic uint64_t sdp[2];
     uint64_t created_ns;
@@ -83,7 +83,7 @@ typedef struct reg_sdp {
 typedef struct reg_dlg {
     _Atomic uint64_t next;
     uint64_t hash;
-    unsigned char sid[16];
+    unsigned char sid[SHMREG_ID_BYTES];
     uint32_t slot;
     uint16_t len[3];                  /* call-id, local tag, remote tag */
     uint16_t pad;
@@ -97,14 +97,14 @@ static inline reg_sess *reg_slot(const shmreg *h, uint32_t i)
 
 /* A fresh random 128-bit ID. getrandom() costs a system call, so bytes
  * are drawn 512 at a time into the handle (a handle is one process's). */
-void reg_random_id(shmreg *h, unsigned char out[16]);
+void reg_random_id(shmreg *h, unsigned char out[SHMREG_ID_BYTES]);
 
 static inline void *reg_payload(shm_blk *b)
 {
     return (unsigned char *)b + SHM_BLK_HDR;
 }
 
-static inline uint32_t reg_id_bucket(const shmreg *h, const unsigned char id[16])
+static inline uint32_t reg_id_bucket(const shmreg *h, const unsigned char id[SHMREG_ID_BYTES])
 {
     uint64_t x;
     memcpy(&x, id, 8); /* IDs are random: their bits are the hash */
@@ -116,17 +116,17 @@ static inline uint32_t reg_id_bucket(const shmreg *h, const unsigned char id[16]
  * found live. Build answers from *state, never from a second load: a
  * delete may land in between, and the word would then hold REG_DELETED.
  * Otherwise SHMREG_ENOENT (errmsg set, lazily) or SHMREG_ECORRUPT. */
-int reg_find(shmreg *h, const unsigned char id[16], uint32_t *si, uint64_t *state);
+int reg_find(shmreg *h, const unsigned char id[SHMREG_ID_BYTES], uint32_t *si, uint64_t *state);
 
 /* reg_find() for callers to whom absence is an answer, not a failure:
  * leaves shmreg_errmsg() alone on SHMREG_ENOENT. */
-int reg_lookup(shmreg *h, const unsigned char id[16], uint32_t *si, uint64_t *state);
+int reg_lookup(shmreg *h, const unsigned char id[SHMREG_ID_BYTES], uint32_t *si, uint64_t *state);
 
 #ifdef SHMREG_TESTING
 /* Called, when set, right after a field swap stamped the slot and before
  * it checks for a delete that raced it: a test deletes the session here
  * to take the "deleted meanwhile" way out for certain. */
-extern void (*reg_test_after_swap)(shmreg *h, const unsigned char id[16]);
+extern void (*reg_test_after_swap)(shmreg *h, const unsigned char id[SHMREG_ID_BYTES]);
 #endif
 
 /* 0 when `h` is usable and inside a read section, else SHMREG_EFORK,

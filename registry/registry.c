@@ -44,6 +44,7 @@
 #define DEFAULT_HEAP_MIN (64ull << 20)
 #define DEFAULT_RING_RECORDS 65536u
 #define DEFAULT_ROOMS 1024u
+_Static_assert(SHMREG_MAX_HANDLES == SHM_MAX_HANDLES, "the public handle ceiling is the engine's");
 
 /* ------------------------------------------------------------ errors */
 
@@ -74,7 +75,7 @@ int shmreg__fail_lazy(int code, const char *text, const unsigned char *id)
     err.lazy = text;
     err.has_id = id != NULL;
     if (id)
-        memcpy(err.id.bytes, id, 16);
+        memcpy(err.id.bytes, id, SHMREG_ID_BYTES);
     return code;
 }
 
@@ -348,8 +349,8 @@ static int create_params(const shmreg_options *o, const shm_record rec[REG_NRECO
     shm_fixed f;
     if (shm_layout(p, &f) != 0)
         return shmreg__fail(SHMREG_EINVAL, "capacity out of range (sessions 1..%u, handles 1..%u, "
-                            "heap %u..2^40 bytes, rooms 1..%u)", 1u << 26, SHMREG_MAX_HANDLES,
-                            SHM_PAGE_BYTES, 1u << 20);
+                            "heap %u..2^%u bytes, rooms 1..%u)", SHM_MAX_SESSIONS, SHM_MAX_HANDLES,
+                            SHM_PAGE_BYTES, SHM_MAX_HEAP_SHIFT, SHM_MAX_ROOMS);
     return 0;
 }
 

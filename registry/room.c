@@ -31,7 +31,7 @@
 #include "crashpoint.h"
 
 typedef struct reg_room {
-    unsigned char id[16];
+    unsigned char id[SHMREG_ID_BYTES];
     _Atomic uint64_t state;          /* room state, or REG_DELETED | deleter tag */
     uint64_t created_ns, config_gen;
     uint32_t max, name_len;
@@ -39,7 +39,7 @@ typedef struct reg_room {
 } reg_room;
 
 typedef struct reg_part {
-    unsigned char sid[16];
+    unsigned char sid[SHMREG_ID_BYTES];
     _Atomic uint32_t status;
     _Atomic uint32_t audio;
     uint64_t joined_ns;
@@ -110,7 +110,7 @@ static reg_part *part_at(shmreg *h, uint64_t off)
     return p;
 }
 
-static uint32_t room_hash(const shmreg *h, const unsigned char id[16])
+static uint32_t room_hash(const shmreg *h, const unsigned char id[SHMREG_ID_BYTES])
 {
     uint64_t x;
     memcpy(&x, id, 8); /* random IDs: their bits are the hash */
@@ -120,7 +120,7 @@ static uint32_t room_hash(const shmreg *h, const unsigned char id[16])
 /* Find a live room by ID: table index in *idx, and in *state the state
  * word as loaded and found live (answers are built from it, never from a
  * second load that a delete may have overtaken). In a read section. */
-static int room_find(shmreg *h, const unsigned char id[16], uint32_t *idx, reg_room **out,
+static int room_find(shmreg *h, const unsigned char id[SHMREG_ID_BYTES], uint32_t *idx, reg_room **out,
                      uint64_t *state)
 {
     const shm_seg *s = &h->c.seg;
@@ -135,7 +135,7 @@ static int room_find(shmreg *h, const unsigned char id[16], uint32_t *idx, reg_r
         reg_room *r = room_at(h, off);
         if (r == NULL)
             return shmreg__fail(SHMREG_ECORRUPT, "room table entry %u is not a room", i);
-        if (memcmp(r->id, id, 16) == 0) {
+        if (memcmp(r->id, id, SHMREG_ID_BYTES) == 0) {
             uint64_t st = atomic_load(&r->state);
             if (!ROOM_LIVE(st))
                 break;
@@ -152,13 +152,13 @@ static int room_find(shmreg *h, const unsigned char id[16], uint32_t *idx, reg_r
  * the entry's value as it was matched. A remover must pass on that value,
  * not load the entry again: the participant may have left and another
  * taken the entry meanwhile. */
-static int roster_find(shmreg *h, reg_room *r, const unsigned char sid[16], reg_part **p,
+static int roster_find(shmreg *h, reg_room *r, const unsigned char sid[SHMREG_ID_BYTES], reg_part **p,
                        uint64_t *off)
 {
     for (uint32_t i = 0; i < r->max; i++) {
         uint64_t o = atomic_load_explicit(&r->roster[i], memory_order_acquire);
         reg_part *x = o ? part_at(h, o) : NULL;
-        if (x && memcmp(x->sid, sid, 16) == 0) {
+        if (x && memcmp(x->sid, sid, SHMREG_ID_BYTES) == 0) {
             *p = x;
             if (off)
                 *off = o;
@@ -274,7 +274,7 @@ int shmreg_room_create(shmreg *h, shmreg_str name, uint32_t max_participants, sh
     /* The ID is kept apart before publication: once in the table the room
      * may be deleted and (no read section here) its block reused. */
     shmreg_id id;
-    memcpy(id.bytes, r->id, 16);
+    memcpy(id.bytes, r->id, SHMREG_ID_BYTES);
     uint32_t start = room_hash(h, id.bytes);
     for (uint32_t k = 0; k < s->room_slots; k++) {
         uint32_t i = (start + k) & (s->room_slots - 1);
@@ -391,7 +391,7 @@ int shmreg_room_delete(shmreg *h, const shmreg_id *room)
 static void room_view(shmreg *h, reg_room *r, uint64_t st, shmreg_room *out)
 {
     (void)h;
-    memcpy(out->id.bytes, r->id, 16);
+    memcpy(out->id.bytes, r->id, SHMREG_ID_BYTES);
     out->state = (int)REG_STATE(st);
     out->name.ptr = (const char *)&r->roster[r->max];
     out->name.len = r->name_len;
@@ -448,7 +448,7 @@ static int joinable(uint64_t st)
 }
 
 /* Is a session's room word a claim that nobody will complete? */
-static int stale_claim(shmreg *h, uint64_t w, const unsigned char sid[16])
+static int stale_claim(shmreg *h, uint64_t w, const unsigned char sid[SHMREG_ID_BYTES])
 {
     if (REF_IDX(w) >= h->c.seg.room_slots)
         return 1;
@@ -502,7 +502,7 @@ int shmreg_room_join(shmreg *h, const shmreg_id *room, const shmreg_id *session,
     }
     SHM_CRASH_POINT("room_join_allocated");
     reg_part *p = reg_payload((shm_blk *)(h->c.seg.base + off));
-    memcpy(p->sid, session->bytes, 16);
+    memcpy(p->sid, session->bytes, SHMREG_ID_BYTES);
     atomic_store(&p->status, SHMREG_PART_JOINING);
     atomic_store(&p->audio, 0);
     p->joined_ns = shm_now_ns();
@@ -656,7 +656,7 @@ int shmreg_participant_next(shmreg *h, const shmreg_id *room, uint64_t *cursor, 
             return shmreg__fail(SHMREG_ECORRUPT, "roster entry %llu is not a participant", (unsigned long long)i);
         if (p == NULL)
             continue;
-        memcpy(out->session.bytes, p->sid, 16);
+        memcpy(out->session.bytes, p->sid, SHMREG_ID_BYTES);
         out->uri.ptr = p->data;
         out->uri.len = p->uri_len;
         out->display_name.ptr = p->data + p->uri_len;
@@ -690,7 +690,7 @@ int shmreg_session_room(shmreg *h, const shmreg_id *session, shmreg_id *room_out
                           ? room_at(h, atomic_load(&h->c.seg.rooms[REF_IDX(w)])) : NULL;
         reg_part *p;
         if (r && roster_find(h, r, x->id, &p, NULL) >= 0)
-            memcpy(room_out->bytes, r->id, 16);
+            memcpy(room_out->bytes, r->id, SHMREG_ID_BYTES);
         else
             rc = shmreg__fail(SHMREG_ENOENT, "session is in no room");
     }

@@ -29,24 +29,24 @@
 #include "reg.h"
 #include "crashpoint.h"
 
-void reg_random_id(shmreg *h, unsigned char out[16])
+void reg_random_id(shmreg *h, unsigned char out[SHMREG_ID_BYTES])
 {
-    if (h->rnd_left < 16) {
+    if (h->rnd_left < SHMREG_ID_BYTES) {
         randombytes_buf(h->rnd, sizeof h->rnd);
         h->rnd_left = sizeof h->rnd;
     }
-    h->rnd_left -= 16;
-    memcpy(out, h->rnd + h->rnd_left, 16);
-    sodium_memzero(h->rnd + h->rnd_left, 16); /* an ID handed out is not kept */
+    h->rnd_left -= SHMREG_ID_BYTES;
+    memcpy(out, h->rnd + h->rnd_left, SHMREG_ID_BYTES);
+    sodium_memzero(h->rnd + h->rnd_left, SHMREG_ID_BYTES); /* an ID handed out is not kept */
 }
 
 /* ------------------------------------------------------------ finding */
 
 #ifdef SHMREG_TESTING
-void (*reg_test_after_swap)(shmreg *h, const unsigned char id[16]);
+void (*reg_test_after_swap)(shmreg *h, const unsigned char id[SHMREG_ID_BYTES]);
 #endif
 
-int reg_lookup(shmreg *h, const unsigned char id[16], uint32_t *si, uint64_t *state)
+int reg_lookup(shmreg *h, const unsigned char id[SHMREG_ID_BYTES], uint32_t *si, uint64_t *state)
 {
     const shm_seg *s = &h->c.seg;
     uint32_t n = atomic_load_explicit(&s->sess_index[reg_id_bucket(h, id)], memory_order_acquire);
@@ -54,7 +54,7 @@ int reg_lookup(shmreg *h, const unsigned char id[16], uint32_t *si, uint64_t *st
         if (n > s->max_sessions || steps > s->max_sessions)
             return shmreg__fail(SHMREG_ECORRUPT, "session index chain is broken");
         reg_sess *x = reg_slot(h, n - 1);
-        if (memcmp(x->id, id, 16) == 0) {
+        if (memcmp(x->id, id, SHMREG_ID_BYTES) == 0) {
             uint64_t st = atomic_load_explicit(&x->state, memory_order_acquire);
             if (!REG_LIVE(st))
                 break;
@@ -67,7 +67,7 @@ int reg_lookup(shmreg *h, const unsigned char id[16], uint32_t *si, uint64_t *st
     return SHMREG_ENOENT;
 }
 
-int reg_find(shmreg *h, const unsigned char id[16], uint32_t *si, uint64_t *state)
+int reg_find(shmreg *h, const unsigned char id[SHMREG_ID_BYTES], uint32_t *si, uint64_t *state)
 {
     int rc = reg_lookup(h, id, si, state);
     return rc == SHMREG_ENOENT ? shmreg__fail_lazy(rc, "no such session", id) : rc;
@@ -308,7 +308,7 @@ int shmreg_session_create(shmreg *h, const shmreg_fields *f, shmreg_id *id_out)
     SHM_CRASH_POINT("session_create_linked");
     /* The ID is copied out before publication: once live, the session may
      * be deleted and (we are in no read section) its slot reused. */
-    memcpy(id_out->bytes, x->id, 16);
+    memcpy(id_out->bytes, x->id, SHMREG_ID_BYTES);
     atomic_store_explicit(&x->state, SHMREG_STATE_INITIATING, memory_order_release);
     reg_event(h, now, SHMREG_EV_SESSION_CREATED, id_out->bytes, 0, SHMREG_STATE_INITIATING, 0);
     return 0;
@@ -535,7 +535,7 @@ static int session_view(shmreg *h, uint32_t si, uint64_t st, shmreg_session *out
         __builtin_prefetch(s->base + sdp0);
     if (sdp1 < s->size)
         __builtin_prefetch(s->base + sdp1);
-    memcpy(out->id.bytes, x->id, 16);
+    memcpy(out->id.bytes, x->id, SHMREG_ID_BYTES);
     out->state = (int)REG_STATE(st);
     uint16_t port[2];
     int rc = reg_info_view(h, info, out->str, port);

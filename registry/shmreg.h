@@ -153,7 +153,8 @@ const char *shmreg_errmsg(void);
 
 typedef struct shmreg shmreg;                        /* a process's handle */
 typedef struct { const char *ptr; size_t len; } shmreg_str;
-typedef struct { unsigned char bytes[16]; } shmreg_id; /* 128-bit session ID */
+#define SHMREG_ID_BYTES 16 /* bytes of a shmreg_id (session and room IDs) */
+typedef struct { unsigned char bytes[SHMREG_ID_BYTES]; } shmreg_id; /* 128-bit session ID */
 
 #define SHMREG_ID_TEXT_LEN 36 /* canonical UUID text, without NUL */
 

@@ -142,7 +142,7 @@ void shm_list_repair(const shm_seg *s, shm_freelist *fl)
     for (uint64_t o = fl->head; o; o = atomic_load(&blk(s, o)->link)) {
         shm_blk *x = shm_blk_at(s, o);
         if (x == NULL || shm_blk_list(s, o) != fl || SHM_KIND(atomic_load(&x->state)) != SHM_BLK_FREE ||
-            n > s->size / 64) {
+            n > shm_walk_limit(s)) {
             /* Cut at the first bad link; what lies beyond is reported as
              * leaked by the check and reclaimed by its repair. */
             if (prev)

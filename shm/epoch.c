@@ -170,7 +170,7 @@ int shm_handle_claim(shm_ctx *c)
                      * link ends the queue there: the next append cuts
                      * what lay beyond, and the sweep reclaims it). */
                     uint64_t steps = 0;
-                    for (uint64_t o = atomic_load(&s->handles[i].limbo_head); o && steps++ < s->size / 64;) {
+                    for (uint64_t o = atomic_load(&s->handles[i].limbo_head); o && steps++ < shm_walk_limit(s);) {
                         shm_blk *b = shm_blk_at(s, o);
                         if (b == NULL)
                             break;
@@ -263,7 +263,7 @@ uint64_t shm_limbo_bytes(const shm_seg *s, uint32_t i)
     for (int attempt = 0; attempt < 4; attempt++) {
         uint64_t head = atomic_load(&h->limbo_head), steps = 0;
         bytes = 0;
-        for (uint64_t off = head; off && steps++ < s->size / 64;) {
+        for (uint64_t off = head; off && steps++ < shm_walk_limit(s);) {
             shm_blk *b = shm_blk_at(s, off);
             if (b == NULL || SHM_KIND(atomic_load(&b->state)) != SHM_BLK_RETIRED)
                 break;

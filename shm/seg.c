@@ -47,11 +47,11 @@ int shm_layout(const shm_params *p, shm_fixed *f)
 {
     if (p->nrecords > SHM_MAX_RECORDS - SHM_ENGINE_RECORDS || (p->nrecords && !p->records))
         return SHM_EINVAL;
-    if (p->max_sessions < 1 || p->max_sessions > (1u << 26) ||
-        p->max_handles < 1 || p->max_handles > 4096 || p->heap_bytes < SHM_PAGE_BYTES ||
-        p->max_rooms < 1 || p->max_rooms > (1u << 20) ||
+    if (p->max_sessions < 1 || p->max_sessions > SHM_MAX_SESSIONS ||
+        p->max_handles < 1 || p->max_handles > SHM_MAX_HANDLES || p->heap_bytes < SHM_PAGE_BYTES ||
+        p->max_rooms < 1 || p->max_rooms > SHM_MAX_ROOMS ||
         shm_ring_bytes(p->ring_records) == 0 ||
-        p->heap_bytes > (1ull << 40))
+        p->heap_bytes > SHM_MAX_HEAP_BYTES)
         return SHM_EINVAL;
     memset(f, 0, sizeof *f);
     memcpy(f->magic, SHM_MAGIC, 8);

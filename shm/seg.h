@@ -52,6 +52,14 @@
 #define SHM_NCLASS 42u                  /* heap size classes (see alloc.c) */
 #define SHM_SLOT_CLASS 0xffu            /* class id of session slots */
 
+/* Capacity ceilings that shm_layout() accepts; the consumer's error
+ * message quotes the same names so the two cannot drift apart. */
+#define SHM_MAX_SESSIONS (1u << 26)
+#define SHM_MAX_HANDLES 4096u
+#define SHM_MAX_HEAP_SHIFT 40u          /* heap_bytes <= 2^40 */
+#define SHM_MAX_HEAP_BYTES (1ull << SHM_MAX_HEAP_SHIFT)
+#define SHM_MAX_ROOMS (1u << 20)
+
 /* A lock in the segment, padded to a cache line so neighbouring locks do
  * not false-share. One 32-bit futex word that the engine itself defines
  * (shm/lock.c): 0 free, else who holds it. Not a pthread mutex: a
@@ -209,6 +217,16 @@ static inline void *shm_at(const shm_seg *s, uint64_t off, uint64_t len)
 static inline uint64_t shm_off(const shm_seg *s, const void *p)
 {
     return (uint64_t)((const unsigned char *)p - s->base);
+}
+
+/* Bound on the steps of a walk along a list that lives in the segment
+ * (free lists, limbo lists, dialog chains). Every entry is a block of at
+ * least 64 bytes, so no honest list has more entries than the segment
+ * has 64-byte blocks: a walk that goes further is following a cycle left
+ * by corruption, and must stop rather than spin for ever. */
+static inline uint64_t shm_walk_limit(const shm_seg *s)
+{
+    return s->size / 64;
 }
 
 uint64_t shm_now_ns(void);

@@ -46,13 +46,6 @@ static struct shared *sh;
 
 static shmreg_str SS(const char *s) { return (shmreg_str){ s, strlen(s) }; }
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
 /* ------------------------------------------------ self-checking values */
 
 
@@ -255,8 +248,8 @@ int main(void)
     pid_t surv[SURVIVORS];
     for (int k = 0; k < SURVIVORS; k++)
         surv[k] = test_fork(survivor, (void *)(intptr_t)k);
-    double t0 = now_s();
-    while ((ops_of(0) < 100 || ops_of(1) < 100) && now_s() - t0 < 10)
+    double t0 = test_mono_s();
+    while ((ops_of(0) < 100 || ops_of(1) < 100) && test_mono_s() - t0 < 10)
         usleep(1000);
     long ops_before[SURVIVORS];
     for (int k = 0; k < SURVIVORS; k++)

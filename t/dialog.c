@@ -69,13 +69,11 @@ static int bind3(shmreg *h, const char *c, const char *l, const char *r, const s
     return rc;
 }
 
-static int same_id(const shmreg_id *a, const shmreg_id *b) { return !memcmp(a, b, sizeof *a); }
-
 static int found_as(shmreg *h, shmreg_str c, shmreg_str l, shmreg_str r, const shmreg_id *want)
 {
     shmreg_id got;
     memset(&got, 0, sizeof got);
-    return shmreg_dialog_find(h, c, l, r, &got) == 0 && same_id(&got, want);
+    return shmreg_dialog_find(h, c, l, r, &got) == 0 && test_id_eq(&got, want);
 }
 
 static uint32_t stat_dialogs(shmreg *h)
@@ -175,7 +173,7 @@ static void test_basics(shmreg *h, shmreg_id *s1, shmreg_id *s2)
     is(shmreg_session_dialog(h, s1, 0, &d), 0, "session_dialog(0) lists the bound dialog");
     ok(str_eq(d.call_id, "call-1@host") && str_eq(d.local_tag, "ltag-1") &&
        str_eq(d.remote_tag, "rtag-1"), "with its key in place");
-    ok(same_id(&d.session, s1), "and its session");
+    ok(test_id_eq(&d.session, s1), "and its session");
     is(shmreg_session_dialog(h, s1, 1, &d), SHMREG_ENOENT, "session_dialog(1) gives SHMREG_ENOENT");
     is(shmreg_session_dialog(h, &unknown, 0, &d), SHMREG_ENOENT,
        "session_dialog of an unknown session gives SHMREG_ENOENT");
@@ -197,7 +195,7 @@ static void test_empty_remote_tag(shmreg *h, shmreg_id *s2, shmreg_id *s3)
     memset(&got, 0, sizeof got);
     is(shmreg_dialog_find(h, SS("call-2@host"), SS("ltag-2"), NOTAG, &got), 0,
        "an early find matches one of them");
-    ok(same_id(&got, s2) || same_id(&got, s3), "either of the two sessions");
+    ok(test_id_eq(&got, s2) || test_id_eq(&got, s3), "either of the two sessions");
     is(shmreg_dialog_bind(h, SS("call-2@host"), SS("ltag-2"), EMPTY, s3), SHMREG_EEXIST,
        "binding the empty-tag key again gives SHMREG_EEXIST");
 
@@ -286,7 +284,7 @@ static void test_per_session_limit(shmreg *h)
         if (rc == 0 && d.remote_tag.len < sizeof tag)
             memcpy(tag, d.remote_tag.ptr, d.remote_tag.len), tag[d.remote_tag.len] = 0;
         if (rc != 0 || !str_eq(d.call_id, "call-5@host") || !str_eq(d.local_tag, "l5") ||
-            !same_id(&d.session, &s5) || sscanf(tag, "fork-%u", &k) != 1 ||
+            !test_id_eq(&d.session, &s5) || sscanf(tag, "fork-%u", &k) != 1 ||
             k >= SHMREG_MAX_DIALOGS_PER_SESSION) {
             odd++;
             continue;
@@ -339,7 +337,7 @@ static void test_shared_call_id(shmreg *h, shmreg_id *many, int nmany)
         int owner = 0;
         for (int i = 0; i < nknown; i++)
             owner |= known[i].live && !strcmp(known[i].l, l) &&
-                     !strcmp(known[i].c, "shared-call-id@host") && same_id(&known[i].s, &got);
+                     !strcmp(known[i].c, "shared-call-id@host") && test_id_eq(&known[i].s, &got);
         early += owner;
     }
     is(early, 5, "an early find by each local tag gives a session bound with that tag");
@@ -360,7 +358,7 @@ static void test_iteration(shmreg *h)
         int match = -1;
         for (int i = 0; i < nknown; i++)
             if (known[i].live && str_eq(d.call_id, known[i].c) && str_eq(d.local_tag, known[i].l) &&
-                str_eq(d.remote_tag, known[i].r) && same_id(&d.session, &known[i].s)) {
+                str_eq(d.remote_tag, known[i].r) && test_id_eq(&d.session, &known[i].s)) {
                 match = i;
                 break;
             }

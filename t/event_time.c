@@ -29,11 +29,11 @@ static int hook_deletes;
 
 /* Runs inside the swap, after the stamp: delete the session through the
  * other handle, so the swap's "deleted meanwhile" check fires. */
-static void delete_now(shmreg *hh, const unsigned char id[16])
+static void delete_now(shmreg *hh, const unsigned char id[SHMREG_ID_BYTES])
 {
     (void)hh;
     shmreg_id sid;
-    memcpy(sid.bytes, id, 16);
+    memcpy(sid.bytes, id, SHMREG_ID_BYTES);
     reg_test_after_swap = NULL; /* once */
     hook_deletes += shmreg_session_delete(h2, &sid) == 0;
 }

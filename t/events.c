@@ -41,13 +41,6 @@ static char g_path[400];
 
 /* ------------------------------------------------------------ helpers */
 
-static uint64_t now_ns(void)   /* CLOCK_REALTIME, as event times */
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
 static shmreg *open_new(const char *name, uint32_t event_records)
 {
     shmreg_options o;
@@ -78,15 +71,6 @@ static void close_destroy(shmreg *h)
     shmreg_destroy(g_path, 1);
 }
 
-static shmreg_id new_session(shmreg *h)
-{
-    shmreg_id id;
-    int rc = shmreg_session_create(h, NULL, &id);
-    if (rc != 0)
-        bail_out("session_create: %s (%s)", shmreg_strerror(rc), shmreg_errmsg());
-    return id;
-}
-
 static shmreg_sub *subscribe(shmreg *h, uint32_t mask, const shmreg_id *session)
 {
     shmreg_sub *sub = NULL;
@@ -102,11 +86,6 @@ static uint64_t published(shmreg *h)
     if (shmreg_stat(h, &st) != 0)
         bail_out("stat: %s", shmreg_errmsg());
     return st.events_published;
-}
-
-static int id_eq(const shmreg_id *a, const shmreg_id *b)
-{
-    return memcmp(a->bytes, b->bytes, 16) == 0;
 }
 
 static const shmreg_id zero_id;
@@ -148,7 +127,7 @@ static void events_are(const shmreg_event *got, int m, const struct want *want, 
                        pid_t pid, const char *what)
 {
     is(m, n, "%s: exactly %d events", what, n);
-    uint64_t t1 = now_ns();
+    uint64_t t1 = test_now_ns();
     for (int i = 0; i < n && i < m; i++) {
         const shmreg_event *e = &got[i];
         const struct want *w = &want[i];
@@ -161,8 +140,8 @@ static void events_are(const shmreg_event *got, int m, const struct want *want, 
 #define EV_DIFF(cond, ...) \
         if (!(cond)) o += (size_t)snprintf(why + o, o < sizeof why ? sizeof why - o : 0, __VA_ARGS__)
         EV_DIFF(e->type == w->type, " type %u (want %u)", e->type, w->type);
-        EV_DIFF(id_eq(&e->session, sess), " session differs");
-        EV_DIFF(id_eq(&e->room, &zero_id), " room not zero");
+        EV_DIFF(test_id_eq(&e->session, sess), " session differs");
+        EV_DIFF(test_id_eq(&e->room, &zero_id), " room not zero");
         EV_DIFF(e->old_state == w->old_state, " old_state %d (want %d)", e->old_state, w->old_state);
         EV_DIFF(e->new_state == w->new_state, " new_state %d (want %d)", e->new_state, w->new_state);
         EV_DIFF(e->which == w->which, " which 0x%x (want 0x%x)", e->which, w->which);
@@ -225,7 +204,7 @@ static void test_names_and_arguments(void)
 
     /* A subscription starts at the current end of the ring. */
     shmreg_publish(h, NULL, "before", 6);
-    shmreg_id s = new_session(h);
+    shmreg_id s = test_session_new(h);
     sub = subscribe(h, SHMREG_EV_ALL, NULL);
     uint64_t missed = 99;
     double t0 = test_mono_s();
@@ -249,7 +228,7 @@ static void test_registry_events(void)
 {
     shmreg *h = open_new("ev-reg", 0);
     shmreg_sub *sub = subscribe(h, SHMREG_EV_ALL, NULL);
-    uint64_t p0 = published(h), t0 = now_ns();
+    uint64_t p0 = published(h), t0 = test_now_ns();
     shmreg_id s;
     shmreg_fields f;
     memset(&f, 0, sizeof f);
@@ -311,10 +290,10 @@ static void test_registry_events(void)
 static void test_config_event(void)
 {
     shmreg *h = open_new("ev-config", 0);
-    shmreg_id s = new_session(h);
+    shmreg_id s = test_session_new(h);
     shmreg_sub *all = subscribe(h, SHMREG_EV_ALL, NULL);
     shmreg_sub *one = subscribe(h, SHMREG_EV_ALL, &s);
-    uint64_t p0 = published(h), t0 = now_ns();
+    uint64_t p0 = published(h), t0 = test_now_ns();
     int rc = shmreg_config_set(h, "media", "media.ptime", "30");
     if (rc != 0) {
         skip(4, "configs not usable here: %s (%s)", shmreg_strerror(rc), shmreg_errmsg());
@@ -345,7 +324,7 @@ static void test_config_event(void)
 static void test_sdp_not_copied(void)
 {
     shmreg *h = open_new("ev-sdp", 0);
-    shmreg_id s = new_session(h);
+    shmreg_id s = test_session_new(h);
     shmreg_sub *sub = subscribe(h, SHMREG_EV_MASK(SHMREG_EV_SDP_UPDATED), &s);
     static char sdp[4000];
     unsigned seed = 12345;
@@ -354,7 +333,7 @@ static void test_sdp_not_copied(void)
     shmreg_session_set_sdp(h, &s, SHMREG_SDP_REMOTE, sdp, sizeof sdp);
     shmreg_event e;
     is(shmreg_poll(sub, &e, 1, 0, NULL), 1, "setting a 4000-byte SDP publishes one sdp_updated");
-    ok(e.type == SHMREG_EV_SDP_UPDATED && id_eq(&e.session, &s) && e.which == SHMREG_SDP_REMOTE,
+    ok(e.type == SHMREG_EV_SDP_UPDATED && test_id_eq(&e.session, &s) && e.which == SHMREG_SDP_REMOTE,
        "... for the session, side remote");
     /* No 8-byte run of the SDP is anywhere in the event. */
     int found = 0;
@@ -385,7 +364,7 @@ static int count_type(const shmreg_event *e, int n, uint32_t type)
 static void test_filters(void)
 {
     shmreg *h = open_new("ev-filter", 0);
-    shmreg_id a = new_session(h), b = new_session(h);
+    shmreg_id a = test_session_new(h), b = test_session_new(h);
     shmreg_sub *all = subscribe(h, SHMREG_EV_ALL, NULL);
     shmreg_sub *states = subscribe(h, SHMREG_EV_MASK(SHMREG_EV_STATE_CHANGED), NULL);
     shmreg_sub *only_a = subscribe(h, SHMREG_EV_ALL, &a);
@@ -415,28 +394,28 @@ static void test_filters(void)
     n = drain(all, e, 64, NULL);
     is(n, 13, "no filter: all 13 events");
     n = drain(states, e, 64, NULL);
-    ok(n == 3 && count_type(e, n, SHMREG_EV_STATE_CHANGED) == 3 && id_eq(&e[0].session, &a) &&
-       id_eq(&e[1].session, &b) && id_eq(&e[2].session, &a) && e[2].new_state == SHMREG_STATE_ACTIVE,
+    ok(n == 3 && count_type(e, n, SHMREG_EV_STATE_CHANGED) == 3 && test_id_eq(&e[0].session, &a) &&
+       test_id_eq(&e[1].session, &b) && test_id_eq(&e[2].session, &a) && e[2].new_state == SHMREG_STATE_ACTIVE,
        "mask state_changed: exactly the 3 transitions (a, b, a), in order");
     n = drain(only_a, e, 64, NULL);
     int all_a = 1;
     for (int i = 0; i < n; i++)
-        all_a &= id_eq(&e[i].session, &a);
+        all_a &= test_id_eq(&e[i].session, &a);
     ok(n == 5 && all_a && e[0].type == SHMREG_EV_STATE_CHANGED && e[1].type == SHMREG_EV_SDP_UPDATED &&
        e[2].type == SHMREG_EV_CUSTOM && e[3].type == SHMREG_EV_DIALOG_BOUND &&
        e[4].type == SHMREG_EV_STATE_CHANGED,
        "session a, any type: exactly its 5 events (state, sdp, custom, dialog, state)");
     n = drain(sdp_a, e, 64, NULL);
-    ok(n == 1 && e[0].type == SHMREG_EV_SDP_UPDATED && id_eq(&e[0].session, &a) && e[0].which == SHMREG_SDP_LOCAL,
+    ok(n == 1 && e[0].type == SHMREG_EV_SDP_UPDATED && test_id_eq(&e[0].session, &a) && e[0].which == SHMREG_SDP_LOCAL,
        "sdp_updated of session a: exactly 1");
     n = drain(custom, e, 64, NULL);
     ok(n == 3 && e[0].len == 5 && memcmp(e[0].data, "for a", 5) == 0 && e[1].len == 5 &&
        memcmp(e[1].data, "for b", 5) == 0 && e[2].len == 7 && memcmp(e[2].data, "for all", 7) == 0,
        "mask custom: exactly the 3 custom events, in order");
     n = drain(a_or_b_life, e, 64, NULL);
-    ok(n == 3 && e[0].type == SHMREG_EV_SESSION_CREATED && id_eq(&e[0].session, &c) &&
-       e[1].type == SHMREG_EV_SESSION_DELETED && id_eq(&e[1].session, &b) &&
-       e[2].type == SHMREG_EV_SESSION_DELETED && id_eq(&e[2].session, &c),
+    ok(n == 3 && e[0].type == SHMREG_EV_SESSION_CREATED && test_id_eq(&e[0].session, &c) &&
+       e[1].type == SHMREG_EV_SESSION_DELETED && test_id_eq(&e[1].session, &b) &&
+       e[2].type == SHMREG_EV_SESSION_DELETED && test_id_eq(&e[2].session, &c),
        "mask created|deleted: exactly create c, delete b, delete c");
     n = drain(rooms, e, 64, NULL);
     is(n, 0, "mask room_created: nothing");
@@ -555,13 +534,13 @@ static void test_polling(void)
 
     /* Blocking with a filter: non-matching events do not wake it up early. */
     shmreg_sub *states = subscribe(h, SHMREG_EV_MASK(SHMREG_EV_STATE_CHANGED), NULL);
-    bs->session = new_session(h);
+    bs->session = test_session_new(h);
     atomic_store(&bs->ready, 0);
     pid = test_fork(late_publisher, (void *)1);
     while (!atomic_load(&bs->ready))
         sched_yield();
     n = shmreg_poll(states, e, 4, 5000 * 1000000ll, NULL);
-    ok(n == 1 && e[0].type == SHMREG_EV_STATE_CHANGED && id_eq(&e[0].session, &bs->session),
+    ok(n == 1 && e[0].type == SHMREG_EV_STATE_CHANGED && test_id_eq(&e[0].session, &bs->session),
        "a filtered blocking poll passes over 5 custom events and returns the state change");
     is(test_wait(pid), 0, "... publisher done");
 
@@ -775,7 +754,7 @@ static void test_no_alloc(void)
 {
     shmreg *h = open_new("ev-noalloc", 0);
     shmreg_sub *sub = subscribe(h, SHMREG_EV_MASK(SHMREG_EV_CUSTOM), NULL);
-    shmreg_id s = new_session(h);
+    shmreg_id s = test_session_new(h);
     shmreg_event e;
     shmreg_publish(h, &s, "warm", 4);
     shmreg_poll(sub, &e, 1, 0, NULL);

@@ -26,13 +26,6 @@ static char path[400];
 static shmreg *h;             /* the parent's handle, inherited by children */
 static shmreg_id sid;         /* a session the parent made */
 
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 /* Runs in a child: every call on the inherited handle is SHMREG_EFORK. */
 static void misuse_inherited(void *arg)
 {
@@ -206,7 +199,7 @@ int main(void)
     struct pipes p;
     if (pipe(p.ready) || pipe(p.release))
         bail_out("pipe: %s", strerror(errno));
-    uint64_t t0 = now_ns();
+    uint64_t t0 = test_now_ns();
     pid = test_fork(attach_and_die, &p);
     close(p.ready[1]);
     close(p.release[0]);
@@ -222,7 +215,7 @@ int main(void)
     ok(hs.others == 1 && hs.other.pid == pid && hs.other.alive == 1 && hs.other.self == 0,
        "the child's: its pid, alive, not self");
     is(hs.other.in_read, 1, "the child's shows its read section open");
-    ok(hs.other.attached_ns + 1000000000ull >= t0 && hs.other.attached_ns <= now_ns(),
+    ok(hs.other.attached_ns + 1000000000ull >= t0 && hs.other.attached_ns <= test_now_ns(),
        "and when it attached");
     ok(hs.own.slot != hs.other.slot, "in different slots");
     is(shmreg_reap(h), 0, "reap clears nothing while the child lives");

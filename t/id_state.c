@@ -13,7 +13,7 @@
 #include "shmreg.h"
 #include "tap.h"
 
-static const unsigned char SAMPLE[16] = {
+static const unsigned char SAMPLE[SHMREG_ID_BYTES] = {
     0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77,
     0x88, 0x99, 0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff,
 };
@@ -51,7 +51,7 @@ static void test_id_text(void)
     shmreg_id id, back;
     char text[SHMREG_ID_TEXT_LEN + 1];
 
-    memcpy(id.bytes, SAMPLE, 16);
+    memcpy(id.bytes, SAMPLE, SHMREG_ID_BYTES);
     memset(text, 'X', sizeof text);
     shmreg_id_format(&id, text);
     is_str(text, SAMPLE_TEXT,
@@ -59,29 +59,29 @@ static void test_id_text(void)
 
     memset(&back, 0, sizeof back);
     is(shmreg_id_parse(SAMPLE_TEXT, 36, &back), 0, "id_parse accepts canonical text");
-    is_mem(back.bytes, 16, SAMPLE, 16, "id_parse gives back the formatted bytes");
+    is_mem(back.bytes, SHMREG_ID_BYTES, SAMPLE, SHMREG_ID_BYTES, "id_parse gives back the formatted bytes");
 
     memset(&back, 0, sizeof back);
     is(shmreg_id_parse("00112233-4455-6677-8899-AABBCCDDEEFF", 36, &back), 0,
        "id_parse accepts upper-case hex");
-    is_mem(back.bytes, 16, SAMPLE, 16, "upper-case text parses to the same bytes");
+    is_mem(back.bytes, SHMREG_ID_BYTES, SAMPLE, SHMREG_ID_BYTES, "upper-case text parses to the same bytes");
 
     memset(&back, 0, sizeof back);
     is(shmreg_id_parse("00112233-4455-6677-8899-AaBbCcDdEeFf", 36, &back), 0,
        "id_parse accepts mixed-case hex");
-    is_mem(back.bytes, 16, SAMPLE, 16, "mixed-case text parses to the same bytes");
+    is_mem(back.bytes, SHMREG_ID_BYTES, SAMPLE, SHMREG_ID_BYTES, "mixed-case text parses to the same bytes");
 
     /* A trailing byte beyond `len` is not looked at. */
     memset(&back, 0, sizeof back);
     is(shmreg_id_parse(SAMPLE_TEXT "trailing", 36, &back), 0,
        "id_parse reads exactly len bytes, ignoring what follows");
-    is_mem(back.bytes, 16, SAMPLE, 16, "and parses them right");
+    is_mem(back.bytes, SHMREG_ID_BYTES, SAMPLE, SHMREG_ID_BYTES, "and parses them right");
 
     /* Round trips of many IDs, including all-zero and all-one bytes. */
     int bad_format = 0, bad_parse = 0, bad_bytes = 0;
     srand(12345);
     for (int n = 0; n < 2000; n++) {
-        for (int i = 0; i < 16; i++)
+        for (int i = 0; i < SHMREG_ID_BYTES; i++)
             id.bytes[i] = n == 0 ? 0x00 : n == 1 ? 0xff : (unsigned char)rand();
         shmreg_id_format(&id, text);
         if (!canonical(text))

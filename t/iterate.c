@@ -30,13 +30,6 @@ static int stable_live[NSTABLE], stable_state[NSTABLE];
 
 static shmreg_str SS(const char *s) { return (shmreg_str){ s, strlen(s) }; }
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
 static int stable_index(const shmreg_id *id)
 {
     for (int i = 0; i < NSTABLE; i++)
@@ -282,14 +275,14 @@ static void test_busy(shmreg *h)
     pid_t pid = test_fork(writer, sh);
 
     /* Wait until the writer is running. */
-    double t0 = now_s();
-    while (atomic_load(&sh->created) < 50 && now_s() - t0 < 10)
+    double t0 = test_mono_s();
+    while (atomic_load(&sh->created) < 50 && test_mono_s() - t0 < 10)
         usleep(1000);
 
     long walks = 0, garbage = 0, bad_walks = 0, churn_seen = 0, items = 0, errors = 0;
     shmreg_session v;
-    t0 = now_s();
-    while (now_s() - t0 < 2.0) {
+    t0 = test_mono_s();
+    while (test_mono_s() - t0 < 2.0) {
         int seen[NSTABLE] = { 0 }, rc, per_section = (walks % 2) ? 7 : 1 << 30, k = 0;
         uint64_t cur = 0;
         shmreg_read_begin(h);

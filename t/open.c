@@ -56,13 +56,6 @@ static int exists(const char *path)
     return lstat(path, &st) == 0;
 }
 
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 /* Count entries of `dir` whose mode is not `fmode` (regular files) or
  * `dmode` (directories); *nfiles gets the number of regular files. */
 static int wrong_modes(const char *dir, int fmode, int dmode, int *nfiles)
@@ -132,7 +125,7 @@ static void test_create(void)
     const char *P = path_copy("create");
     shmreg_options o = create_opts(100000);
     shmreg *h = NULL, *h2 = NULL, *h3 = NULL;
-    uint64_t t0 = now_ns();
+    uint64_t t0 = test_now_ns();
 
     is(shmreg_open(P, &o, &h), 0, "open with SHMREG_CREATE creates a registry");
     if (!h)
@@ -169,7 +162,7 @@ static void test_create(void)
     is(s.handles, 1, "a fresh registry has one handle attached");
     is(s.oldest_read_ns, 0, "no read section is open");
     is(s.config_gen, shmreg_config_gen(h), "stat.config_gen equals shmreg_config_gen");
-    ok(s.created_ns + 1000000000ull >= t0 && s.created_ns <= now_ns() + 1000000000ull,
+    ok(s.created_ns + 1000000000ull >= t0 && s.created_ns <= test_now_ns() + 1000000000ull,
        "stat.created_ns is the creation time");
 
     is(shmreg_open(P, NULL, &h2), 0, "a second handle attaches without options");

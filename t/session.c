@@ -16,39 +16,12 @@
 
 #define S(lit) ((shmreg_str){ (lit), sizeof(lit) - 1 })
 
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-static shmreg *open_new(const char *name, uint32_t max_sessions, uint64_t heap)
-{
-    shmreg_options o;
-    memset(&o, 0, sizeof o);
-    o.flags = SHMREG_CREATE | SHMREG_EXCL;
-    o.max_sessions = max_sessions;
-    o.heap_bytes = heap;
-    shmreg *h = NULL;
-    const char *p = test_dir(name);
-    int rc = shmreg_open(p, &o, &h);
-    if (rc != 0)
-        bail_out("cannot create %s: %s (%s)", p, shmreg_strerror(rc), shmreg_errmsg());
-    return h;
-}
-
 static void close_destroy(shmreg *h)
 {
     char path[512];
     snprintf(path, sizeof path, "%s", shmreg_path(h));
     shmreg_close(h);
     shmreg_destroy(path, 1);
-}
-
-static int str_is(shmreg_str s, const void *p, size_t len)
-{
-    return s.len == len && (len == 0 || (s.ptr && memcmp(s.ptr, p, len) == 0));
 }
 
 /* A deep copy of a session view, for "nothing changed" comparisons. */
@@ -167,9 +140,9 @@ static void test_create_get(shmreg *h)
     memset(&zero, 0, sizeof zero);
     memset(&id, 0, sizeof id);
 
-    uint64_t t0 = now_ns();
+    uint64_t t0 = test_now_ns();
     is(shmreg_session_create(h, &f, &id), 0, "create a session with every field set");
-    uint64_t t1 = now_ns();
+    uint64_t t1 = test_now_ns();
     ok(memcmp(&id, &zero, sizeof id) != 0, "it gets a non-zero ID");
 
     is(shmreg_session_get(h, &id, &v), SHMREG_ENOREAD,
@@ -179,7 +152,7 @@ static void test_create_get(shmreg *h)
     is(shmreg_session_get(h, &id, &v), 0, "get inside the section finds the session");
     ok(memcmp(&v.id, &id, sizeof id) == 0, "the view carries the session's ID");
     for (int i = 0; i < SHMREG_FIELD_STR_COUNT; i++)
-        ok(str_is(v.str[i], f.str[i].ptr, f.str[i].len),
+        ok(test_str_is(v.str[i], f.str[i].ptr, f.str[i].len),
            "the %s reads back byte-exact (%zu bytes)", FIELD_NAME[i], f.str[i].len);
     is(v.local_rtp_port, 49170, "the local RTP port reads back");
     is(v.remote_rtp_port, 3456, "the remote RTP port reads back");
@@ -241,14 +214,14 @@ static void test_update(shmreg *h)
        "update the to URI and local port");
     shmreg_read_begin(h);
     shmreg_session_get(h, &id, &v);
-    ok(str_is(v.str[SHMREG_FIELD_TO_URI], "sip:carol@chicago.example.com", 29),
+    ok(test_str_is(v.str[SHMREG_FIELD_TO_URI], "sip:carol@chicago.example.com", 29),
        "the masked to URI changed");
     is(v.local_rtp_port, 50000, "the masked local port changed");
     is(v.remote_rtp_port, 3456, "the unmasked remote port kept its value");
     int kept = 1;
     for (int i = 0; i < SHMREG_FIELD_STR_COUNT; i++)
         if (i != SHMREG_FIELD_TO_URI)
-            kept &= str_is(v.str[i], a.str[i], a.len[i]);
+            kept &= test_str_is(v.str[i], a.str[i], a.len[i]);
     ok(kept, "every unmasked string kept its value");
     is(v.state, a.state, "the state is unchanged");
     ok(v.updated_ns > a.updated, "update advances updated_ns");
@@ -266,8 +239,8 @@ static void test_update(shmreg *h)
        "update app data and failure reason");
     shmreg_read_begin(h);
     shmreg_session_get(h, &id, &v);
-    ok(str_is(v.str[SHMREG_FIELD_APP_DATA], blob, sizeof blob), "app data with NULs reads back");
-    ok(str_is(v.str[SHMREG_FIELD_FAILURE_REASON], "486 Busy Here", 13), "failure reason reads back");
+    ok(test_str_is(v.str[SHMREG_FIELD_APP_DATA], blob, sizeof blob), "app data with NULs reads back");
+    ok(test_str_is(v.str[SHMREG_FIELD_FAILURE_REASON], "486 Busy Here", 13), "failure reason reads back");
     shmreg_read_end(h);
 
     memset(&g, 0, sizeof g);
@@ -276,7 +249,7 @@ static void test_update(shmreg *h)
     shmreg_read_begin(h);
     shmreg_session_get(h, &id, &v);
     is(v.str[SHMREG_FIELD_CODEC].len, 0, "the codec is now empty");
-    ok(str_is(v.str[SHMREG_FIELD_FROM_URI], "sip:alice@atlanta.example.com", 29),
+    ok(test_str_is(v.str[SHMREG_FIELD_FROM_URI], "sip:alice@atlanta.example.com", 29),
        "and the from URI is still Alice");
     shmreg_read_end(h);
 
@@ -344,7 +317,7 @@ static void test_update(shmreg *h)
     shmreg_session_get(h, &nid, &v);
     int all = 1;
     for (int i = 0; i < SHMREG_FIELD_STR_COUNT; i++)
-        all &= str_is(v.str[i], f.str[i].ptr, f.str[i].len);
+        all &= test_str_is(v.str[i], f.str[i].ptr, f.str[i].len);
     ok(all, "and every one reads back");
     shmreg_read_end(h);
     shmreg_session_delete(h, &nid);
@@ -581,7 +554,7 @@ static void test_counters(shmreg *h)
 
 static void test_delete_and_counts(void)
 {
-    shmreg *h = open_new("counts", 64, 0);
+    shmreg *h = test_reg_new("counts", 64, 0, 0);
     shmreg_id id[12];
     shmreg_session v;
     for (int i = 0; i < 12; i++)
@@ -624,7 +597,7 @@ static void test_delete_and_counts(void)
 
 static void test_table_full(void)
 {
-    shmreg *h = open_new("full", 8, 0);
+    shmreg *h = test_reg_new("full", 8, 0, 0);
     shmreg_id id[9], extra;
     int rc = 0;
     shmreg_fields f = sample_fields();
@@ -649,7 +622,7 @@ static void test_table_full(void)
     shmreg_read_begin(h);
     for (int i = 0; i < 8; i++)
         intact += shmreg_session_get(h, &id[i], &v) == 0 &&
-                  str_is(v.str[SHMREG_FIELD_CALL_ID], f.str[SHMREG_FIELD_CALL_ID].ptr,
+                  test_str_is(v.str[SHMREG_FIELD_CALL_ID], f.str[SHMREG_FIELD_CALL_ID].ptr,
                          f.str[SHMREG_FIELD_CALL_ID].len);
     shmreg_read_end(h);
     is(intact, 8, "all 8 sessions read back intact");
@@ -670,7 +643,7 @@ static void test_table_full(void)
 static void test_heap_full(void)
 {
     enum { BIG = 32 * 1024, N = 64 };
-    shmreg *h = open_new("heapfull", N, 1u << 20);
+    shmreg *h = test_reg_new("heapfull", N, 1u << 20, 0);
     shmreg_id id[N];
     char small[32];
     char *big = malloc(BIG);
@@ -704,10 +677,10 @@ static void test_heap_full(void)
         shmreg_session_get(h, &id[full_at], &v);
         if (full_which == SHMREG_SDP_LOCAL) {
             snprintf(small, sizeof small, "v=0 small %d", full_at);
-            ok(str_is(v.sdp[0], small, strlen(small)), "the failed set_sdp left the previous SDP intact");
+            ok(test_str_is(v.sdp[0], small, strlen(small)), "the failed set_sdp left the previous SDP intact");
         } else {
             fill(big, BIG, (unsigned)(full_at * 2 + 1));
-            ok(str_is(v.sdp[1], NULL, 0) && str_is(v.sdp[0], big, BIG),
+            ok(test_str_is(v.sdp[1], NULL, 0) && test_str_is(v.sdp[0], big, BIG),
                "the failed set_sdp left the previous SDPs intact");
         }
         shmreg_read_end(h);
@@ -720,7 +693,7 @@ static void test_heap_full(void)
                     break;
                 fill(big, BIG, (unsigned)(i * 2 + w + 1));
                 n++;
-                good += shmreg_session_get(h, &id[i], &v) == 0 && str_is(v.sdp[w], big, BIG);
+                good += shmreg_session_get(h, &id[i], &v) == 0 && test_str_is(v.sdp[w], big, BIG);
             }
         shmreg_read_end(h);
         is(good, n, "all %d big SDPs placed before reading back intact", n);
@@ -818,7 +791,7 @@ static void test_nesting(shmreg *h)
 
 int main(void)
 {
-    shmreg *h = open_new("session", 256, 32u << 20);
+    shmreg *h = test_reg_new("session", 256, 32u << 20, 0);
     test_create_get(h);
     test_update(h);
     test_sdp(h);

@@ -100,13 +100,6 @@ static uint64_t now_ms(void)
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-static void sleep_ms(unsigned ms)
-{
-    struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-        ;
-}
-
 /* Start argv in a new process group, stdout and stderr to `out` (appended). */
 static pid_t start(char *const argv[], const char *out)
 {
@@ -152,7 +145,7 @@ static int wait_for(pid_t pid, unsigned ms)
             diag("pid %d did not finish in %u ms: killed", (int)pid, ms);
             return -1;
         }
-        sleep_ms(20);
+        test_sleep_us(20 * 1000u);
     }
 }
 
@@ -344,7 +337,7 @@ static int sipd_start(server *s, const char *name, unsigned workers, const char 
             untrack(s->pid);
             break;
         }
-        sleep_ms(50);
+        test_sleep_us(50 * 1000u);
     }
     shmreg_close(h);
     show_log_tail(s->log);
@@ -431,7 +424,7 @@ static void registry_settles(const char *path, unsigned ms, const char *what)
     shmreg_stats st = { 0 };
     uint64_t end = now_ms() + ms;
     while (h && shmreg_stat(h, &st) == 0 && (st.sessions || st.dialogs) && now_ms() < end)
-        sleep_ms(100);
+        test_sleep_us(100 * 1000u);
     ok(h && st.sessions == 0 && st.dialogs == 0, "%s: registry back to 0 sessions, 0 dialogs", what);
     if (st.sessions || st.dialogs)
         diag("sessions %u dialogs %u", st.sessions, st.dialogs);
@@ -656,7 +649,7 @@ static void test_raw(server *s)
     }
     while (client_recv(&c, resp, sizeof resp, 500) > 0)
         ;
-    sleep_ms(300);
+    test_sleep_us(300 * 1000u);
     clock_gettime(CLOCK_REALTIME, &t1);
     uint64_t from = (uint64_t)t0.tv_sec * 1000000000u + (uint64_t)t0.tv_nsec;
     uint64_t to = (uint64_t)t1.tv_sec * 1000000000u + (uint64_t)t1.tv_nsec;
@@ -868,7 +861,7 @@ static void test_kill(server *s)
     int nb = worker_pids(h, s->pid, before, 64);
     pid_t sp = sipp_start(s, "kill", args, screen, sizeof screen);
     /* mid-load: a quarter of the calls made */
-    sleep_ms((unsigned)(LOAD_CALLS * 1000 / LOAD_RATE / 4));
+    test_sleep_us((unsigned)(LOAD_CALLS * 1000 / LOAD_RATE / 4) * 1000u);
     pid_t victim = nb > 1 ? before[1] : 0;
     ok(victim > 0 && kill(victim, SIGKILL) == 0, "SIGKILL worker pid %d mid-load", (int)victim);
     sipp_result r = sipp_finish(sp, screen, 60000);
@@ -891,7 +884,7 @@ static void test_kill(server *s)
         replaced = gone && fresh == 1 && na == (int)s->workers;
         if (replaced)
             break;
-        sleep_ms(100);
+        test_sleep_us(100 * 1000u);
     }
     ok(replaced, "the master respawned it: %d workers, one new pid, the killed one gone", na);
     shmreg_close(h);

@@ -41,12 +41,6 @@ static void on_alarm(int sig)
     _exit(255);
 }
 
-static void sleep_ms(unsigned ms)
-{
-    struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
-    nanosleep(&ts, NULL);
-}
-
 /* Live handles other than ours and the master's. */
 static int workers(shmreg *h, pid_t *out)
 {
@@ -106,18 +100,18 @@ int main(void)
         if (!h && access(path, F_OK) == 0 && shmreg_open(path, NULL, &h) != 0)
             h = NULL;
         nw = h ? workers(h, w) : 0;
-        sleep_ms(50);
+        test_sleep_us(50 * 1000u);
     }
     if (!is(nw, 3, "the master created the registry; 3 workers attached their own handles"))
         bail_out("prefork did not start");
-    sleep_ms(500);
+    test_sleep_us(500 * 1000u);
     int had = owned_by(h, w[0]);
     ok(had > 0, "worker %d has calls up (%d)", (int)w[0], had);
 
     kill(w[0], SIGKILL);
     int replaced = 0, left = -1;
     for (int i = 0; i < 100 && !(replaced && left == 0); i++) {
-        sleep_ms(100);
+        test_sleep_us(100 * 1000u);
         int n2 = workers(h, w2), fresh = 0, gone = 1;
         for (int k = 0; k < n2; k++) {
             gone &= w2[k] != w[0];

@@ -265,7 +265,7 @@ shmreg_id test_room_new(shmreg *h, const char *name, uint32_t max)
 
 int test_id_eq(const shmreg_id *a, const shmreg_id *b)
 {
-    return memcmp(a->bytes, b->bytes, 16) == 0;
+    return memcmp(a->bytes, b->bytes, SHMREG_ID_BYTES) == 0;
 }
 
 int test_str_is(shmreg_str s, const void *p, size_t len)

@@ -277,7 +277,7 @@ static size_t dlg_key(char *buf, shmreg_str c, shmreg_str l, shmreg_str r)
 
 static int put_new(lm_h *x, MDB_txn *t, const bench_rec *r, const shmreg_id *id, int with_sdp, int state)
 {
-    MDB_val k = {16, (void *)id->bytes}, v = {rec_size(r) - (with_sdp ? 0 : r->sdp_len[0] + r->sdp_len[1]), NULL};
+    MDB_val k = {SHMREG_ID_BYTES, (void *)id->bytes}, v = {rec_size(r) - (with_sdp ? 0 : r->sdp_len[0] + r->sdp_len[1]), NULL};
     int rc = mdb_put(t, x->sess, &k, &v, MDB_NOOVERWRITE | MDB_RESERVE);
     if (rc)
         return rc;
@@ -308,10 +308,10 @@ static int lm_bind(bench_h *bh, const bench_rec *r, const shmreg_id *id)
 {
     lm_h *x = (lm_h *)bh;
     char kb[3 * SHMREG_MAX_STR + 2];
-    MDB_val sk = {16, (void *)id->bytes}, sv;
+    MDB_val sk = {SHMREG_ID_BYTES, (void *)id->bytes}, sv;
     MDB_val dk = {dlg_key(kb, r->f.str[SHMREG_FIELD_CALL_ID], r->f.str[SHMREG_FIELD_LOCAL_TAG],
                           r->f.str[SHMREG_FIELD_REMOTE_TAG]), kb};
-    MDB_val dv = {16, (void *)id->bytes};
+    MDB_val dv = {SHMREG_ID_BYTES, (void *)id->bytes};
     MDB_txn *t;
     LM_CHECK(mdb_txn_begin(x->env, NULL, 0, &t));
     int rc = mdb_get(t, x->sess, &sk, &sv);
@@ -334,7 +334,7 @@ typedef int (*lm_edit)(lm_h *x, const lm_rec *old, const char *data, size_t olds
 static int lm_rmw(lm_h *x, const shmreg_id *id, lm_edit edit, const void *arg)
 {
     MDB_txn *t;
-    MDB_val k = {16, (void *)id->bytes}, v;
+    MDB_val k = {SHMREG_ID_BYTES, (void *)id->bytes}, v;
     LM_CHECK(mdb_txn_begin(x->env, NULL, 0, &t));
     int rc = mdb_get(t, x->sess, &k, &v);
     if (rc) {
@@ -443,7 +443,7 @@ static int lm_counter(bench_h *bh, const shmreg_id *id, int ctr, uint64_t delta)
 static int lm_find_read(bench_h *bh, const shmreg_id *id, uint64_t *sink)
 {
     lm_h *x = (lm_h *)bh;
-    MDB_val k = {16, (void *)id->bytes}, v;
+    MDB_val k = {SHMREG_ID_BYTES, (void *)id->bytes}, v;
     LM_CHECK(mdb_txn_renew(x->rtxn));
     lm_rec h;
     int rc = mdb_get(x->rtxn, x->sess, &k, &v);
@@ -459,7 +459,7 @@ static int lm_find_read(bench_h *bh, const shmreg_id *id, uint64_t *sink)
 static int lm_find_copy(bench_h *bh, const shmreg_id *id, char *buf, uint64_t *sink)
 {
     lm_h *x = (lm_h *)bh;
-    MDB_val k = {16, (void *)id->bytes}, v;
+    MDB_val k = {SHMREG_ID_BYTES, (void *)id->bytes}, v;
     LM_CHECK(mdb_txn_renew(x->rtxn));
     lm_rec h;
     int rc = mdb_get(x->rtxn, x->sess, &k, &v);
@@ -487,8 +487,8 @@ static int lm_dialog_find(bench_h *bh, const bench_rec *r, shmreg_id *out)
                          r->f.str[SHMREG_FIELD_REMOTE_TAG]), kb}, v;
     LM_CHECK(mdb_txn_renew(x->rtxn));
     int rc = mdb_get(x->rtxn, x->dlg, &k, &v);
-    if (rc == 0 && v.mv_size == 16)
-        memcpy(out->bytes, v.mv_data, 16);
+    if (rc == 0 && v.mv_size == SHMREG_ID_BYTES)
+        memcpy(out->bytes, v.mv_data, SHMREG_ID_BYTES);
     mdb_txn_reset(x->rtxn);
     return rc ? bench_fail("lmdb: dialog: %s", mdb_strerror(rc)) : 0;
 }
@@ -497,7 +497,7 @@ static int lm_del(bench_h *bh, const shmreg_id *id)
 {
     lm_h *x = (lm_h *)bh;
     MDB_txn *t;
-    MDB_val k = {16, (void *)id->bytes}, v;
+    MDB_val k = {SHMREG_ID_BYTES, (void *)id->bytes}, v;
     LM_CHECK(mdb_txn_begin(x->env, NULL, 0, &t));
     lm_rec h;
     int rc = mdb_get(t, x->sess, &k, &v);
@@ -542,7 +542,7 @@ static int lm_load(bench_h *bh, const bench_data *d, uint64_t from, uint64_t to,
             rc = put_new(x, t, &r, &ids[i], 1, SHMREG_STATE_ACTIVE);
             MDB_val dk = {dlg_key(kb, r.f.str[SHMREG_FIELD_CALL_ID], r.f.str[SHMREG_FIELD_LOCAL_TAG],
                                   r.f.str[SHMREG_FIELD_REMOTE_TAG]), kb};
-            MDB_val dv = {16, ids[i].bytes};
+            MDB_val dv = {SHMREG_ID_BYTES, ids[i].bytes};
             if (rc == 0)
                 rc = mdb_put(t, x->dlg, &dk, &dv, MDB_NOOVERWRITE);
         }

@@ -352,7 +352,7 @@ static int rd_create(bench_h *bh, const bench_rec *r, shmreg_id *id)
     return rd_int(x->c, redisCommand(x->c,
                       "HSET " SKEY " st 1 from %b to %b dn %b cid %b lt %b rt %b codec %b fr %b app %b "
                       "lp %u rp %u cr %llu up %llu",
-                      id->bytes, (size_t)16, f[0].ptr, f[0].len, f[1].ptr, f[1].len, f[2].ptr, f[2].len,
+                      id->bytes, (size_t)SHMREG_ID_BYTES, f[0].ptr, f[0].len, f[1].ptr, f[1].len, f[2].ptr, f[2].len,
                       f[3].ptr, f[3].len, f[4].ptr, f[4].len, f[5].ptr, f[5].len, f[6].ptr, f[6].len,
                       f[7].ptr ? f[7].ptr : "", f[7].len, f[8].ptr, f[8].len,
                       (unsigned)r->f.local_rtp_port, (unsigned)r->f.remote_rtp_port,
@@ -378,7 +378,7 @@ static int rd_bind(bench_h *bh, const bench_rec *r, const shmreg_id *id)
     rd_h *x = (rd_h *)bh;
     char kb[3 * SHMREG_MAX_STR + 8];
     size_t kl = dlg_key(kb, r);
-    redisReply *rep = rd_cmd(x->c, redisCommand(x->c, "SET %b %b NX", kb, kl, id->bytes, (size_t)16));
+    redisReply *rep = rd_cmd(x->c, redisCommand(x->c, "SET %b %b NX", kb, kl, id->bytes, (size_t)SHMREG_ID_BYTES));
     if (rep == NULL)
         return -1;
     int ok = rep->type == REDIS_REPLY_STATUS;
@@ -389,7 +389,7 @@ static int rd_bind(bench_h *bh, const bench_rec *r, const shmreg_id *id)
 static int rd_set_sdp(bench_h *bh, const shmreg_id *id, int which, const char *sdp, size_t len)
 {
     rd_h *x = (rd_h *)bh;
-    return rd_int(x->c, redisCommand(x->c, "HSET " SKEY " sdp%d %b up %llu", id->bytes, (size_t)16, which,
+    return rd_int(x->c, redisCommand(x->c, "HSET " SKEY " sdp%d %b up %llu", id->bytes, (size_t)SHMREG_ID_BYTES, which,
                                      sdp, len, (unsigned long long)real_ns()),
                   0, "set_sdp");
 }
@@ -400,21 +400,21 @@ static int rd_transition(bench_h *bh, const shmreg_id *id, int expected, int to)
     if (expected && !shmreg_state_allowed(expected, to))
         return bench_fail("redis: transition not allowed");
     return rd_int(x->c, redisCommand(x->c, "EVALSHA %s 1 " SKEY " %d %d %llu", x->s->sha_cas, id->bytes,
-                                     (size_t)16, expected, to, (unsigned long long)real_ns()),
+                                     (size_t)SHMREG_ID_BYTES, expected, to, (unsigned long long)real_ns()),
                   1, "transition");
 }
 
 static int rd_counter(bench_h *bh, const shmreg_id *id, int ctr, uint64_t delta)
 {
     rd_h *x = (rd_h *)bh;
-    return rd_int(x->c, redisCommand(x->c, "HINCRBY " SKEY " c%d %llu", id->bytes, (size_t)16, ctr,
+    return rd_int(x->c, redisCommand(x->c, "HINCRBY " SKEY " c%d %llu", id->bytes, (size_t)SHMREG_ID_BYTES, ctr,
                                      (unsigned long long)delta),
                   0, "counter");
 }
 
 static redisReply *rd_get3(rd_h *x, const shmreg_id *id)
 {
-    redisReply *r = rd_cmd(x->c, redisCommand(x->c, "HMGET " SKEY " st sdp0 sdp1", id->bytes, (size_t)16));
+    redisReply *r = rd_cmd(x->c, redisCommand(x->c, "HMGET " SKEY " st sdp0 sdp1", id->bytes, (size_t)SHMREG_ID_BYTES));
     if (r && (r->type != REDIS_REPLY_ARRAY || r->elements != 3 || r->element[0]->type != REDIS_REPLY_STRING ||
               r->element[1]->type != REDIS_REPLY_STRING || r->element[2]->type != REDIS_REPLY_STRING)) {
         freeReplyObject(r);
@@ -457,9 +457,9 @@ static int rd_dialog_find(bench_h *bh, const bench_rec *r, shmreg_id *out)
     redisReply *rep = rd_cmd(x->c, redisCommand(x->c, "GET %b", kb, kl));
     if (rep == NULL)
         return -1;
-    int ok = rep->type == REDIS_REPLY_STRING && rep->len == 16;
+    int ok = rep->type == REDIS_REPLY_STRING && rep->len == SHMREG_ID_BYTES;
     if (ok)
-        memcpy(out->bytes, rep->str, 16);
+        memcpy(out->bytes, rep->str, SHMREG_ID_BYTES);
     freeReplyObject(rep);
     return ok ? 0 : bench_fail("redis: no such dialog");
 }
@@ -467,7 +467,7 @@ static int rd_dialog_find(bench_h *bh, const bench_rec *r, shmreg_id *out)
 static int rd_del(bench_h *bh, const shmreg_id *id)
 {
     rd_h *x = (rd_h *)bh;
-    return rd_int(x->c, redisCommand(x->c, "EVALSHA %s 1 " SKEY, x->s->sha_del, id->bytes, (size_t)16), 1,
+    return rd_int(x->c, redisCommand(x->c, "EVALSHA %s 1 " SKEY, x->s->sha_del, id->bytes, (size_t)SHMREG_ID_BYTES), 1,
                   "delete");
 }
 
@@ -488,13 +488,13 @@ static int rd_load(bench_h *bh, const bench_data *d, uint64_t from, uint64_t to,
             redisAppendCommand(x->c,
                                "HSET " SKEY " st 3 from %b to %b dn %b cid %b lt %b rt %b codec %b fr %b "
                                "app %b lp %u rp %u cr %llu up %llu sdp0 %b sdp1 %b",
-                               ids[i].bytes, (size_t)16, f[0].ptr, f[0].len, f[1].ptr, f[1].len, f[2].ptr,
+                               ids[i].bytes, (size_t)SHMREG_ID_BYTES, f[0].ptr, f[0].len, f[1].ptr, f[1].len, f[2].ptr,
                                f[2].len, f[3].ptr, f[3].len, f[4].ptr, f[4].len, f[5].ptr, f[5].len,
                                f[6].ptr, f[6].len, f[7].ptr ? f[7].ptr : "", f[7].len, f[8].ptr, f[8].len,
                                (unsigned)r.f.local_rtp_port, (unsigned)r.f.remote_rtp_port,
                                (unsigned long long)now, (unsigned long long)now, r.sdp[0], r.sdp_len[0],
                                r.sdp[1], r.sdp_len[1]);
-            redisAppendCommand(x->c, "SET %b %b NX", kb, dlg_key(kb, &r), ids[i].bytes, (size_t)16);
+            redisAppendCommand(x->c, "SET %b %b NX", kb, dlg_key(kb, &r), ids[i].bytes, (size_t)SHMREG_ID_BYTES);
         }
         for (uint64_t k = 0; k < 2 * n; k++) {
             void *rep;
@@ -519,7 +519,7 @@ static int rd_publish(bench_h *bh, const shmreg_id *id, const void *data, size_t
     uint64_t now = real_ns();
     memcpy(msg, &now, 8);
     if (id)
-        memcpy(msg + 16, id->bytes, 16);
+        memcpy(msg + 16, id->bytes, SHMREG_ID_BYTES);
     memcpy(msg + 32, data, len < 32 ? len : 32);
     return rd_int(x->c, redisCommand(x->c, "PUBLISH ev %b", msg, sizeof msg), 0, "publish");
 }

@@ -300,7 +300,7 @@ const bench_impl impl_copy = {
 #define LIM_STRCAP 448u
 
 typedef struct lim_rec {
-    unsigned char id[16];
+    unsigned char id[SHMREG_ID_BYTES];
     uint32_t state;
     uint16_t port[2];
     uint64_t ctr[SHMREG_CTR_COUNT];
@@ -349,7 +349,7 @@ static uint64_t lim_dlg_hash(shmreg_str c, shmreg_str l, shmreg_str r)
     return lim_hash_bytes(r.ptr, r.len, lim_hash_bytes(l.ptr, l.len, lim_hash_bytes(c.ptr, c.len, 7)));
 }
 
-static uint64_t lim_id_hash(const unsigned char id[16])
+static uint64_t lim_id_hash(const unsigned char id[SHMREG_ID_BYTES])
 {
     uint64_t x;
     memcpy(&x, id, 8);
@@ -440,7 +440,7 @@ static int lim_mem(bench_h *bh, uint64_t sessions, bench_mem *m)
 }
 
 /* Slot of id in by_id, or of the empty slot where it would go. */
-static uint64_t lim_probe(lim_store *s, const unsigned char id[16], int *found)
+static uint64_t lim_probe(lim_store *s, const unsigned char id[SHMREG_ID_BYTES], int *found)
 {
     for (uint64_t p = lim_id_hash(id) & s->mask;; p = (p + 1) & s->mask) {
         uint32_t v = s->by_id[p];
@@ -448,7 +448,7 @@ static uint64_t lim_probe(lim_store *s, const unsigned char id[16], int *found)
             *found = 0;
             return p;
         }
-        if (memcmp(lim_at(s, v - 1)->id, id, 16) == 0) {
+        if (memcmp(lim_at(s, v - 1)->id, id, SHMREG_ID_BYTES) == 0) {
             *found = 1;
             return p;
         }
@@ -525,7 +525,7 @@ static int lim_insert(lim_store *s, const bench_rec *r, const shmreg_id *id)
         return bench_fail("limit: duplicate id");
     uint32_t i = s->free_idx[--s->nfree];
     lim_rec *x = lim_at(s, i);
-    memcpy(x->id, id->bytes, 16);
+    memcpy(x->id, id->bytes, SHMREG_ID_BYTES);
     x->state = SHMREG_STATE_INITIATING;
     x->port[0] = r->f.local_rtp_port;
     x->port[1] = r->f.remote_rtp_port;
@@ -637,7 +637,7 @@ static int lim_dialog_find(bench_h *bh, const bench_rec *r, shmreg_id *out)
                                r->f.str[SHMREG_FIELD_REMOTE_TAG], &found);
     if (!found)
         return bench_fail("limit: no such dialog");
-    memcpy(out->bytes, lim_at(s, s->by_dlg[p] - 1)->id, 16);
+    memcpy(out->bytes, lim_at(s, s->by_dlg[p] - 1)->id, SHMREG_ID_BYTES);
     return 0;
 }
 
@@ -689,7 +689,7 @@ static int lim_publish(bench_h *bh, const shmreg_id *id, const void *data, size_
     uint64_t now = real_ns(), seq = s->ring_seq++;
     memcpy(slot, &seq, 8);
     memcpy(slot + 8, &now, 8);
-    memcpy(slot + 16, id ? id->bytes : (const unsigned char *)"\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0", 16);
+    memcpy(slot + 16, id ? id->bytes : (const unsigned char *)"\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0", SHMREG_ID_BYTES);
     memcpy(slot + 32, data, len < 32 ? len : 32);
     return 0;
 }

@@ -193,6 +193,18 @@ int ctl_parse_states(const char *s, uint32_t *mask);   /* "Active,OnHold" */
 int ctl_section_begin(ctl *c);
 int ctl_section_end(ctl *c);
 
+/* Walk a whole table in read sections: each section reads at most
+ * `per_section` entries with `next` (a public *_next call into `entry`,
+ * advancing *cur) and, when max_bytes is not 0, stops once that much output
+ * is pending; `each` renders one entry. Returns a section's begin error
+ * (printed) or CTL_INTR, for the caller to return as is; otherwise 0 with
+ * *walk_rc the last `next` result (SHMREG_ENOENT at the end, 0 when the
+ * output went away, else an error for the caller to report). */
+typedef int (*ctl_next_fn)(shmreg *h, uint64_t *cur, void *entry);
+typedef void (*ctl_each_fn)(out *o, const void *entry, void *arg);
+int ctl_walk(ctl *c, ctl_next_fn next, void *entry, unsigned per_section, size_t max_bytes,
+             ctl_each_fn each, void *arg, int *walk_rc);
+
 uint64_t ctl_now_ns(void);               /* CLOCK_REALTIME */
 uint64_t ctl_mono_ns(void);              /* CLOCK_MONOTONIC */
 int ctl_configs_exist(const ctl *c);     /* the LMDB environment was set up */

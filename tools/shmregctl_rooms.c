@@ -43,6 +43,15 @@ static void room_fields(out *o, const shmreg_room *r, uint64_t now)
     out_str(o, "name", r->name.ptr, r->name.len);
 }
 
+static int room_next(shmreg *h, uint64_t *cur, void *r) { return shmreg_room_next(h, cur, r); }
+
+static void room_row(out *o, const void *entry, void *now)
+{
+    out_row_begin(o);
+    room_fields(o, entry, *(const uint64_t *)now);
+    out_row_end(o);
+}
+
 int cmd_rooms(ctl *c, int argc, char **argv)
 {
     int rc;
@@ -53,27 +62,15 @@ int cmd_rooms(ctl *c, int argc, char **argv)
     out *o = &c->o;
     out_obj_begin(o, NULL);
     out_table(o, "rooms", room_cols, 6, 0);
-    uint64_t cur = 0, now = ctl_now_ns();
+    uint64_t now = ctl_now_ns();
     shmreg_room r;
-    int stop = 0;
-    while (!stop && rc == 0) {
-        if ((rc = ctl_section_begin(c)))
-            return rc;
-        for (unsigned n = 0; n < ROOMS_PER_SECTION; n++) {
-            if ((rc = shmreg_room_next(c->h, &cur, &r)) != 0)
-                break;
-            out_row_begin(o);
-            room_fields(o, &r, now);
-            out_row_end(o);
-        }
-        stop = ctl_section_end(c);
-    }
-    if (ctl_stop)
-        return CTL_INTR;
+    int walk;
+    if ((rc = ctl_walk(c, room_next, &r, ROOMS_PER_SECTION, 0, room_row, &now, &walk)))
+        return rc;
     out_table_end(o);
     out_obj_end(o);
     out_doc_end(o);
-    return rc == SHMREG_ENOENT || rc == 0 ? CTL_OK : ctl_fail(c, rc, "cannot walk the rooms");
+    return walk == SHMREG_ENOENT || walk == 0 ? CTL_OK : ctl_fail(c, walk, "cannot walk the rooms");
 }
 
 int cmd_room(ctl *c, int argc, char **argv)

@@ -61,6 +61,26 @@ int ctl_section_end(ctl *c)
     return ctl_stop || c->o.broken;
 }
 
+int ctl_walk(ctl *c, ctl_next_fn next, void *entry, unsigned per_section, size_t max_bytes,
+             ctl_each_fn each, void *arg, int *walk_rc)
+{
+    uint64_t cur = 0;
+    int rc = 0, stop = 0;
+    while (!stop && rc == 0) {
+        int brc = ctl_section_begin(c);
+        if (brc)
+            return brc;
+        for (unsigned n = 0; n < per_section && (max_bytes == 0 || out_pending(&c->o) < max_bytes); n++) {
+            if ((rc = next(c->h, &cur, entry)) != 0)
+                break;
+            each(&c->o, entry, arg);
+        }
+        stop = ctl_section_end(c);
+    }
+    *walk_rc = rc;
+    return ctl_stop ? CTL_INTR : 0;
+}
+
 /* The fields every session row carries (list, gc): the same keys as show. */
 static void session_fields(out *o, const shmreg_session *s, uint64_t now)
 {
@@ -104,7 +124,7 @@ static int key_cmp(const lkey *a, const lkey *b)
 {
     if (a->created != b->created)
         return a->created < b->created ? -1 : 1;
-    return memcmp(a->id.bytes, b->id.bytes, 16);
+    return memcmp(a->id.bytes, b->id.bytes, SHMREG_ID_BYTES);
 }
 
 /* Output order: by key, or reversed. */
@@ -402,6 +422,20 @@ static const out_col dialog_cols[] = {
     {"remote_tag", "REMOTE-TAG", 0, 0, 0},
 };
 
+static int dialog_next(shmreg *h, uint64_t *cur, void *d) { return shmreg_dialog_next(h, cur, d); }
+
+static void dialog_row(out *o, const void *entry, void *arg)
+{
+    const shmreg_dialog *d = entry;
+    (void)arg;
+    out_row_begin(o);
+    out_id(o, "session", &d->session);
+    out_str(o, "call_id", d->call_id.ptr, d->call_id.len);
+    out_str(o, "local_tag", d->local_tag.ptr, d->local_tag.len);
+    out_str(o, "remote_tag", d->remote_tag.ptr, d->remote_tag.len);
+    out_row_end(o);
+}
+
 int cmd_dialogs(ctl *c, int argc, char **argv)
 {
     int rc;
@@ -412,31 +446,14 @@ int cmd_dialogs(ctl *c, int argc, char **argv)
     out *o = &c->o;
     out_obj_begin(o, NULL);
     out_table(o, "dialogs", dialog_cols, 4, 0);
-    uint64_t cur = 0;
     shmreg_dialog d;
-    int stop = 0;
-    rc = 0;
-    while (!stop && rc == 0) {
-        if ((rc = ctl_section_begin(c)))
-            return rc;
-        for (unsigned n = 0; n < SECTION_READS && out_pending(o) < SECTION_BYTES; n++) {
-            if ((rc = shmreg_dialog_next(c->h, &cur, &d)) != 0)
-                break;
-            out_row_begin(o);
-            out_id(o, "session", &d.session);
-            out_str(o, "call_id", d.call_id.ptr, d.call_id.len);
-            out_str(o, "local_tag", d.local_tag.ptr, d.local_tag.len);
-            out_str(o, "remote_tag", d.remote_tag.ptr, d.remote_tag.len);
-            out_row_end(o);
-        }
-        stop = ctl_section_end(c);
-    }
-    if (ctl_stop)
-        return CTL_INTR;
+    int walk;
+    if ((rc = ctl_walk(c, dialog_next, &d, SECTION_READS, SECTION_BYTES, dialog_row, NULL, &walk)))
+        return rc;
     out_table_end(o);
     out_obj_end(o);
     out_doc_end(o);
-    return rc == SHMREG_ENOENT || rc == 0 ? CTL_OK : ctl_fail(c, rc, "cannot walk the dialogs");
+    return walk == SHMREG_ENOENT || walk == 0 ? CTL_OK : ctl_fail(c, walk, "cannot walk the dialogs");
 }
 
 int cmd_dialog_find(ctl *c, int argc, char **argv)
