@@ -174,6 +174,10 @@ static uint64_t room_ref(const shmreg *h, uint32_t idx)
     return (uint64_t)h->c.incarnation << 32 | (uint64_t)h->c.slot << 20 | (idx + 1);
 }
 #define REF_IDX(w) ((uint32_t)((w) & 0xfffffu) - 1)
+/* The table has at most 2 * SHM_MAX_ROOMS entries (a power of two): the
+ * largest index + 1 must fit the word's 20 bits, or it would run into the
+ * joiner's slot bits. */
+_Static_assert(2ull * SHM_MAX_ROOMS <= 0xfffffu, "room index + 1 must fit 20 bits");
 #define REF_TAG(w) (((w) >> 32) << 32 | (((w) >> 20) & 0xfffu) << 8)
 
 /* ------------------------------------------------------------ removing */

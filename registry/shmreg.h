@@ -174,8 +174,8 @@ typedef struct shmreg_options {
                               * no RAM) */
     const char *group;       /* group name: dir 0770, files 0660; NULL: 0700/0600 */
     uint32_t event_records;  /* event ring size, a power of two >= 64; default 65536 */
-    uint32_t max_rooms;      /* conference rooms at once (rounded up to a power of
-                              * two, at least 32); default 1024 */
+    uint32_t max_rooms;      /* conference rooms at once, 1..262144 (rounded up to
+                              * a power of two, at least 32); default 1024 */
     uint64_t reserved[8];        /* reserved for later fields (see "growth") */
 } shmreg_options;
 

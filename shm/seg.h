@@ -58,7 +58,7 @@
 #define SHM_MAX_HANDLES 4096u
 #define SHM_MAX_HEAP_SHIFT 40u          /* heap_bytes <= 2^40 */
 #define SHM_MAX_HEAP_BYTES (1ull << SHM_MAX_HEAP_SHIFT)
-#define SHM_MAX_ROOMS (1u << 20)
+#define SHM_MAX_ROOMS (1u << 18)
 
 /* A lock in the segment, padded to a cache line so neighbouring locks do
  * not false-share. One 32-bit futex word that the engine itself defines

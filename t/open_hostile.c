@@ -57,6 +57,7 @@ static void test_bad_options(void)
         {{.flags = SHMREG_CREATE, .max_sessions = 1u << 27}, "max_sessions 2^27"},
         {{.flags = SHMREG_CREATE, .heap_bytes = 1ull << 41}, "heap_bytes 2^41"},
         {{.flags = SHMREG_CREATE, .max_rooms = 1u << 21}, "max_rooms 2^21"},
+        {{.flags = SHMREG_CREATE, .max_rooms = (1u << 18) + 1}, "max_rooms 2^18 + 1"},
         {{.flags = SHMREG_CREATE, .max_handles = 5000}, "max_handles 5000"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
@@ -65,6 +66,24 @@ static void test_bad_options(void)
         struct stat st;
         is(stat(dir, &st) == -1 ? errno : 0, ENOENT, "%s: no directory left behind", bad[i].what);
     }
+    /* The largest room table: every index still fits a session's room
+     * word (room.c), and a room made there works. */
+    shmreg_options o = {.flags = SHMREG_CREATE, .max_rooms = 1u << 18};
+    const char *dir = test_dir("maxrooms");
+    shmreg *h = NULL;
+    is(shmreg_open(dir, &o, &h), 0, "max_rooms 2^18: accepted");
+    shmreg_stats st;
+    ok(h && shmreg_stat(h, &st) == 0 && st.max_rooms == 1u << 18, "stat: capacity 262144");
+    shmreg_id room, sess;
+    ok(h && shmreg_room_create(h, (shmreg_str){"r", 1}, 2, &room) == 0 &&
+           shmreg_session_create(h, NULL, &sess) == 0 &&
+           shmreg_room_join(h, &room, &sess, (shmreg_str){"u", 1}, (shmreg_str){"", 0}, 1) == 0,
+       "a room in it is joined");
+    shmreg_id back;
+    ok(h && shmreg_session_room(h, &sess, &back) == 0 && test_id_eq(&back, &room),
+       "and the session's room word names it");
+    shmreg_close(h);
+    is(shmreg_destroy(dir, 0), 0, "destroyed");
 }
 
 static void test_symlinks(void)
