@@ -26,6 +26,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "reg.h"
 #include "shmreg.h"
 #include "selfcheck.h"
 #include "tap.h"
@@ -295,6 +296,16 @@ static void claim_victim(void *arg)
         pause();
 }
 
+/* The session's room word: non-zero once a joiner has claimed it (read
+ * from the slot: the public API shows participants, not claims). The
+ * caller is in a read section. */
+static uint64_t room_word(shmreg *h, const shmreg_id *id)
+{
+    uint32_t si;
+    uint64_t st;
+    return reg_find(h, id->bytes, &si, &st) == 0 ? atomic_load(&reg_slot(h, si)->room) : 0;
+}
+
 static void test_dead_claim(void)
 {
     shmreg *h = test_reg_new("room-claim", 1024, 2u << 20, 32);
@@ -318,15 +329,19 @@ static void test_dead_claim(void)
     shmreg_read_begin(h);               /* pins what the victim retires */
     pid_t pid = test_fork(claim_victim, NULL);
     atomic_store(&cs->go, 1);
+    /* Kill it as soon as its claim is visible: from then on it sits in
+     * the allocation wait of the full heap (10 ms) before it can return.
+     * Waiting a fixed time instead lost the race to a loaded scheduler. */
     double give_up = test_mono_s() + 5;
-    while (!atomic_load(&cs->joining) && test_mono_s() < give_up)
+    while (room_word(h, &cs->session) == 0 && !atomic_load(&cs->returned) &&
+           test_mono_s() < give_up)
         sched_yield();
-    test_sleep_us(3000);
-    died_mid_join = atomic_load(&cs->joining) && !atomic_load(&cs->returned);
+    died_mid_join = atomic_load(&cs->joining) && room_word(h, &cs->session) != 0 &&
+                    !atomic_load(&cs->returned);
     kill(pid, SIGKILL);
     is(test_wait(pid), 128 + SIGKILL, "a joiner was killed with SIGKILL");
     shmreg_read_end(h);
-    ok(died_mid_join, "... inside shmreg_room_join (it had not returned 3 ms after calling it)");
+    ok(died_mid_join, "... inside shmreg_room_join, holding its claim (it had not returned)");
     test_roster *ro = malloc(sizeof *ro);
     test_roster_take(h, &cs->room, ro);
     ok(ro->n == 0 && ro->participants == 0, "the room has no participant: nothing half-added");
