@@ -47,19 +47,6 @@ static int has(const symset *s, const char *name)
     return 0;
 }
 
-/* build/VARIANT/t/abi.t -> build/VARIANT (where the libraries are). */
-static const char *build_dir(void)
-{
-    static char dir[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", dir, sizeof dir - 1);
-    if (n <= 0)
-        bail_out("readlink /proc/self/exe: %s", strerror(errno));
-    dir[n] = 0;
-    for (int i = 0; i < 2; i++)
-        *strrchr(dir, '/') = 0;
-    return dir;
-}
-
 /* Run `cmd` and hand each output line to fn. Returns the exit status. */
 static int each_line(const char *cmd, void (*fn)(const char *line, void *arg), void *arg)
 {
@@ -134,7 +121,7 @@ static void soname_line(const char *line, void *arg)
 static void test_exports(void)
 {
     char so[PATH_MAX + 64], cmd[PATH_MAX + 128], hdr[PATH_MAX + 64];
-    snprintf(so, sizeof so, "%s/libshmreg.so.%d", build_dir(), SHMREG_VERSION_MAJOR);
+    snprintf(so, sizeof so, "%s/libshmreg.so.%d", test_build_dir(), SHMREG_VERSION_MAJOR);
     if (access(so, R_OK) != 0)
         bail_out("no shared library at %s (run make first)", so);
     exports e = {0};
@@ -149,7 +136,7 @@ static void test_exports(void)
     static const char *const headers[] = { "shmreg.h", "shmreg_config.h" };
     for (size_t i = 0; i < sizeof headers / sizeof headers[0]; i++) {
         int before = declared.n;
-        snprintf(hdr, sizeof hdr, "%s/../../registry/%s", build_dir(), headers[i]);
+        snprintf(hdr, sizeof hdr, "%s/../../registry/%s", test_build_dir(), headers[i]);
         header_functions(hdr, &declared);
         ok(declared.n - before > 20, "%s declares %d functions", headers[i],
            declared.n - before);

@@ -29,14 +29,6 @@ static shmreg *h;
 static shmreg_id sess, other, room;
 static char big[SHMREG_MAX_SDP + 2];
 
-static shmreg_stats stats(void)
-{
-    shmreg_stats st;
-    memset(&st, 0, sizeof st);
-    shmreg_stat(h, &st);
-    return st;
-}
-
 static void t_names(void)
 {
     for (int e = 0; e >= -16; e--)
@@ -202,9 +194,9 @@ static void t_dialogs(void)
         rc |= shmreg_dialog_bind(h, (shmreg_str){cid, strlen(cid)}, S("a"), S("b"), &sess);
     }
     is(rc, 0, "bind %u dialogs to one session", SHMREG_MAX_DIALOGS_PER_SESSION);
-    shmreg_stats st0 = stats();
+    shmreg_stats st0 = test_stats(h);
     is(shmreg_dialog_bind(h, S("one-more"), S("a"), S("b"), &sess), SHMREG_EFULL, "one more: EFULL");
-    is(stats().heap_used_bytes, st0.heap_used_bytes, "and its record was given back at once");
+    is(test_stats(h).heap_used_bytes, st0.heap_used_bytes, "and its record was given back at once");
     is(shmreg_dialog_find(h, S("c"), S("a"), S("b"), NULL), SHMREG_EINVAL, "find NULL out: EINVAL");
     is(shmreg_dialog_find(h, S("c"), S("a"), S("zz"), &got), SHMREG_ENOENT, "find another remote tag: ENOENT");
     is(shmreg_dialog_find(h, S("c"), S("a"), (shmreg_str){NULL, 0}, &got), 0, "find with any remote tag");
@@ -261,9 +253,9 @@ static void t_rooms(void)
     is(shmreg_room_join(h, &room, &nobody, S("u"), S("d"), 1), SHMREG_ENOENT, "join an unknown session: ENOENT");
     is(shmreg_room_join(h, &room, &sess, S("u"), S("d"), 1), 0, "join the one seat");
     is(shmreg_room_join(h, &room, &sess, S("u"), S("d"), 1), SHMREG_EEXIST, "join again: EEXIST");
-    shmreg_stats st0 = stats();
+    shmreg_stats st0 = test_stats(h);
     is(shmreg_room_join(h, &room, &other, S("u"), S("d"), 1), SHMREG_EFULL, "join a full room: EFULL");
-    is(stats().heap_used_bytes, st0.heap_used_bytes, "and the participant was given back at once");
+    is(test_stats(h).heap_used_bytes, st0.heap_used_bytes, "and the participant was given back at once");
     is(shmreg_session_room(h, &other, &in), SHMREG_ENOENT, "which leaves the other session in no room");
     is(shmreg_session_room(h, NULL, &in), SHMREG_EINVAL, "session_room NULL: EINVAL");
     is(shmreg_room_leave(h, NULL, &sess), SHMREG_EINVAL, "leave NULL: EINVAL");
@@ -342,11 +334,11 @@ int main(void)
         shmreg_room_create(h, S("one"), 1, &room))
         bail_out("setup: %s", shmreg_errmsg());
     memset(big, 'x', sizeof big);
-    shmreg_stats st0 = stats();
+    shmreg_stats st0 = test_stats(h);
     t_names();
     t_open();
     t_sessions();
-    shmreg_stats st1 = stats();
+    shmreg_stats st1 = test_stats(h);
     ok(st1.sessions == st0.sessions && st1.heap_used_bytes == st0.heap_used_bytes &&
        st1.dialogs == 0 && st1.rooms == 1, "none of the refusals changed anything");
     t_dialogs();

@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include "tap.h"
+#include "testutil.h"
 
 typedef struct ctl_res {
     int status;           /* exit status, 128 + signal, or -1 */
@@ -45,14 +46,7 @@ static inline const char *ctl_bin(void)
     static char path[PATH_MAX + 32];
     if (path[0])
         return path;
-    char exe[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (n <= 0)
-        bail_out("readlink /proc/self/exe: %s", strerror(errno));
-    exe[n] = 0;
-    char *slash = strrchr(exe, '/');
-    *slash = 0;
-    snprintf(path, sizeof path, "%s/../tools/shmregctl", exe);
+    snprintf(path, sizeof path, "%s/tools/shmregctl", test_build_dir());
     if (access(path, X_OK) != 0)
         bail_out("no shmregctl at %s (run make first)", path);
     return path;

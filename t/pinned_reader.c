@@ -58,15 +58,6 @@ static int replace(shmreg *w, const shmreg_id *id, unsigned seed)
     return shmreg_session_set_sdp(w, id, SHMREG_SDP_REMOTE, buf, sizeof buf);
 }
 
-static shmreg_stats stats(shmreg *w)
-{
-    shmreg_stats st;
-    memset(&st, 0, sizeof st);
-    if (shmreg_stat(w, &st) != 0)
-        bail_out("stat: %s", shmreg_errmsg());
-    return st;
-}
-
 /* Empty read sections until nothing of ours waits in limbo: each exit
  * counts towards the next reclamation attempt. Returns how many it took,
  * or -1 if memory stayed retired. */
@@ -75,7 +66,7 @@ static int drain(shmreg *w)
     for (int i = 1; i <= 4096; i++) {
         shmreg_read_begin(w);
         shmreg_read_end(w);
-        if (stats(w).heap_retired_bytes == 0)
+        if (test_stats(w).heap_retired_bytes == 0)
             return i;
     }
     return -1;
@@ -157,10 +148,10 @@ static void test_pinned(uint64_t base)
             t0 = t;
         }
         if (i == WINDOW)
-            used_at_first = stats(h).heap_used_bytes - base;
+            used_at_first = test_stats(h).heap_used_bytes - base;
     }
     shm_reclaim_counters k = shm_reclaim_counters_for_test;
-    shmreg_stats st = stats(h);
+    shmreg_stats st = test_stats(h);
     is(errs, 0, "%u replaces of the SDP while another process holds it in a read section", REPLACES);
 
     /* Memory: one block more per replace, every one of them retired. */
@@ -199,7 +190,7 @@ static void test_pinned(uint64_t base)
        "the reader's bytes were intact all along, and it left its section");
     int n = drain(h);
     ok(n > 0 && n <= 1024, "a writer's read sections alone give the memory back (%d of them)", n);
-    is(stats(h).heap_used_bytes, base, "the heap is back to its size before, to the byte");
+    is(test_stats(h).heap_used_bytes, base, "the heap is back to its size before, to the byte");
     end_reader(&c);
     is(test_wait(pid), 0, "the reader closes and exits cleanly");
 }
@@ -211,7 +202,7 @@ static void test_killed(uint64_t base)
     int errs = 0;
     for (unsigned i = 0; i < 20000; i++)
         errs += replace(h, &sid, 1000000 + i) != 0;
-    uint64_t pinned = stats(h).heap_retired_bytes;
+    uint64_t pinned = test_stats(h).heap_retired_bytes;
     is(errs, 0, "20,000 replaces while a second reader holds its section");
     kill(pid, SIGKILL);
     is(test_wait(pid), 128 + SIGKILL, "that reader is killed with SIGKILL inside its section");
@@ -222,7 +213,7 @@ static void test_killed(uint64_t base)
      * looked). */
     shm_reclaim_counters_for_test = (shm_reclaim_counters){0};
     unsigned more = 0;
-    while (more < 60000 && stats(h).heap_retired_bytes >= pinned) {
+    while (more < 60000 && test_stats(h).heap_retired_bytes >= pinned) {
         for (unsigned i = 0; i < 500; i++)
             errs += replace(h, &sid, 2000000 + more + i) != 0;
         more += 500;
@@ -230,13 +221,13 @@ static void test_killed(uint64_t base)
     shm_reclaim_counters k = shm_reclaim_counters_for_test;
     diag("the dead reader was reaped after %u more replaces (%llu liveness checks, %llu reaps)", more,
          (unsigned long long)k.alive_checks, (unsigned long long)k.reaps);
-    ok(errs == 0 && stats(h).heap_retired_bytes < pinned,
+    ok(errs == 0 && test_stats(h).heap_retired_bytes < pinned,
        "the writer reaped the dead reader by itself and freed what it pinned");
     ok(k.reaps >= 1 && k.reaps <= k.alive_checks, "one reap per liveness check that found it dead at most "
        "(%llu reaps, %llu checks)", (unsigned long long)k.reaps, (unsigned long long)k.alive_checks);
     int n = drain(h);
     ok(n > 0, "the rest drains (%d read sections)", n);
-    is(stats(h).heap_used_bytes, base, "the heap is back to its size before, to the byte");
+    is(test_stats(h).heap_used_bytes, base, "the heap is back to its size before, to the byte");
     shmreg_handle_info hi;
     uint64_t cur = 0;
     int listed = 0;
@@ -304,7 +295,7 @@ int main(void)
         bail_out("cannot set up a registry: %s", shmreg_errmsg());
     if (drain(h) < 0)
         bail_out("limbo does not drain with no reader");
-    uint64_t base = stats(h).heap_used_bytes;
+    uint64_t base = test_stats(h).heap_used_bytes;
 
     test_pinned(base);
     test_killed(base);

@@ -19,17 +19,6 @@
 #include "tap.h"
 #include "testutil.h"
 
-/* build/VARIANT/t/readme.t -> build/VARIANT */
-static void build_dir(char *dir, size_t cap)
-{
-    ssize_t n = readlink("/proc/self/exe", dir, cap - 1);
-    if (n <= 0)
-        bail_out("readlink /proc/self/exe: %s", strerror(errno));
-    dir[n] = 0;
-    for (int i = 0; i < 2; i++)
-        *strrchr(dir, '/') = 0;
-}
-
 static char *slurp(const char *path, size_t *len)
 {
     FILE *f = fopen(path, "r");
@@ -79,8 +68,8 @@ static char *replace(const char *s, const char *from, const char *to)
 
 int main(void)
 {
-    char bdir[PATH_MAX], readme[PATH_MAX + 32];
-    build_dir(bdir, sizeof bdir);
+    const char *bdir = test_build_dir();
+    char readme[PATH_MAX + 32];
     snprintf(readme, sizeof readme, "%s/../../README.md", bdir);
     size_t len;
     char *text = slurp(readme, &len);

@@ -53,14 +53,6 @@ static int replace(unsigned count, unsigned first_seed)
     return errs;
 }
 
-static shmreg_stats stats(void)
-{
-    shmreg_stats st;
-    memset(&st, 0, sizeof st);
-    shmreg_stat(h, &st);
-    return st;
-}
-
 struct chan { int to_child[2], to_parent[2]; };
 
 /* Holds a section with pointers into the SDP and the doomed session's
@@ -165,7 +157,7 @@ static void test_held_reader(void)
     ok(read(c.to_parent[0], &ch, 1) == 1 && ch == 'y',
        "a reader in another process holds a section with an SDP and a from URI");
 
-    shmreg_stats st0 = stats();
+    shmreg_stats st0 = test_stats(h);
     is(replace(5000, 1000), 0, "the writer replaces that SDP 5,000 times");
     is(shmreg_session_delete(h, &doomed), 0, "and deletes the session whose from URI the reader holds");
     int rc = 0;
@@ -178,7 +170,7 @@ static void test_held_reader(void)
         rc |= shmreg_session_delete(h, &id);
     }
     is(rc, 0, "then creates and deletes 100 sessions");
-    shmreg_stats st1 = stats();
+    shmreg_stats st1 = test_stats(h);
     diag("heap while the reader is inside: used %llu -> %llu, retired %llu",
          (unsigned long long)st0.heap_used_bytes, (unsigned long long)st1.heap_used_bytes,
          (unsigned long long)st1.heap_retired_bytes);
@@ -196,7 +188,7 @@ static void test_held_reader(void)
        "it is still attached, outside any section");
 
     is(replace(50000, 100000), 0, "the writer replaces the SDP 50,000 more times");
-    shmreg_stats st2 = stats();
+    shmreg_stats st2 = test_stats(h);
     diag("heap after: used %llu, retired %llu", (unsigned long long)st2.heap_used_bytes,
          (unsigned long long)st2.heap_retired_bytes);
     ok(st2.heap_used_bytes <= st0.heap_used_bytes + SLACK,
@@ -218,9 +210,9 @@ static void test_killed_reader(int explicit_reap)
     pid_t pid = start(doomed_reader, &c);
     const char *how = explicit_reap ? "after shmreg_reap" : "without an explicit reap";
     ok(read(c.to_parent[0], &ch, 1) == 1 && ch == 'y', "a reader enters a section (%s case)", how);
-    shmreg_stats st0 = stats();
+    shmreg_stats st0 = test_stats(h);
     is(replace(1000, 7), 0, "the writer replaces the SDP 1,000 times");
-    shmreg_stats st1 = stats();
+    shmreg_stats st1 = test_stats(h);
     ok(st1.heap_retired_bytes >= 1000ull * SDPLEN, "the reader pins the 1,000 old SDPs");
     kill(pid, SIGKILL);
     is(test_wait(pid), 128 + SIGKILL, "the reader is killed with SIGKILL inside its section");
@@ -232,10 +224,10 @@ static void test_killed_reader(int explicit_reap)
         ok(!listed || hi.alive == 0, "handle_next shows the dead reader as not alive");
         is(shmreg_reap(h), listed, "shmreg_reap clears its handle (%d)", listed);
         ok(!handle_of(pid, &hi), "and handle_next no longer lists it");
-        is(stats().oldest_read_ns, 0, "no read section is open any more");
+        is(test_stats(h).oldest_read_ns, 0, "no read section is open any more");
     }
     is(replace(50000, 5000000), 0, "the writer replaces the SDP 50,000 times");
-    shmreg_stats st2 = stats();
+    shmreg_stats st2 = test_stats(h);
     diag("heap: start %llu, pinned %llu, after %llu (retired %llu)",
          (unsigned long long)st0.heap_used_bytes, (unsigned long long)st1.heap_used_bytes,
          (unsigned long long)st2.heap_used_bytes, (unsigned long long)st2.heap_retired_bytes);

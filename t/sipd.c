@@ -25,7 +25,6 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <libgen.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdint.h>
@@ -898,12 +897,7 @@ int main(void)
 {
     if (access(sipp, X_OK) != 0)
         skip_all("sipp not installed (Debian package sip-tester)");
-    char exe[512];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (n <= 0)
-        bail_out("readlink /proc/self/exe: %s", strerror(errno));
-    exe[n] = 0;
-    snprintf(bindir, sizeof bindir, "%s", dirname(dirname(exe)));   /* build/VARIANT */
+    snprintf(bindir, sizeof bindir, "%s", test_build_dir());
     snprintf(root, sizeof root, "%s/../..", bindir);
     snprintf(sipd_bin, sizeof sipd_bin, "%s/examples/sipd", bindir);
     snprintf(ctl_bin, sizeof ctl_bin, "%s/tools/shmregctl", bindir);

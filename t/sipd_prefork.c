@@ -10,7 +10,6 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <libgen.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -67,12 +66,8 @@ static int owned_by(shmreg *h, pid_t pid)
 
 int main(void)
 {
-    char exe[512], bin[600];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (n <= 0)
-        bail_out("readlink: %s", strerror(errno));
-    exe[n] = 0;
-    snprintf(bin, sizeof bin, "%s/examples/prefork", dirname(dirname(exe)));
+    char bin[4200];
+    snprintf(bin, sizeof bin, "%s/examples/prefork", test_build_dir());
     if (access(bin, X_OK) != 0)
         bail_out("%s not built", bin);
     signal(SIGALRM, on_alarm);

@@ -122,6 +122,34 @@ int test_wait(pid_t pid)
     return -1;
 }
 
+shmreg_stats test_stats(shmreg *h)
+{
+    shmreg_stats st;
+    memset(&st, 0, sizeof st);
+    int rc = shmreg_stat(h, &st);
+    if (rc != 0)
+        bail_out("shmreg_stat: %s (%s)", shmreg_strerror(rc), shmreg_errmsg());
+    return st;
+}
+
+const char *test_build_dir(void)
+{
+    static char dir[4096];
+    if (dir[0])
+        return dir;
+    ssize_t n = readlink("/proc/self/exe", dir, sizeof dir - 1);
+    if (n <= 0)
+        bail_out("readlink /proc/self/exe: %s", strerror(errno));
+    dir[n] = 0;
+    for (int i = 0; i < 2; i++) {
+        char *slash = strrchr(dir, '/');
+        if (slash == NULL)
+            bail_out("%s is not in a build tree", dir);
+        *slash = 0;
+    }
+    return dir;
+}
+
 struct pin_arg {
     const char *path;
     int to_child[2], to_parent[2];

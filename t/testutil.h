@@ -10,15 +10,28 @@
 #ifndef SHMREG_TESTUTIL_H
 #define SHMREG_TESTUTIL_H
 
+#include <stdint.h>
 #include <string.h>
 #include <sys/types.h>
 #include <unistd.h>
+
+#include "shmreg.h"
 
 /* A fresh path "<scratch>/<name>-<pid>-<n>" that does not exist yet (the
  * library creates it). The string lives in a ring of 64 buffers: valid
  * until 64 more calls; copy it if you need it longer. `name` should be a
  * plain word (no '/'). Bails out if the scratch dir cannot be made. */
 const char *test_dir(const char *name);
+
+/* The build tree of this test program: build/VARIANT for
+ * build/VARIANT/t/NAME.t, where the variant's libraries, tools/ and
+ * examples/ are. A static string; bails out if /proc/self/exe cannot be
+ * read. */
+const char *test_build_dir(void);
+
+/* shmreg_stat() of `h`, bailing out if it fails: for tests that compare
+ * heap and table figures before and after. */
+shmreg_stats test_stats(shmreg *h);
 
 /* Remove `path` and everything below it (not following symlinks). A path
  * that does not exist is fine. */
@@ -64,8 +77,6 @@ double test_mono_s(void);
  * one registry per test section, opened by the parent and attached to by
  * its forked children, and a deep copy of a room's roster. */
 
-#include <stdint.h>
-#include "shmreg.h"
 
 /* CLOCK_REALTIME in nanoseconds, the clock of the registry's times. */
 uint64_t test_now_ns(void);
