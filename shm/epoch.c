@@ -308,12 +308,13 @@ static uint64_t drain(shm_ctx *c, shm_handle *h, uint64_t min)
         shm_free(c, off);
         freed++;
     }
-    /* An empty queue has a known count: whatever a crash between a link
-     * and its count left behind ends here. */
-    if (atomic_load(&h->limbo_head) == 0)
+    if (atomic_load(&h->limbo_head) == 0) {
+        /* An empty queue has a known count: whatever a crash between a
+         * link and its count left behind ends here. */
         atomic_store(&h->limbo_count, 0);
-    if (c->slot < s->max_handles && h == &s->handles[c->slot] && atomic_load(&h->limbo_head) == 0)
-        c->limbo_tail = 0;
+        if (c->slot < s->max_handles && h == &s->handles[c->slot])
+            c->limbo_tail = 0;
+    }
     SHM_RECLAIM_COUNT(freed, freed);
     return freed;
 }
