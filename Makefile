@@ -170,6 +170,9 @@ $(TLIBA): $(TLIB_OBJ)
 
 $(LIBSO): $(LIB_OBJ) registry/shmreg.map
 	@mkdir -p $(@D)
+	@# Only this version's files: a library of an older SONAME left in the
+	@# tree would still be found by whatever links or inspects it there.
+	rm -f $(filter-out $(B)/$(SO_REAL),$(wildcard $(B)/libshmreg.so.*))
 	$(CC) -shared -Wl,-soname,libshmreg.so.$(SOMAJOR) $(SO_NOUNDEF) \
 	    -Wl,--version-script=registry/shmreg.map \
 	    $(ALL_LDFLAGS) -o $(B)/$(SO_REAL) $(filter %.o,$^) $(LIBS)
