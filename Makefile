@@ -17,6 +17,7 @@
 #   make scribble [SCRIBBLE_ARGS=...]
 #                            the random-scribble campaign (fuzz/scribble.c)
 #   make install PREFIX=/usr/local DESTDIR=
+#   make layers              check the architecture (tools/check-layers)
 #   make check-deps          the Debian packages in DEPS (installs them as root)
 #   make coverage            the suite in VARIANT=coverage, then line coverage
 #                            of shm/ and registry/ (gcovr, installed on demand)
@@ -131,7 +132,7 @@ TESTS     ?= $(T_BINS)
 ALL_OBJ := $(LIB_OBJ) $(patsubst %.c,$(O)/%.o,$(CTL_SRC) $(BENCH_SRC) \
              $(T_SUPPORT) $(T_SRC) $(wildcard examples/*/*.c))
 
-.PHONY: all lib tools examples tests check test check-deps install clean
+.PHONY: all lib tools examples tests check test check-deps install clean layers
 all: lib tools examples
 lib: $(LIBA) $(LIBSO)
 tools: $(TOOLS)
@@ -249,6 +250,9 @@ check: all $(TESTS)
 # steps build with one job per CPU. 9 min 45 s from clean on the 2-CPU
 # project machine while other jobs loaded it (5 min 43 s of CPU).
 #   gcc-release, gcc-asan  the whole suite, -O2 and ASan/UBSan
+#   layers                 tools/check-layers: shm/ compiles alone and names
+#                          no consumer, registry/ calls form no cycle,
+#                          tools/ and examples/ use public headers only
 #   clang-release          the whole suite built by clang
 #   tsan                   TSAN_TESTS under ThreadSanitizer: t/threads.c
 #                          (threads, one handle each) and the tests that
@@ -265,7 +269,7 @@ check: all $(TESTS)
 #   fuzz                   each fuzz target for TEST_FUZZ_SECONDS
 #   scribble               the random-scribble campaign over a populated
 #                          segment (fuzz/scribble.c), TEST_SCRIBBLE_ARGS
-TEST_STEPS        ?= gcc-release gcc-asan clang-release tsan debug fuzz scribble
+TEST_STEPS        ?= gcc-release layers gcc-asan clang-release tsan debug fuzz scribble
 TEST_SCRIBBLE_ARGS ?= --rounds 2000 --seconds 45
 TEST_FUZZ_SECONDS ?= 20
 TSAN_TESTS  ?= threads concurrency config config_text config_noalloc dialog events fork \
@@ -288,6 +292,9 @@ test: check-deps
 
 test-gcc-release:
 	@$(MAKE) --no-print-directory CC=gcc VARIANT=release check
+test-layers layers:
+	@$(MAKE) --no-print-directory CC=gcc VARIANT=release all
+	@bash tools/check-layers build/release/obj gcc
 test-gcc-asan:
 	@$(MAKE) --no-print-directory CC=gcc VARIANT=asan check
 test-clang-release:

@@ -199,7 +199,6 @@ static int fz_map(fz_seg *z, const char *dir)
         return -1;
     const shm_fixed *f = &z->f;
     fz_allow(z, offsetof(shm_header, epoch), 8);
-    fz_allow(z, offsetof(shm_header, config_gen), 8);
     fz_allow(z, offsetof(shm_header, pages_used), 4);
     /* Control: lock words and free-list words, not their padding. */
     shm_control *c = (shm_control *)(z->base + f->off_control);
@@ -216,20 +215,23 @@ static int fz_map(fz_seg *z, const char *dir)
             FZ_LIST(c->heap[k][s]);
     for (unsigned s = 0; s < SHM_SHARDS; s++)
         FZ_LIST(c->slots[s]);
-    for (unsigned i = 0; i < SHM_STRIPES; i++) {
-        FZ_LOCK(c->sess_stripe[i]);
-        FZ_LOCK(c->dlg_stripe[i]);
-    }
 #undef FZ_LOCK
 #undef FZ_LIST
     fz_allow(z, f->off_handles, (uint64_t)f->max_handles * sizeof(shm_handle));
-    fz_allow(z, f->off_sess_index, (uint64_t)f->index_buckets * 4);
-    fz_allow(z, f->off_dlg_index, (uint64_t)f->index_buckets * 8);
     fz_allow(z, f->off_pages, (uint64_t)f->heap_pages * sizeof(shm_page_desc));
-    fz_allow(z, f->off_slots, (uint64_t)f->max_sessions * SHM_SLOT_BYTES);
+    fz_allow(z, f->off_slots, (uint64_t)f->slots * SHM_SLOT_BYTES);
     /* The ring: all but its geometry (magic .. total_bytes). */
     fz_allow(z, f->off_ring + 32, shm_ring_bytes(f->ring_records) - 32);
-    fz_allow(z, f->off_rooms, (uint64_t)f->room_slots * 8);
+    /* The registry's regions (registry/layout.c): two indexes (stripe
+     * lock words, then buckets), the room table, the registry words. */
+    for (unsigned r = 0; r < 2 && r < f->nregions; r++) {
+        for (unsigned i = 0; i < SHM_STRIPES; i++)
+            fz_allow(z, f->off_region[r] + (uint64_t)i * sizeof(shm_lock), sizeof(uint32_t));
+        uint64_t locks = (uint64_t)SHM_STRIPES * sizeof(shm_lock);
+        fz_allow(z, f->off_region[r] + locks, f->region_bytes[r] - locks);
+    }
+    for (unsigned r = 2; r < f->nregions; r++)
+        fz_allow(z, f->off_region[r], f->region_bytes[r]);
     return 0;
 }
 

@@ -106,14 +106,8 @@ static int intent_live(check *k, uint64_t off)
 
 static int in_index(check *k, uint32_t si)
 {
-    reg_sess *x = reg_slot(k->h, si);
-    uint32_t n = atomic_load(&k->s->sess_index[reg_id_bucket(k->h, x->id)]);
-    for (uint32_t steps = 0; n && n <= k->s->max_sessions && steps <= k->s->max_sessions; steps++) {
-        if (n - 1 == si)
-            return 1;
-        n = atomic_load(&reg_slot(k->h, n - 1)->next);
-    }
-    return 0;
+    return shm_index_has(k->s, &k->h->sessions, reg_id_hash(reg_slot(k->h, si)->id),
+                         shm_slot_off(k->s, si), reg_slot_link) == 1;
 }
 
 static void check_block_ref(check *k, uint32_t si, uint64_t off, const char *what)
@@ -138,14 +132,7 @@ static void check_block_ref(check *k, uint32_t si, uint64_t off, const char *wha
  * broken before it: check_dlg_index names that, nothing is claimed). */
 static int dialog_linked(check *k, uint64_t rec, const reg_dlg *d)
 {
-    uint64_t off = atomic_load(&k->s->dlg_index[d->hash & (k->s->buckets - 1)]);
-    for (uint64_t steps = 0; off && steps <= shm_walk_limit(k->s); steps++) {
-        reg_dlg *y = off == rec ? NULL : reg_dialog_at(k->h, off);
-        if (y == NULL)
-            return 1;
-        off = atomic_load(&y->next);
-    }
-    return 0;
+    return shm_index_has(k->s, &k->h->dialogs, d->hash, rec, reg_dialog_link) != 0;
 }
 
 /* A live session names a dialog record that its chain does not hold: a
@@ -160,7 +147,7 @@ static int half_bound(check *k, reg_sess *x, unsigned i, uint64_t rec, const reg
 {
     if (memcmp(d->sid, x->id, SHMREG_ID_BYTES) != 0 || dialog_linked(k, rec, d))
         return 0; /* a record of another session is damage, named as such */
-    shm_lock *l = &k->s->ctl->dlg_stripe[(d->hash & (k->s->buckets - 1)) % SHM_STRIPES];
+    shm_lock *l = shm_index_lock(&k->h->dialogs, d->hash);
     if (shm_lock_take_for(&k->h->c, l, CHECK_LOCK_WAIT_NS) < 0)
         return 0;
     int left = !dialog_linked(k, rec, d) && atomic_load(&x->dlg[i]) == rec &&
@@ -244,16 +231,18 @@ static void check_session(check *k, uint32_t si)
 static void check_sess_index(check *k)
 {
     const shm_seg *s = k->s;
-    for (uint32_t b = 0; b < s->buckets; b++) {
-        uint32_t n = atomic_load(&s->sess_index[b]);
+    const shm_index *ix = &k->h->sessions;
+    for (uint32_t b = 0; b < ix->buckets; b++) {
+        uint64_t n = atomic_load(&ix->bucket[b]);
         for (uint32_t steps = 0; n; steps++) {
-            if (n > s->max_sessions || steps > s->max_sessions) {
+            uint32_t si = shm_slot_index(s, n);
+            if (si == UINT32_MAX || steps > s->slots) {
                 problem(k, "session index bucket %u: chain broken or looping", b);
                 break;
             }
-            reg_sess *x = reg_slot(k->h, n - 1);
-            if (reg_id_bucket(k->h, x->id) != b && REG_LIVE(atomic_load(&x->state)))
-                problem(k, "session slot %u is chained in bucket %u, hashes elsewhere", n - 1, b);
+            reg_sess *x = reg_slot(k->h, si);
+            if ((reg_id_hash(x->id) & (ix->buckets - 1)) != b && REG_LIVE(atomic_load(&x->state)))
+                problem(k, "session slot %u is chained in bucket %u, hashes elsewhere", si, b);
             n = atomic_load(&x->next);
         }
     }
@@ -271,8 +260,9 @@ static int referenced_by_session(check *k, uint64_t rec, reg_dlg *d)
 static void check_dlg_index(check *k)
 {
     const shm_seg *s = k->s;
-    for (uint32_t b = 0; b < s->buckets; b++) {
-        uint64_t off = atomic_load(&s->dlg_index[b]);
+    const shm_index *ix = &k->h->dialogs;
+    for (uint32_t b = 0; b < ix->buckets; b++) {
+        uint64_t off = atomic_load(&ix->bucket[b]);
         for (uint64_t steps = 0; off; steps++) {
             reg_dlg *d = reg_dialog_at(k->h, off);
             if (d == NULL || steps > shm_walk_limit(s)) {
@@ -280,7 +270,7 @@ static void check_dlg_index(check *k)
                 break;
             }
             uint64_t next = atomic_load(&d->next);
-            if ((d->hash & (s->buckets - 1)) != b)
+            if ((d->hash & (ix->buckets - 1)) != b)
                 problem(k, "dialog record %llu is chained in bucket %u, hashes elsewhere",
                         (unsigned long long)off, b);
             if (!referenced_by_session(k, off, d)) {
@@ -326,8 +316,8 @@ static void check_control(check *k)
     check_lock(k, &c->page_lock, "page", 0);
     check_lock(k, &c->handle_lock, "handle table", 0);
     for (unsigned i = 0; i < SHM_STRIPES; i++) {
-        check_lock(k, &c->sess_stripe[i], "session index stripe", i);
-        check_lock(k, &c->dlg_stripe[i], "dialog index stripe", i);
+        check_lock(k, &k->h->sessions.stripe[i], "session index stripe", i);
+        check_lock(k, &k->h->dialogs.stripe[i], "dialog index stripe", i);
     }
     uint32_t np = atomic_load(&s->hdr->pages_used);
     if (np > s->heap_pages)
@@ -341,7 +331,7 @@ static void check_control(check *k)
             problem(k, "heap page %u: %u blocks carved, more than it holds", p,
                     (unsigned)atomic_load(&s->pages[p].carved));
     }
-    uint32_t per = (s->max_sessions + SHM_SHARDS - 1) / SHM_SHARDS;
+    uint32_t per = (s->slots + SHM_SHARDS - 1) / SHM_SHARDS;
     for (unsigned sh = 0; sh < SHM_SHARDS; sh++) {
         const shm_freelist *fl = &c->slots[sh];
         check_lock(k, &fl->lock, "slot list", sh);
@@ -532,11 +522,11 @@ int shmreg_check(shmreg *h, unsigned flags, shmreg_check_report *report, shmreg_
                .r = report ? report : &dummy, .problem = problem_fn, .arg = arg};
     memset(k.r, 0, sizeof *k.r);
 
+    /* Bind the header again, as a new handle would, so a header scribbled
+     * since open is named here. */
     char why[256];
-    shm_seg again;
-    shm_record rec[REG_NRECORDS];
-    reg_records(rec);
-    if (shm_seg_bind(&again, h->map, h->map_size, rec, REG_NRECORDS, why, sizeof why) != 0) {
+    shmreg again = {.map = h->map, .map_size = h->map_size};
+    if (reg_layout_bind(&again, why, sizeof why) != 0) {
         problem(&k, "header: %s", why);
         return shmreg__fail(SHMREG_ECORRUPT, "header: %s", why);
     }
@@ -553,8 +543,8 @@ int shmreg_check(shmreg *h, unsigned flags, shmreg_check_report *report, shmreg_
 
     recover_free_lists(&k);
     shm_read_enter(&h->c);
-    uint64_t total = k.s->max_sessions, step = total / 100 + 1;
-    for (uint64_t i = reg_next_carved_slot(k.s, 0); i < k.s->max_sessions;
+    uint64_t total = k.s->slots, step = total / 100 + 1;
+    for (uint64_t i = reg_next_carved_slot(k.s, 0); i < k.s->slots;
          i = reg_next_carved_slot(k.s, i + 1)) {
         check_session(&k, (uint32_t)i);
         if (progress && i % step == 0)

@@ -45,22 +45,33 @@ static uint64_t key_hash(shmreg *h, shmreg_str call_id, shmreg_str ltag)
     memcpy(buf + 4 + l1, &l2, 4);
     if (l2)
         memcpy(buf + 8 + l1, ltag.ptr, l2);
-    crypto_shorthash(out, buf, 8ull + l1 + l2, h->c.seg.hdr->f.key);
+    crypto_shorthash(out, buf, 8ull + l1 + l2, h->key);
     uint64_t x;
     memcpy(&x, out, 8);
     return x;
 }
 
-reg_dlg *reg_dialog_at(shmreg *h, uint64_t off)
+static reg_dlg *dialog_at(const shm_seg *s, uint64_t off)
 {
-    shm_blk *b = shm_blk_at(&h->c.seg, off);
-    if (b == NULL || shm_slot_index(&h->c.seg, off) != UINT32_MAX)
+    shm_blk *b = shm_blk_at(s, off);
+    if (b == NULL || shm_slot_index(s, off) != UINT32_MAX)
         return NULL;
     reg_dlg *d = reg_payload(b);
     uint64_t need = sizeof(reg_dlg) + (uint64_t)d->len[0] + d->len[1] + d->len[2];
-    if (need > shm_blk_capacity(b) || d->slot >= h->c.seg.max_sessions)
+    if (need > shm_blk_capacity(b) || d->slot >= s->slots)
         return NULL;
     return d;
+}
+
+reg_dlg *reg_dialog_at(shmreg *h, uint64_t off)
+{
+    return dialog_at(&h->c.seg, off);
+}
+
+_Atomic uint64_t *reg_dialog_link(const shm_seg *s, uint64_t off)
+{
+    reg_dlg *d = dialog_at(s, off);
+    return d ? &d->next : NULL;
 }
 
 static void dialog_strs(reg_dlg *d, shmreg_str *c, shmreg_str *l, shmreg_str *r)
@@ -84,7 +95,7 @@ static uint64_t chain_find(shmreg *h, uint64_t hash, shmreg_str cid, shmreg_str 
                            int *err)
 {
     const shm_seg *s = &h->c.seg;
-    uint64_t off = atomic_load_explicit(&s->dlg_index[hash & (s->buckets - 1)], memory_order_acquire);
+    uint64_t off = atomic_load_explicit(shm_index_head(&h->dialogs, hash), memory_order_acquire);
     for (uint64_t steps = 0; off; steps++) {
         reg_dlg *d = reg_dialog_at(h, off);
         if (d == NULL || steps > shm_walk_limit(s)) {
@@ -105,30 +116,8 @@ static uint64_t chain_find(shmreg *h, uint64_t hash, shmreg_str cid, shmreg_str 
 
 int reg_dialog_unlink(shmreg *h, uint64_t rec)
 {
-    const shm_seg *s = &h->c.seg;
     reg_dlg *d = reg_dialog_at(h, rec);
-    if (d == NULL)
-        return 0;
-    uint64_t b = d->hash & (s->buckets - 1);
-    shm_lock *l = &s->ctl->dlg_stripe[b % SHM_STRIPES];
-    int found = 0;
-    if (shm_lock_take(&h->c, l) < 0)
-        return 0;
-    _Atomic uint64_t *link = &s->dlg_index[b];
-    for (uint64_t steps = 0, off = atomic_load(link); off && steps <= shm_walk_limit(s); steps++) {
-        reg_dlg *x = reg_dialog_at(h, off);
-        if (x == NULL)
-            break;
-        if (off == rec) {
-            atomic_store(link, atomic_load(&x->next));
-            found = 1;
-            break;
-        }
-        link = &x->next;
-        off = atomic_load(link);
-    }
-    shm_lock_drop(l);
-    return found;
+    return d ? shm_index_unlink(&h->c, &h->dialogs, d->hash, rec, reg_dialog_link) : 0;
 }
 
 int shmreg_dialog_bind(shmreg *h, shmreg_str call_id, shmreg_str local_tag, shmreg_str remote_tag,
@@ -145,8 +134,7 @@ int shmreg_dialog_bind(shmreg *h, shmreg_str call_id, shmreg_str local_tag, shmr
         remote_tag.ptr = ""; /* NULL means "any" only for lookups */
     const shm_seg *s = &h->c.seg;
     uint64_t hash = key_hash(h, call_id, local_tag);
-    uint64_t bucket = hash & (s->buckets - 1);
-    shm_lock *l = &s->ctl->dlg_stripe[bucket % SHM_STRIPES];
+    shm_lock *l = shm_index_lock(&h->dialogs, hash);
     uint32_t si;
     uint64_t st;
     shm_read_enter(&h->c);
@@ -201,8 +189,7 @@ int shmreg_dialog_bind(shmreg *h, shmreg_str call_id, shmreg_str local_tag, shmr
         rc = shmreg__fail(SHMREG_ENOENT, "session deleted meanwhile");
         goto unlock;
     }
-    atomic_store(&d->next, atomic_load(&s->dlg_index[bucket]));
-    atomic_store_explicit(&s->dlg_index[bucket], rec, memory_order_release);
+    shm_index_push(&h->dialogs, hash, rec, &d->next);
     reg_event(h, 0, SHMREG_EV_DIALOG_BOUND, session->bytes, 0, 0, 0);
 unlock:
     shm_lock_drop(l);
@@ -243,8 +230,7 @@ int shmreg_dialog_unbind(shmreg *h, shmreg_str call_id, shmreg_str local_tag, sh
         remote_tag.ptr = "";
     const shm_seg *s = &h->c.seg;
     uint64_t hash = key_hash(h, call_id, local_tag);
-    uint64_t bucket = hash & (s->buckets - 1);
-    shm_lock *l = &s->ctl->dlg_stripe[bucket % SHM_STRIPES];
+    shm_lock *l = shm_index_lock(&h->dialogs, hash);
     shm_read_enter(&h->c);
     if ((rc = reg_lock(h, l, "dialog index lock")) != 0)
         goto out;
@@ -262,12 +248,7 @@ int shmreg_dialog_unbind(shmreg *h, shmreg_str call_id, shmreg_str local_tag, sh
      * whoever clears the reference retires the record. Dying between the
      * two leaves a record its session still names, which its delete
      * retires; dying after leaves an intent the reaper resolves. */
-    _Atomic uint64_t *link = &s->dlg_index[bucket];
-    for (uint64_t off = atomic_load(link); off && off != rec;) {
-        link = &reg_dialog_at(h, off)->next; /* chain_find validated it */
-        off = atomic_load(link);
-    }
-    atomic_store(link, atomic_load(&d->next));
+    shm_index_remove(s, &h->dialogs, hash, rec, reg_dialog_link); /* chain_find saw it there */
     int owner = 0;
     SHM_CRASH_POINT("dialog_unbind_unlinked");
     for (unsigned i = 0; i < SHMREG_MAX_DIALOGS_PER_SESSION && !owner; i++) {
@@ -328,11 +309,11 @@ int shmreg_dialog_next(shmreg *h, uint64_t *cursor, shmreg_dialog *out)
      * positions in chains that grow at the head. */
     const shm_seg *s = &h->c.seg;
     const uint64_t per = SHMREG_MAX_DIALOGS_PER_SESSION;
-    for (uint64_t c = *cursor; c / per < s->max_sessions; c++) {
+    for (uint64_t c = *cursor; c / per < s->slots; c++) {
         uint64_t si = reg_next_carved_slot(s, c / per);
         if (si != c / per)
             c = si * per;
-        if (si >= s->max_sessions)
+        if (si >= s->slots)
             break;
         reg_sess *x = reg_slot(h, (uint32_t)si);
         if (!REG_LIVE(atomic_load(&x->state))) {
@@ -345,6 +326,6 @@ int shmreg_dialog_next(shmreg *h, uint64_t *cursor, shmreg_dialog *out)
             return dialog_view(h, r, out);
         }
     }
-    *cursor = (uint64_t)s->max_sessions * per;
+    *cursor = (uint64_t)s->slots * per;
     return shmreg__fail_lazy(SHMREG_ENOENT, "no more dialogs", NULL);
 }

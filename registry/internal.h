@@ -1,15 +1,21 @@
 /*
- * internal.h — what the registry's own source files share and users never
- * see: error reporting, handle checks, and the hooks by which optional
- * modules (configs in LMDB, the event bus) hang off a handle.
+ * internal.h — what every registry source file may use and users never
+ * see: error reporting, the handle check that opens each public function,
+ * and the accessors through which the config module reaches a handle.
  *
- * Kept deliberately small: a module reaches the segment only through these
- * functions, so the handle's layout stays private to registry.c.
+ * Two circles of files. The files that work on the segment (handle,
+ * layout, table, session, dialog, room, events, check, registry) include
+ * reg.h, which adds the handle's layout and the slot's. The rest (base,
+ * state, the config_* files) include only this header: they never see
+ * the handle's fields or the engine, which is why the config module and
+ * its LMDB can change without touching the segment code and the other
+ * way round. The accessors below are that boundary.
  */
 #ifndef SHMREG_INTERNAL_H
 #define SHMREG_INTERNAL_H
 
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <sys/types.h>
 #include "shmreg.h"
@@ -65,5 +71,26 @@ void shmreg__publish_config(shmreg *h, uint64_t gen);
 /* True (1) when called in a process other than the one that opened `h`
  * (after fork). Modules use it to avoid touching inherited LMDB state. */
 int shmreg__forked(const shmreg *h);
+
+/* A state machine over one word in the segment: the low byte is the
+ * state (0 means "any" as an expectation), the rest is the machine's.
+ * `live` (may be NULL) says whether a word is still a live object's. For
+ * messages: `what` names the object ("session"), `is` starts a conflict
+ * ("state is Ringing, not Active"), `move` a refused move ("room "). */
+typedef struct reg_machine {
+    const char *what, *is, *move;
+    int (*allowed)(int from, int to);
+    const char *(*name)(int state);
+    int (*live)(uint64_t word);
+} reg_machine;
+
+/* Move `*word`, last seen as `cur` (a load the caller validated), to
+ * `to` if its state is `expected` (0: any) and the move is allowed, in one
+ * compare-and-swap, retried while the word changes under it. The state
+ * found goes to *old (if not NULL) whatever the outcome, and to
+ * *from_out on success. 0, SHMREG_ENOENT (no longer live),
+ * SHMREG_ECONFLICT (not `expected`) or SHMREG_ESTATE (move refused). */
+int reg_machine_move(const reg_machine *m, _Atomic uint64_t *word, uint64_t cur, int expected,
+                     int to, int *old, int *from_out);
 
 #endif

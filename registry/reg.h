@@ -1,7 +1,18 @@
 /*
  * reg.h — the registry's private structures: the handle, the session slot
- * and the blocks a session points to. Shared by the registry's .c files
- * only; users see none of it.
+ * and the blocks a session points to. Shared by the registry's files that
+ * work on the segment (internal.h says which); users see none of it.
+ *
+ * Those files call each other in one direction only, bottom first
+ * (tools/check-layers proves it from the objects on every `make test`):
+ *   base, state     errors, ID text, the call state machine (no segment)
+ *   handle          fork check, engine locks and errors, open handles
+ *   table, events   finding and reading sessions; the event ring
+ *   dialog, room    dialogs and rooms, on top of the session table
+ *   session, layout changing sessions (which ends their dialogs and room
+ *                   membership); the regions the registry lays
+ *   registry, check open/close/stat; the consistency check and repair
+ * The config files sit beside them on base and handle (internal.h).
  *
  * A session is one fixed 256-byte slot plus immutable blocks:
  *   info   — all string fields and the two RTP ports, published together,
@@ -11,6 +22,31 @@
  * offset with one compare-and-swap; the old block is retired, not freed.
  * State, counters and timestamps are words in the slot changed atomically
  * in place.
+ *
+ * The registry's crash points (shm/crashpoint.h), named file_function_step;
+ * t/crashpoint.c stops a process at each and proves the recovery:
+ *
+ *   point                       left behind              finished by
+ *   session_create_slot         slot, state 0            check: session repair
+ *   session_create_info         + unreferenced info      check: repair + sweep
+ *   session_create_linked       + in index, unpublished  check: session repair
+ *   session_swap_swapped        old block unlinked       intent: reap / check
+ *   session_delete_marked       DELETED, nothing undone  check: reg_finish_delete
+ *   session_delete_dialogs      dialogs gone, blocks not check: reg_finish_delete
+ *   session_delete_blocks       blocks retired, indexed  check: reg_finish_delete
+ *   session_delete_unlinked     slot not yet retired     check: reg_finish_delete
+ *   dialog_bind_allocated       record unreferenced      check sweep
+ *   dialog_bind_referenced      named by session only    check: undone (half_bound)
+ *   dialog_unbind_unlinked      named by session only    check: completed (half_bound)
+ *   dialog_unbind_claimed       record unreferenced      intent: reap / check
+ *   room_create_allocated       room block unreferenced  check sweep
+ *   room_delete_marked          room DELETED, roster     check: room repair
+ *   room_delete_roster_cleared  room DELETED, in table   check: room repair
+ *   room_remove_claimed         room word names remover  next leave / join
+ *   room_remove_cleared         participant unreferenced intent: reap / check
+ *   room_join_claimed           room word, no roster     next join (stale claim)
+ *   room_join_allocated         participant unlisted     check sweep
+ *   room_join_published         joined, no event         nothing (the commit)
  */
 #ifndef SHMREG_REG_H
 #define SHMREG_REG_H
@@ -20,11 +56,26 @@
 
 #include "alloc.h"
 #include "epoch.h"
+#include "index.h"
 #include "internal.h"
 #include "shmreg.h"
 
+/* Registry-wide words in the segment, in a region of their own
+ * (layout.c): each on its own cache line. */
+typedef struct reg_shared {
+    _Atomic uint64_t config_gen;      /* mirrored configuration generation */
+    char pad[56];
+} reg_shared;
+
 struct shmreg {
     shm_ctx c;
+    /* The registry's regions of the segment, bound at open (layout.c). */
+    shm_index sessions;               /* session ID -> slot (offset) */
+    shm_index dialogs;                /* dialog key -> dialog record */
+    _Atomic uint64_t *rooms;          /* room table: block offsets */
+    uint32_t room_slots;              /* its entries, a power of two */
+    reg_shared *shared;
+    const unsigned char *key;         /* SipHash key for network-chosen keys */
     void *map;
     uint64_t map_size;
     unsigned fork_gen;
@@ -49,8 +100,7 @@ struct shmreg {
 typedef struct reg_sess {
     shm_blk hdr;
     _Atomic uint64_t state;
-    _Atomic uint32_t next;            /* session index chain: slot + 1 */
-    uint32_t pad;
+    _Atomic uint64_t next;            /* session index chain: next slot's offset */
     unsigned char id[SHMREG_ID_BYTES];
     _Atomic uint64_t info;            /* block offsets */
     _Atomic uint64_t sdp[2];
@@ -104,12 +154,17 @@ static inline void *reg_payload(shm_blk *b)
     return (unsigned char *)b + SHM_BLK_HDR;
 }
 
-static inline uint32_t reg_id_bucket(const shmreg *h, const unsigned char id[SHMREG_ID_BYTES])
+/* The index hash of an ID. IDs are random: their bits are the hash. */
+static inline uint64_t reg_id_hash(const unsigned char id[SHMREG_ID_BYTES])
 {
     uint64_t x;
-    memcpy(&x, id, 8); /* IDs are random: their bits are the hash */
-    return (uint32_t)(x & (h->c.seg.buckets - 1));
+    memcpy(&x, id, 8);
+    return x;
 }
+
+/* The session index's link word of the slot at `off` (shm_link_fn):
+ * NULL unless `off` is a slot. */
+_Atomic uint64_t *reg_slot_link(const shm_seg *s, uint64_t off);
 
 /* Find a live session's slot index by ID, lock-free. Must be called in a
  * read section. Returns 0, *si and *state: the state word as loaded and
@@ -151,6 +206,14 @@ int reg_sdp_view(shmreg *h, uint64_t off, shmreg_str *out);
  * with a message naming `what` (the lock is then not held). */
 int reg_lock(shmreg *h, shm_lock *l, const char *what);
 
+/* Remember the fork generation `h` is opened in (handle.c). */
+void reg_fork_watch(shmreg *h);
+
+/* This process's open handles, so that closing one twice is caught:
+ * add at open; remove returns 0 when `h` was not open. */
+void reg_open_add(shmreg *h);
+int reg_open_remove(shmreg *h);
+
 /* Retire every block a deleted slot still owns, unbind its dialogs,
  * unlink it from the index and retire the slot (idempotent: the repair
  * sweep reruns it for deleters that died). */
@@ -163,8 +226,15 @@ int reg_dialog_unlink(shmreg *h, uint64_t rec);
 /* Dialog record at block offset `off`, bounds-checked (NULL if bad). */
 reg_dlg *reg_dialog_at(shmreg *h, uint64_t off);
 
+/* The dialog index's link word of the record at `off` (shm_link_fn). */
+_Atomic uint64_t *reg_dialog_link(const shm_seg *s, uint64_t off);
+
 /* Unlink slot `si` from the session index if present (stripe lock). */
 int reg_index_unlink(shmreg *h, uint32_t si);
+
+/* An engine error (SHM_E*) as the registry's, with errmsg naming `what`:
+ * the one place the two sets of codes meet. 0 stays 0. */
+int reg_engine_fail(int rc, const char *what);
 
 /* Take a deleted session out of its room, if it is in one (room.c). */
 void reg_room_forget_session(shmreg *h, uint32_t si);
@@ -177,11 +247,32 @@ void reg_room_check(shmreg *h, int repair, void (*mark)(void *, uint64_t),
 /* Rooms in use, by walking the room table. */
 uint32_t reg_room_count(shmreg *h);
 
-/* The registry's record kinds and their sizes, stored in the segment
- * header at create and compared at attach (shm_record): a segment written
- * by a build whose records differ is refused by name. */
+/* The registry's layout in the segment (layout.c). The record kinds and
+ * their sizes are stored in the segment header at create and compared at
+ * attach (shm_record): a segment written by a build whose records differ
+ * is refused by name. */
 #define REG_NRECORDS 7u
+#define REG_NREGIONS 4u
+#define REG_KEY_BYTES 16u             /* dialog hash key, in the header's user bytes */
 void reg_records(shm_record out[REG_NRECORDS]);
+
+/* Everything a create needs: the engine's parameters and the arrays
+ * they point into (so not to be copied). */
+typedef struct reg_layout {
+    shm_params p;
+    shm_region regions[REG_NREGIONS];
+    shm_record rec[REG_NRECORDS];
+} reg_layout;
+
+/* The layout `o` asks for, defaults filled in, checked: 0 or
+ * SHMREG_EINVAL. Done before anything touches the file system, so a
+ * refused create leaves nothing behind. */
+int reg_layout_params(const shmreg_options *o, reg_layout *l);
+
+/* Bind h->map (h->map_size bytes) as a registry segment: the engine's
+ * checks, then the registry's regions. 0, SHMREG_EVERSION or
+ * SHMREG_ECORRUPT with the reason in `why`. */
+int reg_layout_bind(shmreg *h, char *why, size_t whylen);
 /* Sizes of the records private to room.c and events.c, for that table. */
 uint32_t reg_room_record_bytes(void);
 uint32_t reg_part_record_bytes(void);

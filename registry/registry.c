@@ -14,9 +14,9 @@
  * opened up by another user, or a symlink swapped in, is refused rather
  * than trusted.
  *
- * Fork detection costs no syscall: a pthread_atfork child handler bumps a
- * process-wide generation; a handle remembers the generation it was opened
- * in and refuses work (SHMREG_EFORK) when they differ.
+ * This is the top of the registry: it calls the modules (events, rooms,
+ * the session table) to open a handle and to fill statistics, and none
+ * of them calls it.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -38,164 +38,11 @@
 #include "reg.h"
 
 #define SEGMENT_NAME "segment"
-#define DEFAULT_SESSIONS 65536u
-#define DEFAULT_HANDLES 256u
-#define DEFAULT_HEAP_PER_SESSION 8192u
-#define DEFAULT_HEAP_MIN (64ull << 20)
-#define DEFAULT_RING_RECORDS 65536u
-#define DEFAULT_ROOMS 1024u
-_Static_assert(SHMREG_MAX_HANDLES == SHM_MAX_HANDLES, "the public handle ceiling is the engine's");
-
-/* ------------------------------------------------------------ errors */
-
-/* One thread-local record, so that a failure costs one TLS address
- * computation. A lookup's ENOENT is an ordinary answer on hot paths (a
- * dialog not bound yet, the end of an iteration), so shmreg__fail_lazy()
- * stores a static text and an ID and shmreg_errmsg() formats them only if
- * somebody asks; shmreg__fail() formats at once (cold paths). */
-static __thread struct {
-    const char *lazy;          /* pending static text; NULL: buf is current */
-    int has_id;
-    shmreg_id id;
-    char buf[512];
-} err;
-
-int shmreg__fail(int code, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err.buf, sizeof err.buf, fmt, ap);
-    va_end(ap);
-    err.lazy = NULL;
-    return code;
-}
-
-int shmreg__fail_lazy(int code, const char *text, const unsigned char *id)
-{
-    err.lazy = text;
-    err.has_id = id != NULL;
-    if (id)
-        memcpy(err.id.bytes, id, SHMREG_ID_BYTES);
-    return code;
-}
-
-int shmreg__fail_copy(int code, const char *text, const char *s, size_t len)
-{
-    size_t tl = strlen(text), cap = sizeof err.buf - 1;
-    if (tl > cap)
-        tl = cap;
-    if (len > cap - tl)
-        len = cap - tl;
-    memcpy(err.buf, text, tl);
-    memcpy(err.buf + tl, s, len);
-    err.buf[tl + len] = 0;
-    err.lazy = NULL;
-    return code;
-}
-
-const char *shmreg_errmsg(void)
-{
-    if (err.lazy) {
-        char idtext[SHMREG_ID_TEXT_LEN + 1] = "";
-        if (err.has_id)
-            shmreg_id_format(&err.id, idtext);
-        snprintf(err.buf, sizeof err.buf, "%s%s%s", err.lazy, err.has_id ? " " : "", idtext);
-        err.lazy = NULL;
-    }
-    return err.buf;
-}
 
 static int sys_fail(const char *what, const char *path)
 {
     int e = errno;
     return shmreg__fail(SHMREG_ESYS, "%s %s: %s", what, path, strerror(e));
-}
-
-int reg_lock(shmreg *h, shm_lock *l, const char *what)
-{
-    int rc = shm_lock_take(&h->c, l);
-    if (rc == SHM_EBUSY)
-        return shmreg__fail(SHMREG_EBUSY, "%s held for over %llu s by a live process",
-                            what, SHM_LOCK_WAIT_NS / 1000000000ull);
-    return rc < 0 ? shmreg__fail(SHMREG_ECORRUPT, "%s is corrupt", what) : 0;
-}
-
-/* ------------------------------------------------------------ open handles */
-
-/* The handles this process has open, so that closing one twice is caught
- * (SHMREG_EINVAL) instead of freeing twice. Only open and close touch it:
- * other calls on a closed handle are undefined (shmreg.h), as checking
- * would cost every call a lookup. */
-static pthread_mutex_t open_mu = PTHREAD_MUTEX_INITIALIZER;
-static shmreg *open_list;
-
-static void open_add(shmreg *h)
-{
-    pthread_mutex_lock(&open_mu);
-    h->next_open = open_list;
-    open_list = h;
-    pthread_mutex_unlock(&open_mu);
-}
-
-static int open_remove(shmreg *h)
-{
-    pthread_mutex_lock(&open_mu);
-    shmreg **pp = &open_list;
-    while (*pp && *pp != h)
-        pp = &(*pp)->next_open;
-    int found = *pp != NULL;
-    if (found)
-        *pp = h->next_open;
-    pthread_mutex_unlock(&open_mu);
-    return found;
-}
-
-/* ------------------------------------------------------------ fork */
-
-static _Atomic unsigned fork_generation;
-static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
-
-static void on_fork_child(void)
-{
-    atomic_fetch_add(&fork_generation, 1);
-    /* Another thread may have held it at the fork: the child's copy of
-     * the list is whole after every single store, its mutex may not be. */
-    pthread_mutex_init(&open_mu, NULL);
-}
-
-static void install_atfork(void)
-{
-    pthread_atfork(NULL, NULL, on_fork_child);
-}
-
-int shmreg__forked(const shmreg *h)
-{
-    return h->fork_gen != atomic_load_explicit(&fork_generation, memory_order_relaxed);
-}
-
-int shmreg__usable(const shmreg *h)
-{
-    if (h == NULL)
-        return shmreg__fail(SHMREG_EINVAL, "NULL handle");
-    if (shmreg__forked(h))
-        return shmreg__fail(SHMREG_EFORK, "handle was opened by another process (fork): open a new one");
-    return 0;
-}
-
-/* ------------------------------------------------------------ hooks */
-
-_Atomic uint64_t *shmreg__config_gen_word(shmreg *h) { return &h->c.seg.hdr->config_gen; }
-uint32_t shmreg__max_handles(const shmreg *h) { return h->c.seg.max_handles; }
-mode_t shmreg__file_mode(const shmreg *h) { return h->file_mode; }
-gid_t shmreg__file_gid(const shmreg *h) { return h->gid; }
-void **shmreg__config_state(shmreg *h) { return &h->config_state; }
-const char *shmreg_path(const shmreg *h) { return h ? h->path : NULL; }
-
-void shmreg__config_on_close(shmreg *h, void (*fn)(shmreg *h)) { h->config_close = fn; }
-
-uint64_t shmreg_config_gen(shmreg *h)
-{
-    return h ? atomic_load_explicit(&h->c.seg.hdr->config_gen, memory_order_acquire) : 0;
 }
 
 /* ------------------------------------------------------------ open */
@@ -307,53 +154,6 @@ static int open_dir(const char *path, int create, mode_t dir_mode, gid_t gid)
     return dfd;
 }
 
-void reg_records(shm_record out[REG_NRECORDS])
-{
-    const shm_record r[REG_NRECORDS] = {
-        {"session slot", sizeof(reg_sess)},
-        {"info block header", (uint32_t)offsetof(reg_info, data)},
-        {"SDP block header", sizeof(reg_sdp)},
-        {"dialog record", sizeof(reg_dlg)},
-        {"room record", reg_room_record_bytes()},
-        {"participant record", reg_part_record_bytes()},
-        {"event record", reg_event_record_bytes()},
-    };
-    memcpy(out, r, sizeof r);
-}
-
-/* The capacities `o` asks for, defaults filled in, checked: 0 or EINVAL.
- * Done before anything touches the file system, so a refused create
- * leaves nothing behind. */
-static int create_params(const shmreg_options *o, const shm_record rec[REG_NRECORDS],
-                         shm_params *p)
-{
-    *p = (shm_params){
-        .max_sessions = o->max_sessions ? o->max_sessions : DEFAULT_SESSIONS,
-        .max_handles = o->max_handles ? o->max_handles : DEFAULT_HANDLES,
-        .ring_records = o->event_records ? o->event_records : DEFAULT_RING_RECORDS,
-        .max_rooms = o->max_rooms ? o->max_rooms : DEFAULT_ROOMS,
-        .records = rec,
-        .nrecords = REG_NRECORDS,
-    };
-    if (p->ring_records < 64 || (p->ring_records & (p->ring_records - 1)))
-        return shmreg__fail(SHMREG_EINVAL, "event_records %u is not a power of two >= 64",
-                            p->ring_records);
-    /* The heap is sparse: room costs nothing until used. Small
-     * registries still get enough pages for every size class they
-     * may meet (each class carves its own pages). */
-    p->heap_bytes = o->heap_bytes ? o->heap_bytes : (uint64_t)p->max_sessions * DEFAULT_HEAP_PER_SESSION;
-    if (o->heap_bytes == 0 && p->heap_bytes < DEFAULT_HEAP_MIN)
-        p->heap_bytes = DEFAULT_HEAP_MIN;
-    if (p->heap_bytes < (uint64_t)SHM_PAGE_BYTES * 8)
-        p->heap_bytes = (uint64_t)SHM_PAGE_BYTES * 8;
-    shm_fixed f;
-    if (shm_layout(p, &f) != 0)
-        return shmreg__fail(SHMREG_EINVAL, "capacity out of range (sessions 1..%u, handles 1..%u, "
-                            "heap %u..2^%u bytes, rooms 1..%u)", SHM_MAX_SESSIONS, SHM_MAX_HANDLES,
-                            SHM_PAGE_BYTES, SHM_MAX_HEAP_SHIFT, SHM_MAX_ROOMS);
-    return 0;
-}
-
 static int create_segment(shmreg *h, int dfd, const shm_params *p)
 {
     shm_fixed f;
@@ -362,7 +162,7 @@ static int create_segment(shmreg *h, int dfd, const shm_params *p)
     f.uid = (uint32_t)geteuid();
     f.gid = (uint32_t)(h->gid == (gid_t)-1 ? getegid() : h->gid);
     f.created_ns = shm_now_ns();
-    randombytes_buf(f.key, sizeof f.key);
+    randombytes_buf(f.user, REG_KEY_BYTES); /* the dialog hash key (layout.c) */
 
     char tmp[64];
     snprintf(tmp, sizeof tmp, "%s.new.%d", SEGMENT_NAME, (int)getpid());
@@ -429,9 +229,7 @@ static int map_segment(shmreg *h, int dfd)
     h->map = m;
     h->map_size = (uint64_t)st.st_size;
     char why[256];
-    shm_record rec[REG_NRECORDS];
-    reg_records(rec);
-    int rc = shm_seg_bind(&h->c.seg, m, h->map_size, rec, REG_NRECORDS, why, sizeof why);
+    int rc = reg_layout_bind(h, why, sizeof why);
     if (rc != 0)
         return shmreg__fail(rc, "%s: %s", h->path, why);
     if (h->c.seg.hdr->f.uid != (uint32_t)geteuid())
@@ -471,13 +269,10 @@ int shmreg_open(const char *path, const shmreg_options *opt, shmreg **out)
         return shmreg__fail(SHMREG_EINVAL, "unknown flags 0x%x", o.flags);
     if (o.max_handles > SHMREG_MAX_HANDLES)
         return shmreg__fail(SHMREG_EINVAL, "max_handles %u over %u", o.max_handles, SHMREG_MAX_HANDLES);
-    shm_params p;
-    shm_record rec[REG_NRECORDS];
-    reg_records(rec);
-    int rc = (o.flags & SHMREG_CREATE) ? create_params(&o, rec, &p) : 0;
+    reg_layout lay;
+    int rc = (o.flags & SHMREG_CREATE) ? reg_layout_params(&o, &lay) : 0;
     if (rc)
         return rc;
-    pthread_once(&atfork_once, install_atfork);
     if ((rc = sodium_ready()) != 0)
         return rc;
 
@@ -486,7 +281,7 @@ int shmreg_open(const char *path, const shmreg_options *opt, shmreg **out)
         free(h);
         return shmreg__fail(SHMREG_ENOMEM, "out of memory");
     }
-    h->fork_gen = atomic_load(&fork_generation);
+    reg_fork_watch(h);
     h->pid = getpid();
     rc = resolve_group(o.group, &h->gid);
     h->file_mode = o.group ? 0660 : 0600;
@@ -499,7 +294,7 @@ int shmreg_open(const char *path, const shmreg_options *opt, shmreg **out)
     if (exists && (o.flags & SHMREG_CREATE) && (o.flags & SHMREG_EXCL)) {
         rc = shmreg__fail(SHMREG_EEXIST, "a registry already exists at %s", path);
     } else if (!exists && (o.flags & SHMREG_CREATE)) {
-        rc = create_segment(h, dfd, &p);
+        rc = create_segment(h, dfd, &lay.p);
     }
     if (rc == 0)
         rc = map_segment(h, dfd);
@@ -510,7 +305,7 @@ int shmreg_open(const char *path, const shmreg_options *opt, shmreg **out)
         rc = shmreg__fail(SHMREG_EFULL, "all %u handle slots of %s are held by live processes",
                           h->c.seg.max_handles, path);
     if (rc == 0) {
-        open_add(h);
+        reg_open_add(h);
         *out = h;
         return 0;
     }
@@ -527,7 +322,7 @@ int shmreg_close(shmreg *h)
 {
     if (h == NULL)
         return 0;
-    if (!open_remove(h))
+    if (!reg_open_remove(h))
         return shmreg__fail(SHMREG_EINVAL, "handle is not open (closed already?)");
     int rc = 0;
     if (h->config_close)
@@ -642,10 +437,10 @@ int shmreg_stat(shmreg *h, shmreg_stats *st)
     st->segment_bytes = s->size;
     st->heap_bytes = (uint64_t)s->heap_pages * SHM_PAGE_BYTES;
     st->heap_used_bytes = shm_heap_used(s);
-    st->max_sessions = s->max_sessions;
-    st->index_buckets = s->buckets;
+    st->max_sessions = s->slots;
+    st->index_buckets = h->sessions.buckets;
     st->max_handles = s->max_handles;
-    st->config_gen = atomic_load(&s->hdr->config_gen);
+    st->config_gen = atomic_load(&h->shared->config_gen);
     st->created_ns = s->hdr->f.created_ns;
     uint64_t now = shm_now_ns();
     for (uint32_t i = 0; i < s->max_handles; i++) {
@@ -659,7 +454,7 @@ int shmreg_stat(shmreg *h, shmreg_stats *st)
             st->oldest_read_ns = now - since;
     }
     reg_event_stats(h, st);
-    st->max_rooms = s->room_slots / 2;
+    st->max_rooms = h->room_slots / 2;
     st->rooms = reg_room_count(h);
     uint64_t counts[SHMREG_STATE_COUNT], dialogs;
     reg_count(h, counts, &dialogs);

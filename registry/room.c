@@ -40,8 +40,9 @@ typedef struct reg_room {
 
 typedef struct reg_part {
     unsigned char sid[SHMREG_ID_BYTES];
-    _Atomic uint32_t status;
+    _Atomic uint64_t status;          /* a reg_machine word (state.c) */
     _Atomic uint32_t audio;
+    uint32_t pad0;
     uint64_t joined_ns;
     uint16_t rtp_port, uri_len, disp_len, pad;
     char data[];
@@ -49,40 +50,6 @@ typedef struct reg_part {
 
 #define TOMB 1u
 #define ROOM_LIVE(w) (REG_STATE(w) >= SHMREG_ROOM_CREATING && REG_STATE(w) <= SHMREG_ROOM_TERMINATED)
-
-/* ------------------------------------------------------------ names, tables */
-
-static const char *const room_names[SHMREG_ROOM_STATE_COUNT] = {
-    "Any", "Creating", "Active", "Locked", "Terminating", "Terminated"};
-static const char *const part_names[SHMREG_PART_STATUS_COUNT] = {
-    "Any", "Joining", "Active", "OnHold", "Muted", "Leaving", "Left"};
-
-const char *shmreg_room_state_name(int s)
-{
-    return s >= 0 && s < SHMREG_ROOM_STATE_COUNT ? room_names[s] : NULL;
-}
-
-const char *shmreg_part_status_name(int s)
-{
-    return s >= 0 && s < SHMREG_PART_STATUS_COUNT ? part_names[s] : NULL;
-}
-
-int shmreg_room_state_allowed(int from, int to)
-{
-    switch (from) {
-    case SHMREG_ROOM_CREATING: return to == SHMREG_ROOM_ACTIVE;
-    case SHMREG_ROOM_ACTIVE: return to == SHMREG_ROOM_LOCKED || to == SHMREG_ROOM_TERMINATING;
-    case SHMREG_ROOM_LOCKED: return to == SHMREG_ROOM_ACTIVE || to == SHMREG_ROOM_TERMINATING;
-    case SHMREG_ROOM_TERMINATING: return to == SHMREG_ROOM_TERMINATED;
-    default: return 0;
-    }
-}
-
-int shmreg_part_status_allowed(int from, int to)
-{
-    return from >= SHMREG_PART_JOINING && from < SHMREG_PART_LEFT && to >= SHMREG_PART_JOINING &&
-           to < SHMREG_PART_STATUS_COUNT && from != to;
-}
 
 /* ------------------------------------------------------------ finding */
 
@@ -114,7 +81,7 @@ static uint32_t room_hash(const shmreg *h, const unsigned char id[SHMREG_ID_BYTE
 {
     uint64_t x;
     memcpy(&x, id, 8); /* random IDs: their bits are the hash */
-    return (uint32_t)(x & (h->c.seg.room_slots - 1));
+    return (uint32_t)(x & (h->room_slots - 1));
 }
 
 /* Find a live room by ID: table index in *idx, and in *state the state
@@ -123,11 +90,10 @@ static uint32_t room_hash(const shmreg *h, const unsigned char id[SHMREG_ID_BYTE
 static int room_find(shmreg *h, const unsigned char id[SHMREG_ID_BYTES], uint32_t *idx, reg_room **out,
                      uint64_t *state)
 {
-    const shm_seg *s = &h->c.seg;
     uint32_t start = room_hash(h, id);
-    for (uint32_t k = 0; k < s->room_slots; k++) {
-        uint32_t i = (start + k) & (s->room_slots - 1);
-        uint64_t off = atomic_load_explicit(&s->rooms[i], memory_order_acquire);
+    for (uint32_t k = 0; k < h->room_slots; k++) {
+        uint32_t i = (start + k) & (h->room_slots - 1);
+        uint64_t off = atomic_load_explicit(&h->rooms[i], memory_order_acquire);
         if (off == 0)
             break;
         if (off == TOMB)
@@ -174,10 +140,10 @@ static uint64_t room_ref(const shmreg *h, uint32_t idx)
     return (uint64_t)h->c.incarnation << 32 | (uint64_t)h->c.slot << 20 | (idx + 1);
 }
 #define REF_IDX(w) ((uint32_t)((w) & 0xfffffu) - 1)
-/* The table has at most 2 * SHM_MAX_ROOMS entries (a power of two): the
+/* The table has at most 2 * SHMREG_MAX_ROOMS entries (a power of two): the
  * largest index + 1 must fit the word's 20 bits, or it would run into the
  * joiner's slot bits. */
-_Static_assert(2ull * SHM_MAX_ROOMS <= 0xfffffu, "room index + 1 must fit 20 bits");
+_Static_assert(2ull * SHMREG_MAX_ROOMS <= 0xfffffu, "room index + 1 must fit 20 bits");
 #define REF_TAG(w) (((w) >> 32) << 32 | (((w) >> 20) & 0xfffu) << 8)
 
 /* ------------------------------------------------------------ removing */
@@ -220,9 +186,9 @@ void reg_room_forget_session(shmreg *h, uint32_t si)
 {
     reg_sess *x = reg_slot(h, si);
     uint64_t w = atomic_load(&x->room);
-    if (w == 0 || REF_IDX(w) >= h->c.seg.room_slots)
+    if (w == 0 || REF_IDX(w) >= h->room_slots)
         return;
-    reg_room *r = room_at(h, atomic_load(&h->c.seg.rooms[REF_IDX(w)]));
+    reg_room *r = room_at(h, atomic_load(&h->rooms[REF_IDX(w)]));
     reg_part *p;
     uint64_t off;
     int i = r ? roster_find(h, r, x->id, &p, &off) : -1;
@@ -237,8 +203,8 @@ uint32_t reg_room_count(shmreg *h)
     /* A read section: a room block seen in the table is not reused while
      * we look at it (callers need not be in one). */
     shm_read_enter(&h->c);
-    for (uint32_t i = 0; i < h->c.seg.room_slots; i++) {
-        reg_room *r = room_at(h, atomic_load(&h->c.seg.rooms[i]));
+    for (uint32_t i = 0; i < h->room_slots; i++) {
+        reg_room *r = room_at(h, atomic_load(&h->rooms[i]));
         n += r && ROOM_LIVE(atomic_load(&r->state));
     }
     shm_read_leave(&h->c);
@@ -257,8 +223,8 @@ int shmreg_room_create(shmreg *h, shmreg_str name, uint32_t max_participants, sh
         return shmreg__fail(SHMREG_EINVAL, "bad room: max_participants 1..%u, name <= %u bytes",
                             SHMREG_MAX_ROOM_PARTICIPANTS, SHMREG_MAX_STR);
     const shm_seg *s = &h->c.seg;
-    if (reg_room_count(h) >= s->room_slots / 2)
-        return shmreg__fail(SHMREG_EFULL, "room table full (%u rooms)", s->room_slots / 2);
+    if (reg_room_count(h) >= h->room_slots / 2)
+        return shmreg__fail(SHMREG_EFULL, "room table full (%u rooms)", h->room_slots / 2);
     uint64_t off = shm_alloc(&h->c, sizeof(reg_room) + (uint64_t)max_participants * 8 + name.len, 0);
     if (off == 0)
         return shmreg__fail(SHMREG_EFULL, "registry heap full (room)");
@@ -268,7 +234,7 @@ int shmreg_room_create(shmreg *h, shmreg_str name, uint32_t max_participants, sh
     atomic_store(&r->state, SHMREG_ROOM_CREATING);
     uint64_t now = shm_now_ns();
     r->created_ns = now;
-    r->config_gen = atomic_load(&s->hdr->config_gen);
+    r->config_gen = atomic_load(&h->shared->config_gen);
     r->max = max_participants;
     r->name_len = (uint32_t)name.len;
     for (uint32_t i = 0; i < max_participants; i++)
@@ -280,10 +246,10 @@ int shmreg_room_create(shmreg *h, shmreg_str name, uint32_t max_participants, sh
     shmreg_id id;
     memcpy(id.bytes, r->id, SHMREG_ID_BYTES);
     uint32_t start = room_hash(h, id.bytes);
-    for (uint32_t k = 0; k < s->room_slots; k++) {
-        uint32_t i = (start + k) & (s->room_slots - 1);
-        uint64_t cur = atomic_load(&s->rooms[i]);
-        if ((cur == 0 || cur == TOMB) && atomic_compare_exchange_strong(&s->rooms[i], &cur, off)) {
+    for (uint32_t k = 0; k < h->room_slots; k++) {
+        uint32_t i = (start + k) & (h->room_slots - 1);
+        uint64_t cur = atomic_load(&h->rooms[i]);
+        if ((cur == 0 || cur == TOMB) && atomic_compare_exchange_strong(&h->rooms[i], &cur, off)) {
             *room_out = id;
             reg_event_room(h, now, SHMREG_EV_ROOM_CREATED, id.bytes, NULL, 0, SHMREG_ROOM_CREATING);
             return 0;
@@ -306,6 +272,18 @@ static void all_left(shmreg *h, reg_room *r)
     }
 }
 
+static int room_live(uint64_t w) { return ROOM_LIVE(w); }
+
+static const reg_machine room_machine = {
+    "room", "room", "room ", shmreg_room_state_allowed, shmreg_room_state_name, room_live,
+};
+
+/* A participant's status has no "deleted": the roster says who is in. */
+static const reg_machine part_machine = {
+    "participant", "participant", "participant ", shmreg_part_status_allowed,
+    shmreg_part_status_name, NULL,
+};
+
 int shmreg_room_transition(shmreg *h, const shmreg_id *room, int expected, int to, int *old)
 {
     int rc = shmreg__usable(h);
@@ -316,32 +294,14 @@ int shmreg_room_transition(shmreg *h, const shmreg_id *room, int expected, int t
         return shmreg__fail(SHMREG_EINVAL, "NULL room or unknown room state");
     uint32_t idx;
     reg_room *r;
-    uint64_t cur; /* validated by room_find; the CAS refreshes it */
+    uint64_t cur; /* validated by room_find: the move starts from it */
+    int from;
     shm_read_enter(&h->c);
-    if ((rc = room_find(h, room->bytes, &idx, &r, &cur)) == 0) {
-        for (;;) {
-            if (!ROOM_LIVE(cur)) {
-                rc = shmreg__fail(SHMREG_ENOENT, "room deleted");
-                break;
-            }
-            int from = (int)REG_STATE(cur);
-            if (old)
-                *old = from;
-            if (expected && from != expected) {
-                rc = shmreg__fail(SHMREG_ECONFLICT, "room is %s, not %s", room_names[from], room_names[expected]);
-                break;
-            }
-            if (!shmreg_room_state_allowed(from, to)) {
-                rc = shmreg__fail(SHMREG_ESTATE, "room %s -> %s is not allowed", room_names[from], room_names[to]);
-                break;
-            }
-            if (atomic_compare_exchange_strong(&r->state, &cur, (uint64_t)to)) {
-                reg_event_room(h, 0, SHMREG_EV_ROOM_STATE, r->id, NULL, from, to);
-                if (to >= SHMREG_ROOM_TERMINATING)
-                    all_left(h, r);
-                break;
-            }
-        }
+    if ((rc = room_find(h, room->bytes, &idx, &r, &cur)) == 0 &&
+        (rc = reg_machine_move(&room_machine, &r->state, cur, expected, to, old, &from)) == 0) {
+        reg_event_room(h, 0, SHMREG_EV_ROOM_STATE, r->id, NULL, from, to);
+        if (to >= SHMREG_ROOM_TERMINATING)
+            all_left(h, r);
     }
     shm_read_leave(&h->c);
     return rc;
@@ -362,8 +322,8 @@ static void room_finish_delete(shmreg *h, uint32_t idx, reg_room *r)
     uint64_t off = shm_off(&h->c.seg, (char *)r - SHM_BLK_HDR), e = off;
     shm_blk *b = shm_blk_at(&h->c.seg, off);
     uint64_t st = atomic_load(&b->state);
-    shm_intent_set(&h->c, off, st, &h->c.seg.rooms[idx]);
-    if (atomic_compare_exchange_strong(&h->c.seg.rooms[idx], &e, TOMB))
+    shm_intent_set(&h->c, off, st, &h->rooms[idx]);
+    if (atomic_compare_exchange_strong(&h->rooms[idx], &e, TOMB))
         shm_retire(&h->c, off, st);
     shm_intent_clear(&h->c);
 }
@@ -430,8 +390,8 @@ int shmreg_room_next(shmreg *h, uint64_t *cursor, shmreg_room *out)
         return rc;
     if (cursor == NULL || out == NULL)
         return shmreg__fail(SHMREG_EINVAL, "NULL cursor/out");
-    for (uint64_t i = *cursor; i < h->c.seg.room_slots; i++) {
-        reg_room *r = room_at(h, atomic_load(&h->c.seg.rooms[i]));
+    for (uint64_t i = *cursor; i < h->room_slots; i++) {
+        reg_room *r = room_at(h, atomic_load(&h->rooms[i]));
         uint64_t st = r ? atomic_load(&r->state) : 0;
         if (r && ROOM_LIVE(st)) {
             room_view(h, r, st, out);
@@ -439,7 +399,7 @@ int shmreg_room_next(shmreg *h, uint64_t *cursor, shmreg_room *out)
             return 0;
         }
     }
-    *cursor = h->c.seg.room_slots;
+    *cursor = h->room_slots;
     return shmreg__fail_lazy(SHMREG_ENOENT, "no more rooms", NULL);
 }
 
@@ -454,9 +414,9 @@ static int joinable(uint64_t st)
 /* Is a session's room word a claim that nobody will complete? */
 static int stale_claim(shmreg *h, uint64_t w, const unsigned char sid[SHMREG_ID_BYTES])
 {
-    if (REF_IDX(w) >= h->c.seg.room_slots)
+    if (REF_IDX(w) >= h->room_slots)
         return 1;
-    reg_room *r = room_at(h, atomic_load(&h->c.seg.rooms[REF_IDX(w)]));
+    reg_room *r = room_at(h, atomic_load(&h->rooms[REF_IDX(w)]));
     reg_part *p;
     if (r && ROOM_LIVE(atomic_load(&r->state)) && roster_find(h, r, sid, &p, NULL) >= 0)
         return 0;
@@ -480,7 +440,7 @@ int shmreg_room_join(shmreg *h, const shmreg_id *room, const shmreg_id *session,
         (rc = reg_find(h, session->bytes, &si, &sst)) != 0)
         goto out;
     if (!joinable(rst)) { /* live (room_find checked), so a name exists */
-        rc = shmreg__fail(SHMREG_ESTATE, "room is %s: no joins", room_names[REG_STATE(rst)]);
+        rc = shmreg__fail(SHMREG_ESTATE, "room is %s: no joins", shmreg_room_state_name((int)REG_STATE(rst)));
         goto out;
     }
     reg_sess *x = reg_slot(h, si);
@@ -538,7 +498,7 @@ int shmreg_room_join(shmreg *h, const shmreg_id *room, const shmreg_id *session,
         roster_remove(h, r, idx, i, off);
         atomic_compare_exchange_strong(&x->room, &mine, 0);
         rc = ROOM_LIVE(st) && REG_LIVE(sst)
-                 ? shmreg__fail(SHMREG_ESTATE, "room is %s: no joins", room_names[REG_STATE(st)])
+                 ? shmreg__fail(SHMREG_ESTATE, "room is %s: no joins", shmreg_room_state_name((int)REG_STATE(st)))
                  : shmreg__fail(SHMREG_ENOENT, "room or session deleted meanwhile");
         goto out;
     }
@@ -598,26 +558,11 @@ int shmreg_participant_set_status(shmreg *h, const shmreg_id *room, const shmreg
     int i;
     uint64_t off;
     shm_read_enter(&h->c);
-    if ((rc = find_part(h, room, session, &idx, &r, &p, &i, &off)) == 0) {
-        uint32_t cur = atomic_load(&p->status);
-        for (;;) {
-            if (old)
-                *old = (int)cur;
-            if (expected && (int)cur != expected) {
-                rc = shmreg__fail(SHMREG_ECONFLICT, "participant is %s", shmreg_part_status_name((int)cur));
-                break;
-            }
-            if (!shmreg_part_status_allowed((int)cur, to)) {
-                rc = shmreg__fail(SHMREG_ESTATE, "participant %s -> %s is not allowed",
-                                  shmreg_part_status_name((int)cur), shmreg_part_status_name(to));
-                break;
-            }
-            if (atomic_compare_exchange_strong(&p->status, &cur, (uint32_t)to)) {
-                reg_event_room(h, 0, SHMREG_EV_PARTICIPANT_STATUS, r->id, p->sid, (int)cur, to);
-                break;
-            }
-        }
-    }
+    int from;
+    if ((rc = find_part(h, room, session, &idx, &r, &p, &i, &off)) == 0 &&
+        (rc = reg_machine_move(&part_machine, &p->status, atomic_load(&p->status), expected, to,
+                               old, &from)) == 0)
+        reg_event_room(h, 0, SHMREG_EV_PARTICIPANT_STATUS, r->id, p->sid, from, to);
     shm_read_leave(&h->c);
     return rc;
 }
@@ -690,8 +635,8 @@ int shmreg_session_room(shmreg *h, const shmreg_id *session, shmreg_id *room_out
     if ((rc = reg_find(h, session->bytes, &si, &st)) == 0) {
         reg_sess *x = reg_slot(h, si);
         uint64_t w = atomic_load(&x->room);
-        reg_room *r = w && REF_IDX(w) < h->c.seg.room_slots
-                          ? room_at(h, atomic_load(&h->c.seg.rooms[REF_IDX(w)])) : NULL;
+        reg_room *r = w && REF_IDX(w) < h->room_slots
+                          ? room_at(h, atomic_load(&h->rooms[REF_IDX(w)])) : NULL;
         reg_part *p;
         if (r && roster_find(h, r, x->id, &p, NULL) >= 0)
             memcpy(room_out->bytes, r->id, SHMREG_ID_BYTES);
@@ -708,8 +653,8 @@ void reg_room_check(shmreg *h, int repair, void (*mark)(void *, uint64_t),
                     void (*bad)(void *, const char *), void (*leak)(void *, uint64_t), void *arg)
 {
     const shm_seg *s = &h->c.seg;
-    for (uint32_t i = 0; i < s->room_slots; i++) {
-        uint64_t off = atomic_load(&s->rooms[i]);
+    for (uint32_t i = 0; i < h->room_slots; i++) {
+        uint64_t off = atomic_load(&h->rooms[i]);
         if (off <= TOMB)
             continue;
         reg_room *r = room_at(h, off);

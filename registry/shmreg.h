@@ -148,6 +148,8 @@ const char *shmreg_errmsg(void);
 #define SHMREG_MAX_APPDATA          256u  /* bytes in the opaque app-data blob */
 #define SHMREG_MAX_DIALOGS_PER_SESSION 8u /* dialogs bound to one session (forking) */
 #define SHMREG_MAX_HANDLES         4096u  /* ceiling on options.max_handles */
+#define SHMREG_MAX_SESSIONS   (1u << 26)  /* ceiling on options.max_sessions */
+#define SHMREG_MAX_ROOMS      (1u << 18)  /* ceiling on options.max_rooms */
 
 /* ---------------------------------------------------------------- types */
 

@@ -10,7 +10,7 @@
  * only when its own is empty, so four workers rarely meet on one lock.
  * Classes step by a quarter of a power of two (64, 80, 96, 112, 128, 160,
  * ...), bounding internal waste at 25% and leaving about 10% on average.
- * Session slots are a fixed table managed by the same free-list code.
+ * Slots are a fixed table managed by the same free-list code.
  *
  * Crash-safety. Every free-list step is a short sequence of stores done
  * under the list's robust mutex, and it announces the block it works on in
@@ -45,7 +45,7 @@ shm_freelist *shm_blk_list(const shm_seg *s, uint64_t off)
 {
     uint32_t si = shm_slot_index(s, off);
     if (si != UINT32_MAX) {
-        uint32_t per = (s->max_sessions + SHM_SHARDS - 1) / SHM_SHARDS;
+        uint32_t per = (s->slots + SHM_SHARDS - 1) / SHM_SHARDS;
         return &s->ctl->slots[si / per];
     }
     unsigned cls, shard;
@@ -292,23 +292,23 @@ uint64_t shm_alloc(shm_ctx *c, uint64_t payload, uint32_t aux)
     return alloc_retry(c, alloc_once, payload, aux);
 }
 
-/* --- session slots --------------------------------------------------------- */
+/* --- slots ------------------------------------------------------------ */
 
 static uint64_t slot_alloc_once(shm_ctx *c, uint64_t unused, uint32_t aux)
 {
     (void)unused;
     const shm_seg *s = &c->seg;
-    uint32_t per = (s->max_sessions + SHM_SHARDS - 1) / SHM_SHARDS;
+    uint32_t per = (s->slots + SHM_SHARDS - 1) / SHM_SHARDS;
     for (unsigned i = 0; i < SHM_SHARDS; i++) {
         unsigned shard = (c->shard + i) % SHM_SHARDS;
         uint32_t first = shard * per;
-        uint32_t count = first >= s->max_sessions ? 0
-                         : (s->max_sessions - first < per ? s->max_sessions - first : per);
+        uint32_t count = first >= s->slots ? 0
+                         : (s->slots - first < per ? s->slots - first : per);
         shm_freelist *fl = &s->ctl->slots[shard];
         if (shm_list_lock(c, fl) < 0)
             continue;
         uint64_t off = list_pop_locked(s, fl, c->tag, aux, ++c->alloc_seq);
-        if (off == 0 && fl->carved < count && first + fl->carved < s->max_sessions) {
+        if (off == 0 && fl->carved < count && first + fl->carved < s->slots) {
             off = shm_slot_off(s, first + fl->carved);
             shm_blk *b = blk(s, off);
             b->cls = SHM_SLOT_CLASS;
@@ -383,10 +383,10 @@ uint64_t shm_heap_used(const shm_seg *s)
 
 void shm_blocks_walk(const shm_seg *s, void (*fn)(void *, uint64_t, shm_blk *), void *arg)
 {
-    uint32_t per = (s->max_sessions + SHM_SHARDS - 1) / SHM_SHARDS;
+    uint32_t per = (s->slots + SHM_SHARDS - 1) / SHM_SHARDS;
     for (unsigned sh = 0; sh < SHM_SHARDS; sh++) {
         uint32_t n = s->ctl->slots[sh].carved;
-        for (uint32_t i = 0; i < n && sh * per + i < s->max_sessions; i++) {
+        for (uint32_t i = 0; i < n && sh * per + i < s->slots; i++) {
             uint64_t off = shm_slot_off(s, sh * per + i);
             fn(arg, off, blk(s, off));
         }

@@ -71,7 +71,7 @@ static inline uint64_t shm_make_tag(uint32_t slot, uint32_t inc)
 void shm_intent_set(shm_ctx *c, uint64_t off, uint64_t state, _Atomic uint64_t *ref);
 void shm_intent_clear(shm_ctx *c);
 
-/* How long an allocation that finds no room waits for readers to release
+/* How long an allocation that finds no space waits for readers to release
  * memory this handle retired, before it reports full: elapsed time
  * (CLOCK_MONOTONIC) from its first failed attempt, reaping and reclaiming
  * included, not a sum of sleeps. */
@@ -91,12 +91,13 @@ static inline uint32_t shm_class_size(unsigned cls)
     return cls < 40 ? (4u + cls % 4) << (4 + cls / 4) : (4u + (cls - 40)) << 14;
 }
 
-/* Allocate a block with room for `payload` bytes; stamps it USED(me) with
+/* Allocate a block with space for `payload` bytes; stamps it USED(me) with
  * `aux`. Returns the block offset, or 0 when the heap is full (or payload
  * exceeds the largest class). */
 uint64_t shm_alloc(shm_ctx *c, uint64_t payload, uint32_t aux);
 
-/* Allocate a session slot (a block of SHM_SLOT_BYTES); 0 when all taken. */
+/* Allocate a slot of the slot table (a block of SHM_SLOT_BYTES); 0 when
+ * all are taken. */
 uint64_t shm_slot_alloc(shm_ctx *c, uint32_t aux);
 
 /* Return a block to its free list now. Only for blocks no reader can see
@@ -109,7 +110,7 @@ static inline uint32_t shm_slot_index(const shm_seg *s, uint64_t off)
     if (off < s->off_slots || (off - s->off_slots) % SHM_SLOT_BYTES)
         return UINT32_MAX;
     uint64_t i = (off - s->off_slots) / SHM_SLOT_BYTES;
-    return i < s->max_sessions ? (uint32_t)i : UINT32_MAX;
+    return i < s->slots ? (uint32_t)i : UINT32_MAX;
 }
 
 /* The (class, shard) heap page `page` was handed to: 0, or -1 when the

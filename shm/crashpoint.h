@@ -16,13 +16,15 @@
  *
  * The points, named file_function_step. Each is a moment where a crash
  * leaves work only a recovery path can finish; t/crashpoint.c stops a
- * process at every one of them and proves that path.
+ * process at every one of them and proves that path. The engine's points
+ * are these; a consumer names its own the same way, in its own files
+ * (the registry's are listed in registry/reg.h).
  *
  *   point                       left behind              finished by
  *   alloc_push_freeing          block FREEING, unlinked  list_recover (next locker)
  *   alloc_push_linked           block FREEING, at head   list_recover
  *   alloc_pop_stamped           block USED, still head   list_recover (undo)
- *   alloc_pop_unlinked          block USED, dead tag     check sweep / session repair
+ *   alloc_pop_unlinked          block USED, dead tag     check sweep / its owner
  *   alloc_page_assigned         page classed, uncounted  next take_page (reassigns)
  *   alloc_page_counted          page counted, no owner   shm_pages_repair (check)
  *   alloc_carve_stamped         block stamped, uncounted next carve (overwrites)
@@ -36,26 +38,6 @@
  *   epoch_intent_resolved       reaper died mid-resolve  next reap (no double retire)
  *   epoch_reap_orphaned         ORPHAN, old incarnation  next reap
  *   epoch_release_reclaimed     closing handle ACTIVE    shm_reap
- *   session_create_slot         slot, state 0            check: session repair
- *   session_create_info         + unreferenced info      check: repair + sweep
- *   session_create_linked       + in index, unpublished  check: session repair
- *   session_swap_swapped        old block unlinked       intent: reap / check
- *   session_delete_marked       DELETED, nothing undone  check: reg_finish_delete
- *   session_delete_dialogs      dialogs gone, blocks not check: reg_finish_delete
- *   session_delete_blocks       blocks retired, indexed  check: reg_finish_delete
- *   session_delete_unlinked     slot not yet retired     check: reg_finish_delete
- *   dialog_bind_allocated       record unreferenced      check sweep
- *   dialog_bind_referenced      named by session only    check: undone (half_bound)
- *   dialog_unbind_unlinked      named by session only    check: completed (half_bound)
- *   dialog_unbind_claimed       record unreferenced      intent: reap / check
- *   room_create_allocated       room block unreferenced  check sweep
- *   room_delete_marked          room DELETED, roster     check: room repair
- *   room_delete_roster_cleared  room DELETED, in table   check: room repair
- *   room_remove_claimed         room word names remover  next leave / join
- *   room_remove_cleared         participant unreferenced intent: reap / check
- *   room_join_claimed           room word, no roster     next join (stale claim)
- *   room_join_allocated         participant unlisted     check sweep
- *   room_join_published         joined, no event         nothing (the commit)
  *   ring_publish_claimed        sequence claimed         subscribers skip it
  *   ring_publish_marked         slot marked by the dead  skip, then stolen on lap
  *   ring_commit_filled          data written, no commit  skip, then stolen on lap

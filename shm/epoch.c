@@ -267,7 +267,7 @@ uint64_t shm_limbo_bytes(const shm_seg *s, uint32_t i)
             shm_blk *b = shm_blk_at(s, off);
             if (b == NULL || SHM_KIND(atomic_load(&b->state)) != SHM_BLK_RETIRED)
                 break;
-            if (b->cls < SHM_NCLASS) /* heap blocks only, not session slots */
+            if (b->cls < SHM_NCLASS) /* heap blocks only, not slots */
                 bytes += shm_class_size(b->cls);
             off = atomic_load(&b->link);
         }

@@ -9,19 +9,25 @@
  * the whole object lies inside the mapping, so a corrupted segment yields
  * SHM_ECORRUPT instead of a wild read.
  *
- * The layout is computed from four numbers (sessions, handles, buckets,
- * heap pages) by shm_layout(); the offsets are stored in the header too,
- * and attach recomputes them and refuses a header whose offsets disagree.
- * That one comparison validates every region boundary at once.
+ * The engine lays out its own pieces and then the consumer's regions:
  *
- *   [header 4 KiB][control: lock & free-list records][handle table]
- *   [session index buckets][dialog index buckets][page descriptors]
- *   [session slots][heap pages ... ][ring][room table]
+ *   [header 4 KiB][control: locks & free lists][handle table]
+ *   [page descriptors][slot table][heap pages ...][ring]
+ *   [consumer region 0][consumer region 1] ...
  *
- * This file knows nothing of SIP: "session slots" are fixed-size records of
- * SHM_SLOT_BYTES that the registry interprets, and the heap serves
- * variable-sized blocks. Both are carved into blocks that start with a
- * struct shm_blk header (see alloc.h).
+ * A consumer (the registry is one; t/engine_counter.c is another) asks
+ * for a number of fixed-size slots, a heap, a ring and up to
+ * SHM_MAX_REGIONS named regions of zero-filled bytes, plus
+ * SHM_USER_BYTES of constants to keep in the checksummed header. The
+ * engine knows what a slot, a block, a lock and a ring are; it does not
+ * know what the consumer keeps in them, and must not: that is what lets
+ * one engine serve other tables, and keeps the consumer's vocabulary out
+ * of the code that has to be crash-proof on its own terms.
+ *
+ * The layout is a pure function of the parameters; they are stored in
+ * the header, and attach recomputes the offsets from them and refuses a
+ * header whose offsets disagree. That one comparison validates every
+ * region boundary at once.
  */
 #ifndef SHM_SEG_H
 #define SHM_SEG_H
@@ -30,35 +36,33 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Engine error codes. The registry maps them 1:1 onto SHMREG_E* (same
- * numbers) so no translation table is needed. */
+/* Engine error codes: the engine's own, translated by its consumer
+ * (the registry maps each one explicitly, registry/handle.c). */
 #define SHM_EINVAL   (-1)
 #define SHM_ENOENT   (-2)
-#define SHM_EEXIST   (-3)
-#define SHM_EFULL    (-4)
-#define SHM_ECORRUPT (-7)
-#define SHM_EVERSION (-9)
-#define SHM_EPERM    (-10)
-#define SHM_ESYS     (-11)
-#define SHM_EBUSY    (-13)
+#define SHM_EFULL    (-3)
+#define SHM_ECORRUPT (-4)
+#define SHM_EVERSION (-5)
+#define SHM_EBUSY    (-6)
 
 #define SHM_MAGIC "shmreg\x1a\x01"
-#define SHM_LAYOUT_VERSION 2u /* 2: engine locks; record sizes in the header */
+#define SHM_LAYOUT_VERSION 3u /* 2: engine locks, record sizes; 3: consumer regions */
 #define SHM_HEADER_BYTES 4096u
 #define SHM_PAGE_BYTES (256u * 1024u)   /* heap page: 3 of the largest class */
-#define SHM_SLOT_BYTES 256u             /* session slot, header included */
+#define SHM_SLOT_BYTES 256u             /* a slot of the slot table, header included */
 #define SHM_SHARDS 4u                   /* free lists per class: spreads lock traffic */
-#define SHM_STRIPES 256u                /* index stripe locks per index */
 #define SHM_NCLASS 42u                  /* heap size classes (see alloc.c) */
-#define SHM_SLOT_CLASS 0xffu            /* class id of session slots */
+#define SHM_SLOT_CLASS 0xffu            /* class id of slots */
 
-/* Capacity ceilings that shm_layout() accepts; the consumer's error
+/* Capacity ceilings that shm_layout() accepts; a consumer's error
  * message quotes the same names so the two cannot drift apart. */
-#define SHM_MAX_SESSIONS (1u << 26)
+#define SHM_MAX_SLOTS (1u << 26)
 #define SHM_MAX_HANDLES 4096u
 #define SHM_MAX_HEAP_SHIFT 40u          /* heap_bytes <= 2^40 */
 #define SHM_MAX_HEAP_BYTES (1ull << SHM_MAX_HEAP_SHIFT)
-#define SHM_MAX_ROOMS (1u << 18)
+#define SHM_MAX_REGIONS 8u
+#define SHM_MAX_REGION_BYTES (1ull << 36)
+#define SHM_USER_BYTES 32u
 
 /* A lock in the segment, padded to a cache line so neighbouring locks do
  * not false-share. One 32-bit futex word that the engine itself defines
@@ -121,6 +125,13 @@ typedef struct shm_record {
 #define SHM_ENGINE_RECORDS 7u
 #define SHM_MAX_RECORDS 16u          /* engine's and consumer's together */
 
+/* A consumer's region: `bytes` of zero-filled memory (rounded up to
+ * 4 KiB), named for messages. Its meaning is the consumer's alone. */
+typedef struct shm_region {
+    const char *name;
+    uint64_t bytes;
+} shm_region;
+
 /* The fixed part of the header: written once at create, checksummed. */
 typedef struct shm_fixed {
     char magic[8];
@@ -128,40 +139,37 @@ typedef struct shm_fixed {
     uint32_t header_bytes;
     uint64_t segment_bytes;
     uint32_t uid, gid;
-    uint32_t max_sessions, max_handles;
-    uint32_t index_buckets;      /* per index, power of two */
+    uint32_t slots, max_handles;
     uint32_t heap_pages;
     uint32_t page_bytes, slot_bytes;
     uint32_t ring_records;
-    uint32_t room_slots;         /* room table entries, power of two */
-    uint64_t off_control, off_handles, off_sess_index, off_dlg_index;
-    uint64_t off_pages, off_slots, off_heap, off_ring, off_rooms, end;
+    uint32_t nregions, pad0;
+    uint64_t region_bytes[SHM_MAX_REGIONS];
+    uint64_t off_control, off_handles, off_pages, off_slots, off_heap, off_ring;
+    uint64_t off_region[SHM_MAX_REGIONS];
+    uint64_t end;
     uint32_t nrecords;           /* entries used in record_bytes */
     uint32_t record_bytes[SHM_MAX_RECORDS]; /* engine's, then the consumer's */
-    unsigned char key[16];       /* SipHash key for network-supplied keys */
+    unsigned char user[SHM_USER_BYTES]; /* the consumer's constants */
     uint64_t created_ns;
     uint64_t checksum;           /* FNV-1a of everything above */
 } shm_fixed;
 
 typedef struct shm_header {
     shm_fixed f;
-    char pad1[512 - sizeof(shm_fixed)];
+    char pad1[1024 - sizeof(shm_fixed)];
     _Atomic uint64_t epoch;      /* global reclamation epoch (epoch.c) */
     char pad2[56];
-    _Atomic uint64_t config_gen; /* mirrored configuration generation */
-    char pad3[56];
     _Atomic uint32_t pages_used; /* heap pages handed to classes */
-    char pad4[60];
+    char pad3[60];
 } shm_header;
 
-/* The control area: every lock and free list. */
+/* The control area: the engine's locks and free lists. */
 typedef struct shm_control {
     shm_lock page_lock;          /* serialises handing out heap pages */
     shm_lock handle_lock;        /* serialises reaping dead handles */
     shm_freelist heap[SHM_NCLASS][SHM_SHARDS];
     shm_freelist slots[SHM_SHARDS];
-    shm_lock sess_stripe[SHM_STRIPES];
-    shm_lock dlg_stripe[SHM_STRIPES];
 } shm_control;
 
 /* A process's view of a mapped segment. */
@@ -171,21 +179,22 @@ typedef struct shm_seg {
     shm_header *hdr;
     shm_control *ctl;
     shm_handle *handles;
-    _Atomic uint32_t *sess_index;
-    _Atomic uint64_t *dlg_index;
-    _Atomic uint64_t *rooms;     /* room table: block offsets (registry) */
     shm_page_desc *pages;
-    uint32_t max_sessions, max_handles, buckets, heap_pages;
+    uint32_t slots, max_handles, heap_pages;
     uint64_t off_slots, off_heap, off_ring;
     uint32_t ring_records;
-    uint32_t room_slots;
+    uint32_t nregions;
+    struct { unsigned char *base; uint64_t bytes; } region[SHM_MAX_REGIONS];
 } shm_seg;
 
 typedef struct shm_params {
-    uint32_t max_sessions, max_handles, ring_records, max_rooms;
+    uint32_t slots, max_handles, ring_records;
     uint64_t heap_bytes;
     const shm_record *records;   /* the consumer's record kinds (static) */
     uint32_t nrecords;           /* at most SHM_MAX_RECORDS - SHM_ENGINE_RECORDS */
+    const shm_region *regions;   /* the consumer's regions, in order */
+    uint32_t nregions;           /* at most SHM_MAX_REGIONS */
+    unsigned char user[SHM_USER_BYTES]; /* kept in the fixed header, checksummed */
 } shm_params;
 
 /* Compute the whole layout for `p` into `f` (magic, sizes, offsets). */
@@ -200,10 +209,12 @@ int shm_seg_format(void *base, const shm_fixed *f);
 /* Validate a mapping of `size` bytes and fill `s`. `records` are the
  * consumer's record kinds, as given to shm_layout() at create: a segment
  * whose stored sizes differ is another build's (SHM_EVERSION, naming the
- * record). On failure writes a human-readable reason into `why`.
- * Returns 0, SHM_EVERSION, SHM_ECORRUPT. */
+ * record). `nregions` is how many regions the consumer lays: another
+ * count is another consumer's segment (SHM_EVERSION). The regions' sizes
+ * are the consumer's to check (s->region[i].bytes). On failure writes a
+ * human-readable reason into `why`. Returns 0, SHM_EVERSION, SHM_ECORRUPT. */
 int shm_seg_bind(shm_seg *s, void *base, uint64_t size, const shm_record *records,
-                 uint32_t nrecords, char *why, size_t whylen);
+                 uint32_t nrecords, uint32_t nregions, char *why, size_t whylen);
 
 /* Bounds-checked offset -> pointer: NULL unless [off, off+len) lies inside
  * the mapping past the header. */
@@ -220,7 +231,7 @@ static inline uint64_t shm_off(const shm_seg *s, const void *p)
 }
 
 /* Bound on the steps of a walk along a list that lives in the segment
- * (free lists, limbo lists, dialog chains). Every entry is a block of at
+ * (free lists, limbo lists, index chains). Every entry is a block of at
  * least 64 bytes, so no honest list has more entries than the segment
  * has 64-byte blocks: a walk that goes further is following a cycle left
  * by corruption, and must stop rather than spin for ever. */

@@ -55,7 +55,7 @@ static int attach_after(void (*damage)(shm_header *, int fd, off_t size), const 
 }
 
 static void bad_magic(shm_header *hd, int fd, off_t size) { (void)fd; (void)size; hd->f.magic[0] ^= 1; }
-static void bad_field(shm_header *hd, int fd, off_t size) { (void)fd; (void)size; hd->f.max_sessions++; }
+static void bad_field(shm_header *hd, int fd, off_t size) { (void)fd; (void)size; hd->f.slots++; }
 static void new_version(shm_header *hd, int fd, off_t size)
 {
     (void)fd; (void)size;
@@ -213,12 +213,12 @@ static void test_offsets(void)
 
     /* Index chains. */
     const shm_seg *s = &v.h->c.seg;
-    uint32_t bucket = reg_id_bucket(v.h, v.id.bytes);
-    uint32_t keepb = atomic_load(&s->sess_index[bucket]);
-    atomic_store(&s->sess_index[bucket], s->max_sessions + 5);
+    _Atomic uint64_t *head = shm_index_head(&v.h->sessions, reg_id_hash(v.id.bytes));
+    uint64_t keepb = atomic_load(head);
+    atomic_store(head, shm_slot_off(s, s->slots - 1) + SHM_SLOT_BYTES * 5);
     is(get_rc(&v), SHMREG_ECORRUPT, "a session index entry past the table: SHMREG_ECORRUPT");
-    atomic_store(&s->sess_index[bucket], keepb);
-    uint32_t keepn = atomic_load(&v.slot->next);
+    atomic_store(head, keepb);
+    uint64_t keepn = atomic_load(&v.slot->next);
     atomic_store(&v.slot->next, keepb); /* the slot points at itself */
     shmreg_id other = v.id;
     other.bytes[15] ^= 0xff; /* same bucket (low bytes hash), different ID */
@@ -234,14 +234,14 @@ static void test_offsets(void)
     shmreg_id got;
     uint64_t rec = atomic_load(&v.slot->dlg[0]);
     reg_dlg *dl = reg_dialog_at(v.h, rec);
-    uint64_t db = dl->hash & (s->buckets - 1);
-    uint64_t keepd = atomic_load(&s->dlg_index[db]);
-    atomic_store(&s->dlg_index[db], 12345);
+    _Atomic uint64_t *dhead = shm_index_head(&v.h->dialogs, dl->hash);
+    uint64_t keepd = atomic_load(dhead);
+    atomic_store(dhead, 12345);
     is(shmreg_dialog_find(v.h, (shmreg_str){"abc@host", 8}, (shmreg_str){"l1", 2}, (shmreg_str){"r1", 2}, &got),
        SHMREG_ECORRUPT, "a dialog chain pointing nowhere: SHMREG_ECORRUPT");
     n = check_problems(v.h, &rc);
     ok(n >= 1 && rc == SHMREG_ECORRUPT, "the check reports it (%d)", n);
-    atomic_store(&s->dlg_index[db], keepd);
+    atomic_store(dhead, keepd);
     is(shmreg_dialog_find(v.h, (shmreg_str){"abc@host", 8}, (shmreg_str){"l1", 2}, (shmreg_str){"r1", 2}, &got),
        0, "restored, the dialog is found");
     is(check_problems(v.h, &rc), 0, "and the whole registry checks clean");

@@ -116,7 +116,7 @@ static void test_shard_stripes(void)
     shmreg_reap(h);
     uint32_t stripes = 0;
     for (unsigned i = 0; i < SHM_STRIPES; i++)
-        stripes |= atomic_load(&s->ctl->dlg_stripe[i].word);
+        stripes |= atomic_load(&h->dialogs.stripe[i].word);
     is(stripes, 0, "shard 255: no dialog stripe lock word was written by the free");
     shmreg_id sid;
     is(shmreg_session_create(h, NULL, &sid), 0, "shard 255: a create works");
@@ -169,19 +169,18 @@ static void test_locks(void)
 {
     shmreg_id id;
     shmreg *h = make("locks", &id);
-    const shm_seg *s = &h->c.seg;
     shm_freelist *fl = carving_list(h);
     memset(&fl->lock, 0xff, sizeof fl->lock);
-    atomic_store(&s->ctl->sess_stripe[7].word, 0x12345678u);
+    atomic_store(&h->sessions.stripe[7].word, 0x12345678u);
     uint64_t problems;
     is(plain_check(h, &problems), SHMREG_ECORRUPT, "garbage lock words: plain check says ECORRUPT");
     ok(problems >= 1, "garbage lock words: named as problems (%llu)", (unsigned long long)problems);
     is(shmreg_session_set_sdp(h, &id, SHMREG_SDP_LOCAL, sdp, 1000), 0,
        "an all-ones lock word is taken over: the allocation works");
-    is(shm_lock_take(&h->c, &s->ctl->sess_stripe[7]), 1,
+    is(shm_lock_take(&h->c, &h->sessions.stripe[7]), 1,
        "a stripe word naming no handle is taken over as from a dead holder");
-    shm_lock_drop(&s->ctl->sess_stripe[7]);
-    is(atomic_load(&s->ctl->sess_stripe[7].word), 0, "and is free after the drop");
+    shm_lock_drop(&h->sessions.stripe[7]);
+    is(atomic_load(&h->sessions.stripe[7].word), 0, "and is free after the drop");
 
     /* A live holder that never lets go: a child sleeping, named as the
      * holder of the page lock and of one free list. */

@@ -132,11 +132,10 @@ static void t_bad_head(void)
 /* A room table entry that is not a room. */
 static void t_room_table(void)
 {
-    const shm_seg *s = &h->c.seg;
     uint32_t i = 0;
-    while (i < s->room_slots && atomic_load(&s->rooms[i]) != 0)
+    while (i < h->room_slots && atomic_load(&h->rooms[i]) != 0)
         i++;
-    atomic_store(&s->rooms[i], FAR);
+    atomic_store(&h->rooms[i], FAR);
     shmreg_check_report r = check(0, SHMREG_ECORRUPT);
     is(r.problems, 1, "a room table entry that is not a room is named");
     shmreg_id room;
@@ -146,7 +145,7 @@ static void t_room_table(void)
     shmreg_read_begin(h);
     is(shmreg_room_get(h, &room, &rv), SHMREG_ECORRUPT, "a lookup that meets it: ECORRUPT, not a wild read");
     shmreg_read_end(h);
-    atomic_store(&s->rooms[i], 0);
+    atomic_store(&h->rooms[i], 0);
     is(check(0, 0).problems, 0, "restored, the check is clean");
 }
 

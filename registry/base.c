@@ -1,14 +1,73 @@
 /*
- * id_state.c — session IDs, call states and error names: the small pure
- * functions of the API, with no access to the segment.
- *
- * The transition table is data, not code, so that the header's table, the
- * check in shmreg_session_transition() and the tests can be compared line
- * by line.
+ * base.c — the bottom of the registry, below everything else: reporting
+ * errors (shmreg_errmsg, shmreg_strerror) and the text form of a session
+ * ID, which error messages quote. No access to a segment or a handle, so
+ * every other file may call it and it calls none of them.
  */
-#include <strings.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
 
 #include "internal.h"
+
+/* ------------------------------------------------------------ errors */
+
+/* One thread-local record, so that a failure costs one TLS address
+ * computation. A lookup's ENOENT is an ordinary answer on hot paths (a
+ * dialog not bound yet, the end of an iteration), so shmreg__fail_lazy()
+ * stores a static text and an ID and shmreg_errmsg() formats them only if
+ * somebody asks; shmreg__fail() formats at once (cold paths). */
+static __thread struct {
+    const char *lazy;          /* pending static text; NULL: buf is current */
+    int has_id;
+    shmreg_id id;
+    char buf[512];
+} err;
+
+int shmreg__fail(int code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err.buf, sizeof err.buf, fmt, ap);
+    va_end(ap);
+    err.lazy = NULL;
+    return code;
+}
+
+int shmreg__fail_lazy(int code, const char *text, const unsigned char *id)
+{
+    err.lazy = text;
+    err.has_id = id != NULL;
+    if (id)
+        memcpy(err.id.bytes, id, SHMREG_ID_BYTES);
+    return code;
+}
+
+int shmreg__fail_copy(int code, const char *text, const char *s, size_t len)
+{
+    size_t tl = strlen(text), cap = sizeof err.buf - 1;
+    if (tl > cap)
+        tl = cap;
+    if (len > cap - tl)
+        len = cap - tl;
+    memcpy(err.buf, text, tl);
+    memcpy(err.buf + tl, s, len);
+    err.buf[tl + len] = 0;
+    err.lazy = NULL;
+    return code;
+}
+
+const char *shmreg_errmsg(void)
+{
+    if (err.lazy) {
+        char idtext[SHMREG_ID_TEXT_LEN + 1] = "";
+        if (err.has_id)
+            shmreg_id_format(&err.id, idtext);
+        snprintf(err.buf, sizeof err.buf, "%s%s%s", err.lazy, err.has_id ? " " : "", idtext);
+        err.lazy = NULL;
+    }
+    return err.buf;
+}
 
 const char *shmreg_strerror(int err)
 {
@@ -79,49 +138,4 @@ int shmreg_id_parse(const char *text, size_t len, shmreg_id *id)
     }
     *id = out;
     return 0;
-}
-
-static const char *const state_names[SHMREG_STATE_COUNT] = {
-    "Any", "Initiating", "Ringing", "Active", "OnHold", "Transferring",
-    "Terminating", "Terminated", "Cancelled", "Failed",
-};
-
-#define B(s) (1u << SHMREG_STATE_##s)
-/* allowed[from] = set of `to` states; mirrors the table in shmreg.h. */
-static const unsigned allowed[SHMREG_STATE_COUNT] = {
-    [SHMREG_STATE_INITIATING] = B(RINGING) | B(ACTIVE) | B(TERMINATING) | B(CANCELLED) | B(FAILED),
-    [SHMREG_STATE_RINGING] = B(ACTIVE) | B(TERMINATING) | B(CANCELLED) | B(FAILED),
-    [SHMREG_STATE_ACTIVE] = B(ONHOLD) | B(TRANSFERRING) | B(TERMINATING) | B(FAILED),
-    [SHMREG_STATE_ONHOLD] = B(ACTIVE) | B(TRANSFERRING) | B(TERMINATING) | B(FAILED),
-    [SHMREG_STATE_TRANSFERRING] = B(ACTIVE) | B(ONHOLD) | B(TERMINATING) | B(FAILED),
-    [SHMREG_STATE_TERMINATING] = B(TERMINATED) | B(FAILED),
-};
-#undef B
-
-int shmreg_state_allowed(int from, int to)
-{
-    if (from < 1 || from >= SHMREG_STATE_COUNT || to < 1 || to >= SHMREG_STATE_COUNT)
-        return 0;
-    return (allowed[from] >> to) & 1u;
-}
-
-const char *shmreg_state_name(int state)
-{
-    return state >= 0 && state < SHMREG_STATE_COUNT ? state_names[state] : NULL;
-}
-
-int shmreg_state_parse(const char *name, int *state)
-{
-    for (int s = 0; name && state && s < SHMREG_STATE_COUNT; s++)
-        if (strcasecmp(name, state_names[s]) == 0) {
-            *state = s;
-            return 0;
-        }
-    return shmreg__fail(SHMREG_EINVAL, "unknown call state '%s'", name ? name : "(null)");
-}
-
-int shmreg_state_is_final(int state)
-{
-    return state == SHMREG_STATE_TERMINATED || state == SHMREG_STATE_CANCELLED ||
-           state == SHMREG_STATE_FAILED;
 }

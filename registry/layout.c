@@ -1,0 +1,134 @@
+/*
+ * layout.c — what the registry lays in the engine's segment, and binding
+ * a handle to it.
+ *
+ * The engine (shm/) gives a segment of slots, a heap, a ring and named
+ * regions of bytes; it does not know what a session is. This file is
+ * where the registry says what it needs:
+ *   slots      one per session (reg_sess, a 256-byte slot);
+ *   region 0   the session index: session ID -> slot;
+ *   region 1   the dialog index: (Call-ID, local tag) -> dialog record;
+ *   region 2   the room table: open addressing over room block offsets;
+ *   region 3   registry-wide words (reg_shared: the config generation);
+ *   user bytes the key of the keyed hash for keys the network chooses.
+ * and the record kinds whose sizes the header keeps, so that a segment
+ * of another build is refused by name. Everything here runs once, at
+ * create or open.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "reg.h"
+
+#define DEFAULT_SESSIONS 65536u
+#define DEFAULT_HANDLES 256u
+#define DEFAULT_HEAP_PER_SESSION 8192u
+#define DEFAULT_HEAP_MIN (64ull << 20)
+#define DEFAULT_RING_RECORDS 65536u
+#define DEFAULT_ROOMS 1024u
+_Static_assert(SHMREG_MAX_HANDLES == SHM_MAX_HANDLES, "the public handle ceiling is the engine's");
+_Static_assert(SHMREG_MAX_SESSIONS == SHM_MAX_SLOTS, "a session is a slot");
+_Static_assert(REG_KEY_BYTES <= SHM_USER_BYTES, "the key fits the header's user bytes");
+
+enum { REGION_SESSIONS, REGION_DIALOGS, REGION_ROOMS, REGION_SHARED };
+
+static uint32_t pow2_at_least(uint64_t n)
+{
+    uint32_t p = 64;
+    while (p < n && p < (1u << 30))
+        p <<= 1;
+    return p;
+}
+
+void reg_records(shm_record out[REG_NRECORDS])
+{
+    const shm_record r[REG_NRECORDS] = {
+        {"session slot", sizeof(reg_sess)},
+        {"info block header", (uint32_t)offsetof(reg_info, data)},
+        {"SDP block header", sizeof(reg_sdp)},
+        {"dialog record", sizeof(reg_dlg)},
+        {"room record", reg_room_record_bytes()},
+        {"participant record", reg_part_record_bytes()},
+        {"event record", reg_event_record_bytes()},
+    };
+    memcpy(out, r, sizeof r);
+}
+
+int reg_layout_params(const shmreg_options *o, reg_layout *l)
+{
+    uint32_t sessions = o->max_sessions ? o->max_sessions : DEFAULT_SESSIONS;
+    uint32_t rooms = o->max_rooms ? o->max_rooms : DEFAULT_ROOMS;
+    if (sessions < 1 || sessions > SHMREG_MAX_SESSIONS || rooms < 1 || rooms > SHMREG_MAX_ROOMS)
+        return shmreg__fail(SHMREG_EINVAL, "capacity out of range (sessions 1..%u, rooms 1..%u)",
+                            SHMREG_MAX_SESSIONS, SHMREG_MAX_ROOMS);
+    /* Two buckets per session keeps chains short at full capacity; a
+     * room table at most half full keeps probes short. */
+    uint32_t buckets = pow2_at_least(2ull * sessions);
+    l->regions[REGION_SESSIONS] = (shm_region){"session index", shm_index_bytes(buckets)};
+    l->regions[REGION_DIALOGS] = (shm_region){"dialog index", shm_index_bytes(buckets)};
+    l->regions[REGION_ROOMS] = (shm_region){"room table", (uint64_t)pow2_at_least(2ull * rooms) * 8};
+    l->regions[REGION_SHARED] = (shm_region){"registry words", sizeof(reg_shared)};
+    reg_records(l->rec);
+    l->p = (shm_params){
+        .slots = sessions,
+        .max_handles = o->max_handles ? o->max_handles : DEFAULT_HANDLES,
+        .ring_records = o->event_records ? o->event_records : DEFAULT_RING_RECORDS,
+        .records = l->rec,
+        .nrecords = REG_NRECORDS,
+        .regions = l->regions,
+        .nregions = REG_NREGIONS,
+    };
+    shm_params *p = &l->p;
+    if (p->ring_records < 64 || (p->ring_records & (p->ring_records - 1)))
+        return shmreg__fail(SHMREG_EINVAL, "event_records %u is not a power of two >= 64",
+                            p->ring_records);
+    /* The heap is sparse: room costs nothing until used. Small
+     * registries still get enough pages for every size class they
+     * may meet (each class carves its own pages). */
+    p->heap_bytes = o->heap_bytes ? o->heap_bytes : (uint64_t)sessions * DEFAULT_HEAP_PER_SESSION;
+    if (o->heap_bytes == 0 && p->heap_bytes < DEFAULT_HEAP_MIN)
+        p->heap_bytes = DEFAULT_HEAP_MIN;
+    if (p->heap_bytes < (uint64_t)SHM_PAGE_BYTES * 8)
+        p->heap_bytes = (uint64_t)SHM_PAGE_BYTES * 8;
+    shm_fixed f;
+    if (shm_layout(p, &f) != 0)
+        return shmreg__fail(SHMREG_EINVAL, "capacity out of range (sessions 1..%u, handles 1..%u, "
+                            "heap %u..2^%u bytes, rooms 1..%u)", SHMREG_MAX_SESSIONS, SHM_MAX_HANDLES,
+                            SHM_PAGE_BYTES, SHM_MAX_HEAP_SHIFT, SHMREG_MAX_ROOMS);
+    return 0;
+}
+
+#define WHY(...) ((void)snprintf(why, whylen, __VA_ARGS__))
+
+int reg_layout_bind(shmreg *h, char *why, size_t whylen)
+{
+    shm_record rec[REG_NRECORDS];
+    reg_records(rec);
+    shm_seg *s = &h->c.seg;
+    int rc = shm_seg_bind(s, h->map, h->map_size, rec, REG_NRECORDS, REG_NREGIONS, why, whylen);
+    if (rc != 0)
+        return rc == SHM_EVERSION ? SHMREG_EVERSION : SHMREG_ECORRUPT;
+    /* The engine checked that the regions lie where their sizes put
+     * them; what the sizes must be is ours to check. */
+    if (shm_index_bind(&h->sessions, s->region[REGION_SESSIONS].base,
+                       s->region[REGION_SESSIONS].bytes) != 0 ||
+        shm_index_bind(&h->dialogs, s->region[REGION_DIALOGS].base,
+                       s->region[REGION_DIALOGS].bytes) != 0 ||
+        h->sessions.buckets != h->dialogs.buckets || h->sessions.buckets < 2ull * s->slots)
+        return WHY("index regions of %llu and %llu bytes do not fit %u sessions",
+                   (unsigned long long)s->region[REGION_SESSIONS].bytes,
+                   (unsigned long long)s->region[REGION_DIALOGS].bytes, s->slots), SHMREG_ECORRUPT;
+    uint64_t rb = s->region[REGION_ROOMS].bytes;
+    if (rb < 64 * 8 || rb % 8 || ((rb / 8) & (rb / 8 - 1)) || rb / 8 > pow2_at_least(2ull * SHMREG_MAX_ROOMS))
+        return WHY("room table region of %llu bytes is not a table", (unsigned long long)rb),
+               SHMREG_ECORRUPT;
+    if (s->region[REGION_SHARED].bytes != sizeof(reg_shared))
+        return WHY("registry words region of %llu bytes, expected %zu",
+                   (unsigned long long)s->region[REGION_SHARED].bytes, sizeof(reg_shared)),
+               SHMREG_ECORRUPT;
+    h->rooms = (_Atomic uint64_t *)s->region[REGION_ROOMS].base;
+    h->room_slots = (uint32_t)(rb / 8);
+    h->shared = (reg_shared *)s->region[REGION_SHARED].base;
+    h->key = s->hdr->f.user;
+    return 0;
+}

@@ -1,0 +1,257 @@
+/*
+ * table.c — the session table as readers see it: finding a session by ID,
+ * views of its fields, walking and counting the table, and linking a slot
+ * into or out of the ID index. Everything above (session changes, dialogs,
+ * rooms, check) builds on these; this file calls none of them.
+ *
+ * A lookup is lock-free: it follows the index chain of the ID's bucket
+ * and accepts a slot only from the one load of its state word that found
+ * it live, and every view is built from that same word (a delete may land
+ * between two loads). Chains change only under their stripe lock and by
+ * single stores, so a walker always sees a whole chain.
+ */
+#include <sodium.h>
+
+#include "reg.h"
+
+void reg_random_id(shmreg *h, unsigned char out[SHMREG_ID_BYTES])
+{
+    if (h->rnd_left < SHMREG_ID_BYTES) {
+        randombytes_buf(h->rnd, sizeof h->rnd);
+        h->rnd_left = sizeof h->rnd;
+    }
+    h->rnd_left -= SHMREG_ID_BYTES;
+    memcpy(out, h->rnd + h->rnd_left, SHMREG_ID_BYTES);
+    sodium_memzero(h->rnd + h->rnd_left, SHMREG_ID_BYTES); /* an ID handed out is not kept */
+}
+
+/* ------------------------------------------------------------ finding */
+
+int reg_lookup(shmreg *h, const unsigned char id[SHMREG_ID_BYTES], uint32_t *si, uint64_t *state)
+{
+    const shm_seg *s = &h->c.seg;
+    uint64_t off = atomic_load_explicit(shm_index_head(&h->sessions, reg_id_hash(id)),
+                                        memory_order_acquire);
+    for (uint32_t steps = 0; off; steps++) {
+        uint32_t i = shm_slot_index(s, off);
+        if (i == UINT32_MAX || steps > s->slots)
+            return shmreg__fail(SHMREG_ECORRUPT, "session index chain is broken");
+        reg_sess *x = reg_slot(h, i);
+        if (memcmp(x->id, id, SHMREG_ID_BYTES) == 0) {
+            uint64_t st = atomic_load_explicit(&x->state, memory_order_acquire);
+            if (!REG_LIVE(st))
+                break;
+            *si = i;
+            *state = st;
+            return 0;
+        }
+        off = atomic_load_explicit(&x->next, memory_order_acquire);
+    }
+    return SHMREG_ENOENT;
+}
+
+int reg_find(shmreg *h, const unsigned char id[SHMREG_ID_BYTES], uint32_t *si, uint64_t *state)
+{
+    int rc = reg_lookup(h, id, si, state);
+    return rc == SHMREG_ENOENT ? shmreg__fail_lazy(rc, "no such session", id) : rc;
+}
+
+_Atomic uint64_t *reg_slot_link(const shm_seg *s, uint64_t off)
+{
+    return shm_slot_index(s, off) == UINT32_MAX ? NULL : &((reg_sess *)(s->base + off))->next;
+}
+
+int reg_index_unlink(shmreg *h, uint32_t si)
+{
+    /* A lock that cannot be taken leaves the slot linked: check reports
+     * it and its repair unlinks it later. */
+    return shm_index_unlink(&h->c, &h->sessions, reg_id_hash(reg_slot(h, si)->id),
+                            shm_slot_off(&h->c.seg, si), reg_slot_link);
+}
+
+/* The string fields of an info block, bounds-checked against its block.
+ * Returns 0 or SHMREG_ECORRUPT. */
+int reg_info_view(shmreg *h, uint64_t off, shmreg_str str[SHMREG_FIELD_STR_COUNT],
+                     uint16_t port[2])
+{
+    shm_blk *b = shm_blk_at(&h->c.seg, off);
+    if (b == NULL)
+        return shmreg__fail(SHMREG_ECORRUPT, "session info offset %llu is not a block",
+                            (unsigned long long)off);
+    reg_info *in = reg_payload(b);
+    uint64_t cap = shm_blk_capacity(b), pos = sizeof(reg_info);
+    if (cap < pos)
+        return shmreg__fail(SHMREG_ECORRUPT, "session info block too small");
+    for (unsigned i = 0; i < SHMREG_FIELD_STR_COUNT; i++) {
+        uint16_t len = in->len[i];
+        if (len > SHMREG_MAX_STR || pos + len > cap)
+            return shmreg__fail(SHMREG_ECORRUPT, "session info field %u overruns its block", i);
+        str[i].ptr = (const char *)in + pos;
+        str[i].len = len;
+        pos += len;
+    }
+    port[0] = in->port[0];
+    port[1] = in->port[1];
+    return 0;
+}
+
+/* ------------------------------------------------------------ reading */
+
+int reg_sdp_view(shmreg *h, uint64_t off, shmreg_str *out)
+{
+    out->ptr = "";
+    out->len = 0;
+    if (off == 0)
+        return 0;
+    shm_blk *b = shm_blk_at(&h->c.seg, off);
+    if (b == NULL)
+        return shmreg__fail(SHMREG_ECORRUPT, "SDP offset %llu is not a block", (unsigned long long)off);
+    reg_sdp *d = reg_payload(b);
+    if (d->len > SHMREG_MAX_SDP || sizeof(reg_sdp) + (uint64_t)d->len > shm_blk_capacity(b))
+        return shmreg__fail(SHMREG_ECORRUPT, "SDP length %u overruns its block", d->len);
+    out->ptr = d->data;
+    out->len = d->len;
+    return 0;
+}
+
+/* Fill a view of slot si whose state word was `st`: the one load that
+ * was checked live. The state is never loaded again here. */
+static int session_view(shmreg *h, uint32_t si, uint64_t st, shmreg_session *out)
+{
+    reg_sess *x = reg_slot(h, si);
+    uint64_t info = atomic_load_explicit(&x->info, memory_order_acquire);
+    uint64_t sdp0 = atomic_load_explicit(&x->sdp[0], memory_order_acquire);
+    uint64_t sdp1 = atomic_load_explicit(&x->sdp[1], memory_order_acquire);
+    /* The three blocks are independent cache misses: start them together
+     * rather than one after the other (a prefetch never faults; the
+     * checks below still validate every offset before use). */
+    const shm_seg *s = &h->c.seg;
+    if (info < s->size)
+        __builtin_prefetch(s->base + info);
+    if (sdp0 < s->size)
+        __builtin_prefetch(s->base + sdp0);
+    if (sdp1 < s->size)
+        __builtin_prefetch(s->base + sdp1);
+    memcpy(out->id.bytes, x->id, SHMREG_ID_BYTES);
+    out->state = (int)REG_STATE(st);
+    uint16_t port[2];
+    int rc = reg_info_view(h, info, out->str, port);
+    if (rc == 0)
+        rc = reg_sdp_view(h, sdp0, &out->sdp[0]);
+    if (rc == 0)
+        rc = reg_sdp_view(h, sdp1, &out->sdp[1]);
+    if (rc)
+        return rc;
+    out->local_rtp_port = port[0];
+    out->remote_rtp_port = port[1];
+    out->created_ns = x->created_ns;
+    out->updated_ns = atomic_load_explicit(&x->updated_ns, memory_order_relaxed);
+    out->owner_pid = x->owner_pid;
+    out->config_gen = x->config_gen;
+    for (unsigned i = 0; i < SHMREG_CTR_COUNT; i++)
+        out->counter[i] = atomic_load_explicit(&x->counter[i], memory_order_relaxed);
+    out->ndialogs = 0;
+    for (unsigned i = 0; i < SHMREG_MAX_DIALOGS_PER_SESSION; i++)
+        out->ndialogs += atomic_load_explicit(&x->dlg[i], memory_order_relaxed) != 0;
+    /* The ABI's spare capacity: written, as empty, like every other byte. */
+    memset(&out->str[SHMREG_FIELD_STR_COUNT], 0,
+           sizeof out->str - SHMREG_FIELD_STR_COUNT * sizeof out->str[0]);
+    memset(&out->counter[SHMREG_CTR_COUNT], 0,
+           sizeof out->counter - SHMREG_CTR_COUNT * sizeof out->counter[0]);
+    memset(out->reserved, 0, sizeof out->reserved);
+    return 0;
+}
+
+int reg_need_read(shmreg *h)
+{
+    int rc = shmreg__usable(h);
+    if (rc == 0 && h->c.read_depth == 0)
+        rc = shmreg__fail(SHMREG_ENOREAD, "this call returns pointers: open a read section first");
+    return rc;
+}
+
+int shmreg_session_get(shmreg *h, const shmreg_id *id, shmreg_session *out)
+{
+    int rc = reg_need_read(h);
+    if (rc)
+        return rc;
+    if (id == NULL || out == NULL)
+        return shmreg__fail(SHMREG_EINVAL, "NULL id/out");
+    uint32_t si;
+    uint64_t st;
+    if ((rc = reg_find(h, id->bytes, &si, &st)) != 0)
+        return rc;
+    /* Build the view from the word reg_find validated: loading it again
+     * could see a delete that landed meanwhile (REG_DELETED, no state). */
+    return session_view(h, si, st, out);
+}
+
+/* Slots are carved shard by shard; the cursor walks shard ranges up to
+ * each shard's carved count, so iteration costs O(slots ever used). */
+uint64_t reg_next_carved_slot(const shm_seg *s, uint64_t i)
+{
+    uint32_t per = (s->slots + SHM_SHARDS - 1) / SHM_SHARDS;
+    while (i < s->slots) {
+        uint64_t shard = i / per;
+        if (i - shard * per < s->ctl->slots[shard].carved)
+            return i;
+        i = (shard + 1) * per;
+    }
+    return s->slots;
+}
+
+int shmreg_session_next(shmreg *h, uint64_t *cursor, int state_filter, shmreg_session *out)
+{
+    int rc = reg_need_read(h);
+    if (rc)
+        return rc;
+    if (cursor == NULL || out == NULL || state_filter < 0 || state_filter >= SHMREG_STATE_COUNT)
+        return shmreg__fail(SHMREG_EINVAL, "NULL cursor/out or unknown state filter");
+    const shm_seg *s = &h->c.seg;
+    for (uint64_t i = reg_next_carved_slot(s, *cursor); i < s->slots;
+         i = reg_next_carved_slot(s, i + 1)) {
+        reg_sess *x = reg_slot(h, (uint32_t)i);
+        uint64_t st = atomic_load_explicit(&x->state, memory_order_acquire);
+        if (!REG_LIVE(st) || (state_filter && (int)REG_STATE(st) != state_filter))
+            continue;
+        *cursor = i + 1;
+        return session_view(h, (uint32_t)i, st, out);
+    }
+    *cursor = s->slots;
+    return shmreg__fail_lazy(SHMREG_ENOENT, "no more sessions", NULL);
+}
+
+/* Counts are derived from the slots, never kept in counters: a process
+ * killed between a change and a counter update would leave the counter
+ * wrong for ever, while the slots are always right. */
+void reg_count(shmreg *h, uint64_t counts[SHMREG_STATE_COUNT], uint64_t *dialogs)
+{
+    memset(counts, 0, sizeof(uint64_t) * SHMREG_STATE_COUNT);
+    if (dialogs)
+        *dialogs = 0;
+    const shm_seg *s = &h->c.seg;
+    for (uint64_t i = reg_next_carved_slot(s, 0); i < s->slots; i = reg_next_carved_slot(s, i + 1)) {
+        reg_sess *x = reg_slot(h, (uint32_t)i);
+        uint64_t st = atomic_load_explicit(&x->state, memory_order_relaxed);
+        if (!REG_LIVE(st))
+            continue;
+        counts[REG_STATE(st)]++;
+        counts[0]++;
+        for (unsigned k = 0; dialogs && k < SHMREG_MAX_DIALOGS_PER_SESSION; k++)
+            *dialogs += atomic_load_explicit(&x->dlg[k], memory_order_relaxed) != 0;
+    }
+}
+
+int shmreg_session_counts(shmreg *h, uint64_t *counts, size_t n)
+{
+    int rc = shmreg__usable(h);
+    if (rc)
+        return rc;
+    if (counts == NULL || n == 0)
+        return shmreg__fail(SHMREG_EINVAL, "NULL counts or n 0");
+    uint64_t all[SHMREG_STATE_COUNT];
+    reg_count(h, all, NULL);
+    for (size_t i = 0; i < n; i++)
+        counts[i] = i < SHMREG_STATE_COUNT ? all[i] : 0;
+    return 0;
+}
