@@ -1,7 +1,7 @@
 /*
  * sdp.c — see sdp.h. The offer is read line by line within the body's
- * bounds; the answer is written with the same bounded appender style as
- * sipmsg.c's replies.
+ * bounds; the answer is written with the bounded appender that sipmsg.c's
+ * replies use (sip_out).
  *
  * Why the media config drives the answer: the codec preference lives in
  * the registry's "media" config (LMDB, read in place), so an admin who
@@ -220,34 +220,6 @@ uint64_t sdp_version(const char *body, size_t len)
 
 /* ------------------------------------------------------------ answer */
 
-typedef struct { char *p; size_t cap, len; int full; } sdp_buf;
-
-static void sdp_put(sdp_buf *o, const char *s, size_t n)
-{
-    if (n == 0)
-        return;             /* s may be NULL then: memcpy must not see it */
-    if (o->full || n > o->cap - o->len) {
-        o->full = 1;
-        return;
-    }
-    memcpy(o->p + o->len, s, n);
-    o->len += n;
-}
-
-__attribute__((format(printf, 2, 3)))
-static void sdp_putf(sdp_buf *o, const char *fmt, ...)
-{
-    char tmp[512];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
-    va_end(ap);
-    if (n < 0 || (size_t)n >= sizeof tmp)
-        o->full = 1;
-    else
-        sdp_put(o, tmp, (size_t)n);
-}
-
 static int str_ieq(const char *a, const char *b, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
@@ -310,39 +282,39 @@ size_t sdp_answer(char *out, size_t cap, const sdp_offer *o,
     }
 
     int ip6 = strchr(l->addr, ':') != NULL;
-    sdp_buf b = { out, cap, 0, 0 };
-    sdp_putf(&b, "v=0\r\no=sipd %" PRIu64 " %" PRIu64 " IN IP%c %s\r\ns=sipd\r\n"
+    sip_out b = { out, cap, 0, 0 };
+    sip_out_printf(&b, "v=0\r\no=sipd %" PRIu64 " %" PRIu64 " IN IP%c %s\r\ns=sipd\r\n"
              "c=IN IP%c %s\r\nt=0 0\r\nm=audio %u ",
          l->sess_id, l->version, ip6 ? '6' : '4', l->addr, ip6 ? '6' : '4',
          l->addr, l->port);
-    sdp_put(&b, o->proto.p, o->proto.n);
+    sip_out_put(&b, o->proto.p, o->proto.n);
     for (unsigned i = 0; i < npick; i++)
-        sdp_putf(&b, " %u", pick[i]->pt);
-    sdp_put(&b, "\r\n", 2);
+        sip_out_printf(&b, " %u", pick[i]->pt);
+    sip_out_put(&b, "\r\n", 2);
     for (unsigned i = 0; i < npick; i++) {
         const sdp_fmt *f = pick[i];
-        sdp_putf(&b, "a=rtpmap:%u %.*s/%u", f->pt, (int)f->name.n, f->name.p, f->rate);
+        sip_out_printf(&b, "a=rtpmap:%u %.*s/%u", f->pt, (int)f->name.n, f->name.p, f->rate);
         if (f->channels > 1)
-            sdp_putf(&b, "/%u", f->channels);
-        sdp_put(&b, "\r\n", 2);
+            sip_out_printf(&b, "/%u", f->channels);
+        sip_out_put(&b, "\r\n", 2);
         if (sip_str_ieq(f->name, "telephone-event"))
-            sdp_putf(&b, "a=fmtp:%u 0-16\r\n", f->pt);
+            sip_out_printf(&b, "a=fmtp:%u 0-16\r\n", f->pt);
     }
-    sdp_putf(&b, "a=ptime:%u\r\n", mc.ptime_ms ? mc.ptime_ms : 20);
+    sip_out_printf(&b, "a=ptime:%u\r\n", mc.ptime_ms ? mc.ptime_ms : 20);
     /* mirror the offer: they send only -> we receive only, and so on */
     static const int mirror[] = { SDP_SENDRECV, SDP_RECVONLY, SDP_SENDONLY, SDP_INACTIVE };
-    sdp_putf(&b, "a=%s\r\n", sdp_dir_name(mirror[o->direction & 3]));
+    sip_out_printf(&b, "a=%s\r\n", sdp_dir_name(mirror[o->direction & 3]));
     for (uint32_t i = 0; media && i < mc.nattrs; i++) {
         shmreg_str n, v;
         if (shmreg_config_attr(media, i, &n, &v) != 0)
             continue;
-        sdp_put(&b, "a=", 2);
-        sdp_put(&b, n.ptr, n.len);
+        sip_out_put(&b, "a=", 2);
+        sip_out_put(&b, n.ptr, n.len);
         if (v.len) {
-            sdp_put(&b, ":", 1);
-            sdp_put(&b, v.ptr, v.len);
+            sip_out_put(&b, ":", 1);
+            sip_out_put(&b, v.ptr, v.len);
         }
-        sdp_put(&b, "\r\n", 2);
+        sip_out_put(&b, "\r\n", 2);
     }
     if (b.full) {
         *why = "Answer too large";

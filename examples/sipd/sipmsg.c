@@ -17,6 +17,8 @@
  */
 #include "sipmsg.h"
 
+#include <stdarg.h>
+#include <stdio.h>
 #include <string.h>
 
 /* ------------------------------------------------------------ characters */
@@ -530,9 +532,7 @@ int sip_can_reply(const sip_msg *m)
 
 /* ------------------------------------------------------------ replies */
 
-typedef struct { char *p; size_t cap, len; int full; } outbuf;
-
-static void put(outbuf *o, const char *s, size_t n)
+void sip_out_put(sip_out *o, const char *s, size_t n)
 {
     if (n == 0)
         return;             /* s may be NULL then: memcpy must not see it */
@@ -543,60 +543,75 @@ static void put(outbuf *o, const char *s, size_t n)
     memcpy(o->p + o->len, s, n);
     o->len += n;
 }
-static void puts_(outbuf *o, const char *s) { put(o, s, strlen(s)); }
-static void putstr(outbuf *o, sip_str s) { put(o, s.p, s.n); }
 
-static void putu(outbuf *o, unsigned long v)
+void sip_out_puts(sip_out *o, const char *s) { sip_out_put(o, s, strlen(s)); }
+
+static void putstr(sip_out *o, sip_str s) { sip_out_put(o, s.p, s.n); }
+
+void sip_out_putu(sip_out *o, unsigned long v)
 {
     char tmp[24];
     int i = (int)sizeof tmp;
     do
         tmp[--i] = (char)('0' + v % 10);
     while ((v /= 10) != 0);
-    put(o, tmp + i, sizeof tmp - (size_t)i);
+    sip_out_put(o, tmp + i, sizeof tmp - (size_t)i);
+}
+
+void sip_out_printf(sip_out *o, const char *fmt, ...)
+{
+    char tmp[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= sizeof tmp)
+        o->full = 1;
+    else
+        sip_out_put(o, tmp, (size_t)n);
 }
 
 size_t sip_build_reply(char *out, size_t cap, const sip_msg *req, const sip_reply *r)
 {
-    outbuf o = { out, cap, 0, 0 };
-    puts_(&o, "SIP/2.0 ");
-    putu(&o, (unsigned long)r->status);
-    puts_(&o, " ");
-    puts_(&o, r->reason ? r->reason : "");
-    puts_(&o, "\r\n");
+    sip_out o = { out, cap, 0, 0 };
+    sip_out_puts(&o, "SIP/2.0 ");
+    sip_out_putu(&o, (unsigned long)r->status);
+    sip_out_puts(&o, " ");
+    sip_out_puts(&o, r->reason ? r->reason : "");
+    sip_out_puts(&o, "\r\n");
     for (unsigned i = 0; i < req->nvia; i++) {
-        puts_(&o, "Via: ");
+        sip_out_puts(&o, "Via: ");
         putstr(&o, req->via[i]);
-        puts_(&o, "\r\n");
+        sip_out_puts(&o, "\r\n");
     }
-    puts_(&o, "From: ");
+    sip_out_puts(&o, "From: ");
     putstr(&o, req->from);
-    puts_(&o, "\r\nTo: ");
+    sip_out_puts(&o, "\r\nTo: ");
     putstr(&o, req->to);
     if (req->to_tag.n == 0 && r->to_tag.n) {
-        puts_(&o, ";tag=");
+        sip_out_puts(&o, ";tag=");
         putstr(&o, r->to_tag);
     }
-    puts_(&o, "\r\nCall-ID: ");
+    sip_out_puts(&o, "\r\nCall-ID: ");
     putstr(&o, req->call_id);
-    puts_(&o, "\r\nCSeq: ");
-    putu(&o, req->cseq);
-    puts_(&o, " ");
+    sip_out_puts(&o, "\r\nCSeq: ");
+    sip_out_putu(&o, req->cseq);
+    sip_out_puts(&o, " ");
     if (r->cseq_method)
-        puts_(&o, r->cseq_method);
+        sip_out_puts(&o, r->cseq_method);
     else
         putstr(&o, req->cseq_method);
-    puts_(&o, "\r\n");
+    sip_out_puts(&o, "\r\n");
     if (r->headers)
-        puts_(&o, r->headers);
+        sip_out_puts(&o, r->headers);
     if (r->body.n && r->content_type) {
-        puts_(&o, "Content-Type: ");
-        puts_(&o, r->content_type);
-        puts_(&o, "\r\n");
+        sip_out_puts(&o, "Content-Type: ");
+        sip_out_puts(&o, r->content_type);
+        sip_out_puts(&o, "\r\n");
     }
-    puts_(&o, "Content-Length: ");
-    putu(&o, r->body.n);
-    puts_(&o, "\r\n\r\n");
-    put(&o, r->body.p, r->body.n);
+    sip_out_puts(&o, "Content-Length: ");
+    sip_out_putu(&o, r->body.n);
+    sip_out_puts(&o, "\r\n\r\n");
+    sip_out_put(&o, r->body.p, r->body.n);
     return o.full ? 0 : o.len;
 }

@@ -87,6 +87,21 @@ typedef struct sip_reply {
  * length, or 0 if it does not fit. */
 size_t sip_build_reply(char *out, size_t cap, const sip_msg *req, const sip_reply *r);
 
+/* A bounded appender for text built in a caller's buffer (replies here,
+ * SDP answers in sdp.c): once something does not fit, `full` is set and
+ * nothing more is written, so a builder appends without checking and
+ * looks at `full` once at the end. */
+typedef struct sip_out {
+    char *p;
+    size_t cap, len;
+    int full;
+} sip_out;
+
+void sip_out_put(sip_out *o, const char *s, size_t n);
+void sip_out_puts(sip_out *o, const char *s);
+void sip_out_putu(sip_out *o, unsigned long v);
+void sip_out_printf(sip_out *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 /* Small helpers the server shares with the parser. */
 int sip_str_eq(sip_str a, const char *lit);       /* exact */
 int sip_str_ieq(sip_str a, const char *lit);      /* ASCII case-insensitive */
