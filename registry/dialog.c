@@ -280,14 +280,10 @@ static int dialog_view(shmreg *h, uint64_t rec, shmreg_dialog *out)
 
 int shmreg_session_dialog(shmreg *h, const shmreg_id *id, unsigned i, shmreg_dialog *out)
 {
-    int rc = reg_need_read(h);
-    if (rc)
-        return rc;
-    if (id == NULL || out == NULL)
-        return shmreg__fail(SHMREG_EINVAL, "NULL id/out");
     uint32_t si;
     uint64_t st;
-    if ((rc = reg_find(h, id->bytes, &si, &st)) != 0)
+    int rc = reg_find_in_read(h, id, out, &si, &st);
+    if (rc)
         return rc;
     reg_sess *x = reg_slot(h, si);
     for (unsigned k = 0, seen = 0; k < SHMREG_MAX_DIALOGS_PER_SESSION; k++) {

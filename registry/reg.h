@@ -188,6 +188,10 @@ extern void (*reg_test_after_swap)(shmreg *h, const unsigned char id[SHMREG_ID_B
  * SHMREG_EINVAL or SHMREG_ENOREAD (for calls that hand out pointers). */
 int reg_need_read(shmreg *h);
 
+/* The opening of a call that hands out a view of session `id` into
+ * `out`: reg_need_read, neither pointer NULL (SHMREG_EINVAL), reg_find. */
+int reg_find_in_read(shmreg *h, const shmreg_id *id, const void *out, uint32_t *si, uint64_t *st);
+
 /* Live sessions by state (counts[0] total) and, if asked, their dialogs,
  * by walking the slots. */
 void reg_count(shmreg *h, uint64_t counts[SHMREG_STATE_COUNT], uint64_t *dialogs);

@@ -509,35 +509,45 @@ out:
     return rc;
 }
 
-/* Find room and participant for the calls below (in a read section):
- * the roster entry's index and value in *i and *off. */
-static int find_part(shmreg *h, const shmreg_id *room, const shmreg_id *session, uint32_t *idx,
-                     reg_room **r, reg_part **p, int *i, uint64_t *off)
-{
-    uint64_t st;
-    int rc = room_find(h, room->bytes, idx, r, &st);
-    if (rc == 0 && (*i = roster_find(h, *r, session->bytes, p, off)) < 0)
-        rc = shmreg__fail_lazy(SHMREG_ENOENT, "not in this room: session", session->bytes);
-    return rc;
-}
+/* One participant, as the calls below find it: the room's table index,
+ * the room, the participant, its roster entry's index and value. */
+typedef struct part_ref {
+    uint32_t idx;
+    reg_room *r;
+    reg_part *p;
+    int i;
+    uint64_t off;
+} part_ref;
 
-int shmreg_room_leave(shmreg *h, const shmreg_id *room, const shmreg_id *session)
+/* The opening of a call on one participant: a usable handle, both IDs,
+ * then, in a read section that the caller leaves on success, the room
+ * and the participant. On failure nothing is left open. */
+static int part_enter(shmreg *h, const shmreg_id *room, const shmreg_id *session, part_ref *a)
 {
     int rc = shmreg__usable(h);
     if (rc)
         return rc;
     if (room == NULL || session == NULL)
         return shmreg__fail(SHMREG_EINVAL, "NULL room/session");
-    uint32_t idx;
-    reg_room *r;
-    reg_part *p;
-    int i;
-    uint64_t off;
+    uint64_t st;
     shm_read_enter(&h->c);
+    rc = room_find(h, room->bytes, &a->idx, &a->r, &st);
+    if (rc == 0 && (a->i = roster_find(h, a->r, session->bytes, &a->p, &a->off)) < 0)
+        rc = shmreg__fail_lazy(SHMREG_ENOENT, "not in this room: session", session->bytes);
+    if (rc)
+        shm_read_leave(&h->c);
+    return rc;
+}
+
+int shmreg_room_leave(shmreg *h, const shmreg_id *room, const shmreg_id *session)
+{
+    part_ref a;
+    int rc = part_enter(h, room, session, &a);
+    if (rc)
+        return rc;
     /* Remove the entry as found: loading it again could pick up another
      * participant that took the entry after ours left. */
-    if ((rc = find_part(h, room, session, &idx, &r, &p, &i, &off)) == 0 &&
-        !roster_remove(h, r, idx, (uint32_t)i, off))
+    if (!roster_remove(h, a.r, a.idx, (uint32_t)a.i, a.off))
         rc = shmreg__fail(SHMREG_ENOENT, "session left meanwhile");
     shm_read_leave(&h->c);
     return rc;
@@ -546,44 +556,33 @@ int shmreg_room_leave(shmreg *h, const shmreg_id *room, const shmreg_id *session
 int shmreg_participant_set_status(shmreg *h, const shmreg_id *room, const shmreg_id *session,
                                   int expected, int to, int *old)
 {
-    int rc = shmreg__usable(h);
+    int rc = shmreg__usable(h); /* EFORK before EINVAL, as every call */
     if (rc)
         return rc;
-    if (room == NULL || session == NULL || expected < 0 || expected >= SHMREG_PART_STATUS_COUNT ||
-        to < 1 || to >= SHMREG_PART_STATUS_COUNT)
-        return shmreg__fail(SHMREG_EINVAL, "NULL room/session or unknown status");
-    uint32_t idx;
-    reg_room *r;
-    reg_part *p;
-    int i;
-    uint64_t off;
-    shm_read_enter(&h->c);
+    if (expected < 0 || expected >= SHMREG_PART_STATUS_COUNT || to < 1 || to >= SHMREG_PART_STATUS_COUNT)
+        return shmreg__fail(SHMREG_EINVAL, "unknown participant status (expected %d, to %d)",
+                            expected, to);
+    part_ref a;
     int from;
-    if ((rc = find_part(h, room, session, &idx, &r, &p, &i, &off)) == 0 &&
-        (rc = reg_machine_move(&part_machine, &p->status, atomic_load(&p->status), expected, to,
-                               old, &from)) == 0)
-        reg_event_room(h, 0, SHMREG_EV_PARTICIPANT_STATUS, r->id, p->sid, from, to);
+    if ((rc = part_enter(h, room, session, &a)) != 0)
+        return rc;
+    rc = reg_machine_move(&part_machine, &a.p->status, atomic_load(&a.p->status), expected, to,
+                          old, &from);
+    if (rc == 0)
+        reg_event_room(h, 0, SHMREG_EV_PARTICIPANT_STATUS, a.r->id, a.p->sid, from, to);
     shm_read_leave(&h->c);
     return rc;
 }
 
 int shmreg_participant_set_audio(shmreg *h, const shmreg_id *room, const shmreg_id *session, int active)
 {
-    int rc = shmreg__usable(h);
+    part_ref a;
+    int rc = part_enter(h, room, session, &a);
     if (rc)
         return rc;
-    if (room == NULL || session == NULL)
-        return shmreg__fail(SHMREG_EINVAL, "NULL room/session");
-    uint32_t idx;
-    reg_room *r;
-    reg_part *p;
-    int i;
-    uint64_t off;
-    shm_read_enter(&h->c);
-    if ((rc = find_part(h, room, session, &idx, &r, &p, &i, &off)) == 0)
-        atomic_store(&p->audio, active ? 1u : 0u);
+    atomic_store(&a.p->audio, active ? 1u : 0u);
     shm_read_leave(&h->c);
-    return rc;
+    return 0;
 }
 
 int shmreg_participant_next(shmreg *h, const shmreg_id *room, uint64_t *cursor, shmreg_participant *out)

@@ -170,16 +170,22 @@ int reg_need_read(shmreg *h)
     return rc;
 }
 
-int shmreg_session_get(shmreg *h, const shmreg_id *id, shmreg_session *out)
+int reg_find_in_read(shmreg *h, const shmreg_id *id, const void *out, uint32_t *si, uint64_t *st)
 {
     int rc = reg_need_read(h);
     if (rc)
         return rc;
     if (id == NULL || out == NULL)
         return shmreg__fail(SHMREG_EINVAL, "NULL id/out");
+    return reg_find(h, id->bytes, si, st);
+}
+
+int shmreg_session_get(shmreg *h, const shmreg_id *id, shmreg_session *out)
+{
     uint32_t si;
     uint64_t st;
-    if ((rc = reg_find(h, id->bytes, &si, &st)) != 0)
+    int rc = reg_find_in_read(h, id, out, &si, &st);
+    if (rc)
         return rc;
     /* Build the view from the word reg_find validated: loading it again
      * could see a delete that landed meanwhile (REG_DELETED, no state). */

@@ -179,6 +179,14 @@ int ctl_operands(ctl *c, int argc, char **argv, int min, int max)
     return 0;
 }
 
+int ctl_simple(ctl *c, int argc, char **argv, int min, int max)
+{
+    while (ctl_getopt(c, argc, argv, "", NULL) != -1)
+        ;
+    int rc = ctl_operands(c, argc, argv, min, max);
+    return rc ? rc : ctl_open(c);
+}
+
 int ctl_open(ctl *c)
 {
     if (!c->path || !*c->path)

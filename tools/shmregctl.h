@@ -179,6 +179,10 @@ int ctl_usage(ctl *c, const char *fmt, ...) __attribute__((format(printf, 2, 3))
 /* After ctl_getopt(): min..max operands left? 0, or a usage error
  * (printed) and CTL_USAGE. */
 int ctl_operands(ctl *c, int argc, char **argv, int min, int max);
+/* The opening of a command that takes no options: parse them (only
+ * --help and the global ones), check min..max operands, open the
+ * registry. 0, or what failed (printed). */
+int ctl_simple(ctl *c, int argc, char **argv, int min, int max);
 
 /* Parsers for option values. Return 0, or -1 (caller reports usage). */
 int ctl_parse_u64(const char *s, uint64_t max, uint64_t *out);

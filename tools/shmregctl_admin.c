@@ -236,9 +236,7 @@ static int stat_report(ctl *c)
 int cmd_stat(ctl *c, int argc, char **argv)
 {
     int rc;
-    while (ctl_getopt(c, argc, argv, "", NULL) != -1)
-        ;
-    if ((rc = ctl_operands(c, argc, argv, 0, 0)) || (rc = ctl_open(c)))
+    if ((rc = ctl_simple(c, argc, argv, 0, 0)))
         return rc;
     return stat_report(c);
 }
@@ -259,9 +257,7 @@ static void metric(out *o, const char *name, const char *type, const char *help,
 int cmd_metrics(ctl *c, int argc, char **argv)
 {
     int rc;
-    while (ctl_getopt(c, argc, argv, "", NULL) != -1)
-        ;
-    if ((rc = ctl_operands(c, argc, argv, 0, 0)) || (rc = ctl_open(c)))
+    if ((rc = ctl_simple(c, argc, argv, 0, 0)))
         return rc;
     if (c->json) /* the same figures, for machines that prefer JSON */
         return stat_report(c);

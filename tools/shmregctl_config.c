@@ -155,9 +155,7 @@ static int list_cb(void *arg, shmreg_str name, uint64_t gen)
 int cmd_config_list(ctl *c, int argc, char **argv)
 {
     int rc;
-    while (ctl_getopt(c, argc, argv, "", NULL) != -1)
-        ;
-    if ((rc = ctl_operands(c, argc, argv, 0, 0)) || (rc = ctl_open(c)))
+    if ((rc = ctl_simple(c, argc, argv, 0, 0)))
         return rc;
     out *o = &c->o;
     out_obj_begin(o, NULL);
@@ -219,9 +217,7 @@ static int whole(ctl *c, const char *name)
 int cmd_config_dump(ctl *c, int argc, char **argv)
 {
     int rc;
-    while (ctl_getopt(c, argc, argv, "", NULL) != -1)
-        ;
-    if ((rc = ctl_operands(c, argc, argv, 1, 1)) || (rc = ctl_open(c)))
+    if ((rc = ctl_simple(c, argc, argv, 1, 1)))
         return rc;
     return whole(c, argv[optind]);
 }
@@ -229,9 +225,7 @@ int cmd_config_dump(ctl *c, int argc, char **argv)
 int cmd_config_get(ctl *c, int argc, char **argv)
 {
     int rc;
-    while (ctl_getopt(c, argc, argv, "", NULL) != -1)
-        ;
-    if ((rc = ctl_operands(c, argc, argv, 1, 2)) || (rc = ctl_open(c)))
+    if ((rc = ctl_simple(c, argc, argv, 1, 2)))
         return rc;
     const char *name = argv[optind];
     if (argc - optind == 1)
@@ -282,9 +276,7 @@ static void written(ctl *c, const char *name, const char *key)
 int cmd_config_set(ctl *c, int argc, char **argv)
 {
     int rc;
-    while (ctl_getopt(c, argc, argv, "", NULL) != -1)
-        ;
-    if ((rc = ctl_operands(c, argc, argv, 3, 3)) || (rc = ctl_open(c)))
+    if ((rc = ctl_simple(c, argc, argv, 3, 3)))
         return rc;
     const char *name = argv[optind], *key = argv[optind + 1], *value = argv[optind + 2];
     if ((rc = shmreg_config_set(c->h, name, key, value)))

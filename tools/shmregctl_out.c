@@ -320,30 +320,37 @@ static void push(out *o, char kind, int ind)
 
 static int cur_ind(const out *o) { return o->depth ? o->ind[o->depth - 1] : 0; }
 
-void out_obj_begin(out *o, const char *key)
+/* Open an object ('{') or an array ('['), as a member `key` or an
+ * element. Human output indents nested things by two; an object that is
+ * an array element starts with a dash instead of a line of its own. */
+static void nest_begin(out *o, const char *key, char kind)
 {
     if (o->json) {
         json_member(o, key);
-        db_putc(&o->main, '{');
-        push(o, '{', 0);
+        db_putc(&o->main, kind);
+        push(o, kind, 0);
         return;
     }
     if (in_row(o)) {
-        push(o, '{', 0);
+        push(o, kind, 0);
         return;
     }
     if (key) {
         human_line(o, NULL, 0);
         db_puts(&o->main, key);
         db_puts(&o->main, ":\n");
-        push(o, '{', cur_ind(o) + 2);
+        push(o, kind, cur_ind(o) + 2);
+    } else if (kind == '[') {
+        push(o, kind, cur_ind(o) + 2);
     } else if (in_array(o)) {
         o->dash = 1;
-        push(o, '{', cur_ind(o) + 2);
+        push(o, kind, cur_ind(o) + 2);
     } else {
-        push(o, '{', cur_ind(o));
+        push(o, kind, cur_ind(o));
     }
 }
+
+void out_obj_begin(out *o, const char *key) { nest_begin(o, key, '{'); }
 
 static void pop(out *o)
 {
@@ -359,25 +366,7 @@ void out_obj_end(out *o)
     pop(o);
 }
 
-void out_arr_begin(out *o, const char *key)
-{
-    if (o->json) {
-        json_member(o, key);
-        db_putc(&o->main, '[');
-        push(o, '[', 0);
-        return;
-    }
-    if (in_row(o)) {
-        push(o, '[', 0);
-        return;
-    }
-    if (key) {
-        human_line(o, NULL, 0);
-        db_puts(&o->main, key);
-        db_puts(&o->main, ":\n");
-    }
-    push(o, '[', cur_ind(o) + 2);
-}
+void out_arr_begin(out *o, const char *key) { nest_begin(o, key, '['); }
 
 void out_arr_end(out *o)
 {

@@ -55,9 +55,7 @@ static void room_row(out *o, const void *entry, void *now)
 int cmd_rooms(ctl *c, int argc, char **argv)
 {
     int rc;
-    while (ctl_getopt(c, argc, argv, "", NULL) != -1)
-        ;
-    if ((rc = ctl_operands(c, argc, argv, 0, 0)) || (rc = ctl_open(c)))
+    if ((rc = ctl_simple(c, argc, argv, 0, 0)))
         return rc;
     out *o = &c->o;
     out_obj_begin(o, NULL);

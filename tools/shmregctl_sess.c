@@ -439,9 +439,7 @@ static void dialog_row(out *o, const void *entry, void *arg)
 int cmd_dialogs(ctl *c, int argc, char **argv)
 {
     int rc;
-    while (ctl_getopt(c, argc, argv, "", NULL) != -1)
-        ;
-    if ((rc = ctl_operands(c, argc, argv, 0, 0)) || (rc = ctl_open(c)))
+    if ((rc = ctl_simple(c, argc, argv, 0, 0)))
         return rc;
     out *o = &c->o;
     out_obj_begin(o, NULL);
@@ -459,9 +457,7 @@ int cmd_dialogs(ctl *c, int argc, char **argv)
 int cmd_dialog_find(ctl *c, int argc, char **argv)
 {
     int rc;
-    while (ctl_getopt(c, argc, argv, "", NULL) != -1)
-        ;
-    if ((rc = ctl_operands(c, argc, argv, 2, 3)) || (rc = ctl_open(c)))
+    if ((rc = ctl_simple(c, argc, argv, 2, 3)))
         return rc;
     const char *cid = argv[optind], *ltag = argv[optind + 1];
     const char *rtag = argc - optind > 2 ? argv[optind + 2] : NULL;
