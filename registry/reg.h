@@ -145,21 +145,48 @@ static inline reg_sess *reg_slot(const shmreg *h, uint32_t i)
     return (reg_sess *)(h->c.seg.base + shm_slot_off(&h->c.seg, i));
 }
 
-/* A fresh random 128-bit ID. getrandom() costs a system call, so bytes
- * are drawn 512 at a time into the handle (a handle is one process's). */
+/* A fresh random 128-bit ID (rooms). getrandom() costs a system call, so
+ * bytes are drawn 512 at a time into the handle (a handle is one
+ * process's). */
 void reg_random_id(shmreg *h, unsigned char out[SHMREG_ID_BYTES]);
+
+/* A fresh session ID for slot `si` (see reg_id_slot). */
+void reg_session_id(shmreg *h, uint32_t si, unsigned char out[SHMREG_ID_BYTES]);
 
 static inline void *reg_payload(shm_blk *b)
 {
     return (unsigned char *)b + SHM_BLK_HDR;
 }
 
-/* The index hash of an ID. IDs are random: their bits are the hash. */
+/* A session ID names its slot. It is a version-8 UUID (RFC 9562) whose
+ * first 26 bits are the slot index, big-endian, and whose other bits,
+ * but the 4 of the version and the 2 of the variant, are 96 random ones:
+ *
+ *   bytes 0-3   slot << 6 | 6 random bits
+ *   byte 6      0x80 | 4 random bits          (version 8)
+ *   byte 8      0x80 | 6 random bits          (variant 10)
+ *   the rest    random
+ *
+ * So a lookup goes straight to the slot and compares the whole ID there
+ * (a guessed slot gains nothing: 96 bits still have to match), without
+ * first missing on an index bucket. Sessions that live in another slot
+ * than their ID names (restored from disk into a registry that put them
+ * elsewhere) are found through the ID index, which holds every session. */
+#define REG_ID_SLOT_SHIFT 6u
+
+static inline uint32_t reg_id_slot(const unsigned char id[SHMREG_ID_BYTES])
+{
+    return ((uint32_t)id[0] << 24 | (uint32_t)id[1] << 16 | (uint32_t)id[2] << 8 | id[3]) >>
+           REG_ID_SLOT_SHIFT;
+}
+
+/* The ID index hash: the random bytes 8-15, mixed so that the variant
+ * bits (fixed) do not decide the bucket. */
 static inline uint64_t reg_id_hash(const unsigned char id[SHMREG_ID_BYTES])
 {
     uint64_t x;
-    memcpy(&x, id, 8);
-    return x;
+    memcpy(&x, id + 8, 8);
+    return (x * 0x9e3779b97f4a7c15ull) >> 32;
 }
 
 /* The session index's link word of the slot at `off` (shm_link_fn):

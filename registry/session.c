@@ -186,7 +186,7 @@ int shmreg_session_create(shmreg *h, const shmreg_fields *f, shmreg_id *id_out)
     /* A recycled slot keeps REG_DELETED until the final store below, so
      * iterators skip it while we fill it. */
     SHM_CRASH_POINT("session_create_info");
-    reg_random_id(h, x->id);
+    reg_session_id(h, si, x->id);
     atomic_store(&x->info, info);
     atomic_store(&x->sdp[0], 0);
     atomic_store(&x->sdp[1], 0);

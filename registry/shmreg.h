@@ -358,9 +358,12 @@ typedef struct shmreg_session {
  * SHMREG_EFULL. Memory retired by other processes is reclaimed by them
  * (or, once they are dead, by shmreg_reap()).
  *
- * Create a session with a fresh random ID (libsodium), state Initiating,
+ * Create a session with a fresh ID, state Initiating,
  * owner_pid = getpid(), config_gen = the registry's current config
- * generation. `f` may be NULL (all empty). The session becomes visible to
+ * generation. The ID is a version-8 UUID (RFC 9562): 96 random bits
+ * (libsodium), so it is safe to show to clients, and 26 bits that name
+ * the session's slot, which lets a lookup skip the index; treat it as
+ * opaque. `f` may be NULL (all empty). The session becomes visible to
  * other processes in one atomic step, complete. No heap allocation.
  * Errors: SHMREG_EINVAL (a string over SHMREG_MAX_STR, app data over
  * SHMREG_MAX_APPDATA), SHMREG_EFULL (session table or heap full; nothing is

@@ -25,27 +25,55 @@ void reg_random_id(shmreg *h, unsigned char out[SHMREG_ID_BYTES])
     sodium_memzero(h->rnd + h->rnd_left, SHMREG_ID_BYTES); /* an ID handed out is not kept */
 }
 
+void reg_session_id(shmreg *h, uint32_t si, unsigned char out[SHMREG_ID_BYTES])
+{
+    reg_random_id(h, out);
+    uint32_t w = si << REG_ID_SLOT_SHIFT | (out[3] & ((1u << REG_ID_SLOT_SHIFT) - 1));
+    out[0] = (unsigned char)(w >> 24);
+    out[1] = (unsigned char)(w >> 16);
+    out[2] = (unsigned char)(w >> 8);
+    out[3] = (unsigned char)w;
+    out[6] = (unsigned char)(0x80 | (out[6] & 0x0f));
+    out[8] = (unsigned char)(0x80 | (out[8] & 0x3f));
+}
+
 /* ------------------------------------------------------------ finding */
+
+/* A live session in slot `i` with ID `id`: 1 and its state word in *st. */
+static inline int slot_holds(shmreg *h, uint32_t i, const unsigned char id[SHMREG_ID_BYTES], uint64_t *st)
+{
+    reg_sess *x = reg_slot(h, i);
+    if (memcmp(x->id, id, SHMREG_ID_BYTES) != 0)
+        return 0;
+    *st = atomic_load_explicit(&x->state, memory_order_acquire);
+    return 1;
+}
 
 int reg_lookup(shmreg *h, const unsigned char id[SHMREG_ID_BYTES], uint32_t *si, uint64_t *state)
 {
     const shm_seg *s = &h->c.seg;
+    uint64_t st;
+    /* The slot the ID names: almost always where the session is. */
+    uint32_t i = reg_id_slot(id);
+    if (i < s->slots && slot_holds(h, i, id, &st) && REG_LIVE(st)) {
+        *si = i;
+        *state = st;
+        return 0;
+    }
+    /* Not there, or there but deleted: a copy restored elsewhere may be
+     * live, so ask the index (a deleted entry is passed over too). */
     uint64_t off = atomic_load_explicit(shm_index_head(&h->sessions, reg_id_hash(id)),
                                         memory_order_acquire);
     for (uint32_t steps = 0; off; steps++) {
-        uint32_t i = shm_slot_index(s, off);
+        i = shm_slot_index(s, off);
         if (i == UINT32_MAX || steps > s->slots)
             return shmreg__fail(SHMREG_ECORRUPT, "session index chain is broken");
-        reg_sess *x = reg_slot(h, i);
-        if (memcmp(x->id, id, SHMREG_ID_BYTES) == 0) {
-            uint64_t st = atomic_load_explicit(&x->state, memory_order_acquire);
-            if (!REG_LIVE(st))
-                break;
+        if (slot_holds(h, i, id, &st) && REG_LIVE(st)) {
             *si = i;
             *state = st;
             return 0;
         }
-        off = atomic_load_explicit(&x->next, memory_order_acquire);
+        off = atomic_load_explicit(&reg_slot(h, i)->next, memory_order_acquire);
     }
     return SHMREG_ENOENT;
 }

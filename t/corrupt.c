@@ -211,18 +211,24 @@ static void test_offsets(void)
     d->len = 5;
     is(get_rc(&v), 0, "restored, it reads again");
 
-    /* Index chains. */
+    /* Index chains. A lookup goes to the slot its ID names first, so the
+     * chains are walked for an ID that slot does not hold: same slot bits
+     * and same hash bytes (8-15), another byte 5. */
     const shm_seg *s = &v.h->c.seg;
+    shmreg_id other = v.id;
+    other.bytes[5] ^= 0xff;
+    shmreg_session sv;
     _Atomic uint64_t *head = shm_index_head(&v.h->sessions, reg_id_hash(v.id.bytes));
     uint64_t keepb = atomic_load(head);
     atomic_store(head, shm_slot_off(s, s->slots - 1) + SHM_SLOT_BYTES * 5);
-    is(get_rc(&v), SHMREG_ECORRUPT, "a session index entry past the table: SHMREG_ECORRUPT");
+    shmreg_read_begin(v.h);
+    is(shmreg_session_get(v.h, &other, &sv), SHMREG_ECORRUPT,
+       "a session index entry past the table: SHMREG_ECORRUPT");
+    shmreg_read_end(v.h);
+    is(get_rc(&v), 0, "while the session itself is still found in the slot its ID names");
     atomic_store(head, keepb);
     uint64_t keepn = atomic_load(&v.slot->next);
     atomic_store(&v.slot->next, keepb); /* the slot points at itself */
-    shmreg_id other = v.id;
-    other.bytes[15] ^= 0xff; /* same bucket (low bytes hash), different ID */
-    shmreg_session sv;
     shmreg_read_begin(v.h);
     is(shmreg_session_get(v.h, &other, &sv), SHMREG_ECORRUPT,
        "a looping chain ends in SHMREG_ECORRUPT, not an endless walk");

@@ -174,13 +174,20 @@ static void t_session_refs(void)
     is(r.problems, 1, "a dialog reference that is not a record is named");
     atomic_store(&x->dlg[1], 0);
 
-    /* The same ID bytes, one bit apart in the hash: chained in a bucket
-     * it does not hash to. */
-    x->id[0] ^= 1;
+    /* The same ID bytes but one bit of the hash bytes (9-14), chosen so
+     * that the bucket changes: chained in a bucket it does not hash to. */
+    uint64_t mask = h->sessions.buckets - 1, b0 = reg_id_hash(x->id) & mask;
+    unsigned bit = 0;
+    for (; bit < 48; bit++) {
+        x->id[9 + bit / 8] ^= (unsigned char)(1u << bit % 8);
+        if ((reg_id_hash(x->id) & mask) != b0)
+            break;
+        x->id[9 + bit / 8] ^= (unsigned char)(1u << bit % 8);
+    }
     r = check(0, SHMREG_ECORRUPT);
     is(r.problems, 3, "a session whose ID changed: chained in the wrong bucket, missing from its own, "
        "and its dialog names another session (3 problems)");
-    x->id[0] ^= 1;
+    x->id[9 + bit / 8] ^= (unsigned char)(1u << bit % 8);
     r = check(0, 0);
     is(r.problems, 0, "restored, the check is clean");
     is(shmreg_dialog_unbind(h, (shmreg_str){"c", 1}, (shmreg_str){"l", 1}, (shmreg_str){"r", 1}), 0,
