@@ -88,7 +88,7 @@ struct shmreg {
     void *config_state;
     void (*config_close)(shmreg *h);  /* set with config_state (internal.h) */
     void *event_state;                /* this process's view of the ring */
-    struct shmreg *next_open;         /* this process's open handles (registry.c) */
+    struct shmreg *next_open;         /* this process's open handles (handle.c) */
 };
 
 /* Session state word: low byte the call state (0 = not yet published),
