@@ -254,20 +254,30 @@ static int fz_heap_ok(const fz_seg *z, const unsigned char *base, uint64_t off)
     return (off - f->off_heap) % SHM_PAGE_BYTES < carved * size;
 }
 
-/* Which region `off` lies in, for failure reports. */
+/* Which region `off` lies in, for failure reports. The registry's
+ * regions are named as registry/layout.c lays them. */
 static const char *fz_region(const fz_seg *z, uint64_t off)
 {
+    static const char *const consumer[] = {"session index", "dialog index", "room table",
+                                           "registry words"};
     const shm_fixed *f = &z->f;
-    const struct { uint64_t at; const char *name; } r[] = {
-        {f->off_control, "header"}, {f->off_handles, "control"},
-        {f->off_sess_index, "handles"}, {f->off_dlg_index, "session index"},
-        {f->off_pages, "dialog index"}, {f->off_slots, "page descriptors"},
-        {f->off_heap, "session slots"}, {f->off_ring, "heap"}, {f->off_rooms, "ring"},
-        {f->end, "room table"},
-    };
-    for (unsigned i = 0; i < sizeof r / sizeof r[0]; i++)
-        if (off < r[i].at)
-            return r[i].name;
+    if (off < f->off_control)
+        return "header";
+    if (off < f->off_handles)
+        return "control";
+    if (off < f->off_pages)
+        return "handles";
+    if (off < f->off_slots)
+        return "page descriptors";
+    if (off < f->off_heap)
+        return "session slots";
+    if (off < f->off_ring)
+        return "heap";
+    if (f->nregions == 0 || off < f->off_region[0])
+        return off < f->end ? "ring" : "past the end";
+    for (unsigned i = f->nregions; i-- > 0;)
+        if (i < SHM_MAX_REGIONS && off >= f->off_region[i])
+            return off >= f->end ? "past the end" : i < 4 ? consumer[i] : "a consumer region";
     return "past the end";
 }
 
@@ -320,13 +330,12 @@ static unsigned fz_ranges(const fz_seg *z, const unsigned char *pristine, fz_ran
     r[n++] = (fz_range){f->off_control, sizeof(shm_control)};
     r[n++] = (fz_range){f->off_control, sizeof(shm_control)};
     r[n++] = (fz_range){f->off_handles, (uint64_t)f->max_handles * sizeof(shm_handle)};
-    r[n++] = (fz_range){f->off_sess_index, (uint64_t)f->index_buckets * 4};
-    r[n++] = (fz_range){f->off_dlg_index, (uint64_t)f->index_buckets * 8};
     r[n++] = (fz_range){f->off_pages, (uint64_t)f->heap_pages * sizeof(shm_page_desc)};
     r[n++] = (fz_range){f->off_slots, 32ull * SHM_SLOT_BYTES};
     r[n++] = (fz_range){f->off_slots, 32ull * SHM_SLOT_BYTES};
     r[n++] = (fz_range){f->off_ring, SHM_RING_HEADER_BYTES + 64ull * 64};
-    r[n++] = (fz_range){f->off_rooms, (uint64_t)f->room_slots * 8};
+    for (unsigned i = 0; i < f->nregions && i < SHM_MAX_REGIONS && n + 1 < max; i++)
+        r[n++] = (fz_range){f->off_region[i], f->region_bytes[i]};
     const shm_header *hd = (const shm_header *)pristine;
     const shm_page_desc *pd = (const shm_page_desc *)(pristine + f->off_pages);
     for (uint32_t p = 0; p < hd->pages_used && p < f->heap_pages && n + 1 < max; p++) {
