@@ -5,6 +5,7 @@
  * runner gathered (shmreg-bench.h), so a report can change without
  * touching how a number is made.
  */
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -476,4 +477,115 @@ void plot(const char *file)
         fprintf(stderr, "plot: wrote %s\n", file);
     else
         fprintf(stderr, "plot: gnuplot failed (status %d)\n", rc);
+}
+
+/* ---------------------------------------------------------------- compare */
+
+/* An earlier run's rows, by name: a row of this run is matched on
+ * workload, store, processes and sessions. */
+typedef struct old_row {
+    char wl[32], impl[16];
+    unsigned procs;
+    uint64_t sessions;
+    double ops_per_s;
+} old_row;
+
+static old_row *OLD;
+static size_t nold;
+
+/* The value after `"key": ` on a line of the bench's own JSON. */
+static const char *json_field(const char *line, const char *key)
+{
+    char pat[48];
+    snprintf(pat, sizeof pat, "\"%s\": ", key);
+    const char *p = strstr(line, pat);
+    return p ? p + strlen(pat) : NULL;
+}
+
+static int json_name(const char *line, const char *key, char *out, size_t n)
+{
+    const char *p = json_field(line, key);
+    if (p == NULL || *p != '"')
+        return -1;
+    size_t i = 0;
+    for (p++; *p && *p != '"' && i + 1 < n; p++)
+        out[i++] = *p;
+    out[i] = 0;
+    return *p == '"' ? 0 : -1;
+}
+
+int compare_load(const char *path)
+{
+    FILE *in = fopen(path, "r");
+    if (in == NULL) {
+        fprintf(stderr, "shmreg-bench: --compare %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    char line[4096];
+    size_t cap = 0;
+    int tool = 0;
+    while (fgets(line, sizeof line, in)) {
+        tool |= strstr(line, "\"tool\": \"shmreg-bench\"") != NULL;
+        const char *ok = json_field(line, "ok"), *procs = json_field(line, "procs"),
+                   *sessions = json_field(line, "sessions"), *ops = json_field(line, "ops_per_s");
+        old_row r;
+        if (!ok || strncmp(ok, "true", 4) != 0 || !procs || !sessions || !ops ||
+            json_name(line, "workload", r.wl, sizeof r.wl) || json_name(line, "impl", r.impl, sizeof r.impl))
+            continue;
+        r.procs = (unsigned)strtoul(procs, NULL, 10);
+        r.sessions = strtoull(sessions, NULL, 10);
+        r.ops_per_s = strtod(ops, NULL);
+        if (nold == cap) {
+            cap = cap ? 2 * cap : 64;
+            old_row *g = realloc(OLD, cap * sizeof *OLD);
+            if (g == NULL)
+                break;
+            OLD = g;
+        }
+        OLD[nold++] = r;
+    }
+    fclose(in);
+    if (!tool || nold == 0) {
+        fprintf(stderr, "shmreg-bench: --compare %s: not the --json output of shmreg-bench "
+                        "(or no successful row in it)\n", path);
+        return -1;
+    }
+    return 0;
+}
+
+static const old_row *old_find(const char *wl, const char *impl, unsigned procs, uint64_t sessions)
+{
+    for (size_t i = 0; i < nold; i++)
+        if (OLD[i].procs == procs && OLD[i].sessions == sessions && strcmp(OLD[i].wl, wl) == 0 &&
+            strcmp(OLD[i].impl, impl) == 0)
+            return &OLD[i];
+    return NULL;
+}
+
+void print_compare(FILE *f)
+{
+    char a[16], b[16];
+    fprintf(f, "\ncompared with the earlier run (%s): new / old ops/s; for shmreg, its ratio to\n"
+               "limit in that run and in this one (the same machine, quiet, makes these fair)\n",
+            opt.compare);
+    fprintf(f, "  %-13s %-7s %5s %8s %10s %10s %7s %14s\n", "workload", "impl", "procs", "sessions",
+            "old ops/s", "new ops/s", "new/old", "vs limit");
+    int shown = 0;
+    for (size_t i = 0; i < nres; i++) {
+        const result *r = &RES[i];
+        const old_row *o = r->ok ? old_find(WL[r->wl].name, IMPLS[r->impl]->name, r->procs, r->sessions) : NULL;
+        if (o == NULL || o->ops_per_s <= 0)
+            continue;
+        shown++;
+        fprintf(f, "  %-13s %-7s %5u %8llu %10s %10s %6.2fx", WL[r->wl].name, IMPLS[r->impl]->name, r->procs,
+                (unsigned long long)r->sessions, human(o->ops_per_s, a, sizeof a),
+                human(r->ops_per_s, b, sizeof b), r->ops_per_s / o->ops_per_s);
+        const result *lim = r->impl == IMPL_SHMREG ? res_find(r->wl, IMPL_LIMIT, r->procs, r->sessions) : NULL;
+        const old_row *olim = lim ? old_find(WL[r->wl].name, "limit", r->procs, r->sessions) : NULL;
+        if (lim && lim->ok && lim->ops_per_s > 0 && olim && olim->ops_per_s > 0)
+            fprintf(f, "  %5.2f -> %4.2f", o->ops_per_s / olim->ops_per_s, r->ops_per_s / lim->ops_per_s);
+        fputc('\n', f);
+    }
+    if (shown == 0)
+        fprintf(f, "  (no row of this run is in the earlier one: other workloads, sizes or process counts)\n");
 }

@@ -558,6 +558,10 @@ static void usage(FILE *f)
             "  --sdp-spread PCT    SDP sizes uniform in N +- PCT%% (default 25; 0: all exactly N)\n"
             "  --seed N            data generator seed (default 1)\n"
             "  --no-redis          do not start redis-server\n"
+            "  --compare OLD.json  after the tables, each row's ops/s against the same row of\n"
+            "                      an earlier run (its --json output), and shmreg's ratio to\n"
+            "                      the limit then and now: what a change gained or lost\n"
+            "                      (printed after the tables; not with --json)\n"
             "Progress goes to stderr; tables or JSON to stdout.\n");
 }
 
@@ -587,6 +591,7 @@ int main(int argc, char **argv)
         {"workloads", required_argument, 0, 'w'}, {"impls", required_argument, 0, 'i'},
         {"sdp-bytes", required_argument, 0, 's'}, {"sdp-spread", required_argument, 0, 'S'},
         {"seed", required_argument, 0, 'r'},  {"reps", required_argument, 0, 'k'},  {"no-redis", no_argument, 0, 'R'},
+        {"compare", required_argument, 0, 'C'},
         {"help", no_argument, 0, 'h'},       {0, 0, 0, 0},
     };
     const char *procs_list = NULL;
@@ -611,6 +616,7 @@ int main(int argc, char **argv)
         case 'r': opt.seed = strtoull(optarg, NULL, 10); break;
         case 'R': opt.no_redis = 1; break;
         case 'k': opt.reps = atoi(optarg); break;
+        case 'C': opt.compare = optarg; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -710,10 +716,14 @@ int main(int argc, char **argv)
         steal_cpus = (steal1 - steal0) / wall;
     }
     evaluate_targets();
+    if (opt.compare && compare_load(opt.compare) != 0)
+        opt.compare = NULL; /* said why on stderr; the run's own figures still print */
     if (opt.json)
         print_json(stdout);
     else
         print_tables(stdout);
+    if (opt.compare && !opt.json)
+        print_compare(stdout);
     if (opt.plot)
         plot(opt.plot);
     fflush(stdout);

@@ -28,6 +28,7 @@
 #define SHMREG_BENCH_H
 
 #include <stddef.h>
+#include <stdio.h>
 #include <stdint.h>
 
 #include "shmreg.h"
@@ -249,6 +250,7 @@ extern plan P;
 typedef struct bench_opts {
     int full, json, no_redis, reps;
     const char *plot;
+    const char *compare;          /* --compare: an earlier run's --json output */
     double duration;
     size_t sdp_bytes;
     unsigned sdp_spread;
@@ -359,5 +361,11 @@ void evaluate_targets(void);
 void print_tables(FILE *f);
 void print_json(FILE *f);
 void plot(const char *file);
+/* --compare: read an earlier run's results (the bench's own --json, one
+ * result per line) and print, for every row both runs have, the old and
+ * new ops/s and their ratio, and shmreg's ratio to the limit in each run.
+ * compare_load: 0, or -1 with the reason on stderr. */
+int compare_load(const char *path);
+void print_compare(FILE *f);
 
 #endif
