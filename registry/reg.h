@@ -109,7 +109,7 @@ typedef struct reg_sess {
     _Atomic uint64_t counter[SHMREG_CTR_COUNT];
     uint64_t config_gen;
     int32_t owner_pid;
-    uint32_t pad2;
+    uint32_t flags;                   /* reg_new.flags, kept for views */
     _Atomic uint64_t dlg[SHMREG_MAX_DIALOGS_PER_SESSION];
     _Atomic uint64_t room;            /* room block offset, 0 = in no room */
 } reg_sess;
@@ -244,6 +244,28 @@ void reg_fork_watch(shmreg *h);
  * add at open; remove returns 0 when `h` was not open. */
 void reg_open_add(shmreg *h);
 int reg_open_remove(shmreg *h);
+
+/* A session as it is to begin: create fills it from the caller's fields;
+ * a restore (of a session kept elsewhere) from its stored record. */
+typedef struct reg_new {
+    const unsigned char *id;          /* NULL: a fresh ID naming its slot */
+    const shmreg_fields *f;           /* NULL: every field empty */
+    shmreg_str sdp[2];
+    const uint64_t *counter;          /* SHMREG_CTR_COUNT values; NULL: zeros */
+    uint64_t created_ns, updated_ns;  /* 0: now (and the event is stamped now) */
+    uint64_t config_gen;
+    int32_t owner_pid;
+    uint32_t flags;
+    int state;                        /* the state it is published in */
+    uint32_t event;                   /* and the event that announces it */
+} reg_new;
+
+/* Build a session in a free slot, link it into the ID index and publish
+ * it in one release store of its state: nobody sees it half made. The
+ * fields must have been checked (check_fields' limits). A given ID that a
+ * live session already has: SHMREG_EEXIST. Also SHMREG_EFULL, SHMREG_EBUSY,
+ * SHMREG_ECORRUPT; nothing is left behind on failure. */
+int reg_session_insert(shmreg *h, const reg_new *n, shmreg_id *id_out);
 
 /* Retire every block a deleted slot still owns, unbind its dialogs,
  * unlink it from the index and retire the slot (idempotent: the repair

@@ -94,6 +94,7 @@ static uint64_t info_build(shmreg *h, uint32_t si, const shmreg_fields *f, uint3
 
 static uint64_t sdp_build(shmreg *h, uint32_t si, const void *sdp, size_t len, int *err)
 {
+    *err = 0;
     uint64_t off = shm_alloc(&h->c, sizeof(reg_sdp) + len, si + 1);
     if (off == 0) {
         *err = shmreg__fail(SHMREG_EFULL, "registry heap full (SDP of %zu bytes)", len);
@@ -162,6 +163,99 @@ static int swap_field(shmreg *h, uint32_t si, _Atomic uint64_t *field, uint64_t 
 
 /* ------------------------------------------------------------ create */
 
+/* Under the index stripe lock for `hash`: is a session with this ID in
+ * the chain, live or still being published (state 0)? */
+static int id_taken(shmreg *h, uint64_t hash, const unsigned char id[SHMREG_ID_BYTES])
+{
+    const shm_seg *s = &h->c.seg;
+    uint64_t off = atomic_load(shm_index_head(&h->sessions, hash));
+    for (uint32_t steps = 0; off && steps <= s->slots; steps++) {
+        uint32_t i = shm_slot_index(s, off);
+        if (i == UINT32_MAX)
+            break;
+        reg_sess *y = reg_slot(h, i);
+        uint64_t st = atomic_load(&y->state);
+        if (memcmp(y->id, id, SHMREG_ID_BYTES) == 0 && (REG_LIVE(st) || st == 0))
+            return 1;
+        off = atomic_load(&y->next);
+    }
+    return 0;
+}
+
+int reg_session_insert(shmreg *h, const reg_new *n, shmreg_id *id_out)
+{
+    int rc;
+    uint64_t soff = shm_slot_alloc(&h->c, 0);
+    if (soff == 0)
+        return shmreg__fail(SHMREG_EFULL, "session table full (%u sessions)", h->c.seg.slots);
+    uint32_t si = shm_slot_index(&h->c.seg, soff);
+    reg_sess *x = reg_slot(h, si);
+    x->hdr.aux = si + 1;
+    SHM_CRASH_POINT("session_create_slot");
+    uint64_t info = info_build(h, si, n->f, n->f ? SHMREG_MASK_ALL : 0, 0, &rc), sdp[2] = {0, 0};
+    for (unsigned k = 0; k < 2 && info; k++)
+        if (n->sdp[k].len && (sdp[k] = sdp_build(h, si, n->sdp[k].ptr, n->sdp[k].len, &rc)) == 0)
+            goto undo;
+    if (info == 0)
+        goto undo;
+    /* A recycled slot keeps REG_DELETED until the final store below, so
+     * iterators skip it while we fill it. */
+    SHM_CRASH_POINT("session_create_info");
+    if (n->id)
+        memcpy(x->id, n->id, SHMREG_ID_BYTES);
+    else
+        reg_session_id(h, si, x->id);
+    atomic_store(&x->info, info);
+    atomic_store(&x->sdp[0], sdp[0]);
+    atomic_store(&x->sdp[1], sdp[1]);
+    for (unsigned i = 0; i < SHMREG_CTR_COUNT; i++)
+        atomic_store(&x->counter[i], n->counter ? n->counter[i] : 0);
+    for (unsigned i = 0; i < SHMREG_MAX_DIALOGS_PER_SESSION; i++)
+        atomic_store(&x->dlg[i], 0);
+    atomic_store(&x->room, 0);
+    uint64_t now = shm_now_ns();
+    x->created_ns = n->created_ns ? n->created_ns : now;
+    atomic_store(&x->updated_ns, n->updated_ns ? n->updated_ns : x->created_ns);
+    x->config_gen = n->config_gen;
+    x->owner_pid = n->owner_pid;
+    x->flags = n->flags;
+    atomic_store(&x->state, 0); /* unpublished */
+
+    /* A fresh ID is new by construction (96 random bits, and its slot is
+     * ours); a given one is looked for under the stripe lock, so it can
+     * never be live twice. */
+    uint64_t hash = reg_id_hash(x->id);
+    shm_lock *l = shm_index_lock(&h->sessions, hash);
+    if ((rc = reg_lock(h, l, "session index lock")) != 0)
+        goto undo;
+    if (n->id && id_taken(h, hash, x->id)) {
+        shm_lock_drop(l);
+        rc = shmreg__fail_lazy(SHMREG_EEXIST, "a live session has the ID", n->id);
+        goto undo;
+    }
+    shm_index_push(&h->sessions, hash, soff, &x->next);
+    shm_lock_drop(l);
+    SHM_CRASH_POINT("session_create_linked");
+    /* The ID is copied out before publication: once live, the session may
+     * be deleted and (we are in no read section) its slot reused. */
+    if (id_out)
+        memcpy(id_out->bytes, x->id, SHMREG_ID_BYTES);
+    unsigned char id[SHMREG_ID_BYTES];
+    memcpy(id, x->id, SHMREG_ID_BYTES);
+    atomic_store_explicit(&x->state, (uint64_t)n->state, memory_order_release);
+    reg_event(h, n->created_ns ? 0 : now, n->event, id, 0, n->state, 0);
+    return 0;
+undo:
+    /* Never published: nobody can have seen these blocks. */
+    for (unsigned k = 0; k < 2; k++)
+        if (sdp[k])
+            shm_free(&h->c, sdp[k]);
+    if (info)
+        shm_free(&h->c, info);
+    shm_free(&h->c, soff);
+    return rc;
+}
+
 int shmreg_session_create(shmreg *h, const shmreg_fields *f, shmreg_id *id_out)
 {
     int rc = shmreg__usable(h);
@@ -171,51 +265,14 @@ int shmreg_session_create(shmreg *h, const shmreg_fields *f, shmreg_id *id_out)
         return shmreg__fail(SHMREG_EINVAL, "NULL id_out");
     if ((rc = check_fields(f, f ? SHMREG_MASK_ALL : 0)) != 0)
         return rc;
-    uint64_t soff = shm_slot_alloc(&h->c, 0);
-    if (soff == 0)
-        return shmreg__fail(SHMREG_EFULL, "session table full (%u sessions)", h->c.seg.slots);
-    uint32_t si = shm_slot_index(&h->c.seg, soff);
-    reg_sess *x = reg_slot(h, si);
-    x->hdr.aux = si + 1;
-    SHM_CRASH_POINT("session_create_slot");
-    uint64_t info = info_build(h, si, f, f ? SHMREG_MASK_ALL : 0, 0, &rc);
-    if (info == 0) {
-        shm_free(&h->c, soff); /* never published: nobody can see it */
-        return rc;
-    }
-    /* A recycled slot keeps REG_DELETED until the final store below, so
-     * iterators skip it while we fill it. */
-    SHM_CRASH_POINT("session_create_info");
-    reg_session_id(h, si, x->id);
-    atomic_store(&x->info, info);
-    atomic_store(&x->sdp[0], 0);
-    atomic_store(&x->sdp[1], 0);
-    for (unsigned i = 0; i < SHMREG_CTR_COUNT; i++)
-        atomic_store(&x->counter[i], 0);
-    for (unsigned i = 0; i < SHMREG_MAX_DIALOGS_PER_SESSION; i++)
-        atomic_store(&x->dlg[i], 0);
-    atomic_store(&x->room, 0);
-    uint64_t now = shm_now_ns();
-    x->created_ns = now;
-    atomic_store(&x->updated_ns, x->created_ns);
-    x->config_gen = atomic_load(&h->shared->config_gen);
-    x->owner_pid = (int32_t)h->pid;
-    atomic_store(&x->state, 0); /* unpublished */
-
-    rc = reg_engine_fail(shm_index_link(&h->c, &h->sessions, reg_id_hash(x->id), soff, &x->next),
-                         "session index lock");
-    if (rc) {
-        shm_free(&h->c, info);
-        shm_free(&h->c, soff);
-        return rc;
-    }
-    SHM_CRASH_POINT("session_create_linked");
-    /* The ID is copied out before publication: once live, the session may
-     * be deleted and (we are in no read section) its slot reused. */
-    memcpy(id_out->bytes, x->id, SHMREG_ID_BYTES);
-    atomic_store_explicit(&x->state, SHMREG_STATE_INITIATING, memory_order_release);
-    reg_event(h, now, SHMREG_EV_SESSION_CREATED, id_out->bytes, 0, SHMREG_STATE_INITIATING, 0);
-    return 0;
+    reg_new n = {
+        .f = f,
+        .config_gen = atomic_load(&h->shared->config_gen),
+        .owner_pid = (int32_t)h->pid,
+        .state = SHMREG_STATE_INITIATING,
+        .event = SHMREG_EV_SESSION_CREATED,
+    };
+    return reg_session_insert(h, &n, id_out);
 }
 
 /* ------------------------------------------------------------ update */
