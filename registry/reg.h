@@ -59,7 +59,7 @@ typedef struct reg_sess {
     _Atomic uint64_t counter[SHMREG_CTR_COUNT];
     uint64_t config_gen;
     int32_t owner_pid;
-    uint32_t pad2;
+    uint32_t flags;                   /* SHMREG_SESSION_RESTORED (restore.c) */
     _Atomic uint64_t dlg[SHMREG_MAX_DIALOGS_PER_SESSION];
     _Atomic uint64_t room;            /* room block offset, 0 = in no room */
 } reg_sess;
@@ -200,5 +200,16 @@ void reg_event(shmreg *h, uint64_t time_ns, uint32_t type, const unsigned char *
 void reg_event_room(shmreg *h, uint64_t time_ns, uint32_t type, const unsigned char *room,
                     const unsigned char *session, int old_state, int new_state);
 void reg_event_stats(shmreg *h, shmreg_stats *st);
+
+/* shmreg-sync's status words into *st (sync.c). */
+void reg_sync_stats(shmreg *h, shmreg_stats *st);
+
+/* Recreate a room with its ID, name, capacity, times and state, and its
+ * roster (restore.c calls it; room.c has the room's layout). Participants
+ * whose session is not in the registry are skipped; *joined counts the
+ * others. Errors: SHMREG_EEXIST (a live room has the ID), SHMREG_EFULL,
+ * SHMREG_EINVAL. */
+int reg_room_restore(shmreg *h, const shmreg_room *room, const shmreg_participant *parts,
+                     uint32_t n, uint32_t *joined);
 
 #endif

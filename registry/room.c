@@ -746,3 +746,120 @@ uint32_t reg_part_record_bytes(void)
 {
     return (uint32_t)sizeof(reg_part);
 }
+
+/* ------------------------------------------------------------ restore */
+
+/* A room as shmreg-sync stored it, rebuilt with its ID (restore.c). The
+ * room block is built complete, roster included, before it is published
+ * in the table, so no reader sees it half made; then each participant's
+ * session is given its room word. Restore is a cold, one-off step on a
+ * fresh registry: a restorer killed half way leaves a room whose
+ * sessions may not know it, and the cure is to restore again. */
+int reg_room_restore(shmreg *h, const shmreg_room *in, const shmreg_participant *parts, uint32_t n,
+                     uint32_t *joined)
+{
+    *joined = 0;
+    if (in->max_participants < 1 || in->max_participants > SHMREG_MAX_ROOM_PARTICIPANTS ||
+        in->name.len > SHMREG_MAX_STR || (in->name.len && in->name.ptr == NULL) ||
+        in->state < SHMREG_ROOM_CREATING || in->state > SHMREG_ROOM_TERMINATED ||
+        n > in->max_participants)
+        return shmreg__fail(SHMREG_EINVAL, "bad room to restore (state %d, %u of %u participants)",
+                            in->state, n, in->max_participants);
+    for (uint32_t k = 0; k < n; k++)
+        if (parts[k].uri.len > SHMREG_MAX_STR || parts[k].display_name.len > SHMREG_MAX_STR ||
+            parts[k].status < SHMREG_PART_JOINING || parts[k].status > SHMREG_PART_LEFT)
+            return shmreg__fail(SHMREG_EINVAL, "bad participant %u to restore", k);
+    const shm_seg *s = &h->c.seg;
+    if (reg_room_count(h) >= s->room_slots / 2)
+        return shmreg__fail(SHMREG_EFULL, "room table full (%u rooms)", s->room_slots / 2);
+    int rc = 0;
+    uint32_t idx;
+    reg_room *r;
+    uint64_t st;
+    shm_read_enter(&h->c);
+    if (room_find(h, in->id.bytes, &idx, &r, &st) == 0) {
+        rc = shmreg__fail(SHMREG_EEXIST, "a room with this ID exists already");
+        goto out;
+    }
+    uint32_t max = in->max_participants;
+    uint64_t off = shm_alloc(&h->c, sizeof(reg_room) + (uint64_t)max * 8 + in->name.len, 0);
+    if (off == 0) {
+        rc = shmreg__fail(SHMREG_EFULL, "registry heap full (room)");
+        goto out;
+    }
+    r = reg_payload((shm_blk *)(s->base + off));
+    memcpy(r->id, in->id.bytes, SHMREG_ID_BYTES);
+    atomic_store(&r->state, (uint64_t)in->state);
+    r->created_ns = in->created_ns;
+    r->config_gen = in->config_gen;
+    r->max = max;
+    r->name_len = (uint32_t)in->name.len;
+    for (uint32_t i = 0; i < max; i++)
+        atomic_store(&r->roster[i], 0);
+    if (in->name.len)
+        memcpy((char *)&r->roster[max], in->name.ptr, in->name.len);
+    uint32_t used = 0;
+    for (uint32_t k = 0; k < n; k++) {
+        const shmreg_participant *q = &parts[k];
+        uint32_t si;
+        uint64_t sst;
+        if (reg_lookup(h, q->session.bytes, &si, &sst) != 0)
+            continue; /* its session was not restored */
+        uint64_t po = shm_alloc(&h->c, sizeof(reg_part) + q->uri.len + q->display_name.len, 0);
+        if (po == 0) {
+            rc = shmreg__fail(SHMREG_EFULL, "registry heap full (participant)");
+            break;
+        }
+        reg_part *p = reg_payload((shm_blk *)(s->base + po));
+        memcpy(p->sid, q->session.bytes, SHMREG_ID_BYTES);
+        atomic_store(&p->status, (uint32_t)q->status);
+        atomic_store(&p->audio, q->audio_active ? 1u : 0u);
+        p->joined_ns = q->joined_ns;
+        p->rtp_port = q->rtp_port;
+        p->uri_len = (uint16_t)q->uri.len;
+        p->disp_len = (uint16_t)q->display_name.len;
+        if (q->uri.len)
+            memcpy(p->data, q->uri.ptr, q->uri.len);
+        if (q->display_name.len)
+            memcpy(p->data + q->uri.len, q->display_name.ptr, q->display_name.len);
+        atomic_store(&r->roster[used++], po);
+    }
+    if (rc) {
+        for (uint32_t i = 0; i < used; i++)
+            shm_free(&h->c, atomic_load(&r->roster[i]));
+        shm_free(&h->c, off);
+        goto out;
+    }
+    uint32_t start = room_hash(h, in->id.bytes), k;
+    for (k = 0; k < s->room_slots; k++) {
+        idx = (start + k) & (s->room_slots - 1);
+        uint64_t cur = atomic_load(&s->rooms[idx]);
+        if ((cur == 0 || cur == TOMB) && atomic_compare_exchange_strong(&s->rooms[idx], &cur, off))
+            break;
+    }
+    if (k == s->room_slots) {
+        for (uint32_t i = 0; i < used; i++)
+            shm_free(&h->c, atomic_load(&r->roster[i]));
+        shm_free(&h->c, off);
+        rc = shmreg__fail(SHMREG_EFULL, "room table full");
+        goto out;
+    }
+    /* Published: now each session learns its room. One already in a
+     * room (a forced restore over live sessions) leaves this roster. */
+    uint64_t mine = room_ref(h, idx);
+    for (uint32_t i = 0; i < used; i++) {
+        uint64_t po = atomic_load(&r->roster[i]);
+        reg_part *p = part_at(h, po);
+        uint32_t si;
+        uint64_t sst, zero = 0;
+        if (p && reg_lookup(h, p->sid, &si, &sst) == 0 &&
+            atomic_compare_exchange_strong(&reg_slot(h, si)->room, &zero, mine))
+            (*joined)++;
+        else if (p)
+            roster_remove(h, r, idx, i, po);
+    }
+    reg_event_room(h, 0, SHMREG_EV_ROOM_RESTORED, in->id.bytes, NULL, 0, in->state);
+out:
+    shm_read_leave(&h->c);
+    return rc;
+}

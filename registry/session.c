@@ -291,6 +291,7 @@ int shmreg_session_create(shmreg *h, const shmreg_fields *f, shmreg_id *id_out)
     atomic_store(&x->updated_ns, x->created_ns);
     x->config_gen = atomic_load(&h->c.seg.hdr->config_gen);
     x->owner_pid = (int32_t)h->pid;
+    x->flags = 0; /* a recycled slot may have been a restored session's */
     atomic_store(&x->state, 0); /* unpublished */
 
     const shm_seg *s = &h->c.seg;
@@ -551,6 +552,7 @@ static int session_view(shmreg *h, uint32_t si, uint64_t st, shmreg_session *out
     out->updated_ns = atomic_load_explicit(&x->updated_ns, memory_order_relaxed);
     out->owner_pid = x->owner_pid;
     out->config_gen = x->config_gen;
+    out->flags = x->flags;
     for (unsigned i = 0; i < SHMREG_CTR_COUNT; i++)
         out->counter[i] = atomic_load_explicit(&x->counter[i], memory_order_relaxed);
     out->ndialogs = 0;

@@ -149,7 +149,11 @@ typedef struct shm_header {
     _Atomic uint64_t epoch;      /* global reclamation epoch (epoch.c) */
     char pad2[56];
     _Atomic uint64_t config_gen; /* mirrored configuration generation */
-    char pad3[56];
+    /* shmreg-sync's status (registry/sync.c), in config_gen's padding:
+     * its pid, the ring position it has made durable, the time of that
+     * commit. Zero in a fresh segment. */
+    _Atomic uint64_t sync_pid, sync_pos, sync_commit_ns;
+    char pad3[32];
     _Atomic uint32_t pages_used; /* heap pages handed to classes */
     char pad4[60];
 } shm_header;
