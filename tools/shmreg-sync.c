@@ -39,11 +39,13 @@
 
 #include "shmreg-sync.h"
 
-static volatile sig_atomic_t stop;
+static volatile sig_atomic_t stop, rescan_now;
 static void on_signal(int sig)
 {
-    (void)sig;
-    stop = 1;
+    if (sig == SIGHUP)
+        rescan_now = 1;
+    else
+        stop = 1;
 }
 
 static uint64_t now_ns(void)
@@ -402,7 +404,7 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: shmreg-sync -r REGISTRY --lmdb DIR [--interval MS] [--fsync none|interval|each]\n"
-            "                   [--map-size SIZE] [--once]\n"
+            "                   [--map-size SIZE] [--rescan SECONDS] [--once]\n"
             "\n"
             "Writes the registry behind into the LMDB sync directory DIR: every session (all\n"
             "fields, both SDPs, counters, state, times) with its dialogs, every room with its\n"
@@ -416,7 +418,12 @@ static void usage(FILE *f)
             "                       second (default); none: never (survives a crash of\n"
             "                       the syncd, not of the host)\n"
             "  --map-size SIZE      LMDB map size, e.g. 512M, 4G (default 4G)\n"
+            "  --rescan SECONDS     also resync every SECONDS (0, the default: never);\n"
+            "                       RTP counters change without events, so they reach\n"
+            "                       the copy with the session's next change or a resync\n"
             "  --once               resync once, then exit\n"
+            "\n"
+            "SIGHUP: resync now. SIGTERM, SIGINT: write what is pending, then exit.\n"
             "\n"
             "Exit status: 0 stopped by SIGTERM/SIGINT, 1 failed while running (e.g. the sync\n"
             "directory is full), 2 usage, 3 cannot open the registry or the sync directory.\n"
@@ -449,10 +456,11 @@ int main(int argc, char **argv)
         {"registry", required_argument, NULL, 'r'}, {"lmdb", required_argument, NULL, 'l'},
         {"interval", required_argument, NULL, 'i'}, {"fsync", required_argument, NULL, 'f'},
         {"map-size", required_argument, NULL, 'm'}, {"once", no_argument, NULL, 'o'},
+        {"rescan", required_argument, NULL, 'R'},
         {"help", no_argument, NULL, 'h'},           {0},
     };
     const char *reg = getenv("SHMREG_PATH"), *dir = NULL;
-    uint64_t interval_ms = 100, map = 4ull << 30;
+    uint64_t interval_ms = 100, map = 4ull << 30, rescan_s = 0;
     int fsync_mode = SINK_SYNC_INTERVAL, once = 0, ch;
     while ((ch = getopt_long(argc, argv, "r:h", lo, NULL)) != -1) {
         char *end;
@@ -486,6 +494,14 @@ int main(int argc, char **argv)
             }
             break;
         case 'o': once = 1; break;
+        case 'R':
+            errno = 0;
+            rescan_s = strtoull(optarg, &end, 10);
+            if (errno || *end || end == optarg || rescan_s > 86400 * 365) {
+                fprintf(stderr, "shmreg-sync: --rescan wants seconds (0: never), not '%s'\n", optarg);
+                return 2;
+            }
+            break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -499,6 +515,7 @@ int main(int argc, char **argv)
     struct sigaction sa = {.sa_handler = on_signal}; /* no SA_RESTART: poll returns */
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 
     syncd d = {.fsync_mode = fsync_mode};
@@ -534,6 +551,7 @@ int main(int argc, char **argv)
            fsync_mode == SINK_SYNC_EACH ? "each" : fsync_mode == SINK_SYNC_NONE ? "none" : "interval");
     int status = 0;
     rc = resync(&d, "start");
+    uint64_t last_scan = mono_ns();
     shmreg_event ev[256];
     while (rc == 0 && !stop && !once) {
         uint64_t deadline = mono_ns() + interval_ms * 1000000ull;
@@ -561,7 +579,16 @@ int main(int argc, char **argv)
         }
         if (rc)
             break;
-        rc = lapped ? resync(&d, "lapped: events were missed") : flush(&d, sub_pos(&d));
+        if (lapped)
+            rc = resync(&d, "lapped: events were missed");
+        else if (rescan_now || (rescan_s && mono_ns() - last_scan >= rescan_s * 1000000000ull))
+            rc = resync(&d, rescan_now ? "SIGHUP" : "--rescan");
+        else
+            rc = flush(&d, sub_pos(&d));
+        if (lapped || rescan_now || (rescan_s && mono_ns() - last_scan >= rescan_s * 1000000000ull)) {
+            rescan_now = 0;
+            last_scan = mono_ns();
+        }
         if (rc == 0)
             rc = maybe_sync(&d);
     }
