@@ -174,6 +174,7 @@ typedef struct syncd {
     shmreg_participant *parts;    /* one room's roster */
     uint64_t committed_pos;       /* last position committed */
     uint64_t durable_pos;         /* last position made durable (fsync) */
+    int unsynced;                 /* a commit not yet durable and reported */
     uint64_t last_commit_ns, last_sync_mono;
     uint64_t resyncs, writes, deletes, commits;
 } syncd;
@@ -248,7 +249,7 @@ static uint64_t sub_pos(syncd *d)
  * position to the registry. Called after each commit and each interval. */
 static int maybe_sync(syncd *d)
 {
-    if (d->durable_pos == d->committed_pos && d->commits)
+    if (!d->unsynced)
         return 0;
     uint64_t pos = d->committed_pos, m = mono_ns();
     if (d->fsync_mode == SINK_SYNC_INTERVAL && m - d->last_sync_mono < 1000000000ull)
@@ -260,6 +261,7 @@ static int maybe_sync(syncd *d)
         d->last_sync_mono = m;
     }
     d->durable_pos = pos;
+    d->unsynced = 0;
     shmreg_sync_report(d->h, d->durable_pos, d->last_commit_ns);
     return 0;
 }
@@ -268,6 +270,7 @@ static int committed(syncd *d, uint64_t pos)
 {
     d->committed_pos = pos;
     d->commits++;
+    d->unsynced = 1;
     return maybe_sync(d);
 }
 
@@ -594,7 +597,7 @@ int main(int argc, char **argv)
     }
     if (rc == 0 && !once) /* stopped: write what is pending */
         rc = flush(&d, sub_pos(&d));
-    if (rc == 0 && d.durable_pos != d.committed_pos && (rc = d.sink->sync(d.sink)) == 0) {
+    if (rc == 0 && d.unsynced && (rc = d.sink->sync(d.sink)) == 0) {
         d.durable_pos = d.committed_pos;
         shmreg_sync_report(d.h, d.durable_pos, d.last_commit_ns);
     }
