@@ -350,6 +350,7 @@ int shmreg_restore(shmreg *h, const char *dir, unsigned flags, shmreg_restore_re
      * read transaction), choose by policy, count. */
     MDB_stat ms;
     pending *pend = NULL;
+    /* cur is NULL whenever no cursor is open: each is closed once. */
     size_t npend = 0, cap = 0;
     MDB_cursor *cur = NULL;
     int mrc = mdb_stat(d.txn, d.sess, &ms);
@@ -382,6 +383,7 @@ int shmreg_restore(shmreg *h, const char *dir, unsigned flags, shmreg_restore_re
     }
     if (cur)
         mdb_cursor_close(cur);
+    cur = NULL;
     if (rc == 0 && mrc != MDB_NOTFOUND)
         rc = sd_fail(mrc, dir, "reading sessions");
     /* Rooms are checked in pass 1 too. */
@@ -393,6 +395,8 @@ int shmreg_restore(shmreg *h, const char *dir, unsigned flags, shmreg_restore_re
         rc = sd_fail(mrc, dir, "reading rooms");
         cur = NULL;
     }
+    if (rc)
+        cur = NULL;
     uint64_t nrooms = 0;
     for (int op = MDB_FIRST; rc == 0 && (mrc = mdb_cursor_get(cur, &k, &v, op)) == 0; op = MDB_NEXT) {
         shmreg_room rm;
@@ -404,6 +408,9 @@ int shmreg_restore(shmreg *h, const char *dir, unsigned flags, shmreg_restore_re
     }
     if (rc == 0 && cur && mrc != MDB_NOTFOUND)
         rc = sd_fail(mrc, dir, "reading rooms");
+    if (cur)
+        mdb_cursor_close(cur);
+    cur = NULL;
     if (rc == 0) {
         shmreg_stats st;
         memset(&st, 0, sizeof st);
@@ -463,6 +470,7 @@ int shmreg_restore(shmreg *h, const char *dir, unsigned flags, shmreg_restore_re
     }
     if (cur)
         mdb_cursor_close(cur);
+    cur = NULL;
     free(parts);
     free(pend);
     sd_close(&d);

@@ -26,6 +26,15 @@
 
 static unsigned char recbuf[SHMREG_SESSION_RECORD_MAX];
 
+/* A copy of a path that outlives test_dir's ring of buffers. */
+static const char *keep(const char *s)
+{
+    static char kept[16][512];
+    static int n;
+    snprintf(kept[n % 16], sizeof kept[0], "%s", s);
+    return kept[n++ % 16];
+}
+
 static shmreg *fresh(const char *name)
 {
     shmreg *h;
@@ -299,7 +308,7 @@ static void restore_dir(void)
     shmreg_session_transition(a, &hold, 0, SHMREG_STATE_ONHOLD, NULL);
     (void)act;
     (void)early;
-    const char *dir = strdup(test_dir("syncdir"));
+    const char *dir = keep(test_dir("syncdir"));
     write_dir(a, dir, 1234);
 
     shmreg_sync_info info;
@@ -337,7 +346,7 @@ static void restore_dir(void)
     /* Bad directories: nothing restored. */
     b = fresh("dir-c");
     is(shmreg_restore(b, "/nonexistent/sync", 0, &rep), SHMREG_ENOENT, "no directory: ENOENT");
-    const char *foreign = strdup(test_dir("foreign"));
+    const char *foreign = keep(test_dir("foreign"));
     mkdir(foreign, 0700);
     char path[512];
     snprintf(path, sizeof path, "%s/notes.txt", foreign);
@@ -347,7 +356,7 @@ static void restore_dir(void)
     is(shmreg_restore(b, foreign, 0, &rep), SHMREG_EVERSION, "a directory of other files: EVERSION");
     ok(strstr(shmreg_errmsg(), "not a sync directory") != NULL, "errmsg: %s", shmreg_errmsg());
     /* Another application's LMDB. */
-    const char *other = strdup(test_dir("otherlmdb"));
+    const char *other = keep(test_dir("otherlmdb"));
     mkdir(other, 0700);
     MDB_env *env;
     MDB_txn *t;
@@ -361,7 +370,7 @@ static void restore_dir(void)
     mdb_env_close(env);
     is(shmreg_restore(b, other, 0, &rep), SHMREG_EVERSION, "another application's LMDB: EVERSION");
     /* A corrupt data.mdb. */
-    const char *corrupt = strdup(test_dir("corrupt"));
+    const char *corrupt = keep(test_dir("corrupt"));
     mkdir(corrupt, 0700);
     snprintf(path, sizeof path, "%s/data.mdb", corrupt);
     f = fopen(path, "w");
@@ -371,7 +380,7 @@ static void restore_dir(void)
     int rc = shmreg_restore(b, corrupt, 0, &rep);
     ok(rc == SHMREG_ECORRUPT, "garbage data.mdb: ECORRUPT (%s)", shmreg_errmsg());
     /* A damaged record in a sound LMDB: nothing at all restored. */
-    const char *damaged = strdup(test_dir("damaged"));
+    const char *damaged = keep(test_dir("damaged"));
     write_dir(a, damaged, 1);
     mdb_env_create(&env);
     mdb_env_set_maxdbs(env, 4);
@@ -427,7 +436,7 @@ static void child_claims_and_dies(void *arg)
 
 static void status(void)
 {
-    const char *dir = strdup(test_dir("status"));
+    const char *dir = keep(test_dir("status"));
     shmreg *h;
     shmreg_options o = {.flags = SHMREG_CREATE};
     shmreg_open(dir, &o, &h);
