@@ -314,6 +314,13 @@ check-deps:
 demo:
 	@bash examples/demo.sh
 
+# Calls survive a reboot (issue 15): sipd + shmreg-sync under sipp, all
+# SIGKILLed and the segment deleted, `shmregctl restore`, sipd again:
+# every BYE answered 200 (examples/demo-restart.sh).
+.PHONY: demo-restart
+demo-restart:
+	@bash examples/demo-restart.sh
+
 # shmreg against Redis, LMDB, a copying registry and a private hash table,
 # side by side (tools/shmreg-bench.c): the quick profile, under a minute;
 # FULL=1 runs everything (1k..1M sessions, 1..8 processes; minutes).
