@@ -1,0 +1,303 @@
+/*
+ * shmreg-bench-sync.c — `shmreg-bench --sync`: what persistence costs and
+ * how fast it is, with the real shmreg-sync daemon (found next to the
+ * bench binary) writing into a real LMDB directory on disk:
+ *
+ *   keep-up   a writer process changes sessions (state flips and SDP
+ *             replaces, round robin over N live sessions) as fast as it
+ *             can for a few seconds while the daemon follows with
+ *             --fsync interval; reported: changes/s offered, their worth
+ *             in calls/s (a SIP call makes ~8 changes), the most events
+ *             the daemon was behind, laps (resyncs forced by falling a
+ *             whole ring behind) and how long it took to catch up after
+ *             the writer stopped. At 10k and 100k sessions.
+ *   worker    the writer's own rate for transitions and SDP replaces,
+ *             daemon off vs on, best of 3: the ratio is what running the
+ *             daemon costs a worker.
+ *   restore   shmreg_restore() of the 100k-session directory into a new
+ *             registry.
+ *
+ * Figures are ratios and rates of one run on this machine; nothing is
+ * asserted. Why separate from the store comparison: it measures a daemon
+ * next to the workers, not a store in their place.
+ */
+#include <errno.h>
+#include <stdatomic.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "shmreg-bench.h"
+
+typedef struct sync_shared {
+    _Atomic uint64_t ops;
+    _Atomic int stop;
+} sync_shared;
+
+static char syncbin[1100];
+
+static uint64_t now_mono(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static void nap_ms(unsigned ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
+}
+
+static const char SDP_A[] = "v=0\r\no=- 1 1 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\n"
+                            "m=audio 4000 RTP/AVP 0 8 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n"
+                            "a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\na=sendrecv\r\n";
+static const char SDP_B[] = "v=0\r\no=- 1 2 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\n"
+                            "m=audio 4002 RTP/AVP 0 8 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n"
+                            "a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\na=sendonly\r\n";
+
+static shmreg *populate(const char *path, uint64_t n, shmreg_id **ids)
+{
+    shmreg *h;
+    shmreg_options o = {.flags = SHMREG_CREATE | SHMREG_EXCL, .max_sessions = (uint32_t)(n + 1024),
+                        .heap_bytes = n * 4096 + (64ull << 20)};
+    if (shmreg_open(path, &o, &h) != 0) {
+        fprintf(stderr, "shmreg-bench: %s: %s\n", path, shmreg_errmsg());
+        return NULL;
+    }
+    *ids = malloc(n * sizeof **ids);
+    for (uint64_t i = 0; i < n; i++) {
+        shmreg_fields f = {0};
+        char cid[48];
+        snprintf(cid, sizeof cid, "bench-sync-%llu", (unsigned long long)i);
+        f.str[SHMREG_FIELD_CALL_ID] = (shmreg_str){cid, strlen(cid)};
+        f.str[SHMREG_FIELD_FROM_URI] = (shmreg_str){"sip:alice@example.com", 21};
+        f.str[SHMREG_FIELD_TO_URI] = (shmreg_str){"sip:bob@example.com", 19};
+        shmreg_session_create(h, &f, &(*ids)[i]);
+        shmreg_session_set_sdp(h, &(*ids)[i], 0, SDP_A, sizeof SDP_A - 1);
+        shmreg_session_set_sdp(h, &(*ids)[i], 1, SDP_B, sizeof SDP_B - 1);
+        shmreg_dialog_bind(h, (shmreg_str){cid, strlen(cid)}, (shmreg_str){"lt", 2}, (shmreg_str){"rt", 2},
+                           &(*ids)[i]);
+        shmreg_session_transition(h, &(*ids)[i], 0, SHMREG_STATE_ACTIVE, NULL);
+    }
+    return h;
+}
+
+/* mode 0: transitions, 1: SDP replaces, 2: both alternately. */
+static void writer(const char *path, const shmreg_id *ids, uint64_t n, int mode, sync_shared *sh)
+{
+    shmreg *h;
+    if (shmreg_open(path, NULL, &h) != 0)
+        _exit(2);
+    uint64_t k = 0;
+    while (!atomic_load(&sh->stop)) {
+        for (int b = 0; b < 256; b++, k++) {
+            const shmreg_id *id = &ids[k % n];
+            int m = mode == 2 ? (int)(k / n % 2) : mode;
+            if (m == 0) {
+                int on = (int)(k / n) & 1;
+                shmreg_session_transition(h, id, on ? SHMREG_STATE_ONHOLD : SHMREG_STATE_ACTIVE,
+                                          on ? SHMREG_STATE_ACTIVE : SHMREG_STATE_ONHOLD, NULL);
+            } else {
+                const char *s = (k / n) & 1 ? SDP_A : SDP_B;
+                shmreg_session_set_sdp(h, id, 1, s, (k / n) & 1 ? sizeof SDP_A - 1 : sizeof SDP_B - 1);
+            }
+        }
+        atomic_fetch_add(&sh->ops, 256);
+    }
+    shmreg_close(h);
+    _exit(0);
+}
+
+static pid_t daemon_start(const char *reg, const char *dir, const char *log, int once)
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0600);
+        if (fd >= 0)
+            dup2(fd, 2);
+        execl(syncbin, "shmreg-sync", "-r", reg, "--lmdb", dir, "--fsync", "interval", "--interval", "100",
+              once ? "--once" : NULL, (char *)NULL);
+        _exit(127);
+    }
+    return pid;
+}
+
+static int wait_durable(shmreg *h, unsigned max_ms)
+{
+    for (unsigned t = 0; t < max_ms; t += 5) {
+        shmreg_stats st;
+        shmreg_stat(h, &st);
+        if (st.sync_alive && st.sync_commit_ns && st.sync_behind == 0)
+            return 0;
+        nap_ms(5);
+    }
+    return -1;
+}
+
+static int count_in(const char *path, const char *needle)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    char line[1024];
+    int n = 0;
+    while (fgets(line, sizeof line, f))
+        n += strstr(line, needle) != NULL;
+    fclose(f);
+    return n;
+}
+
+/* Rate of `mode` changes by one writer for `secs`. */
+static double writer_rate(const char *path, const shmreg_id *ids, uint64_t n, int mode, double secs,
+                          sync_shared *sh)
+{
+    atomic_store(&sh->ops, 0);
+    atomic_store(&sh->stop, 0);
+    pid_t w = fork();
+    if (w == 0)
+        writer(path, ids, n, mode, sh);
+    uint64_t t0 = now_mono(), o0 = atomic_load(&sh->ops);
+    nap_ms((unsigned)(secs * 1000));
+    uint64_t o1 = atomic_load(&sh->ops), t1 = now_mono();
+    atomic_store(&sh->stop, 1);
+    waitpid(w, NULL, 0);
+    return (double)(o1 - o0) / ((double)(t1 - t0) / 1e9);
+}
+
+int bench_sync(const char *scratch, int json)
+{
+    char self[1024];
+    ssize_t l = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (l <= 0)
+        return 1;
+    self[l] = 0;
+    char *slash = strrchr(self, '/');
+    if (slash)
+        *slash = 0;
+    snprintf(syncbin, sizeof syncbin, "%s/shmreg-sync", self);
+    if (access(syncbin, X_OK) != 0) {
+        fprintf(stderr, "shmreg-bench: no shmreg-sync at %s (make tools)\n", syncbin);
+        return 1;
+    }
+    char disk[] = "/var/tmp/shmreg-bench-sync-XXXXXX";
+    if (mkdtemp(disk) == NULL) {
+        perror("shmreg-bench: mkdtemp");
+        return 1;
+    }
+    sync_shared *sh = mmap(NULL, sizeof *sh, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    static const uint64_t points[] = {10000, 100000};
+    double rate[2] = {0}, catchup_ms[2] = {0}, secs = 3.0;
+    uint64_t maxbehind[2] = {0}, laps[2] = {0};
+    double cost_tr[2] = {0}, cost_sdp[2] = {0}, restore_s = 0;
+    uint64_t restored = 0;
+    char reg[600], dir[600], log[600];
+    for (int p = 0; p < 2; p++) {
+        uint64_t n = points[p];
+        snprintf(reg, sizeof reg, "%s/sync-reg-%llu", scratch, (unsigned long long)n);
+        snprintf(dir, sizeof dir, "%s/sync-%llu", disk, (unsigned long long)n);
+        snprintf(log, sizeof log, "%s/sync-%llu.log", disk, (unsigned long long)n);
+        fprintf(stderr, "shmreg-bench: sync: %llu sessions\n", (unsigned long long)n);
+        shmreg_id *ids;
+        shmreg *h = populate(reg, n, &ids);
+        if (!h)
+            return 1;
+        if (p == 0) /* worker cost, daemon off */
+            for (int r = 0; r < 3; r++) {
+                double a = writer_rate(reg, ids, n, 0, 1.0, sh), b = writer_rate(reg, ids, n, 1, 1.0, sh);
+                cost_tr[0] = a > cost_tr[0] ? a : cost_tr[0];
+                cost_sdp[0] = b > cost_sdp[0] ? b : cost_sdp[0];
+            }
+        pid_t d = daemon_start(reg, dir, log, 0);
+        if (wait_durable(h, 120000) != 0) {
+            fprintf(stderr, "shmreg-bench: the daemon did not start (see %s)\n", log);
+            kill(d, SIGKILL);
+            return 1;
+        }
+        if (p == 0) /* worker cost, daemon on */
+            for (int r = 0; r < 3; r++) {
+                double a = writer_rate(reg, ids, n, 0, 1.0, sh), b = writer_rate(reg, ids, n, 1, 1.0, sh);
+                cost_tr[1] = a > cost_tr[1] ? a : cost_tr[1];
+                cost_sdp[1] = b > cost_sdp[1] ? b : cost_sdp[1];
+                wait_durable(h, 60000);
+            }
+        /* keep-up */
+        int laps0 = count_in(log, "lapped");
+        atomic_store(&sh->ops, 0);
+        atomic_store(&sh->stop, 0);
+        pid_t w = fork();
+        if (w == 0)
+            writer(reg, ids, n, 2, sh);
+        uint64_t t0 = now_mono();
+        while (now_mono() - t0 < (uint64_t)(secs * 1e9)) {
+            shmreg_stats st;
+            shmreg_stat(h, &st);
+            if (st.sync_behind > maxbehind[p])
+                maxbehind[p] = st.sync_behind;
+            nap_ms(10);
+        }
+        uint64_t ops = atomic_load(&sh->ops), t1 = now_mono();
+        atomic_store(&sh->stop, 1);
+        waitpid(w, NULL, 0);
+        rate[p] = (double)ops / ((double)(t1 - t0) / 1e9);
+        uint64_t c0 = now_mono();
+        wait_durable(h, 120000);
+        catchup_ms[p] = (double)(now_mono() - c0) / 1e6;
+        laps[p] = (uint64_t)(count_in(log, "lapped") - laps0);
+        kill(d, SIGTERM);
+        waitpid(d, NULL, 0);
+        shmreg_close(h);
+        shmreg_destroy(reg, 1);
+        free(ids);
+        if (p == 1) { /* restore the 100k directory */
+            snprintf(reg, sizeof reg, "%s/sync-restored", scratch);
+            shmreg_options o = {.flags = SHMREG_CREATE | SHMREG_EXCL, .max_sessions = (uint32_t)(n + 1024),
+                                .heap_bytes = n * 4096 + (64ull << 20)};
+            if (shmreg_open(reg, &o, &h) == 0) {
+                shmreg_restore_report rep;
+                uint64_t r0 = now_mono();
+                if (shmreg_restore(h, dir, SHMREG_RESTORE_ALL, &rep) == 0)
+                    restored = rep.sessions;
+                restore_s = (double)(now_mono() - r0) / 1e9;
+                shmreg_close(h);
+                shmreg_destroy(reg, 1);
+            }
+        }
+    }
+    char cmd[700];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", disk);
+    if (system(cmd) != 0)
+        fprintf(stderr, "shmreg-bench: could not remove %s\n", disk);
+    if (json) {
+        printf("{\"sync\": {\"keep_up\": [");
+        for (int p = 0; p < 2; p++)
+            printf("%s{\"sessions\": %llu, \"changes_per_s\": %.0f, \"calls_per_s\": %.0f, "
+                   "\"max_behind_events\": %llu, \"laps\": %llu, \"catch_up_ms\": %.1f}",
+                   p ? ", " : "", (unsigned long long)points[p], rate[p], rate[p] / 8,
+                   (unsigned long long)maxbehind[p], (unsigned long long)laps[p], catchup_ms[p]);
+        printf("], \"worker\": {\"transition_off\": %.0f, \"transition_on\": %.0f, \"sdp_replace_off\": %.0f, "
+               "\"sdp_replace_on\": %.0f}, \"restore\": {\"sessions\": %llu, \"seconds\": %.3f}}}\n",
+               cost_tr[0], cost_tr[1], cost_sdp[0], cost_sdp[1], (unsigned long long)restored, restore_s);
+        return 0;
+    }
+    printf("shmreg-sync (--fsync interval, --interval 100 ms), one writer process, %.0f s per point\n\n", secs);
+    printf("%10s %14s %12s %12s %6s %12s\n", "sessions", "changes/s", "calls/s(/8)", "max behind", "laps",
+           "catch-up ms");
+    for (int p = 0; p < 2; p++)
+        printf("%10llu %14.0f %12.0f %12llu %6llu %12.1f\n", (unsigned long long)points[p], rate[p], rate[p] / 8,
+               (unsigned long long)maxbehind[p], (unsigned long long)laps[p], catchup_ms[p]);
+    printf("\nworker cost, 10k sessions, best of 3 x 1 s (ops/s):\n");
+    printf("  %-12s daemon off %10.0f   on %10.0f   on/off %.3f\n", "transition", cost_tr[0], cost_tr[1],
+           cost_tr[0] ? cost_tr[1] / cost_tr[0] : 0);
+    printf("  %-12s daemon off %10.0f   on %10.0f   on/off %.3f\n", "sdp_replace", cost_sdp[0], cost_sdp[1],
+           cost_sdp[0] ? cost_sdp[1] / cost_sdp[0] : 0);
+    printf("\nrestore: %llu sessions in %.3f s\n", (unsigned long long)restored, restore_s);
+    return 0;
+}
