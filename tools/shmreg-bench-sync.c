@@ -90,12 +90,44 @@ static shmreg *populate(const char *path, uint64_t n, shmreg_id **ids)
     return h;
 }
 
-/* mode 0: transitions, 1: SDP replaces, 2: both alternately. */
-static void writer(const char *path, const shmreg_id *ids, uint64_t n, int mode, sync_shared *sh)
+/* Calls as SIP makes them, 8 changes each: set-up (create, local SDP,
+ * Ringing, remote SDP, Active) at once, tear-down (Terminating,
+ * Terminated, delete) of the oldest call, so n calls stay live and each
+ * lasts n calls' time. Counts changes. */
+static void call_writer(shmreg *h, shmreg_id *ids, uint64_t n, sync_shared *sh)
+{
+    uint64_t k = 0;
+    while (!atomic_load(&sh->stop)) {
+        for (int b = 0; b < 32; b++, k++) {
+            shmreg_id *id = &ids[k % n];
+            shmreg_session_transition(h, id, SHMREG_STATE_ACTIVE, SHMREG_STATE_TERMINATING, NULL);
+            shmreg_session_transition(h, id, SHMREG_STATE_TERMINATING, SHMREG_STATE_TERMINATED, NULL);
+            shmreg_session_delete(h, id);
+            shmreg_fields f = {0};
+            f.str[SHMREG_FIELD_FROM_URI] = (shmreg_str){"sip:alice@example.com", 21};
+            f.str[SHMREG_FIELD_TO_URI] = (shmreg_str){"sip:bob@example.com", 19};
+            shmreg_session_create(h, &f, id);
+            shmreg_session_set_sdp(h, id, 0, SDP_A, sizeof SDP_A - 1);
+            shmreg_session_transition(h, id, SHMREG_STATE_INITIATING, SHMREG_STATE_RINGING, NULL);
+            shmreg_session_set_sdp(h, id, 1, SDP_B, sizeof SDP_B - 1);
+            shmreg_session_transition(h, id, SHMREG_STATE_RINGING, SHMREG_STATE_ACTIVE, NULL);
+        }
+        atomic_fetch_add(&sh->ops, 32 * 8);
+    }
+}
+
+/* mode 0: transitions, 1: SDP replaces, 2: both alternately (round robin
+ * over all n sessions: the worst case for coalescing), 3: calls. */
+static void writer(const char *path, shmreg_id *ids, uint64_t n, int mode, sync_shared *sh)
 {
     shmreg *h;
     if (shmreg_open(path, NULL, &h) != 0)
         _exit(2);
+    if (mode == 3) {
+        call_writer(h, ids, n, sh);
+        shmreg_close(h);
+        _exit(0);
+    }
     uint64_t k = 0;
     while (!atomic_load(&sh->stop)) {
         for (int b = 0; b < 256; b++, k++) {
@@ -156,7 +188,7 @@ static int count_in(const char *path, const char *needle)
 }
 
 /* Rate of `mode` changes by one writer for `secs`. */
-static double writer_rate(const char *path, const shmreg_id *ids, uint64_t n, int mode, double secs,
+static double writer_rate(const char *path, shmreg_id *ids, uint64_t n, int mode, double secs,
                           sync_shared *sh)
 {
     atomic_store(&sh->ops, 0);
@@ -194,8 +226,9 @@ int bench_sync(const char *scratch, int json)
     }
     sync_shared *sh = mmap(NULL, sizeof *sh, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     static const uint64_t points[] = {10000, 100000};
-    double rate[2] = {0}, catchup_ms[2] = {0}, secs = 3.0;
-    uint64_t maxbehind[2] = {0}, laps[2] = {0};
+    /* [point][0: calls, 1: round robin] */
+    double rate[2][2] = {{0}}, catchup_ms[2][2] = {{0}}, secs = 3.0;
+    uint64_t maxbehind[2][2] = {{0}}, laps[2][2] = {{0}};
     double cost_tr[2] = {0}, cost_sdp[2] = {0}, restore_s = 0;
     uint64_t restored = 0;
     char reg[600], dir[600], log[600];
@@ -228,29 +261,39 @@ int bench_sync(const char *scratch, int json)
                 cost_sdp[1] = b > cost_sdp[1] ? b : cost_sdp[1];
                 wait_durable(h, 60000);
             }
-        /* keep-up */
-        int laps0 = count_in(log, "lapped");
-        atomic_store(&sh->ops, 0);
-        atomic_store(&sh->stop, 0);
-        pid_t w = fork();
-        if (w == 0)
-            writer(reg, ids, n, 2, sh);
-        uint64_t t0 = now_mono();
-        while (now_mono() - t0 < (uint64_t)(secs * 1e9)) {
-            shmreg_stats st;
-            shmreg_stat(h, &st);
-            if (st.sync_behind > maxbehind[p])
-                maxbehind[p] = st.sync_behind;
-            nap_ms(10);
+        /* keep-up: calls, then the round robin */
+        for (int m = 0; m < 2; m++) {
+            int laps0 = count_in(log, "lapped");
+            atomic_store(&sh->ops, 0);
+            atomic_store(&sh->stop, 0);
+            pid_t w = fork();
+            if (w == 0)
+                writer(reg, ids, n, m == 0 ? 3 : 2, sh);
+            uint64_t t0 = now_mono();
+            while (now_mono() - t0 < (uint64_t)(secs * 1e9)) {
+                shmreg_stats st;
+                shmreg_stat(h, &st);
+                if (st.sync_behind > maxbehind[p][m])
+                    maxbehind[p][m] = st.sync_behind;
+                nap_ms(10);
+            }
+            uint64_t ops = atomic_load(&sh->ops), t1 = now_mono();
+            atomic_store(&sh->stop, 1);
+            waitpid(w, NULL, 0);
+            rate[p][m] = (double)ops / ((double)(t1 - t0) / 1e9);
+            uint64_t c0 = now_mono();
+            wait_durable(h, 120000);
+            catchup_ms[p][m] = (double)(now_mono() - c0) / 1e6;
+            laps[p][m] = (uint64_t)(count_in(log, "lapped") - laps0);
+            if (m == 0) { /* the calls replaced the sessions: the round robin needs their IDs */
+                uint64_t cur = 0, i = 0;
+                shmreg_session v;
+                shmreg_read_begin(h);
+                while (i < n && shmreg_session_next(h, &cur, SHMREG_STATE_ACTIVE, &v) == 0)
+                    ids[i++] = v.id;
+                shmreg_read_end(h);
+            }
         }
-        uint64_t ops = atomic_load(&sh->ops), t1 = now_mono();
-        atomic_store(&sh->stop, 1);
-        waitpid(w, NULL, 0);
-        rate[p] = (double)ops / ((double)(t1 - t0) / 1e9);
-        uint64_t c0 = now_mono();
-        wait_durable(h, 120000);
-        catchup_ms[p] = (double)(now_mono() - c0) / 1e6;
-        laps[p] = (uint64_t)(count_in(log, "lapped") - laps0);
         kill(d, SIGTERM);
         waitpid(d, NULL, 0);
         shmreg_close(h);
@@ -275,24 +318,34 @@ int bench_sync(const char *scratch, int json)
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", disk);
     if (system(cmd) != 0)
         fprintf(stderr, "shmreg-bench: could not remove %s\n", disk);
+    static const char *const wl[2] = {"calls", "round_robin"};
     if (json) {
         printf("{\"sync\": {\"keep_up\": [");
         for (int p = 0; p < 2; p++)
-            printf("%s{\"sessions\": %llu, \"changes_per_s\": %.0f, \"calls_per_s\": %.0f, "
-                   "\"max_behind_events\": %llu, \"laps\": %llu, \"catch_up_ms\": %.1f}",
-                   p ? ", " : "", (unsigned long long)points[p], rate[p], rate[p] / 8,
-                   (unsigned long long)maxbehind[p], (unsigned long long)laps[p], catchup_ms[p]);
+            for (int m = 0; m < 2; m++)
+                printf("%s{\"sessions\": %llu, \"workload\": \"%s\", \"changes_per_s\": %.0f, "
+                       "\"calls_per_s\": %.0f, \"max_behind_events\": %llu, \"max_lag_s\": %.3f, "
+                       "\"laps\": %llu, \"catch_up_ms\": %.1f}",
+                       p || m ? ", " : "", (unsigned long long)points[p], wl[m], rate[p][m], rate[p][m] / 8,
+                       (unsigned long long)maxbehind[p][m], rate[p][m] ? maxbehind[p][m] / rate[p][m] : 0,
+                       (unsigned long long)laps[p][m], catchup_ms[p][m]);
         printf("], \"worker\": {\"transition_off\": %.0f, \"transition_on\": %.0f, \"sdp_replace_off\": %.0f, "
                "\"sdp_replace_on\": %.0f}, \"restore\": {\"sessions\": %llu, \"seconds\": %.3f}}}\n",
                cost_tr[0], cost_tr[1], cost_sdp[0], cost_sdp[1], (unsigned long long)restored, restore_s);
         return 0;
     }
-    printf("shmreg-sync (--fsync interval, --interval 100 ms), one writer process, %.0f s per point\n\n", secs);
-    printf("%10s %14s %12s %12s %6s %12s\n", "sessions", "changes/s", "calls/s(/8)", "max behind", "laps",
-           "catch-up ms");
+    printf("shmreg-sync (--fsync interval: one fsync a second; --interval 100 ms), one writer process,\n"
+           "%.0f s per row. calls: 8 changes per call (set-up at once, tear-down of the oldest call);\n"
+           "round_robin: one change per session in turn (no coalescing possible). max behind: events\n"
+           "not yet durable (fsync'd), max lag: that in seconds of writing.\n\n", secs);
+    printf("%9s %-12s %11s %9s %11s %8s %5s %11s\n", "sessions", "workload", "changes/s", "calls/s", "max behind",
+           "max lag", "laps", "catch-up ms");
     for (int p = 0; p < 2; p++)
-        printf("%10llu %14.0f %12.0f %12llu %6llu %12.1f\n", (unsigned long long)points[p], rate[p], rate[p] / 8,
-               (unsigned long long)maxbehind[p], (unsigned long long)laps[p], catchup_ms[p]);
+        for (int m = 0; m < 2; m++)
+            printf("%9llu %-12s %11.0f %9.0f %11llu %7.2fs %5llu %11.1f\n", (unsigned long long)points[p], wl[m],
+                   rate[p][m], rate[p][m] / 8, (unsigned long long)maxbehind[p][m],
+                   rate[p][m] ? maxbehind[p][m] / rate[p][m] : 0, (unsigned long long)laps[p][m],
+                   catchup_ms[p][m]);
     printf("\nworker cost, 10k sessions, best of 3 x 1 s (ops/s):\n");
     printf("  %-12s daemon off %10.0f   on %10.0f   on/off %.3f\n", "transition", cost_tr[0], cost_tr[1],
            cost_tr[0] ? cost_tr[1] / cost_tr[0] : 0);
