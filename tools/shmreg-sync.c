@@ -19,6 +19,10 @@
  * subscription point on are then applied on top, so nothing can be lost
  * between the scan and the ring.
  *
+ * Two threads, two handles: the poller drains the ring into a set of
+ * dirty IDs (so the ring is read even while a big batch is written), the
+ * main thread swaps that set out once per interval and writes it.
+ *
  * The source (ring + registry) and the sink (tools/shmreg-sync-lmdb.c,
  * behind tools/shmreg-sync.h) meet only through IDs, encoded records and
  * ring positions, so another sink can be put behind the same source.
@@ -29,7 +33,9 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,7 +45,7 @@
 
 #include "shmreg-sync.h"
 
-static volatile sig_atomic_t stop, rescan_now;
+static _Atomic int stop, rescan_now; /* lock-free: safe in a handler, seen by both threads */
 static void on_signal(int sig)
 {
     if (sig == SIGHUP)
@@ -164,10 +170,21 @@ static void idset_free(idset *s)
 /* ------------------------------------------------------------ the daemon */
 
 typedef struct syncd {
-    shmreg *h;
-    shmreg_sub *sub;
+    shmreg *h;                    /* the flusher's handle: reads, status */
+    shmreg *hp;                   /* the poller's handle: the subscription */
+    shmreg_sub *sub;              /* the poller's */
     sync_sink *sink;
     int fsync_mode;
+    /* Shared by the two threads under `mu`: the poller marks into
+     * `marking` and publishes how far it has read; the flusher swaps
+     * `marking` with `dirty` and writes `dirty`. */
+    pthread_mutex_t mu;
+    idset marking;
+    uint64_t polled_pos;          /* every event < this is in marking, dirty or written */
+    int scan_needed;              /* the poller was lapped: resync at scan_pos */
+    uint64_t scan_pos;
+    int poll_failed;
+    char poll_err[256];
     idset dirty, seen;
     unsigned char *buf;           /* one encoded record */
     size_t bufcap;
@@ -238,10 +255,10 @@ static int write_one(syncd *d, int kind, const shmreg_id *id)
     return d->sink->put(d->sink, kind, id, d->buf, len);
 }
 
-static uint64_t sub_pos(syncd *d)
+static uint64_t sub_pos(shmreg_sub *sub)
 {
     shmreg_sub_stats st;
-    shmreg_sub_stats_get(d->sub, &st);
+    shmreg_sub_stats_get(sub, &st);
     return st.next_seq;
 }
 
@@ -285,18 +302,13 @@ static int seen_keep_room(void *arg, const shmreg_id *id)
 
 #define SCAN_CHUNK 256u /* records per read section in a scan */
 
-/* Full resync: subscribe anew, then scan everything into one batch. */
-static int resync(syncd *d, const char *why)
+/* Full resync: scan everything into one batch committed with `pos`,
+ * a ring position taken before the scan began (so every event before it
+ * is reflected in what the scan reads, or re-marks what it changes). */
+static int resync(syncd *d, uint64_t pos, const char *why)
 {
-    if (d->sub)
-        shmreg_unsubscribe(d->sub);
-    d->sub = NULL;
-    int rc = shmreg_subscribe(d->h, SHMREG_EV_ALL, NULL, &d->sub);
-    if (rc) {
-        snprintf(d->sink->err, sizeof d->sink->err, "subscribing: %s", shmreg_errmsg());
-        return SINK_ERR;
-    }
-    uint64_t pos = sub_pos(d), t0 = mono_ns();
+    int rc;
+    uint64_t t0 = mono_ns();
     idset_clear(&d->dirty);
     idset_clear(&d->seen);
     if ((rc = d->sink->begin(d->sink)) != 0)
@@ -388,19 +400,82 @@ static int flush(syncd *d, uint64_t pos)
     return committed(d, pos);
 }
 
-static int mark(syncd *d, const shmreg_event *e)
+static int mark(idset *set, const shmreg_event *e)
 {
     switch (e->type) {
     case SHMREG_EV_SESSION_CREATED: case SHMREG_EV_STATE_CHANGED: case SHMREG_EV_SDP_UPDATED:
     case SHMREG_EV_SESSION_UPDATED: case SHMREG_EV_SESSION_DELETED: case SHMREG_EV_DIALOG_BOUND:
     case SHMREG_EV_DIALOG_UNBOUND: case SHMREG_EV_SESSION_RESTORED:
-        return idset_add(&d->dirty, &e->session, SINK_SESSION);
+        return idset_add(set, &e->session, SINK_SESSION);
     case SHMREG_EV_ROOM_CREATED: case SHMREG_EV_ROOM_STATE: case SHMREG_EV_PARTICIPANT_JOINED:
     case SHMREG_EV_PARTICIPANT_STATUS: case SHMREG_EV_PARTICIPANT_LEFT: case SHMREG_EV_ROOM_RESTORED:
-        return idset_add(&d->dirty, &e->room, SINK_ROOM);
+        return idset_add(set, &e->room, SINK_ROOM);
     default:
         return 0; /* configs live in LMDB already; custom events carry no state */
     }
+}
+
+/* The poller thread: drains the ring into the marking set, so that the
+ * ring is read while the flusher writes (a flush that took longer than a
+ * ring's worth of events would otherwise lap the daemon). On a lap it
+ * subscribes anew at once and asks the flusher for a resync from there. */
+static void *poller(void *arg)
+{
+    syncd *d = arg;
+    shmreg_event ev[256];
+    while (!stop) {
+        uint64_t missed = 0;
+        int n = shmreg_poll(d->sub, ev, 256, 50000000, &missed);
+        pthread_mutex_lock(&d->mu);
+        if (n < 0) {
+            snprintf(d->poll_err, sizeof d->poll_err, "polling events: %s", shmreg_errmsg());
+            d->poll_failed = 1;
+        } else if (missed) {
+            shmreg_unsubscribe(d->sub);
+            d->sub = NULL;
+            if (shmreg_subscribe(d->hp, SHMREG_EV_ALL, NULL, &d->sub) != 0) {
+                snprintf(d->poll_err, sizeof d->poll_err, "subscribing: %s", shmreg_errmsg());
+                d->poll_failed = 1;
+            } else {
+                idset_clear(&d->marking);
+                d->scan_needed = 1;
+                d->scan_pos = d->polled_pos = sub_pos(d->sub);
+            }
+        } else {
+            for (int i = 0; i < n && !d->poll_failed; i++)
+                if (mark(&d->marking, &ev[i]) != 0) {
+                    snprintf(d->poll_err, sizeof d->poll_err, "out of memory");
+                    d->poll_failed = 1;
+                }
+            d->polled_pos = sub_pos(d->sub);
+        }
+        int failed = d->poll_failed;
+        pthread_mutex_unlock(&d->mu);
+        if (failed)
+            break;
+    }
+    return NULL;
+}
+
+/* Take what the poller has marked: swaps it into d->dirty. Returns the
+ * position it covers; *scan says a resync is due (from that position). */
+static uint64_t take(syncd *d, int *scan, int *failed)
+{
+    pthread_mutex_lock(&d->mu);
+    idset t = d->dirty;
+    d->dirty = d->marking;
+    d->marking = t;
+    idset_clear(&d->marking);
+    uint64_t pos = d->polled_pos;
+    *scan = d->scan_needed;
+    if (*scan)
+        pos = d->scan_pos;
+    d->scan_needed = 0;
+    *failed = d->poll_failed;
+    if (*failed)
+        snprintf(d->sink->err, sizeof d->sink->err, "%s", d->poll_err);
+    pthread_mutex_unlock(&d->mu);
+    return pos;
 }
 
 static void usage(FILE *f)
@@ -553,50 +628,60 @@ int main(int argc, char **argv)
            (unsigned long long)spos, (unsigned long long)interval_ms,
            fsync_mode == SINK_SYNC_EACH ? "each" : fsync_mode == SINK_SYNC_NONE ? "none" : "interval");
     int status = 0;
-    rc = resync(&d, "start");
+    /* The poller's subscription starts before the first scan: every
+     * event after its position is marked, everything before is scanned. */
+    if (shmreg_open(reg, NULL, &d.hp) != 0 || shmreg_subscribe(d.hp, SHMREG_EV_ALL, NULL, &d.sub) != 0) {
+        fprintf(stderr, "shmreg-sync: subscribing: %s\n", shmreg_errmsg());
+        return 3;
+    }
+    pthread_mutex_init(&d.mu, NULL);
+    d.polled_pos = sub_pos(d.sub);
+    uint64_t start_pos = d.polled_pos;
+    pthread_t pt;
+    int have_poller = 0;
+    rc = 0;
+    if (!once) {
+        sigset_t all, old;
+        sigfillset(&all);
+        pthread_sigmask(SIG_BLOCK, &all, &old); /* signals go to this thread */
+        have_poller = pthread_create(&pt, NULL, poller, &d) == 0;
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        if (!have_poller) {
+            snprintf(d.sink->err, sizeof d.sink->err, "cannot start the poller thread");
+            rc = SINK_ERR;
+        }
+    }
+    if (rc == 0)
+        rc = resync(&d, start_pos, "start");
     uint64_t last_scan = mono_ns();
-    shmreg_event ev[256];
     while (rc == 0 && !stop && !once) {
-        uint64_t deadline = mono_ns() + interval_ms * 1000000ull;
-        int lapped = 0;
-        for (;;) {
-            uint64_t m = mono_ns();
-            if (m >= deadline || stop)
-                break;
-            uint64_t missed = 0;
-            int n = shmreg_poll(d.sub, ev, 256, (int64_t)(deadline - m), &missed);
-            if (n < 0) {
-                snprintf(d.sink->err, sizeof d.sink->err, "polling events: %s", shmreg_errmsg());
-                rc = SINK_ERR;
-                break;
-            }
-            if (missed) {
-                lapped = 1;
-                break;
-            }
-            for (int i = 0; i < n; i++)
-                if (mark(&d, &ev[i]) != 0) {
-                    snprintf(d.sink->err, sizeof d.sink->err, "out of memory");
-                    rc = SINK_ERR;
-                }
-        }
-        if (rc)
+        struct timespec ts = {(time_t)(interval_ms / 1000), (long)(interval_ms % 1000) * 1000000L};
+        nanosleep(&ts, NULL); /* a signal cuts it short */
+        int scan, failed;
+        uint64_t pos = take(&d, &scan, &failed);
+        if (failed) {
+            rc = SINK_ERR;
             break;
-        if (lapped)
-            rc = resync(&d, "lapped: events were missed");
-        else if (rescan_now || (rescan_s && mono_ns() - last_scan >= rescan_s * 1000000000ull))
-            rc = resync(&d, rescan_now ? "SIGHUP" : "--rescan");
-        else
-            rc = flush(&d, sub_pos(&d));
-        if (lapped || rescan_now || (rescan_s && mono_ns() - last_scan >= rescan_s * 1000000000ull)) {
-            rescan_now = 0;
-            last_scan = mono_ns();
         }
+        int periodic = rescan_s && mono_ns() - last_scan >= rescan_s * 1000000000ull;
+        if (scan || rescan_now || periodic) {
+            const char *why = scan ? "lapped: events were missed" : rescan_now ? "SIGHUP" : "--rescan";
+            rescan_now = 0;
+            rc = resync(&d, pos, why);
+            last_scan = mono_ns();
+        } else
+            rc = flush(&d, pos);
         if (rc == 0)
             rc = maybe_sync(&d);
     }
-    if (rc == 0 && !once) /* stopped: write what is pending */
-        rc = flush(&d, sub_pos(&d));
+    stop = 1;
+    if (have_poller)
+        pthread_join(pt, NULL);
+    if (rc == 0 && !once) { /* stopped: write what is pending */
+        int scan, failed;
+        uint64_t pos = take(&d, &scan, &failed);
+        rc = failed ? SINK_ERR : scan ? resync(&d, pos, "lapped: events were missed") : flush(&d, pos);
+    }
     if (rc == 0 && d.unsynced && (rc = d.sink->sync(d.sink)) == 0) {
         d.durable_pos = d.committed_pos;
         shmreg_sync_report(d.h, d.durable_pos, d.last_commit_ns);
@@ -611,7 +696,9 @@ int main(int argc, char **argv)
     shmreg_sync_release(d.h);
     shmreg_unsubscribe(d.sub);
     d.sink->close(d.sink);
+    shmreg_close(d.hp);
     shmreg_close(d.h);
+    idset_free(&d.marking);
     idset_free(&d.dirty);
     idset_free(&d.seen);
     free(d.buf);
