@@ -118,10 +118,22 @@ static void putstr(wbuf *w, shmreg_str s)
     put(w, s.ptr, s.len);
 }
 
+/* The records' checksum: FNV-1a's constants over 8-byte words (then the
+ * tail bytes), so a 1 KiB SDP costs 128 steps, not 1024. It finds torn
+ * and damaged values; it is no defence against forgery (nor need be:
+ * the sync directory is the daemon's, mode 0700). */
 static uint64_t fnv(const unsigned char *p, size_t n)
 {
     uint64_t x = 0xcbf29ce484222325ull;
-    for (size_t i = 0; i < n; i++)
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w = 0;
+        for (int k = 0; k < 8; k++) /* little-endian whatever the host: one load on x86 */
+            w |= (uint64_t)p[i + k] << (8 * k);
+        x = (x ^ w) * 0x100000001b3ull;
+        x ^= x >> 29;
+    }
+    for (; i < n; i++)
         x = (x ^ p[i]) * 0x100000001b3ull;
     return x;
 }

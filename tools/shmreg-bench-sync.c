@@ -38,6 +38,7 @@
 typedef struct sync_shared {
     _Atomic uint64_t ops;
     _Atomic int stop;
+    uint64_t pace;       /* calls a second the call writer keeps to; 0: flat out */
 } sync_shared;
 
 static char syncbin[1100];
@@ -72,7 +73,9 @@ static shmreg *populate(const char *path, uint64_t n, shmreg_id **ids)
         fprintf(stderr, "shmreg-bench: %s: %s\n", path, shmreg_errmsg());
         return NULL;
     }
-    *ids = malloc(n * sizeof **ids);
+    /* Shared with the writer processes: the call writer replaces IDs,
+     * and the next workload must see the IDs it left. */
+    *ids = mmap(NULL, n * sizeof **ids, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     for (uint64_t i = 0; i < n; i++) {
         shmreg_fields f = {0};
         char cid[48];
@@ -96,8 +99,12 @@ static shmreg *populate(const char *path, uint64_t n, shmreg_id **ids)
  * lasts n calls' time. Counts changes. */
 static void call_writer(shmreg *h, shmreg_id *ids, uint64_t n, sync_shared *sh)
 {
-    uint64_t k = 0;
+    uint64_t k = 0, t0 = now_mono();
     while (!atomic_load(&sh->stop)) {
+        if (sh->pace && k * 1000000000ull > (now_mono() - t0) * sh->pace) {
+            nap_ms(1);
+            continue;
+        }
         for (int b = 0; b < 32; b++, k++) {
             shmreg_id *id = &ids[k % n];
             shmreg_session_transition(h, id, SHMREG_STATE_ACTIVE, SHMREG_STATE_TERMINATING, NULL);
@@ -226,9 +233,10 @@ int bench_sync(const char *scratch, int json)
     }
     sync_shared *sh = mmap(NULL, sizeof *sh, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     static const uint64_t points[] = {10000, 100000};
-    /* [point][0: calls, 1: round robin] */
-    double rate[2][2] = {{0}}, catchup_ms[2][2] = {{0}}, secs = 3.0;
-    uint64_t maxbehind[2][2] = {{0}}, laps[2][2] = {{0}};
+    /* [point][0: calls flat out, 1: calls at 50,000/s, 2: round robin] */
+    enum { NW = 3 };
+    double rate[2][NW] = {{0}}, catchup_ms[2][NW] = {{0}}, secs = 4.0;
+    uint64_t maxbehind[2][NW] = {{0}}, laps[2][NW] = {{0}}, live[2] = {0};
     double cost_tr[2] = {0}, cost_sdp[2] = {0}, restore_s = 0;
     uint64_t restored = 0;
     char reg[600], dir[600], log[600];
@@ -262,14 +270,17 @@ int bench_sync(const char *scratch, int json)
                 wait_durable(h, 60000);
             }
         /* keep-up: calls, then the round robin */
-        for (int m = 0; m < 2; m++) {
+        for (int m = 0; m < NW; m++) {
             int laps0 = count_in(log, "lapped");
             atomic_store(&sh->ops, 0);
             atomic_store(&sh->stop, 0);
+            sh->pace = m == 1 ? 50000 : 0;
             pid_t w = fork();
             if (w == 0)
-                writer(reg, ids, n, m == 0 ? 3 : 2, sh);
-            uint64_t t0 = now_mono();
+                writer(reg, ids, n, m < 2 ? 3 : 2, sh);
+            while (atomic_load(&sh->ops) == 0) /* the window opens when the writer writes */
+                nap_ms(1);
+            uint64_t t0 = now_mono(), o0 = atomic_load(&sh->ops);
             while (now_mono() - t0 < (uint64_t)(secs * 1e9)) {
                 shmreg_stats st;
                 shmreg_stat(h, &st);
@@ -277,7 +288,7 @@ int bench_sync(const char *scratch, int json)
                     maxbehind[p][m] = st.sync_behind;
                 nap_ms(10);
             }
-            uint64_t ops = atomic_load(&sh->ops), t1 = now_mono();
+            uint64_t ops = atomic_load(&sh->ops) - o0, t1 = now_mono();
             atomic_store(&sh->stop, 1);
             waitpid(w, NULL, 0);
             rate[p][m] = (double)ops / ((double)(t1 - t0) / 1e9);
@@ -285,7 +296,7 @@ int bench_sync(const char *scratch, int json)
             wait_durable(h, 120000);
             catchup_ms[p][m] = (double)(now_mono() - c0) / 1e6;
             laps[p][m] = (uint64_t)(count_in(log, "lapped") - laps0);
-            if (m == 0) { /* the calls replaced the sessions: the round robin needs their IDs */
+            if (m == 1) { /* the calls replaced the sessions: the round robin needs their IDs */
                 uint64_t cur = 0, i = 0;
                 shmreg_session v;
                 shmreg_read_begin(h);
@@ -294,11 +305,14 @@ int bench_sync(const char *scratch, int json)
                 shmreg_read_end(h);
             }
         }
+        shmreg_stats st;
+        shmreg_stat(h, &st);
+        live[p] = st.sessions;
         kill(d, SIGTERM);
         waitpid(d, NULL, 0);
         shmreg_close(h);
         shmreg_destroy(reg, 1);
-        free(ids);
+        munmap(ids, n * sizeof *ids);
         if (p == 1) { /* restore the 100k directory */
             snprintf(reg, sizeof reg, "%s/sync-restored", scratch);
             shmreg_options o = {.flags = SHMREG_CREATE | SHMREG_EXCL, .max_sessions = (uint32_t)(n + 1024),
@@ -318,11 +332,11 @@ int bench_sync(const char *scratch, int json)
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", disk);
     if (system(cmd) != 0)
         fprintf(stderr, "shmreg-bench: could not remove %s\n", disk);
-    static const char *const wl[2] = {"calls", "round_robin"};
+    static const char *const wl[NW] = {"calls", "calls@50k/s", "round_robin"};
     if (json) {
         printf("{\"sync\": {\"keep_up\": [");
         for (int p = 0; p < 2; p++)
-            for (int m = 0; m < 2; m++)
+            for (int m = 0; m < NW; m++)
                 printf("%s{\"sessions\": %llu, \"workload\": \"%s\", \"changes_per_s\": %.0f, "
                        "\"calls_per_s\": %.0f, \"max_behind_events\": %llu, \"max_lag_s\": %.3f, "
                        "\"laps\": %llu, \"catch_up_ms\": %.1f}",
@@ -332,16 +346,18 @@ int bench_sync(const char *scratch, int json)
         printf("], \"worker\": {\"transition_off\": %.0f, \"transition_on\": %.0f, \"sdp_replace_off\": %.0f, "
                "\"sdp_replace_on\": %.0f}, \"restore\": {\"sessions\": %llu, \"seconds\": %.3f}}}\n",
                cost_tr[0], cost_tr[1], cost_sdp[0], cost_sdp[1], (unsigned long long)restored, restore_s);
+        (void)live;
         return 0;
     }
     printf("shmreg-sync (--fsync interval: one fsync a second; --interval 100 ms), one writer process,\n"
-           "%.0f s per row. calls: 8 changes per call (set-up at once, tear-down of the oldest call);\n"
+           "%.0f s per row. calls: 8 changes per call (set-up at once, tear-down of the oldest call),\n"
+           "flat out or paced at 50,000 calls/s;\n"
            "round_robin: one change per session in turn (no coalescing possible). max behind: events\n"
            "not yet durable (fsync'd), max lag: that in seconds of writing.\n\n", secs);
     printf("%9s %-12s %11s %9s %11s %8s %5s %11s\n", "sessions", "workload", "changes/s", "calls/s", "max behind",
            "max lag", "laps", "catch-up ms");
     for (int p = 0; p < 2; p++)
-        for (int m = 0; m < 2; m++)
+        for (int m = 0; m < NW; m++)
             printf("%9llu %-12s %11.0f %9.0f %11llu %7.2fs %5llu %11.1f\n", (unsigned long long)points[p], wl[m],
                    rate[p][m], rate[p][m] / 8, (unsigned long long)maxbehind[p][m],
                    rate[p][m] ? maxbehind[p][m] / rate[p][m] : 0, (unsigned long long)laps[p][m],
@@ -351,6 +367,7 @@ int bench_sync(const char *scratch, int json)
            cost_tr[0] ? cost_tr[1] / cost_tr[0] : 0);
     printf("  %-12s daemon off %10.0f   on %10.0f   on/off %.3f\n", "sdp_replace", cost_sdp[0], cost_sdp[1],
            cost_sdp[0] ? cost_sdp[1] / cost_sdp[0] : 0);
-    printf("\nrestore: %llu sessions in %.3f s\n", (unsigned long long)restored, restore_s);
+    printf("\nrestore: %llu sessions (of %llu live when the daemon stopped) in %.3f s\n",
+           (unsigned long long)restored, (unsigned long long)live[1], restore_s);
     return 0;
 }
