@@ -329,7 +329,7 @@ demo-restart:
 # DEPS: nothing else needs it); run by hand without it, the bench says
 # "plot: skipped (gnuplot not installed)".
 .PHONY: bench
-bench: $(B)/tools/shmreg-bench
+bench: $(B)/tools/shmreg-bench $(B)/tools/shmreg-sync
 	$(if $(findstring --plot,$(BENCH_ARGS)),@bash tools/install-deps gnuplot)
 	@$(B)/tools/shmreg-bench $(if $(filter-out 0,$(FULL)),--full) $(BENCH_ARGS)
 

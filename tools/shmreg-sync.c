@@ -40,6 +40,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -491,7 +492,7 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: shmreg-sync -r REGISTRY --lmdb DIR [--interval MS] [--fsync none|interval|each]\n"
-            "                   [--map-size SIZE] [--rescan SECONDS] [--once]\n"
+            "                   [--map-size SIZE] [--rescan SECONDS] [--nice N] [--once]\n"
             "\n"
             "Writes the registry behind into the LMDB sync directory DIR: every session (all\n"
             "fields, both SDPs, counters, state, times) with its dialogs, every room with its\n"
@@ -508,6 +509,8 @@ static void usage(FILE *f)
             "  --rescan SECONDS     also resync every SECONDS (0, the default: never);\n"
             "                       RTP counters change without events, so they reach\n"
             "                       the copy with the session's next change or a resync\n"
+            "  --nice N             scheduling niceness of the daemon (default 10: workers\n"
+            "                       first where CPUs are scarce)\n"
             "  --once               resync once, then exit\n"
             "\n"
             "SIGHUP: resync now. SIGTERM, SIGINT: write what is pending, then exit.\n"
@@ -543,11 +546,12 @@ int main(int argc, char **argv)
         {"registry", required_argument, NULL, 'r'}, {"lmdb", required_argument, NULL, 'l'},
         {"interval", required_argument, NULL, 'i'}, {"fsync", required_argument, NULL, 'f'},
         {"map-size", required_argument, NULL, 'm'}, {"once", no_argument, NULL, 'o'},
-        {"rescan", required_argument, NULL, 'R'},
+        {"rescan", required_argument, NULL, 'R'}, {"nice", required_argument, NULL, 'n'},
         {"help", no_argument, NULL, 'h'},           {0},
     };
     const char *reg = getenv("SHMREG_PATH"), *dir = NULL;
     uint64_t interval_ms = 100, map = 4ull << 30, rescan_s = 0;
+    long nice_v = 10;
     int fsync_mode = SINK_SYNC_INTERVAL, once = 0, ch;
     while ((ch = getopt_long(argc, argv, "r:h", lo, NULL)) != -1) {
         char *end;
@@ -581,6 +585,14 @@ int main(int argc, char **argv)
             }
             break;
         case 'o': once = 1; break;
+        case 'n':
+            errno = 0;
+            nice_v = strtol(optarg, &end, 10);
+            if (errno || *end || end == optarg || nice_v < -20 || nice_v > 19) {
+                fprintf(stderr, "shmreg-sync: --nice wants -20..19, not '%s'\n", optarg);
+                return 2;
+            }
+            break;
         case 'R':
             errno = 0;
             rescan_s = strtoull(optarg, &end, 10);
@@ -599,6 +611,11 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
+    /* Workers first: where CPUs are scarce the daemon yields to them and
+     * catches up later (coalescing absorbs the delay). Set before the
+     * poller thread is made, which inherits it. */
+    if (setpriority(PRIO_PROCESS, 0, (int)nice_v) != 0 && nice_v >= 0)
+        fprintf(stderr, "shmreg-sync: setpriority(%ld): %s (going on)\n", nice_v, strerror(errno));
     struct sigaction sa = {.sa_handler = on_signal}; /* no SA_RESTART: poll returns */
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
