@@ -452,6 +452,16 @@ static void refusals(void)
     is(test_wait(d), 0, "SIGTERM: the daemon stops, exit 0");
     is(ctl(&r, "-r", reg, "sync", "status", NULL), 1, "sync status without a daemon: exit 1");
     ctl_res_free(&r);
+    /* A warm restart: the registry survived, --if-created leaves it alone. */
+    is(ctl(&r, "-r", reg, "restore", "--from", sdir, "--if-created", NULL), 0,
+       "restore --if-created on a registry that survived: exit 0");
+    ok(strstr(r.out, "warm restart") != NULL, "... saying it restored nothing");
+    ctl_res_free(&r);
+    is(ctl(&r, "-r", reg, "restore", "--from", sdir, "--all", NULL), 1,
+       "restore without it on a registry with sessions: exit 1");
+    ok(strstr(r.err, "restore refused") != NULL, "... refused: %.200s", r.err);
+    ctl_res_free(&r);
+    is(test_stats(h).sessions, 1, "the registry kept its one session");
     is(test_stats(h).sync_pid, 0, "its claim was released");
     shmreg_close(h2);
     shmreg_destroy(other, 1);

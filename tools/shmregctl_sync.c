@@ -24,9 +24,11 @@ int cmd_restore(ctl *c, int argc, char **argv)
         {"bytes", required_argument, NULL, 'b'},
         {"handles", required_argument, NULL, 'H'},
         {"group", required_argument, NULL, 'g'},
+        {"if-created", no_argument, NULL, 'C'},
         {0},
     };
     shmreg_options opt = {.flags = SHMREG_CREATE};
+    int if_created = 0;
     const char *from = NULL;
     unsigned flags = 0;
     uint64_t v;
@@ -52,6 +54,7 @@ int cmd_restore(ctl *c, int argc, char **argv)
             opt.max_handles = (uint32_t)v;
             break;
         case 'g': opt.group = optarg; break;
+        case 'C': if_created = 1; break;
         }
     }
     int rc = ctl_operands(c, argc, argv, 0, 0);
@@ -63,7 +66,19 @@ int cmd_restore(ctl *c, int argc, char **argv)
         return ctl_usage(c, "no registry given: use -r PATH or set SHMREG_PATH");
     /* Attach, or create with the options given: restore is for a new
      * registry (after a reboot), and refuses one with sessions anyway. */
-    if ((rc = shmreg_open(c->path, &opt, &c->h)) != 0) {
+    if (if_created) /* warm restart: a registry that survived is left alone */
+        opt.flags |= SHMREG_EXCL;
+    if ((rc = shmreg_open(c->path, &opt, &c->h)) == SHMREG_EEXIST && if_created) {
+        c->h = NULL;
+        out *o = &c->o;
+        out_obj_begin(o, NULL);
+        out_cstr(o, "restored_from", NULL);
+        out_cstr(o, "skipped", "the registry exists (a warm restart): nothing restored");
+        out_obj_end(o);
+        out_doc_end(o);
+        return CTL_OK;
+    }
+    if (rc != 0) {
         c->h = NULL;
         ctl_fail(c, rc, "cannot open or create registry");
         return rc == SHMREG_EINVAL ? CTL_USAGE : CTL_NOOPEN;
