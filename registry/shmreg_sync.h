@@ -104,12 +104,12 @@ int shmreg_session_decode(const void *buf, size_t len, shmreg_session *s, shmreg
 int shmreg_room_encode(const shmreg_room *r, const shmreg_participant *p, uint32_t n,
                        void *buf, size_t cap, size_t *len);
 
-/* Decode a room record: *r (participants = *n) and p[0..*n-1], at most
- * `cap` of them (SHMREG_EFULL if the record has more; with p NULL and
- * cap 0 it only counts them into *n... and fails SHMREG_EFULL when there
- * are any: size p by r->max_participants, at most
- * SHMREG_MAX_ROOM_PARTICIPANTS). Strings point into `buf`. Errors:
- * SHMREG_EINVAL, SHMREG_EVERSION, SHMREG_ECORRUPT, SHMREG_EFULL. */
+/* Decode a room record: *r (participants = *n) and p[0..*n-1]. `p` has
+ * room for `cap` participants; size it by SHMREG_MAX_ROOM_PARTICIPANTS
+ * (a record holds at most r->max_participants). A record with more than
+ * `cap` fails SHMREG_EFULL with their number in *n. Strings point into
+ * `buf`. Errors: SHMREG_EINVAL, SHMREG_EVERSION, SHMREG_ECORRUPT,
+ * SHMREG_EFULL. */
 int shmreg_room_decode(const void *buf, size_t len, shmreg_room *r, shmreg_participant *p,
                        uint32_t cap, uint32_t *n);
 
@@ -138,7 +138,7 @@ typedef struct shmreg_sync_info {
     uint64_t ring_pos;        /* durable ring position stored with the data */
     uint64_t commit_ns;       /* time of the last commit (0: none yet) */
     uint64_t sessions, rooms; /* records stored */
-    uint64_t map_bytes;       /* LMDB map size; */
+    uint64_t map_bytes;       /* LMDB map size */
     uint64_t used_bytes;      /* pages in use * page size */
     int32_t daemon_pid;       /* pid in the lock file while a daemon holds it; 0 */
     uint32_t pad;

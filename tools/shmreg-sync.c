@@ -509,8 +509,8 @@ static void usage(FILE *f)
             "  --rescan SECONDS     also resync every SECONDS (0, the default: never);\n"
             "                       RTP counters change without events, so they reach\n"
             "                       the copy with the session's next change or a resync\n"
-            "  --nice N             scheduling niceness of the daemon (default 10: workers\n"
-            "                       first where CPUs are scarce)\n"
+            "  --nice N             scheduling niceness of the writing thread (default 10:\n"
+            "                       workers first where CPUs are scarce)\n"
             "  --once               resync once, then exit\n"
             "\n"
             "SIGHUP: resync now. SIGTERM, SIGINT: write what is pending, then exit.\n"
@@ -611,11 +611,6 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
-    /* Workers first: where CPUs are scarce the daemon yields to them and
-     * catches up later (coalescing absorbs the delay). Set before the
-     * poller thread is made, which inherits it. */
-    if (setpriority(PRIO_PROCESS, 0, (int)nice_v) != 0 && nice_v >= 0)
-        fprintf(stderr, "shmreg-sync: setpriority(%ld): %s (going on)\n", nice_v, strerror(errno));
     struct sigaction sa = {.sa_handler = on_signal}; /* no SA_RESTART: poll returns */
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
@@ -677,6 +672,13 @@ int main(int argc, char **argv)
             rc = SINK_ERR;
         }
     }
+    /* Workers first: where CPUs are scarce the writing thread yields to
+     * them and catches up later (coalescing absorbs the delay). Set after
+     * the poller thread is made: on Linux niceness is per thread, and the
+     * poller, which is cheap, keeps the default so it drains the ring
+     * before a lap even on a busy machine. */
+    if (setpriority(PRIO_PROCESS, 0, (int)nice_v) != 0 && nice_v >= 0)
+        fprintf(stderr, "shmreg-sync: setpriority(%ld): %s (going on)\n", nice_v, strerror(errno));
     if (rc == 0)
         rc = resync(&d, start_pos, "start");
     uint64_t last_scan = mono_ns();
