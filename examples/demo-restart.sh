@@ -74,7 +74,14 @@ for _ in $(seq 200); do
     [ "$n" -ge "$CALLS" ] && break
     sleep 0.05
 done
-sleep 0.3
+# Durable: the daemon's durable position covers every event published so
+# far (it moves once a second with the default --fsync interval).
+upto=$("$CTL" -r "$reg" --json stat | python3 -c 'import json,sys; print(json.load(sys.stdin)["events"]["published"])')
+for _ in $(seq 300); do
+    d=$("$CTL" -r "$reg" --json stat | python3 -c 'import json,sys; print(json.load(sys.stdin)["sync"]["durable_seq"])')
+    [ "$d" -ge "$upto" ] && break
+    sleep 0.05
+done
 "$CTL" -r "$reg" sync status --lmdb "$sync"
 
 say "the reboot: SIGKILL sipd, its workers and shmreg-sync; delete the segment"
