@@ -43,6 +43,7 @@ typedef struct sync_shared {
 } sync_shared;
 
 static char syncbin[1100];
+static char interval_arg[24] = "100";
 
 static uint64_t now_mono(void)
 {
@@ -175,7 +176,7 @@ static pid_t daemon_start(const char *reg, const char *dir, const char *log, int
         int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0600);
         if (fd >= 0)
             dup2(fd, 2);
-        execl(syncbin, "shmreg-sync", "-r", reg, "--lmdb", dir, "--fsync", "interval", "--interval", "100",
+        execl(syncbin, "shmreg-sync", "-r", reg, "--lmdb", dir, "--fsync", "interval", "--interval", interval_arg,
               once ? "--once" : NULL, (char *)NULL);
         _exit(127);
     }
@@ -224,8 +225,9 @@ static double writer_rate(const char *path, shmreg_id *ids, uint64_t n, int mode
     return (double)(o1 - o0) / ((double)(t1 - t0) / 1e9);
 }
 
-int bench_sync(const char *scratch, int json)
+int bench_sync(const char *scratch, int json, unsigned interval_ms)
 {
+    snprintf(interval_arg, sizeof interval_arg, "%u", interval_ms ? interval_ms : 100);
     char self[1024];
     ssize_t l = readlink("/proc/self/exe", self, sizeof self - 1);
     if (l <= 0)
@@ -368,11 +370,11 @@ int bench_sync(const char *scratch, int json)
         (void)live;
         return 0;
     }
-    printf("shmreg-sync (--fsync interval: one fsync a second; --interval 100 ms), one writer process,\n"
+    printf("shmreg-sync (--fsync interval: one fsync a second; --interval %s ms), one writer process,\n"
            "%.0f s per row. calls: 8 changes per call (set-up at once, tear-down of the oldest call),\n"
            "flat out or paced at 50,000 calls/s;\n"
            "round_robin: one change per session in turn (no coalescing possible). max behind: events\n"
-           "not yet durable (fsync'd), max lag: that in seconds of writing.\n\n", secs);
+           "not yet durable (fsync'd), max lag: that in seconds of writing.\n\n", interval_arg, secs);
     printf("%9s %-12s %11s %9s %11s %8s %5s %11s\n", "sessions", "workload", "changes/s", "calls/s", "max behind",
            "max lag", "laps", "catch-up ms");
     for (int p = 0; p < 2; p++)

@@ -560,6 +560,7 @@ static void usage(FILE *f)
             "  --no-redis          do not start redis-server\n"
             "  --sync              only shmreg-sync: keep-up rate at 10k and 100k sessions,\n"
             "                      worker cost daemon on vs off, restore time (about a minute)\n"
+            "  --sync-interval MS  the daemon's --interval for --sync (default 100)\n"
             "Progress goes to stderr; tables or JSON to stdout.\n");
 }
 
@@ -589,11 +590,12 @@ int main(int argc, char **argv)
         {"workloads", required_argument, 0, 'w'}, {"impls", required_argument, 0, 'i'},
         {"sdp-bytes", required_argument, 0, 's'}, {"sdp-spread", required_argument, 0, 'S'},
         {"seed", required_argument, 0, 'r'},  {"reps", required_argument, 0, 'k'},  {"no-redis", no_argument, 0, 'R'},
-        {"sync", no_argument, 0, 'Y'},
+        {"sync", no_argument, 0, 'Y'},       {"sync-interval", required_argument, 0, 'I'},
         {"help", no_argument, 0, 'h'},       {0, 0, 0, 0},
     };
     const char *procs_list = NULL;
     int sync_only = 0;
+    unsigned sync_interval = 0;
     for (int i = 0, n = 0; i < argc && n < (int)sizeof cmdline - 1; i++)
         n += snprintf(cmdline + n, sizeof cmdline - (size_t)n, "%s%s", i ? " " : "", argv[i]);
     for (int ch; (ch = getopt_long(argc, argv, "", lo, NULL)) != -1;) {
@@ -615,6 +617,7 @@ int main(int argc, char **argv)
         case 'r': opt.seed = strtoull(optarg, NULL, 10); break;
         case 'R': opt.no_redis = 1; break;
         case 'Y': sync_only = 1; break;
+        case 'I': sync_interval = (unsigned)strtoul(optarg, NULL, 10); break;
         case 'k': opt.reps = atoi(optarg); break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
@@ -665,7 +668,7 @@ int main(int argc, char **argv)
         }
     }
     if (sync_only)
-        return bench_sync(scratch, opt.json);
+        return bench_sync(scratch, opt.json, sync_interval);
     SH = mmap(NULL, sizeof *SH, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (SH == MAP_FAILED) {
         perror("shmreg-bench: mmap");
