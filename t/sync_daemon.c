@@ -695,6 +695,30 @@ static void refusals(void)
     shmreg_close(h2);
     shmreg_destroy(other, 1);
 
+    /* The registry removed under a running daemon: it says so and stops. */
+    {
+        char other2[600];
+        snprintf(other2, sizeof other2, "%s", test_dir("gone"));
+        shmreg *g;
+        shmreg_options og = {.flags = SHMREG_CREATE};
+        if (shmreg_open(other2, &og, &g) != 0)
+            bail_out("gone: %s", shmreg_errmsg());
+        snprintf(path, sizeof path, "%s-gone", sdir);
+        unlink(logpath);
+        pid_t dg = daemon_start(other2, path, NULL, NULL);
+        wait_durable(g, 0);
+        shmreg_close(g);
+        is(shmreg_destroy(other2, 1), 0, "a followed registry destroyed");
+        is(test_wait(dg), 1, "its daemon stops, exit 1");
+        f = fopen(logpath, "r");
+        err[0] = 0;
+        if (f) {
+            err[fread(err, 1, sizeof err - 1, f)] = 0;
+            fclose(f);
+        }
+        ok(strstr(err, "was removed or replaced") != NULL, "... saying the registry was removed or replaced");
+    }
+
     /* Unwritable: a read-only file system (root ignores modes). */
     char ro[600];
     snprintf(ro, sizeof ro, "%s", test_dir("ro"));

@@ -41,6 +41,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -515,8 +516,9 @@ static void usage(FILE *f)
             "\n"
             "SIGHUP: resync now. SIGTERM, SIGINT: write what is pending, then exit.\n"
             "\n"
-            "Exit status: 0 stopped by SIGTERM/SIGINT, 1 failed while running (e.g. the sync\n"
-            "directory is full), 2 usage, 3 cannot open the registry or the sync directory.\n"
+            "Exit status: 0 stopped by SIGTERM/SIGINT, 1 failed while running (the sync\n"
+            "directory full, the registry removed), 2 usage, 3 cannot open the registry or\n"
+            "the sync directory.\n"
             "See shmreg-sync(1).\n");
 }
 
@@ -682,6 +684,13 @@ int main(int argc, char **argv)
     if (rc == 0)
         rc = resync(&d, start_pos, "start");
     uint64_t last_scan = mono_ns();
+    /* The registry's segment file, to notice it removed or replaced (a
+     * new registry at the path): following a mapping nobody else sees
+     * would keep the directory's lock from the daemon of the new one. */
+    char segpath[4200];
+    struct stat seg0;
+    snprintf(segpath, sizeof segpath, "%s/segment", shmreg_path(d.h));
+    int have_seg = stat(segpath, &seg0) == 0;
     while (rc == 0 && !stop && !once) {
         struct timespec ts = {(time_t)(interval_ms / 1000), (long)(interval_ms % 1000) * 1000000L};
         nanosleep(&ts, NULL); /* a signal cuts it short */
@@ -701,6 +710,14 @@ int main(int argc, char **argv)
             rc = flush(&d, pos);
         if (rc == 0)
             rc = maybe_sync(&d);
+        struct stat seg1;
+        if (rc == 0 && have_seg &&
+            (stat(segpath, &seg1) != 0 || seg1.st_ino != seg0.st_ino || seg1.st_dev != seg0.st_dev)) {
+            snprintf(d.sink->err, sizeof d.sink->err,
+                     "registry %s was removed or replaced: stopping (the directory keeps its last state; "
+                     "start shmreg-sync again for the new registry)", reg);
+            rc = SINK_ERR;
+        }
     }
     stop = 1;
     if (have_poller)
