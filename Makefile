@@ -118,8 +118,10 @@ LIBSO     := $(B)/libshmreg.so
 
 CTL_SRC   := $(wildcard tools/shmregctl*.c)
 BENCH_SRC := $(wildcard tools/shmreg-bench*.c)
+SYNC_SRC  := $(wildcard tools/shmreg-sync*.c)
 TOOLS     := $(if $(CTL_SRC),$(B)/tools/shmregctl) \
-             $(if $(BENCH_SRC),$(B)/tools/shmreg-bench)
+             $(if $(BENCH_SRC),$(B)/tools/shmreg-bench) \
+             $(if $(SYNC_SRC),$(B)/tools/shmreg-sync)
 
 EXAMPLES  := $(sort $(patsubst examples/%/,%,$(dir $(wildcard examples/*/*.c))))
 EX_BINS   := $(EXAMPLES:%=$(B)/examples/%)
@@ -129,7 +131,7 @@ T_SRC     := $(filter-out $(T_SUPPORT),$(wildcard t/*.c))
 T_BINS    := $(T_SRC:t/%.c=$(B)/t/%.t)
 TESTS     ?= $(T_BINS)
 
-ALL_OBJ := $(LIB_OBJ) $(patsubst %.c,$(O)/%.o,$(CTL_SRC) $(BENCH_SRC) \
+ALL_OBJ := $(LIB_OBJ) $(patsubst %.c,$(O)/%.o,$(CTL_SRC) $(BENCH_SRC) $(SYNC_SRC) \
              $(T_SUPPORT) $(T_SRC) $(wildcard examples/*/*.c))
 
 .PHONY: all lib tools examples tests check test check-deps install clean layers
@@ -190,13 +192,15 @@ endif
 # Each program's objects are added as prerequisites, one line per program;
 # the link recipes below take them from $^.
 $(B)/tools/shmregctl: $(CTL_SRC:%.c=$(O)/%.o)
+# shmreg-sync: the daemon of issue 15 (tools/shmreg-sync*.c: source, sinks).
+$(B)/tools/shmreg-sync: $(SYNC_SRC:%.c=$(O)/%.o)
 # The bench counts allocations with the tests' malloc interposer: one
 # copy of that logic (t/alloc_count.c), linked into both.
 $(B)/tools/shmreg-bench: $(BENCH_SRC:%.c=$(O)/%.o) $(O)/t/alloc_count.o
 $(foreach e,$(EXAMPLES),$(eval \
   $(B)/examples/$(e): $(patsubst %.c,$(O)/%.o,$(wildcard examples/$(e)/*.c))))
 
-$(B)/tools/shmregctl $(EX_BINS): $(LIBA)
+$(B)/tools/shmregctl $(B)/tools/shmreg-sync $(EX_BINS): $(LIBA)
 	@mkdir -p $(@D)
 	$(CC) $(ALL_LDFLAGS) -o $@ $(filter %.o,$^) $(LIBA) $(LIBS)
 
@@ -317,6 +321,13 @@ check-deps:
 demo:
 	@bash examples/demo.sh
 
+# Calls survive a reboot (issue 15): sipd + shmreg-sync under sipp, all
+# SIGKILLed and the segment deleted, `shmregctl restore`, sipd again:
+# every BYE answered 200 (examples/demo-restart.sh).
+.PHONY: demo-restart
+demo-restart:
+	@bash examples/demo-restart.sh
+
 # shmreg against Redis, LMDB, a copying registry and a private hash table,
 # side by side (tools/shmreg-bench.c): the quick profile, under a minute;
 # FULL=1 runs everything (1k..1M sessions, 1..8 processes; minutes).
@@ -325,7 +336,7 @@ demo:
 # DEPS: nothing else needs it); run by hand without it, the bench says
 # "plot: skipped (gnuplot not installed)".
 .PHONY: bench
-bench: $(B)/tools/shmreg-bench
+bench: $(B)/tools/shmreg-bench $(B)/tools/shmreg-sync
 	$(if $(findstring --plot,$(BENCH_ARGS)),@bash tools/install-deps gnuplot)
 	@$(B)/tools/shmreg-bench $(if $(filter-out 0,$(FULL)),--full) $(BENCH_ARGS)
 
@@ -424,6 +435,11 @@ install: all $(B)/shmreg.pc
 ifneq ($(CTL_SRC),)
 	install -d $(DESTDIR)$(BINDIR)
 	install -m 0755 $(B)/tools/shmregctl $(DESTDIR)$(BINDIR)/
+endif
+ifneq ($(SYNC_SRC),)
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1
+	install -m 0755 $(B)/tools/shmreg-sync $(DESTDIR)$(BINDIR)/
+	install -m 0644 tools/shmreg-sync.1 $(DESTDIR)$(MANDIR)/man1/
 endif
 ifneq ($(wildcard tools/shmregctl.1),)
 	install -d $(DESTDIR)$(MANDIR)/man1

@@ -66,6 +66,8 @@ static const char *const names[SHMREG_EV_TYPE_COUNT] = {
     [SHMREG_EV_PARTICIPANT_JOINED] = "participant_joined",
     [SHMREG_EV_PARTICIPANT_STATUS] = "participant_status",
     [SHMREG_EV_PARTICIPANT_LEFT] = "participant_left",
+    [SHMREG_EV_SESSION_RESTORED] = "session_restored",
+    [SHMREG_EV_ROOM_RESTORED] = "room_restored",
 };
 
 const char *shmreg_event_name(uint32_t type)

@@ -65,6 +65,10 @@
 typedef struct reg_shared {
     _Atomic uint64_t config_gen;      /* mirrored configuration generation */
     char pad[56];
+    /* shmreg-sync's status (sync.c): its pid, the ring position it has
+     * made durable, the time of that commit. Zero in a fresh segment. */
+    _Atomic uint64_t sync_pid, sync_pos, sync_commit_ns;
+    char pad2[40];
 } reg_shared;
 
 struct shmreg {
@@ -109,7 +113,7 @@ typedef struct reg_sess {
     _Atomic uint64_t counter[SHMREG_CTR_COUNT];
     uint64_t config_gen;
     int32_t owner_pid;
-    uint32_t flags;                   /* reg_new.flags, kept for views */
+    uint32_t flags;                   /* SHMREG_SESSION_RESTORED (reg_new.flags) */
     _Atomic uint64_t dlg[SHMREG_MAX_DIALOGS_PER_SESSION];
     _Atomic uint64_t room;            /* room block offset, 0 = in no room */
 } reg_sess;
@@ -245,6 +249,11 @@ void reg_fork_watch(shmreg *h);
 void reg_open_add(shmreg *h);
 int reg_open_remove(shmreg *h);
 
+/* The fields of `f` selected by `mask` within their limits (strings
+ * SHMREG_MAX_STR, app data SHMREG_MAX_APPDATA, bytes where a length is):
+ * 0 or SHMREG_EINVAL naming the field. */
+int reg_fields_check(const shmreg_fields *f, uint32_t mask);
+
 /* A session as it is to begin: create fills it from the caller's fields;
  * a restore (of a session kept elsewhere) from its stored record. */
 typedef struct reg_new {
@@ -262,7 +271,7 @@ typedef struct reg_new {
 
 /* Build a session in a free slot, link it into the ID index and publish
  * it in one release store of its state: nobody sees it half made. The
- * fields must have been checked (check_fields' limits). A given ID that a
+ * fields must have been checked (reg_fields_check). A given ID that a
  * live session already has: SHMREG_EEXIST. Also SHMREG_EFULL, SHMREG_EBUSY,
  * SHMREG_ECORRUPT; nothing is left behind on failure. */
 int reg_session_insert(shmreg *h, const reg_new *n, shmreg_id *id_out);
@@ -344,5 +353,16 @@ void reg_event(shmreg *h, uint64_t time_ns, uint32_t type, const unsigned char *
 void reg_event_room(shmreg *h, uint64_t time_ns, uint32_t type, const unsigned char *room,
                     const unsigned char *session, int old_state, int new_state);
 void reg_event_stats(shmreg *h, shmreg_stats *st);
+
+/* shmreg-sync's status words into *st (sync.c). */
+void reg_sync_stats(shmreg *h, shmreg_stats *st);
+
+/* Recreate a room with its ID, name, capacity, times and state, and its
+ * roster (restore.c calls it; room.c has the room's layout). Participants
+ * whose session is not in the registry are skipped; *joined counts the
+ * others. Errors: SHMREG_EEXIST (a live room has the ID), SHMREG_EFULL,
+ * SHMREG_EINVAL. */
+int reg_room_restore(shmreg *h, const shmreg_room *room, const shmreg_participant *parts,
+                     uint32_t n, uint32_t *joined);
 
 #endif

@@ -460,6 +460,7 @@ int shmreg_stat(shmreg *h, shmreg_stats *st)
     reg_count(h, counts, &dialogs);
     st->sessions = (uint32_t)counts[0];
     st->dialogs = (uint32_t)dialogs;
+    reg_sync_stats(h, st); /* shmreg-sync's status words (sync.c) */
     return 0;
 }
 

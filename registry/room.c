@@ -213,6 +213,48 @@ uint32_t reg_room_count(shmreg *h)
 
 /* ------------------------------------------------------------ rooms */
 
+/* A room block, filled and not yet in the table: with `id`, or a fresh
+ * one when NULL. 0 when the heap is full. */
+static uint64_t room_block(shmreg *h, const unsigned char *id, int state, uint64_t created_ns,
+                           uint64_t config_gen, uint32_t max, shmreg_str name)
+{
+    uint64_t off = shm_alloc(&h->c, sizeof(reg_room) + (uint64_t)max * 8 + name.len, 0);
+    if (off == 0)
+        return 0;
+    reg_room *r = reg_payload((shm_blk *)(h->c.seg.base + off));
+    if (id)
+        memcpy(r->id, id, SHMREG_ID_BYTES);
+    else
+        reg_random_id(h, r->id);
+    atomic_store(&r->state, (uint64_t)state);
+    r->created_ns = created_ns;
+    r->config_gen = config_gen;
+    r->max = max;
+    r->name_len = (uint32_t)name.len;
+    for (uint32_t i = 0; i < max; i++)
+        atomic_store(&r->roster[i], 0);
+    if (name.len)
+        memcpy((char *)&r->roster[max], name.ptr, name.len);
+    return off;
+}
+
+/* Publish the room block at `off` in a free (or tombstoned) entry of the
+ * table, probing from its ID's hash: 0 and the entry in *idx, or -1 when
+ * the table is full. */
+static int room_table_put(shmreg *h, uint64_t off, const unsigned char id[SHMREG_ID_BYTES], uint32_t *idx)
+{
+    uint32_t start = room_hash(h, id);
+    for (uint32_t k = 0; k < h->room_slots; k++) {
+        uint32_t i = (start + k) & (h->room_slots - 1);
+        uint64_t cur = atomic_load(&h->rooms[i]);
+        if ((cur == 0 || cur == TOMB) && atomic_compare_exchange_strong(&h->rooms[i], &cur, off)) {
+            *idx = i;
+            return 0;
+        }
+    }
+    return -1;
+}
+
 int shmreg_room_create(shmreg *h, shmreg_str name, uint32_t max_participants, shmreg_id *room_out)
 {
     int rc = shmreg__usable(h);
@@ -222,41 +264,26 @@ int shmreg_room_create(shmreg *h, shmreg_str name, uint32_t max_participants, sh
         name.len > SHMREG_MAX_STR || (name.len && name.ptr == NULL))
         return shmreg__fail(SHMREG_EINVAL, "bad room: max_participants 1..%u, name <= %u bytes",
                             SHMREG_MAX_ROOM_PARTICIPANTS, SHMREG_MAX_STR);
-    const shm_seg *s = &h->c.seg;
     if (reg_room_count(h) >= h->room_slots / 2)
         return shmreg__fail(SHMREG_EFULL, "room table full (%u rooms)", h->room_slots / 2);
-    uint64_t off = shm_alloc(&h->c, sizeof(reg_room) + (uint64_t)max_participants * 8 + name.len, 0);
+    uint64_t now = shm_now_ns();
+    uint64_t off = room_block(h, NULL, SHMREG_ROOM_CREATING, now, atomic_load(&h->shared->config_gen),
+                              max_participants, name);
     if (off == 0)
         return shmreg__fail(SHMREG_EFULL, "registry heap full (room)");
     SHM_CRASH_POINT("room_create_allocated");
-    reg_room *r = reg_payload((shm_blk *)(s->base + off));
-    reg_random_id(h, r->id);
-    atomic_store(&r->state, SHMREG_ROOM_CREATING);
-    uint64_t now = shm_now_ns();
-    r->created_ns = now;
-    r->config_gen = atomic_load(&h->shared->config_gen);
-    r->max = max_participants;
-    r->name_len = (uint32_t)name.len;
-    for (uint32_t i = 0; i < max_participants; i++)
-        atomic_store(&r->roster[i], 0);
-    if (name.len)
-        memcpy((char *)&r->roster[max_participants], name.ptr, name.len);
     /* The ID is kept apart before publication: once in the table the room
      * may be deleted and (no read section here) its block reused. */
     shmreg_id id;
-    memcpy(id.bytes, r->id, SHMREG_ID_BYTES);
-    uint32_t start = room_hash(h, id.bytes);
-    for (uint32_t k = 0; k < h->room_slots; k++) {
-        uint32_t i = (start + k) & (h->room_slots - 1);
-        uint64_t cur = atomic_load(&h->rooms[i]);
-        if ((cur == 0 || cur == TOMB) && atomic_compare_exchange_strong(&h->rooms[i], &cur, off)) {
-            *room_out = id;
-            reg_event_room(h, now, SHMREG_EV_ROOM_CREATED, id.bytes, NULL, 0, SHMREG_ROOM_CREATING);
-            return 0;
-        }
+    memcpy(id.bytes, ((reg_room *)reg_payload((shm_blk *)(h->c.seg.base + off)))->id, SHMREG_ID_BYTES);
+    uint32_t idx;
+    if (room_table_put(h, off, id.bytes, &idx) != 0) {
+        shm_free(&h->c, off);
+        return shmreg__fail(SHMREG_EFULL, "room table full");
     }
-    shm_free(&h->c, off);
-    return shmreg__fail(SHMREG_EFULL, "room table full");
+    *room_out = id;
+    reg_event_room(h, now, SHMREG_EV_ROOM_CREATED, id.bytes, NULL, 0, SHMREG_ROOM_CREATING);
+    return 0;
 }
 
 static void all_left(shmreg *h, reg_room *r)
@@ -423,6 +450,28 @@ static int stale_claim(shmreg *h, uint64_t w, const unsigned char sid[SHMREG_ID_
     return !shm_tag_alive(&h->c.seg, REF_TAG(w));
 }
 
+/* A participant block for session `sid`, filled from `q` (uri, display
+ * name, status, audio, joined time, RTP port); 0 when the heap is full. */
+static uint64_t part_block(shmreg *h, const unsigned char sid[SHMREG_ID_BYTES], const shmreg_participant *q)
+{
+    uint64_t off = shm_alloc(&h->c, sizeof(reg_part) + q->uri.len + q->display_name.len, 0);
+    if (off == 0)
+        return 0;
+    reg_part *p = reg_payload((shm_blk *)(h->c.seg.base + off));
+    memcpy(p->sid, sid, SHMREG_ID_BYTES);
+    atomic_store(&p->status, (uint64_t)q->status);
+    atomic_store(&p->audio, q->audio_active ? 1u : 0u);
+    p->joined_ns = q->joined_ns;
+    p->rtp_port = q->rtp_port;
+    p->uri_len = (uint16_t)q->uri.len;
+    p->disp_len = (uint16_t)q->display_name.len;
+    if (q->uri.len)
+        memcpy(p->data, q->uri.ptr, q->uri.len);
+    if (q->display_name.len)
+        memcpy(p->data + q->uri.len, q->display_name.ptr, q->display_name.len);
+    return off;
+}
+
 int shmreg_room_join(shmreg *h, const shmreg_id *room, const shmreg_id *session, shmreg_str uri,
                      shmreg_str display_name, uint16_t rtp_port)
 {
@@ -458,7 +507,9 @@ int shmreg_room_join(shmreg *h, const shmreg_id *room, const shmreg_id *session,
         goto out;
     }
     SHM_CRASH_POINT("room_join_claimed");
-    uint64_t off = shm_alloc(&h->c, sizeof(reg_part) + uri.len + display_name.len, 0);
+    shmreg_participant q = {.uri = uri, .display_name = display_name, .status = SHMREG_PART_JOINING,
+                            .joined_ns = shm_now_ns(), .rtp_port = rtp_port};
+    uint64_t off = part_block(h, session->bytes, &q);
     if (off == 0) {
         atomic_compare_exchange_strong(&x->room, &mine, 0);
         rc = shmreg__fail(SHMREG_EFULL, "registry heap full (participant)");
@@ -466,17 +517,6 @@ int shmreg_room_join(shmreg *h, const shmreg_id *room, const shmreg_id *session,
     }
     SHM_CRASH_POINT("room_join_allocated");
     reg_part *p = reg_payload((shm_blk *)(h->c.seg.base + off));
-    memcpy(p->sid, session->bytes, SHMREG_ID_BYTES);
-    atomic_store(&p->status, SHMREG_PART_JOINING);
-    atomic_store(&p->audio, 0);
-    p->joined_ns = shm_now_ns();
-    p->rtp_port = rtp_port;
-    p->uri_len = (uint16_t)uri.len;
-    p->disp_len = (uint16_t)display_name.len;
-    if (uri.len)
-        memcpy(p->data, uri.ptr, uri.len);
-    if (display_name.len)
-        memcpy(p->data + uri.len, display_name.ptr, display_name.len);
     uint32_t i;
     for (i = 0; i < r->max; i++) {
         uint64_t zero = 0;
@@ -689,4 +729,91 @@ uint32_t reg_room_record_bytes(void)
 uint32_t reg_part_record_bytes(void)
 {
     return (uint32_t)sizeof(reg_part);
+}
+
+/* ------------------------------------------------------------ restore */
+
+/* A room as shmreg-sync stored it, rebuilt with its ID (restore.c). The
+ * room block is built complete, roster included, before it is published
+ * in the table, so no reader sees it half made; then each participant's
+ * session is given its room word. Restore is a cold, one-off step on a
+ * fresh registry: a restorer killed half way leaves a room whose
+ * sessions may not know it, and the cure is to restore again. */
+int reg_room_restore(shmreg *h, const shmreg_room *in, const shmreg_participant *parts, uint32_t n,
+                     uint32_t *joined)
+{
+    *joined = 0;
+    if (in->max_participants < 1 || in->max_participants > SHMREG_MAX_ROOM_PARTICIPANTS ||
+        in->name.len > SHMREG_MAX_STR || (in->name.len && in->name.ptr == NULL) ||
+        in->state < SHMREG_ROOM_CREATING || in->state > SHMREG_ROOM_TERMINATED ||
+        n > in->max_participants)
+        return shmreg__fail(SHMREG_EINVAL, "bad room to restore (state %d, %u of %u participants)",
+                            in->state, n, in->max_participants);
+    for (uint32_t k = 0; k < n; k++)
+        if (parts[k].uri.len > SHMREG_MAX_STR || parts[k].display_name.len > SHMREG_MAX_STR ||
+            parts[k].status < SHMREG_PART_JOINING || parts[k].status > SHMREG_PART_LEFT)
+            return shmreg__fail(SHMREG_EINVAL, "bad participant %u to restore", k);
+    if (reg_room_count(h) >= h->room_slots / 2)
+        return shmreg__fail(SHMREG_EFULL, "room table full (%u rooms)", h->room_slots / 2);
+    int rc = 0;
+    uint32_t idx;
+    reg_room *r;
+    uint64_t st;
+    shm_read_enter(&h->c);
+    if (room_find(h, in->id.bytes, &idx, &r, &st) == 0) {
+        rc = shmreg__fail(SHMREG_EEXIST, "a room with this ID exists already");
+        goto out;
+    }
+    uint64_t off = room_block(h, in->id.bytes, in->state, in->created_ns, in->config_gen,
+                              in->max_participants, in->name);
+    if (off == 0) {
+        rc = shmreg__fail(SHMREG_EFULL, "registry heap full (room)");
+        goto out;
+    }
+    r = reg_payload((shm_blk *)(h->c.seg.base + off));
+    uint32_t used = 0;
+    for (uint32_t k = 0; k < n; k++) {
+        const shmreg_participant *q = &parts[k];
+        uint32_t si;
+        uint64_t sst;
+        if (reg_lookup(h, q->session.bytes, &si, &sst) != 0)
+            continue; /* its session was not restored */
+        uint64_t po = part_block(h, q->session.bytes, q);
+        if (po == 0) {
+            rc = shmreg__fail(SHMREG_EFULL, "registry heap full (participant)");
+            break;
+        }
+        atomic_store(&r->roster[used++], po);
+    }
+    if (rc) {
+        for (uint32_t i = 0; i < used; i++)
+            shm_free(&h->c, atomic_load(&r->roster[i]));
+        shm_free(&h->c, off);
+        goto out;
+    }
+    if (room_table_put(h, off, in->id.bytes, &idx) != 0) {
+        for (uint32_t i = 0; i < used; i++)
+            shm_free(&h->c, atomic_load(&r->roster[i]));
+        shm_free(&h->c, off);
+        rc = shmreg__fail(SHMREG_EFULL, "room table full");
+        goto out;
+    }
+    /* Published: now each session learns its room. One already in a
+     * room (a forced restore over live sessions) leaves this roster. */
+    uint64_t mine = room_ref(h, idx);
+    for (uint32_t i = 0; i < used; i++) {
+        uint64_t po = atomic_load(&r->roster[i]);
+        reg_part *p = part_at(h, po);
+        uint32_t si;
+        uint64_t sst, zero = 0;
+        if (p && reg_lookup(h, p->sid, &si, &sst) == 0 &&
+            atomic_compare_exchange_strong(&reg_slot(h, si)->room, &zero, mine))
+            (*joined)++;
+        else if (p)
+            roster_remove(h, r, idx, i, po);
+    }
+    reg_event_room(h, 0, SHMREG_EV_ROOM_RESTORED, in->id.bytes, NULL, 0, in->state);
+out:
+    shm_read_leave(&h->c);
+    return rc;
 }

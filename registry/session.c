@@ -35,7 +35,7 @@ void (*reg_test_after_swap)(shmreg *h, const unsigned char id[SHMREG_ID_BYTES]);
 
 /* ------------------------------------------------------------ building blocks */
 
-static int check_fields(const shmreg_fields *f, uint32_t mask)
+int reg_fields_check(const shmreg_fields *f, uint32_t mask)
 {
     if (mask & ~SHMREG_MASK_ALL)
         return shmreg__fail(SHMREG_EINVAL, "field mask 0x%x has unknown bits", mask);
@@ -263,7 +263,7 @@ int shmreg_session_create(shmreg *h, const shmreg_fields *f, shmreg_id *id_out)
         return rc;
     if (id_out == NULL)
         return shmreg__fail(SHMREG_EINVAL, "NULL id_out");
-    if ((rc = check_fields(f, f ? SHMREG_MASK_ALL : 0)) != 0)
+    if ((rc = reg_fields_check(f, f ? SHMREG_MASK_ALL : 0)) != 0)
         return rc;
     reg_new n = {
         .f = f,
@@ -284,7 +284,7 @@ int shmreg_session_update(shmreg *h, const shmreg_id *id, const shmreg_fields *f
         return rc;
     if (id == NULL || f == NULL || mask == 0)
         return shmreg__fail(SHMREG_EINVAL, "NULL id/fields or empty mask");
-    if ((rc = check_fields(f, mask)) != 0)
+    if ((rc = reg_fields_check(f, mask)) != 0)
         return rc;
     uint32_t si;
     uint64_t st, now;

@@ -348,7 +348,8 @@ typedef struct shmreg_session {
     uint64_t config_gen;                /* config generation at create */
     uint64_t counter[SHMREG_CTR_MAX];   /* [SHMREG_CTR_COUNT..] are 0 */
     uint32_t ndialogs;                  /* dialogs bound to it */
-    uint64_t reserved[8];        /* reserved for later fields (see "growth") */
+    uint64_t flags;                     /* SHMREG_SESSION_RESTORED (shmreg_sync.h) */
+    uint64_t reserved[7];        /* reserved for later fields (see "growth") */
 } shmreg_session;
 
 /* Room for a new block or slot: an allocation that finds the heap or the
@@ -487,7 +488,15 @@ typedef struct shmreg_stats {
     uint64_t events_dropped;     /* publishes abandoned (slot held by a stalled producer) */
     uint64_t events_stolen;      /* ring slots taken back from dead producers */
     uint32_t max_rooms, rooms;   /* conference rooms: capacity, in use */
-    uint64_t reserved[16];        /* reserved for later fields (see "growth") */
+    /* shmreg-sync (shmreg_sync.h): the ring position it has made durable
+     * (every event with seq < it is on disk), how many events it is
+     * behind (events_published - sync_durable_seq), the time of its last
+     * durable commit (0: never), its pid (0: none claimed) and whether
+     * that process is alive. */
+    uint64_t sync_durable_seq, sync_behind, sync_commit_ns;
+    int32_t sync_pid;
+    uint32_t sync_alive;
+    uint64_t reserved[12];        /* reserved for later fields (see "growth") */
 } shmreg_stats;
 
 /* Fill *st. Takes no lock; figures are a moment's snapshot.
@@ -720,6 +729,8 @@ enum shmreg_event_type {
     SHMREG_EV_PARTICIPANT_JOINED = 12, /* room, session, new_state (Joining) */
     SHMREG_EV_PARTICIPANT_STATUS = 13, /* room, session, old_state, new_state */
     SHMREG_EV_PARTICIPANT_LEFT = 14,   /* room, session, new_state (Left) */
+    SHMREG_EV_SESSION_RESTORED = 15,   /* session, new_state: restored (shmreg_sync.h) */
+    SHMREG_EV_ROOM_RESTORED = 16,      /* room, new_state: restored (shmreg_sync.h) */
     SHMREG_EV_TYPE_COUNT
 };
 #define SHMREG_EV_MASK(type) (1u << (type))
@@ -804,6 +815,13 @@ int shmreg_event_parse(const char *name, uint32_t *type);
  * their documents and text format: the config half of the API, declared
  * and documented in shmreg_config.h. */
 #include "shmreg_config.h"
+
+/* ---------------------------------------------------------------- sync, restore
+ *
+ * Persistence behind the registry (shmreg-sync, a daemon) and restore of
+ * a new registry from what it wrote: declared and documented in
+ * shmreg_sync.h. */
+#include "shmreg_sync.h"
 
 #ifdef __cplusplus
 }

@@ -176,6 +176,7 @@ static int session_view(shmreg *h, uint32_t si, uint64_t st, shmreg_session *out
     out->updated_ns = atomic_load_explicit(&x->updated_ns, memory_order_relaxed);
     out->owner_pid = x->owner_pid;
     out->config_gen = x->config_gen;
+    out->flags = x->flags;
     for (unsigned i = 0; i < SHMREG_CTR_COUNT; i++)
         out->counter[i] = atomic_load_explicit(&x->counter[i], memory_order_relaxed);
     out->ndialogs = 0;

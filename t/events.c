@@ -169,6 +169,7 @@ static void test_names_and_arguments(void)
         NULL, "session_created", "state_changed", "sdp_updated", "session_updated",
         "session_deleted", "dialog_bound", "dialog_unbound", "config_changed", "custom",
         "room_created", "room_state", "participant_joined", "participant_status", "participant_left",
+        "session_restored", "room_restored",
     };
     int names_ok = 1, parse_ok = 1;
     for (uint32_t t = 1; t < SHMREG_EV_TYPE_COUNT; t++) {

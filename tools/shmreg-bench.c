@@ -562,6 +562,9 @@ static void usage(FILE *f)
             "                      an earlier run (its --json output), and shmreg's ratio to\n"
             "                      the limit then and now: what a change gained or lost\n"
             "                      (printed after the tables; not with --json)\n"
+            "  --sync              only shmreg-sync: keep-up rate at 10k and 100k sessions,\n"
+            "                      worker cost daemon on vs off, restore time (about a minute)\n"
+            "  --sync-interval MS  the daemon's --interval for --sync (default 100)\n"
             "Progress goes to stderr; tables or JSON to stdout.\n");
 }
 
@@ -592,9 +595,12 @@ int main(int argc, char **argv)
         {"sdp-bytes", required_argument, 0, 's'}, {"sdp-spread", required_argument, 0, 'S'},
         {"seed", required_argument, 0, 'r'},  {"reps", required_argument, 0, 'k'},  {"no-redis", no_argument, 0, 'R'},
         {"compare", required_argument, 0, 'C'},
+        {"sync", no_argument, 0, 'Y'},       {"sync-interval", required_argument, 0, 'I'},
         {"help", no_argument, 0, 'h'},       {0, 0, 0, 0},
     };
     const char *procs_list = NULL;
+    int sync_only = 0;
+    unsigned sync_interval = 0;
     for (int i = 0, n = 0; i < argc && n < (int)sizeof cmdline - 1; i++)
         n += snprintf(cmdline + n, sizeof cmdline - (size_t)n, "%s%s", i ? " " : "", argv[i]);
     for (int ch; (ch = getopt_long(argc, argv, "", lo, NULL)) != -1;) {
@@ -615,6 +621,8 @@ int main(int argc, char **argv)
         case 'S': opt.sdp_spread = (unsigned)atoi(optarg); break;
         case 'r': opt.seed = strtoull(optarg, NULL, 10); break;
         case 'R': opt.no_redis = 1; break;
+        case 'Y': sync_only = 1; break;
+        case 'I': sync_interval = (unsigned)strtoul(optarg, NULL, 10); break;
         case 'k': opt.reps = atoi(optarg); break;
         case 'C': opt.compare = optarg; break;
         case 'h': usage(stdout); return 0;
@@ -665,6 +673,8 @@ int main(int argc, char **argv)
             return 1;
         }
     }
+    if (sync_only)
+        return bench_sync(scratch, opt.json, sync_interval);
     SH = mmap(NULL, sizeof *SH, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (SH == MAP_FAILED) {
         perror("shmreg-bench: mmap");

@@ -262,6 +262,12 @@ extern bench_opts opt;
 
 /* The session count the headline figures and targets are taken at. */
 uint64_t main_point(void);
+
+/* `shmreg-bench --sync` (shmreg-bench-sync.c): shmreg-sync's keep-up rate,
+ * its cost to a worker, restore time, the daemon run with --interval
+ * interval_ms (0: 100). Scratch registries go in `scratch`; prints a
+ * table (or JSON); 0 or 1. */
+int bench_sync(const char *scratch, int json, unsigned interval_ms);
 /* Processes to run a workload with at a given session count (0: not run). */
 int procs_for(uint64_t point, int wl, unsigned *out);
 

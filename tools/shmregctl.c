@@ -100,6 +100,21 @@ static const ctl_cmd commands[] = {
     {"metrics", cmd_metrics, "", "The stat figures in Prometheus text format.\n"},
     {"rooms", cmd_rooms, "", "Conference rooms: state, participants, name.\n"},
     {"room", cmd_room, "ID", "One room and its roster, with each participant's status.\n"},
+    {"restore", cmd_restore, "--from DIR [--all] [--force] [--if-created] [--sessions N] [--bytes SIZE] [--handles N]",
+     "Rebuild the registry from a sync directory written by shmreg-sync (creating\n"
+     "the registry, with the create options given, if it does not exist). Sessions\n"
+     "keep their IDs and every field; they are flagged restored.\n"
+     "  --from DIR       the sync directory\n"
+     "  --all            also early (Initiating, Ringing), Terminating and finished\n"
+     "                   calls; default: Active, OnHold, Transferring only\n"
+     "  --force          restore into a registry that already has sessions\n"
+     "  --if-created     only when this command creates the registry: one that\n"
+     "                   survived (a warm restart) is left alone, exit 0\n"},
+    {"sync status", cmd_sync_status, "[--lmdb DIR]",
+     "The shmreg-sync daemon following the registry: its pid, the ring position it\n"
+     "has made durable, how many events it is behind, its last commit; with --lmdb,\n"
+     "what the sync directory holds. Exit 1 when no daemon follows the registry.\n"
+     "  --lmdb DIR       also read the sync directory DIR\n"},
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
 

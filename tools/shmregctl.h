@@ -234,5 +234,9 @@ int cmd_config_dump(ctl *, int, char **);
 int cmd_events(ctl *, int, char **);
 int cmd_rooms(ctl *, int, char **);
 int cmd_room(ctl *, int, char **);
+int cmd_restore(ctl *, int, char **);
+int cmd_sync_status(ctl *, int, char **);
+/* stat's "sync" object: the daemon's status words (shmregctl_sync.c). */
+void ctl_sync_fields(out *o, const shmreg_stats *st);
 
 #endif

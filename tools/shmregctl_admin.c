@@ -215,6 +215,8 @@ static int stat_report(ctl *c)
     out_u64(o, "stolen", st->events_stolen);
     out_obj_end(o);
 
+    ctl_sync_fields(o, st);
+
     out_obj_begin(o, "config");
     out_u64(o, "gen", st->config_gen);
     out_arr_begin(o, "configs");
@@ -303,6 +305,15 @@ int cmd_metrics(ctl *c, int argc, char **argv)
     metric(o, "shmreg_events_stolen_total", "counter",
            "Ring slots taken back from dead producers (skipped by subscribers).",
            (double)st->events_stolen, 1);
+    metric(o, "shmreg_sync_daemon_up", "gauge", "1 when a live shmreg-sync follows the registry.",
+           st->sync_alive, 1);
+    metric(o, "shmreg_sync_durable_seq", "gauge", "Ring position shmreg-sync has made durable.",
+           (double)st->sync_durable_seq, 1);
+    metric(o, "shmreg_sync_behind_events", "gauge", "Events published and not yet durable.",
+           (double)(st->sync_commit_ns ? st->sync_behind : st->events_published), 1);
+    metric(o, "shmreg_sync_last_commit_timestamp_seconds", "gauge",
+           "When shmreg-sync last made changes durable (0: never).",
+           (double)(st->sync_commit_ns / 1000000000u), 1);
     metric(o, "shmreg_config_generation", "gauge", "Registry config generation.",
            (double)st->config_gen, 1);
     metric(o, "shmreg_created_timestamp_seconds", "gauge", "When the registry was created.",

@@ -120,7 +120,7 @@ static void event_row(ctl *c, const shmreg_event *e)
         break;
     }
     }
-    if (e->type >= SHMREG_EV_ROOM_CREATED && e->type <= SHMREG_EV_PARTICIPANT_LEFT) {
+    if ((e->type >= SHMREG_EV_ROOM_CREATED && e->type <= SHMREG_EV_PARTICIPANT_LEFT) || e->type == SHMREG_EV_ROOM_RESTORED) {
         out_id(o, "room", &e->room);
         char rid[SHMREG_ID_TEXT_LEN + 1];
         shmreg_id_format(&e->room, rid);
