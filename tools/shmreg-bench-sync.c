@@ -169,6 +169,23 @@ static void writer(const char *path, shmreg_id *ids, uint64_t n, int mode, sync_
     _exit(0);
 }
 
+/* A bare subscriber draining the ring as the daemon's poller does (256
+ * at a time, a 5 ms nap when drained), writing nothing: what reading
+ * every event costs a worker, apart from writing them to disk. */
+static void bare_subscriber(const char *path)
+{
+    shmreg *h;
+    shmreg_sub *sub;
+    if (shmreg_open(path, NULL, &h) || shmreg_subscribe(h, SHMREG_EV_ALL, NULL, &sub))
+        _exit(2);
+    shmreg_event ev[256];
+    for (;;) {
+        uint64_t missed;
+        if (shmreg_poll(sub, ev, 256, 0, &missed) < 256)
+            nap_ms(5);
+    }
+}
+
 static pid_t daemon_start(const char *reg, const char *dir, const char *log, int once)
 {
     pid_t pid = fork();
@@ -271,7 +288,7 @@ int bench_sync(const char *scratch, int json, unsigned interval_ms)
     double rate[2][NW] = {{0}}, catchup_ms[2][NW] = {{0}}, secs = 4.0;
     uint64_t maxbehind[2][NW] = {{0}}, laps[2][NW] = {{0}}, live[2] = {0};
     double dcpu[2][NW] = {{0}}; /* the daemon's CPU, in cores, while the writer ran */
-    double cost_tr[2] = {0}, cost_sdp[2] = {0}, restore_s = 0;
+    double cost_tr[3] = {0}, cost_sdp[3] = {0}, restore_s = 0; /* off, on, bare subscriber */
     uint64_t restored = 0;
     char reg[600], dir[600], log[600];
     for (int p = 0; p < 2; p++) {
@@ -307,8 +324,23 @@ int bench_sync(const char *scratch, int json, unsigned interval_ms)
                 cost_tr[on] = a > cost_tr[on] ? a : cost_tr[on];
                 cost_sdp[on] = b > cost_sdp[on] ? b : cost_sdp[on];
             }
-        if (p == 0)
+        if (p == 0) {
+            kill(d, SIGTERM); /* the bare subscriber alone, no daemon */
+            waitpid(d, NULL, 0);
+            for (int r = 0; r < 3; r++) {
+                pid_t b = fork();
+                if (b == 0)
+                    bare_subscriber(reg);
+                nap_ms(50);
+                double a = writer_rate(reg, ids, n, 0, 1.0, sh), c = writer_rate(reg, ids, n, 1, 1.0, sh);
+                kill(b, SIGKILL);
+                waitpid(b, NULL, 0);
+                cost_tr[2] = a > cost_tr[2] ? a : cost_tr[2];
+                cost_sdp[2] = c > cost_sdp[2] ? c : cost_sdp[2];
+            }
+            d = daemon_start(reg, dir, log, 0);
             wait_durable(h, 60000);
+        }
         /* keep-up: calls, then the round robin */
         for (int m = 0; m < NW; m++) {
             int laps0 = count_in(log, "lapped");
@@ -386,8 +418,9 @@ int bench_sync(const char *scratch, int json, unsigned interval_ms)
                        (unsigned long long)maxbehind[p][m], rate[p][m] ? maxbehind[p][m] / rate[p][m] : 0,
                        (unsigned long long)laps[p][m], catchup_ms[p][m], dcpu[p][m]);
         printf("], \"worker\": {\"transition_off\": %.0f, \"transition_on\": %.0f, \"sdp_replace_off\": %.0f, "
-               "\"sdp_replace_on\": %.0f}, \"restore\": {\"sessions\": %llu, \"seconds\": %.3f}}}\n",
-               cost_tr[0], cost_tr[1], cost_sdp[0], cost_sdp[1], (unsigned long long)restored, restore_s);
+               "\"sdp_replace_on\": %.0f, \"transition_bare_subscriber\": %.0f, \"sdp_replace_bare_subscriber\": %.0f}, \"restore\": {\"sessions\": %llu, \"seconds\": %.3f}}}\n",
+               cost_tr[0], cost_tr[1], cost_sdp[0], cost_sdp[1], cost_tr[2], cost_sdp[2], (unsigned long long)restored,
+               restore_s);
         (void)live;
         return 0;
     }
@@ -406,10 +439,11 @@ int bench_sync(const char *scratch, int json, unsigned interval_ms)
                    rate[p][m] ? maxbehind[p][m] / rate[p][m] : 0, (unsigned long long)laps[p][m],
                    catchup_ms[p][m], dcpu[p][m]);
     printf("\nworker cost, 10k sessions, one writer, best of 5 x 1 s, off/on interleaved (ops/s):\n");
-    printf("  %-12s daemon off %10.0f   on %10.0f   on/off %.3f\n", "transition", cost_tr[0], cost_tr[1],
-           cost_tr[0] ? cost_tr[1] / cost_tr[0] : 0);
-    printf("  %-12s daemon off %10.0f   on %10.0f   on/off %.3f\n", "sdp_replace", cost_sdp[0], cost_sdp[1],
-           cost_sdp[0] ? cost_sdp[1] / cost_sdp[0] : 0);
+    printf("  %-12s daemon off %10.0f   on %10.0f   on/off %.3f   bare subscriber/off %.3f\n", "transition",
+           cost_tr[0], cost_tr[1], cost_tr[0] ? cost_tr[1] / cost_tr[0] : 0, cost_tr[0] ? cost_tr[2] / cost_tr[0] : 0);
+    printf("  %-12s daemon off %10.0f   on %10.0f   on/off %.3f   bare subscriber/off %.3f\n", "sdp_replace",
+           cost_sdp[0], cost_sdp[1], cost_sdp[0] ? cost_sdp[1] / cost_sdp[0] : 0,
+           cost_sdp[0] ? cost_sdp[2] / cost_sdp[0] : 0);
     if (atomic_load(&sh->fails))
         printf("\nnote: %llu changes were refused (they are counted in the rates)\n",
                (unsigned long long)atomic_load(&sh->fails));
