@@ -169,6 +169,23 @@ static void writer(const char *path, shmreg_id *ids, uint64_t n, int mode, sync_
     _exit(0);
 }
 
+/* A bare subscriber draining the ring as the daemon's poller does (256
+ * at a time, a 5 ms nap when drained), writing nothing: what reading
+ * every event costs a worker, apart from writing them to disk. */
+static void bare_subscriber(const char *path)
+{
+    shmreg *h;
+    shmreg_sub *sub;
+    if (shmreg_open(path, NULL, &h) || shmreg_subscribe(h, SHMREG_EV_ALL, NULL, &sub))
+        _exit(2);
+    shmreg_event ev[256];
+    for (;;) {
+        uint64_t missed;
+        if (shmreg_poll(sub, ev, 256, 0, &missed) < 256)
+            nap_ms(5);
+    }
+}
+
 static pid_t daemon_start(const char *reg, const char *dir, const char *log, int once)
 {
     pid_t pid = fork();
@@ -193,6 +210,24 @@ static int wait_durable(shmreg *h, unsigned max_ms)
         nap_ms(20);
     }
     return -1;
+}
+
+/* CPU seconds process `pid` has used (user + system), from /proc. */
+static double cpu_of(pid_t pid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    const char *p = strrchr(buf, ')'); /* the name may hold spaces */
+    unsigned long long ut = 0, st = 0;
+    if (p && sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) == 2)
+        return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+    return 0;
 }
 
 static int count_in(const char *path, const char *needle)
@@ -252,7 +287,8 @@ int bench_sync(const char *scratch, int json, unsigned interval_ms)
     enum { NW = 3 };
     double rate[2][NW] = {{0}}, catchup_ms[2][NW] = {{0}}, secs = 4.0;
     uint64_t maxbehind[2][NW] = {{0}}, laps[2][NW] = {{0}}, live[2] = {0};
-    double cost_tr[2] = {0}, cost_sdp[2] = {0}, restore_s = 0;
+    double dcpu[2][NW] = {{0}}; /* the daemon's CPU, in cores, while the writer ran */
+    double cost_tr[3] = {0}, cost_sdp[3] = {0}, restore_s = 0; /* off, on, bare subscriber */
     uint64_t restored = 0;
     char reg[600], dir[600], log[600];
     for (int p = 0; p < 2; p++) {
@@ -288,8 +324,23 @@ int bench_sync(const char *scratch, int json, unsigned interval_ms)
                 cost_tr[on] = a > cost_tr[on] ? a : cost_tr[on];
                 cost_sdp[on] = b > cost_sdp[on] ? b : cost_sdp[on];
             }
-        if (p == 0)
+        if (p == 0) {
+            kill(d, SIGTERM); /* the bare subscriber alone, no daemon */
+            waitpid(d, NULL, 0);
+            for (int r = 0; r < 3; r++) {
+                pid_t b = fork();
+                if (b == 0)
+                    bare_subscriber(reg);
+                nap_ms(50);
+                double a = writer_rate(reg, ids, n, 0, 1.0, sh), c = writer_rate(reg, ids, n, 1, 1.0, sh);
+                kill(b, SIGKILL);
+                waitpid(b, NULL, 0);
+                cost_tr[2] = a > cost_tr[2] ? a : cost_tr[2];
+                cost_sdp[2] = c > cost_sdp[2] ? c : cost_sdp[2];
+            }
+            d = daemon_start(reg, dir, log, 0);
             wait_durable(h, 60000);
+        }
         /* keep-up: calls, then the round robin */
         for (int m = 0; m < NW; m++) {
             int laps0 = count_in(log, "lapped");
@@ -302,6 +353,7 @@ int bench_sync(const char *scratch, int json, unsigned interval_ms)
             while (atomic_load(&sh->ops) == 0) /* the window opens when the writer writes */
                 nap_ms(1);
             uint64_t t0 = now_mono(), o0 = atomic_load(&sh->ops);
+            double cpu0 = cpu_of(d);
             while (now_mono() - t0 < (uint64_t)(secs * 1e9)) {
                 shmreg_stats st;
                 shmreg_stat(h, &st);
@@ -310,6 +362,7 @@ int bench_sync(const char *scratch, int json, unsigned interval_ms)
                 nap_ms(100); /* shmreg_stat walks the table: sample gently */
             }
             uint64_t ops = atomic_load(&sh->ops) - o0, t1 = now_mono();
+            dcpu[p][m] = (cpu_of(d) - cpu0) / ((double)(t1 - t0) / 1e9);
             atomic_store(&sh->stop, 1);
             waitpid(w, NULL, 0);
             rate[p][m] = (double)ops / ((double)(t1 - t0) / 1e9);
@@ -360,13 +413,14 @@ int bench_sync(const char *scratch, int json, unsigned interval_ms)
             for (int m = 0; m < NW; m++)
                 printf("%s{\"sessions\": %llu, \"workload\": \"%s\", \"changes_per_s\": %.0f, "
                        "\"calls_per_s\": %.0f, \"max_behind_events\": %llu, \"max_lag_s\": %.3f, "
-                       "\"laps\": %llu, \"catch_up_ms\": %.1f}",
+                       "\"laps\": %llu, \"catch_up_ms\": %.1f, \"daemon_cpus\": %.2f}",
                        p || m ? ", " : "", (unsigned long long)points[p], wl[m], rate[p][m], rate[p][m] / 8,
                        (unsigned long long)maxbehind[p][m], rate[p][m] ? maxbehind[p][m] / rate[p][m] : 0,
-                       (unsigned long long)laps[p][m], catchup_ms[p][m]);
+                       (unsigned long long)laps[p][m], catchup_ms[p][m], dcpu[p][m]);
         printf("], \"worker\": {\"transition_off\": %.0f, \"transition_on\": %.0f, \"sdp_replace_off\": %.0f, "
-               "\"sdp_replace_on\": %.0f}, \"restore\": {\"sessions\": %llu, \"seconds\": %.3f}}}\n",
-               cost_tr[0], cost_tr[1], cost_sdp[0], cost_sdp[1], (unsigned long long)restored, restore_s);
+               "\"sdp_replace_on\": %.0f, \"transition_bare_subscriber\": %.0f, \"sdp_replace_bare_subscriber\": %.0f}, \"restore\": {\"sessions\": %llu, \"seconds\": %.3f}}}\n",
+               cost_tr[0], cost_tr[1], cost_sdp[0], cost_sdp[1], cost_tr[2], cost_sdp[2], (unsigned long long)restored,
+               restore_s);
         (void)live;
         return 0;
     }
@@ -374,20 +428,22 @@ int bench_sync(const char *scratch, int json, unsigned interval_ms)
            "%.0f s per row. calls: 8 changes per call (set-up at once, tear-down of the oldest call),\n"
            "flat out or paced at 50,000 calls/s;\n"
            "round_robin: one change per session in turn (no coalescing possible). max behind: events\n"
-           "not yet durable (fsync'd), max lag: that in seconds of writing.\n\n", interval_arg, secs);
-    printf("%9s %-12s %11s %9s %11s %8s %5s %11s\n", "sessions", "workload", "changes/s", "calls/s", "max behind",
-           "max lag", "laps", "catch-up ms");
+           "not yet durable (fsync'd), max lag: that in seconds of writing. daemon: CPUs it used\n"
+           "meanwhile (1.00c: one core).\n\n", interval_arg, secs);
+    printf("%9s %-12s %11s %9s %11s %8s %5s %11s %7s\n", "sessions", "workload", "changes/s", "calls/s",
+           "max behind", "max lag", "laps", "catch-up ms", "daemon");
     for (int p = 0; p < 2; p++)
         for (int m = 0; m < NW; m++)
-            printf("%9llu %-12s %11.0f %9.0f %11llu %7.2fs %5llu %11.1f\n", (unsigned long long)points[p], wl[m],
-                   rate[p][m], rate[p][m] / 8, (unsigned long long)maxbehind[p][m],
+            printf("%9llu %-12s %11.0f %9.0f %11llu %7.2fs %5llu %11.1f %6.2fc\n", (unsigned long long)points[p],
+                   wl[m], rate[p][m], rate[p][m] / 8, (unsigned long long)maxbehind[p][m],
                    rate[p][m] ? maxbehind[p][m] / rate[p][m] : 0, (unsigned long long)laps[p][m],
-                   catchup_ms[p][m]);
+                   catchup_ms[p][m], dcpu[p][m]);
     printf("\nworker cost, 10k sessions, one writer, best of 5 x 1 s, off/on interleaved (ops/s):\n");
-    printf("  %-12s daemon off %10.0f   on %10.0f   on/off %.3f\n", "transition", cost_tr[0], cost_tr[1],
-           cost_tr[0] ? cost_tr[1] / cost_tr[0] : 0);
-    printf("  %-12s daemon off %10.0f   on %10.0f   on/off %.3f\n", "sdp_replace", cost_sdp[0], cost_sdp[1],
-           cost_sdp[0] ? cost_sdp[1] / cost_sdp[0] : 0);
+    printf("  %-12s daemon off %10.0f   on %10.0f   on/off %.3f   bare subscriber/off %.3f\n", "transition",
+           cost_tr[0], cost_tr[1], cost_tr[0] ? cost_tr[1] / cost_tr[0] : 0, cost_tr[0] ? cost_tr[2] / cost_tr[0] : 0);
+    printf("  %-12s daemon off %10.0f   on %10.0f   on/off %.3f   bare subscriber/off %.3f\n", "sdp_replace",
+           cost_sdp[0], cost_sdp[1], cost_sdp[0] ? cost_sdp[1] / cost_sdp[0] : 0,
+           cost_sdp[0] ? cost_sdp[2] / cost_sdp[0] : 0);
     if (atomic_load(&sh->fails))
         printf("\nnote: %llu changes were refused (they are counted in the rates)\n",
                (unsigned long long)atomic_load(&sh->fails));
