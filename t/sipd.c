@@ -60,38 +60,6 @@ static const char *sipp = "/usr/bin/sipp";
 
 /* ------------------------------------------------------------ processes */
 
-static pid_t groups[16];   /* process groups to kill on the way out */
-static int ngroups;
-
-static void track(pid_t pg)
-{
-    if (ngroups < 16)
-        groups[ngroups++] = pg;
-}
-
-static void untrack(pid_t pg)
-{
-    for (int i = 0; i < ngroups; i++)
-        if (groups[i] == pg)
-            groups[i] = groups[--ngroups];
-}
-
-static void kill_all(void)
-{
-    for (int i = 0; i < ngroups; i++)
-        kill(-groups[i], SIGKILL);
-}
-
-static void on_alarm(int sig)
-{
-    (void)sig;
-    kill_all();
-    static const char msg[] = "Bail out!  watchdog: the test took too long\n";
-    ssize_t w = write(1, msg, sizeof msg - 1);
-    (void)w;
-    _exit(255);
-}
-
 static uint64_t now_ms(void)
 {
     struct timespec ts;
@@ -99,29 +67,6 @@ static uint64_t now_ms(void)
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-/* Start argv in a new process group, stdout and stderr to `out` (appended). */
-static pid_t start(char *const argv[], const char *out)
-{
-    fflush(NULL);
-    pid_t pid = fork();
-    if (pid < 0)
-        bail_out("fork: %s", strerror(errno));
-    if (pid == 0) {
-        setpgid(0, 0);
-        int fd = open(out, O_WRONLY | O_CREAT | O_APPEND, 0600);
-        int nul = open("/dev/null", O_RDONLY);
-        if (fd < 0 || nul < 0)
-            _exit(126);
-        dup2(nul, 0);
-        dup2(fd, 1);
-        dup2(fd, 2);
-        execv(argv[0], argv);
-        _exit(127);
-    }
-    setpgid(pid, pid);     /* both sides: no race with kill(-pid) */
-    track(pid);
-    return pid;
-}
 
 /* Wait for pid at most ms; -1 on timeout (the group is then killed). */
 static int wait_for(pid_t pid, unsigned ms)
@@ -131,7 +76,7 @@ static int wait_for(pid_t pid, unsigned ms)
         int st;
         pid_t r = waitpid(pid, &st, WNOHANG);
         if (r == pid) {
-            untrack(pid);
+            test_untrack(pid);
             kill(-pid, SIGKILL);   /* stray members of its group, if any */
             return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
         }
@@ -140,7 +85,7 @@ static int wait_for(pid_t pid, unsigned ms)
         if (now_ms() >= end) {
             kill(-pid, SIGKILL);
             waitpid(pid, &st, 0);
-            untrack(pid);
+            test_untrack(pid);
             diag("pid %d did not finish in %u ms: killed", (int)pid, ms);
             return -1;
         }
@@ -195,17 +140,6 @@ static int str_is_(sip_str s, const char *want)
 
 /* ------------------------------------------------------------ UDP */
 
-static unsigned free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_DGRAM, 0);
-    struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-    socklen_t l = sizeof a;
-    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) != 0 ||
-        getsockname(fd, (struct sockaddr *)&a, &l) != 0)
-        bail_out("free port: %s", strerror(errno));
-    close(fd);
-    return ntohs(a.sin_port);
-}
 
 typedef struct client {
     int fd;
@@ -312,14 +246,14 @@ static int sipd_start(server *s, const char *name, unsigned workers, const char 
 {
     snprintf(s->reg, sizeof s->reg, "%s", test_dir(name));
     snprintf(s->log, sizeof s->log, "%s.log", s->reg);
-    s->port = free_port();
+    s->port = test_free_udp_port();
     s->workers = workers;
     char listen[64], w[16];
     snprintf(listen, sizeof listen, "127.0.0.1:%u", s->port);
     snprintf(w, sizeof w, "%u", workers);
     char *argv[] = { sipd_bin, "-r", s->reg, "-l", listen, "-w", w, "-R", (char *)ring_ms,
                      "-L", (char *)linger_ms, "-e", "3", NULL };
-    s->pid = start(argv, s->log);
+    s->pid = test_spawn(argv, s->log);
     /* Ready: every worker attached, and one of them answers. */
     uint64_t end = now_ms() + 15000;
     shmreg *h = NULL;
@@ -333,7 +267,7 @@ static int sipd_start(server *s, const char *name, unsigned workers, const char 
         }
         int st;
         if (waitpid(s->pid, &st, WNOHANG) == s->pid) {
-            untrack(s->pid);
+            test_untrack(s->pid);
             break;
         }
         test_sleep_us(50 * 1000u);
@@ -387,7 +321,7 @@ static pid_t sipp_start(const server *s, const char *tag, char *const extra[], c
         argv[n++] = extra[i];
     argv[n] = NULL;
     unlink(screen);
-    return start(argv, out);
+    return test_spawn(argv, out);
 }
 
 static sipp_result sipp_finish(pid_t pid, const char *screen, unsigned ms)
@@ -439,7 +373,7 @@ static void registry_settles(const char *path, unsigned ms, const char *what)
         char out[500];
         snprintf(out, sizeof out, "%s.check", path);
         char *argv[] = { ctl_bin, "-r", (char *)path, "check", NULL };
-        is(wait_for(start(argv, out), 20000), 0, "%s: shmregctl check exits 0", what);
+        is(wait_for(test_spawn(argv, out), 20000), 0, "%s: shmregctl check exits 0", what);
     } else {
         skip(1, "no shmregctl built");
     }
@@ -904,9 +838,7 @@ int main(void)
     if (access(sipd_bin, X_OK) != 0)
         bail_out("%s not built", sipd_bin);
     snprintf(scratch, sizeof scratch, "%s", test_dir("x"));
-    signal(SIGALRM, on_alarm);
-    alarm(ASAN ? 240 : 150);
-    atexit(kill_all);
+    test_bail_on_alarm(ASAN ? 240 : 150);
     signal(SIGPIPE, SIG_IGN);
 
     server main_s, ring_s, kill_s;

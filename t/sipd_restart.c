@@ -37,48 +37,6 @@
 #define PAUSE_MS "9000"
 
 static const char *sipp = "/usr/bin/sipp";
-static pid_t groups[8];
-static int ngroups;
-
-static void kill_all(void)
-{
-    for (int i = 0; i < ngroups; i++)
-        kill(-groups[i], SIGKILL);
-}
-
-static void on_alarm(int sig)
-{
-    (void)sig;
-    kill_all();
-    static const char msg[] = "Bail out!  watchdog: the test took too long\n";
-    ssize_t w = write(1, msg, sizeof msg - 1);
-    (void)w;
-    _exit(255);
-}
-
-static pid_t start(char *const argv[], const char *out)
-{
-    fflush(NULL);
-    pid_t pid = fork();
-    if (pid < 0)
-        bail_out("fork: %s", strerror(errno));
-    if (pid == 0) {
-        setpgid(0, 0);
-        int fd = open(out, O_WRONLY | O_CREAT | O_APPEND, 0600);
-        int nul = open("/dev/null", O_RDONLY);
-        if (fd < 0 || nul < 0)
-            _exit(126);
-        dup2(nul, 0);
-        dup2(fd, 1);
-        dup2(fd, 2);
-        execv(argv[0], argv);
-        _exit(127);
-    }
-    setpgid(pid, pid);
-    if (ngroups < 8)
-        groups[ngroups++] = pid;
-    return pid;
-}
 
 static int reap(pid_t pid)
 {
@@ -89,17 +47,6 @@ static int reap(pid_t pid)
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
 
-static unsigned free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_DGRAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t l = sizeof a;
-    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) != 0 ||
-        getsockname(fd, (struct sockaddr *)&a, &l) != 0)
-        bail_out("free port: %s", strerror(errno));
-    close(fd);
-    return ntohs(a.sin_port);
-}
 
 /* An OPTIONS answered 200 by sipd on `port`. */
 static int options_ok(unsigned port)
@@ -154,7 +101,7 @@ static pid_t sipd_start(void)
     snprintf(listen, sizeof listen, "127.0.0.1:%u", port);
     snprintf(log, sizeof log, "%s.sipd.log", reg);
     char *argv[] = {sipd_bin, "-r", reg, "-l", listen, "-w", "2", "-e", "3", NULL};
-    pid_t pid = start(argv, log);
+    pid_t pid = test_spawn(argv, log);
     for (int i = 0; i < 300 && !options_ok(port); i++)
         test_sleep_us(50000);
     return pid;
@@ -165,7 +112,7 @@ static pid_t sync_start(void)
     char log[600];
     snprintf(log, sizeof log, "%s.sync.log", reg);
     char *argv[] = {sync_bin, "-r", reg, "--lmdb", sdir, "--interval", "50", NULL};
-    return start(argv, log);
+    return test_spawn(argv, log);
 }
 
 static uint64_t active(shmreg *h)
@@ -188,10 +135,8 @@ int main(void)
         bail_out("build sipd, shmreg-sync and shmregctl first (make)");
     snprintf(reg, sizeof reg, "%s", test_dir("reg"));
     snprintf(sdir, sizeof sdir, "%s", test_dir("sync"));
-    port = free_port();
-    signal(SIGALRM, on_alarm);
-    alarm(90);
-    atexit(kill_all);
+    port = test_free_udp_port();
+    test_bail_on_alarm(90);
 
     pid_t sipd = sipd_start();
     ok(options_ok(port), "sipd answers on 127.0.0.1:%u", port);
@@ -205,7 +150,7 @@ int main(void)
     char *sargv[] = {(char *)sipp, target, "-sf", scenario, "-i", "127.0.0.1", "-nostdin",
                      "-trace_screen", "-screen_file", screen, "-m", calls, "-l", calls, "-r", "50",
                      "-d", PAUSE_MS, "-recv_timeout", "20000", NULL};
-    pid_t sp = start(sargv, out);
+    pid_t sp = test_spawn(sargv, out);
 
     shmreg *h;
     if (shmreg_open(reg, NULL, &h) != 0)
@@ -235,7 +180,7 @@ int main(void)
     char rlog[600];
     snprintf(rlog, sizeof rlog, "%s.restore.out", reg);
     char *rargv[] = {ctl_bin, "-r", reg, "--json", "restore", "--from", sdir, NULL};
-    is(reap(start(rargv, rlog)), 0, "shmregctl restore --from the sync directory");
+    is(reap(test_spawn(rargv, rlog)), 0, "shmregctl restore --from the sync directory");
     if (shmreg_open(reg, NULL, &h) != 0)
         bail_out("reopen: %s", shmreg_errmsg());
     is(active(h), CALLS, "%d Active calls restored", CALLS);

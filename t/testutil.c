@@ -7,6 +7,10 @@
 #include "tap.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <stddef.h>
 #include <ftw.h>
 #include <stdio.h>
@@ -372,4 +376,75 @@ static void watchdog(int sig)
 void test_watchdog_install(void)
 {
     signal(SIGALRM, watchdog);
+}
+
+/* ------------------------------------------------------------ process groups */
+
+static pid_t groups[16];   /* process groups to kill on the way out */
+static int ngroups;
+
+pid_t test_spawn(char *const argv[], const char *out)
+{
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0)
+        bail_out("fork: %s", strerror(errno));
+    if (pid == 0) {
+        setpgid(0, 0);
+        int fd = open(out, O_WRONLY | O_CREAT | O_APPEND, 0600);
+        int nul = open("/dev/null", O_RDONLY);
+        if (fd < 0 || nul < 0)
+            _exit(126);
+        dup2(nul, 0);
+        dup2(fd, 1);
+        dup2(fd, 2);
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    setpgid(pid, pid);     /* both sides: no race with kill(-pid) */
+    if (ngroups < 16)
+        groups[ngroups++] = pid;
+    return pid;
+}
+
+void test_untrack(pid_t pgid)
+{
+    for (int i = 0; i < ngroups; i++)
+        if (groups[i] == pgid)
+            groups[i] = groups[--ngroups];
+}
+
+void test_kill_groups(void)
+{
+    for (int i = 0; i < ngroups; i++)
+        kill(-groups[i], SIGKILL);
+}
+
+static void on_alarm(int sig)
+{
+    (void)sig;
+    test_kill_groups();
+    static const char msg[] = "Bail out!  watchdog: the test took too long\n";
+    ssize_t w = write(1, msg, sizeof msg - 1);
+    (void)w;
+    _exit(255);
+}
+
+void test_bail_on_alarm(unsigned seconds)
+{
+    signal(SIGALRM, on_alarm);
+    alarm(seconds);
+    atexit(test_kill_groups);
+}
+
+unsigned test_free_udp_port(void)
+{
+    int fd = socket(AF_INET, SOCK_DGRAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t l = sizeof a;
+    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) != 0 ||
+        getsockname(fd, (struct sockaddr *)&a, &l) != 0)
+        bail_out("free port: %s", strerror(errno));
+    close(fd);
+    return ntohs(a.sin_port);
 }

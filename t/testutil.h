@@ -138,4 +138,18 @@ extern const char *volatile test_section;
 void test_watchdog_install(void);
 #define TEST_RUN(fn) (test_section = #fn, alarm(30), fn())
 
+/* Programs under test run in process groups of their own, so that a whole
+ * tree (a server and its workers) is killed at once. test_spawn starts
+ * argv (argv[0] a path) in a new group, stdin /dev/null, stdout and
+ * stderr appended to `out`, and remembers the group; test_untrack forgets
+ * one (it was reaped); test_kill_groups SIGKILLs every group remembered
+ * (for atexit); test_bail_on_alarm makes SIGALRM kill them and bail out. */
+pid_t test_spawn(char *const argv[], const char *out);
+void test_untrack(pid_t pgid);
+void test_kill_groups(void);
+void test_bail_on_alarm(unsigned seconds);
+
+/* A UDP port on 127.0.0.1 that is free now (bound and released). */
+unsigned test_free_udp_port(void);
+
 #endif

@@ -293,6 +293,19 @@ static int committed(syncd *d, uint64_t pos)
     return maybe_sync(d);
 }
 
+/* End a transaction begun on the sink: abandon it if `rc` says the batch
+ * failed, else commit it with ring position `pos`, made durable in the
+ * same transaction as the data. */
+static int finish(syncd *d, int rc, uint64_t pos)
+{
+    if (rc) {
+        d->sink->abort(d->sink);
+        return rc;
+    }
+    d->last_commit_ns = now_ns();
+    return d->sink->commit(d->sink, pos, d->last_commit_ns);
+}
+
 static int seen_keep_session(void *arg, const shmreg_id *id)
 {
     return idset_has(arg, id, SINK_SESSION);
@@ -363,12 +376,7 @@ static int resync(syncd *d, uint64_t pos, const char *why)
         rc = d->sink->prune(d->sink, SINK_SESSION, seen_keep_session, &d->seen, &gone_s);
     if (rc == 0)
         rc = d->sink->prune(d->sink, SINK_ROOM, seen_keep_room, &d->seen, &gone_r);
-    if (rc) {
-        d->sink->abort(d->sink);
-        return rc;
-    }
-    d->last_commit_ns = now_ns();
-    if ((rc = d->sink->commit(d->sink, pos, d->last_commit_ns)) != 0)
+    if ((rc = finish(d, rc, pos)) != 0)
         return rc;
     d->resyncs++;
     d->last_sync_mono = 0; /* a resync is made durable at once */
@@ -392,12 +400,7 @@ static int flush(syncd *d, uint64_t pos)
             rc = write_one(d, d->dirty.kind[i], &d->dirty.id[i]);
         shmreg_read_end(d->h);
     }
-    if (rc) {
-        d->sink->abort(d->sink);
-        return rc;
-    }
-    d->last_commit_ns = now_ns();
-    if ((rc = d->sink->commit(d->sink, pos, d->last_commit_ns)) != 0)
+    if ((rc = finish(d, rc, pos)) != 0)
         return rc;
     idset_clear(&d->dirty);
     return committed(d, pos);

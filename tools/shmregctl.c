@@ -202,6 +202,33 @@ int ctl_simple(ctl *c, int argc, char **argv, int min, int max)
     return rc ? rc : ctl_open(c);
 }
 
+int ctl_create_option(ctl *c, int ch, shmreg_options *opt)
+{
+    uint64_t v;
+    switch (ch) {
+    case 's':
+        if (ctl_parse_u64(optarg, UINT32_MAX, &v) || v == 0)
+            return ctl_usage(c, "--sessions wants a positive number, not '%s'", optarg);
+        opt->max_sessions = (uint32_t)v;
+        return 1;
+    case 'b':
+        if (ctl_parse_size(optarg, &v) || v == 0)
+            return ctl_usage(c, "--bytes wants a size such as 4096, 64M or 2G, not '%s'", optarg);
+        opt->heap_bytes = v;
+        return 1;
+    case 'H':
+        if (ctl_parse_u64(optarg, SHMREG_MAX_HANDLES, &v) || v == 0)
+            return ctl_usage(c, "--handles wants 1..%u, not '%s'", SHMREG_MAX_HANDLES, optarg);
+        opt->max_handles = (uint32_t)v;
+        return 1;
+    case 'g':
+        opt->group = optarg;
+        return 1;
+    default:
+        return 0;
+    }
+}
+
 int ctl_open(ctl *c)
 {
     if (!c->path || !*c->path)

@@ -184,6 +184,18 @@ int ctl_operands(ctl *c, int argc, char **argv, int min, int max);
  * registry. 0, or what failed (printed). */
 int ctl_simple(ctl *c, int argc, char **argv, int min, int max);
 
+/* The options that size a new registry, shared by `create` and `restore`
+ * (which creates the registry it restores into): put CTL_CREATE_OPTIONS
+ * in the command's option table, and hand every option to
+ * ctl_create_option(), which returns 1 for one of these (set in *opt),
+ * 0 for another, or CTL_USAGE (printed) for a bad value. */
+#define CTL_CREATE_OPTIONS                                   \
+    {"sessions", required_argument, NULL, 's'},              \
+    {"bytes", required_argument, NULL, 'b'},                 \
+    {"handles", required_argument, NULL, 'H'},               \
+    {"group", required_argument, NULL, 'g'}
+int ctl_create_option(ctl *c, int ch, shmreg_options *opt);
+
 /* Parsers for option values. Return 0, or -1 (caller reports usage). */
 int ctl_parse_u64(const char *s, uint64_t max, uint64_t *out);
 int ctl_parse_size(const char *s, uint64_t *out);      /* 64M, 1G, 4096 */

@@ -28,38 +28,12 @@
 
 int cmd_create(ctl *c, int argc, char **argv)
 {
-    static const struct option lo[] = {
-        {"sessions", required_argument, NULL, 's'},
-        {"bytes", required_argument, NULL, 'b'},
-        {"handles", required_argument, NULL, 'H'},
-        {"group", required_argument, NULL, 'g'},
-        {0},
-    };
+    static const struct option lo[] = {CTL_CREATE_OPTIONS, {0}};
     shmreg_options opt = {.flags = SHMREG_CREATE | SHMREG_EXCL};
-    uint64_t v;
     int ch;
-    while ((ch = ctl_getopt(c, argc, argv, "", lo)) != -1) {
-        switch (ch) {
-        case 's':
-            if (ctl_parse_u64(optarg, UINT32_MAX, &v) || v == 0)
-                return ctl_usage(c, "--sessions wants a positive number, not '%s'", optarg);
-            opt.max_sessions = (uint32_t)v;
-            break;
-        case 'b':
-            if (ctl_parse_size(optarg, &v) || v == 0)
-                return ctl_usage(c, "--bytes wants a size such as 4096, 64M or 2G, not '%s'", optarg);
-            opt.heap_bytes = v;
-            break;
-        case 'H':
-            if (ctl_parse_u64(optarg, SHMREG_MAX_HANDLES, &v) || v == 0)
-                return ctl_usage(c, "--handles wants 1..%u, not '%s'", SHMREG_MAX_HANDLES, optarg);
-            opt.max_handles = (uint32_t)v;
-            break;
-        case 'g':
-            opt.group = optarg;
-            break;
-        }
-    }
+    while ((ch = ctl_getopt(c, argc, argv, "", lo)) != -1)
+        if (ctl_create_option(c, ch, &opt) == CTL_USAGE)
+            return CTL_USAGE;
     int rc = ctl_operands(c, argc, argv, 0, 0);
     if (rc)
         return rc;
