@@ -177,7 +177,7 @@ static int worker(int w)
 
 int main(void)
 {
-    plan(19);
+    plan(27);
     create();
     char why[256], name[32];
     table tb;
@@ -248,6 +248,36 @@ int main(void)
     ok(find(&tb, "fresh", name_hash("fresh")) == NULL, "after which it is not found");
     close(fd[0]);
     close(fd[1]);
+
+    /* The index's own refusals. */
+    char region[SHM_STRIPES * sizeof(shm_lock) + 64 * 8] __attribute__((aligned(64)));
+    shm_index ix2;
+    ok(shm_index_bind(&ix2, region, SHM_STRIPES * sizeof(shm_lock)) == SHM_ECORRUPT &&
+       shm_index_bind(&ix2, region, sizeof region - 4) == SHM_ECORRUPT &&
+       shm_index_bind(&ix2, region, sizeof region - 8) == SHM_ECORRUPT &&
+       shm_index_bind(&ix2, region, sizeof region) == 0 && ix2.buckets == 64,
+       "an index region of no buckets, a ragged or a non-power-of-two size is refused");
+    uint64_t h3 = name_hash("counter-03");
+    counter *c3 = find(&tb, "counter-03", h3);
+    shm_lock *l3 = shm_index_lock(&tb.ix, h3);
+    /* The engine never nests a lock: a word that names the taker itself
+     * is garbage, refused rather than waited on. */
+    is(shm_lock_take(&tb.c, l3), 0, "the stripe lock of counter-03 is taken");
+    is(shm_index_link(&tb.c, &tb.ix, h3, shm_off(&tb.c.seg, c3), &c3->next), SHM_ECORRUPT,
+       "linking under a lock word that names the caller itself: SHM_ECORRUPT");
+    is(shm_index_unlink(&tb.c, &tb.ix, h3, shm_off(&tb.c.seg, c3), counter_link), 0,
+       "and unlinking there changes nothing (0)");
+    shm_lock_drop(l3);
+    ok(find(&tb, "counter-03", h3) == c3, "the chain is as it was");
+    _Atomic uint64_t *head3 = shm_index_head(&tb.ix, h3);
+    uint64_t keep_head = atomic_load(head3);
+    atomic_store(head3, 4096 + 8); /* not a slot */
+    is(shm_index_has(&tb.c.seg, &tb.ix, h3, shm_off(&tb.c.seg, c3), counter_link), -1,
+       "a chain that breaks before the entry: has() says -1");
+    is(shm_index_unlink(&tb.c, &tb.ix, h3, shm_off(&tb.c.seg, c3), counter_link), 0,
+       "and unlink stops there, changing nothing");
+    atomic_store(head3, keep_head);
+    is(shm_index_has(&tb.c.seg, &tb.ix, h3, shm_off(&tb.c.seg, c3), counter_link), 1, "restored");
 
     /* Refusals: another consumer, another record size, a scribble. */
     table other;

@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "reg.h"
 #include "shmreg.h"
 #include "tap.h"
 #include "testutil.h"
@@ -265,5 +266,14 @@ int main(void)
     shmreg_close(h);
     shmreg_destroy(path, 1);
     test_rm_rf(junk);
+    /* ---- the engine's codes, each mapped by name (registry/handle.c) */
+    FAILS(reg_engine_fail(SHM_EINVAL, "the thing"), SHMREG_EINVAL, "the thing: invalid argument");
+    FAILS(reg_engine_fail(SHM_ENOENT, "the thing"), SHMREG_ENOENT, "the thing: not found");
+    FAILS(reg_engine_fail(SHM_EFULL, "the thing"), SHMREG_EFULL, "the thing is full");
+    FAILS(reg_engine_fail(SHM_EVERSION, "the thing"), SHMREG_EVERSION, "the thing: another layout");
+    FAILS(reg_engine_fail(SHM_EBUSY, "the lock"), SHMREG_EBUSY, "the lock held for over 2 s");
+    FAILS(reg_engine_fail(SHM_ECORRUPT, "the lock"), SHMREG_ECORRUPT, "the lock is corrupt");
+    FAILS(reg_engine_fail(-99, "the thing"), SHMREG_ECORRUPT, "the thing: engine error -99");
+    is(reg_engine_fail(0, "the thing"), 0, "engine success stays 0");
     return done_testing();
 }
