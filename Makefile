@@ -298,6 +298,7 @@ test-gcc-release:
 	@$(MAKE) --no-print-directory CC=gcc VARIANT=release check
 test-layers layers:
 	@$(MAKE) --no-print-directory CC=gcc VARIANT=release all
+	@bash tools/check-layers --selftest gcc
 	@bash tools/check-layers build/release/obj gcc
 test-gcc-asan:
 	@$(MAKE) --no-print-directory CC=gcc VARIANT=asan check
