@@ -352,6 +352,76 @@ static void kill_and_restart(void)
     shmreg_destroy(reg, 1);
 }
 
+/* Counter 0 of session `id` as restoring `dir` brings it back. */
+static uint64_t restored_counter(const char *dir, const shmreg_id *id)
+{
+    shmreg *h;
+    shmreg_options o = {.flags = SHMREG_CREATE | SHMREG_EXCL, .max_sessions = 1024};
+    const char *p = test_dir("scratch-ctr");
+    if (shmreg_open(p, &o, &h) != 0)
+        bail_out("scratch: %s", shmreg_errmsg());
+    shmreg_restore_report rep;
+    uint64_t v = UINT64_MAX;
+    shmreg_session s;
+    if (shmreg_restore(h, dir, SHMREG_RESTORE_ALL, &rep) == 0) {
+        shmreg_read_begin(h);
+        if (shmreg_session_get(h, id, &s) == 0)
+            v = s.counter[0];
+        shmreg_read_end(h);
+    }
+    shmreg_close(h);
+    shmreg_destroy(p, 1);
+    return v;
+}
+
+/* RTP counters move without events. Without the sweep (--counters 0) the
+ * copy keeps the old values however long one waits; with --counters 1
+ * the sweep finds the sessions whose counters moved, a commit follows
+ * with no event at all, and the reboot brings every counter back. */
+static void counter_sweep(void)
+{
+    enum { N = 20, MOVED = 10 };
+    shmreg *h;
+    shmreg_options o = {.flags = SHMREG_CREATE | SHMREG_EXCL, .max_sessions = 1024};
+    if (shmreg_open(reg, &o, &h) != 0)
+        bail_out("create: %s", shmreg_errmsg());
+    shmreg_id id[N];
+    for (int i = 0; i < N; i++)
+        if (shmreg_session_create(h, NULL, &id[i]) != 0 ||
+            shmreg_session_transition(h, &id[i], 0, SHMREG_STATE_ACTIVE, NULL) != 0)
+            bail_out("session: %s", shmreg_errmsg());
+
+    uint64_t t0 = test_now_ns();
+    pid_t d = daemon_start(reg, sdir, "--counters", "0");
+    wait_durable(h, t0);
+    uint64_t t1 = test_now_ns();
+    for (int i = 0; i < MOVED; i++)
+        shmreg_session_counter_add(h, &id[i], 0, 1000 + (uint64_t)i);
+    test_sleep_us(1500000);
+    shmreg_stats st = test_stats(h);
+    ok(st.sync_commit_ns < t1, "--counters 0: no commit in 1.5 s after counters moved (no event)");
+    is(restored_counter(sdir, &id[3]), 0, "and the copy still has the old counter");
+    kill(d, SIGKILL);
+    test_wait(d);
+
+    /* The restart resyncs (taking these counters in); then new moves. */
+    t0 = test_now_ns();
+    d = daemon_start(reg, sdir, "--counters", "1");
+    wait_durable(h, t0);
+    is(restored_counter(sdir, &id[3]), 1003, "a restarted daemon's resync took them in");
+    t1 = test_now_ns();
+    for (int i = 0; i < MOVED; i++)
+        shmreg_session_counter_add(h, &id[i], 0, 7);
+    wait_durable(h, t1); /* no event since t1: only the sweep can commit */
+    st = test_stats(h);
+    is(st.sync_durable_seq, st.events_published, "--counters 1: a commit came with no new event");
+    is(restored_counter(sdir, &id[3]), 1010, "it holds the moved counter");
+    is(restored_counter(sdir, &id[MOVED]), 0, "and a session whose counters did not move, as it was");
+    reboot_and_compare(&h, d, "counters moved without events");
+    shmreg_close(h);
+    shmreg_destroy(reg, 1);
+}
+
 static void lapped(void)
 {
     shmreg *h;
@@ -779,6 +849,7 @@ int main(void)
     stop_flag = test_shared(sizeof *stop_flag);
     test_watchdog_install();
     TEST_RUN(kill_and_restart);
+    TEST_RUN(counter_sweep);
     TEST_RUN(lapped);
     TEST_RUN(durable_at_kill);
     TEST_RUN(refusals);

@@ -3,7 +3,7 @@
  * disk) so a new registry can be restored from it after a reboot.
  *
  *   shmreg-sync -r REGISTRY --lmdb DIR [--interval MS] [--fsync none|interval|each]
- *               [--map-size SIZE] [--once]
+ *               [--map-size SIZE] [--counters S] [--rescan S] [--nice N] [--once]
  *
  * How it works, and why. The daemon is a guest of the workers: it reads
  * what they wrote, in place and in short read sections, and never makes
@@ -17,7 +17,9 @@
  * the whole registry through cursors (a full resync, in one transaction
  * that also drops records of sessions that are gone); events from the
  * subscription point on are then applied on top, so nothing can be lost
- * between the scan and the ring.
+ * between the scan and the ring. RTP counters move without events; a
+ * sweep every --counters seconds finds the sessions whose counters moved
+ * (see "counter memo").
  *
  * Two threads, two handles: the poller drains the ring into a set of
  * dirty IDs (so the ring is read even while a big batch is written), the
@@ -92,11 +94,16 @@ typedef struct idset {
     size_t n, cap, tabcap;
 } idset;
 
+/* IDs are opaque here: a session ID's first bytes name its slot (few
+ * distinct values), so all 16 bytes are mixed, the high half of the
+ * product taken. */
 static uint64_t idhash(const shmreg_id *id, int kind)
 {
-    uint64_t x;
-    memcpy(&x, id->bytes, 8); /* random IDs */
-    return x ^ (uint64_t)kind * 0x9e3779b97f4a7c15ull;
+    uint64_t a, b;
+    memcpy(&a, id->bytes, 8);
+    memcpy(&b, id->bytes + 8, 8);
+    uint64_t x = (a ^ b * 0xbf58476d1ce4e5b9ull ^ (uint64_t)kind) * 0x9e3779b97f4a7c15ull;
+    return x ^ x >> 32;
 }
 
 static int idset_grow(idset *s)
@@ -126,7 +133,8 @@ static int idset_grow(idset *s)
     return 0;
 }
 
-static int idset_has(const idset *s, const shmreg_id *id, int kind)
+/* Index + 1 of (kind, id) in s->id[], or 0 when absent. */
+static size_t idset_find(const idset *s, const shmreg_id *id, int kind)
 {
     if (s->tabcap == 0)
         return 0;
@@ -135,8 +143,13 @@ static int idset_has(const idset *s, const shmreg_id *id, int kind)
         if (e == 0)
             return 0;
         if (s->kind[e - 1] == kind && memcmp(s->id[e - 1].bytes, id->bytes, SHMREG_ID_BYTES) == 0)
-            return 1;
+            return e;
     }
+}
+
+static int idset_has(const idset *s, const shmreg_id *id, int kind)
+{
+    return idset_find(s, id, kind) != 0;
 }
 
 static int idset_add(idset *s, const shmreg_id *id, int kind)
@@ -169,6 +182,59 @@ static void idset_free(idset *s)
     memset(s, 0, sizeof *s);
 }
 
+/* ------------------------------------------------------------ counter memo */
+
+/* RTP counters change in place, without events (an event per packet
+ * would flood the ring), so no event tells the daemon a counter moved.
+ * The memo keeps, per live session, a digest of the counters as the
+ * daemon last saw them; a sweep every --counters seconds compares and
+ * marks the sessions whose counters moved, so the copy's counters are
+ * never older than that. Rebuilt whole by each sweep and each resync,
+ * so it holds exactly the sessions that were live then. */
+typedef struct memo {
+    idset ids;
+    uint64_t *sum;       /* parallel to ids.id[] */
+    size_t sumcap;
+} memo;
+
+static uint64_t ctr_digest(const shmreg_session *v)
+{
+    uint64_t x = 1469598103934665603ull;
+    for (unsigned i = 0; i < SHMREG_CTR_COUNT; i++)
+        x = (x ^ v->counter[i]) * 0x100000001b3ull;
+    return x;
+}
+
+/* Add a session not yet in `m` (each sweep sees a session once). */
+static int memo_add(memo *m, const shmreg_session *v)
+{
+    if (idset_add(&m->ids, &v->id, SINK_SESSION) != 0)
+        return -1;
+    if (m->ids.cap > m->sumcap) {
+        uint64_t *g = realloc(m->sum, m->ids.cap * sizeof *g);
+        if (g == NULL)
+            return -1;
+        m->sum = g;
+        m->sumcap = m->ids.cap;
+    }
+    m->sum[m->ids.n - 1] = ctr_digest(v);
+    return 0;
+}
+
+/* 1 when `v`'s counters differ from what `m` remembers (or it is new). */
+static int memo_moved(const memo *m, const shmreg_session *v)
+{
+    size_t e = idset_find(&m->ids, &v->id, SINK_SESSION);
+    return e == 0 || m->sum[e - 1] != ctr_digest(v);
+}
+
+static void memo_free(memo *m)
+{
+    idset_free(&m->ids);
+    free(m->sum);
+    memset(m, 0, sizeof *m);
+}
+
 /* ------------------------------------------------------------ the daemon */
 
 typedef struct syncd {
@@ -188,6 +254,8 @@ typedef struct syncd {
     int poll_failed;
     char poll_err[256];
     idset dirty, seen;
+    memo counters;                /* counter digests as last seen (sweep, resync) */
+    uint64_t counter_marks;       /* sessions the sweeps found moved */
     unsigned char *buf;           /* one encoded record */
     size_t bufcap;
     shmreg_participant *parts;    /* one room's roster */
@@ -327,6 +395,7 @@ static int resync(syncd *d, uint64_t pos, const char *why)
     uint64_t t0 = mono_ns();
     idset_clear(&d->dirty);
     idset_clear(&d->seen);
+    memo fresh = {0};
     if ((rc = d->sink->begin(d->sink)) != 0)
         return rc;
     uint64_t cur = 0, n = 0;
@@ -344,7 +413,7 @@ static int resync(syncd *d, uint64_t pos, const char *why)
                 rc = SINK_ERR;
                 break;
             }
-            if (idset_add(&d->seen, &s.id, SINK_SESSION) != 0) {
+            if (idset_add(&d->seen, &s.id, SINK_SESSION) != 0 || memo_add(&fresh, &s) != 0) {
                 snprintf(d->sink->err, sizeof d->sink->err, "out of memory");
                 rc = SINK_ERR;
                 break;
@@ -376,14 +445,64 @@ static int resync(syncd *d, uint64_t pos, const char *why)
         rc = d->sink->prune(d->sink, SINK_SESSION, seen_keep_session, &d->seen, &gone_s);
     if (rc == 0)
         rc = d->sink->prune(d->sink, SINK_ROOM, seen_keep_room, &d->seen, &gone_r);
-    if ((rc = finish(d, rc, pos)) != 0)
+    if ((rc = finish(d, rc, pos)) != 0) {
+        memo_free(&fresh);
         return rc;
+    }
+    memo_free(&d->counters);
+    d->counters = fresh;
     d->resyncs++;
     d->last_sync_mono = 0; /* a resync is made durable at once */
     logmsg("resync (%s): %llu sessions written, %llu stale records removed, ring position %llu, %.1f ms",
            why, (unsigned long long)n, (unsigned long long)(gone_s + gone_r), (unsigned long long)pos,
            (double)(mono_ns() - t0) / 1e6);
     return committed(d, pos);
+}
+
+/* The counter sweep (see "counter memo"): every live session whose
+ * counters moved since the last sweep or resync joins the dirty set, for
+ * the flush that follows. Reads in short sections, like a resync; writes
+ * nothing itself. */
+static int sweep_counters(syncd *d)
+{
+    memo fresh = {0};
+    uint64_t cur = 0, moved = 0;
+    int rc = 0;
+    for (int done = 0; !done && rc == 0;) {
+        shmreg_read_begin(d->h);
+        for (unsigned k = 0; k < SCAN_CHUNK; k++) {
+            shmreg_session s;
+            int r = shmreg_session_next(d->h, &cur, SHMREG_STATE_ANY, &s);
+            if (r == SHMREG_ENOENT) {
+                done = 1;
+                break;
+            }
+            if (r) {
+                snprintf(d->sink->err, sizeof d->sink->err, "sweeping counters: %s", shmreg_errmsg());
+                rc = SINK_ERR;
+                break;
+            }
+            if (memo_moved(&d->counters, &s)) {
+                if (idset_add(&d->dirty, &s.id, SINK_SESSION) != 0)
+                    rc = SINK_ERR;
+                moved++;
+            }
+            if (rc || memo_add(&fresh, &s) != 0) {
+                snprintf(d->sink->err, sizeof d->sink->err, "out of memory");
+                rc = SINK_ERR;
+                break;
+            }
+        }
+        shmreg_read_end(d->h);
+    }
+    if (rc) {
+        memo_free(&fresh);
+        return rc;
+    }
+    memo_free(&d->counters);
+    d->counters = fresh;
+    d->counter_marks += moved;
+    return 0;
 }
 
 /* Write every dirty session and room as it is now, with position `pos`. */
@@ -496,7 +615,8 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: shmreg-sync -r REGISTRY --lmdb DIR [--interval MS] [--fsync none|interval|each]\n"
-            "                   [--map-size SIZE] [--rescan SECONDS] [--nice N] [--once]\n"
+            "                   [--map-size SIZE] [--counters SECONDS] [--rescan SECONDS]\n"
+            "                   [--nice N] [--once]\n"
             "\n"
             "Writes the registry behind into the LMDB sync directory DIR: every session (all\n"
             "fields, both SDPs, counters, state, times) with its dialogs, every room with its\n"
@@ -510,9 +630,11 @@ static void usage(FILE *f)
             "                       second (default); none: never (survives a crash of\n"
             "                       the syncd, not of the host)\n"
             "  --map-size SIZE      LMDB map size, e.g. 512M, 4G (default 4G)\n"
-            "  --rescan SECONDS     also resync every SECONDS (0, the default: never);\n"
-            "                       RTP counters change without events, so they reach\n"
-            "                       the copy with the session's next change or a resync\n"
+            "  --counters SECONDS   RTP counters change without events: every SECONDS\n"
+            "                       (default 10; 0: never) compare every session's\n"
+            "                       counters with what was last seen and write those\n"
+            "                       that moved, so the copy's are never older than that\n"
+            "  --rescan SECONDS     also resync every SECONDS (0, the default: never)\n"
             "  --nice N             scheduling niceness of the writing thread (default 10:\n"
             "                       workers first where CPUs are scarce)\n"
             "  --once               resync once, then exit\n"
@@ -552,10 +674,11 @@ int main(int argc, char **argv)
         {"interval", required_argument, NULL, 'i'}, {"fsync", required_argument, NULL, 'f'},
         {"map-size", required_argument, NULL, 'm'}, {"once", no_argument, NULL, 'o'},
         {"rescan", required_argument, NULL, 'R'}, {"nice", required_argument, NULL, 'n'},
+        {"counters", required_argument, NULL, 'c'},
         {"help", no_argument, NULL, 'h'},           {0},
     };
     const char *reg = getenv("SHMREG_PATH"), *dir = NULL;
-    uint64_t interval_ms = 100, map = 4ull << 30, rescan_s = 0;
+    uint64_t interval_ms = 100, map = 4ull << 30, rescan_s = 0, counters_s = 10;
     long nice_v = 10;
     int fsync_mode = SINK_SYNC_INTERVAL, once = 0, ch;
     while ((ch = getopt_long(argc, argv, "r:h", lo, NULL)) != -1) {
@@ -595,6 +718,15 @@ int main(int argc, char **argv)
             nice_v = strtol(optarg, &end, 10);
             if (errno || *end || end == optarg || nice_v < -20 || nice_v > 19) {
                 fprintf(stderr, "shmreg-sync: --nice wants -20..19, not '%s'\n", optarg);
+                return 2;
+            }
+            break;
+        case 'c':
+            errno = 0;
+            counters_s = strtoull(optarg, &end, 10);
+            if (errno || *end || end == optarg || counters_s > 86400) {
+                fprintf(stderr, "shmreg-sync: --counters wants seconds 0..86400 (0: never), not '%s'\n",
+                        optarg);
                 return 2;
             }
             break;
@@ -686,7 +818,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "shmreg-sync: setpriority(%ld): %s (going on)\n", nice_v, strerror(errno));
     if (rc == 0)
         rc = resync(&d, start_pos, "start");
-    uint64_t last_scan = mono_ns();
+    uint64_t last_scan = mono_ns(), last_counters = last_scan;
     /* The registry's segment file, to notice it removed or replaced (a
      * new registry at the path): following a mapping nobody else sees
      * would keep the directory's lock from the daemon of the new one. */
@@ -708,9 +840,15 @@ int main(int argc, char **argv)
             const char *why = scan ? "lapped: events were missed" : rescan_now ? "SIGHUP" : "--rescan";
             rescan_now = 0;
             rc = resync(&d, pos, why);
-            last_scan = mono_ns();
-        } else
-            rc = flush(&d, pos);
+            last_scan = last_counters = mono_ns();
+        } else {
+            if (counters_s && mono_ns() - last_counters >= counters_s * 1000000000ull) {
+                rc = sweep_counters(&d);
+                last_counters = mono_ns();
+            }
+            if (rc == 0)
+                rc = flush(&d, pos);
+        }
         if (rc == 0)
             rc = maybe_sync(&d);
         struct stat seg1;
@@ -749,6 +887,7 @@ int main(int argc, char **argv)
     idset_free(&d.marking);
     idset_free(&d.dirty);
     idset_free(&d.seen);
+    memo_free(&d.counters);
     free(d.buf);
     free(d.parts);
     return status;
