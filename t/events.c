@@ -37,38 +37,14 @@
 
 #define S(lit) ((shmreg_str){ (lit), sizeof(lit) - 1 })
 
-static char g_path[400];
-
-/* ------------------------------------------------------------ helpers */
-
+/* A fresh registry of 256 sessions and `event_records` ring records. */
 static shmreg *open_new(const char *name, uint32_t event_records)
 {
     shmreg_options o;
     memset(&o, 0, sizeof o);
-    o.flags = SHMREG_CREATE | SHMREG_EXCL;
     o.max_sessions = 256;
     o.event_records = event_records;
-    snprintf(g_path, sizeof g_path, "%s", test_dir(name));
-    shmreg *h = NULL;
-    int rc = shmreg_open(g_path, &o, &h);
-    if (rc != 0)
-        bail_out("cannot create %s: %s (%s)", g_path, shmreg_strerror(rc), shmreg_errmsg());
-    return h;
-}
-
-static shmreg *attach(void)
-{
-    shmreg *h = NULL;
-    int rc = shmreg_open(g_path, NULL, &h);
-    if (rc != 0)
-        bail_out("attach %s: %s (%s)", g_path, shmreg_strerror(rc), shmreg_errmsg());
-    return h;
-}
-
-static void close_destroy(shmreg *h)
-{
-    shmreg_close(h);
-    shmreg_destroy(g_path, 1);
+    return test_reg_new_opts(name, o);
 }
 
 static shmreg_sub *subscribe(shmreg *h, uint32_t mask, const shmreg_id *session)
@@ -220,7 +196,7 @@ static void test_names_and_arguments(void)
     is(shmreg_poll(sub, &e, 1, 0, &missed), 1, "it sees what is published next");
     ok(e.type == SHMREG_EV_CUSTOM && e.len == 5 && memcmp(e.data, "after", 5) == 0, "... the custom event 'after'");
     shmreg_unsubscribe(sub);
-    close_destroy(h);
+    test_reg_destroy(h);
 }
 
 /* ------------------------------------------------------------ what the registry publishes */
@@ -285,7 +261,7 @@ static void test_registry_events(void)
     is(published(h), p1, "... nothing was published");
     is(drain(sub, got, 32, NULL), 0, "... nothing arrives");
     shmreg_unsubscribe(sub);
-    close_destroy(h);
+    test_reg_destroy(h);
 }
 
 static void test_config_event(void)
@@ -317,7 +293,7 @@ static void test_config_event(void)
     }
     shmreg_unsubscribe(all);
     shmreg_unsubscribe(one);
-    close_destroy(h);
+    test_reg_destroy(h);
 }
 
 /* ------------------------------------------------------------ SDPs stay in the registry */
@@ -349,7 +325,7 @@ static void test_sdp_not_copied(void)
        "the subscriber reads the SDP in place through the event's session ID");
     shmreg_read_end(h);
     shmreg_unsubscribe(sub);
-    close_destroy(h);
+    test_reg_destroy(h);
 }
 
 /* ------------------------------------------------------------ filters */
@@ -436,7 +412,7 @@ static void test_filters(void)
     shmreg_unsubscribe(custom);
     shmreg_unsubscribe(a_or_b_life);
     shmreg_unsubscribe(rooms);
-    close_destroy(h);
+    test_reg_destroy(h);
 }
 
 /* ------------------------------------------------------------ polling */
@@ -453,7 +429,7 @@ static struct blk_shared *bs;
 static void late_publisher(void *arg)
 {
     int mode = (int)(intptr_t)arg;
-    shmreg *h = attach();
+    shmreg *h = test_reg_attach();
     atomic_store(&bs->ready, 1);
     test_sleep_us(100000);
     if (mode == 1) {
@@ -563,7 +539,7 @@ static void test_polling(void)
     shmreg_unsubscribe(states);
     shmreg_unsubscribe(sub);
     munmap(bs, sizeof *bs);
-    close_destroy(h);
+    test_reg_destroy(h);
 }
 
 /* ------------------------------------------------------------ lapping */
@@ -619,7 +595,7 @@ static void test_lapping(void)
     shmreg_publish(h, NULL, "x", 1);
     ok(shmreg_poll(sub, &e, 1, 0, &m) == 1 && m == 0, "once caught up, the next event arrives with 0 missed");
     shmreg_unsubscribe(sub);
-    close_destroy(h);
+    test_reg_destroy(h);
 }
 
 /* ------------------------------------------------------------ producers and subscribers */
@@ -644,7 +620,7 @@ static struct p_shared *ps;
 static void producer(void *arg)
 {
     uint32_t id = (uint32_t)(intptr_t)arg;
-    shmreg *h = attach();
+    shmreg *h = test_reg_attach();
     atomic_fetch_add(&ps->ready, 1);
     while (!atomic_load(&ps->go))
         sched_yield();
@@ -663,7 +639,7 @@ static void p_subscriber(void *arg)
 {
     int k = (int)(intptr_t)arg;
     struct p_report *r = &ps->sub[k];
-    shmreg *h = attach();
+    shmreg *h = test_reg_attach();
     shmreg_sub *sub = subscribe(h, SHMREG_EV_MASK(SHMREG_EV_CUSTOM), NULL);
     int64_t last[P_PRODUCERS];
     for (int i = 0; i < P_PRODUCERS; i++)
@@ -746,7 +722,7 @@ static void test_many_producers(void)
         is(r->foreign, 0, "subscriber %d: nothing it did not expect", k);
     }
     munmap(ps, sizeof *ps);
-    close_destroy(h);
+    test_reg_destroy(h);
 }
 
 /* ------------------------------------------------------------ no allocation */
@@ -779,7 +755,7 @@ static void test_no_alloc(void)
     is(poll_allocs, 0, "1000 shmreg_poll calls allocate nothing");
     is(got, 1000, "... and delivered the 1000 events, one per call");
     shmreg_unsubscribe(sub);
-    close_destroy(h);
+    test_reg_destroy(h);
 }
 
 /* ------------------------------------------------------------ after fork */
@@ -817,7 +793,7 @@ static void test_after_fork(void)
        "in the parent the subscription still works and was not advanced by the child");
     shmreg_unsubscribe(fork_sub);
     munmap(fk, sizeof *fk);
-    close_destroy(fork_h);
+    test_reg_destroy(fork_h);
 }
 
 int main(void)

@@ -35,14 +35,8 @@ static const char *keep(const char *s)
     return kept[n++ % 16];
 }
 
-static shmreg *fresh(const char *name)
-{
-    shmreg *h;
-    shmreg_options o = {.flags = SHMREG_CREATE | SHMREG_EXCL, .max_sessions = 256, .max_rooms = 32};
-    if (shmreg_open(test_dir(name), &o, &h) != 0)
-        bail_out("create: %s", shmreg_errmsg());
-    return h;
-}
+/* A fresh registry: 256 sessions, 32 rooms. */
+static shmreg *fresh(const char *name) { return test_reg_new(name, 256, 0, 32); }
 
 /* A session with every field set, both SDPs, counters, two dialogs, Active. */
 static shmreg_id full_session(shmreg *h, int k)

@@ -249,11 +249,16 @@ shmreg *test_reg_new(const char *name, uint32_t max_sessions, uint64_t heap, uin
 {
     shmreg_options o;
     memset(&o, 0, sizeof o);
-    o.flags = SHMREG_CREATE | SHMREG_EXCL;
     o.max_sessions = max_sessions;
     o.heap_bytes = heap;
     o.max_rooms = max_rooms;
     o.max_handles = 256;
+    return test_reg_new_opts(name, o);
+}
+
+shmreg *test_reg_new_opts(const char *name, shmreg_options o)
+{
+    o.flags = SHMREG_CREATE | SHMREG_EXCL;
     snprintf(reg_path, sizeof reg_path, "%s", test_dir(name));
     shmreg *h = NULL;
     int rc = shmreg_open(reg_path, &o, &h);

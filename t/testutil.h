@@ -85,6 +85,8 @@ uint64_t test_now_ns(void);
  * 256 handles); its path is remembered for test_reg_attach and
  * test_reg_destroy until the next test_reg_new. Bails out on failure. */
 shmreg *test_reg_new(const char *name, uint32_t max_sessions, uint64_t heap, uint32_t max_rooms);
+/* The same with the caller's options (flags are set here: CREATE|EXCL). */
+shmreg *test_reg_new_opts(const char *name, shmreg_options o);
 /* Open the registry of the last test_reg_new (in a forked child, its own
  * handle). Bails out on failure. */
 shmreg *test_reg_attach(void);
