@@ -255,7 +255,6 @@ typedef struct syncd {
     char poll_err[256];
     idset dirty, seen;
     memo counters;                /* counter digests as last seen (sweep, resync) */
-    uint64_t counter_marks;       /* sessions the sweeps found moved */
     unsigned char *buf;           /* one encoded record */
     size_t bufcap;
     shmreg_participant *parts;    /* one room's roster */
@@ -386,6 +385,58 @@ static int seen_keep_room(void *arg, const shmreg_id *id)
 #define SCAN_CHUNK 64u /* records per read section: short sections pin little retired memory */
 #define POLL_NAP_NS 5000000L /* the poller's nap when the ring is drained */
 
+/* Call fn for every live session, reading in short sections of
+ * SCAN_CHUNK sessions (a long section would pin retired memory). Stops
+ * at fn's first non-zero return and returns it; a registry error is
+ * SINK_ERR with the sink's message saying what `what` was doing. */
+static int each_session(syncd *d, const char *what,
+                        int (*fn)(syncd *d, const shmreg_session *s, void *arg), void *arg)
+{
+    uint64_t cur = 0;
+    int rc = 0;
+    for (int done = 0; !done && rc == 0;) {
+        shmreg_read_begin(d->h);
+        for (unsigned k = 0; k < SCAN_CHUNK && rc == 0; k++) {
+            shmreg_session s;
+            int r = shmreg_session_next(d->h, &cur, SHMREG_STATE_ANY, &s);
+            if (r == SHMREG_ENOENT) {
+                done = 1;
+                break;
+            }
+            if (r) {
+                snprintf(d->sink->err, sizeof d->sink->err, "%s: %s", what, shmreg_errmsg());
+                rc = SINK_ERR;
+            } else {
+                rc = fn(d, &s, arg);
+            }
+        }
+        shmreg_read_end(d->h);
+    }
+    return rc;
+}
+
+static int oom(syncd *d)
+{
+    snprintf(d->sink->err, sizeof d->sink->err, "out of memory");
+    return SINK_ERR;
+}
+
+/* resync's step for one session: seen, remembered, written. */
+struct resync_arg {
+    memo *fresh;
+    uint64_t n;
+};
+
+static int resync_one(syncd *d, const shmreg_session *s, void *arg)
+{
+    struct resync_arg *a = arg;
+    if (idset_add(&d->seen, &s->id, SINK_SESSION) != 0 || memo_add(a->fresh, s) != 0)
+        return oom(d);
+    int rc = write_one(d, SINK_SESSION, &s->id);
+    a->n += rc == 0;
+    return rc;
+}
+
 /* Full resync: scan everything into one batch committed with `pos`,
  * a ring position taken before the scan began (so every event before it
  * is reflected in what the scan reads, or re-marks what it changes). */
@@ -398,33 +449,10 @@ static int resync(syncd *d, uint64_t pos, const char *why)
     memo fresh = {0};
     if ((rc = d->sink->begin(d->sink)) != 0)
         return rc;
-    uint64_t cur = 0, n = 0;
-    for (int done = 0; !done && rc == 0;) {
-        shmreg_read_begin(d->h);
-        for (unsigned k = 0; k < SCAN_CHUNK; k++) {
-            shmreg_session s;
-            int r = shmreg_session_next(d->h, &cur, SHMREG_STATE_ANY, &s);
-            if (r == SHMREG_ENOENT) {
-                done = 1;
-                break;
-            }
-            if (r) {
-                snprintf(d->sink->err, sizeof d->sink->err, "scanning sessions: %s", shmreg_errmsg());
-                rc = SINK_ERR;
-                break;
-            }
-            if (idset_add(&d->seen, &s.id, SINK_SESSION) != 0 || memo_add(&fresh, &s) != 0) {
-                snprintf(d->sink->err, sizeof d->sink->err, "out of memory");
-                rc = SINK_ERR;
-                break;
-            }
-            if ((rc = write_one(d, SINK_SESSION, &s.id)) != 0)
-                break;
-            n++;
-        }
-        shmreg_read_end(d->h);
-    }
-    cur = 0;
+    struct resync_arg ra = {&fresh, 0};
+    rc = each_session(d, "scanning sessions", resync_one, &ra);
+    uint64_t n = ra.n;
+    uint64_t cur = 0;
     for (int done = 0; !done && rc == 0;) {
         shmreg_read_begin(d->h);
         for (unsigned k = 0; k < SCAN_CHUNK; k++) {
@@ -463,45 +491,23 @@ static int resync(syncd *d, uint64_t pos, const char *why)
  * counters moved since the last sweep or resync joins the dirty set, for
  * the flush that follows. Reads in short sections, like a resync; writes
  * nothing itself. */
+static int sweep_one(syncd *d, const shmreg_session *s, void *arg)
+{
+    if (memo_moved(&d->counters, s) && idset_add(&d->dirty, &s->id, SINK_SESSION) != 0)
+        return oom(d);
+    return memo_add(arg, s) != 0 ? oom(d) : 0;
+}
+
 static int sweep_counters(syncd *d)
 {
     memo fresh = {0};
-    uint64_t cur = 0, moved = 0;
-    int rc = 0;
-    for (int done = 0; !done && rc == 0;) {
-        shmreg_read_begin(d->h);
-        for (unsigned k = 0; k < SCAN_CHUNK; k++) {
-            shmreg_session s;
-            int r = shmreg_session_next(d->h, &cur, SHMREG_STATE_ANY, &s);
-            if (r == SHMREG_ENOENT) {
-                done = 1;
-                break;
-            }
-            if (r) {
-                snprintf(d->sink->err, sizeof d->sink->err, "sweeping counters: %s", shmreg_errmsg());
-                rc = SINK_ERR;
-                break;
-            }
-            if (memo_moved(&d->counters, &s)) {
-                if (idset_add(&d->dirty, &s.id, SINK_SESSION) != 0)
-                    rc = SINK_ERR;
-                moved++;
-            }
-            if (rc || memo_add(&fresh, &s) != 0) {
-                snprintf(d->sink->err, sizeof d->sink->err, "out of memory");
-                rc = SINK_ERR;
-                break;
-            }
-        }
-        shmreg_read_end(d->h);
-    }
+    int rc = each_session(d, "sweeping counters", sweep_one, &fresh);
     if (rc) {
         memo_free(&fresh);
         return rc;
     }
     memo_free(&d->counters);
     d->counters = fresh;
-    d->counter_marks += moved;
     return 0;
 }
 
