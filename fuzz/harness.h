@@ -120,6 +120,16 @@ static int fz_populate(fz_pop *p)
             rc = shmreg_session_counter_add(h, &p->sess[i], SHMREG_CTR_PACKETS_SENT, i);
         if (rc == 0 && i < FZ_DIALOGS)
             rc = shmreg_dialog_bind(h, fz_s(cid), fz_s(lt), fz_s(rt), &p->sess[i]);
+        /* Call control: memberships, variables, timeouts (some due). */
+        if (rc == 0 && i % 2 == 0)
+            rc = shmreg_profile_join(h, &p->sess[i], fz_s("trunk"), fz_s(i % 4 ? "a" : "b"), 0, NULL);
+        if (rc == 0 && i % 3 == 0)
+            rc = shmreg_profile_join(h, &p->sess[i], fz_s("inbound"), fz_s(""), 0, NULL);
+        if (rc == 0 && i % 4 == 1)
+            rc = shmreg_session_var_set(h, &p->sess[i], fz_s("account"), fz_s(from));
+        if (rc == 0 && i % 2 == 1)
+            rc = shmreg_session_set_timeout(h, &p->sess[i], i % 4 == 1 ? 1 : 3600000000000ull,
+                                            SHMREG_TIMEOUT_FAIL | SHMREG_TIMEOUT_RELATIVE * (i % 4 != 1), 0);
     }
     if (rc == 0)
         rc = shmreg_room_create(h, fz_s("fuzz-room"), 8, &p->room);
@@ -222,16 +232,20 @@ static int fz_map(fz_seg *z, const char *dir)
     fz_allow(z, f->off_slots, (uint64_t)f->slots * SHM_SLOT_BYTES);
     /* The ring: all but its geometry (magic .. total_bytes). */
     fz_allow(z, f->off_ring + 32, shm_ring_bytes(f->ring_records) - 32);
-    /* The registry's regions (registry/layout.c): two indexes (stripe
-     * lock words, then buckets), the room table, the registry words. */
-    for (unsigned r = 0; r < 2 && r < f->nregions; r++) {
+    /* The registry's regions (registry/layout.c): the room table (2) and
+     * the registry words (3) whole; the five indexes (sessions, dialogs,
+     * profile pairs, users, the timer wheel) their stripe lock words,
+     * then buckets. */
+    for (unsigned r = 0; r < f->nregions; r++) {
+        if (r == 2 || r == 3) {
+            fz_allow(z, f->off_region[r], f->region_bytes[r]);
+            continue;
+        }
         for (unsigned i = 0; i < SHM_STRIPES; i++)
             fz_allow(z, f->off_region[r] + (uint64_t)i * sizeof(shm_lock), sizeof(uint32_t));
         uint64_t locks = (uint64_t)SHM_STRIPES * sizeof(shm_lock);
         fz_allow(z, f->off_region[r] + locks, f->region_bytes[r] - locks);
     }
-    for (unsigned r = 2; r < f->nregions; r++)
-        fz_allow(z, f->off_region[r], f->region_bytes[r]);
     return 0;
 }
 
@@ -414,7 +428,8 @@ static void fz_count(fz_counts *c, int op, int rc)
     /* Over a damaged segment, the one new failure allowed is a clean
      * ECORRUPT (or EBUSY: a lock a garbage owner seems to hold). */
     static const int ok[] = {0, SHMREG_ENOENT, SHMREG_EEXIST, SHMREG_EFULL, SHMREG_ESTATE,
-                             SHMREG_ECONFLICT, SHMREG_ECORRUPT, SHMREG_EVERSION, SHMREG_EBUSY};
+                             SHMREG_ECONFLICT, SHMREG_ECORRUPT, SHMREG_EVERSION, SHMREG_EBUSY,
+                             SHMREG_ELIMIT};
     for (unsigned k = 0; k < sizeof ok / sizeof ok[0]; k++)
         if (rc == ok[k])
             return;
@@ -474,6 +489,24 @@ static int fz_ops(const fz_pop *p, const fz_seg *z, fz_guard *g, fz_counts *c, u
         for (unsigned n = 0; n < 64 && (rc = shmreg_participant_next(h, &p->room, &cur, &pv)) == 0; n++)
             ;
         fz_count(c, FZ_OP_ROOM, rc == SHMREG_ENOENT ? 0 : rc);
+        shmreg_profile_entry pe;
+        shmreg_id mid;
+        cur = 0;
+        for (unsigned n = 0; n < 64 && (rc = shmreg_profile_next(h, (shmreg_str){NULL, 0}, &cur, &pe)) == 0; n++)
+            ;
+        fz_count(c, FZ_OP_ITER, rc == SHMREG_ENOENT ? 0 : rc);
+        cur = 0;
+        for (unsigned n = 0; n < 64 && (rc = shmreg_profile_member_next(h, fz_s("trunk"), fz_s("a"), &cur, &mid)) == 0; n++)
+            ;
+        fz_count(c, FZ_OP_ITER, rc == SHMREG_ENOENT ? 0 : rc);
+        cur = 0;
+        for (unsigned n = 0; n < 64 && (rc = shmreg_session_by_user(h, fz_s("conf@fuzz.example"),
+                                                                     SHMREG_USER_TO, &cur, &v)) == 0; n++)
+            ;
+        fz_count(c, FZ_OP_ITER, rc == SHMREG_ENOENT ? 0 : rc);
+        shmreg_session_control sc;
+        for (unsigned i = 0; i < FZ_SESSIONS; i++)
+            fz_count(c, FZ_OP_GET, shmreg_session_control_get(h, &p->sess[i], &sc));
         shmreg_read_end(h);
     }
     shmreg_stats st;
@@ -500,6 +533,15 @@ static int fz_ops(const fz_pop *p, const fz_seg *z, fz_guard *g, fz_counts *c, u
         fz_dialog_key((unsigned)(rnd >> 32) % FZ_DIALOGS, cid, lt, rt);
         GUARDED(FZ_OP_DELETE, shmreg_dialog_unbind(h, fz_s(cid), fz_s(lt), fz_s(rt)));
     }
+    GUARDED(FZ_OP_JOIN, shmreg_profile_join(h, old, fz_s("trunk"), fz_s("c"), 3, NULL));
+    GUARDED(FZ_OP_JOIN, shmreg_profile_leave(h, old, fz_s("trunk"), fz_s("a")));
+    GUARDED(FZ_OP_REPLACE, shmreg_session_var_set(h, old, fz_s("k"), fz_s("v")));
+    GUARDED(FZ_OP_REPLACE, shmreg_session_set_timeout(h, old, 5000000000ull,
+                                                       SHMREG_TIMEOUT_NOTIFY | SHMREG_TIMEOUT_RELATIVE, 1));
+    shmreg_expired ex[8];
+    GUARDED(FZ_OP_REPLACE, shmreg_expire(h, 0, ex, 8));
+    if (rc >= 0)
+        rc = 0;
     if (rc == 0 || rc == SHMREG_ENOENT)
         GUARDED(FZ_OP_DELETE, shmreg_session_delete(h, &nid));
     shmreg_check_report r;

@@ -89,6 +89,7 @@ const char *shmreg_strerror(int err)
     case SHMREG_ETIMEDOUT: return "SHMREG_ETIMEDOUT: timed out";
     case SHMREG_EPARSE: return "SHMREG_EPARSE: malformed text";
     case SHMREG_ENOMEM: return "SHMREG_ENOMEM: out of memory";
+    case SHMREG_ELIMIT: return "SHMREG_ELIMIT: profile at its member limit";
     default: return "unknown shmreg error";
     }
 }

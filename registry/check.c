@@ -165,6 +165,8 @@ static int half_bound(check *k, reg_sess *x, unsigned i, uint64_t rec, const reg
     return left;
 }
 
+static void check_call_control(check *k, uint32_t si, reg_sess *x);
+
 static void check_session(check *k, uint32_t si)
 {
     shmreg *h = k->h;
@@ -207,6 +209,7 @@ static void check_session(check *k, uint32_t si)
             if (!half_bound(k, x, i, r, d))
                 k->r->dialogs++;
         }
+        check_call_control(k, si, x);
         return;
     }
     /* Not live: a create or delete in progress, or abandoned by the dead. */
@@ -224,6 +227,33 @@ static void check_session(check *k, uint32_t si)
         reg_finish_delete(h, si);
         k->r->reclaimed_blocks++;
     }
+}
+
+/* The call-control blocks a live session names: memberships (listed
+ * or not), its variables. Timers, pairs and user records are marked by
+ * the walks of their indexes. */
+static void check_call_control(check *k, uint32_t si, reg_sess *x)
+{
+    for (unsigned i = 0; i < SHMREG_MAX_PROFILES_PER_SESSION; i++) {
+        uint64_t m = atomic_load(&x->prof[i]);
+        if (m && reg_member_at(k->s, m) == NULL) {
+            problem(k, "session slot %u: membership %llu is not a record", si, (unsigned long long)m);
+        } else if (m) {
+            /* A dead joiner's or leaver's leftover: reclaimed by repair. */
+            if (reg_profile_member_check(k->h, x, i, k->repair)) {
+                k->r->leaked_blocks++;
+                k->r->leaked_bytes += shm_class_size(shm_blk_at(k->s, m)->cls);
+                k->r->reclaimed_blocks += k->repair && atomic_load(&x->prof[i]) != m;
+            }
+            if (atomic_load(&x->prof[i]) == m)
+                mark(k, m);
+        }
+    }
+    uint64_t v = atomic_load(&x->vars);
+    uint32_t n;
+    if (reg_vars_view(k->h, v, &n, NULL, NULL) != 0)
+        problem(k, "session slot %u: bad variables block: %s", si, shmreg_errmsg());
+    check_block_ref(k, si, v, "variables");
 }
 
 /* ------------------------------------------------------------ index chains */
@@ -555,6 +585,11 @@ int shmreg_check(shmreg *h, unsigned flags, shmreg_check_report *report, shmreg_
     check_sess_index(&k);
     check_dlg_index(&k);
     reg_room_check(h, k.repair, mark_cb, bad_cb, leak_cb, &k);
+    /* After the sessions: a delete that died has been finished above, so
+     * its memberships no longer count. */
+    reg_profile_check(h, k.repair, mark_cb, bad_cb, &k);
+    reg_timer_check(h, mark_cb, bad_cb, &k);
+    reg_user_check(h, k.repair, mark_cb, bad_cb, &k);
     check_free_lists(&k);
     check_limbo(&k);
     shm_blocks_walk(k.s, sweep_block, &k);

@@ -35,22 +35,6 @@ static int check_key(shmreg_str call_id, shmreg_str ltag, shmreg_str rtag, int r
     return 0;
 }
 
-static uint64_t key_hash(shmreg *h, shmreg_str call_id, shmreg_str ltag)
-{
-    /* Length-prefixed, so ("ab","c") and ("a","bc") hash apart. */
-    unsigned char buf[2 * SHMREG_MAX_STR + 8], out[crypto_shorthash_BYTES];
-    uint32_t l1 = (uint32_t)call_id.len, l2 = (uint32_t)ltag.len;
-    memcpy(buf, &l1, 4);
-    memcpy(buf + 4, call_id.ptr, l1);
-    memcpy(buf + 4 + l1, &l2, 4);
-    if (l2)
-        memcpy(buf + 8 + l1, ltag.ptr, l2);
-    crypto_shorthash(out, buf, 8ull + l1 + l2, h->key);
-    uint64_t x;
-    memcpy(&x, out, 8);
-    return x;
-}
-
 static reg_dlg *dialog_at(const shm_seg *s, uint64_t off)
 {
     shm_blk *b = shm_blk_at(s, off);
@@ -133,7 +117,7 @@ int shmreg_dialog_bind(shmreg *h, shmreg_str call_id, shmreg_str local_tag, shmr
     if (remote_tag.ptr == NULL)
         remote_tag.ptr = ""; /* NULL means "any" only for lookups */
     const shm_seg *s = &h->c.seg;
-    uint64_t hash = key_hash(h, call_id, local_tag);
+    uint64_t hash = reg_key_hash(h, call_id, local_tag);
     shm_lock *l = shm_index_lock(&h->dialogs, hash);
     uint32_t si;
     uint64_t st;
@@ -208,7 +192,7 @@ int shmreg_dialog_find(shmreg *h, shmreg_str call_id, shmreg_str local_tag, shmr
         return shmreg__fail(SHMREG_EINVAL, "NULL session_out");
     if ((rc = check_key(call_id, local_tag, remote_tag, 1)) != 0)
         return rc;
-    uint64_t hash = key_hash(h, call_id, local_tag);
+    uint64_t hash = reg_key_hash(h, call_id, local_tag);
     shm_read_enter(&h->c);
     uint64_t rec = chain_find(h, hash, call_id, local_tag, remote_tag, &rc);
     if (rec)
@@ -229,7 +213,7 @@ int shmreg_dialog_unbind(shmreg *h, shmreg_str call_id, shmreg_str local_tag, sh
     if (remote_tag.ptr == NULL)
         remote_tag.ptr = "";
     const shm_seg *s = &h->c.seg;
-    uint64_t hash = key_hash(h, call_id, local_tag);
+    uint64_t hash = reg_key_hash(h, call_id, local_tag);
     shm_lock *l = shm_index_lock(&h->dialogs, hash);
     shm_read_enter(&h->c);
     if ((rc = reg_lock(h, l, "dialog index lock")) != 0)

@@ -32,6 +32,10 @@ typedef struct ev_wire {
         uint64_t config_gen;
         uint32_t mask;
         unsigned char data[SHMREG_EVENT_DATA_MAX];
+        struct {                     /* profile events */
+            uint32_t count;          /* the pair's member count after */
+            unsigned char name[SHMREG_EVENT_DATA_MAX - 4];
+        } prof;
     } u;
 } ev_wire;
 
@@ -68,6 +72,10 @@ static const char *const names[SHMREG_EV_TYPE_COUNT] = {
     [SHMREG_EV_PARTICIPANT_LEFT] = "participant_left",
     [SHMREG_EV_SESSION_RESTORED] = "session_restored",
     [SHMREG_EV_ROOM_RESTORED] = "room_restored",
+    [SHMREG_EV_TIMEOUT] = "timeout",
+    [SHMREG_EV_PROFILE_JOINED] = "profile_joined",
+    [SHMREG_EV_PROFILE_LEFT] = "profile_left",
+    [SHMREG_EV_VAR_CHANGED] = "var_changed",
 };
 
 const char *shmreg_event_name(uint32_t type)
@@ -154,6 +162,23 @@ void reg_event_room(shmreg *h, uint64_t time_ns, uint32_t type, const unsigned c
     publish(h, time_ns, type, &w);
 }
 
+void reg_event_data(shmreg *h, uint32_t type, const unsigned char *session, uint32_t which,
+                    const void *data, size_t len)
+{
+    ev_wire w = {0};
+    memcpy(w.session, session, SHMREG_ID_BYTES);
+    if (type == SHMREG_EV_VAR_CHANGED) {
+        w.which = (uint8_t)which;
+        w.len = (uint8_t)(len < sizeof w.u.data ? len : sizeof w.u.data);
+        memcpy(w.u.data, data, w.len);
+    } else {
+        w.u.prof.count = which;
+        w.len = (uint8_t)(len < sizeof w.u.prof.name ? len : sizeof w.u.prof.name);
+        memcpy(w.u.prof.name, data, w.len);
+    }
+    publish(h, 0, type, &w);
+}
+
 void shmreg__publish_config(shmreg *h, uint64_t gen)
 {
     ev_wire w = {0};
@@ -231,13 +256,22 @@ static int decode(shmreg_sub *sub, const shm_ring_record *r, shmreg_event *e)
     switch (r->type) {
     case SHMREG_EV_SESSION_UPDATED: e->which = w.u.mask; break;
     case SHMREG_EV_CONFIG_CHANGED: e->config_gen = w.u.config_gen; break;
+    case SHMREG_EV_PROFILE_JOINED:
+    case SHMREG_EV_PROFILE_LEFT:
+        e->which = w.u.prof.count;
+        e->len = w.len <= sizeof w.u.prof.name ? w.len : sizeof w.u.prof.name;
+        memcpy(e->data, w.u.prof.name, e->len);
+        break;
+    case SHMREG_EV_VAR_CHANGED:
+        e->which = w.which;
+        /* fall through */
     case SHMREG_EV_CUSTOM:
         e->len = w.len <= SHMREG_EVENT_DATA_MAX ? w.len : SHMREG_EVENT_DATA_MAX;
         memcpy(e->data, w.u.data, e->len);
         break;
     default:
         e->which = w.which;
-        if (r->type >= SHMREG_EV_ROOM_CREATED)
+        if (r->type >= SHMREG_EV_ROOM_CREATED && r->type <= SHMREG_EV_ROOM_RESTORED)
             memcpy(e->room.bytes, w.u.room, SHMREG_ID_BYTES);
     }
     return 1;

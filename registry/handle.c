@@ -10,6 +10,8 @@
  */
 #include <pthread.h>
 
+#include <sodium.h>
+
 #include "reg.h"
 
 int reg_engine_fail(int rc, const char *what)
@@ -32,6 +34,24 @@ int reg_lock(shmreg *h, shm_lock *l, const char *what)
 {
     int rc = shm_lock_take(&h->c, l);
     return rc > 0 ? 0 : reg_engine_fail(rc, what); /* 1: taken over from a dead holder */
+}
+
+/* ------------------------------------------------------------ keyed hash */
+
+uint64_t reg_key_hash(shmreg *h, shmreg_str a, shmreg_str b)
+{
+    /* Length-prefixed, so ("ab","c") and ("a","bc") hash apart. */
+    unsigned char buf[2 * SHMREG_MAX_STR + 8], out[crypto_shorthash_BYTES];
+    uint32_t l1 = (uint32_t)a.len, l2 = (uint32_t)b.len;
+    memcpy(buf, &l1, 4);
+    memcpy(buf + 4, a.ptr, l1);
+    memcpy(buf + 4 + l1, &l2, 4);
+    if (l2)
+        memcpy(buf + 8 + l1, b.ptr, l2);
+    crypto_shorthash(out, buf, 8ull + l1 + l2, h->key);
+    uint64_t x;
+    memcpy(&x, out, 8);
+    return x;
 }
 
 /* ------------------------------------------------------------ open handles */

@@ -9,7 +9,12 @@
  *   region 0   the session index: session ID -> slot;
  *   region 1   the dialog index: (Call-ID, local tag) -> dialog record;
  *   region 2   the room table: open addressing over room block offsets;
- *   region 3   registry-wide words (reg_shared: the config generation);
+ *   region 3   registry-wide words (reg_shared: the config generation,
+ *              shmreg-sync's status, the timer wheel's cursor and the
+ *              per-state timeout policies);
+ *   region 4   the profile index: (profile, value) -> pair record;
+ *   region 5   the user index: user@host -> user records;
+ *   region 6   the timer wheel: tick -> timer records (REG_WHEEL_BUCKETS);
  *   user bytes the key of the keyed hash for keys the network chooses.
  * and the record kinds whose sizes the header keeps, so that a segment
  * of another build is refused by name. Everything here runs once, at
@@ -30,7 +35,8 @@ _Static_assert(SHMREG_MAX_HANDLES == SHM_MAX_HANDLES, "the public handle ceiling
 _Static_assert(SHMREG_MAX_SESSIONS == SHM_MAX_SLOTS, "a session is a slot");
 _Static_assert(REG_KEY_BYTES <= SHM_USER_BYTES, "the key fits the header's user bytes");
 
-enum { REGION_SESSIONS, REGION_DIALOGS, REGION_ROOMS, REGION_SHARED };
+enum { REGION_SESSIONS, REGION_DIALOGS, REGION_ROOMS, REGION_SHARED, REGION_PAIRS, REGION_USERS,
+       REGION_WHEEL };
 
 static uint32_t pow2_at_least(uint64_t n)
 {
@@ -50,6 +56,11 @@ void reg_records(shm_record out[REG_NRECORDS])
         {"room record", reg_room_record_bytes()},
         {"participant record", reg_part_record_bytes()},
         {"event record", reg_event_record_bytes()},
+        {"profile pair", (uint32_t)offsetof(reg_pair, key)},
+        {"profile membership", sizeof(reg_member)},
+        {"timer record", sizeof(reg_timer)},
+        {"user record", (uint32_t)offsetof(reg_user, key)},
+        {"variables block header", (uint32_t)offsetof(reg_vars, data)},
     };
     memcpy(out, r, sizeof r);
 }
@@ -68,6 +79,9 @@ int reg_layout_params(const shmreg_options *o, reg_layout *l)
     l->regions[REGION_DIALOGS] = (shm_region){"dialog index", shm_index_bytes(buckets)};
     l->regions[REGION_ROOMS] = (shm_region){"room table", (uint64_t)pow2_at_least(2ull * rooms) * 8};
     l->regions[REGION_SHARED] = (shm_region){"registry words", sizeof(reg_shared)};
+    l->regions[REGION_PAIRS] = (shm_region){"profile index", shm_index_bytes(pow2_at_least(sessions))};
+    l->regions[REGION_USERS] = (shm_region){"user index", shm_index_bytes(buckets)};
+    l->regions[REGION_WHEEL] = (shm_region){"timer wheel", shm_index_bytes(REG_WHEEL_BUCKETS)};
     reg_records(l->rec);
     l->p = (shm_params){
         .slots = sessions,
@@ -125,6 +139,13 @@ int reg_layout_bind(shmreg *h, char *why, size_t whylen)
     if (s->region[REGION_SHARED].bytes != sizeof(reg_shared))
         return WHY("registry words region of %llu bytes, expected %zu",
                    (unsigned long long)s->region[REGION_SHARED].bytes, sizeof(reg_shared)),
+               SHMREG_ECORRUPT;
+    if (shm_index_bind(&h->pairs, s->region[REGION_PAIRS].base, s->region[REGION_PAIRS].bytes) != 0 ||
+        shm_index_bind(&h->users, s->region[REGION_USERS].base, s->region[REGION_USERS].bytes) != 0 ||
+        shm_index_bind(&h->wheel, s->region[REGION_WHEEL].base, s->region[REGION_WHEEL].bytes) != 0 ||
+        h->wheel.buckets != REG_WHEEL_BUCKETS || h->users.buckets != h->sessions.buckets ||
+        h->pairs.buckets > h->sessions.buckets)
+        return WHY("profile, user or timer index region does not fit %u sessions", s->slots),
                SHMREG_ECORRUPT;
     h->rooms = (_Atomic uint64_t *)s->region[REGION_ROOMS].base;
     h->room_slots = (uint32_t)(rb / 8);

@@ -8,9 +8,12 @@
  *   base, state     errors, ID text, the call state machine (no segment)
  *   handle          fork check, engine locks and errors, open handles
  *   table, events   finding and reading sessions; the event ring
- *   dialog, room    dialogs and rooms, on top of the session table
- *   session, layout changing sessions (which ends their dialogs and room
- *                   membership); the regions the registry lays
+ *   dialog, room,   dialogs and rooms, on top of the session table; call
+ *   profile, timer, control: profiles, timeouts, the user index
+ *   user
+ *   session, vars,  changing sessions (which ends their dialogs, room
+ *   layout          membership and call control); variables; the
+ *                   regions the registry lays
  *   registry, check open/close/stat; the consistency check and repair
  * The config files sit beside them on base and handle (internal.h).
  *
@@ -47,6 +50,10 @@
  *   room_join_claimed           room word, no roster     next join (stale claim)
  *   room_join_allocated         participant unlisted     check sweep
  *   room_join_published         joined, no event         nothing (the commit)
+ *   profile_join_listed         listed, not counted      next taker of the lock: recount
+ *   profile_leave_unlisted      unlisted, word not clear delete (or check) clears it
+ *   timer_arm_bucketed          timer nobody names       sweep: cancelled, retired
+ *   timer_fire_acted            acted, still claimed     next sweep: takes it over, no 2nd fire
  */
 #ifndef SHMREG_REG_H
 #define SHMREG_REG_H
@@ -69,6 +76,13 @@ typedef struct reg_shared {
      * made durable, the time of that commit. Zero in a fresh segment. */
     _Atomic uint64_t sync_pid, sync_pos, sync_commit_ns;
     char pad2[40];
+    /* Timeouts (timer.c): the first wheel tick not yet swept (0: the
+     * wheel was never used), and the per-state policies. */
+    _Atomic uint64_t swept_tick;
+    char pad3[56];
+    _Atomic uint64_t policy_after[SHMREG_STATE_COUNT];
+    _Atomic uint64_t policy_flags[SHMREG_STATE_COUNT];
+    _Atomic uint64_t policy_grace[SHMREG_STATE_COUNT];
 } reg_shared;
 
 struct shmreg {
@@ -76,6 +90,9 @@ struct shmreg {
     /* The registry's regions of the segment, bound at open (layout.c). */
     shm_index sessions;               /* session ID -> slot (offset) */
     shm_index dialogs;                /* dialog key -> dialog record */
+    shm_index pairs;                  /* (profile, value) -> pair record */
+    shm_index users;                  /* user@host -> user records */
+    shm_index wheel;                  /* timer wheel: tick -> timer records */
     _Atomic uint64_t *rooms;          /* room table: block offsets */
     uint32_t room_slots;              /* its entries, a power of two */
     reg_shared *shared;
@@ -116,6 +133,11 @@ typedef struct reg_sess {
     uint32_t flags;                   /* SHMREG_SESSION_RESTORED (reg_new.flags) */
     _Atomic uint64_t dlg[SHMREG_MAX_DIALOGS_PER_SESSION];
     _Atomic uint64_t room;            /* room block offset, 0 = in no room */
+    /* Call control (profile.c, timer.c, vars.c, user.c): */
+    _Atomic uint64_t prof[SHMREG_MAX_PROFILES_PER_SESSION]; /* membership records */
+    _Atomic uint64_t timer;           /* the armed timer record, 0: none */
+    _Atomic uint64_t vars;            /* variables block, 0: none */
+    _Atomic uint64_t user[2];         /* From and To user records, 0: none */
 } reg_sess;
 
 _Static_assert(sizeof(reg_sess) <= SHM_SLOT_BYTES, "session slot too big");
@@ -223,6 +245,10 @@ int reg_need_read(shmreg *h);
  * `out`: reg_need_read, neither pointer NULL (SHMREG_EINVAL), reg_find. */
 int reg_find_in_read(shmreg *h, const shmreg_id *id, const void *out, uint32_t *si, uint64_t *st);
 
+/* Fill *out from slot si, whose state word a find loaded as `st`
+ * (table.c): 0 or SHMREG_ECORRUPT. */
+int reg_session_view(shmreg *h, uint32_t si, uint64_t st, shmreg_session *out);
+
 /* Live sessions by state (counts[0] total) and, if asked, their dialogs,
  * by walking the slots. */
 void reg_count(shmreg *h, uint64_t counts[SHMREG_STATE_COUNT], uint64_t *dialogs);
@@ -309,12 +335,149 @@ void reg_room_check(shmreg *h, int repair, void (*mark)(void *, uint64_t),
 /* Rooms in use, by walking the room table. */
 uint32_t reg_room_count(shmreg *h);
 
+/* ------------------------------------------------------------ call control
+ *
+ * Records of profile.c, timer.c, vars.c and user.c, all heap blocks owned
+ * (aux) by their session's slot, like its info and SDP blocks. */
+
+/* A (profile, value) pair, in the profile index. Its member list and its
+ * count change together, under the pair's stripe lock, so the count is
+ * the list's length (a taker of a dead holder's lock recounts). */
+typedef struct reg_pair {
+    _Atomic uint64_t next;            /* index chain */
+    uint64_t hash;
+    _Atomic uint64_t members;         /* first membership record */
+    _Atomic uint64_t count;
+    uint16_t plen, vlen;
+    uint32_t pad;
+    char key[];                       /* profile, then value */
+} reg_pair;
+
+/* A membership: named by one of its session's prof[] words, listed in
+ * its pair's member list while `pair` names the pair. */
+typedef struct reg_member {
+    _Atomic uint64_t next;            /* the pair's member list */
+    _Atomic uint64_t pair;            /* 0: on no list (being joined, or left) */
+    uint32_t slot, pad;
+    unsigned char sid[SHMREG_ID_BYTES];
+} reg_member;
+
+/* A timer, in the wheel bucket of tick `tick`. Its state word:
+ * ARMED, then CLAIMED | the claimer's tag, then FIRED; or CANCELLED. */
+#define REG_WHEEL_BUCKETS 65536u      /* ticks in a lap: about 73 minutes */
+#define REG_TIMER_ARMED 1u
+#define REG_TIMER_CLAIMED 2u
+#define REG_TIMER_FIRED 3u
+#define REG_TIMER_CANCELLED 4u
+typedef struct reg_timer {
+    _Atomic uint64_t next;
+    _Atomic uint64_t state;
+    uint64_t deadline_ns, grace_ns, tick;
+    uint32_t slot, flags;
+    unsigned char sid[SHMREG_ID_BYTES];
+} reg_timer;
+
+/* A user record: one of a session's From and To users, in the user index. */
+typedef struct reg_user {
+    _Atomic uint64_t next;
+    uint64_t hash;
+    uint32_t slot;
+    uint16_t which, len;              /* 0 From, 1 To; key bytes */
+    unsigned char sid[SHMREG_ID_BYTES];
+    char key[];
+} reg_user;
+
+/* A session's variables: n keys and values back to back. The magic lets
+ * a cursor that kept an older block's offset tell it is still one. */
+#define REG_VARS_MAGIC 0x53524156u /* "VARS" */
+typedef struct reg_vars {
+    uint32_t magic, n;
+    uint16_t klen[SHMREG_MAX_VARS], vlen[SHMREG_MAX_VARS];
+    char data[];
+} reg_vars;
+
+/* The payload of the heap block at `off` if it is one (not a slot) with
+ * room for `min` bytes; NULL otherwise (0, garbage, a slot). */
+static inline void *reg_heap_rec(const shm_seg *s, uint64_t off, uint64_t min)
+{
+    shm_blk *b = off ? shm_blk_at(s, off) : NULL;
+    if (b == NULL || shm_slot_index(s, off) != UINT32_MAX || shm_blk_capacity(b) < min)
+        return NULL;
+    return reg_payload(b);
+}
+
+static inline reg_pair *reg_pair_at(const shm_seg *s, uint64_t off)
+{
+    reg_pair *p = (reg_pair *)reg_heap_rec(s, off, sizeof(reg_pair));
+    if (p == NULL || sizeof(reg_pair) + (uint64_t)p->plen + p->vlen > shm_blk_capacity(shm_blk_at(s, off)))
+        return NULL;
+    return p;
+}
+
+static inline reg_member *reg_member_at(const shm_seg *s, uint64_t off)
+{
+    return (reg_member *)reg_heap_rec(s, off, sizeof(reg_member));
+}
+
+static inline reg_timer *reg_timer_at(const shm_seg *s, uint64_t off)
+{
+    return (reg_timer *)reg_heap_rec(s, off, sizeof(reg_timer));
+}
+
+/* The variables of the block at `off` (0: none), bounds-checked: their
+ * count into *n and, when key/val are not NULL, the strings in place.
+ * 0 or SHMREG_ECORRUPT (table.c). */
+int reg_vars_view(shmreg *h, uint64_t off, uint32_t *n, shmreg_str *key, shmreg_str *val);
+
+/* The keyed hash (SipHash under the registry's key) of two strings, for
+ * keys the network chooses: dialog keys, profile pairs, users. */
+uint64_t reg_key_hash(shmreg *h, shmreg_str a, shmreg_str b);
+
+/* The session state machine (table.c), for everybody who moves one. */
+extern const reg_machine reg_session_machine;
+
+/* Retire block `off` if it still belongs to slot `si` (session.c's rule,
+ * shared: someone else may have taken it first, which is fine). */
+void reg_retire_owned(shmreg *h, uint32_t si, uint64_t off);
+
+/* profile.c: end every membership of slot `si` (delete, repair). */
+void reg_profiles_forget(shmreg *h, uint32_t si);
+/* For the check: is prof[i] of live session x a leftover of a dead joiner
+ * or leaver (a mirror naming a pair that does not list it, or a word on
+ * no list)? 1 if so, and with `repair` it is put right. */
+int reg_profile_member_check(shmreg *h, reg_sess *x, unsigned i, int repair);
+/* For the check: mark pairs and memberships, verify (and with repair,
+ * rebuild) every count. */
+void reg_profile_check(shmreg *h, int repair, void (*mark)(void *, uint64_t),
+                       void (*bad)(void *, const char *), void *arg);
+
+/* timer.c: arm slot `si`'s timer (deadline 0: disarm) replacing whatever
+ * it had; apply the policy of the state a session has just entered
+ * (a final one disarms); check marking. */
+int reg_timer_arm(shmreg *h, uint32_t si, uint64_t deadline_ns, unsigned flags, uint64_t grace_ns);
+void reg_timer_policy_apply(shmreg *h, uint32_t si, int state, uint64_t now);
+void reg_timer_check(shmreg *h, void (*mark)(void *, uint64_t), void (*bad)(void *, const char *),
+                     void *arg);
+
+/* Swap a slot's block word from `expect` to `fresh` and retire the old
+ * block, as a field update does (session.c): 0, SHMREG_ECONFLICT (the
+ * word changed: nothing done), SHMREG_ENOENT (deleted meanwhile). */
+int reg_swap_field(shmreg *h, uint32_t si, _Atomic uint64_t *field, uint64_t expect,
+                   uint64_t fresh, uint64_t *now);
+
+/* user.c: bring slot si's user records in line with its info block
+ * (create, update, restore); drop them (delete); check marking. */
+int reg_users_sync(shmreg *h, uint32_t si);
+void reg_users_forget(shmreg *h, uint32_t si);
+void reg_user_check(shmreg *h, int repair, void (*mark)(void *, uint64_t),
+                    void (*bad)(void *, const char *), void *arg);
+
 /* The registry's layout in the segment (layout.c). The record kinds and
  * their sizes are stored in the segment header at create and compared at
  * attach (shm_record): a segment written by a build whose records differ
  * is refused by name. */
-#define REG_NRECORDS 7u
-#define REG_NREGIONS 4u
+#define REG_NRECORDS 12u
+#define REG_NREGIONS 7u
 #define REG_KEY_BYTES 16u             /* dialog hash key, in the header's user bytes */
 void reg_records(shm_record out[REG_NRECORDS]);
 
@@ -353,6 +516,10 @@ void reg_event(shmreg *h, uint64_t time_ns, uint32_t type, const unsigned char *
 void reg_event_room(shmreg *h, uint64_t time_ns, uint32_t type, const unsigned char *room,
                     const unsigned char *session, int old_state, int new_state);
 void reg_event_stats(shmreg *h, shmreg_stats *st);
+/* An event with a payload (profile, variable events): `which` and up to
+ * SHMREG_EVENT_DATA_MAX bytes of `data`. */
+void reg_event_data(shmreg *h, uint32_t type, const unsigned char *session, uint32_t which,
+                    const void *data, size_t len);
 
 /* shmreg-sync's status words into *st (sync.c). */
 void reg_sync_stats(shmreg *h, shmreg_stats *st);

@@ -249,7 +249,28 @@ typedef struct pending {
     shmreg_session s;
     shmreg_dialog d[SHMREG_MAX_DIALOGS_PER_SESSION];
     unsigned nd;
+    const void *raw;          /* the record, valid for the read transaction: */
+    size_t rawlen;            /* its call control part is decoded again in pass 2 */
 } pending;
+
+/* Give restored session p its memberships, variables and timeout back. */
+static int restore_control(shmreg *h, const pending *p, shmreg_restore_report *rep)
+{
+    shmreg_session s;
+    shmreg_session_control c;
+    shmreg_dialog d[SHMREG_MAX_DIALOGS_PER_SESSION];
+    unsigned nd;
+    int rc = shmreg_session_decode_control(p->raw, p->rawlen, &s, &c, d, &nd);
+    for (uint32_t i = 0; rc == 0 && i < c.nprofiles; i++) {
+        rc = shmreg_profile_join(h, &s.id, c.profile[i].profile, c.profile[i].value, 0, NULL);
+        rep->profiles += rc == 0;
+    }
+    for (uint32_t i = 0; rc == 0 && i < c.nvars; i++)
+        rc = shmreg_session_var_set(h, &s.id, c.var_key[i], c.var_value[i]);
+    if (rc == 0 && c.deadline_ns && !shmreg_state_is_final(p->s.state))
+        rc = shmreg_session_set_timeout(h, &s.id, c.deadline_ns, c.timeout_flags, c.grace_ns);
+    return rc;
+}
 
 int shmreg_restore(shmreg *h, const char *dir, unsigned flags, shmreg_restore_report *report)
 {
@@ -271,6 +292,7 @@ int shmreg_restore(shmreg *h, const char *dir, unsigned flags, shmreg_restore_re
         return rc;
     rep.ring_pos = meta_u64(&d, "ring_pos");
     rep.commit_ns = meta_u64(&d, "commit_ns");
+    uint64_t now = shm_now_ns();
     /* Pass 1: decode every record (the values stay valid for the whole
      * read transaction), choose by policy, count. */
     MDB_stat ms;
@@ -295,8 +317,17 @@ int shmreg_restore(shmreg *h, const char *dir, unsigned flags, shmreg_restore_re
             break;
         }
         pending *p = &pend[npend];
-        if ((rc = shmreg_session_decode(v.mv_data, v.mv_size, &p->s, p->d, &p->nd)) != 0)
+        shmreg_session_control c;
+        if ((rc = shmreg_session_decode_control(v.mv_data, v.mv_size, &p->s, &c, p->d, &p->nd)) != 0)
             break;
+        p->raw = v.mv_data;
+        p->rawlen = v.mv_size;
+        /* Its deadline passed while it was down: the call is over, and
+         * comes back (with RESTORE_ALL) as the sweep would have left it. */
+        if (c.deadline_ns && c.deadline_ns <= now && !shmreg_state_is_final(p->s.state)) {
+            p->s.state = SHMREG_STATE_FAILED;
+            rep.expired++;
+        }
         if (k.mv_size != SHMREG_ID_BYTES || memcmp(k.mv_data, p->s.id.bytes, SHMREG_ID_BYTES) != 0) {
             rc = shmreg__fail(SHMREG_ECORRUPT, "sync directory %s: a session is stored under another key", dir);
             break;
@@ -354,6 +385,7 @@ int shmreg_restore(shmreg *h, const char *dir, unsigned flags, shmreg_restore_re
         if (r == SHMREG_EEXIST) {
             rep.existing++;
             pend[i].nd = 0;
+            pend[i].raw = NULL;
             continue;
         }
         if (r) {
@@ -362,6 +394,9 @@ int shmreg_restore(shmreg *h, const char *dir, unsigned flags, shmreg_restore_re
         }
         rep.sessions++;
     }
+    for (size_t i = 0; rc == 0 && i < npend; i++)
+        if (pend[i].raw)
+            rc = restore_control(h, &pend[i], &rep);
     for (size_t i = 0; rc == 0 && i < npend; i++)
         for (unsigned j = 0; j < pend[i].nd; j++) {
             const shmreg_dialog *dl = &pend[i].d[j];

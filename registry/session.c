@@ -106,9 +106,8 @@ static uint64_t sdp_build(shmreg *h, uint32_t si, const void *sdp, size_t len, i
     return off;
 }
 
-/* Retire block `off` if it still belongs to slot `si` (USED, aux = si+1);
- * someone else may have taken it first, which is fine. */
-static void retire_owned(shmreg *h, uint32_t si, uint64_t off)
+/* USED and aux = si+1: still the slot's. */
+void reg_retire_owned(shmreg *h, uint32_t si, uint64_t off)
 {
     shm_blk *b = off ? shm_blk_at(&h->c.seg, off) : NULL;
     if (b == NULL || b->aux != si + 1)
@@ -126,7 +125,7 @@ static void retire_owned(shmreg *h, uint32_t si, uint64_t off)
  * *now receives the time stamped on the slot, for the caller's event: it
  * travels by value, so a change that fails after stamping leaves nothing
  * behind for the next event to pick up. */
-static int swap_field(shmreg *h, uint32_t si, _Atomic uint64_t *field, uint64_t expect,
+int reg_swap_field(shmreg *h, uint32_t si, _Atomic uint64_t *field, uint64_t expect,
                       uint64_t fresh, uint64_t *now)
 {
     reg_sess *x = reg_slot(h, si);
@@ -155,7 +154,7 @@ static int swap_field(shmreg *h, uint32_t si, _Atomic uint64_t *field, uint64_t 
 #endif
     /* Deleted meanwhile? Then the deleter may have missed `fresh`. */
     if (!REG_LIVE(atomic_load(&x->state))) {
-        retire_owned(h, si, fresh);
+        reg_retire_owned(h, si, fresh);
         return shmreg__fail(SHMREG_ENOENT, "session deleted meanwhile");
     }
     return 0;
@@ -213,6 +212,12 @@ int reg_session_insert(shmreg *h, const reg_new *n, shmreg_id *id_out)
     for (unsigned i = 0; i < SHMREG_MAX_DIALOGS_PER_SESSION; i++)
         atomic_store(&x->dlg[i], 0);
     atomic_store(&x->room, 0);
+    for (unsigned i = 0; i < SHMREG_MAX_PROFILES_PER_SESSION; i++)
+        atomic_store(&x->prof[i], 0);
+    atomic_store(&x->timer, 0);
+    atomic_store(&x->vars, 0);
+    atomic_store(&x->user[0], 0);
+    atomic_store(&x->user[1], 0);
     uint64_t now = shm_now_ns();
     x->created_ns = n->created_ns ? n->created_ns : now;
     atomic_store(&x->updated_ns, n->updated_ns ? n->updated_ns : x->created_ns);
@@ -220,6 +225,10 @@ int reg_session_insert(shmreg *h, const reg_new *n, shmreg_id *id_out)
     x->owner_pid = n->owner_pid;
     x->flags = n->flags;
     atomic_store(&x->state, 0); /* unpublished */
+    /* Found by user the moment it is live: its user records go in first
+     * (a lookup passes over records of an unpublished slot). */
+    if ((rc = reg_users_sync(h, si)) != 0)
+        goto undo;
 
     /* A fresh ID is new by construction (96 random bits, and its slot is
      * ours); a given one is looked for under the stripe lock, so it can
@@ -244,9 +253,18 @@ int reg_session_insert(shmreg *h, const reg_new *n, shmreg_id *id_out)
     memcpy(id, x->id, SHMREG_ID_BYTES);
     atomic_store_explicit(&x->state, (uint64_t)n->state, memory_order_release);
     reg_event(h, n->created_ns ? 0 : now, n->event, id, 0, n->state, 0);
+    if (n->event == SHMREG_EV_SESSION_CREATED && /* a new call: its state's timeout */
+        atomic_load_explicit(&h->shared->policy_after[n->state], memory_order_relaxed)) {
+        shm_read_enter(&h->c);
+        if (REG_LIVE(atomic_load(&x->state)) && memcmp(x->id, id, SHMREG_ID_BYTES) == 0)
+            reg_timer_policy_apply(h, si, n->state, now);
+        shm_read_leave(&h->c);
+    }
     return 0;
 undo:
-    /* Never published: nobody can have seen these blocks. */
+    /* Never published: nobody can have seen these blocks (the user
+     * records, linked, are retired: a lookup may stand on one). */
+    reg_users_forget(h, si);
     for (unsigned k = 0; k < 2; k++)
         if (sdp[k])
             shm_free(&h->c, sdp[k]);
@@ -298,7 +316,9 @@ int shmreg_session_update(shmreg *h, const shmreg_id *id, const shmreg_fields *f
             uint64_t fresh = info_build(h, si, f, mask, old, &rc);
             if (fresh == 0)
                 break;
-            rc = swap_field(h, si, &x->info, old, fresh, &now);
+            rc = reg_swap_field(h, si, &x->info, old, fresh, &now);
+            if (rc == 0 && (mask & (SHMREG_MASK(SHMREG_FIELD_FROM_URI) | SHMREG_MASK(SHMREG_FIELD_TO_URI))))
+                reg_users_sync(h, si); /* a failure here leaves a lookup stale: check repairs */
             if (rc == 0)
                 reg_event(h, now, SHMREG_EV_SESSION_UPDATED, id->bytes, 0, 0, mask);
             if (rc != SHMREG_ECONFLICT)
@@ -328,7 +348,7 @@ int shmreg_session_set_sdp(shmreg *h, const shmreg_id *id, int which, const void
     if ((rc = reg_find(h, id->bytes, &si, &st)) == 0) {
         uint64_t fresh = len ? sdp_build(h, si, sdp, len, &rc) : 0;
         if (rc == 0)
-            rc = swap_field(h, si, &reg_slot(h, si)->sdp[which], ANY_OLD, fresh, &now);
+            rc = reg_swap_field(h, si, &reg_slot(h, si)->sdp[which], ANY_OLD, fresh, &now);
         if (rc == 0)
             reg_event(h, now, SHMREG_EV_SDP_UPDATED, id->bytes, 0, 0, (uint32_t)which);
     }
@@ -338,11 +358,6 @@ int shmreg_session_set_sdp(shmreg *h, const shmreg_id *id, int which, const void
 
 /* ------------------------------------------------------------ state, counters */
 
-static int session_live(uint64_t w) { return REG_LIVE(w); }
-
-static const reg_machine session_machine = {
-    "session", "state", "", shmreg_state_allowed, shmreg_state_name, session_live,
-};
 
 int shmreg_session_transition(shmreg *h, const shmreg_id *id, int expected, int to, int *old)
 {
@@ -358,11 +373,12 @@ int shmreg_session_transition(shmreg *h, const shmreg_id *id, int expected, int 
     shm_read_enter(&h->c);
     if ((rc = reg_find(h, id->bytes, &si, &cur)) == 0) {
         reg_sess *x = reg_slot(h, si);
-        rc = reg_machine_move(&session_machine, &x->state, cur, expected, to, old, &from);
+        rc = reg_machine_move(&reg_session_machine, &x->state, cur, expected, to, old, &from);
         if (rc == 0) {
             uint64_t now = shm_now_ns();
             atomic_store(&x->updated_ns, now);
             reg_event(h, now, SHMREG_EV_STATE_CHANGED, id->bytes, from, to, 0);
+            reg_timer_policy_apply(h, si, to, now);
         }
     }
     shm_read_leave(&h->c);
@@ -407,9 +423,13 @@ void reg_finish_delete(shmreg *h, uint32_t si)
         shm_intent_clear(&h->c);
     }
     SHM_CRASH_POINT("session_delete_dialogs");
-    retire_owned(h, si, atomic_load(&x->info));
-    retire_owned(h, si, atomic_load(&x->sdp[0]));
-    retire_owned(h, si, atomic_load(&x->sdp[1]));
+    reg_profiles_forget(h, si);
+    reg_timer_arm(h, si, 0, 0, 0);
+    reg_users_forget(h, si);
+    reg_retire_owned(h, si, atomic_load(&x->vars));
+    reg_retire_owned(h, si, atomic_load(&x->info));
+    reg_retire_owned(h, si, atomic_load(&x->sdp[0]));
+    reg_retire_owned(h, si, atomic_load(&x->sdp[1]));
     SHM_CRASH_POINT("session_delete_blocks");
     reg_index_unlink(h, si);
     SHM_CRASH_POINT("session_delete_unlinked");

@@ -130,6 +130,7 @@ const char *shmreg_version(int *major, int *minor, int *patch);
 #define SHMREG_ETIMEDOUT (-14) /* a blocking wait ran out */
 #define SHMREG_EPARSE   (-15) /* malformed text (config); shmreg_errmsg() names line:column */
 #define SHMREG_ENOMEM   (-16) /* malloc failed (cold paths only) */
+#define SHMREG_ELIMIT   (-17) /* a profile is at its member limit: nothing changed */
 
 /* Name of an error code ("SHMREG_ENOENT: no such entry"). Static string. */
 const char *shmreg_strerror(int err);
@@ -349,7 +350,12 @@ typedef struct shmreg_session {
     uint64_t counter[SHMREG_CTR_MAX];   /* [SHMREG_CTR_COUNT..] are 0 */
     uint32_t ndialogs;                  /* dialogs bound to it */
     uint64_t flags;                     /* SHMREG_SESSION_RESTORED (shmreg_sync.h) */
-    uint64_t reserved[7];        /* reserved for later fields (see "growth") */
+    uint64_t deadline_ns;               /* armed timeout (0: none); see call control */
+    uint32_t timeout_flags;             /* its action: SHMREG_TIMEOUT_FAIL or _NOTIFY */
+    uint32_t nprofiles;                 /* profile memberships (shmreg_session_profile) */
+    uint32_t nvars;                     /* variables (shmreg_session_var_next) */
+    uint32_t pad_;
+    uint64_t reserved[4];        /* reserved for later fields (see "growth") */
 } shmreg_session;
 
 /* Room for a new block or slot: an allocation that finds the heap or the
@@ -468,6 +474,245 @@ int shmreg_dialog_next(shmreg *h, uint64_t *cursor, shmreg_dialog *out);
  * session, or no i-th dialog), SHMREG_ECORRUPT, SHMREG_EFORK. */
 int shmreg_session_dialog(shmreg *h, const shmreg_id *id, unsigned i,
                           shmreg_dialog *out);
+
+/* ---------------------------------------------------------------- call control
+ *
+ * What a SIP server's dialog module is used for beyond tracking calls:
+ * profiles with limits (at most N concurrent calls per customer or
+ * trunk), timeouts that end calls which outlive their time, variables
+ * kept with a call, and finding a user's calls. Every piece lives in the
+ * segment with the session and ends with it.
+ *
+ * Profiles. A session is a member of up to SHMREG_MAX_PROFILES_PER_SESSION
+ * (profile, value) pairs: "trunk" = "carrier-a", "inbound" = "" (a profile
+ * without value uses the empty value). The member count of a pair is kept
+ * beside its member list and changed only together with it, under the
+ * pair's lock: admission against a limit is one atomic step across
+ * processes (N processes racing for the last place: exactly one wins).
+ * The count is derived from membership, never kept apart from it: a
+ * process killed while holding the lock leaves the list whole (single
+ * stores), and the next taker recounts the lists that lock guards; a
+ * join refused at the limit first recounts, dropping members whose
+ * session is gone; shmreg_check() verifies every count and REPAIR
+ * rebuilds it. A session's memberships end with it (delete, repair).
+ *
+ * Timeouts. A session may carry one deadline with an action. A deadline
+ * is kept in a timer wheel in the segment (buckets of SHMREG_TIMER_TICK_NS,
+ * stripe-locked), so a sweep costs what is due plus what shares its
+ * buckets, not the table. Any process may sweep: shmreg_expire() claims
+ * each due session by compare-and-swap on its timer, so exactly one
+ * process fires it; a sweeper killed after claiming is replaced by the
+ * next sweep (its claim names a dead handle), and the claim is turned
+ * into "fired" by one CAS that only one process can win, so nothing
+ * fires twice and nothing due is lost. Then the action:
+ *   SHMREG_TIMEOUT_FAIL    the session moves to Failed (if not already
+ *                          final) and one SHMREG_EV_TIMEOUT is published;
+ *   SHMREG_TIMEOUT_NOTIFY  the session is handed to the sweep's caller
+ *                          (and one SHMREG_EV_TIMEOUT published) to end
+ *                          it its own way (a SIP server sends BYE); if
+ *                          the timeout gave a grace period, it is re-armed
+ *                          as FAIL that much later, so a session whose
+ *                          handler died still ends.
+ * A process killed between "fired" and the publish loses that one event
+ * (as for every change, the commit comes first). Per-state timeouts
+ * (shmreg_timeout_policy_set) arm a session's deadline when it enters a
+ * state, as a dialog module's early and confirmed timeouts do; reaching
+ * a final state disarms it.
+ *
+ * Variables. Up to SHMREG_MAX_VARS string keys with string values per
+ * session, kept in one immutable block replaced like the info fields:
+ * a reader sees the old or the new set, never a mix, valid until its
+ * read section ends.
+ *
+ * Users. Every session is indexed by the user@host of its From and To
+ * URIs (keyed hash, maintained with the fields), so a user's calls are
+ * found without a scan. SIP compares URIs with the user part
+ * case-sensitive and the host case-insensitive; so does the index
+ * (shmreg_user_key gives the exact key).
+ */
+
+#define SHMREG_MAX_PROFILE_NAME          64u /* bytes of a profile name */
+#define SHMREG_MAX_PROFILE_VALUE        256u /* bytes of a profile value */
+#define SHMREG_MAX_PROFILES_PER_SESSION   6u /* memberships of one session */
+
+/* Make session `id` a member of (profile, value). With limit > 0 the
+ * join succeeds only if the pair then has at most `limit` members; limit
+ * 0 means no limit. *count (may be NULL) receives the pair's member count
+ * after the join, or the count that refused it. Lock: the pair's stripe
+ * lock, for microseconds; no heap allocation but the membership record.
+ * Errors: SHMREG_EINVAL (NULL id, empty profile, profile over
+ * SHMREG_MAX_PROFILE_NAME, value over SHMREG_MAX_PROFILE_VALUE, NULL with
+ * a length), SHMREG_ENOENT (no such live session), SHMREG_EEXIST (already a
+ * member of the pair), SHMREG_ELIMIT (the pair has `limit` members:
+ * nothing changed), SHMREG_EFULL (the session is in
+ * SHMREG_MAX_PROFILES_PER_SESSION pairs, or the heap is full),
+ * SHMREG_EBUSY, SHMREG_ECORRUPT, SHMREG_EFORK. */
+int shmreg_profile_join(shmreg *h, const shmreg_id *id, shmreg_str profile, shmreg_str value,
+                        uint32_t limit, uint64_t *count);
+
+/* End the membership of `id` in (profile, value). Errors: SHMREG_EINVAL,
+ * SHMREG_ENOENT (no such session, or not a member), SHMREG_EBUSY,
+ * SHMREG_ECORRUPT, SHMREG_EFORK. */
+int shmreg_profile_leave(shmreg *h, const shmreg_id *id, shmreg_str profile, shmreg_str value);
+
+/* Member count of (profile, value) into *count (0 for a pair nobody is
+ * in). O(1): one index lookup, lock-free, no read section needed.
+ * Errors: SHMREG_EINVAL, SHMREG_ECORRUPT, SHMREG_EFORK. */
+int shmreg_profile_count(shmreg *h, shmreg_str profile, shmreg_str value, uint64_t *count);
+
+/* A (profile, value) pair read in place: valid until shmreg_read_end(). */
+typedef struct shmreg_profile_entry {
+    shmreg_str profile, value;
+    uint64_t count;              /* members now */
+    uint64_t reserved[4];        /* reserved for later fields (see "growth") */
+} shmreg_profile_entry;
+
+/* Iterate the pairs in use (count > 0), of every profile (profile.ptr
+ * NULL) or of one, with their counts, without blocking writers. Cursor
+ * as for shmreg_session_next; SHMREG_ENOENT at the end. Walks the profile
+ * index (O(its buckets + pairs)). Requires a read section.
+ * Errors: SHMREG_ENOREAD, SHMREG_EINVAL, SHMREG_ECORRUPT, SHMREG_EFORK. */
+int shmreg_profile_next(shmreg *h, shmreg_str profile, uint64_t *cursor,
+                        shmreg_profile_entry *out);
+
+/* Iterate the members of one pair: each call gives the next member's
+ * session ID. Cursor from 0; SHMREG_ENOENT at the end (or when nobody is
+ * in the pair). A cursor kept across read sections sees every member
+ * that stays throughout; one that joins or leaves meanwhile may shift
+ * the walk by one. Requires a read section. Errors: SHMREG_ENOREAD,
+ * SHMREG_EINVAL, SHMREG_ECORRUPT, SHMREG_EFORK. */
+int shmreg_profile_member_next(shmreg *h, shmreg_str profile, shmreg_str value,
+                               uint64_t *cursor, shmreg_id *out);
+
+/* The i-th membership of a session (0 <= i < nprofiles of its view), in
+ * place. Requires a read section. Errors: SHMREG_ENOREAD, SHMREG_ENOENT
+ * (no session, or no i-th membership), SHMREG_EINVAL, SHMREG_ECORRUPT,
+ * SHMREG_EFORK. */
+int shmreg_session_profile(shmreg *h, const shmreg_id *id, unsigned i,
+                           shmreg_profile_entry *out);
+
+#define SHMREG_TIMEOUT_FAIL     0x1u  /* the sweeper moves the session to Failed */
+#define SHMREG_TIMEOUT_NOTIFY   0x2u  /* the sweeper hands it to its caller */
+#define SHMREG_TIMEOUT_RELATIVE 0x10u /* `when` is nanoseconds from now */
+#define SHMREG_TIMER_TICK_NS (1ull << 26) /* wheel bucket width, ~67 ms */
+
+/* Arm (replace) the timeout of session `id`: at `when` (CLOCK_REALTIME
+ * ns, or from now with SHMREG_TIMEOUT_RELATIVE) the action in `flags`
+ * (FAIL or NOTIFY) is taken by the next shmreg_expire(). `grace_ns` is
+ * for NOTIFY: re-arm as FAIL that long after the hand-off (0: not).
+ * when 0 (absolute) disarms. A deadline already past fires at the next
+ * sweep. No effect on a session in a final state but disarming: arming
+ * one is SHMREG_ESTATE. Errors: SHMREG_EINVAL (NULL id, flags with no or
+ * both actions, or unknown bits), SHMREG_ENOENT, SHMREG_ESTATE, SHMREG_EFULL
+ * (heap full), SHMREG_EBUSY, SHMREG_ECORRUPT, SHMREG_EFORK. */
+int shmreg_session_set_timeout(shmreg *h, const shmreg_id *id, uint64_t when, unsigned flags,
+                               uint64_t grace_ns);
+
+/* The per-state timeout: a session entering `state` (by create for
+ * Initiating, by transition for the others) gets a timeout `after_ns`
+ * from then with action `flags` (and `grace_ns`), replacing the one it
+ * had; after_ns 0 removes the policy (entering that state then keeps
+ * whatever timeout the session had). Registry-wide, shared by every
+ * process. Final states cannot have one (SHMREG_EINVAL): reaching them
+ * disarms. Errors: SHMREG_EINVAL, SHMREG_EFORK. */
+int shmreg_timeout_policy_set(shmreg *h, int state, uint64_t after_ns, unsigned flags,
+                              uint64_t grace_ns);
+
+/* Read the policy of `state` (after_ns 0: none). Any pointer may be NULL.
+ * Errors: SHMREG_EINVAL, SHMREG_EFORK. */
+int shmreg_timeout_policy_get(shmreg *h, int state, uint64_t *after_ns, unsigned *flags,
+                              uint64_t *grace_ns);
+
+/* A session a sweep fired. */
+typedef struct shmreg_expired {
+    shmreg_id id;
+    uint64_t deadline_ns;        /* the deadline that fired */
+    uint32_t action;             /* SHMREG_TIMEOUT_FAIL or _NOTIFY */
+    int old_state, new_state;    /* the state before, and after (FAIL: Failed) */
+    uint64_t reserved[4];        /* reserved for later fields (see "growth") */
+} shmreg_expired;
+
+/* Sweep: fire up to `max` sessions whose deadline is <= now_ns (0: the
+ * clock), filling out[0..]; returns how many (fewer than max: none due
+ * is left for this sweep). Claims are atomic across processes: run it in
+ * as many processes as you like; each due session fires in exactly one.
+ * Cost: the wheel buckets passed since the last sweep (at most all of
+ * them once) and the timers in them. No allocation but NOTIFY's re-arm.
+ * Errors: SHMREG_EINVAL (out NULL with max > 0), SHMREG_EBUSY, SHMREG_ECORRUPT,
+ * SHMREG_EFORK. */
+int shmreg_expire(shmreg *h, uint64_t now_ns, shmreg_expired *out, unsigned max);
+
+#define SHMREG_MAX_VARS       16u  /* variables of one session */
+#define SHMREG_MAX_VAR_KEY    32u  /* bytes of a variable's name (at least 1) */
+#define SHMREG_MAX_VAR_VALUE 256u  /* bytes of its value */
+
+/* Set variable `key` of session `id` to `value` (replacing it; remove one
+ * with shmreg_session_var_unset). The session's variables are replaced as one block: readers see all old
+ * or all new. Errors: SHMREG_EINVAL (NULL id, empty or over-long key,
+ * over-long value, NULL with a length), SHMREG_ENOENT, SHMREG_EFULL (the
+ * session has SHMREG_MAX_VARS variables and this is a new one; heap
+ * full), SHMREG_ECORRUPT, SHMREG_EFORK. */
+int shmreg_session_var_set(shmreg *h, const shmreg_id *id, shmreg_str key, shmreg_str value);
+
+/* Remove variable `key`. Errors: SHMREG_EINVAL, SHMREG_ENOENT (no such
+ * session or variable), SHMREG_EFULL (heap), SHMREG_ECORRUPT, SHMREG_EFORK. */
+int shmreg_session_var_unset(shmreg *h, const shmreg_id *id, shmreg_str key);
+
+/* Value of variable `key`, in place: valid until shmreg_read_end().
+ * Errors: SHMREG_ENOREAD, SHMREG_EINVAL, SHMREG_ENOENT (no such session or
+ * variable), SHMREG_ECORRUPT, SHMREG_EFORK. */
+int shmreg_session_var_get(shmreg *h, const shmreg_id *id, shmreg_str key, shmreg_str *value);
+
+/* Iterate a session's variables in the order they were first set; cursor
+ * from 0, SHMREG_ENOENT at the end. Key and value in place, valid until
+ * shmreg_read_end(). The cursor holds on to the version of the set the
+ * walk began with: a walk within one read section sees that one version
+ * whole, however often a writer replaces it meanwhile; one continued in
+ * a later section may end early (SHMREG_ENOENT) if that version is gone.
+ * Errors: SHMREG_ENOREAD, SHMREG_EINVAL, SHMREG_ENOENT, SHMREG_ECORRUPT,
+ * SHMREG_EFORK. */
+int shmreg_session_var_next(shmreg *h, const shmreg_id *id, uint64_t *cursor, shmreg_str *key,
+                            shmreg_str *value);
+
+/* Everything call control keeps for one session, read in place: for
+ * copying a session elsewhere (shmreg-sync stores it with the session,
+ * shmreg_restore puts it back) and for tools. Strings are valid until
+ * shmreg_read_end(). */
+typedef struct shmreg_session_control {
+    uint32_t nprofiles;                 /* memberships in profile[] */
+    shmreg_profile_entry profile[SHMREG_MAX_PROFILES_PER_SESSION];
+    uint32_t nvars;                     /* variables in var_key[], var_value[] */
+    shmreg_str var_key[SHMREG_MAX_VARS], var_value[SHMREG_MAX_VARS];
+    uint64_t deadline_ns;               /* armed timeout (0: none) */
+    uint32_t timeout_flags;             /* its action */
+    uint64_t grace_ns;                  /* its grace (NOTIFY) */
+    uint64_t reserved[8];        /* reserved for later fields (see "growth") */
+} shmreg_session_control;
+
+/* Fill *out with session `id`'s memberships, variables and timeout.
+ * Requires a read section. Errors: SHMREG_ENOREAD, SHMREG_EINVAL,
+ * SHMREG_ENOENT, SHMREG_ECORRUPT, SHMREG_EFORK. */
+int shmreg_session_control_get(shmreg *h, const shmreg_id *id, shmreg_session_control *out);
+
+#define SHMREG_USER_FROM 0x1u  /* match the From URI's user@host */
+#define SHMREG_USER_TO   0x2u  /* match the To URI's user@host */
+
+/* The index key of a URI or a user: "user@host" with the host in lower
+ * case, from "sip:alice@Example.COM:5060;transport=udp", "<sips:alice@h>",
+ * "Alice <sip:alice@h>;tag=x", "tel:+1555" or plain "alice@h". Writes
+ * *len bytes (no NUL) into out[0..cap). Returns 0, or SHMREG_EINVAL (NULL
+ * out/len, or the key would not fit: cap of SHMREG_MAX_STR always does).
+ * An empty URI gives an empty key. Touches no shared state. */
+int shmreg_user_key(shmreg_str uri, char *out, size_t cap, size_t *len);
+
+/* Iterate the live sessions whose From (SHMREG_USER_FROM) and/or To
+ * (SHMREG_USER_TO) URI names `user` (a URI or user@host, normalised by
+ * shmreg_user_key), through a keyed index: no scan. Cursor from 0;
+ * SHMREG_ENOENT at the end. A session matching both ways is given once.
+ * Requires a read section. Errors: SHMREG_ENOREAD, SHMREG_EINVAL (empty
+ * key, no or unknown `which` bits), SHMREG_ECORRUPT, SHMREG_EFORK. */
+int shmreg_session_by_user(shmreg *h, shmreg_str user, unsigned which, uint64_t *cursor,
+                           shmreg_session *out);
 
 /* ---------------------------------------------------------------- inspection */
 
@@ -731,6 +976,12 @@ enum shmreg_event_type {
     SHMREG_EV_PARTICIPANT_LEFT = 14,   /* room, session, new_state (Left) */
     SHMREG_EV_SESSION_RESTORED = 15,   /* session, new_state: restored (shmreg_sync.h) */
     SHMREG_EV_ROOM_RESTORED = 16,      /* room, new_state: restored (shmreg_sync.h) */
+    SHMREG_EV_TIMEOUT = 17,            /* session, old_state, new_state, which (action) */
+    SHMREG_EV_PROFILE_JOINED = 18,     /* session, which (the pair's count after), data
+                                        * (the profile name's first 12 bytes), len */
+    SHMREG_EV_PROFILE_LEFT = 19,       /* as PROFILE_JOINED */
+    SHMREG_EV_VAR_CHANGED = 20,        /* session, data (the first bytes of the key), len,
+                                        * which (1 set, 0 unset) */
     SHMREG_EV_TYPE_COUNT
 };
 #define SHMREG_EV_MASK(type) (1u << (type))
@@ -750,7 +1001,7 @@ typedef struct shmreg_event {
     int old_state, new_state;/* call/room/participant states */
     uint32_t which;          /* SDP side; SESSION_UPDATED: field mask */
     uint64_t config_gen;     /* CONFIG_CHANGED */
-    uint32_t len;            /* CUSTOM */
+    uint32_t len;            /* bytes in data: CUSTOM, PROFILE_*, VAR_CHANGED */
     unsigned char data[SHMREG_EVENT_DATA_MAX];
     uint64_t reserved[4];        /* reserved for later fields (see "growth") */
 } shmreg_event;

@@ -73,11 +73,13 @@ int shmreg_room_restore(shmreg *h, const shmreg_room *room, const shmreg_partici
  * checksum, so a damaged record is refused (SHMREG_ECORRUPT), never
  * misread. */
 
-/* The largest session record (every string, both SDPs, 8 dialogs at
- * their limits), for a static buffer. */
+/* The largest session record (every string, both SDPs, 8 dialogs, and
+ * the call control part at their limits), for a static buffer. */
 #define SHMREG_SESSION_RECORD_MAX \
     (256u + 8u * SHMREG_MAX_STR + SHMREG_MAX_APPDATA + 2u * SHMREG_MAX_SDP + \
-     SHMREG_MAX_DIALOGS_PER_SESSION * (8u + 3u * SHMREG_MAX_STR))
+     SHMREG_MAX_DIALOGS_PER_SESSION * (8u + 3u * SHMREG_MAX_STR) + 64u + \
+     SHMREG_MAX_PROFILES_PER_SESSION * (8u + SHMREG_MAX_PROFILE_NAME + SHMREG_MAX_PROFILE_VALUE) + \
+     SHMREG_MAX_VARS * (8u + SHMREG_MAX_VAR_KEY + SHMREG_MAX_VAR_VALUE))
 
 /* Encode session `s` and its dialogs d[0..nd-1] (nd at most
  * SHMREG_MAX_DIALOGS_PER_SESSION) into buf[0..cap). *len receives the
@@ -96,6 +98,20 @@ int shmreg_session_encode(const shmreg_session *s, const shmreg_dialog *d, unsig
  * checksum). */
 int shmreg_session_decode(const void *buf, size_t len, shmreg_session *s, shmreg_dialog *d,
                           unsigned *nd);
+
+/* The same, carrying the session's call control `c` too (memberships,
+ * variables, timeout; NULL: none): the record then has format 2, which
+ * shmreg_session_decode_control() reads back. Errors as for encode, and
+ * SHMREG_EINVAL for a control part over its limits. */
+int shmreg_session_encode_control(const shmreg_session *s, const shmreg_session_control *c,
+                                  const shmreg_dialog *d, unsigned nd, void *buf, size_t cap,
+                                  size_t *len);
+
+/* Decode a session record of either format; *c (may be NULL) receives its
+ * call control part (all zero for a format-1 record), strings into `buf`.
+ * Errors as for shmreg_session_decode. */
+int shmreg_session_decode_control(const void *buf, size_t len, shmreg_session *s,
+                                  shmreg_session_control *c, shmreg_dialog *d, unsigned *nd);
 
 /* Encode room `r` with participants p[0..n-1] (n at most
  * r->max_participants) into buf[0..cap); *len as for sessions. A room's
@@ -175,7 +191,10 @@ typedef struct shmreg_restore_report {
     uint64_t dialogs_failed;  /* dialog keys already bound elsewhere */
     uint64_t rooms, participants;
     uint64_t ring_pos, commit_ns; /* of the sync directory's state */
-    uint64_t reserved[8];     /* reserved for later fields (see "growth") */
+    uint64_t expired;         /* stored with a deadline already past: back as
+                               * Failed (so only with SHMREG_RESTORE_ALL) */
+    uint64_t profiles;        /* memberships restored */
+    uint64_t reserved[6];     /* reserved for later fields (see "growth") */
 } shmreg_restore_report;
 
 /* Rebuild the registry of `h` from sync directory `dir` (read-only: a

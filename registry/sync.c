@@ -85,6 +85,7 @@ int shmreg_sync_release(shmreg *h)
 /* ------------------------------------------------------------ records */
 
 #define REC_SESSION 0x31535253u /* "SRS1" */
+#define REC_SESSION2 0x32535253u /* "SRS2": with the call control part */
 #define REC_ROOM    0x31525253u /* "SRR1" */
 
 typedef struct wbuf {
@@ -216,8 +217,30 @@ static size_t field_max(unsigned i)
     return i == SHMREG_FIELD_APP_DATA ? SHMREG_MAX_APPDATA : SHMREG_MAX_STR;
 }
 
+static int control_ok(const shmreg_session_control *c)
+{
+    if (c->nprofiles > SHMREG_MAX_PROFILES_PER_SESSION || c->nvars > SHMREG_MAX_VARS)
+        return 0;
+    for (unsigned i = 0; i < c->nprofiles; i++)
+        if (c->profile[i].profile.len == 0 || c->profile[i].profile.len > SHMREG_MAX_PROFILE_NAME ||
+            c->profile[i].value.len > SHMREG_MAX_PROFILE_VALUE)
+            return 0;
+    for (unsigned i = 0; i < c->nvars; i++)
+        if (c->var_key[i].len == 0 || c->var_key[i].len > SHMREG_MAX_VAR_KEY ||
+            c->var_value[i].len > SHMREG_MAX_VAR_VALUE)
+            return 0;
+    return 1;
+}
+
 int shmreg_session_encode(const shmreg_session *s, const shmreg_dialog *d, unsigned nd, void *buf,
                           size_t cap, size_t *len)
+{
+    return shmreg_session_encode_control(s, NULL, d, nd, buf, cap, len);
+}
+
+int shmreg_session_encode_control(const shmreg_session *s, const shmreg_session_control *c,
+                                  const shmreg_dialog *d, unsigned nd, void *buf, size_t cap,
+                                  size_t *len)
 {
     if (s == NULL || len == NULL || (buf == NULL && cap) || (nd && d == NULL) ||
         nd > SHMREG_MAX_DIALOGS_PER_SESSION)
@@ -231,8 +254,10 @@ int shmreg_session_encode(const shmreg_session *s, const shmreg_dialog *d, unsig
         if (d[k].call_id.len > SHMREG_MAX_STR || d[k].local_tag.len > SHMREG_MAX_STR ||
             d[k].remote_tag.len > SHMREG_MAX_STR)
             return shmreg__fail(SHMREG_EINVAL, "dialog %u has a part over %u bytes", k, SHMREG_MAX_STR);
+    if (c && !control_ok(c))
+        return shmreg__fail(SHMREG_EINVAL, "call control part over its limits");
     wbuf w = {buf, cap, 0};
-    put32(&w, REC_SESSION);
+    put32(&w, c ? REC_SESSION2 : REC_SESSION);
     put(&w, s->id.bytes, SHMREG_ID_BYTES);
     put32(&w, (uint32_t)s->state);
     put32(&w, (uint32_t)s->local_rtp_port | (uint32_t)s->remote_rtp_port << 16);
@@ -254,17 +279,42 @@ int shmreg_session_encode(const shmreg_session *s, const shmreg_dialog *d, unsig
         putstr(&w, d[k].local_tag);
         putstr(&w, d[k].remote_tag);
     }
+    if (c) {
+        put64(&w, c->deadline_ns);
+        put64(&w, c->grace_ns);
+        put32(&w, c->timeout_flags);
+        put32(&w, c->nprofiles);
+        for (unsigned i = 0; i < c->nprofiles; i++) {
+            putstr(&w, c->profile[i].profile);
+            putstr(&w, c->profile[i].value);
+        }
+        put32(&w, c->nvars);
+        for (unsigned i = 0; i < c->nvars; i++) {
+            putstr(&w, c->var_key[i]);
+            putstr(&w, c->var_value[i]);
+        }
+    }
     return finish(&w, len);
 }
 
 int shmreg_session_decode(const void *buf, size_t len, shmreg_session *s, shmreg_dialog *d, unsigned *nd)
 {
+    return shmreg_session_decode_control(buf, len, s, NULL, d, nd);
+}
+
+int shmreg_session_decode_control(const void *buf, size_t len, shmreg_session *s,
+                                  shmreg_session_control *c, shmreg_dialog *d, unsigned *nd)
+{
     if (buf == NULL || s == NULL || d == NULL || nd == NULL)
         return shmreg__fail(SHMREG_EINVAL, "NULL buffer/session/dialogs/count");
     rbuf r;
-    int rc = open_record(&r, buf, len, REC_SESSION, "session");
+    rbuf peek = {buf, len, 0, 0};
+    uint32_t magic = len >= 12 ? get32(&peek) : 0; /* which format */
+    int rc = open_record(&r, buf, len, magic == REC_SESSION2 ? REC_SESSION2 : REC_SESSION, "session");
     if (rc)
         return rc;
+    shmreg_session_control cc;
+    memset(&cc, 0, sizeof cc);
     memset(s, 0, sizeof *s);
     const unsigned char *id = get(&r, SHMREG_ID_BYTES);
     if (id)
@@ -304,11 +354,34 @@ int shmreg_session_decode(const void *buf, size_t len, shmreg_session *s, shmreg
         d[k].remote_tag = getstr(&r, SHMREG_MAX_STR);
         d[k].session = s->id;
     }
+    if (magic == REC_SESSION2 && !r.bad) {
+        cc.deadline_ns = get64(&r);
+        cc.grace_ns = get64(&r);
+        cc.timeout_flags = get32(&r);
+        cc.nprofiles = get32(&r);
+        if (cc.nprofiles > SHMREG_MAX_PROFILES_PER_SESSION)
+            r.bad = 1;
+        for (uint32_t i = 0; i < cc.nprofiles && !r.bad; i++) {
+            cc.profile[i].profile = getstr(&r, SHMREG_MAX_PROFILE_NAME);
+            cc.profile[i].value = getstr(&r, SHMREG_MAX_PROFILE_VALUE);
+        }
+        cc.nvars = r.bad ? 0 : get32(&r);
+        if (cc.nvars > SHMREG_MAX_VARS)
+            r.bad = 1;
+        for (uint32_t i = 0; i < cc.nvars && !r.bad; i++) {
+            cc.var_key[i] = getstr(&r, SHMREG_MAX_VAR_KEY);
+            cc.var_value[i] = getstr(&r, SHMREG_MAX_VAR_VALUE);
+        }
+        if (!r.bad && !control_ok(&cc))
+            r.bad = 1;
+    }
     if (r.bad || r.pos != r.len || s->state < SHMREG_STATE_INITIATING || s->state > SHMREG_STATE_FAILED)
         return shmreg__fail(SHMREG_ECORRUPT, "session record is malformed (at byte %zu of %zu)", r.pos,
                             r.len);
     s->ndialogs = n;
     *nd = n;
+    if (c)
+        *c = cc;
     return 0;
 }
 

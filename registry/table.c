@@ -123,6 +123,81 @@ int reg_info_view(shmreg *h, uint64_t off, shmreg_str str[SHMREG_FIELD_STR_COUNT
     return 0;
 }
 
+int reg_vars_view(shmreg *h, uint64_t off, uint32_t *n, shmreg_str *key, shmreg_str *val)
+{
+    *n = 0;
+    if (off == 0)
+        return 0;
+    reg_vars *v = reg_heap_rec(&h->c.seg, off, sizeof(reg_vars));
+    if (v == NULL || v->magic != REG_VARS_MAGIC || v->n > SHMREG_MAX_VARS)
+        return shmreg__fail(SHMREG_ECORRUPT, "variables block at %llu is not one",
+                            (unsigned long long)off);
+    uint64_t cap = shm_blk_capacity(shm_blk_at(&h->c.seg, off)), pos = sizeof(reg_vars);
+    for (uint32_t i = 0; i < v->n; i++) {
+        if (v->klen[i] > SHMREG_MAX_VAR_KEY || v->vlen[i] > SHMREG_MAX_VAR_VALUE ||
+            pos + v->klen[i] + v->vlen[i] > cap)
+            return shmreg__fail(SHMREG_ECORRUPT, "variable %u overruns its block", i);
+        if (key) {
+            key[i] = (shmreg_str){(const char *)v + pos, v->klen[i]};
+            val[i] = (shmreg_str){(const char *)v + pos + v->klen[i], v->vlen[i]};
+        }
+        pos += v->klen[i] + v->vlen[i];
+    }
+    *n = v->n;
+    return 0;
+}
+
+/* The call-control part of a view: deadline, memberships, variables.
+ * Only words that are set cost a look at their record. */
+static int control_view(shmreg *h, reg_sess *x, shmreg_session *out)
+{
+    const shm_seg *s = &h->c.seg;
+    uint64_t toff = atomic_load_explicit(&x->timer, memory_order_acquire);
+    reg_timer *t = toff ? reg_timer_at(s, toff) : NULL;
+    uint64_t tst = t ? atomic_load(&t->state) : 0;
+    if (tst == REG_TIMER_ARMED || (tst & 0xffu) == REG_TIMER_CLAIMED) {
+        out->deadline_ns = t->deadline_ns;
+        out->timeout_flags = t->flags;
+    }
+    for (unsigned k = 0; k < SHMREG_MAX_PROFILES_PER_SESSION; k++) {
+        uint64_t m = atomic_load_explicit(&x->prof[k], memory_order_acquire);
+        reg_member *r = m ? reg_member_at(s, m) : NULL;
+        out->nprofiles += r && reg_pair_at(s, atomic_load(&r->pair)) != NULL;
+    }
+    return reg_vars_view(h, atomic_load_explicit(&x->vars, memory_order_acquire), &out->nvars,
+                         NULL, NULL);
+}
+
+int shmreg_session_control_get(shmreg *h, const shmreg_id *id, shmreg_session_control *out)
+{
+    uint32_t si;
+    uint64_t st;
+    int rc = reg_find_in_read(h, id, out, &si, &st);
+    if (rc)
+        return rc;
+    const shm_seg *s = &h->c.seg;
+    reg_sess *x = reg_slot(h, si);
+    memset(out, 0, sizeof *out);
+    for (unsigned k = 0; k < SHMREG_MAX_PROFILES_PER_SESSION; k++) {
+        reg_member *m = reg_member_at(s, atomic_load(&x->prof[k]));
+        reg_pair *p = m ? reg_pair_at(s, atomic_load(&m->pair)) : NULL;
+        if (p == NULL)
+            continue;
+        shmreg_profile_entry *e = &out->profile[out->nprofiles++];
+        e->profile = (shmreg_str){p->key, p->plen};
+        e->value = (shmreg_str){p->key + p->plen, p->vlen};
+        e->count = atomic_load(&p->count);
+    }
+    reg_timer *t = reg_timer_at(s, atomic_load(&x->timer));
+    uint64_t tst = t ? atomic_load(&t->state) : 0;
+    if (tst == REG_TIMER_ARMED || (tst & 0xffu) == REG_TIMER_CLAIMED) {
+        out->deadline_ns = t->deadline_ns;
+        out->timeout_flags = t->flags;
+        out->grace_ns = t->grace_ns;
+    }
+    return reg_vars_view(h, atomic_load(&x->vars), &out->nvars, out->var_key, out->var_value);
+}
+
 /* ------------------------------------------------------------ reading */
 
 int reg_sdp_view(shmreg *h, uint64_t off, shmreg_str *out)
@@ -144,7 +219,7 @@ int reg_sdp_view(shmreg *h, uint64_t off, shmreg_str *out)
 
 /* Fill a view of slot si whose state word was `st`: the one load that
  * was checked live. The state is never loaded again here. */
-static int session_view(shmreg *h, uint32_t si, uint64_t st, shmreg_session *out)
+int reg_session_view(shmreg *h, uint32_t si, uint64_t st, shmreg_session *out)
 {
     reg_sess *x = reg_slot(h, si);
     uint64_t info = atomic_load_explicit(&x->info, memory_order_acquire);
@@ -182,6 +257,10 @@ static int session_view(shmreg *h, uint32_t si, uint64_t st, shmreg_session *out
     out->ndialogs = 0;
     for (unsigned i = 0; i < SHMREG_MAX_DIALOGS_PER_SESSION; i++)
         out->ndialogs += atomic_load_explicit(&x->dlg[i], memory_order_relaxed) != 0;
+    out->deadline_ns = 0;
+    out->timeout_flags = out->nprofiles = out->nvars = out->pad_ = 0;
+    if ((rc = control_view(h, x, out)) != 0)
+        return rc;
     /* The ABI's spare capacity: written, as empty, like every other byte. */
     memset(&out->str[SHMREG_FIELD_STR_COUNT], 0,
            sizeof out->str - SHMREG_FIELD_STR_COUNT * sizeof out->str[0]);
@@ -218,7 +297,7 @@ int shmreg_session_get(shmreg *h, const shmreg_id *id, shmreg_session *out)
         return rc;
     /* Build the view from the word reg_find validated: loading it again
      * could see a delete that landed meanwhile (REG_DELETED, no state). */
-    return session_view(h, si, st, out);
+    return reg_session_view(h, si, st, out);
 }
 
 /* Slots are carved shard by shard; the cursor walks shard ranges up to
@@ -250,7 +329,7 @@ int shmreg_session_next(shmreg *h, uint64_t *cursor, int state_filter, shmreg_se
         if (!REG_LIVE(st) || (state_filter && (int)REG_STATE(st) != state_filter))
             continue;
         *cursor = i + 1;
-        return session_view(h, (uint32_t)i, st, out);
+        return reg_session_view(h, (uint32_t)i, st, out);
     }
     *cursor = s->slots;
     return shmreg__fail_lazy(SHMREG_ENOENT, "no more sessions", NULL);
@@ -290,3 +369,14 @@ int shmreg_session_counts(shmreg *h, uint64_t *counts, size_t n)
         counts[i] = i < SHMREG_STATE_COUNT ? all[i] : 0;
     return 0;
 }
+
+/* ------------------------------------------------------------ the state machine */
+
+static int session_live(uint64_t w)
+{
+    return REG_LIVE(w);
+}
+
+const reg_machine reg_session_machine = {
+    "session", "state", "", shmreg_state_allowed, shmreg_state_name, session_live,
+};

@@ -46,10 +46,11 @@
 #define SHM_EBUSY    (-6)
 
 #define SHM_MAGIC "shmreg\x1a\x01"
-#define SHM_LAYOUT_VERSION 3u /* 2: engine locks, record sizes; 3: consumer regions */
+#define SHM_LAYOUT_VERSION 4u /* 2: engine locks, record sizes; 3: consumer regions;
+                                * 4: 320-byte slots, 24 record kinds */
 #define SHM_HEADER_BYTES 4096u
 #define SHM_PAGE_BYTES (256u * 1024u)   /* heap page: 3 of the largest class */
-#define SHM_SLOT_BYTES 256u             /* a slot of the slot table, header included */
+#define SHM_SLOT_BYTES 320u             /* a slot of the slot table, header included */
 #define SHM_SHARDS 4u                   /* free lists per class: spreads lock traffic */
 #define SHM_NCLASS 42u                  /* heap size classes (see alloc.c) */
 #define SHM_SLOT_CLASS 0xffu            /* class id of slots */
@@ -123,7 +124,7 @@ typedef struct shm_record {
     uint32_t bytes;
 } shm_record;
 #define SHM_ENGINE_RECORDS 7u
-#define SHM_MAX_RECORDS 16u          /* engine's and consumer's together */
+#define SHM_MAX_RECORDS 24u          /* engine's and consumer's together */
 
 /* A consumer's region: `bytes` of zero-filled memory (rounded up to
  * 4 KiB), named for messages. Its meaning is the consumer's alone. */

@@ -17,7 +17,7 @@
  * deleted and the handle closed, the heap holds 0 bytes.
  *
  * Each case gets a fresh, small registry so that every figure is its own.
- * Leaked bytes are block sizes: 256 for a session slot, heap blocks by
+ * Leaked bytes are block sizes: SHM_SLOT_BYTES for a session slot, heap blocks by
  * size class (an info block with no strings is 64 bytes, with a 21-byte
  * from URI 80, a dialog record 96, a one-seat room 96, a three-seat room
  * 112, a participant 96).
@@ -28,10 +28,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "crashpoint.h"
 #include "shmreg.h"
+#include "seg.h"
 #include "tap.h"
 #include "testutil.h"
 
@@ -341,14 +343,14 @@ static void t_alloc(void)
     fresh(8);
     crash_at("alloc_pop_unlinked", op_recycle_then_create);
     is(STAT(sessions), 0, "%s: no session was created", point);
-    recover((expect){1, 256, 1, 1});
+    recover((expect){1, SHM_SLOT_BYTES, 1, 1});
     still_usable();
 
     /* A page given a class but never counted: taken again by the next. */
     fresh(8);
     crash_at("alloc_page_assigned", op_create_fields);
     is(STAT(sessions), 0, "%s: no session was created", point);
-    recover((expect){1, 256, 1, 1});
+    recover((expect){1, SHM_SLOT_BYTES, 1, 1});
     still_usable();
 
     /* A page counted but never made current: shm_pages_repair carves all
@@ -357,7 +359,7 @@ static void t_alloc(void)
     crash_at("alloc_page_counted", op_create_fields);
     shmreg_check_report a, b;
     shmreg_check(h, 0, &a, NULL, NULL, NULL);
-    recover((expect){1, 256, 1, 1});
+    recover((expect){1, SHM_SLOT_BYTES, 1, 1});
     shmreg_check(h, 0, &b, NULL, NULL, NULL);
     is(b.heap_blocks_free - a.heap_blocks_free, 256u * 1024u / 80u,
        "%s: the lost page's 3276 blocks of 80 bytes are carved onto its free list", point);
@@ -366,7 +368,7 @@ static void t_alloc(void)
     /* A block stamped but not counted as carved: invisible, carved again. */
     fresh(8);
     crash_at("alloc_carve_stamped", op_create_fields);
-    recover((expect){1, 256, 1, 1});
+    recover((expect){1, SHM_SLOT_BYTES, 1, 1});
     still_usable();
 
     fresh(8);
@@ -379,7 +381,7 @@ static void t_alloc(void)
      * finishes the page and reclaims that block. */
     fresh(8);
     crash_twice("alloc_page_counted", op_create_fields, "alloc_pages_repair_carved", op_repair);
-    recover((expect){2, 256 + 80, 1, 2});
+    recover((expect){2, SHM_SLOT_BYTES + 80, 1, 2});
     still_usable();
 }
 
@@ -393,7 +395,7 @@ static void t_epoch(void)
     make_sessions(1, 0);
     crash_at("epoch_retire_marked", op_delete0);
     ok(!session_found(0), "%s: the session is gone (deletion had begun)", point);
-    recover((expect){2, 256 + 64, 1, 2});
+    recover((expect){2, SHM_SLOT_BYTES + 64, 1, 2});
     still_usable();
 
     /* On the limbo list, counters not yet bumped. */
@@ -401,7 +403,7 @@ static void t_epoch(void)
     make_sessions(1, 0);
     crash_at("epoch_retire_listed", op_delete0);
     ok(!session_found(0), "%s: the session is gone", point);
-    recover((expect){1, 256, 1, 1});
+    recover((expect){1, SHM_SLOT_BYTES, 1, 1});
     still_usable();
 
     /* Unlinked from limbo, not yet freed: RETIRED with a dead tag. The
@@ -429,7 +431,7 @@ static void t_epoch(void)
      * incarnation: the dead one's tags stay dead, the next reap finishes. */
     fresh(8);
     crash_twice("session_create_slot", op_create, "epoch_reap_orphaned", op_reap);
-    recover((expect){1, 256, 1, 1});
+    recover((expect){1, SHM_SLOT_BYTES, 1, 1});
     still_usable();
 
     /* A reaper dies after retiring a dead handle's intent block, before
@@ -506,9 +508,9 @@ static void t_session(void)
     /* Create: nothing is published until the final state store; the
      * dead creator's slot (and blocks) are reclaimed. */
     static const struct { const char *p; expect e; } create[] = {
-        {"session_create_slot", {1, 256, 1, 1}},
-        {"session_create_info", {2, 256 + 64, 1, 2}},
-        {"session_create_linked", {2, 256 + 64, 1, 1}},
+        {"session_create_slot", {1, SHM_SLOT_BYTES, 1, 1}},
+        {"session_create_info", {2, SHM_SLOT_BYTES + 64, 1, 2}},
+        {"session_create_linked", {2, SHM_SLOT_BYTES + 64, 1, 1}},
     };
     for (int i = 0; i < 3; i++) {
         fresh(8);
@@ -543,7 +545,7 @@ static void t_session(void)
         ok(!session_found(0) && session_found(1) && dialog_found(1),
            "%s: the session is gone, the other session and its dialog are intact", point);
         is(STAT(sessions), 1, "%s: one session is counted", point);
-        recover((expect){1, 256, 1, 1});
+        recover((expect){1, SHM_SLOT_BYTES, 1, 1});
         ok(!dialog_found(0) && dialog_found(1), "%s: after the repair its dialog is gone too", point);
         is(STAT(dialogs), 1, "%s: one dialog is left", point);
         still_usable();
@@ -708,6 +710,96 @@ static void t_ring(void)
     }
 }
 
+/* ------------------------------------------------------------ call control */
+
+#define HOUR_NS (3600ull * 1000000000ull)
+static uint64_t clock_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static void op_join_trunk(shmreg *c) { shmreg_profile_join(c, &sess[0], S("trunk"), S("a"), 5, NULL); }
+static void op_leave_trunk(shmreg *c) { shmreg_profile_leave(c, &sess[0], S("trunk"), S("a")); }
+static void op_arm(shmreg *c)
+{
+    shmreg_session_set_timeout(c, &sess[0], clock_ns() + HOUR_NS, SHMREG_TIMEOUT_FAIL, 0);
+}
+static void op_expire(shmreg *c)
+{
+    shmreg_expired out[4];
+    shmreg_expire(c, 0, out, 4);
+}
+
+static uint64_t trunk_count(void)
+{
+    uint64_t n = 99;
+    shmreg_profile_count(h, S("trunk"), S("a"), &n);
+    return n;
+}
+
+static void t_control(void)
+{
+    /* A join killed with its membership listed but not yet counted: the
+     * list is the truth, and the next taker of the lock recounts. */
+    fresh(8);
+    make_sessions(2, 0);
+    crash_at("profile_join_listed", op_join_trunk);
+    recover((expect){0, 0, 1, 0});
+    is(trunk_count(), 1, "%s: the pair counts its one member", point);
+    is(shmreg_profile_join(h, &sess[1], S("trunk"), S("a"), 2, NULL), 0,
+       "%s: a second join under a limit of 2 gets in", point);
+    is(shmreg_profile_join(h, &sess[0], S("trunk"), S("a"), 2, NULL), SHMREG_EEXIST,
+       "%s: the first session is a member: EEXIST", point);
+    is(trunk_count(), 2, "%s: 2 members", point);
+    still_usable();
+
+    /* A leave killed after taking the member off the list: it is out
+     * (the pair, empty, left the index), its word is cleared by delete. */
+    fresh(8);
+    make_sessions(1, 0);
+    is(shmreg_profile_join(h, &sess[0], S("trunk"), S("a"), 5, NULL), 0, "leave: joined");
+    crash_at("profile_leave_unlisted", op_leave_trunk);
+    recover((expect){0, 0, 1, 0});
+    is(trunk_count(), 0, "%s: the pair is empty", point);
+    is(shmreg_profile_leave(h, &sess[0], S("trunk"), S("a")), SHMREG_ENOENT,
+       "%s: a second leave finds no membership", point);
+    still_usable();
+
+    /* An arm killed with its timer in the wheel but not yet the
+     * session's: the session has no timeout; the sweep drops the stray. */
+    fresh(8);
+    make_sessions(1, 0);
+    crash_at("timer_arm_bucketed", op_arm);
+    recover((expect){0, 0, 1, 0});
+    shmreg_session v;
+    shmreg_read_begin(h);
+    ok(shmreg_session_get(h, &sess[0], &v) == 0 && v.deadline_ns == 0, "%s: no timeout armed", point);
+    shmreg_read_end(h);
+    shmreg_expired out[4];
+    is(shmreg_expire(h, clock_ns() + 2 * HOUR_NS, out, 4), 0, "%s: a sweep past it fires nothing", point);
+    still_usable();
+
+    /* A sweep killed after the action, before "fired": the next sweep
+     * takes the dead claim over, finds the session final, and fires
+     * nothing twice. */
+    fresh(8);
+    make_sessions(1, 0);
+    is(shmreg_session_set_timeout(h, &sess[0], 1, SHMREG_TIMEOUT_FAIL, 0), 0, "fire: a deadline long past");
+    crash_at("timer_fire_acted", op_expire);
+    shmreg_read_begin(h);
+    ok(shmreg_session_get(h, &sess[0], &v) == 0 && v.state == SHMREG_STATE_FAILED,
+       "%s: the session is Failed", point);
+    shmreg_read_end(h);
+    recover((expect){0, 0, 1, 0});
+    is(shmreg_expire(h, 0, out, 4), 0, "%s: the next sweep fires nothing again", point);
+    shmreg_read_begin(h);
+    ok(shmreg_session_get(h, &sess[0], &v) == 0 && v.deadline_ns == 0, "%s: and no timeout is left", point);
+    shmreg_read_end(h);
+    still_usable();
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -718,5 +810,6 @@ int main(void)
     t_dialog();
     t_room();
     t_ring();
+    t_control();
     return done_testing();
 }

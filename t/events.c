@@ -145,8 +145,10 @@ static void test_names_and_arguments(void)
         NULL, "session_created", "state_changed", "sdp_updated", "session_updated",
         "session_deleted", "dialog_bound", "dialog_unbound", "config_changed", "custom",
         "room_created", "room_state", "participant_joined", "participant_status", "participant_left",
-        "session_restored", "room_restored",
+        "session_restored", "room_restored", "timeout", "profile_joined", "profile_left",
+        "var_changed",
     };
+    _Static_assert(sizeof nm / sizeof nm[0] == SHMREG_EV_TYPE_COUNT, "a name for every type");
     int names_ok = 1, parse_ok = 1;
     for (uint32_t t = 1; t < SHMREG_EV_TYPE_COUNT; t++) {
         const char *n = shmreg_event_name(t);

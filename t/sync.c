@@ -13,6 +13,7 @@
 #include <lmdb.h>
 #include <signal.h>
 #include <stdio.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -78,7 +79,10 @@ static size_t encode(shmreg *h, const shmreg_id *id, unsigned char *buf)
         bail_out("get: %s", shmreg_errmsg());
     for (unsigned i = 0; i < s.ndialogs; i++)
         shmreg_session_dialog(h, id, i, &d[i]);
-    if (shmreg_session_encode(&s, d, s.ndialogs, buf, SHMREG_SESSION_RECORD_MAX, &len) != 0)
+    shmreg_session_control c;
+    if (shmreg_session_control_get(h, id, &c) != 0)
+        bail_out("control: %s", shmreg_errmsg());
+    if (shmreg_session_encode_control(&s, &c, d, s.ndialogs, buf, SHMREG_SESSION_RECORD_MAX, &len) != 0)
         bail_out("encode: %s", shmreg_errmsg());
     shmreg_read_end(h);
     return len;
@@ -104,7 +108,9 @@ static void records(void)
 
     size_t small;
     is(shmreg_session_encode(&s, d, nd, recbuf + 0, 10, &small), SHMREG_EFULL, "a short buffer: EFULL");
-    is((long long)small, (long long)len, "... and the size it needs");
+    /* encode() wrote format 2; this is format 1, without the 28-byte
+     * control part an empty one takes (deadline, grace, flags, 2 counts). */
+    is((long long)small, (long long)len - 28, "... and the size it needs");
     len = encode(h, &id, recbuf);
 
     unsigned char bad[SHMREG_SESSION_RECORD_MAX];
@@ -460,6 +466,93 @@ static void status(void)
     shmreg_close(h);
 }
 
+/* Call control travels with the session: memberships, variables and the
+ * timeout are in the record (format 2), and restore puts them back; a
+ * session whose deadline passed while it was stored comes back Failed. */
+static void restore_control(void)
+{
+    shmreg *a = fresh("ctl-a");
+    shmreg_id live = full_session(a, 4), late = full_session(a, 5), plain = full_session(a, 6);
+    uint64_t hour = 3600ull * 1000000000ull, now = (uint64_t)time(NULL) * 1000000000ull;
+    is(shmreg_profile_join(a, &live, S("trunk"), S("carrier-a"), 10, NULL), 0, "join trunk");
+    is(shmreg_profile_join(a, &live, S("inbound"), S(""), 0, NULL), 0, "join inbound");
+    is(shmreg_profile_join(a, &late, S("trunk"), S("carrier-a"), 10, NULL), 0, "late joins trunk");
+    is(shmreg_session_var_set(a, &live, S("account"), S("acme-42")), 0, "var account");
+    is(shmreg_session_var_set(a, &live, S("route"), S("")), 0, "var route, empty");
+    is(shmreg_session_set_timeout(a, &live, now + hour, SHMREG_TIMEOUT_NOTIFY, 32000000000ull), 0,
+       "live: a timeout an hour away, NOTIFY with 32 s grace");
+    is(shmreg_session_set_timeout(a, &late, now - hour, SHMREG_TIMEOUT_FAIL, 0), 0,
+       "late: a deadline an hour ago (no sweep ran)");
+
+    /* The record itself. */
+    size_t len = encode(a, &live, recbuf);
+    shmreg_session s;
+    shmreg_session_control c;
+    shmreg_dialog d[SHMREG_MAX_DIALOGS_PER_SESSION];
+    unsigned nd;
+    is(shmreg_session_decode_control(recbuf, len, &s, &c, d, &nd), 0, "a format-2 record decodes");
+    is(c.nprofiles, 2, "with 2 memberships");
+    is(c.nvars, 2, "2 variables");
+    ok(c.var_key[0].len == 7 && memcmp(c.var_key[0].ptr, "account", 7) == 0 &&
+       c.var_value[0].len == 7 && memcmp(c.var_value[0].ptr, "acme-42", 7) == 0,
+       "account=acme-42 first");
+    is(c.deadline_ns, now + hour, "the deadline");
+    is(c.timeout_flags, SHMREG_TIMEOUT_NOTIFY, "its action");
+    is(c.grace_ns, 32000000000ull, "its grace");
+    is(shmreg_session_decode(recbuf, len, &s, d, &nd), 0, "the plain decoder reads it too");
+    size_t len1;
+    is(shmreg_session_encode(&s, d, nd, recbuf, SHMREG_SESSION_RECORD_MAX, &len1), 0, "format 1");
+    memset(&c, 0xff, sizeof c);
+    is(shmreg_session_decode_control(recbuf, len1, &s, &c, d, &nd), 0, "format 1 decodes");
+    ok(c.nprofiles == 0 && c.nvars == 0 && c.deadline_ns == 0, "with an empty control part");
+    c.nprofiles = SHMREG_MAX_PROFILES_PER_SESSION + 1;
+    is(shmreg_session_encode_control(&s, &c, d, nd, recbuf, SHMREG_SESSION_RECORD_MAX, &len1),
+       SHMREG_EINVAL, "a control part over its limits: EINVAL");
+
+    const char *dir = keep(test_dir("ctldir"));
+    write_dir(a, dir, 77);
+    shmreg *b = fresh("ctl-b");
+    shmreg_restore_report rep;
+    is(shmreg_restore(b, dir, 0, &rep), 0, "restored");
+    is(rep.sessions, 2, "live and plain came back");
+    is(rep.expired, 1, "late had expired");
+    is(rep.skipped, 1, "and, Failed now, was not restored by the default policy");
+    is(rep.profiles, 2, "2 memberships restored");
+    uint64_t n = 9;
+    is(shmreg_profile_count(b, S("trunk"), S("carrier-a"), &n), 0, "count trunk");
+    is(n, 1, "trunk=carrier-a has the 1 live call");
+    is(shmreg_profile_count(b, S("inbound"), S(""), &n), 0, "count inbound");
+    is(n, 1, "inbound has 1");
+    shmreg_read_begin(b);
+    shmreg_str val;
+    is(shmreg_session_var_get(b, &live, S("account"), &val), 0, "its variable");
+    ok(val.len == 7 && memcmp(val.ptr, "acme-42", 7) == 0, "account=acme-42");
+    is(shmreg_session_get(b, &live, &s), 0, "get live");
+    is(s.deadline_ns, now + hour, "its deadline");
+    is(s.timeout_flags, SHMREG_TIMEOUT_NOTIFY, "its action");
+    is(s.nprofiles, 2, "2 profiles in the view");
+    is(s.nvars, 2, "2 variables in the view");
+    is(shmreg_session_get(b, &plain, &s), 0, "get plain");
+    ok(s.nprofiles == 0 && s.nvars == 0 && s.deadline_ns == 0, "plain has no call control");
+    shmreg_read_end(b);
+    shmreg_close(b);
+
+    shmreg *c2 = fresh("ctl-c");
+    is(shmreg_restore(c2, dir, SHMREG_RESTORE_ALL, &rep), 0, "restored with ALL");
+    is(rep.sessions, 3, "all 3");
+    shmreg_read_begin(c2);
+    is(shmreg_session_get(c2, &late, &s), 0, "late is there");
+    is(s.state, SHMREG_STATE_FAILED, "Failed, as the sweep would have left it");
+    is(s.deadline_ns, 0, "and no timeout armed");
+    is(s.nprofiles, 1, "still in its profile (its record says so)");
+    shmreg_read_end(c2);
+    shmreg_check_report cr;
+    is(shmreg_check(c2, 0, &cr, NULL, NULL, NULL), 0, "check is clean");
+    shmreg_close(c2);
+    shmreg_close(a);
+    (void)plain;
+}
+
 int main(void)
 {
     test_watchdog_install();
@@ -467,6 +560,7 @@ int main(void)
     TEST_RUN(restore_one);
     TEST_RUN(rooms);
     TEST_RUN(restore_dir);
+    TEST_RUN(restore_control);
     TEST_RUN(status);
     alarm(0);
     return done_testing();

@@ -285,7 +285,10 @@ static int encode_now(syncd *d, int kind, const shmreg_id *id, size_t *len)
         for (unsigned i = 0; i < s.ndialogs && i < SHMREG_MAX_DIALOGS_PER_SESSION; i++)
             if (shmreg_session_dialog(d->h, id, i, &dl[nd]) == 0)
                 nd++;
-        rc = shmreg_session_encode(&s, dl, nd, d->buf, d->bufcap, len);
+        shmreg_session_control c;
+        if ((rc = shmreg_session_control_get(d->h, id, &c)) != 0)
+            return rc == SHMREG_ENOENT ? 0 : rc;
+        rc = shmreg_session_encode_control(&s, &c, dl, nd, d->buf, d->bufcap, len);
         return rc ? rc : 1;
     }
     shmreg_room r;
@@ -536,7 +539,8 @@ static int mark(idset *set, const shmreg_event *e)
     switch (e->type) {
     case SHMREG_EV_SESSION_CREATED: case SHMREG_EV_STATE_CHANGED: case SHMREG_EV_SDP_UPDATED:
     case SHMREG_EV_SESSION_UPDATED: case SHMREG_EV_SESSION_DELETED: case SHMREG_EV_DIALOG_BOUND:
-    case SHMREG_EV_DIALOG_UNBOUND: case SHMREG_EV_SESSION_RESTORED:
+    case SHMREG_EV_DIALOG_UNBOUND: case SHMREG_EV_SESSION_RESTORED: case SHMREG_EV_TIMEOUT:
+    case SHMREG_EV_PROFILE_JOINED: case SHMREG_EV_PROFILE_LEFT: case SHMREG_EV_VAR_CHANGED:
         return idset_add(set, &e->session, SINK_SESSION);
     case SHMREG_EV_ROOM_CREATED: case SHMREG_EV_ROOM_STATE: case SHMREG_EV_PARTICIPANT_JOINED:
     case SHMREG_EV_PARTICIPANT_STATUS: case SHMREG_EV_PARTICIPANT_LEFT: case SHMREG_EV_ROOM_RESTORED:
