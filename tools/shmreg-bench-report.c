@@ -28,6 +28,38 @@ char *human(double v, char *buf, size_t n)
     return buf;
 }
 
+/* ================================================================ baselines */
+
+/* Call control against its baselines in the same run: a workload of one
+ * store against another workload or another store, at the same
+ * processes and sessions. */
+typedef struct baseline {
+    int wl, impl;         /* the measured row */
+    int base_wl, base_impl;
+    const char *what;     /* of the ratio */
+} baseline;
+
+static const baseline BASE[] = {
+    {WL_ADMIT, IMPL_SHMREG, WL_ADMIT, IMPL_LIMIT, "admission vs a private counter (limit)"},
+    {WL_PROFILE_COUNT, IMPL_SHMREG, WL_PROFILE_COUNT, IMPL_LIMIT, "profile count vs a private counter (limit)"},
+    {WL_SWEEP, IMPL_SHMREG, WL_SWEEP_SCAN, IMPL_SHMREG, "sweep vs finding what is due by a table walk"},
+    {WL_USER_FIND, IMPL_SHMREG, WL_USER_SCAN, IMPL_SHMREG, "lookup by user vs a table walk"},
+};
+#define NBASE (sizeof BASE / sizeof BASE[0])
+
+/* Calls every (row, its baseline) pair the run has. */
+static void each_baseline(void (*fn)(const baseline *b, const result *r, const result *base, void *arg),
+                          void *arg)
+{
+    for (size_t k = 0; k < NBASE; k++)
+        for (size_t i = 0; i < nres; i++) {
+            const result *r = &RES[i], *x;
+            if (r->ok && r->wl == BASE[k].wl && r->impl == BASE[k].impl &&
+                (x = res_find(BASE[k].base_wl, BASE[k].base_impl, r->procs, r->sessions)) && x->ops_per_s > 0)
+                fn(&BASE[k], r, x, arg);
+        }
+}
+
 /* ================================================================ targets */
 
 typedef struct target {
@@ -107,6 +139,29 @@ void evaluate_targets(void)
     const result *e = res_find(WL_EVENT_PUBLISH, IMPL_SHMREG, 1, n);
     if (e)
         tg_add("events published, one process", ">= 10M/s", e->ops_per_s, "ops/s", e->ops_per_s >= 1e7);
+    const result *ad = res_find(WL_ADMIT, IMPL_SHMREG, 1, n), *ad4 = res_find(WL_ADMIT, IMPL_SHMREG, 4, n);
+    if (ad)
+        tg_add("admission (join with a limit + leave), one process", ">= 1M/s", ad->ops_per_s, "ops/s",
+               ad->ops_per_s >= 1e6);
+    if (ad && ad4)
+        tg_add("admission: 4 processes on 16 shared counters vs 1", ">= 1.0x", ad4->ops_per_s / ad->ops_per_s,
+               "x", ad4->ops_per_s >= ad->ops_per_s);
+    const result *pc = res_find(WL_PROFILE_COUNT, IMPL_SHMREG, 1, n);
+    if (pc)
+        tg_add("profile count read, one process", ">= 10M/s", pc->ops_per_s, "ops/s", pc->ops_per_s >= 1e7);
+    const result *sw = res_find(WL_SWEEP, IMPL_SHMREG, 1, n), *sw1 = res_find(WL_SWEEP, IMPL_SHMREG, 1, P.points[0]);
+    if (sw)
+        tg_add("sweep: time per timeout fired", "<= 1 us", 1e6 / sw->ops_per_s, "us", sw->ops_per_s >= 1e6);
+    if (sw && sw1 && sw1 != sw) {
+        char name[96];
+        snprintf(name, sizeof name, "sweep per timeout, %llu vs %llu sessions (~1000 due)", (unsigned long long)n,
+                 (unsigned long long)P.points[0]);
+        tg_add(name, "<= 1.5x", sw1->ops_per_s / sw->ops_per_s, "x", sw1->ops_per_s <= 1.5 * sw->ops_per_s);
+    }
+    const result *uf = res_find(WL_USER_FIND, IMPL_SHMREG, 1, n), *us = res_find(WL_USER_SCAN, IMPL_SHMREG, 1, n);
+    if (uf && us)
+        tg_add("lookup by user vs a table walk", ">= 20x", uf->ops_per_s / us->ops_per_s, "x",
+               uf->ops_per_s >= 20 * us->ops_per_s);
     double worst = 0;
     int any = 0;
     for (size_t i = 0; i < nres; i++)
@@ -163,6 +218,30 @@ static void print_wrapped(FILE *f, const char *lead, const char *text)
         }
     }
     fputc('\n', f);
+}
+
+static double ns_per_op(const result *r) { return 1e9 * r->procs / r->ops_per_s; }
+
+static void count_row(const baseline *b, const result *r, const result *x, void *any)
+{
+    (void)b, (void)r, (void)x;
+    *(int *)any = 1;
+}
+
+static void print_baseline(const baseline *b, const result *r, const result *x, void *f)
+{
+    fprintf(f, "  %-46s %5u %8llu %10.0f %10.0f %8.2fx\n", b->what, r->procs, (unsigned long long)r->sessions,
+            ns_per_op(r), ns_per_op(x), r->ops_per_s / x->ops_per_s);
+}
+
+static void json_baseline(const baseline *b, const result *r, const result *x, void *f)
+{
+    static int n;
+    fprintf(f, "%s\n    {\"what\": \"%s\", \"workload\": \"%s\", \"impl\": \"%s\", \"base_workload\": \"%s\", "
+            "\"base_impl\": \"%s\", \"procs\": %u, \"sessions\": %llu, \"ns_per_op\": %.1f, "
+            "\"base_ns_per_op\": %.1f, \"speedup\": %.4g}", n++ ? "," : "", b->what, WL[b->wl].name,
+            IMPLS[b->impl]->name, WL[b->base_wl].name, IMPLS[b->base_impl]->name, r->procs,
+            (unsigned long long)r->sessions, ns_per_op(r), ns_per_op(x), r->ops_per_s / x->ops_per_s);
 }
 
 void print_tables(FILE *f)
@@ -232,6 +311,14 @@ void print_tables(FILE *f)
                 fprintf(f, "  %u: %s (%.2fx)", RES[j].procs, human(RES[j].ops_per_s, b1, sizeof b1),
                         RES[j].ops_per_s / r->ops_per_s);
         fputc('\n', f);
+    }
+    int any = 0;
+    each_baseline(count_row, &any);
+    if (any) {
+        fprintf(f, "\ncall control against its baselines (same run; ns per op = 1 / ops/s per process):\n");
+        fprintf(f, "  %-46s %5s %8s %10s %10s %9s\n", "what", "procs", "sessions", "ns/op", "base ns/op",
+                "speed-up");
+        each_baseline(print_baseline, f);
     }
     fprintf(f, "\nmemory per session (payload = string fields + both SDPs + dialog key):\n");
     fprintf(f, "  %-7s %8s %10s %10s %7s %12s  %s\n", "impl", "sessions", "payload B", "store B", "ratio",
@@ -356,7 +443,9 @@ void print_json(FILE *f)
         }
         fprintf(f, "}%s\n", i + 1 < nres ? "," : "");
     }
-    fprintf(f, "  ],\n  \"event_latency\": ");
+    fprintf(f, "  ],\n  \"baselines\": [");
+    each_baseline(json_baseline, f);
+    fprintf(f, "\n  ],\n  \"event_latency\": ");
     if (LAT.ok)
         fprintf(f, "{\"ns_p50\": %llu, \"ns_p99\": %llu, \"events\": %llu, \"missed\": %llu, \"gap_ns\": %d}",
                 (unsigned long long)LAT.p50, (unsigned long long)LAT.p99, (unsigned long long)LAT.received,

@@ -111,6 +111,8 @@ static void sr_detach(bench_h *bh)
     }
 }
 
+shmreg *bench_shmreg(bench_h *bh) { return ((sr_h *)bh)->h; }
+
 static int sr_mem(bench_h *bh, uint64_t sessions, bench_mem *m)
 {
     sr_h *x = (sr_h *)bh;
@@ -283,6 +285,7 @@ const bench_impl impl_shmreg = {
     .find_copy = sr_find_copy, .dialog_find = sr_dialog_find, .del = sr_del,
     .publish = sr_publish, .sub_open = sr_sub_open, .sub_poll = sr_sub_poll,
     .sub_close = sr_sub_close, .publish_end = sr_publish_end, .pin = sr_pin, .unpin = sr_unpin,
+    .cc = &cc_shmreg,
 };
 
 /* Reads copy out; everything else is shmreg's. */
@@ -329,7 +332,7 @@ static lim_rec *lim_at(lim_store *s, uint32_t i)
     return (lim_rec *)(s->recs + (size_t)i * s->recsize);
 }
 
-static uint64_t lim_hash_bytes(const void *p, size_t n, uint64_t h)
+uint64_t bench_hash(const void *p, size_t n, uint64_t h)
 {
     const unsigned char *b = p;
     for (; n >= 8; n -= 8, b += 8) {
@@ -346,7 +349,7 @@ static uint64_t lim_hash_bytes(const void *p, size_t n, uint64_t h)
 
 static uint64_t lim_dlg_hash(shmreg_str c, shmreg_str l, shmreg_str r)
 {
-    return lim_hash_bytes(r.ptr, r.len, lim_hash_bytes(l.ptr, l.len, lim_hash_bytes(c.ptr, c.len, 7)));
+    return bench_hash(r.ptr, r.len, bench_hash(l.ptr, l.len, bench_hash(c.ptr, c.len, 7)));
 }
 
 static uint64_t lim_id_hash(const unsigned char id[SHMREG_ID_BYTES])
@@ -734,5 +737,5 @@ const bench_impl impl_limit = {
     .set_sdp = lim_set_sdp, .transition = lim_transition, .counter = lim_counter,
     .find_read = lim_find_read, .find_copy = lim_find_copy, .dialog_find = lim_dialog_find,
     .del = lim_del, .publish = lim_publish, .sub_open = lim_sub_open,
-    .sub_poll = lim_sub_poll, .sub_close = lim_sub_close,
+    .sub_poll = lim_sub_poll, .sub_close = lim_sub_close, .cc = &cc_limit,
 };

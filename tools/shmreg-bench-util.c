@@ -151,6 +151,12 @@ void data_keys(const bench_data *d, uint64_t i, bench_rec *r)
     put_hex(q, h2 ^ (h1 >> 13), 5);
 }
 
+shmreg_str data_from(const bench_data *d, uint64_t i)
+{
+    (void)d;
+    return (shmreg_str){prof[i % NPROF].from, prof[i % NPROF].lfrom};
+}
+
 void data_rec(const bench_data *d, uint64_t i, bench_rec *r)
 {
     const profile *p = &prof[i % NPROF];

@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "shmreg-bench.h"
@@ -33,9 +34,29 @@ const wl_info WL[WL_COUNT] = {
     [WL_LIFECYCLE] = {"lifecycle", "SIP-like call: create, bind, 3 transitions, 2 SDPs, 20 lookups, delete", 0, 0},
     [WL_REPLACE_PINNED] = {"replace_pinned", "sdp_replace while another process holds one read section "
                            "open through each repetition (a stuck reader)", 0, 1},
+    [WL_ADMIT] = {"admit", "admission: profile join with a limit + leave, 16 values of one profile "
+                  "shared by every process", 0, 0},
+    [WL_PROFILE_COUNT] = {"profile_count", "member count of a (profile, value), 16 values of 64 members", 0, 0},
+    [WL_SWEEP] = {"sweep", "ops = timeouts fired by the sweeper (shmreg_expire), in batches of "
+                  "min(1024, sessions) armed past due (untimed); p50/p99 per session of a batch", 0, 0},
+    [WL_SWEEP_SCAN] = {"sweep_scan", "as sweep, but what is due only found, by walking the table "
+                       "(disarmed untimed): sweep's baseline", 0, 0},
+    [WL_USER_FIND] = {"user_find", "every call of a caller (256 callers: sessions/256 calls each) "
+                      "through the user index, read in place", 1, 0},
+    [WL_USER_SCAN] = {"user_scan", "the same by walking the table comparing From: user_find's baseline", 0, 0},
 };
 
 
+
+/* Admission is measured at 1 and N processes; the baselines that grow
+ * with the table, and the sweep, at every session count; a sweep is one
+ * sweeper's (several would fire each other's timeouts). */
+const wl_where WL_WHERE[WL_COUNT] = {
+    [WL_ADMIT] = {.scaled = 1},
+    [WL_SWEEP] = {.every = 1, .single = 1},
+    [WL_SWEEP_SCAN] = {.every = 1, .single = 1},
+    [WL_USER_SCAN] = {.every = 1},
+};
 
 const bench_impl *const IMPLS[IMPL_COUNT] = {
     [IMPL_SHMREG] = &impl_shmreg, [IMPL_COPY] = &impl_copy, [IMPL_LIMIT] = &impl_limit,
@@ -57,6 +78,18 @@ int supports(int wl, int impl)
         return im->publish != NULL;
     case WL_REPLACE_PINNED:
         return im->pin != NULL;
+    case WL_ADMIT:
+        return im->cc && im->cc->join && im->cc->leave;
+    case WL_PROFILE_COUNT:
+        return im->cc && im->cc->count && im->cc->join && im->cc->leave;
+    case WL_SWEEP:
+        return im->cc && im->cc->arm && im->cc->sweep;
+    case WL_SWEEP_SCAN:
+        return im->cc && im->cc->arm && im->cc->due_scan;
+    case WL_USER_FIND:
+        return im->cc && im->cc->user_find;
+    case WL_USER_SCAN:
+        return im->cc && im->cc->user_scan;
     default: /* copy differs from shmreg only in how it reads */
         return impl != IMPL_COPY;
     }
@@ -91,7 +124,7 @@ typedef struct wctx {
     char *buf;
     uint8_t *state;               /* write partition: 0 Active, 1 OnHold */
     uint8_t *variant;             /* sdp_replace: next (which, variant) */
-    shmreg_id *made;
+    shmreg_id *made;              /* create: sessions made; sweep_scan: IDs found due */
     uint64_t nmade, made_cap, next_key;
     bench_rec rec;
 } wctx;
@@ -213,6 +246,55 @@ static int op_lifecycle(wctx *c)
     return rc ? rc : drc;
 }
 
+/* Call control. Admission and counts use one profile with 16 values
+ * (customers, trunks): every process works on the same 16 counters. */
+#define CC_VALUES 16u
+#define CC_LIMIT 1000u          /* never reached: admissions measured, not refusals */
+#define CC_MEMBERS 1024u        /* profile_count: sessions in the profile per worker */
+static const shmreg_str cc_profile = {"customer", 8};
+static char cc_value_text[CC_VALUES][8];
+
+static shmreg_str cc_value(unsigned k)
+{
+    if (cc_value_text[0][0] == 0)
+        for (unsigned v = 0; v < CC_VALUES; v++)
+            snprintf(cc_value_text[v], sizeof cc_value_text[v], "acme-%02u", v);
+    return (shmreg_str){cc_value_text[k % CC_VALUES], 7};
+}
+
+static int op_admit(wctx *c)
+{
+    uint64_t j, i = pick_mine(c, &j);
+    shmreg_str v = cc_value((unsigned)rnd(c));
+    int rc = c->im->cc->join(c->h, &c->ids[i], cc_profile, v, CC_LIMIT);
+    return rc ? rc : c->im->cc->leave(c->h, &c->ids[i], cc_profile, v);
+}
+
+static int op_profile_count(wctx *c)
+{
+    uint64_t n = 0;
+    int rc = c->im->cc->count(c->h, cc_profile, cc_value((unsigned)rnd(c)), &n);
+    c->sink += n;
+    return rc;
+}
+
+static int op_user_find(wctx *c) { return c->im->cc->user_find(c->h, data_from(&DATA, pick(c)), &c->sink); }
+
+static int op_user_scan(wctx *c) { return c->im->cc->user_scan(c->h, data_from(&DATA, pick(c)), &c->sink); }
+
+/* profile_count's members: the first CC_MEMBERS sessions of this
+ * worker's partition, spread over the values (join 1, leave 0). */
+static int cc_members(wctx *c, int join)
+{
+    int rc = 0;
+    for (uint64_t j = 0; j < c->mine && j < CC_MEMBERS && rc == 0; j++) {
+        const shmreg_id *id = &c->ids[c->w + c->nw * j];
+        rc = join ? c->im->cc->join(c->h, id, cc_profile, cc_value((unsigned)j), 0)
+                  : c->im->cc->leave(c->h, id, cc_profile, cc_value((unsigned)j));
+    }
+    return rc;
+}
+
 typedef int (*op_fn)(wctx *);
 
 static op_fn op_of(int wl)
@@ -228,6 +310,10 @@ static op_fn op_of(int wl)
     case WL_COUNTER: return op_counter;
     case WL_EVENT_PUBLISH: return op_publish;
     case WL_LIFECYCLE: return op_lifecycle;
+    case WL_ADMIT: return op_admit;
+    case WL_PROFILE_COUNT: return op_profile_count;
+    case WL_USER_FIND: return op_user_find;
+    case WL_USER_SCAN: return op_user_scan;
     default: return NULL;
     }
 }
@@ -308,6 +394,8 @@ static int warm_up(wctx *c, int wl, op_fn op)
                 rc = c->im->counter(c->h, &c->ids[i], SHMREG_CTR_PACKETS_LOST, 0);
             }
         }
+    if (wl == WL_PROFILE_COUNT && rc == 0)
+        rc = cc_members(c, 1);
     uint64_t max = wl == WL_CREATE ? 1000 : wl == WL_LIFECYCLE ? 2000 : 1000000;
     end = mono_ns() + 30000000ull;
     for (uint64_t k = 0; k < max && rc == 0; k++) {
@@ -334,6 +422,8 @@ static int restore(wctx *c, int wl, int final)
         for (uint64_t j = 0; j < c->mine && rc == 0; j++)
             if (c->state[j])
                 rc = c->im->transition(c->h, &c->ids[c->w + c->nw * j], SHMREG_STATE_ONHOLD, SHMREG_STATE_ACTIVE);
+    if (wl == WL_PROFILE_COUNT && final)
+        rc = cc_members(c, 0);
     return rc;
 }
 
@@ -411,6 +501,55 @@ static int consume_rep(wctx *c, void *sub, wrep *out, uint64_t *published)
     return rc < 0 ? rc : 0;
 }
 
+/* sweep, sweep_scan: one round arms a batch of this worker's sessions
+ * (the next ones of its partition, round robin) to be handed over 1 ms
+ * ago, untimed; then, timed (*ns), fires everything due (sweep) or finds
+ * it by walking the table (sweep_scan, which disarms what it found
+ * afterwards, untimed): *fired. */
+#define SWEEP_ROUND 1024u
+
+static int sweep_round(wctx *c, int wl, uint64_t *fired, uint64_t *ns)
+{
+    const bench_cc *cc = c->im->cc;
+    uint64_t b = c->mine < SWEEP_ROUND ? c->mine : SWEEP_ROUND;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t past = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec - 1000000ull;
+    int rc = 0;
+    for (uint64_t k = 0; k < b && rc == 0; k++, c->next_key++)
+        rc = cc->arm(c->h, &c->ids[c->w + c->nw * (c->next_key % c->mine)], past);
+    if (rc)
+        return rc;
+    *fired = 0;
+    uint64_t a = tsc_begin();
+    rc = wl == WL_SWEEP ? cc->sweep(c->h, fired) : cc->due_scan(c->h, c->made, c->made_cap, fired);
+    *ns = cyc_ns(tsc_end() - a);
+    for (uint64_t k = 0; wl == WL_SWEEP_SCAN && k < *fired && rc == 0; k++)
+        rc = cc->arm(c->h, &c->made[k], 0);
+    return rc;
+}
+
+static int sweep_rep(wctx *c, int wl, wrep *out, uint64_t deadline)
+{
+    uint64_t ops = 0, spent = 0, flt = minor_faults();
+    int rc = 0;
+    alloc_count_start();
+    while (rc == 0 && tsc_begin() < deadline) {
+        uint64_t fired, ns;
+        if ((rc = sweep_round(c, wl, &fired, &ns)) != 0)
+            break;
+        if (fired)
+            hist_add(out->hist, ns / fired);
+        ops += fired;
+        spent += ns;
+    }
+    out->allocs = alloc_count_stop();
+    out->minflt = minor_faults() - flt;
+    out->elapsed_ns = spent; /* time spent sweeping: ops/s is sessions fired per second of it */
+    out->ops = ops;
+    return rc;
+}
+
 void worker(const run *R, unsigned w)
 {
     wres *out = &SH->w[w];
@@ -429,16 +568,21 @@ void worker(const run *R, unsigned w)
     c.buf = malloc(2 * SHMREG_MAX_SDP);
     c.state = calloc(c.mine + 1, 1);
     c.variant = calloc(c.mine + 1, 1);
-    if (R->wl == WL_CREATE) {
-        c.made_cap = P.create_cap / R->procs;
+    if (R->wl == WL_CREATE || R->wl == WL_SWEEP_SCAN) { /* sweep_scan: what it found due */
+        c.made_cap = R->wl == WL_CREATE ? P.create_cap / R->procs : R->n;
         c.made = malloc((c.made_cap + 1) * sizeof *c.made);
     }
-    if (!c.buf || !c.state || !c.variant || (R->wl == WL_CREATE && !c.made)) {
+    if (!c.buf || !c.state || !c.variant || (c.made_cap && !c.made)) {
         worker_fail(out, R->impl, "setup", bench_fail("out of memory"));
         _exit(1);
     }
     op_fn op = op_of(R->wl);
-    if (R->wl == WL_EVENT_CONSUME) {
+    int sweeping = R->wl == WL_SWEEP || R->wl == WL_SWEEP_SCAN;
+    if (sweeping) {
+        uint64_t fired, ns;
+        for (int k = 0; k < 3 && rc == 0; k++) /* warm-up: untimed rounds */
+            rc = c.mine ? sweep_round(&c, R->wl, &fired, &ns) : 0;
+    } else if (R->wl == WL_EVENT_CONSUME) {
         if (w < SH->nsubs)
             rc = im->sub_open(c.h, &sub);
         if (rc == 0 && im->publish_end == NULL) /* private ring: fill it, it is re-read */
@@ -456,6 +600,8 @@ void worker(const run *R, unsigned w)
         wait_go((uint32_t)k);
         if (R->wl == WL_EVENT_CONSUME)
             rc = consume_rep(&c, sub, &out->rep[k], &published);
+        else if (sweeping)
+            rc = c.mine ? sweep_rep(&c, R->wl, &out->rep[k], deadline_after(P.duration)) : 0;
         else
             rc = timed_loop(&c, op, &out->rep[k], deadline_after(P.duration));
         if (rc)

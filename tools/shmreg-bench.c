@@ -70,11 +70,14 @@ uint64_t main_point(void) { return P.points[P.npoints > 1 ? 1 : 0]; }
 /* Processes to run a workload with at a given session count (0: not run
  * there). Quick: everything at 10k sessions, read workloads also at 1k
  * (their data in cache: what the registry itself costs) and with 1, 2 and
- * 4 processes. Full: everything everywhere, 1..8 processes at 10k. */
+ * 4 processes. Full: everything everywhere, 1..8 processes at 10k. The
+ * call-control workloads say where they differ (WL_WHERE: admission also
+ * scales, the baselines that grow with the table run at every count, a
+ * sweep is one sweeper's). */
 int procs_for(uint64_t point, int wl, unsigned *out)
 {
     static const unsigned one[] = {1}, q3[] = {1, 2, 4}, q2[] = {1, 2}, f4[] = {1, 2, 4, 8}, f2[] = {1, 4};
-    int scaled = WL[wl].read || wl == WL_EVENT_CONSUME;
+    int scaled = WL[wl].read || wl == WL_EVENT_CONSUME || WL_WHERE[wl].scaled;
     const unsigned *l = one;
     int n = 1;
     if (P.nprocs_override) {
@@ -82,10 +85,12 @@ int procs_for(uint64_t point, int wl, unsigned *out)
         return P.nprocs_override;
     }
     if (!opt.full && P.npoints > 1 && point != main_point()) {
-        if (!WL[wl].read)
+        if (!WL[wl].read && !WL_WHERE[wl].every)
             return 0;
+    } else if (WL_WHERE[wl].single) {
+        /* one process */
     } else if (!opt.full) {
-        if (WL[wl].read)
+        if (WL[wl].read || WL_WHERE[wl].scaled)
             l = q3, n = 3;
         else if (wl == WL_EVENT_CONSUME)
             l = q2, n = 2;
@@ -552,7 +557,11 @@ static void usage(FILE *f)
             "  --reps N            repetitions per measurement, the fastest kept (default 3)\n"
             "  --sessions N        run the workloads at N sessions only\n"
             "  --procs LIST        process counts for every workload, e.g. 1,2,4\n"
-            "  --workloads LIST    e.g. find_read,dialog_find (default: all)\n"
+            "  --workloads LIST    e.g. find_read,dialog_find (default: all); call control:\n"
+            "                      admit (profile join with a limit + leave), profile_count,\n"
+            "                      sweep and its baseline sweep_scan (timeouts fired, per\n"
+            "                      session), user_find and its baseline user_scan (a\n"
+            "                      caller's calls by the user index / by a table walk)\n"
             "  --impls LIST        of shmreg,copy,limit,lmdb,redis (default: all)\n"
             "  --sdp-bytes N       mean SDP size (default 1024)\n"
             "  --sdp-spread PCT    SDP sizes uniform in N +- PCT%% (default 25; 0: all exactly N)\n"

@@ -18,6 +18,12 @@
  *   redis   hiredis over a unix socket to a redis-server the bench starts
  *           (shmreg-bench-redis.c)
  *
+ * Call control (profiles with limits, timeouts and the sweep, lookup by
+ * user) has workloads of its own, each against a baseline measured in the
+ * same run: the limit store's private counter for admission and profile
+ * counts, a scan of the table for the sweep and for lookup by user
+ * (shmreg-bench-control.c).
+ *
  * Everything else (data, clock, histogram) is in shmreg-bench-util.c; the
  * malloc counter is the tests' t/alloc_count.c. The runner (options, plan,
  * forking and gathering, main) is shmreg-bench.c, what a worker runs
@@ -58,6 +64,8 @@ void data_init(bench_data *d, uint64_t seed, size_t sdp_bytes, unsigned spread_p
 void data_rec(const bench_data *d, uint64_t i, bench_rec *r);
 /* Only the dialog key of session i (Call-ID, local tag, remote tag). */
 void data_keys(const bench_data *d, uint64_t i, bench_rec *r);
+/* Only the From URI of session i (one of 256 callers: lookup by user). */
+shmreg_str data_from(const bench_data *d, uint64_t i);
 size_t data_sdp_len(const bench_data *d, uint64_t i, int which);
 /* Payload of sessions [0, n): string fields + both SDPs + the dialog key
  * (which the dialog index stores a second time). */
@@ -144,6 +152,33 @@ typedef struct bench_mem {
 typedef struct bench_store bench_store;   /* one store, created by the parent */
 typedef struct bench_h bench_h;           /* one process's handle on it */
 
+/* Call control, for the stores that have it (shmreg-bench-control.c);
+ * each pointer may be NULL. Return 0 or a negative code, as below. */
+typedef struct bench_cc {
+    /* profiles: join (profile, value) if it then has at most `limit`
+     * members; leave; the member count */
+    int (*join)(bench_h *h, const shmreg_id *id, shmreg_str profile, shmreg_str value, uint32_t limit);
+    int (*leave)(bench_h *h, const shmreg_id *id, shmreg_str profile, shmreg_str value);
+    int (*count)(bench_h *h, shmreg_str profile, shmreg_str value, uint64_t *count);
+    /* timeouts: arm `id` to be handed over (notify) at `when` (realtime
+     * ns; 0 disarms); fire every due one by the store's sweeper, *fired:
+     * how many; or find them by a walk of the table, their IDs into
+     * due[0..cap), *n: how many */
+    int (*arm)(bench_h *h, const shmreg_id *id, uint64_t when);
+    int (*sweep)(bench_h *h, uint64_t *fired);
+    int (*due_scan)(bench_h *h, shmreg_id *due, uint64_t cap, uint64_t *n);
+    /* every call from the caller of `from` (a From URI), read in place:
+     * through the user index, or by a walk of the table comparing From */
+    int (*user_find)(bench_h *h, shmreg_str from, uint64_t *sink);
+    int (*user_scan)(bench_h *h, shmreg_str from, uint64_t *sink);
+} bench_cc;
+
+extern const bench_cc cc_shmreg, cc_limit;
+/* The limit store's fast unkeyed hash of n bytes, chained through h. */
+uint64_t bench_hash(const void *p, size_t n, uint64_t h);
+/* The library handle of a shmreg store's bench_h (shmreg-bench-stores.c). */
+shmreg *bench_shmreg(bench_h *h);
+
 /* The registry API every store implements. Return 0 or a negative code
  * (for shmreg the SHMREG_E* value; others use -1 and set bench_err).
  * Pointer-returning reads consume what they read through bench_touch()
@@ -183,6 +218,7 @@ typedef struct bench_impl {
      * the store has no read sections. */
     int (*pin)(bench_h *h, const shmreg_id *id, uint64_t *sink);
     void (*unpin)(bench_h *h);
+    const bench_cc *cc;   /* call control; NULL where the store has none */
 } bench_impl;
 
 extern const bench_impl impl_shmreg, impl_copy, impl_limit, impl_lmdb, impl_redis;
@@ -217,7 +253,8 @@ void rm_tree(const char *path);
 
 enum {
     WL_CREATE, WL_FIND_READ, WL_FIND_COPY, WL_TRANSITION, WL_SDP_REPLACE, WL_DIALOG_FIND,
-    WL_COUNTER, WL_EVENT_PUBLISH, WL_EVENT_CONSUME, WL_LIFECYCLE, WL_REPLACE_PINNED, WL_COUNT
+    WL_COUNTER, WL_EVENT_PUBLISH, WL_EVENT_CONSUME, WL_LIFECYCLE, WL_REPLACE_PINNED,
+    WL_ADMIT, WL_PROFILE_COUNT, WL_SWEEP, WL_SWEEP_SCAN, WL_USER_FIND, WL_USER_SCAN, WL_COUNT
 };
 
 typedef struct wl_info {
@@ -226,6 +263,14 @@ typedef struct wl_info {
     int write;    /* changes per-session state: each worker owns a partition */
 } wl_info;
 extern const wl_info WL[WL_COUNT];
+/* Where a workload runs that differs from what read/write say (procs_for;
+ * all zero for most): */
+typedef struct wl_where {
+    int scaled;   /* quick profile: also 2 and 4 processes, as reads */
+    int every;    /* quick profile: at every session count, as reads */
+    int single;   /* one process only (unless --procs): one sweeper's cost */
+} wl_where;
+extern const wl_where WL_WHERE[WL_COUNT];
 extern const bench_impl *const IMPLS[IMPL_COUNT];
 /* The store an impl runs on (copy shares shmreg's registry). */
 int backend_of(int impl);

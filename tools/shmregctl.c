@@ -52,16 +52,54 @@ static const ctl_cmd commands[] = {
      "event ring, config generations. Warns on stderr above 90 % of a capacity.\n"},
     {"list", cmd_list,
      "[--state LIST] [--min-age DUR] [--idle DUR] [--from TEXT] [--to TEXT]\n"
-     "                 [--limit N] [--reverse]",
+     "                 [--user USER | --from-user USER | --to-user USER] [--limit N] [--reverse]",
      "Sessions sorted by creation time (oldest first), in constant memory.\n"
      "  --state LIST     only these states (comma-separated names)\n"
      "  --min-age DUR    created at least DUR ago (30, 1.5s, 10m, 2h, 1d)\n"
      "  --idle DUR       not updated for at least DUR\n"
      "  --from TEXT      From URI contains TEXT\n"
      "  --to TEXT        To URI contains TEXT\n"
+     "  --user USER      the calls of USER (user@host or a SIP URI) by From or To,\n"
+     "                   found through the user index, not a scan\n"
+     "  --from-user USER the same, by From only\n"
+     "  --to-user USER   the same, by To only\n"
      "  --limit N        at most N sessions\n"
      "  --reverse        newest first\n"},
-    {"show", cmd_show, "ID", "Every field of one session, its counters and its dialogs.\n"},
+    {"show", cmd_show, "ID",
+     "Every field of one session, its counters, its dialogs, its timeout,\n"
+     "its profiles and its variables.\n"},
+    {"timeouts", cmd_timeouts, "[--limit N] [--state LIST]",
+     "Sessions with a timeout armed, the soonest due first: deadline, how far\n"
+     "away (or how long overdue), action.\n"
+     "  --limit N        at most N sessions (default 20)\n"
+     "  --state LIST     only these states (comma-separated names)\n"},
+    {"timeout", cmd_timeout, "ID DUR [--notify [--grace DUR]] | ID --off",
+     "Arm (replace) the timeout of a session, DUR from now: the next sweep moves it\n"
+     "to Failed, or with --notify hands it to the sweeping process.\n"
+     "  --notify         hand it over instead (a SIP server then sends BYE)\n"
+     "  --grace DUR      with --notify: re-armed to fail DUR after the hand-over\n"
+     "  --off            disarm\n"},
+    {"expire", cmd_expire, "[--max N]",
+     "Run one sweep now: fire up to N due timeouts (default 1000) and print them.\n"
+     "Sessions with the notify action are handed to this command, which can only\n"
+     "print them: their timeout events are what the application sees.\n"
+     "  --max N          at most N sessions (1..100000)\n"},
+    {"profiles", cmd_profiles, "",
+     "Every profile in use: how many values it has, how many members in all.\n"},
+    {"profile", cmd_profile, "NAME [VALUE] [--top N]",
+     "The values of profile NAME with their member counts; with VALUE, its count\n"
+     "and its members. A profile or value nobody is in lists empty (exit 0).\n"
+     "  --top N          the N values with most members, largest first\n"},
+    {"profile-join", cmd_profile_join, "ID PROFILE [VALUE] [--limit N]",
+     "Make a session a member of PROFILE (= VALUE): with --limit, only if the\n"
+     "members then are at most N (else exit 1, nothing changed). Prints the count.\n"
+     "  --limit N        admission limit\n"},
+    {"profile-leave", cmd_profile_leave, "ID PROFILE [VALUE]",
+     "End the membership of a session in PROFILE (= VALUE). Prints the count.\n"},
+    {"var", cmd_var, "ID KEY [VALUE] | ID KEY --unset",
+     "A session variable: without VALUE its value (raw; exit 1 if unset), with\n"
+     "VALUE set it.\n"
+     "  --unset          remove it\n"},
     {"sdp", cmd_sdp, "ID --local|--remote",
      "The raw SDP of a session to stdout, byte for byte.\n"
      "  --local          the local SDP\n"
@@ -97,7 +135,10 @@ static const ctl_cmd commands[] = {
      "  --idle DUR         not updated for longer than DUR\n"
      "  --final-older DUR  final and not updated for longer than DUR\n"
      "  --dry-run          print what would be removed, remove nothing\n"},
-    {"metrics", cmd_metrics, "", "The stat figures in Prometheus text format.\n"},
+    {"metrics", cmd_metrics, "[--profile-top N]",
+     "The stat figures in Prometheus text format, and profile members per\n"
+     "profile and per value (of each profile only its N largest values).\n"
+     "  --profile-top N  values shown per profile (default 10; 0: totals only)\n"},
     {"rooms", cmd_rooms, "", "Conference rooms: state, participants, name.\n"},
     {"room", cmd_room, "ID", "One room and its roster, with each participant's status.\n"},
     {"restore", cmd_restore, "--from DIR [--all] [--force] [--if-created] [--sessions N] [--bytes SIZE] [--handles N]",

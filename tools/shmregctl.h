@@ -5,8 +5,10 @@
  * The tool is split by topic (shmregctl.c: main and dispatch;
  * shmregctl_out.c: the one output layer for tables and JSON;
  * shmregctl_admin.c: create, destroy, stat, metrics, check, handles;
- * shmregctl_sess.c: list, show, sdp, dialogs, gc; shmregctl_config.c;
- * shmregctl_events.c). It uses only the public API, shmreg.h.
+ * shmregctl_sess.c: list, show, sdp, dialogs, gc, timeouts;
+ * shmregctl_control.c: profiles, variables, timeouts and their sweep;
+ * shmregctl_config.c; shmregctl_events.c). It uses only the public API,
+ * shmreg.h.
  *
  * Two rules every command follows, because the registry belongs to the
  * workers and the tool is a guest:
@@ -105,6 +107,9 @@ void out_null(out *o, const char *key);
 void out_id(out *o, const char *key, const shmreg_id *id);
 void out_time(out *o, const char *key, uint64_t realtime_ns); /* 0: null */
 void out_dur(out *o, const char *key, uint64_t ns);
+/* A time relative to now, signed (a deadline): JSON ns (negative: past);
+ * people "in 12.5s", "3m07s ago". */
+void out_rel(out *o, const char *key, int64_t ns);
 void out_bytes(out *o, const char *key, uint64_t v);  /* people: with KiB/MiB */
 void out_hex(out *o, const char *key, const void *p, size_t len);
 /* A multi-line text (an SDP): JSON string; people see it indented, one
@@ -124,6 +129,11 @@ void out_table_end(out *o);
 
 /* Raw bytes, as they are (an SDP for `sdp`, config text, metrics). */
 void out_raw(out *o, const char *p, size_t len);
+
+/* A Prometheus label value: valid UTF-8 as is, backslash, double quote
+ * and newline escaped as the text format wants, any other control
+ * character or invalid byte as '?'. */
+void out_prom_label(out *o, const char *p, size_t len);
 
 /* Human-escaped text of arbitrary bytes (for messages on stderr): valid
  * UTF-8 as is, anything else as \xNN. Writes at most cap-1 bytes + NUL. */
@@ -248,6 +258,58 @@ int cmd_rooms(ctl *, int, char **);
 int cmd_room(ctl *, int, char **);
 int cmd_restore(ctl *, int, char **);
 int cmd_sync_status(ctl *, int, char **);
+int cmd_timeouts(ctl *, int, char **);
+int cmd_profiles(ctl *, int, char **);
+int cmd_profile(ctl *, int, char **);
+int cmd_profile_join(ctl *, int, char **);
+int cmd_profile_leave(ctl *, int, char **);
+int cmd_timeout(ctl *, int, char **);
+int cmd_expire(ctl *, int, char **);
+int cmd_var(ctl *, int, char **);
+
+/* The fields every session row carries (list, gc, timeouts, profile
+ * members) and show begins with: id, state, times, age, idle time. */
+void ctl_session_fields(out *o, const shmreg_session *s, uint64_t now);
+
+/* Call control of one session, for show (shmregctl_control.c): its
+ * profile memberships, its timeout and its variables, read in the
+ * caller's read section. */
+void ctl_show_control(ctl *c, const shmreg_session *s, uint64_t now);
+/* The fields every session row and show carry about its timeout:
+ * deadline_ns, due_in_ns, timeout_action (null when none is armed). */
+void ctl_timeout_fields(out *o, const shmreg_session *s, uint64_t now);
+/* "fail", "notify", or NULL for flags naming neither. */
+const char *ctl_timeout_action(uint32_t flags);
+
+/* Call-control figures for stat and metrics: profiles, their values and
+ * members, and sessions with a timeout armed; with top > 0 also, per
+ * profile, its `top` largest values (for the metrics' bounded label
+ * set). Gathered by walking the profile index and the session table in
+ * short read sections. */
+typedef struct ctl_pvalue {
+    uint64_t count;
+    size_t len;
+    char value[SHMREG_MAX_PROFILE_VALUE];
+} ctl_pvalue;
+typedef struct ctl_profile {
+    char name[SHMREG_MAX_PROFILE_NAME];
+    size_t len;
+    uint64_t values, members;
+    ctl_pvalue *top;      /* the largest values, count descending (ntop of them) */
+    unsigned ntop;
+} ctl_profile;
+typedef struct ctl_control {
+    ctl_profile *p;       /* by name */
+    size_t n, cap;
+    unsigned top;
+    uint64_t timeouts_armed;
+} ctl_control;
+/* 0, or the error (printed). The profile walk is limited to `only` when
+ * it is not NULL (one profile); timeouts: also count the sessions with a
+ * deadline (a walk of the table). ctl_control_free() frees. */
+int ctl_control_collect(ctl *c, ctl_control *cc, const shmreg_str *only, unsigned top,
+                        int timeouts);
+void ctl_control_free(ctl_control *cc);
 /* stat's "sync" object: the daemon's status words (shmregctl_sync.c). */
 void ctl_sync_fields(out *o, const shmreg_stats *st);
 

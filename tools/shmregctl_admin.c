@@ -3,9 +3,14 @@
  * create, destroy, stat, metrics, check, handles.
  *
  * stat and metrics show the same figures, gathered once by collect():
- * shmreg_stat() (a moment's snapshot, no lock) and shmreg_session_counts()
- * (a walk of the table, no lock). "Handles" there means the workers: the
- * tool's own handle is not counted.
+ * shmreg_stat() (a moment's snapshot, no lock), shmreg_session_counts()
+ * (a walk of the table, no lock) and the call-control figures
+ * (ctl_control_collect: a walk of the profile index and one of the
+ * table, in read sections). "Handles" there means the workers: the
+ * tool's own handle is not counted. Metrics label profile values, which
+ * the application chooses (a customer, a caller): only the largest
+ * --profile-top values of each profile get a series of their own, so a
+ * registry of a million callers cannot flood the monitoring system.
  *
  * check runs shmreg_check(), which does the segment, then opens every
  * config (the header offers no LMDB check, so opening a view of each and
@@ -95,9 +100,11 @@ typedef struct figures {
     shmreg_stats st;
     uint64_t by_state[SHMREG_STATE_COUNT];
     uint32_t handles;           /* workers: live handles but ours */
+    ctl_control cc;             /* profiles, timeouts; ctl_control_free() */
 } figures;
 
-static int collect(ctl *c, figures *f)
+/* top: the values per profile the metrics name (0: none). */
+static int collect(ctl *c, figures *f, unsigned top)
 {
     int rc = shmreg_stat(c->h, &f->st);
     if (rc)
@@ -105,7 +112,7 @@ static int collect(ctl *c, figures *f)
     if ((rc = shmreg_session_counts(c->h, f->by_state, SHMREG_STATE_COUNT)))
         return ctl_fail(c, rc, "cannot count sessions");
     f->handles = f->st.handles ? f->st.handles - 1 : 0;
-    return 0;
+    return ctl_control_collect(c, &f->cc, NULL, top, 1);
 }
 
 static double pct(uint64_t part, uint64_t whole)
@@ -135,7 +142,7 @@ static int stat_report(ctl *c)
 {
     int rc;
     figures f;
-    if ((rc = collect(c, &f)))
+    if ((rc = collect(c, &f, 0)))
         return rc;
     const shmreg_stats *st = &f.st;
     out *o = &c->o;
@@ -172,6 +179,17 @@ static int stat_report(ctl *c)
     out_u64(o, "count", st->rooms);
     out_u64(o, "max", st->max_rooms);
     out_obj_end(o);
+
+    uint64_t values = 0, members = 0;
+    for (size_t i = 0; i < f.cc.n; i++)
+        values += f.cc.p[i].values, members += f.cc.p[i].members;
+    out_obj_begin(o, "control");
+    out_u64(o, "profiles", f.cc.n);
+    out_u64(o, "profile_values", values);
+    out_u64(o, "profile_members", members);
+    out_u64(o, "timeouts_armed", f.cc.timeouts_armed);
+    out_obj_end(o);
+    ctl_control_free(&f.cc);
 
     out_obj_begin(o, "handles");
     out_u64(o, "count", f.handles);
@@ -217,36 +235,79 @@ int cmd_stat(ctl *c, int argc, char **argv)
     return stat_report(c);
 }
 
+/* The HELP and TYPE lines of a family whose samples follow. */
+static void family(out *o, const char *name, const char *type, const char *help)
+{
+    char line[512];
+    int n = snprintf(line, sizeof line, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+    out_raw(o, line, (size_t)n);
+}
+
+/* A sample labelled by a profile (and a value): label values are the
+ * application's bytes, escaped as the text format wants. */
+static void profile_sample(out *o, const char *name, const ctl_profile *p, const ctl_pvalue *v,
+                           uint64_t n)
+{
+    char num[32];
+    out_raw(o, name, strlen(name));
+    out_raw(o, "{profile=\"", 10);
+    out_prom_label(o, p->name, p->len);
+    if (v) {
+        out_raw(o, "\",value=\"", 9);
+        out_prom_label(o, v->value, v->len);
+    }
+    out_raw(o, num, (size_t)snprintf(num, sizeof num, "\"} %" PRIu64 "\n", n));
+}
+
+/* The call-control families. */
+static void control_metrics(out *o, const ctl_control *cc)
+{
+    family(o, "shmreg_profile_members", "gauge",
+           "Members of a profile value (per profile, only its largest values: --profile-top).");
+    for (size_t i = 0; i < cc->n; i++)
+        for (unsigned k = 0; k < cc->p[i].ntop; k++)
+            profile_sample(o, "shmreg_profile_members", &cc->p[i], &cc->p[i].top[k], cc->p[i].top[k].count);
+    family(o, "shmreg_profile_members_total", "gauge", "Members of a profile, all its values.");
+    for (size_t i = 0; i < cc->n; i++)
+        profile_sample(o, "shmreg_profile_members_total", &cc->p[i], NULL, cc->p[i].members);
+    family(o, "shmreg_profile_values", "gauge", "Values of a profile that have members.");
+    for (size_t i = 0; i < cc->n; i++)
+        profile_sample(o, "shmreg_profile_values", &cc->p[i], NULL, cc->p[i].values);
+}
+
 /* One Prometheus metric: HELP, TYPE, sample. */
 static void metric(out *o, const char *name, const char *type, const char *help, double v,
                    int integral)
 {
     char line[512];
-    int n = integral
-                ? snprintf(line, sizeof line, "# HELP %s %s\n# TYPE %s %s\n%s %.0f\n", name, help,
-                           name, type, name, v)
-                : snprintf(line, sizeof line, "# HELP %s %s\n# TYPE %s %s\n%s %.9g\n", name, help,
-                           name, type, name, v);
+    family(o, name, type, help);
+    int n = snprintf(line, sizeof line, integral ? "%s %.0f\n" : "%s %.9g\n", name, v);
     out_raw(o, line, (size_t)n);
 }
 
+#define PROFILE_TOP 10u      /* values per profile with a series of their own */
+#define PROFILE_TOP_MAX 1000u
+
 int cmd_metrics(ctl *c, int argc, char **argv)
 {
-    int rc;
-    if ((rc = ctl_simple(c, argc, argv, 0, 0)))
+    static const struct option lo[] = {{"profile-top", required_argument, NULL, 't'}, {0}};
+    uint64_t top = PROFILE_TOP;
+    int ch, rc;
+    while ((ch = ctl_getopt(c, argc, argv, "", lo)) != -1)
+        if (ctl_parse_u64(optarg, PROFILE_TOP_MAX, &top))
+            return ctl_usage(c, "--profile-top wants a number 0..%u, not '%s'", PROFILE_TOP_MAX, optarg);
+    if ((rc = ctl_operands(c, argc, argv, 0, 0)) || (rc = ctl_open(c)))
         return rc;
     if (c->json) /* the same figures, for machines that prefer JSON */
         return stat_report(c);
     figures f;
-    if ((rc = collect(c, &f)))
+    if ((rc = collect(c, &f, (unsigned)top)))
         return rc;
     const shmreg_stats *st = &f.st;
     out *o = &c->o;
     metric(o, "shmreg_sessions", "gauge", "Live sessions.", st->sessions, 1);
     metric(o, "shmreg_sessions_max", "gauge", "Session table capacity.", st->max_sessions, 1);
-    static const char by_state[] = "# HELP shmreg_sessions_by_state Live sessions by call state.\n"
-                                   "# TYPE shmreg_sessions_by_state gauge\n";
-    out_raw(o, by_state, sizeof by_state - 1);
+    family(o, "shmreg_sessions_by_state", "gauge", "Live sessions by call state.");
     for (int s = 1; s < SHMREG_STATE_COUNT; s++) {
         char line[128];
         int n = snprintf(line, sizeof line, "shmreg_sessions_by_state{state=\"%s\"} %" PRIu64 "\n",
@@ -292,6 +353,10 @@ int cmd_metrics(ctl *c, int argc, char **argv)
            (double)st->config_gen, 1);
     metric(o, "shmreg_created_timestamp_seconds", "gauge", "When the registry was created.",
            (double)(st->created_ns / 1000000000u), 1);
+    metric(o, "shmreg_timeouts_armed", "gauge", "Sessions with a timeout armed.",
+           (double)f.cc.timeouts_armed, 1);
+    control_metrics(o, &f.cc);
+    ctl_control_free(&f.cc);
     return CTL_OK;
 }
 

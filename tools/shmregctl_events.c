@@ -68,6 +68,15 @@ static void states(const shmreg_event *e, const char **old, const char **new_, c
     *new_ = name_or(fn(e->new_state), b2, 16, e->new_state);
 }
 
+/* The first bytes of a name an event carries (a profile, a variable):
+ * JSON gets them as a string, people escaped. */
+static void name_prefix(out *o, const char *key, const shmreg_event *e, char *detail, size_t cap)
+{
+    uint32_t len = e->len < SHMREG_EVENT_DATA_MAX ? e->len : SHMREG_EVENT_DATA_MAX;
+    out_str(o, key, (const char *)e->data, len);
+    out_escape_human(detail, cap, (const char *)e->data, len);
+}
+
 static void event_row(ctl *c, const shmreg_event *e)
 {
     out *o = &c->o;
@@ -117,6 +126,30 @@ static void event_row(ctl *c, const shmreg_event *e)
         uint32_t len = e->len < SHMREG_EVENT_DATA_MAX ? e->len : SHMREG_EVENT_DATA_MAX;
         out_hex(o, "data_hex", e->data, len);
         out_escape_human(detail, sizeof detail, (const char *)e->data, len);
+        break;
+    }
+    case SHMREG_EV_TIMEOUT: {
+        const char *action = ctl_timeout_action(e->which);
+        states(e, &old, &new_, b1, b2);
+        out_cstr(o, "old_state", old);
+        out_cstr(o, "new_state", new_);
+        out_cstr(o, "action", action);
+        snprintf(detail, sizeof detail, "%s -> %s, %s", old, new_, action ? action : "?");
+        break;
+    }
+    case SHMREG_EV_PROFILE_JOINED:
+    case SHMREG_EV_PROFILE_LEFT: {
+        char name[128];
+        name_prefix(o, "profile", e, name, sizeof name);
+        out_u64(o, "count", e->which);
+        snprintf(detail, sizeof detail, "%s, count %u", name, e->which);
+        break;
+    }
+    case SHMREG_EV_VAR_CHANGED: {
+        char name[128];
+        name_prefix(o, "key", e, name, sizeof name);
+        out_bool(o, "set", e->which != 0);
+        snprintf(detail, sizeof detail, "%s %s", e->which ? "set" : "unset", name);
         break;
     }
     }

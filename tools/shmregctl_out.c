@@ -148,7 +148,11 @@ static void json_escape(dbuf *b, const char *s, size_t n)
     db_putc(b, '"');
 }
 
-static void human_escape(dbuf *b, const char *s, size_t n)
+/* Text for people (prom 0) or a Prometheus label value (prom 1): valid
+ * UTF-8 passes (not C1 controls); a backslash is doubled; people get the
+ * C escapes and \xNN for every other control or invalid byte, Prometheus
+ * \" and \n, and '?' for the rest (its format has no other escape). */
+static void text_escape(dbuf *b, const char *s, size_t n, int prom)
 {
     const unsigned char *p = (const unsigned char *)s;
     for (size_t i = 0; i < n;) {
@@ -164,6 +168,10 @@ static void human_escape(dbuf *b, const char *s, size_t n)
             db_puts(b, "\\\\");
         else if (c == '\n')
             db_puts(b, "\\n");
+        else if (prom && c == '"')
+            db_puts(b, "\\\"");
+        else if (prom)
+            db_putc(b, c < 0x20 || c >= 0x7f ? '?' : (char)c);
         else if (c == '\r')
             db_puts(b, "\\r");
         else if (c == '\t')
@@ -174,6 +182,10 @@ static void human_escape(dbuf *b, const char *s, size_t n)
             db_putc(b, (char)c);
     }
 }
+
+static void human_escape(dbuf *b, const char *s, size_t n) { text_escape(b, s, n, 0); }
+
+void out_prom_label(out *o, const char *p, size_t len) { text_escape(&o->main, p, len, 1); }
 
 void out_escape_human(char *dst, size_t cap, const char *p, size_t len)
 {
@@ -515,19 +527,27 @@ void out_time(out *o, const char *key, uint64_t ns)
     value_end(o, b);
 }
 
-void out_dur(out *o, const char *key, uint64_t ns)
+/* A duration of `mag` ns; sign 1: from now on, -1: before now, 0: neither. */
+static void dur_value(out *o, const char *key, uint64_t mag, int sign)
 {
     dbuf *b = value_begin(o, key, "_ns");
     if (!b)
         return;
+    char t[48];
     if (o->json) {
-        db_printf(b, "%" PRIu64, ns);
+        db_printf(b, "%s%" PRIu64, sign < 0 && mag ? "-" : "", mag);
     } else {
-        char t[48];
-        fmt_dur(t, sizeof t, ns);
-        db_puts(b, t);
+        fmt_dur(t, sizeof t, mag);
+        db_printf(b, sign > 0 ? "in %s" : sign < 0 ? "%s ago" : "%s", t);
     }
     value_end(o, b);
+}
+
+void out_dur(out *o, const char *key, uint64_t ns) { dur_value(o, key, ns, 0); }
+
+void out_rel(out *o, const char *key, int64_t ns)
+{
+    dur_value(o, key, ns < 0 ? (uint64_t)0 - (uint64_t)ns : (uint64_t)ns, ns < 0 ? -1 : 1);
 }
 
 void out_bytes(out *o, const char *key, uint64_t v)

@@ -1,6 +1,6 @@
 /*
  * shmregctl_sess.c — the commands about sessions and dialogs: list, show,
- * sdp, dialogs, dialog find, gc.
+ * sdp, dialogs, dialog find, gc, timeouts.
  *
  * Walking a live table. shmreg_session_next() keeps its cursor across
  * read sections, so every walk here opens a section, reads a bounded
@@ -21,6 +21,12 @@
  * 16. The key (creation time, ID) never changes and is unique, so passes
  * neither repeat nor skip a session. --limit N keeps at most N keys.
  * The SDP is never copied for listing.
+ *
+ * list --user walks the user index (shmreg_session_by_user) instead of
+ * the table: the passes are the same, over that user's sessions only.
+ * timeouts is the same machine keyed by deadline, over the sessions that
+ * have one; a deadline changed between the pass and the print is shown
+ * as it is then.
  */
 #include <getopt.h>
 #include <inttypes.h>
@@ -82,7 +88,7 @@ int ctl_walk(ctl *c, ctl_next_fn next, void *entry, unsigned per_section, size_t
 }
 
 /* The fields every session row carries (list, gc): the same keys as show. */
-static void session_fields(out *o, const shmreg_session *s, uint64_t now)
+void ctl_session_fields(out *o, const shmreg_session *s, uint64_t now)
 {
     out_id(o, "id", &s->id);
     out_cstr(o, "state", shmreg_state_name(s->state));
@@ -104,6 +110,10 @@ typedef struct filter {
     uint64_t min_age, idle;   /* ns */
     const char *from, *to;
     uint64_t now;
+    unsigned user_which;      /* SHMREG_USER_FROM/_TO: walk that user's sessions */
+    char user[SHMREG_MAX_STR]; /* ... its index key (shmreg_user_key) */
+    size_t user_len;
+    int by_deadline;          /* timeouts: key and filter are the deadline */
 } filter;
 
 static int str_has(shmreg_str s, const char *needle)
@@ -111,8 +121,22 @@ static int str_has(shmreg_str s, const char *needle)
     return !needle || memmem(s.ptr, s.len, needle, strlen(needle)) != NULL;
 }
 
+/* Does the URI's index key equal the user's? */
+static int user_is(const filter *f, shmreg_str uri)
+{
+    char k[SHMREG_MAX_STR];
+    size_t n;
+    return shmreg_user_key(uri, k, sizeof k, &n) == 0 && n == f->user_len &&
+           memcmp(k, f->user, n) == 0;
+}
+
 static int matches(const filter *f, const shmreg_session *s)
 {
+    if (f->user_which && !((f->user_which & SHMREG_USER_FROM && user_is(f, s->str[SHMREG_FIELD_FROM_URI])) ||
+                           (f->user_which & SHMREG_USER_TO && user_is(f, s->str[SHMREG_FIELD_TO_URI]))))
+        return 0;
+    if (f->by_deadline && s->deadline_ns == 0)
+        return 0;
     return (!f->states || (f->states >> s->state & 1u)) &&
            since(f->now, s->created_ns) >= f->min_age &&
            since(f->now, s->updated_ns) >= f->idle &&
@@ -189,7 +213,7 @@ static const out_col list_cols[] = {
 static void list_row(out *o, const shmreg_session *s, uint64_t now)
 {
     out_row_begin(o);
-    session_fields(o, s, now);
+    ctl_session_fields(o, s, now);
     for (int i = 0; i < SHMREG_FIELD_APP_DATA; i++)
         out_str(o, field_key[i], s->str[i].ptr, s->str[i].len);
     out_u64(o, "local_rtp_port", s->local_rtp_port);
@@ -198,14 +222,20 @@ static void list_row(out *o, const shmreg_session *s, uint64_t now)
     out_u64(o, "dialogs", s->ndialogs);
     out_u64(o, "local_sdp_bytes", s->sdp[SHMREG_SDP_LOCAL].len);
     out_u64(o, "remote_sdp_bytes", s->sdp[SHMREG_SDP_REMOTE].len);
+    ctl_timeout_fields(o, s, now);
+    out_u64(o, "profiles", s->nprofiles);
+    out_u64(o, "variables", s->nvars);
     out_row_end(o);
 }
+
+typedef void (*row_fn)(out *o, const shmreg_session *s, uint64_t now);
 
 /* One pass: the first h->cap matching keys after *lb (all when !has_lb). */
 static int list_pass(ctl *c, const filter *f, kheap *h, const lkey *lb, int has_lb)
 {
     int state = f->states && !(f->states & (f->states - 1)) ? __builtin_ctz(f->states)
                                                             : SHMREG_STATE_ANY;
+    shmreg_str user = {f->user, f->user_len};
     uint64_t cur = 0;
     shmreg_session s;
     int rc = 0;
@@ -214,9 +244,11 @@ static int list_pass(ctl *c, const filter *f, kheap *h, const lkey *lb, int has_
         if ((rc = ctl_section_begin(c)))
             return rc;
         for (unsigned i = 0; i < SECTION_SCAN; i++) {
-            if ((rc = shmreg_session_next(c->h, &cur, state, &s)) != 0)
+            rc = f->user_which ? shmreg_session_by_user(c->h, user, f->user_which, &cur, &s)
+                               : shmreg_session_next(c->h, &cur, state, &s);
+            if (rc != 0)
                 break;
-            lkey k = {s.created_ns, s.id};
+            lkey k = {f->by_deadline ? s.deadline_ns : s.created_ns, s.id};
             if ((!has_lb || before(lb, &k, h->dir)) && matches(f, &s))
                 heap_offer(h, &k);
         }
@@ -227,6 +259,66 @@ static int list_pass(ctl *c, const filter *f, kheap *h, const lkey *lb, int has_
     return rc == SHMREG_ENOENT ? 0 : ctl_fail(c, rc, "cannot walk the sessions");
 }
 
+/* The rows of list and timeouts: the first `limit` matching sessions in
+ * key order (dir -1: reversed), in passes of at most WINDOW keys, each
+ * read again by ID when printed, rendered by `row` under the table the
+ * caller opened. 0, or the error (printed). */
+static int list_sorted(ctl *c, const filter *f, uint64_t limit, int dir, row_fn row)
+{
+    kheap h = {.cap = limit < WINDOW ? (size_t)limit : WINDOW, .dir = dir};
+    h.k = malloc(h.cap * sizeof *h.k);
+    if (!h.k)
+        return ctl_err(c, CTL_PROBLEM, "out of memory");
+    out *o = &c->o;
+    lkey lb = {0};
+    uint64_t printed = 0;
+    int has_lb = 0, stop = 0, rc = 0;
+    while (!stop && printed < limit) {
+        if ((rc = list_pass(c, f, &h, &lb, has_lb)))
+            break;
+        int full = h.n == h.cap;
+        qsort_r(h.k, h.n, sizeof *h.k, qsort_cmp, &dir);
+        shmreg_session s;
+        for (size_t i = 0; i < h.n && !stop && printed < limit;) {
+            if ((rc = ctl_section_begin(c)))
+                break;
+            for (unsigned n = 0; i < h.n && n < SECTION_READS && printed < limit &&
+                                 out_pending(o) < SECTION_BYTES;
+                 i++, n++) {
+                /* Gone since the pass, or changed so it no longer matches:
+                 * not listed. */
+                if (shmreg_session_get(c->h, &h.k[i].id, &s) == 0 && matches(f, &s)) {
+                    row(o, &s, f->now);
+                    printed++;
+                }
+            }
+            stop = ctl_section_end(c);
+        }
+        if (rc || !full || h.n == 0)
+            break;
+        lb = h.k[h.n - 1];
+        has_lb = 1;
+        if (limit - printed < h.cap)
+            h.cap = (size_t)(limit - printed);
+    }
+    free(h.k);
+    return rc;
+}
+
+/* --user, --from-user, --to-user: the user's index key into f. */
+static int user_option(ctl *c, filter *f, int ch, const char *arg)
+{
+    unsigned which = ch == 'U' ? SHMREG_USER_FROM | SHMREG_USER_TO
+                               : ch == 'f' ? SHMREG_USER_FROM : SHMREG_USER_TO;
+    if (f->user_which && f->user_which != which)
+        return ctl_usage(c, "give one of --user, --from-user and --to-user");
+    if (shmreg_user_key((shmreg_str){arg, strlen(arg)}, f->user, sizeof f->user, &f->user_len) ||
+        f->user_len == 0)
+        return ctl_usage(c, "not a user: '%s' (give user@host or a SIP URI)", arg);
+    f->user_which = which;
+    return 0;
+}
+
 int cmd_list(ctl *c, int argc, char **argv)
 {
     static const struct option lo[] = {
@@ -235,6 +327,9 @@ int cmd_list(ctl *c, int argc, char **argv)
         {"idle", required_argument, NULL, 'i'},
         {"from", required_argument, NULL, 'F'},
         {"to", required_argument, NULL, 'T'},
+        {"user", required_argument, NULL, 'U'},
+        {"from-user", required_argument, NULL, 'f'},
+        {"to-user", required_argument, NULL, 't'},
         {"limit", required_argument, NULL, 'n'},
         {"reverse", no_argument, NULL, 'R'},
         {0},
@@ -256,6 +351,12 @@ int cmd_list(ctl *c, int argc, char **argv)
             break;
         case 'F': f.from = optarg; break;
         case 'T': f.to = optarg; break;
+        case 'U':
+        case 'f':
+        case 't':
+            if ((rc = user_option(c, &f, ch, optarg)))
+                return rc;
+            break;
         case 'n':
             if (ctl_parse_u64(optarg, UINT64_MAX, &limit) || limit == 0)
                 return ctl_usage(c, "--limit wants a positive number, not '%s'", optarg);
@@ -266,46 +367,56 @@ int cmd_list(ctl *c, int argc, char **argv)
     if ((rc = ctl_operands(c, argc, argv, 0, 0)) || (rc = ctl_open(c)))
         return rc;
     f.now = ctl_now_ns();
+    out_table(&c->o, NULL, list_cols, 7, 1);
+    rc = list_sorted(c, &f, limit, dir, list_row);
+    out_table_end(&c->o);
+    return rc;
+}
 
-    kheap h = {.cap = limit < WINDOW ? (size_t)limit : WINDOW, .dir = dir};
-    h.k = malloc(h.cap * sizeof *h.k);
-    if (!h.k)
-        return ctl_err(c, CTL_PROBLEM, "out of memory");
-    out *o = &c->o;
-    out_table(o, NULL, list_cols, 7, 1);
-    lkey lb = {0};
-    uint64_t printed = 0;
-    int has_lb = 0, stop = 0;
-    while (!stop && printed < limit) {
-        if ((rc = list_pass(c, &f, &h, &lb, has_lb)))
-            break;
-        int full = h.n == h.cap;
-        qsort_r(h.k, h.n, sizeof *h.k, qsort_cmp, &dir);
-        shmreg_session s;
-        for (size_t i = 0; i < h.n && !stop && printed < limit;) {
-            if ((rc = ctl_section_begin(c)))
-                break;
-            for (unsigned n = 0; i < h.n && n < SECTION_READS && printed < limit &&
-                                 out_pending(o) < SECTION_BYTES;
-                 i++, n++) {
-                /* Gone since the pass, or changed so it no longer matches:
-                 * not listed. */
-                if (shmreg_session_get(c->h, &h.k[i].id, &s) == 0 && matches(&f, &s)) {
-                    list_row(o, &s, f.now);
-                    printed++;
-                }
-            }
-            stop = ctl_section_end(c);
-        }
-        if (rc || !full || h.n == 0)
-            break;
-        lb = h.k[h.n - 1];
-        has_lb = 1;
-        if (limit - printed < h.cap)
-            h.cap = (size_t)(limit - printed);
+/* ------------------------------------------------------------ timeouts */
+
+static const out_col timeout_cols[] = {
+    {"id", "ID", 36, 0, 0},
+    {"state", "STATE", 12, 0, 0},
+    {"deadline_ns", "DEADLINE", 24, 0, 0},
+    {"due_in_ns", "DUE", 12, 0, 1},
+    {"timeout_action", "ACTION", 6, 0, 0},
+    {"from_uri", "FROM", 0, 0, 0},
+};
+
+static void timeout_row(out *o, const shmreg_session *s, uint64_t now)
+{
+    out_row_begin(o);
+    ctl_session_fields(o, s, now);
+    ctl_timeout_fields(o, s, now);
+    out_str(o, "from_uri", s->str[SHMREG_FIELD_FROM_URI].ptr, s->str[SHMREG_FIELD_FROM_URI].len);
+    out_str(o, "to_uri", s->str[SHMREG_FIELD_TO_URI].ptr, s->str[SHMREG_FIELD_TO_URI].len);
+    out_str(o, "call_id", s->str[SHMREG_FIELD_CALL_ID].ptr, s->str[SHMREG_FIELD_CALL_ID].len);
+    out_row_end(o);
+}
+
+int cmd_timeouts(ctl *c, int argc, char **argv)
+{
+    static const struct option lo[] = {
+        {"state", required_argument, NULL, 's'},
+        {"limit", required_argument, NULL, 'n'},
+        {0},
+    };
+    filter f = {.by_deadline = 1};
+    uint64_t limit = 20;
+    int ch, rc;
+    while ((ch = ctl_getopt(c, argc, argv, "n:", lo)) != -1) {
+        if (ch == 's' && ctl_parse_states(optarg, &f.states))
+            return ctl_usage(c, "--state wants state names (e.g. Active,OnHold), not '%s'", optarg);
+        if (ch == 'n' && (ctl_parse_u64(optarg, UINT64_MAX, &limit) || limit == 0))
+            return ctl_usage(c, "--limit wants a positive number, not '%s'", optarg);
     }
-    out_table_end(o);
-    free(h.k);
+    if ((rc = ctl_operands(c, argc, argv, 0, 0)) || (rc = ctl_open(c)))
+        return rc;
+    f.now = ctl_now_ns();
+    out_table(&c->o, NULL, timeout_cols, 6, 1);
+    rc = list_sorted(c, &f, limit, 1, timeout_row);
+    out_table_end(&c->o);
     return rc;
 }
 
@@ -337,7 +448,7 @@ int cmd_show(ctl *c, int argc, char **argv)
     }
     out *o = &c->o;
     out_obj_begin(o, NULL);
-    session_fields(o, &s, now);
+    ctl_session_fields(o, &s, now);
     for (int i = 0; i < SHMREG_FIELD_STR_COUNT; i++) {
         if (i == SHMREG_FIELD_APP_DATA)
             out_hex(o, field_key[i], s.str[i].ptr, s.str[i].len);
@@ -364,6 +475,7 @@ int cmd_show(ctl *c, int argc, char **argv)
         out_obj_end(o);
     }
     out_arr_end(o);
+    ctl_show_control(c, &s, now);
     out_block(o, "local_sdp", s.sdp[SHMREG_SDP_LOCAL].ptr, s.sdp[SHMREG_SDP_LOCAL].len);
     out_block(o, "remote_sdp", s.sdp[SHMREG_SDP_REMOTE].ptr, s.sdp[SHMREG_SDP_REMOTE].len);
     out_obj_end(o);
@@ -575,7 +687,7 @@ int cmd_gc(ctl *c, int argc, char **argv)
             }
             removed++;
             out_row_begin(o);
-            session_fields(o, &s, rule.now);
+            ctl_session_fields(o, &s, rule.now);
             out_row_end(o);
         }
         out_flush(o);
