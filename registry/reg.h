@@ -371,6 +371,7 @@ typedef struct reg_member {
 #define REG_TIMER_CANCELLED 4u
 typedef struct reg_timer {
     _Atomic uint64_t next;
+    _Atomic uint64_t prev;            /* predecessor on the bucket list; 0: first */
     _Atomic uint64_t state;
     uint64_t deadline_ns, grace_ns, tick;
     uint32_t slot, flags;

@@ -600,7 +600,8 @@ int shmreg_session_profile(shmreg *h, const shmreg_id *id, unsigned i,
  * ns, or from now with SHMREG_TIMEOUT_RELATIVE) the action in `flags`
  * (FAIL or NOTIFY) is taken by the next shmreg_expire(). `grace_ns` is
  * for NOTIFY: re-arm as FAIL that long after the hand-off (0: not).
- * when 0 (absolute) disarms. A deadline already past fires at the next
+ * when 0 without SHMREG_TIMEOUT_RELATIVE disarms (flags may then be 0).
+ * Replacing or disarming costs O(1): the bucket lists are doubly linked. A deadline already past fires at the next
  * sweep. No effect on a session in a final state but disarming: arming
  * one is SHMREG_ESTATE. Errors: SHMREG_EINVAL (NULL id, flags with no or
  * both actions, or unknown bits), SHMREG_ENOENT, SHMREG_ESTATE, SHMREG_EFULL
@@ -707,8 +708,12 @@ int shmreg_user_key(shmreg_str uri, char *out, size_t cap, size_t *len);
 
 /* Iterate the live sessions whose From (SHMREG_USER_FROM) and/or To
  * (SHMREG_USER_TO) URI names `user` (a URI or user@host, normalised by
- * shmreg_user_key), through a keyed index: no scan. Cursor from 0;
+ * shmreg_user_key), through a keyed index: no scan, each call O(1) plus
+ * the records of other keys that share the bucket. Cursor from 0;
  * SHMREG_ENOENT at the end. A session matching both ways is given once.
+ * The cursor names the next index record: a walk within one read section
+ * sees every session that is the user's throughout; one continued in a
+ * later section may end early if that record has gone meanwhile.
  * Requires a read section. Errors: SHMREG_ENOREAD, SHMREG_EINVAL (empty
  * key, no or unknown `which` bits), SHMREG_ECORRUPT, SHMREG_EFORK. */
 int shmreg_session_by_user(shmreg *h, shmreg_str user, unsigned which, uint64_t *cursor,

@@ -55,12 +55,6 @@ static reg_timer *timer_at(shmreg *h, uint64_t off)
     return reg_timer_at(&h->c.seg, off);
 }
 
-static _Atomic uint64_t *timer_link(const shm_seg *s, uint64_t off)
-{
-    reg_timer *t = reg_timer_at(s, off);
-    return t ? &t->next : NULL;
-}
-
 static uint64_t tick_of(uint64_t ns)
 {
     return ns >> TICK_SHIFT;
@@ -79,12 +73,73 @@ static uint64_t cursor(shmreg *h, uint64_t now)
     return c;
 }
 
+/* The bucket lists. Walkers follow `next` with no lock, as on any index
+ * chain; writers, under the bucket's stripe lock, also keep `prev`, so
+ * that a timer replaced or disarmed leaves its bucket in O(1) however
+ * many timers share the tick (a burst of calls under one policy). Every
+ * store keeps the `next` chain whole; a holder that dies between the two
+ * leaves a stale `prev`, so the taker of its lock relinks the `prev`
+ * words of the buckets that lock guards. */
+static void relink_stripe(shmreg *h, const shm_lock *l)
+{
+    uint32_t stripe = (uint32_t)(l - h->wheel.stripe);
+    for (uint32_t b = stripe; b < h->wheel.buckets; b += SHM_STRIPES) {
+        uint64_t prev = 0, off = atomic_load(&h->wheel.bucket[b]);
+        for (uint64_t steps = 0; off && steps < shm_walk_limit(&h->c.seg); steps++) {
+            reg_timer *t = timer_at(h, off);
+            if (t == NULL)
+                break;
+            atomic_store(&t->prev, prev);
+            prev = off;
+            off = atomic_load(&t->next);
+        }
+    }
+}
+
 static int wheel_lock(shmreg *h, uint64_t tick, shm_lock **l)
 {
     *l = shm_index_lock(&h->wheel, tick);
     int rc = shm_lock_take(&h->c, *l);
-    /* Chains change by single stores: a dead holder leaves nothing to repair. */
+    if (rc == 1)
+        relink_stripe(h, *l);
     return rc < 0 ? reg_engine_fail(rc, "timer wheel lock") : 0;
+}
+
+/* Under the lock: put `off` first on its bucket. */
+static void bucket_push(shmreg *h, uint64_t off, reg_timer *t)
+{
+    _Atomic uint64_t *head = shm_index_head(&h->wheel, t->tick);
+    uint64_t first = atomic_load(head);
+    reg_timer *f = timer_at(h, first);
+    atomic_store(&t->next, first);
+    atomic_store(&t->prev, 0);
+    if (f)
+        atomic_store(&f->prev, off);
+    atomic_store_explicit(head, off, memory_order_release);
+}
+
+/* Under the lock: take `off` off its bucket if it is on it (1), in O(1). */
+static int bucket_remove(shmreg *h, uint64_t off, reg_timer *t)
+{
+    _Atomic uint64_t *head = shm_index_head(&h->wheel, t->tick);
+    uint64_t p = atomic_load(&t->prev), n = atomic_load(&t->next);
+    reg_timer *pt = p ? timer_at(h, p) : NULL;
+    _Atomic uint64_t *link = p ? (pt ? &pt->next : NULL) : head;
+    if (link == NULL || atomic_load(link) != off)
+        return 0; /* not on it (never pushed, or taken off already) */
+    atomic_store(link, n);
+    reg_timer *nt = timer_at(h, n);
+    if (nt)
+        atomic_store(&nt->prev, p);
+    return 1;
+}
+
+static void retire_timer(shmreg *h, uint64_t off)
+{
+    shm_blk *b = shm_blk_at(&h->c.seg, off);
+    uint64_t st = atomic_load(&b->state);
+    if (SHM_KIND(st) == SHM_BLK_USED)
+        shm_retire(&h->c, off, st);
 }
 
 /* Take `off` off its bucket and retire it, if it is still on it. */
@@ -94,14 +149,10 @@ static void unbucket(shmreg *h, uint64_t off)
     shm_lock *l;
     if (t == NULL || wheel_lock(h, t->tick, &l) != 0)
         return;
-    int was = shm_index_remove(&h->c.seg, &h->wheel, t->tick, off, timer_link);
+    int was = bucket_remove(h, off, t);
     shm_lock_drop(l);
-    if (was) {
-        shm_blk *b = shm_blk_at(&h->c.seg, off);
-        uint64_t st = atomic_load(&b->state);
-        if (SHM_KIND(st) == SHM_BLK_USED)
-            shm_retire(&h->c, off, st);
-    }
+    if (was)
+        retire_timer(h, off);
 }
 
 /* Cancel the record `off` that the session no longer names: if it was
@@ -144,7 +195,7 @@ int reg_timer_arm(shmreg *h, uint32_t si, uint64_t deadline_ns, unsigned flags, 
                 return rc;
             }
             if (atomic_load(&h->shared->swept_tick) <= t->tick) {
-                shm_index_push(&h->wheel, t->tick, fresh, &t->next);
+                bucket_push(h, fresh, t);
                 shm_lock_drop(l);
                 break;
             }
@@ -300,36 +351,31 @@ static int fire(shmreg *h, uint64_t off, uint64_t now, shmreg_expired *out)
 static unsigned sweep_bucket(shmreg *h, uint64_t tick, uint64_t now, uint64_t *claimed,
                              unsigned room, int *pending)
 {
-    _Atomic uint64_t *prev = shm_index_head(&h->wheel, tick);
-    uint64_t off = atomic_load(prev), cap = shm_walk_limit(&h->c.seg), steps = 0;
+    uint64_t off = atomic_load(shm_index_head(&h->wheel, tick)), cap = shm_walk_limit(&h->c.seg);
     unsigned n = 0;
     *pending = 0;
-    while (off && steps++ < cap) {
+    for (uint64_t steps = 0; off && steps < cap; steps++) {
         reg_timer *t = timer_at(h, off);
         if (t == NULL)
             break; /* a broken chain: the check reports it */
         uint64_t next = atomic_load(&t->next), st = atomic_load(&t->state);
         if (st == REG_TIMER_FIRED || st == REG_TIMER_CANCELLED) {
-            atomic_store(prev, next);
-            shm_blk *b = shm_blk_at(&h->c.seg, off);
-            uint64_t bs = atomic_load(&b->state);
-            if (SHM_KIND(bs) == SHM_BLK_USED)
-                shm_retire(&h->c, off, bs);
-            off = next;
-            continue;
-        }
-        if (t->deadline_ns <= now) {
+            if (bucket_remove(h, off, t))
+                retire_timer(h, off);
+        } else if (t->deadline_ns <= now) {
+            if (n == room) {
+                *pending = 1; /* more due than the caller takes: later */
+                break;
+            }
             int ours = 0;
             if (st == REG_TIMER_ARMED ||
                 ((st & 0xffu) == REG_TIMER_CLAIMED && !shm_tag_alive(&h->c.seg, st & ~0xffull)))
-                ours = n < room && atomic_compare_exchange_strong(&t->state, &st,
-                                                                  h->c.tag | REG_TIMER_CLAIMED);
+                ours = atomic_compare_exchange_strong(&t->state, &st, h->c.tag | REG_TIMER_CLAIMED);
             if (ours)
                 claimed[n++] = off;
             if (ours || (st & 0xffu) == REG_TIMER_CLAIMED || st == REG_TIMER_ARMED)
                 *pending = 1;
         }
-        prev = &t->next;
         off = next;
     }
     return n;

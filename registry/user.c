@@ -71,7 +71,7 @@ int shmreg_user_key(shmreg_str uri, char *out, size_t cap, size_t *len)
         p += 4;
     /* The user part may hold ';' and '?' (RFC 3261 25.1): only after the
      * '@' do parameters begin. */
-    const char *at = memchr(p, '@', (size_t)(e - p));
+    const char *at = p < e ? memchr(p, '@', (size_t)(e - p)) : NULL;
     const char *host = at ? at + 1 : p, *h_end = host;
     if (host < e && *host == '[') { /* an IPv6 reference: up to its ']' */
         const char *rb = memchr(host, ']', (size_t)(e - host));
@@ -86,7 +86,8 @@ int shmreg_user_key(shmreg_str uri, char *out, size_t cap, size_t *len)
     size_t need = ulen + (at ? 1 : 0) + hlen;
     if (need > cap)
         return shmreg__fail(SHMREG_EINVAL, "user key of %zu bytes does not fit %zu", need, cap);
-    memcpy(out, p, ulen);
+    if (ulen)
+        memcpy(out, p, ulen);
     size_t n = ulen;
     if (at)
         out[n++] = '@';
@@ -226,14 +227,28 @@ int shmreg_session_by_user(shmreg *h, shmreg_str user, unsigned which, uint64_t 
         return rc;
     if (len == 0)
         return shmreg__fail(SHMREG_EINVAL, "empty user");
-    uint64_t hash = user_hash(h, key, len), off = atomic_load(shm_index_head(&h->users, hash));
-    uint64_t seen = 0;
+    /* The cursor is the offset of the next record to look at (0: the
+     * chain's head; 1: the end): each call goes on where the last one
+     * stopped. In one read section that record is still on the chain (or
+     * was, and its link still leads on); a cursor kept across sections
+     * whose record has gone ends the walk. */
+    uint64_t hash = user_hash(h, key, len), off;
+    if (*cursor == 1)
+        return shmreg__fail_lazy(SHMREG_ENOENT, "no more sessions of the user", NULL);
+    if (*cursor == 0) {
+        off = atomic_load(shm_index_head(&h->users, hash));
+    } else {
+        reg_user *c = user_at(&h->c.seg, *cursor);
+        if (c == NULL || c->hash != hash)
+            return shmreg__fail_lazy(SHMREG_ENOENT, "no more sessions of the user", NULL);
+        off = *cursor;
+    }
     for (uint64_t steps = 0; off; steps++) {
         reg_user *u = user_at(&h->c.seg, off);
         if (u == NULL || steps > shm_walk_limit(&h->c.seg))
             return shmreg__fail(SHMREG_ECORRUPT, "user index chain broken at %llu",
                                 (unsigned long long)off);
-        uint64_t st;
+        uint64_t st, next = atomic_load(&u->next);
         reg_sess *x;
         if (u->hash == hash && u->len == len && memcmp(u->key, key, len) == 0 &&
             (which & (1u << u->which)) && (x = current_of(h, u, off, &st)) != NULL) {
@@ -241,14 +256,14 @@ int shmreg_session_by_user(shmreg *h, shmreg_str user, unsigned which, uint64_t 
              * answers, the To record is passed over. */
             reg_user *f = u->which == 1 && (which & SHMREG_USER_FROM)
                               ? user_at(&h->c.seg, atomic_load(&x->user[0])) : NULL;
-            int dup = f && f->len == len && memcmp(f->key, key, len) == 0;
-            if (!dup && seen++ == *cursor) {
-                (*cursor)++;
+            if (!(f && f->len == len && memcmp(f->key, key, len) == 0)) {
+                *cursor = next ? next : 1;
                 return reg_session_view(h, u->slot, st, out);
             }
         }
-        off = atomic_load(&u->next);
+        off = next;
     }
+    *cursor = 1;
     return shmreg__fail_lazy(SHMREG_ENOENT, "no more sessions of the user", NULL);
 }
 

@@ -399,7 +399,7 @@ static void test_metrics_stat(void)
     ok(has_line(r.out, "shmreg_profile_members{profile=\"trunk\",value=\"carrier-a\"} 2") &&
        has_line(r.out, "shmreg_profile_members{profile=\"trunk\",value=\"carrier-b\"} 1") &&
        has_line(r.out, "shmreg_profile_members{profile=\"inbound\",value=\"\"} 1"), "members per value");
-    ok(has_line(r.out, "shmreg_profile_members_total{profile=\"trunk\"} 3") &&
+    ok(has_line(r.out, "shmreg_profile_members_sum{profile=\"trunk\"} 3") &&
        has_line(r.out, "shmreg_profile_values{profile=\"trunk\"} 2"), "per profile: members, values");
     ok(has_line(r.out, "shmreg_profile_members{profile=\"odd\",value=\"a\\\"b\\\\c\\nd?\"} 1"),
        "a label value escaped as the format wants, a byte that is not UTF-8 as '?'");
@@ -408,7 +408,7 @@ static void test_metrics_stat(void)
     static const char check_format[] =
         "lab = r'[a-z_]+=\"(?:[^\"\\\\]|\\\\.)*\"'\n"
         "L = T.splitlines()\n"
-        "fams = ['shmreg_profile_members', 'shmreg_profile_members_total', 'shmreg_profile_values',\n"
+        "fams = ['shmreg_profile_members', 'shmreg_profile_members_sum', 'shmreg_profile_values',\n"
         "        'shmreg_timeouts_armed']\n"
         "typed = all(L.count('# TYPE %s gauge' % f) == 1 for f in fams)\n"
         "bad = [l for l in L if '{profile=' in l and not\n"
@@ -420,7 +420,7 @@ static void test_metrics_stat(void)
     ctl_res_free(&r);
     is(ctl(&r, "-r", dir, "metrics", "--profile-top", "1", NULL), 0, "metrics --profile-top 1");
     ok(has_line(r.out, "shmreg_profile_members{profile=\"trunk\",value=\"carrier-a\"} 2") &&
-       !strstr(r.out, "value=\"carrier-b\"") && has_line(r.out, "shmreg_profile_members_total{profile=\"trunk\"} 3"),
+       !strstr(r.out, "value=\"carrier-b\"") && has_line(r.out, "shmreg_profile_members_sum{profile=\"trunk\"} 3"),
        "the largest value of each profile only; the totals still count all");
     ctl_res_free(&r);
     is(ctl(&r, "-r", dir, "metrics", "--profile-top", "0", NULL), 0, "metrics --profile-top 0");

@@ -267,9 +267,9 @@ static void control_metrics(out *o, const ctl_control *cc)
     for (size_t i = 0; i < cc->n; i++)
         for (unsigned k = 0; k < cc->p[i].ntop; k++)
             profile_sample(o, "shmreg_profile_members", &cc->p[i], &cc->p[i].top[k], cc->p[i].top[k].count);
-    family(o, "shmreg_profile_members_total", "gauge", "Members of a profile, all its values.");
+    family(o, "shmreg_profile_members_sum", "gauge", "Members of a profile, all its values.");
     for (size_t i = 0; i < cc->n; i++)
-        profile_sample(o, "shmreg_profile_members_total", &cc->p[i], NULL, cc->p[i].members);
+        profile_sample(o, "shmreg_profile_members_sum", &cc->p[i], NULL, cc->p[i].members);
     family(o, "shmreg_profile_values", "gauge", "Values of a profile that have members.");
     for (size_t i = 0; i < cc->n; i++)
         profile_sample(o, "shmreg_profile_values", &cc->p[i], NULL, cc->p[i].values);
