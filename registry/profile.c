@@ -26,9 +26,9 @@
  *     has more than SHMREG_MAX_PROFILES_PER_SESSION). Being on the pair's
  *     list is what makes it a membership; its `pair` word mirrors that for
  *     readers who start from the session: set just before listing and
- *     cleared just before unlisting, both under the lock, so a death in
- *     between leaves a mirror the next recount (listed) or the check (not
- *     listed) puts right. A word whose record is on no list (a join that
+ *     cleared just after unlisting, both under the lock, so a listed
+ *     member's word always names its pair, and a death in between leaves
+ *     a word naming a pair that does not list it, which the check clears. A word whose record is on no list (a join that
  *     died before listing, a leave that died before clearing the word) is
  *     not a membership; delete, or the check once its maker is dead,
  *     clears it.
@@ -127,8 +127,8 @@ static uint64_t recount(shmreg *h, reg_pair *p, uint64_t poff, int drop_dead)
         }
         uint64_t next = atomic_load(&m->next);
         if (drop_dead && !member_live(h, m)) {
-            atomic_store(&m->pair, 0);
             atomic_store(prev, next);
+            atomic_store(&m->pair, 0);
         } else {
             if (atomic_load(&m->pair) != poff)
                 atomic_store(&m->pair, poff);
@@ -185,10 +185,12 @@ static uint64_t unlist(shmreg *h, uint64_t poff, uint64_t moff)
         if (m == NULL)
             break;
         if (off == moff) {
-            /* The mirror first: a death in between leaves a listed member
-             * whose word the next taker of the lock restores. */
-            atomic_store(&m->pair, 0);
+            /* Off the list, then the mirror: a death in between leaves a
+             * word naming a pair that does not list it, which the check
+             * clears. (Never the other way: a listed member whose word
+             * says "nowhere" would be retired by the check.) */
             atomic_store(prev, atomic_load(&m->next));
+            atomic_store(&m->pair, 0);
             uint64_t c = atomic_load(&p->count);
             atomic_store(&p->count, c ? c - 1 : 0);
             break;
@@ -229,6 +231,22 @@ static void profile_event(shmreg *h, uint32_t type, const unsigned char *sid, sh
 
 /* ------------------------------------------------------------ join, leave */
 
+/* The opening of a join or a leave: a usable handle, an ID, a pair
+ * within limits, and the pair's hash. */
+static int change_args(shmreg *h, const shmreg_id *id, shmreg_str prof, shmreg_str val,
+                       uint64_t *hash)
+{
+    int rc = shmreg__usable(h);
+    if (rc)
+        return rc;
+    if (id == NULL)
+        return shmreg__fail(SHMREG_EINVAL, "NULL session id");
+    if ((rc = check_args(prof, val)) != 0)
+        return rc;
+    *hash = reg_key_hash(h, prof, val);
+    return 0;
+}
+
 /* Does a membership of session x other than prof[skip] list pair `poff`? */
 static int in_pair(shmreg *h, reg_sess *x, uint64_t poff, unsigned skip)
 {
@@ -243,14 +261,10 @@ static int in_pair(shmreg *h, reg_sess *x, uint64_t poff, unsigned skip)
 int shmreg_profile_join(shmreg *h, const shmreg_id *id, shmreg_str prof, shmreg_str val,
                         uint32_t limit, uint64_t *count)
 {
-    int rc = shmreg__usable(h);
+    uint64_t hash, after = 0;
+    int rc = change_args(h, id, prof, val, &hash);
     if (rc)
         return rc;
-    if (id == NULL)
-        return shmreg__fail(SHMREG_EINVAL, "NULL session id");
-    if ((rc = check_args(prof, val)) != 0)
-        return rc;
-    uint64_t hash = reg_key_hash(h, prof, val), after = 0;
     uint32_t si;
     uint64_t st;
     unsigned w = SHMREG_MAX_PROFILES_PER_SESSION;
@@ -359,14 +373,10 @@ out:
 
 int shmreg_profile_leave(shmreg *h, const shmreg_id *id, shmreg_str prof, shmreg_str val)
 {
-    int rc = shmreg__usable(h);
+    uint64_t hash, after = 0;
+    int rc = change_args(h, id, prof, val, &hash);
     if (rc)
         return rc;
-    if (id == NULL)
-        return shmreg__fail(SHMREG_EINVAL, "NULL session id");
-    if ((rc = check_args(prof, val)) != 0)
-        return rc;
-    uint64_t hash = reg_key_hash(h, prof, val), after = 0;
     uint32_t si;
     uint64_t st;
     shm_read_enter(&h->c);

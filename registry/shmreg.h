@@ -511,8 +511,11 @@ int shmreg_session_dialog(shmreg *h, const shmreg_id *id, unsigned i,
  *                          (and one SHMREG_EV_TIMEOUT published) to end
  *                          it its own way (a SIP server sends BYE); if
  *                          the timeout gave a grace period, it is re-armed
- *                          as FAIL that much later, so a session whose
- *                          handler died still ends.
+ *                          as FAIL that long after the sweep's `now`, so a
+ *                          session whose handler died still ends. A
+ *                          sweeper killed after that re-arm and before the
+ *                          hand-off loses the NOTIFY, not the call: the
+ *                          FAIL still fires.
  * A process killed between "fired" and the publish loses that one event
  * (as for every change, the commit comes first). Per-state timeouts
  * (shmreg_timeout_policy_set) arm a session's deadline when it enters a
@@ -985,7 +988,8 @@ enum shmreg_event_type {
     SHMREG_EV_PROFILE_JOINED = 18,     /* session, which (the pair's count after), data
                                         * (the profile name's first 12 bytes), len */
     SHMREG_EV_PROFILE_LEFT = 19,       /* as PROFILE_JOINED */
-    SHMREG_EV_VAR_CHANGED = 20,        /* session, data (the first bytes of the key), len,
+    SHMREG_EV_VAR_CHANGED = 20,        /* session, data (the key's first 16 bytes: the
+                                        * profile events keep 4 for the count), len,
                                         * which (1 set, 0 unset) */
     SHMREG_EV_TYPE_COUNT
 };
