@@ -899,7 +899,9 @@ static void churn_child(void *arg)
 
 static void test_churn(void)
 {
-    shmreg *h = reg_new("profile-churn", 256);
+    /* Room for what churning deleters have retired but readers still
+     * pin (slots come back once no read section can see them). */
+    shmreg *h = reg_new("profile-churn", 4096);
     cs = test_shared(sizeof *cs);
     pid_t pid[C_PROCS];
     for (int k = 0; k < C_PROCS; k++)
