@@ -13,8 +13,9 @@
  *              shmreg-sync's status, the timer wheel's cursor and the
  *              per-state timeout policies);
  *   region 4   the profile index: (profile, value) -> pair record;
- *   region 5   the user index: user@host -> user records;
+ *   region 5   the From-user index: user@host -> session slots;
  *   region 6   the timer wheel: tick -> timer records (REG_WHEEL_BUCKETS);
+ *   region 7   the To-user index: user@host -> session slots;
  *   user bytes the key of the keyed hash for keys the network chooses.
  * and the record kinds whose sizes the header keeps, so that a segment
  * of another build is refused by name. Everything here runs once, at
@@ -36,7 +37,7 @@ _Static_assert(SHMREG_MAX_SESSIONS == SHM_MAX_SLOTS, "a session is a slot");
 _Static_assert(REG_KEY_BYTES <= SHM_USER_BYTES, "the key fits the header's user bytes");
 
 enum { REGION_SESSIONS, REGION_DIALOGS, REGION_ROOMS, REGION_SHARED, REGION_PAIRS, REGION_USERS,
-       REGION_WHEEL };
+       REGION_WHEEL, REGION_USERS_TO };
 
 static uint32_t pow2_at_least(uint64_t n)
 {
@@ -59,7 +60,6 @@ void reg_records(shm_record out[REG_NRECORDS])
         {"profile pair", (uint32_t)offsetof(reg_pair, key)},
         {"profile membership", sizeof(reg_member)},
         {"timer record", sizeof(reg_timer)},
-        {"user record", (uint32_t)offsetof(reg_user, key)},
         {"variables block header", (uint32_t)offsetof(reg_vars, data)},
     };
     memcpy(out, r, sizeof r);
@@ -80,7 +80,8 @@ int reg_layout_params(const shmreg_options *o, reg_layout *l)
     l->regions[REGION_ROOMS] = (shm_region){"room table", (uint64_t)pow2_at_least(2ull * rooms) * 8};
     l->regions[REGION_SHARED] = (shm_region){"registry words", sizeof(reg_shared)};
     l->regions[REGION_PAIRS] = (shm_region){"profile index", shm_index_bytes(pow2_at_least(sessions))};
-    l->regions[REGION_USERS] = (shm_region){"user index", shm_index_bytes(buckets)};
+    l->regions[REGION_USERS] = (shm_region){"From-user index", shm_index_bytes(pow2_at_least(sessions))};
+    l->regions[REGION_USERS_TO] = (shm_region){"To-user index", shm_index_bytes(pow2_at_least(sessions))};
     l->regions[REGION_WHEEL] = (shm_region){"timer wheel", shm_index_bytes(REG_WHEEL_BUCKETS)};
     reg_records(l->rec);
     l->p = (shm_params){
@@ -141,9 +142,12 @@ int reg_layout_bind(shmreg *h, char *why, size_t whylen)
                    (unsigned long long)s->region[REGION_SHARED].bytes, sizeof(reg_shared)),
                SHMREG_ECORRUPT;
     if (shm_index_bind(&h->pairs, s->region[REGION_PAIRS].base, s->region[REGION_PAIRS].bytes) != 0 ||
-        shm_index_bind(&h->users, s->region[REGION_USERS].base, s->region[REGION_USERS].bytes) != 0 ||
+        shm_index_bind(&h->users[0], s->region[REGION_USERS].base, s->region[REGION_USERS].bytes) != 0 ||
+        shm_index_bind(&h->users[1], s->region[REGION_USERS_TO].base,
+                       s->region[REGION_USERS_TO].bytes) != 0 ||
         shm_index_bind(&h->wheel, s->region[REGION_WHEEL].base, s->region[REGION_WHEEL].bytes) != 0 ||
-        h->wheel.buckets != REG_WHEEL_BUCKETS || h->users.buckets != h->sessions.buckets ||
+        h->wheel.buckets != REG_WHEEL_BUCKETS || h->users[0].buckets != h->users[1].buckets ||
+        h->users[0].buckets > h->sessions.buckets ||
         h->pairs.buckets > h->sessions.buckets)
         return WHY("profile, user or timer index region does not fit %u sessions", s->slots),
                SHMREG_ECORRUPT;

@@ -91,7 +91,7 @@ struct shmreg {
     shm_index sessions;               /* session ID -> slot (offset) */
     shm_index dialogs;                /* dialog key -> dialog record */
     shm_index pairs;                  /* (profile, value) -> pair record */
-    shm_index users;                  /* user@host -> user records */
+    shm_index users[2];               /* From / To user@host -> slots */
     shm_index wheel;                  /* timer wheel: tick -> timer records */
     _Atomic uint64_t *rooms;          /* room table: block offsets */
     uint32_t room_slots;              /* its entries, a power of two */
@@ -137,7 +137,11 @@ typedef struct reg_sess {
     _Atomic uint64_t prof[SHMREG_MAX_PROFILES_PER_SESSION]; /* membership records */
     _Atomic uint64_t timer;           /* the armed timer record, 0: none */
     _Atomic uint64_t vars;            /* variables block, 0: none */
-    _Atomic uint64_t user[2];         /* From and To user records, 0: none */
+    /* The user indexes (user.c): links of the From and To chains, and
+     * the 32-bit hashes whose buckets this slot is linked in (From low,
+     * To high; 0: in none). */
+    _Atomic uint64_t unext[2];
+    _Atomic uint64_t uhash;
 } reg_sess;
 
 _Static_assert(sizeof(reg_sess) <= SHM_SLOT_BYTES, "session slot too big");
@@ -378,16 +382,6 @@ typedef struct reg_timer {
     unsigned char sid[SHMREG_ID_BYTES];
 } reg_timer;
 
-/* A user record: one of a session's From and To users, in the user index. */
-typedef struct reg_user {
-    _Atomic uint64_t next;
-    uint64_t hash;
-    uint32_t slot;
-    uint16_t which, len;              /* 0 From, 1 To; key bytes */
-    unsigned char sid[SHMREG_ID_BYTES];
-    char key[];
-} reg_user;
-
 /* A session's variables: n keys and values back to back. The magic lets
  * a cursor that kept an older block's offset tell it is still one. */
 #define REG_VARS_MAGIC 0x53524156u /* "VARS" */
@@ -466,8 +460,9 @@ void reg_timer_check(shmreg *h, void (*mark)(void *, uint64_t), void (*bad)(void
 int reg_swap_field(shmreg *h, uint32_t si, _Atomic uint64_t *field, uint64_t expect,
                    uint64_t fresh, uint64_t *now);
 
-/* user.c: bring slot si's user records in line with its info block
- * (create, update, restore); drop them (delete); check marking. */
+/* user.c: link slot si into the user index chains its info block's
+ * From and To users hash to (create, update, restore); take it out
+ * (delete); check the chains. */
 int reg_users_sync(shmreg *h, uint32_t si);
 void reg_users_forget(shmreg *h, uint32_t si);
 void reg_user_check(shmreg *h, int repair, void (*mark)(void *, uint64_t),
@@ -477,8 +472,8 @@ void reg_user_check(shmreg *h, int repair, void (*mark)(void *, uint64_t),
  * their sizes are stored in the segment header at create and compared at
  * attach (shm_record): a segment written by a build whose records differ
  * is refused by name. */
-#define REG_NRECORDS 12u
-#define REG_NREGIONS 7u
+#define REG_NRECORDS 11u
+#define REG_NREGIONS 8u
 #define REG_KEY_BYTES 16u             /* dialog hash key, in the header's user bytes */
 void reg_records(shm_record out[REG_NRECORDS]);
 

@@ -438,6 +438,7 @@ int shmreg_stat(shmreg *h, shmreg_stats *st)
     st->heap_bytes = (uint64_t)s->heap_pages * SHM_PAGE_BYTES;
     st->heap_used_bytes = shm_heap_used(s);
     st->max_sessions = s->slots;
+    st->session_slot_bytes = SHM_SLOT_BYTES;
     st->index_buckets = h->sessions.buckets;
     st->max_handles = s->max_handles;
     st->config_gen = atomic_load(&h->shared->config_gen);

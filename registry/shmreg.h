@@ -749,7 +749,9 @@ typedef struct shmreg_stats {
     uint64_t sync_durable_seq, sync_behind, sync_commit_ns;
     int32_t sync_pid;
     uint32_t sync_alive;
-    uint64_t reserved[12];        /* reserved for later fields (see "growth") */
+    uint64_t session_slot_bytes; /* bytes of one session's fixed slot (the rest
+                                  * of a session is heap: heap_used_bytes) */
+    uint64_t reserved[11];        /* reserved for later fields (see "growth") */
 } shmreg_stats;
 
 /* Fill *st. Takes no lock; figures are a moment's snapshot.

@@ -2,21 +2,23 @@
  * user.c — finding a user's calls: an index of sessions by the user@host
  * of their From and To URIs.
  *
- * "Which calls does alice have?" must not scan a million sessions. Every
- * session with a non-empty From or To user has a user record (reg_user)
- * for each, in a stripe-locked index keyed by the keyed hash of the
- * user@host (the network chooses URIs, so the hash is SipHash under the
- * registry's key, as for dialogs). The session's user[] words name its
- * current records; a lookup walks one chain and keeps the records that
- * are still their session's current ones, so a record left behind by a
- * change in flight, or by a process that died, is never an answer.
+ * "Which calls does alice have?" must not scan a million sessions. Two
+ * stripe-locked indexes, one for From and one for To, chain session
+ * slots themselves (two link words in the slot) by a keyed hash of the
+ * user@host (the network chooses URIs, so SipHash under the registry's
+ * key, as for dialogs). No record per user is allocated: the key is the
+ * session's own URI, read from its info block, and the slot's uhash word
+ * says which bucket each side is filed in. A lookup walks one chain and
+ * keeps the live sessions whose URI really names the user, so a slot
+ * filed under a stale hash by a change in flight is never an answer.
  *
- * The records follow the info block: reg_users_sync() reads the From and
- * To URIs of the session's current info and replaces a record whose key
- * differs, by compare-and-swap on the user[] word, then looks again, so
- * racing updaters leave the records of the last info whoever finishes
- * last. A create links them before the session is published (a new
- * session is found by user the moment it is live); a delete drops them.
+ * The filing follows the info block: reg_users_sync() reads the From and
+ * To URIs of the session's current info and refiles a side whose hash
+ * changed, under the session's stripe of the session index (so two
+ * updaters of one session refile one after the other, and the last one
+ * files what the last info says). A create files the session before it
+ * is published (it is found by user the moment it is live); a delete
+ * takes it out of both chains before its slot can be reused.
  *
  * Keys compare as SIP compares URIs (RFC 3261 19.1.4): the user part
  * byte for byte, the host without regard to case; the scheme, port,
@@ -97,41 +99,35 @@ int shmreg_user_key(shmreg_str uri, char *out, size_t cap, size_t *len)
     return 0;
 }
 
-/* ------------------------------------------------------------ records */
+/* ------------------------------------------------------------ the chains */
 
-static reg_user *user_at(const shm_seg *s, uint64_t off)
+/* The 32-bit hash a key is filed under (never 0: 0 means "in no chain"). */
+static uint32_t user_hash(shmreg *h, const char *key, size_t len)
 {
-    reg_user *u = reg_heap_rec(s, off, sizeof(reg_user));
-    if (u == NULL || u->which > 1 || sizeof(reg_user) + (uint64_t)u->len > shm_blk_capacity(shm_blk_at(s, off)))
-        return NULL;
-    return u;
+    uint64_t x = reg_key_hash(h, (shmreg_str){key, len}, (shmreg_str){NULL, 0});
+    return (uint32_t)x | 1u;
 }
 
-static _Atomic uint64_t *user_link(const shm_seg *s, uint64_t off)
+static uint32_t hash_half(uint64_t both, unsigned w)
 {
-    reg_user *u = user_at(s, off);
-    return u ? &u->next : NULL;
+    return (uint32_t)(both >> (32 * w));
 }
 
-static uint64_t user_hash(shmreg *h, const char *key, size_t len)
+static _Atomic uint64_t *link_from(const shm_seg *s, uint64_t off)
 {
-    return reg_key_hash(h, (shmreg_str){key, len}, (shmreg_str){NULL, 0});
+    uint32_t i = shm_slot_index(s, off);
+    return i == UINT32_MAX ? NULL : &((reg_sess *)(s->base + off))->unext[0];
 }
 
-static void unlink_retire(shmreg *h, uint64_t off)
+static _Atomic uint64_t *link_to(const shm_seg *s, uint64_t off)
 {
-    reg_user *u = user_at(&h->c.seg, off);
-    if (u == NULL)
-        return;
-    if (shm_index_unlink(&h->c, &h->users, u->hash, off, user_link)) {
-        shm_blk *b = shm_blk_at(&h->c.seg, off);
-        uint64_t st = atomic_load(&b->state);
-        if (SHM_KIND(st) == SHM_BLK_USED)
-            shm_retire(&h->c, off, st);
-    }
+    uint32_t i = shm_slot_index(s, off);
+    return i == UINT32_MAX ? NULL : &((reg_sess *)(s->base + off))->unext[1];
 }
 
-/* The key that side `w` (0 From, 1 To) of slot si's current info gives. */
+static const shm_link_fn link_of[2] = {link_from, link_to};
+
+/* The key that side `w` (0 From, 1 To) of slot x's current info gives. */
 static int current_key(shmreg *h, reg_sess *x, unsigned w, char *key, size_t *len)
 {
     shmreg_str str[SHMREG_FIELD_STR_COUNT];
@@ -143,75 +139,95 @@ static int current_key(shmreg *h, reg_sess *x, unsigned w, char *key, size_t *le
     return rc;
 }
 
-int reg_users_sync(shmreg *h, uint32_t si)
+/* Under the session's lock: file side w of slot si under hash `want`
+ * (0: under none). The order keeps one rule whatever step a death
+ * interrupts: a slot is filed in no chain but the one its hash names.
+ * Out of the old chain; the new hash recorded; into the new chain unless
+ * it is there already. (A death after recording and before the push
+ * leaves a side filed nowhere: a lookup misses it until the check or the
+ * session's next change files it; a delete unlinks what the hash names.) */
+static int refile(shmreg *h, uint32_t si, unsigned w, uint32_t want)
 {
+    const shm_seg *s = &h->c.seg;
     reg_sess *x = reg_slot(h, si);
-    char key[SHMREG_MAX_STR];
-    for (unsigned w = 0; w < 2; w++) {
-        for (unsigned tries = 0;; tries++) {
-            size_t len;
-            int rc = current_key(h, x, w, key, &len);
-            if (rc)
-                return rc;
-            uint64_t cur = atomic_load(&x->user[w]);
-            reg_user *u = cur ? user_at(&h->c.seg, cur) : NULL;
-            if ((u && u->len == len && memcmp(u->key, key, len) == 0) || (cur == 0 && len == 0))
-                break;
-            if (tries > 64)
-                return shmreg__fail(SHMREG_EBUSY, "user index: the session's URIs keep changing");
-            uint64_t fresh = 0;
-            if (len) {
-                fresh = shm_alloc(&h->c, sizeof(reg_user) + len, si + 1);
-                if (fresh == 0)
-                    return shmreg__fail(SHMREG_EFULL, "registry heap full (user record)");
-                reg_user *n = reg_payload((shm_blk *)(h->c.seg.base + fresh));
-                n->hash = user_hash(h, key, len);
-                n->slot = si;
-                n->which = (uint16_t)w;
-                n->len = (uint16_t)len;
-                memcpy(n->sid, x->id, SHMREG_ID_BYTES);
-                memcpy(n->key, key, len);
-                if ((rc = reg_engine_fail(shm_index_link(&h->c, &h->users, n->hash, fresh, &n->next),
-                                          "user index lock")) != 0) {
-                    shm_free(&h->c, fresh);
-                    return rc;
-                }
-            }
-            if (atomic_compare_exchange_strong(&x->user[w], &cur, fresh)) {
-                if (cur)
-                    unlink_retire(h, cur);
-            } else if (fresh) {
-                unlink_retire(h, fresh);
-            }
-        }
+    uint64_t soff = shm_slot_off(s, si), both = atomic_load(&x->uhash);
+    uint32_t cur = hash_half(both, w);
+    const shm_index *ix = &h->users[w];
+    shm_lock *l;
+    int rc;
+    if (cur && cur != want) {
+        l = shm_index_lock(ix, cur);
+        if ((rc = reg_lock(h, l, "user index lock")) != 0)
+            return rc;
+        shm_index_remove(s, ix, cur, soff, link_of[w]);
+        shm_lock_drop(l);
+    }
+    both = (both & ~(0xffffffffull << (32 * w))) | (uint64_t)want << (32 * w);
+    atomic_store(&x->uhash, both);
+    if (want) {
+        l = shm_index_lock(ix, want);
+        if ((rc = reg_lock(h, l, "user index lock")) != 0)
+            return rc;
+        if (shm_index_has(s, ix, want, soff, link_of[w]) == 0)
+            shm_index_push(ix, want, soff, &x->unext[w]);
+        shm_lock_drop(l);
     }
     return 0;
 }
 
-void reg_users_forget(shmreg *h, uint32_t si)
+/* The lock that serializes refiling a session's sides: its stripe of the
+ * session index (held for microseconds; only refile nests a user index
+ * lock inside it). */
+static shm_lock *session_lock(shmreg *h, uint32_t si)
+{
+    return shm_index_lock(&h->sessions, reg_id_hash(reg_slot(h, si)->id));
+}
+
+/* Refile the sides of slot si whose hash differs from what its info says;
+ * with `all`, also the sides whose hash is right (the check: a side that
+ * a death left filed nowhere). */
+static int sync_sides(shmreg *h, uint32_t si, int all)
 {
     reg_sess *x = reg_slot(h, si);
-    for (unsigned w = 0; w < 2; w++) {
-        uint64_t cur = atomic_exchange(&x->user[w], 0);
-        if (cur)
-            unlink_retire(h, cur);
+    char key[SHMREG_MAX_STR];
+    shm_lock *l = session_lock(h, si);
+    int rc = reg_lock(h, l, "session index lock");
+    if (rc)
+        return rc;
+    for (unsigned w = 0; w < 2 && rc == 0; w++) {
+        size_t len;
+        if ((rc = current_key(h, x, w, key, &len)) != 0)
+            break;
+        uint32_t want = len ? user_hash(h, key, len) : 0;
+        if (all || hash_half(atomic_load(&x->uhash), w) != want)
+            rc = refile(h, si, w, want);
     }
+    shm_lock_drop(l);
+    return rc;
+}
+
+int reg_users_sync(shmreg *h, uint32_t si)
+{
+    return sync_sides(h, si, 0);
+}
+
+void reg_users_forget(shmreg *h, uint32_t si)
+{
+    shm_lock *l = session_lock(h, si);
+    if (reg_lock(h, l, "session index lock") != 0)
+        return;
+    for (unsigned w = 0; w < 2; w++)
+        if (hash_half(atomic_load(&reg_slot(h, si)->uhash), w))
+            refile(h, si, w, 0);
+    shm_lock_drop(l);
 }
 
 /* ------------------------------------------------------------ lookup */
 
-/* Is record `off` (side w, key) its live session's current one? */
-static reg_sess *current_of(shmreg *h, const reg_user *u, uint64_t off, uint64_t *st)
-{
-    if (u->slot >= h->c.seg.slots)
-        return NULL;
-    reg_sess *x = reg_slot(h, u->slot);
-    *st = atomic_load_explicit(&x->state, memory_order_acquire);
-    if (!REG_LIVE(*st) || atomic_load(&x->user[u->which]) != off ||
-        memcmp(x->id, u->sid, SHMREG_ID_BYTES) != 0)
-        return NULL;
-    return x;
-}
+/* The cursor: bit 40 the side being walked, the rest the index + 1 of the
+ * next slot to look at on it (0: the chain's head); END when done. */
+#define CUR_SIDE (1ull << 40)
+#define CUR_END UINT64_MAX
 
 int shmreg_session_by_user(shmreg *h, shmreg_str user, unsigned which, uint64_t *cursor,
                            shmreg_session *out)
@@ -221,49 +237,52 @@ int shmreg_session_by_user(shmreg *h, shmreg_str user, unsigned which, uint64_t 
         return rc;
     if (cursor == NULL || out == NULL || which == 0 || (which & ~(SHMREG_USER_FROM | SHMREG_USER_TO)))
         return shmreg__fail(SHMREG_EINVAL, "NULL cursor or out, or user sides 0x%x", which);
-    char key[SHMREG_MAX_STR];
-    size_t len;
+    char key[SHMREG_MAX_STR], other[SHMREG_MAX_STR];
+    size_t len, olen;
     if ((rc = shmreg_user_key(user, key, sizeof key, &len)) != 0)
         return rc;
     if (len == 0)
         return shmreg__fail(SHMREG_EINVAL, "empty user");
-    /* The cursor is the offset of the next record to look at (0: the
-     * chain's head; 1: the end): each call goes on where the last one
-     * stopped. In one read section that record is still on the chain (or
-     * was, and its link still leads on); a cursor kept across sections
-     * whose record has gone ends the walk. */
-    uint64_t hash = user_hash(h, key, len), off;
-    if (*cursor == 1)
-        return shmreg__fail_lazy(SHMREG_ENOENT, "no more sessions of the user", NULL);
-    if (*cursor == 0) {
-        off = atomic_load(shm_index_head(&h->users, hash));
-    } else {
-        reg_user *c = user_at(&h->c.seg, *cursor);
-        if (c == NULL || c->hash != hash)
-            return shmreg__fail_lazy(SHMREG_ENOENT, "no more sessions of the user", NULL);
-        off = *cursor;
-    }
-    for (uint64_t steps = 0; off; steps++) {
-        reg_user *u = user_at(&h->c.seg, off);
-        if (u == NULL || steps > shm_walk_limit(&h->c.seg))
-            return shmreg__fail(SHMREG_ECORRUPT, "user index chain broken at %llu",
-                                (unsigned long long)off);
-        uint64_t st, next = atomic_load(&u->next);
-        reg_sess *x;
-        if (u->hash == hash && u->len == len && memcmp(u->key, key, len) == 0 &&
-            (which & (1u << u->which)) && (x = current_of(h, u, off, &st)) != NULL) {
-            /* Both sides asked and both name the user: the From record
-             * answers, the To record is passed over. */
-            reg_user *f = u->which == 1 && (which & SHMREG_USER_FROM)
-                              ? user_at(&h->c.seg, atomic_load(&x->user[0])) : NULL;
-            if (!(f && f->len == len && memcmp(f->key, key, len) == 0)) {
-                *cursor = next ? next : 1;
-                return reg_session_view(h, u->slot, st, out);
-            }
+    const shm_seg *s = &h->c.seg;
+    uint32_t hash = user_hash(h, key, len);
+    for (uint64_t c = *cursor; c != CUR_END;) {
+        unsigned w = c & CUR_SIDE ? 1 : (which & SHMREG_USER_FROM) ? 0 : 1;
+        uint64_t off;
+        if ((c & ~CUR_SIDE) == 0) {
+            off = atomic_load(shm_index_head(&h->users[w], hash));
+        } else {
+            /* Resuming: the slot must still be filed here, else the walk
+             * (kept across read sections) ends. */
+            uint64_t i = (c & ~CUR_SIDE) - 1;
+            off = i < s->slots && hash_half(atomic_load(&reg_slot(h, (uint32_t)i)->uhash), w) == hash
+                      ? shm_slot_off(s, (uint32_t)i) : 0;
         }
-        off = next;
+        for (uint64_t steps = 0; off; steps++) {
+            uint32_t si = shm_slot_index(s, off);
+            if (si == UINT32_MAX || steps > s->slots)
+                return shmreg__fail(SHMREG_ECORRUPT, "user index chain broken at %llu",
+                                    (unsigned long long)off);
+            reg_sess *x = reg_slot(h, si);
+            uint64_t next = atomic_load(&x->unext[w]);
+            uint64_t st = atomic_load_explicit(&x->state, memory_order_acquire);
+            /* Filed under this hash, live, and its URI really names the
+             * user (hashes collide; keys do not). A session matching both
+             * ways is answered on the From side only. */
+            if (REG_LIVE(st) && hash_half(atomic_load(&x->uhash), w) == hash &&
+                current_key(h, x, w, other, &olen) == 0 && olen == len &&
+                memcmp(other, key, len) == 0 &&
+                !(w == 1 && (which & SHMREG_USER_FROM) && current_key(h, x, 0, other, &olen) == 0 &&
+                  olen == len && memcmp(other, key, len) == 0)) {
+                uint32_t ni = next ? shm_slot_index(s, next) : UINT32_MAX;
+                *cursor = ni != UINT32_MAX ? (c & CUR_SIDE) | (w ? CUR_SIDE : 0) | (ni + 1ull)
+                          : (w == 0 && (which & SHMREG_USER_TO)) ? CUR_SIDE : CUR_END;
+                return reg_session_view(h, si, st, out);
+            }
+            off = next;
+        }
+        c = (w == 0 && (which & SHMREG_USER_TO)) ? CUR_SIDE : CUR_END;
     }
-    *cursor = 1;
+    *cursor = CUR_END;
     return shmreg__fail_lazy(SHMREG_ENOENT, "no more sessions of the user", NULL);
 }
 
@@ -272,29 +291,26 @@ int shmreg_session_by_user(shmreg *h, shmreg_str user, unsigned which, uint64_t 
 void reg_user_check(shmreg *h, int repair, void (*mark)(void *, uint64_t),
                     void (*bad)(void *, const char *), void *arg)
 {
+    (void)mark; /* the chains hold slots, which the session walk marks */
     const shm_seg *s = &h->c.seg;
-    for (uint32_t b = 0; b < h->users.buckets; b++) {
-        uint64_t off = atomic_load(&h->users.bucket[b]);
-        for (uint64_t steps = 0; off; steps++) {
-            reg_user *u = user_at(s, off);
-            if (u == NULL || steps > shm_walk_limit(s)) {
-                char msg[96];
-                snprintf(msg, sizeof msg, "user index bucket %u: chain broken at %llu", b,
-                         (unsigned long long)off);
-                bad(arg, msg);
-                break;
+    char msg[120];
+    for (unsigned w = 0; w < 2; w++)
+        for (uint32_t b = 0; b < h->users[w].buckets; b++) {
+            uint64_t off = atomic_load(&h->users[w].bucket[b]);
+            for (uint64_t steps = 0; off; steps++) {
+                uint32_t si = shm_slot_index(s, off);
+                if (si == UINT32_MAX || steps > s->slots) {
+                    snprintf(msg, sizeof msg, "%s-user index bucket %u: chain broken at %llu",
+                             w ? "To" : "From", b, (unsigned long long)off);
+                    bad(arg, msg);
+                    break;
+                }
+                off = atomic_load(&reg_slot(h, si)->unext[w]);
             }
-            uint64_t next = atomic_load(&u->next), st;
-            /* A record nobody names whose maker is dead is a leftover
-             * (a create or update that died): repair drops it. */
-            shm_blk *blk = shm_blk_at(s, off);
-            uint64_t bst = atomic_load(&blk->state);
-            if (repair && current_of(h, u, off, &st) == NULL && !shm_tag_alive(s, bst & ~0xffull) &&
-                (u->slot >= s->slots || atomic_load(&reg_slot(h, u->slot)->user[u->which]) != off))
-                unlink_retire(h, off);
-            else
-                mark(arg, off);
-            off = next;
         }
-    }
+    /* Sides a death left filed nowhere: filed again. */
+    if (repair)
+        for (uint64_t i = reg_next_carved_slot(s, 0); i < s->slots; i = reg_next_carved_slot(s, i + 1))
+            if (REG_LIVE(atomic_load(&reg_slot(h, (uint32_t)i)->state)))
+                sync_sides(h, (uint32_t)i, 1);
 }

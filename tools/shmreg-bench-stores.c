@@ -120,13 +120,13 @@ static int sr_mem(bench_h *bh, uint64_t sessions, bench_mem *m)
     int rc = shmreg_stat(x->h, &st);
     if (rc)
         return rc;
-    m->bytes = st.heap_used_bytes + 256ull * sessions;
+    m->bytes = st.heap_used_bytes + st.session_slot_bytes * sessions;
     m->event_ring = st.event_ring_records;
     char seg[700];
     struct stat sb;
     snprintf(seg, sizeof seg, "%s/segment", x->s->path);
     m->resident = stat(seg, &sb) == 0 ? (uint64_t)sb.st_blocks * 512u : 0;
-    m->what = "heap_used_bytes + 256-byte slot per session; resident: the whole segment file "
+    m->what = "heap_used_bytes + session_slot_bytes (320) per session; resident: the whole segment file "
               "(index, handle table, 4 MiB event ring included)";
     return 0;
 }
