@@ -816,11 +816,15 @@ static void on_bye(worker *w, const sip_msg *m)
      * BYE on another worker, or one after a worker died between the two
      * steps, finishes the job and gets its 200 too. A BYE in the early
      * dialog (15.1.2) cancels the call; the worker ringing it sends the
-     * INVITE its 487. */
+     * INVITE its 487, so the BYE's 200 goes first. */
+    int early = p.state == SHMREG_STATE_INITIATING || p.state == SHMREG_STATE_RINGING;
+    if (early)
+        reply(w, m, 200, "OK", NOTAG);
     for (int tries = 0; tries < 4; tries++) {
         int st = p.state;
         if (st == SHMREG_STATE_CANCELLED || st == SHMREG_STATE_FAILED) {
-            reply(w, m, 481, "Call/Transaction Does Not Exist", NOTAG);
+            if (!early)        /* (a CANCEL got there first: our 200 is out) */
+                reply(w, m, 481, "Call/Transaction Does Not Exist", NOTAG);
             return;
         }
         if (st == SHMREG_STATE_TERMINATED)
@@ -848,7 +852,8 @@ static void on_bye(worker *w, const sip_msg *m)
     }
     /* The session lingers, Terminated, for retransmissions; the master
      * deletes it (and so its dialog) after the linger time. */
-    reply(w, m, 200, "OK", NOTAG);
+    if (!early)
+        reply(w, m, 200, "OK", NOTAG);
 }
 
 /* CANCEL (9.2): it must match the INVITE server transaction (17.2.3: the
@@ -872,10 +877,12 @@ static void on_cancel(worker *w, const sip_msg *m)
         reply(w, m, 481, "Call/Transaction Does Not Exist", NOTAG);
         return;
     }
+    /* The 200 first: the 487 that the state change triggers must not
+     * overtake it. After a final response the CANCEL has no effect, but
+     * its 200 is due all the same. */
+    reply(w, m, 200, "OK", tag);
     if (p.state == SHMREG_STATE_INITIATING || p.state == SHMREG_STATE_RINGING)
         shmreg_session_transition(w->h, &sid, p.state, SHMREG_STATE_CANCELLED, NULL);
-    /* After a final response the CANCEL has no effect, but its 200 is due. */
-    reply(w, m, 200, "OK", tag);
 }
 
 static void on_options(worker *w, const sip_msg *m)
