@@ -300,11 +300,12 @@ SIPD_T long long screen_value(const char *screen, const char *label)
 }
 
 /* Run sipp against s with `extra` arguments; wait at most ms. */
-SIPD_T pid_t sipp_start(const server *s, const char *tag, char *const extra[], char *screen,
-                        size_t cap)
+/* sipp against 127.0.0.1:port (sipd's, or a proxy's in front of it). */
+SIPD_T pid_t sipp_start_to(const server *s, unsigned port, const char *tag, char *const extra[],
+                           char *screen, size_t cap)
 {
     char target[64], out[600];
-    snprintf(target, sizeof target, "127.0.0.1:%u", s->port);
+    snprintf(target, sizeof target, "127.0.0.1:%u", port);
     snprintf(screen, cap, "%s.%s.screen", s->reg, tag);
     snprintf(out, sizeof out, "%s.%s.out", s->reg, tag);
     char *argv[40] = { (char *)sipp, target, "-i", "127.0.0.1", "-nostdin", "-trace_screen",
@@ -316,6 +317,12 @@ SIPD_T pid_t sipp_start(const server *s, const char *tag, char *const extra[], c
     argv[n] = NULL;
     unlink(screen);
     return test_spawn(argv, out);
+}
+
+SIPD_T pid_t sipp_start(const server *s, const char *tag, char *const extra[], char *screen,
+                        size_t cap)
+{
+    return sipp_start_to(s, s->port, tag, extra, screen, cap);
 }
 
 SIPD_T sipp_result sipp_finish(pid_t pid, const char *screen, unsigned ms)
