@@ -100,11 +100,12 @@ TEST_LIBS   := -llmdb -lsodium -pthread -ldl
 # sanitizer stacks.
 # Not gnuplot: only the bench's --plot draws with it, so `make bench`
 # installs it on demand when BENCH_ARGS asks for a plot.
-# kamailio, baresip, tshark: the sipd interop test (t/sipd_interop.c) runs
-# sipd behind Kamailio (its base package has tm, rr, sl, textops,
-# siputils), calls it from baresip and decodes the traffic with tshark.
+# kamailio, baresip-core (baresip without its GUI modules), tshark: the
+# sipd interop test (t/sipd_interop.c) runs sipd behind Kamailio (its
+# base package has tm, rr, sl, textops, siputils), calls it from baresip
+# and decodes the traffic with tshark.
 DEPS := liblmdb-dev libsodium-dev perl python3 sip-tester redis-server libhiredis-dev \
-        clang libclang-rt-dev llvm kamailio baresip tshark
+        clang libclang-rt-dev llvm kamailio baresip-core tshark
 
 # ------------------------------------------------------------ sources
 LIB_SRC   := $(wildcard shm/*.c registry/*.c)
