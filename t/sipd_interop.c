@@ -450,24 +450,6 @@ static void capture_check(capture *c, const server *a, const server *b)
 
 /* ------------------------------------------------------------ main */
 
-static void states_are(const char *path, const char *what, const uint64_t *want)
-{
-    shmreg *h = reg_open(path);
-    uint64_t got[SHMREG_STATE_COUNT] = { 0 };
-    shmreg_session_counts(h, got, SHMREG_STATE_COUNT);
-    shmreg_close(h);
-    int same = 1;
-    char line[256] = "";
-    size_t n = 0;
-    for (int st = 1; st < SHMREG_STATE_COUNT; st++) {
-        same &= got[st] == want[st];
-        if (got[st])
-            n += (size_t)snprintf(line + n, sizeof line - n, " %s %llu", shmreg_state_name(st),
-                                  (unsigned long long)got[st]);
-    }
-    ok(same, "%s:%s", what, line);
-}
-
 int main(void)
 {
     const char *env = getenv("SIPD_INTEROP");

@@ -59,24 +59,6 @@ static sipp_result scenario(const server *s, const char *name, const char *trace
 
 static int one_ok(sipp_result r) { return r.rc == 0 && r.ok == 1 && r.failed == 0; }
 
-static void states_are(const char *path, const char *what, const uint64_t *want)
-{
-    shmreg *h = reg_open(path);
-    uint64_t got[SHMREG_STATE_COUNT] = { 0 };
-    shmreg_session_counts(h, got, SHMREG_STATE_COUNT);
-    shmreg_close(h);
-    int same = 1;
-    char line[256] = "";
-    size_t n = 0;
-    for (int st = 1; st < SHMREG_STATE_COUNT; st++) {
-        same &= got[st] == want[st];
-        if (got[st])
-            n += (size_t)snprintf(line + n, sizeof line - n, " %s %llu", shmreg_state_name(st),
-                                  (unsigned long long)got[st]);
-    }
-    ok(same, "%s:%s", what, line);
-}
-
 static void test_scenarios(server *s, server *ring)
 {
     char trace[600];

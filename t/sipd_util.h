@@ -448,6 +448,25 @@ SIPD_T void registry_final(const char *path, const char *what)
     is(wait_for(test_spawn(argv, out), 20000), 0, "%s: shmregctl check exits 0", what);
 }
 
+/* Exactly so many sessions in each state (want[state]; want[0] unused). */
+SIPD_T void states_are(const char *path, const char *what, const uint64_t *want)
+{
+    shmreg *h = reg_open(path);
+    uint64_t got[SHMREG_STATE_COUNT] = { 0 };
+    shmreg_session_counts(h, got, SHMREG_STATE_COUNT);
+    shmreg_close(h);
+    int same = 1;
+    char line[256] = "";
+    size_t n = 0;
+    for (int st = 1; st < SHMREG_STATE_COUNT; st++) {
+        same &= got[st] == want[st];
+        if (got[st])
+            n += (size_t)snprintf(line + n, sizeof line - n, " %s %llu", shmreg_state_name(st),
+                                  (unsigned long long)got[st]);
+    }
+    ok(same, "%s:%s", what, line);
+}
+
 /* The paths of the build tree this test runs from; bails out when sipd is
  * not built. */
 SIPD_T void sipd_test_init(void)
