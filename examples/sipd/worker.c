@@ -24,16 +24,33 @@
  * its INVITE's session the same way. The alternative — binding a second,
  * tag-less "early" key per call — costs a second bind and unbind per call
  * and a second key to keep consistent; deriving the tag costs one hash.
- * The tag stays unguessable (keyed), and the CSeq kept in the session's
- * app data tells a retransmission from a new INVITE that reuses the
- * Call-ID and From-tag after the first call ended.
+ * The tag stays unguessable (keyed), and the call record kept in the
+ * session's app data (dialog.h: the INVITE's CSeq and transaction key)
+ * tells a retransmission from a new INVITE that reuses the Call-ID and
+ * From-tag after the first call ended, and a CANCEL of this INVITE from
+ * one of another transaction.
+ *
+ * Transactions (RFC 3261 17.2). The final response to an INVITE is sent
+ * again until it is ACKed (txn.h: the worker that sent it keeps the copy
+ * and the timer), and the ACK, which may reach any worker, is noted in the
+ * call record; before each copy the timer looks there. Every INVITE that
+ * passes the parser gets a session, a refused one too (state Failed):
+ * that is where the ACK of the refusal is noted and where a retransmitted
+ * INVITE finds the same answer. The 487 of a cancelled INVITE is sent by
+ * the worker holding the INVITE (its Vias are not the CANCEL's behind a
+ * proxy): it looks at the state of its ringing calls every RING_CHECK_MS.
  *
  * A worker that dies. Its socket leaves the group (datagrams queued on it
  * are lost; the client's retransmissions reach the others), its handle is
  * cleared by the master's shmreg_reap(), and its half-set-up calls are
  * either adopted (a retransmitted INVITE finds an early session whose
  * owner is dead, and this worker answers it) or failed by the master's
- * sweep. Nothing else depended on it.
+ * sweep, as are its answered calls nobody ACKed within 64*T1. Its
+ * retransmission timers die with it. Nothing else depended on it.
+ *
+ * Split by concern: sipmsg.c parses and writes SIP, sdp.c the SDP,
+ * txn.c keeps the timers, dialog.c the call record and the BYE, and this
+ * file is the transport (socket, source address) and the call logic.
  */
 #include <arpa/inet.h>
 #include <errno.h>
