@@ -720,6 +720,10 @@ size_t sip_build_reply(char *out, size_t cap, const sip_msg *req, const sip_repl
 /* The media type of a Content-Type value, parameters cut off. */
 static sip_str media_type(sip_str ct, const char **params)
 {
+    if (ct.n == 0) {                  /* no Content-Type: no type at all */
+        *params = ct.p;
+        return ct;
+    }
     const char *sc = memchr(ct.p, ';', ct.n);
     *params = sc ? sc : ct.p + ct.n;
     return trim(ct.p, *params);
