@@ -654,8 +654,10 @@ static int invite_again(worker *w, const sip_msg *m, const shmreg_id *sid, sip_s
         break;
     case SHMREG_STATE_CANCELLED:
     case SHMREG_STATE_FAILED:
-        /* the same final answer, whoever gives it */
-        send_final(w, m, p.rec.final_status ? p.rec.final_status : 500, NULL, tag);
+        /* the same final answer, whoever gives it (a cancelled call whose
+         * ringing worker has not noted its 487 yet: 487 all the same) */
+        send_final(w, m, p.rec.final_status ? p.rec.final_status
+                         : p.state == SHMREG_STATE_CANCELLED ? 487 : 500, NULL, tag);
         break;
     default:    /* Terminating, Terminated: a late copy, nothing to say */
         break;
