@@ -18,6 +18,8 @@
  *   - folded headers, bytes after the body, 20 Vias, a host-name sent-by
  *     with rport (received= and rport= filled in, the answer to the port it
  *     came from);
+ *   - a call answered by a worker that then died, never ACKed: the master
+ *     fails it after 64*T1 and sends its BYE, built from the registry;
  *   - afterwards exactly so many sessions in each state, none non-final,
  *     `shmregctl list` and `shmregctl check` agree.
  *
@@ -26,6 +28,7 @@
  * from when it woke up); where another worker must first note an ACK in
  * the registry, one copy in flight is allowed.
  */
+#include "../examples/sipd/dialog.h"
 #include "sipd_util.h"
 
 #define TAG_HEX 16u    /* sipd's To-tags: 64 bits in hex */
@@ -196,6 +199,73 @@ static int hang_up(client *c, const char *cid, const char *tag, unsigned cseq)
 
 /* ------------------------------------------------------------ the tests */
 
+/* In a child that then exits: an answered call, as a worker that died
+ * right after its 200 would leave it, with the call record pointing its
+ * BYE at the test's socket. */
+struct dead_answer {
+    const char *reg;
+    unsigned port;
+};
+
+static void make_dead_answer(void *arg)
+{
+    const struct dead_answer *d = arg;
+    char target[64];
+    snprintf(target, sizeof target, "sip:test@127.0.0.1:%u", d->port);
+    call_rec rec;
+    memset(&rec, 0, sizeof rec);
+    rec.invite_cseq = rec.remote_cseq = 1;
+    rec.target = (sip_str){ target, strlen(target) };
+    unsigned char ad[SHMREG_MAX_APPDATA];
+    shmreg_fields f;
+    memset(&f, 0, sizeof f);
+    f.str[SHMREG_FIELD_CALL_ID] = test_ss("deadowner");
+    f.str[SHMREG_FIELD_LOCAL_TAG] = test_ss("lt-dead");
+    f.str[SHMREG_FIELD_REMOTE_TAG] = test_ss("ft-dead");
+    f.str[SHMREG_FIELD_FROM_URI] = (shmreg_str){ target, strlen(target) };
+    f.str[SHMREG_FIELD_TO_URI] = test_ss("sip:svc@127.0.0.1");
+    f.str[SHMREG_FIELD_APP_DATA] = (shmreg_str){ (const char *)ad, call_rec_write(&rec, ad) };
+    shmreg *h = NULL;
+    shmreg_id id;
+    ok(shmreg_open(d->reg, NULL, &h) == 0 && shmreg_session_create(h, &f, &id) == 0 &&
+           shmreg_dialog_bind(h, f.str[SHMREG_FIELD_CALL_ID], f.str[SHMREG_FIELD_LOCAL_TAG],
+                              f.str[SHMREG_FIELD_REMOTE_TAG], &id) == 0 &&
+           shmreg_session_transition(h, &id, SHMREG_STATE_INITIATING, SHMREG_STATE_ACTIVE,
+                                     NULL) == 0,
+       "a child answered call 'deadowner' and died before any ACK");
+    shmreg_close(h);
+}
+
+/* The master finishes the unACKed calls of dead workers (sipd.c, sweep). */
+static void test_dead_owner(server *s)
+{
+    client c;
+    client_open(&c, s->port);
+    struct dead_answer d = { s->reg, c.lport };
+    is(test_wait(test_fork(make_dead_answer, &d)), 0, "the child exited");
+    got g;
+    int bye = 0;
+    uint64_t end = now_ms() + 10000;
+    while (!bye && now_ms() < end)
+        if (next_msg(&c, &g, "deadowner", 1000))
+            bye = g.m.is_request && g.m.method == SIP_BYE;
+    char want[128];
+    snprintf(want, sizeof want, "BYE sip:test@127.0.0.1:%u SIP/2.0\r\n", c.lport);
+    ok(bye && strncmp(g.buf, want, strlen(want)) == 0 && str_is_(g.m.from_tag, "lt-dead") &&
+           str_is_(g.m.to_tag, "ft-dead") && g.m.cseq == 1,
+       "after 64*T1 the master sends its BYE, built from the registry (target, tags, CSeq 1)");
+    if (bye) {
+        char resp[4096];
+        sip_reply r = { .status = 200, .reason = "OK" };
+        client_send(&c, resp, sip_build_reply(resp, sizeof resp, &g.m, &r));
+    }
+    sess_info si = wait_state(s->reg, "deadowner", SHMREG_STATE_FAILED, 3000);
+    ok(si.state == SHMREG_STATE_FAILED &&
+           strcmp(si.reason, "no ACK for the 2xx within 64*T1 (its worker died)") == 0,
+       "the call is Failed: '%s'", si.reason);
+    close(c.fd);
+}
+
 /* 13.3.1.4: no ACK, so the 2xx again and again, then a BYE. */
 static void test_lost_ack(server *s)
 {
@@ -213,7 +283,9 @@ static void test_lost_ack(server *s)
              "\r\nRecord-Route: <sip:127.0.0.1:%u;lr;x=1>\r\nRecord-Route: <sip:127.0.0.1:%u;lr;x=2>\r\n",
              c.lport, c.lport);
     uint64_t end = now_ms() + 10000;
-    while (!bye && now_ms() < end && next_msg(&c, &g, "noack", 1000)) {
+    while (!bye && now_ms() < end) {
+        if (!next_msg(&c, &g, "noack", 1000))
+            continue;
         if (g.m.is_request) {
             bye = g.m.method == SIP_BYE;
             break;
@@ -550,9 +622,10 @@ int main(void)
     test_offers(&fast);
     test_transport(&fast);
     test_cancel(&ring);
+    test_dead_owner(&fast);
 
     uint64_t want_fast[SHMREG_STATE_COUNT] = { 0 }, want_ring[SHMREG_STATE_COUNT] = { 0 };
-    want_fast[SHMREG_STATE_FAILED] = 3;       /* noack, g415, r420 */
+    want_fast[SHMREG_STATE_FAILED] = 4;       /* noack, g415, r420, deadowner */
     want_fast[SHMREG_STATE_TERMINATED] = 8;   /* lateack cseq late av multi rport vias fold */
     want_ring[SHMREG_STATE_CANCELLED] = 2;    /* cancel earlybye */
     states_are(fast.reg, "sessions by state", want_fast);
