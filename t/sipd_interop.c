@@ -337,7 +337,7 @@ static int ua_wait(ua *u, const char *want, unsigned ms)
 /* The state of the newest session of server s (0: none). */
 static int newest_state(const char *path)
 {
-    shmreg *h = reg_open(path);
+    shmreg *h = reg_kept(path);
     shmreg_session v;
     uint64_t cur = 0, newest = 0;
     int state = 0;
@@ -348,7 +348,6 @@ static int newest_state(const char *path)
             state = v.state;
         }
     shmreg_read_end(h);
-    shmreg_close(h);
     return state;
 }
 

@@ -143,7 +143,7 @@ static sess_info session_of(const char *path, const char *cid)
 {
     sess_info r;
     memset(&r, 0, sizeof r);
-    shmreg *h = reg_open(path);
+    shmreg *h = reg_kept(path);
     shmreg_session v;
     uint64_t cur = 0;
     shmreg_read_begin(h);
@@ -162,7 +162,6 @@ static sess_info session_of(const char *path, const char *cid)
         r.remote_port = v.remote_rtp_port;
     }
     shmreg_read_end(h);
-    shmreg_close(h);
     return r;
 }
 
@@ -484,7 +483,8 @@ static void test_cseq(server *s)
     send_req(&c, "BYE", "cseq", tag, 9, "bye9", NULL, NULL, NULL, NULL);
     ok(wait_status(&c, &g, "cseq", 500, 3000) && g.m.cseq == 9, "BYE CSeq 9: 500");
     sess_info si = session_of(s->reg, "cseq");
-    ok(si.state == SHMREG_STATE_ONHOLD, "the call is still up (OnHold)");
+    ok(si.state == SHMREG_STATE_ONHOLD, "the call is still up (OnHold): %s %s",
+       shmreg_state_name(si.state), si.reason);
     ok(hang_up(&c, "cseq", tag, 12), "BYE CSeq 12: 200");
     si = session_of(s->reg, "cseq");
     ok(si.state == SHMREG_STATE_TERMINATED, "Terminated");

@@ -200,6 +200,24 @@ SIPD_T shmreg *reg_open(const char *path)
     return h;
 }
 
+/* A handle on path kept open for the life of the test: for the checks
+ * that look again and again (one open per look would make each of them
+ * a chance to fail for reasons that are not the test's). Not to close. */
+SIPD_T shmreg *reg_kept(const char *path)
+{
+    static struct { char path[450]; shmreg *h; } kept[8];
+    for (int i = 0; i < 8; i++) {
+        if (kept[i].h && strcmp(kept[i].path, path) == 0)
+            return kept[i].h;
+        if (!kept[i].h) {
+            kept[i].h = reg_open(path);
+            snprintf(kept[i].path, sizeof kept[i].path, "%s", path);
+            return kept[i].h;
+        }
+    }
+    bail_out("reg_kept: more than 8 registries");
+}
+
 /* pids of the live handles other than ours and the master's */
 SIPD_T int worker_pids(shmreg *h, pid_t master, pid_t *out, int max)
 {
@@ -429,7 +447,7 @@ SIPD_T int ctl_listed(const char *path, const char *states)
  * exits 0. */
 SIPD_T void registry_final(const char *path, const char *what)
 {
-    shmreg *h = reg_open(path);
+    shmreg *h = reg_kept(path);
     uint64_t counts[SHMREG_STATE_COUNT] = { 0 };
     if (h)
         shmreg_session_counts(h, counts, SHMREG_STATE_COUNT);
@@ -437,7 +455,6 @@ SIPD_T void registry_final(const char *path, const char *what)
     for (int st = 1; st < SHMREG_STATE_COUNT; st++)
         if (!shmreg_state_is_final(st))
             live += counts[st];
-    shmreg_close(h);
     int listed = ctl_listed(path, NONFINAL_STATES);
     ok(h && live == 0 && listed == 0,
        "%s: no session left in a non-final state (library %llu, shmregctl list %d)", what,
@@ -451,10 +468,8 @@ SIPD_T void registry_final(const char *path, const char *what)
 /* Exactly so many sessions in each state (want[state]; want[0] unused). */
 SIPD_T void states_are(const char *path, const char *what, const uint64_t *want)
 {
-    shmreg *h = reg_open(path);
     uint64_t got[SHMREG_STATE_COUNT] = { 0 };
-    shmreg_session_counts(h, got, SHMREG_STATE_COUNT);
-    shmreg_close(h);
+    shmreg_session_counts(reg_kept(path), got, SHMREG_STATE_COUNT);
     int same = 1;
     char line[256] = "";
     size_t n = 0;

@@ -132,13 +132,49 @@ int call_rec_get(shmreg *h, const shmreg_id *sid, call_rec *r, unsigned char *bu
     return rc;
 }
 
+/* 1 when `cur` lacks something `want` has (a lower CSeq, a flag, the
+ * final status): another process wrote the record from an older copy. */
+static int behind(const call_rec *cur, const call_rec *want)
+{
+    return cur->remote_cseq < want->remote_cseq || cur->acked_cseq < want->acked_cseq ||
+           (want->flags & ~cur->flags & (REC_BYE_ANSWERED | REC_NO_ROUTE)) ||
+           (want->final_status && !cur->final_status);
+}
+
 int call_rec_put(shmreg *h, const shmreg_id *sid, const call_rec *r)
 {
-    unsigned char buf[SHMREG_MAX_APPDATA];
-    shmreg_fields f;
-    memset(&f, 0, sizeof f);
-    f.str[SHMREG_FIELD_APP_DATA] = (shmreg_str){ (const char *)buf, call_rec_write(r, buf) };
-    return shmreg_session_update(h, sid, &f, SHMREG_MASK(SHMREG_FIELD_APP_DATA));
+    /* Without a compare-and-set for app data, two processes that rewrite
+     * the record at once can lose one's change (see dialog.h). So the
+     * record is read back after the write and, when another write took
+     * ours away, merged (CSeqs raised, flags added) and written again. A
+     * change is still lost if the other's stale write lands after our
+     * read-back; the callers are built so that such a loss is harmless
+     * (cseq_too_low in worker.c also trusts acked_cseq). */
+    call_rec want = *r, cur;
+    unsigned char buf[SHMREG_MAX_APPDATA], back[SHMREG_MAX_APPDATA];
+    char target[CALL_REC_ROUTE_MAX], route[CALL_REC_ROUTE_MAX];
+    int rc = 0;
+    for (int tries = 0; tries < 3; tries++) {
+        shmreg_fields f;
+        memset(&f, 0, sizeof f);
+        f.str[SHMREG_FIELD_APP_DATA] =
+            (shmreg_str){ (const char *)buf, call_rec_write(&want, buf) };
+        if ((rc = shmreg_session_update(h, sid, &f, SHMREG_MASK(SHMREG_FIELD_APP_DATA))) != 0 ||
+            call_rec_get(h, sid, &cur, back, NULL, NULL) != 0 || !behind(&cur, &want))
+            break;
+        /* strings: ours, kept out of buf, which the next write reuses */
+        memcpy(target, want.target.p, want.target.n);
+        memcpy(route, want.route.p, want.route.n);
+        want.target.p = target;
+        want.route.p = route;
+        want.remote_cseq = want.remote_cseq > cur.remote_cseq ? want.remote_cseq
+                                                              : cur.remote_cseq;
+        want.acked_cseq = want.acked_cseq > cur.acked_cseq ? want.acked_cseq : cur.acked_cseq;
+        want.flags |= cur.flags & (REC_BYE_ANSWERED | REC_NO_ROUTE);
+        if (!want.final_status)
+            want.final_status = cur.final_status;
+    }
+    return rc;
 }
 
 /* ------------------------------------------------------------ the BYE */

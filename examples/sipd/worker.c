@@ -306,10 +306,12 @@ static int find_dialog(worker *w, const sip_msg *m, sip_str local_tag, sip_str r
 /* A request of the peer in the dialog (12.2.2): 1 when its CSeq is lower
  * than one already seen (answer 500), else the record raised to it. A
  * request with CSeq n also tells that the peer is done with every INVITE
- * before it, so their 2xx need not be sent again. */
+ * before it, so their 2xx need not be sent again. A CSeq no higher than
+ * an ACKed INVITE's is out of order as well: that rule holds even when a
+ * concurrent ACK wrote the record back from an older copy. */
 static int cseq_too_low(worker *w, const sip_msg *m, const shmreg_id *sid, peek *p)
 {
-    if (m->cseq < p->rec.remote_cseq)
+    if (m->cseq < p->rec.remote_cseq || m->cseq <= p->rec.acked_cseq)
         return 1;
     if (m->cseq > p->rec.remote_cseq) {
         p->rec.remote_cseq = m->cseq;
