@@ -19,10 +19,12 @@
  *     the dialog, so that any process can send the BYE that ends it.
  * The registry has no compare-and-set for app data, so two workers
  * rewriting the record at the same moment can lose one's write. Every
- * field is therefore either written once or only ever raised, and a lost
- * raise only costs a retransmission more or a 500 less; the decisions that
- * must not race (answer vs. CANCEL, ACK timeout vs. BYE) are state
- * transitions, which are compare-and-set.
+ * field is therefore either written once or only ever raised (flags only
+ * added, but REC_LATE_OFFER), call_rec_put() reads the record back and
+ * merges what a concurrent write took away, and what is still lost in
+ * the last window only costs a retransmission more or a 500 less; the
+ * decisions that must not race (answer vs. CANCEL, ACK timeout vs. BYE)
+ * are state transitions, which are compare-and-set.
  */
 #ifndef SIPD_DIALOG_H
 #define SIPD_DIALOG_H
@@ -75,7 +77,8 @@ size_t call_rec_write(const call_rec *r, unsigned char *buf);
 int call_rec_get(shmreg *h, const shmreg_id *sid, call_rec *r, unsigned char *buf, int *state,
                  int32_t *owner);
 
-/* Rewrite the record of `sid` (see the top about races). */
+/* Rewrite the record of `sid`, read it back, and merge and write again
+ * when a concurrent write took something away (see the top). */
 int call_rec_put(shmreg *h, const shmreg_id *sid, const call_rec *r);
 
 /* The BYE that ends the dialog of session `s` (a view read in place) whose
