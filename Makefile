@@ -100,8 +100,12 @@ TEST_LIBS   := -llmdb -lsodium -pthread -ldl
 # sanitizer stacks.
 # Not gnuplot: only the bench's --plot draws with it, so `make bench`
 # installs it on demand when BENCH_ARGS asks for a plot.
+# kamailio, baresip-core (baresip without its GUI modules), tshark: the
+# sipd interop test (t/sipd_interop.c) runs sipd behind Kamailio (its
+# base package has tm, rr, sl, textops, siputils), calls it from baresip
+# and decodes the traffic with tshark.
 DEPS := liblmdb-dev libsodium-dev perl python3 sip-tester redis-server libhiredis-dev \
-        clang libclang-rt-dev llvm
+        clang libclang-rt-dev llvm kamailio baresip-core tshark
 
 # ------------------------------------------------------------ sources
 LIB_SRC   := $(wildcard shm/*.c registry/*.c)
@@ -253,7 +257,11 @@ check: all $(TESTS)
 # names the failures and the exit status is 1 if any. Without -j the
 # steps build with one job per CPU. 9 min 45 s from clean on the 2-CPU
 # project machine while other jobs loaded it (5 min 43 s of CPU).
-#   gcc-release, gcc-asan  the whole suite, -O2 and ASan/UBSan
+#   gcc-release, gcc-asan  the whole suite, -O2 and ASan/UBSan (t/sipd_interop,
+#                          Kamailio + baresip + tshark, runs in gcc-asan only:
+#                          there sipd runs under ASan, and the other builds
+#                          would start the same foreign programs again for
+#                          no new information; SIPD_INTEROP=1 runs it anywhere)
 #   layers                 tools/check-layers: shm/ compiles alone and names
 #                          no consumer, registry/ calls form no cycle,
 #                          tools/ and examples/ use public headers only

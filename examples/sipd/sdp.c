@@ -74,6 +74,7 @@ int sdp_parse(const char *body, size_t len, sdp_offer *o, const char **why)
     int level = 0, found = 0, sess_dir = -1, media_dir = -1;
     sip_str sess_addr = { NULL, 0 }, media_addr = { NULL, 0 };
     memset(o, 0, sizeof *o);
+    o->audio = -1;
     for (unsigned n = 0; p < end; n++) {
         const char *eol = memchr(p, '\n', (size_t)(end - p));
         const char *next = eol ? eol + 1 : end;
@@ -102,22 +103,33 @@ int sdp_parse(const char *body, size_t len, sdp_offer *o, const char **why)
         char type = p[0];
         const char *v = p + 2;
         if (type == 'm') {
-            sip_str media, port, proto;
+            /* m=<media> <port>[/<n>] <proto> <fmt> ...: every line is kept,
+             * for the answer must have as many (RFC 3264 section 6). */
+            sip_str media, port, proto, fmts;
+            uint64_t pv;
             const char *q = field(v, e, &media);
-            if (!found && sip_str_eq(media, "audio")) {
-                uint64_t pv;
-                q = field(q, e, &port);
-                const char *pe = port.n ? num(port.p, port.p + port.n, 65535, &pv) : NULL;
-                if (!pe || (pe != port.p + port.n && *pe != '/')) {
-                    *why = "Bad SDP: m= port";
-                    return -1;
-                }
+            q = field(q, e, &port);
+            const char *pe = port.n ? num(port.p, port.p + port.n, 65535, &pv) : NULL;
+            if (!pe || (pe != port.p + port.n && *pe != '/')) {
+                *why = "Bad SDP: m= port";
+                return -1;
+            }
+            q = field(q, e, &proto);
+            fmts = (sip_str){ q, (size_t)(e - q) };
+            while (fmts.n && fmts.p[0] == ' ')
+                fmts.p++, fmts.n--;
+            if (media.n == 0 || proto.n == 0 || fmts.n == 0) {
+                *why = "Bad SDP: m= line";
+                return -1;
+            }
+            if (o->nmedia == SDP_MAX_MEDIA) {
+                *why = "Bad SDP: too many streams";
+                return -1;
+            }
+            o->media[o->nmedia++] = (sdp_media){ media, proto, fmts, (unsigned)pv };
+            if (!found && pv != 0 && sip_str_eq(media, "audio") && sip_str_eq(proto, "RTP/AVP")) {
+                o->audio = (int)o->nmedia - 1;
                 o->port = (unsigned)pv;
-                q = field(q, e, &proto);
-                if (proto.n == 0) {
-                    *why = "Bad SDP: m= proto";
-                    return -1;
-                }
                 o->proto = proto;
                 for (;;) {
                     sip_str f;
@@ -232,6 +244,25 @@ static int str_ieq(const char *a, const char *b, size_t n)
     return 1;
 }
 
+/* A stream we do not take, as the answer must still list it (RFC 3264
+ * section 6): "m=video 0 RTP/AVP 96". */
+static void reject_stream(sip_out *b, const sdp_media *m)
+{
+    sip_out_put(b, "m=", 2);
+    sip_out_put(b, m->type.p, m->type.n);
+    sip_out_put(b, " 0 ", 3);
+    sip_out_put(b, m->proto.p, m->proto.n);
+    sip_out_put(b, " ", 1);
+    sip_out_put(b, m->fmts.p, m->fmts.n);
+    sip_out_put(b, "\r\n", 2);
+}
+
+/* Without a media config (or one that names no codecs): the defaults
+ * sipd writes at startup. */
+static const shmreg_str default_codecs[] = {
+    { "PCMU", 4 }, { "PCMA", 4 }, { "telephone-event", 15 },
+};
+
 static int is_event_codec(sip_str n)
 {
     return sip_str_ieq(n, "telephone-event") || sip_str_ieq(n, "CN");
@@ -241,11 +272,6 @@ size_t sdp_answer(char *out, size_t cap, const sdp_offer *o,
                   const shmreg_config_view *media, const sdp_local *l,
                   sip_str *codec, const char **why)
 {
-    /* Without a media config (or one that names no codecs): the defaults
-     * sipd writes at startup. */
-    static const shmreg_str defaults[] = {
-        { "PCMU", 4 }, { "PCMA", 4 }, { "telephone-event", 15 },
-    };
     shmreg_config_media mc;
     memset(&mc, 0, sizeof mc);
     mc.ptime_ms = 20;
@@ -260,7 +286,7 @@ size_t sdp_answer(char *out, size_t cap, const sdp_offer *o,
     codec->p = NULL;
     codec->n = 0;
     for (uint32_t i = 0; i < npref && npick < SDP_MAX_FMT; i++) {
-        shmreg_str c = defaults[i < 3 ? i : 0];
+        shmreg_str c = default_codecs[i < 3 ? i : 0];
         if (from_config && shmreg_config_codec(media, i, &c) != 0)
             continue;
         for (unsigned k = 0; k < o->nfmt && npick < SDP_MAX_FMT; k++) {
@@ -284,9 +310,12 @@ size_t sdp_answer(char *out, size_t cap, const sdp_offer *o,
     int ip6 = strchr(l->addr, ':') != NULL;
     sip_out b = { out, cap, 0, 0 };
     sip_out_printf(&b, "v=0\r\no=sipd %" PRIu64 " %" PRIu64 " IN IP%c %s\r\ns=sipd\r\n"
-             "c=IN IP%c %s\r\nt=0 0\r\nm=audio %u ",
-         l->sess_id, l->version, ip6 ? '6' : '4', l->addr, ip6 ? '6' : '4',
-         l->addr, l->port);
+             "c=IN IP%c %s\r\nt=0 0\r\n",
+         l->sess_id, l->version, ip6 ? '6' : '4', l->addr, ip6 ? '6' : '4', l->addr);
+    /* The streams before ours, rejected: port 0, their proto and formats. */
+    for (int i = 0; i < o->audio; i++)
+        reject_stream(&b, &o->media[i]);
+    sip_out_printf(&b, "m=audio %u ", l->port);
     sip_out_put(&b, o->proto.p, o->proto.n);
     for (unsigned i = 0; i < npick; i++)
         sip_out_printf(&b, " %u", pick[i]->pt);
@@ -316,9 +345,57 @@ size_t sdp_answer(char *out, size_t cap, const sdp_offer *o,
         }
         sip_out_put(&b, "\r\n", 2);
     }
+    for (unsigned i = (unsigned)o->audio + 1; i < o->nmedia; i++)
+        reject_stream(&b, &o->media[i]);
     if (b.full) {
         *why = "Answer too large";
         return 0;
     }
     return b.len;
+}
+
+size_t sdp_make_offer(char *out, size_t cap, const shmreg_config_view *media,
+                      const sdp_local *l, sip_str *codec, const char **why)
+{
+    /* Our offer is the answer to an imaginary offer of exactly the codecs
+     * we prefer, so that both are written by one function. Static payload
+     * types where RFC 3551 has one, 101 for telephone-event (what
+     * everybody uses), else dynamic ones from 96. */
+    sdp_offer all;
+    memset(&all, 0, sizeof all);
+    all.port = 9;                    /* any non-zero: the stream is wanted */
+    all.proto = (sip_str){ "RTP/AVP", 7 };
+    all.audio = 0;
+    all.nmedia = 1;
+    all.media[0] = (sdp_media){ { "audio", 5 }, all.proto, { "0", 1 }, all.port };
+    shmreg_config_media mc;
+    memset(&mc, 0, sizeof mc);
+    if (media)
+        shmreg_config_media_get(media, &mc);
+    int from_config = media && (mc.set & SHMREG_MEDIA_CODECS);
+    uint32_t n = from_config ? mc.ncodecs : 3;
+    unsigned dyn = 96;
+    for (uint32_t i = 0; i < n && all.nfmt < SDP_MAX_FMT; i++) {
+        shmreg_str c = default_codecs[i < 3 ? i : 0];
+        if (from_config && shmreg_config_codec(media, i, &c) != 0)
+            continue;
+        sdp_fmt *f = &all.fmt[all.nfmt];
+        f->name = (sip_str){ c.ptr, c.len };
+        f->rate = 8000;
+        f->channels = 1;
+        f->pt = 128;
+        for (size_t k = 0; k < sizeof static_pt / sizeof static_pt[0]; k++)
+            if (sip_str_ieq(f->name, static_pt[k].name))
+                f->pt = static_pt[k].pt;
+        if (f->pt == 128 && sip_str_ieq(f->name, "telephone-event"))
+            f->pt = 101;
+        if (f->pt == 128) {
+            if (dyn == 101)
+                dyn++;
+            f->pt = dyn++;
+        }
+        if (f->pt < 128 && !find_fmt(&all, f->pt))
+            all.nfmt++;
+    }
+    return sdp_answer(out, cap, &all, media, l, codec, why);
 }

@@ -1,6 +1,9 @@
 /*
  * sdp.h — just enough SDP (RFC 4566 / 3264) for sipd: read the first audio
- * stream of an offer, and write the answer from the shared media config.
+ * stream of an offer, and write the answer from the shared media config,
+ * one m= line for each of the offer's in the same order (RFC 3264 section
+ * 6), the streams sipd does not take rejected with port 0; and write an
+ * offer of its own for an INVITE that came without one (late offer).
  *
  * Like sipmsg.h, the offer is parsed in place (slices of the body, no
  * allocation) and bounded by the body's length; anything sipd does not
@@ -18,6 +21,7 @@
 #define SDP_MAX_FMT    32u  /* payload types of the audio stream we look at */
 #define SDP_MAX_LINES 256u
 #define SDP_MAX_LINE 1024u
+#define SDP_MAX_MEDIA   16u /* m= lines in an offer: each must be answered */
 
 enum sdp_dir { SDP_SENDRECV = 0, SDP_SENDONLY, SDP_RECVONLY, SDP_INACTIVE };
 
@@ -27,6 +31,11 @@ typedef struct sdp_fmt {
     unsigned rate, channels;
 } sdp_fmt;
 
+typedef struct sdp_media {  /* one m= line, as the answer mirrors it */
+    sip_str type, proto, fmts;  /* "video", "RTP/AVP", "96 97" */
+    unsigned port;
+} sdp_media;
+
 typedef struct sdp_offer {
     unsigned port;      /* of the first m=audio line; 0: stream rejected */
     sip_str proto;      /* RTP/AVP, ... */
@@ -34,6 +43,9 @@ typedef struct sdp_offer {
     int direction;      /* enum sdp_dir, media level wins; c=0.0.0.0 is "sendonly" */
     unsigned nfmt;
     sdp_fmt fmt[SDP_MAX_FMT];
+    unsigned nmedia;    /* every m= line, in order */
+    sdp_media media[SDP_MAX_MEDIA];
+    int audio;          /* index in media[] of the stream above; -1: none */
 } sdp_offer;
 
 /* Parse an SDP body. Returns 0, or -1 with *why set ("Bad SDP: ..."). An
@@ -59,6 +71,12 @@ typedef struct sdp_local {
 size_t sdp_answer(char *out, size_t cap, const sdp_offer *o,
                   const shmreg_config_view *media, const sdp_local *l,
                   sip_str *codec, const char **why);
+
+/* An offer of our own (late offer, RFC 3261 13.2.1): one audio stream
+ * with every codec of the media config, as sdp_answer writes it. Returns
+ * the length; 0 with *why set when there is no room. */
+size_t sdp_make_offer(char *out, size_t cap, const shmreg_config_view *media,
+                      const sdp_local *l, sip_str *codec, const char **why);
 
 /* "sendrecv", ... */
 const char *sdp_dir_name(int dir);

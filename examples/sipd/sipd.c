@@ -3,7 +3,7 @@
  * registry: the master process.
  *
  *     sipd -r REGISTRY [-l ADDR:PORT] [-w WORKERS] [-R RING_MS] [-L LINGER_MS]
- *          [-T MAX_CALL_S] [-e LINES_PER_S] [-H]
+ *          [-T MAX_CALL_S] [-e LINES_PER_S] [-1 T1_MS] [-2 T2_MS] [-H]
  *
  * The master creates the registry if needed, makes sure the shared
  * configs exist (the "media" config the answers are built from, and the
@@ -17,8 +17,10 @@
  *     second);
  *   - sweeps the registry: finished calls are deleted after a linger time
  *     (their dialogs must outlive the last retransmission of the final
- *     request), calls stuck half-set-up by a dead worker are failed, and
- *     calls older than the maximum duration are failed;
+ *     request), calls stuck half-set-up by a dead worker are failed, calls
+ *     a dead worker answered but nobody ACKed within 64*T1 are failed and
+ *     sent a BYE (the worker's own timers would have done it), and calls
+ *     older than the maximum duration are failed;
  *   - on SIGTERM or SIGINT stops the workers (SIGTERM, then SIGKILL after
  *     5 s), removes finished calls, prints the counters and closes its
  *     handle. Calls still live stay in the registry: a restarted sipd
@@ -41,13 +43,15 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "dialog.h"
 #include "shmreg.h"
 #include "sipd.h"
 
 const char *const sipd_counter_names[C_COUNT] = {
     "datagrams", "requests", "responses_in", "new_calls", "invite_retransmits",
     "in_dialog", "foreign_in_dialog", "replied_400", "dropped", "no_dialog",
-    "adopted", "registry_errors",
+    "adopted", "registry_errors", "retransmits", "no_timer", "ack_timeouts", "byes_sent",
+    "cancels_481",
 };
 
 #define EARLY_ORPHAN_MS 2000u     /* early call of a dead worker: failed after */
@@ -95,7 +99,8 @@ static void usage(void)
 {
     fprintf(stderr,
             "usage: sipd -r REGISTRY [-l ADDR:PORT] [-w WORKERS] [-R RING_MS]\n"
-            "            [-L LINGER_MS] [-T MAX_CALL_S] [-e LINES_PER_S] [-H]\n"
+            "            [-L LINGER_MS] [-T MAX_CALL_S] [-e LINES_PER_S] [-1 T1_MS]\n"
+            "            [-2 T2_MS] [-H]\n"
             "  -r  registry directory (created if it does not exist)\n"
             "  -l  listen address, default 127.0.0.1:5060 ([::1]:5060 for IPv6)\n"
             "  -w  worker processes, default 4\n"
@@ -103,6 +108,9 @@ static void usage(void)
             "  -L  ms a finished call stays for retransmissions, default 4000\n"
             "  -T  fail calls older than this many seconds, default 3600 (0: never)\n"
             "  -e  call-state log lines per second before summarising, default 10\n"
+            "  -1  SIP timer T1 in ms (RFC 3261 17.1.1.1), default 500: final\n"
+            "      responses are resent after T1, 2*T1, ... for at most 64*T1\n"
+            "  -2  SIP timer T2 in ms, the longest interval between them, default 4000\n"
             "  -H  keep the kernel's per-client hash instead of spreading each\n"
             "      datagram over the workers at random\n");
     exit(2);
@@ -268,6 +276,7 @@ static sipd_slot *slots;
 static worker_info workers[SIPD_MAX_WORKERS];
 static shmreg *h;
 static shmreg_sub *sub;
+static int bye_fd = -1;          /* the master's socket for the BYEs of dead workers' calls */
 static unsigned respawns, fast_failures;
 
 static int spawn(unsigned i)
@@ -369,15 +378,24 @@ static void respawn_due(void)
 
 /* ------------------------------------------------------------ the sweep */
 
+/* An answered call whose initial INVITE was never ACKed (dialog.h). */
+static int unacked(const shmreg_session *s)
+{
+    call_rec r;
+    return call_rec_read(s->str[SHMREG_FIELD_APP_DATA], &r) == 0 && r.final_status == 0 &&
+           r.acked_cseq < r.invite_cseq;
+}
+
 /* One pass over the sessions (at most BATCH of each kind of work).
  * `all_final`: at shutdown, finished calls go at once. Returns the number
  * of sessions still live afterwards; *deleted (may be NULL) how many went. */
 static uint64_t sweep(int all_final, unsigned *deleted)
 {
     enum { BATCH = 256 };
-    shmreg_id del[BATCH], fail[BATCH], finish[BATCH];
+    shmreg_id del[BATCH], fail[BATCH], finish[BATCH], noack[BATCH];
+    int noack_state[BATCH];
     const char *why[BATCH];
-    unsigned nd = 0, nf = 0, nt = 0;
+    unsigned nd = 0, nf = 0, nt = 0, na = 0;
     uint64_t now = real_ns(), live = 0, cursor = 0;
     shmreg_session s;
     shmreg_read_begin(h);
@@ -392,6 +410,11 @@ static uint64_t sweep(int all_final, unsigned *deleted)
                    !worker_pid_alive(s.owner_pid) && age_ms >= EARLY_ORPHAN_MS && nf < BATCH) {
             why[nf] = "worker died before answering";
             fail[nf++] = s.id;
+        } else if ((s.state == SHMREG_STATE_ACTIVE || s.state == SHMREG_STATE_ONHOLD) &&
+                   !worker_pid_alive(s.owner_pid) && age_ms >= 64u * conf.t1_ms &&
+                   unacked(&s) && na < BATCH) {
+            noack_state[na] = s.state;
+            noack[na++] = s.id;
         } else if (s.state == SHMREG_STATE_TERMINATING && age_ms >= TERMINATING_MS && nt < BATCH) {
             finish[nt++] = s.id;
         } else if (conf.max_call_s && life_s >= conf.max_call_s && nf < BATCH) {
@@ -417,6 +440,20 @@ static uint64_t sweep(int all_final, unsigned *deleted)
     for (unsigned i = 0; i < nt; i++)
         shmreg_session_transition(h, &finish[i], SHMREG_STATE_TERMINATING,
                                   SHMREG_STATE_TERMINATED, NULL);
+    for (unsigned i = 0; i < na; i++) {
+        /* The BYE goes once: its retransmissions (Timer E) were the dead
+         * worker's job, and the call is over either way. */
+        char bye[4096];
+        struct sockaddr_storage to;
+        socklen_t tolen = 0;
+        int moved;
+        size_t n = dialog_fail_unacked(h, &noack[i], noack_state[i],
+                                       "no ACK for the 2xx within 64*T1 (its worker died)",
+                                       conf.host, conf.port, mono_ms() << 20 ^ i, bye,
+                                       sizeof bye, &to, &tolen, &moved);
+        if (n && bye_fd >= 0)
+            sendto(bye_fd, bye, n, MSG_DONTWAIT, (struct sockaddr *)&to, tolen);
+    }
     return live;
 }
 
@@ -516,9 +553,11 @@ int main(int argc, char **argv)
     conf.max_call_s = 3600;
     conf.log_rate = 10;
     conf.spread = 1;
+    conf.t1_ms = 500;
+    conf.t2_ms = 4000;
     const char *listen = "127.0.0.1:5060";
     int opt;
-    while ((opt = getopt(argc, argv, "r:l:w:R:L:T:e:Hh")) != -1) {
+    while ((opt = getopt(argc, argv, "r:l:w:R:L:T:e:1:2:Hh")) != -1) {
         switch (opt) {
         case 'r': conf.registry = optarg; break;
         case 'l': listen = optarg; break;
@@ -527,11 +566,14 @@ int main(int argc, char **argv)
         case 'L': conf.linger_ms = num_arg(optarg, 3600000); break;
         case 'T': conf.max_call_s = num_arg(optarg, 86400 * 7); break;
         case 'e': conf.log_rate = num_arg(optarg, 100000); break;
+        case '1': conf.t1_ms = num_arg(optarg, 60000); break;
+        case '2': conf.t2_ms = num_arg(optarg, 600000); break;
         case 'H': conf.spread = 0; break;
         default: usage();
         }
     }
-    if (!conf.registry || optind != argc || conf.workers == 0)
+    if (!conf.registry || optind != argc || conf.workers == 0 || conf.t1_ms == 0 ||
+        conf.t2_ms < conf.t1_ms)
         usage();
     if (parse_listen(listen, &conf) != 0) {
         fprintf(stderr, "sipd: bad listen address '%s' (ADDR:PORT or [ADDR6]:PORT)\n", listen);
@@ -592,12 +634,13 @@ int main(int argc, char **argv)
     sigaction(SIGCHLD, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 
+    bye_fd = socket(conf.addr.ss_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     sipd_log("registry %s (%s); listening on %s%s%s:%u, %u workers, datagrams spread %s, "
-             "ring %u ms, linger %u ms",
+             "ring %u ms, linger %u ms, T1 %u ms, T2 %u ms",
              conf.registry, created ? "created" : "attached",
              strchr(conf.host, ':') ? "[" : "", conf.host, strchr(conf.host, ':') ? "]" : "",
              conf.port, conf.workers, conf.spread ? "at random" : "by client hash",
-             conf.ring_ms, conf.linger_ms);
+             conf.ring_ms, conf.linger_ms, conf.t1_ms, conf.t2_ms);
     log_budget = conf.log_rate;
     for (unsigned i = 0; i < conf.workers; i++)
         spawn(i);
@@ -672,6 +715,8 @@ int main(int argc, char **argv)
     shmreg_unsubscribe(sub);
     shmreg_close(h);
     munmap(slots, sizeof(sipd_slot) * conf.workers);
+    if (bye_fd >= 0)
+        close(bye_fd);
     sipd_log("stopped");
     return exit_code;
 }

@@ -28,6 +28,7 @@ typedef struct sipd_conf {
     unsigned linger_ms;              /* finished calls kept for retransmissions */
     unsigned max_call_s;             /* calls older than this are failed; 0: never */
     unsigned log_rate;               /* call-state lines per second, then summaries */
+    unsigned t1_ms, t2_ms;           /* RFC 3261 timers T1 and T2 (500, 4000) */
     int spread;                      /* 1: each datagram to a random worker */
     unsigned char tag_key[SIPD_TAG_KEY_BYTES]; /* keys the To-tags we derive */
 } sipd_conf;
@@ -45,6 +46,11 @@ enum sipd_counter {
     C_NO_DIALOG,        /* in-dialog requests for no known dialog (481) */
     C_ADOPTED,          /* calls answered for a worker that had died */
     C_REG_ERRORS,       /* registry calls that failed unexpectedly */
+    C_RETRANSMITS,      /* final responses and BYEs sent again by a timer */
+    C_NO_TIMER,         /* sent once only: the timer table was full */
+    C_ACK_TIMEOUTS,     /* calls failed for want of an ACK (13.3.1.4) */
+    C_BYES_SENT,        /* BYEs we sent to end such a call */
+    C_CANCELS_481,      /* CANCELs matching no INVITE transaction */
     C_COUNT
 };
 

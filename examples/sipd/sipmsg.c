@@ -8,6 +8,13 @@
  * header line, Via, token and the header count have a hard cap, so neither
  * junk nor a 64 KiB header can make the parser do more than one pass.
  *
+ * Folded lines. A header line followed by lines that start with white
+ * space is one header (7.3.1): its value slice then spans the CRLFs, and
+ * the value scanners below treat CR and LF as white space. That is safe
+ * because next_line() has already refused every CR or LF that is not part
+ * of a CRLF, so inside a value they can only come from folding. Values
+ * copied into replies keep their folds, which is still valid SIP.
+ *
  * Errors and replies. The first problem decides the status phrase, but the
  * scan goes on through the remaining header lines as long as the line
  * structure itself is sound: a bad Content-Length near the top must not
@@ -23,7 +30,9 @@
 
 /* ------------------------------------------------------------ characters */
 
-static int is_ws(char c) { return c == ' ' || c == '\t'; }
+/* Linear white space inside a value: SP, HT, and the CRLF of a fold. */
+static int is_ws(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; }
+static int is_blank(char c) { return c == ' ' || c == '\t'; }
 static int is_digit(char c) { return c >= '0' && c <= '9'; }
 static int is_alpha(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
 static char lower(char c) { return (c >= 'A' && c <= 'Z') ? (char)(c + 32) : c; }
@@ -109,9 +118,14 @@ static int valid_uri(sip_str u)
 /* Scan a ";name[=value]" parameter list in [p, e) (leading whitespace
  * allowed), storing the value of parameter `want` in *out. Returns 0, or -1
  * on a syntax error or a repeated `want`. Values are tokens or quoted
- * strings; *out must be a token of 1..SIPMSG_MAX_TAG bytes. */
-static int scan_params(const char *p, const char *e, const char *want, sip_str *out)
+ * strings; *out must be a token of 1..SIPMSG_MAX_TAG bytes. With
+ * `flag` (may be NULL), parameter `flag_name` is looked for too: *flag
+ * gets the end of its name when it has no value ("rport"), else NULL. */
+static int scan_params(const char *p, const char *e, const char *want, sip_str *out,
+                       const char *flag_name, const char **flag)
 {
+    if (flag)
+        *flag = NULL;
     int seen = 0;
     out->p = NULL;
     out->n = 0;
@@ -149,6 +163,8 @@ static int scan_params(const char *p, const char *e, const char *want, sip_str *
                 return -1;
             val = (sip_str){ v0, (size_t)(p - v0) };
         }
+        if (flag && val.n == 0 && sip_str_ieq(name, flag_name))
+            *flag = name.p + name.n;
         if (sip_str_ieq(name, want)) {
             if (seen++)
                 return -1;
@@ -202,11 +218,12 @@ static int parse_addr(sip_str v, sip_str *uri, sip_str *name, sip_str *tag)
     }
     if (!valid_uri(*uri) || name->n > SIPMSG_MAX_NAME)
         return -1;
-    return scan_params(params, e, "tag", tag);
+    return scan_params(params, e, "tag", tag, NULL, NULL);
 }
 
-/* The branch of the first via-parm of a Via value: "SIP/2.0/UDP host;params". */
-static int parse_via(sip_str v, sip_str *branch)
+/* The first via-parm of a Via value: "SIP/2.0/UDP host[:port];params".
+ * Only the top Via's details are kept (`top`); the others are checked. */
+static int parse_via(sip_str v, sip_msg *m, int top)
 {
     const char *p = v.p, *e = v.p + v.n;
     if (v.n < 8 || !sip_str_ieq((sip_str){ p, 8 }, "SIP/2.0/"))
@@ -214,6 +231,8 @@ static int parse_via(sip_str v, sip_str *branch)
     const char *comma = memchr(p, ',', v.n);   /* several via-parms on one line */
     if (comma)
         e = comma;
+    while (e > p && is_ws(e[-1]))
+        e--;
     p += 8;
     while (p < e && is_token(*p))             /* transport */
         p++;
@@ -222,7 +241,29 @@ static int parse_via(sip_str v, sip_str *branch)
         p++;
     if (p == h)
         return -1;
-    return scan_params(p, e, "branch", branch);
+    sip_str sent_by = { h, (size_t)(p - h) }, host = sent_by;
+    if (host.p[0] == '[') {                   /* [IPv6]:port */
+        const char *rb = memchr(host.p, ']', host.n);
+        if (!rb)
+            return -1;
+        host = (sip_str){ host.p + 1, (size_t)(rb - host.p - 1) };
+    } else {
+        const char *colon = memchr(host.p, ':', host.n);
+        if (colon)
+            host.n = (size_t)(colon - host.p);
+    }
+    sip_str branch;
+    const char *rport;
+    if (host.n == 0 || scan_params(p, e, "branch", &branch, "rport", &rport) != 0)
+        return -1;
+    if (top) {
+        m->branch = branch;
+        m->sent_by = sent_by;
+        m->via_host = host;
+        m->via_parm_end = e;
+        m->via_rport = rport;
+    }
+    return 0;
 }
 
 /* ------------------------------------------------------------ lines */
@@ -304,7 +345,8 @@ static int parse_first_line(const char *p, const char *e, sip_msg *m)
 
 /* ------------------------------------------------------------ headers */
 
-enum hdr { H_OTHER, H_VIA, H_FROM, H_TO, H_CALLID, H_CSEQ, H_CONTACT, H_CLEN, H_CTYPE };
+enum hdr { H_OTHER, H_VIA, H_FROM, H_TO, H_CALLID, H_CSEQ, H_CONTACT, H_CLEN, H_CTYPE,
+           H_RR, H_REQUIRE };
 
 static int header_kind(sip_str n)
 {
@@ -313,6 +355,7 @@ static int header_kind(sip_str n)
         { "to", "t", H_TO },           { "call-id", "i", H_CALLID },
         { "cseq", NULL, H_CSEQ },      { "contact", "m", H_CONTACT },
         { "content-length", "l", H_CLEN }, { "content-type", "c", H_CTYPE },
+        { "record-route", NULL, H_RR }, { "require", NULL, H_REQUIRE },
     };
     for (size_t i = 0; i < sizeof tab / sizeof tab[0]; i++)
         if (sip_str_ieq(n, tab[i].full) || (tab[i].compact && sip_str_ieq(n, tab[i].compact)))
@@ -323,7 +366,8 @@ static int header_kind(sip_str n)
 /* One header; returns 0, or an error code with *why set. */
 static int parse_header(sip_msg *m, int kind, sip_str v, unsigned *seen, const char **why)
 {
-    if (kind != H_VIA && kind != H_CONTACT && kind != H_OTHER) {
+    if (kind != H_VIA && kind != H_CONTACT && kind != H_OTHER && kind != H_RR &&
+        kind != H_REQUIRE) {
         if (*seen & (1u << kind)) {
             *why = kind == H_FROM ? "Duplicate From" : kind == H_TO ? "Duplicate To"
                  : kind == H_CALLID ? "Duplicate Call-ID" : kind == H_CSEQ ? "Duplicate CSeq"
@@ -338,16 +382,27 @@ static int parse_header(sip_msg *m, int kind, sip_str v, unsigned *seen, const c
             *why = "Too many Via headers";
             return SIP_ELIMIT;
         }
-        sip_str br;
-        if (parse_via(v, &br) != 0) {
+        if (parse_via(v, m, m->nvia == 0) != 0) {
             *why = "Bad Via";
             return SIP_EBAD;
         }
-        if (m->nvia == 0)
-            m->branch = br;
         m->via[m->nvia++] = v;
         return 0;
     }
+    case H_RR:
+        if (m->nrr == SIPMSG_MAX_RR) {
+            *why = "Too many Record-Route headers";
+            return SIP_ELIMIT;
+        }
+        m->rr[m->nrr++] = v;
+        return 0;
+    case H_REQUIRE:
+        if (m->nrequire == SIPMSG_MAX_REQUIRE) {
+            *why = "Too many Require headers";
+            return SIP_ELIMIT;
+        }
+        m->require[m->nrequire++] = v;
+        return 0;
     case H_FROM:
     case H_TO: {
         sip_str uri, name, tag;
@@ -467,12 +522,22 @@ static int parse_msg(const char *buf, size_t len, sip_msg *m, const char **why)
             *why = rc ? *why : "Too many headers";
             return rc ? rc : SIP_ELIMIT;
         }
-        if (is_ws(*p)) {
+        if (is_blank(*p)) {        /* a continuation with nothing to continue */
             if (!rc) {
                 rc = SIP_EBAD;
-                *why = "Folded header not supported";
+                *why = "Folded first header";
             }
             continue;
+        }
+        /* Folded continuation lines join this header (see the top). */
+        while (next < end && is_blank(*next)) {
+            const char *ceol, *cnext = next_line(next, end, &ceol, &lwhy, &code);
+            if (!cnext) {
+                *why = rc ? *why : lwhy;
+                return rc ? rc : code;
+            }
+            eol = ceol;
+            next = cnext;
         }
         const char *q = p;
         while (q < eol && is_token(*q))
@@ -506,10 +571,12 @@ static int parse_msg(const char *buf, size_t len, sip_msg *m, const char **why)
         *why = "CSeq method mismatch";
         return SIP_EBAD;
     }
-    if (m->content_length >= 0 && (size_t)m->content_length != m->body.n) {
+    if (m->content_length >= 0 && (size_t)m->content_length > m->body.n) {
         *why = "Content-Length mismatch";
         return SIP_EBAD;
     }
+    if (m->content_length >= 0)          /* 18.3: bytes past the body are dropped */
+        m->body.n = (size_t)m->content_length;
     return SIP_OK;
 }
 
@@ -571,6 +638,30 @@ void sip_out_printf(sip_out *o, const char *fmt, ...)
         sip_out_put(o, tmp, (size_t)n);
 }
 
+/* The top Via as the server hands it back (18.2.1, RFC 3581 section 4):
+ * "rport" filled with the source port, and "received" with the source
+ * address when the sent-by host is another one (a name, a NATed address)
+ * or when rport was asked for. */
+static void put_top_via(sip_out *o, const sip_msg *req, const sip_reply *r)
+{
+    sip_str v = req->via[0];
+    const char *pe = req->via_parm_end, *end = v.p + v.n;
+    const char *rp = req->via_rport;
+    if (rp) {
+        sip_out_put(o, v.p, (size_t)(rp - v.p));
+        sip_out_puts(o, "=");
+        sip_out_putu(o, r->src_port);
+        sip_out_put(o, rp, (size_t)(pe - rp));
+    } else {
+        sip_out_put(o, v.p, (size_t)(pe - v.p));
+    }
+    if (rp || !sip_str_eq(req->via_host, r->src_ip)) {
+        sip_out_puts(o, ";received=");
+        sip_out_puts(o, r->src_ip);
+    }
+    sip_out_put(o, pe, (size_t)(end - pe));
+}
+
 size_t sip_build_reply(char *out, size_t cap, const sip_msg *req, const sip_reply *r)
 {
     sip_out o = { out, cap, 0, 0 };
@@ -581,7 +672,15 @@ size_t sip_build_reply(char *out, size_t cap, const sip_msg *req, const sip_repl
     sip_out_puts(&o, "\r\n");
     for (unsigned i = 0; i < req->nvia; i++) {
         sip_out_puts(&o, "Via: ");
-        putstr(&o, req->via[i]);
+        if (i == 0 && r->src_ip)
+            put_top_via(&o, req, r);
+        else
+            putstr(&o, req->via[i]);
+        sip_out_puts(&o, "\r\n");
+    }
+    for (unsigned i = 0; r->record_route && i < req->nrr; i++) {
+        sip_out_puts(&o, "Record-Route: ");
+        putstr(&o, req->rr[i]);
         sip_out_puts(&o, "\r\n");
     }
     sip_out_puts(&o, "From: ");
@@ -614,4 +713,167 @@ size_t sip_build_reply(char *out, size_t cap, const sip_msg *req, const sip_repl
     sip_out_puts(&o, "\r\n\r\n");
     sip_out_put(&o, r->body.p, r->body.n);
     return o.full ? 0 : o.len;
+}
+
+/* ------------------------------------------------------------ bodies, URIs */
+
+/* The media type of a Content-Type value, parameters cut off. */
+static sip_str media_type(sip_str ct, const char **params)
+{
+    if (ct.n == 0) {                  /* no Content-Type: no type at all */
+        *params = ct.p;
+        return ct;
+    }
+    const char *sc = memchr(ct.p, ';', ct.n);
+    *params = sc ? sc : ct.p + ct.n;
+    return trim(ct.p, *params);
+}
+
+/* One MIME part's headers [p, e): its Content-Type, or an empty slice. */
+static sip_str part_type(const char *p, const char *e)
+{
+    while (p < e) {
+        const char *eol = p;
+        while (eol + 1 < e && !(eol[0] == '\r' && eol[1] == '\n'))
+            eol++;
+        if (eol + 1 >= e)
+            eol = e;
+        const char *colon = memchr(p, ':', (size_t)(eol - p));
+        if (colon && (sip_str_ieq(trim(p, colon), "content-type") ||
+                      sip_str_ieq(trim(p, colon), "c")))
+            return trim(colon + 1, eol);
+        p = eol + 2;
+    }
+    return (sip_str){ NULL, 0 };
+}
+
+/* The boundary parameter of a multipart Content-Type, quotes removed (a
+ * quoted value is no token, so scan_params does not take it). */
+static sip_str boundary(const char *p, const char *e)
+{
+    static const char key[] = "boundary=";
+    for (; e - p > (long)sizeof key - 1; p++) {
+        if (!sip_str_ieq((sip_str){ p, sizeof key - 1 }, key) || (p[-1] != ';' && !is_ws(p[-1])))
+            continue;
+        const char *v = p + sizeof key - 1, *ve = v;
+        if (*v == '"') {
+            v++;
+            ve = memchr(v, '"', (size_t)(e - v));
+            return ve ? (sip_str){ v, (size_t)(ve - v) } : (sip_str){ NULL, 0 };
+        }
+        while (ve < e && *ve != ';' && !is_ws(*ve))
+            ve++;
+        return (sip_str){ v, (size_t)(ve - v) };
+    }
+    return (sip_str){ NULL, 0 };
+}
+
+int sip_sdp_body(const sip_msg *m, sip_str *sdp)
+{
+    if (m->body.n == 0)
+        return 0;
+    const char *params;
+    sip_str type = media_type(m->content_type, &params);
+    if (sip_str_ieq(type, "application/sdp")) {
+        *sdp = m->body;
+        return 1;
+    }
+    if (!sip_str_ieq(type, "multipart/mixed"))
+        return -1;
+    /* RFC 2046 5.1: parts are separated by CRLF "--" boundary; the first
+     * delimiter may start the body without its CRLF. */
+    sip_str b = boundary(params, m->content_type.p + m->content_type.n);
+    if (b.n == 0 || b.n > 70)
+        return -1;
+    char delim[76] = "\r\n--";
+    memcpy(delim + 4, b.p, b.n);
+    size_t dl = b.n + 4;
+    const char *p = m->body.p, *end = m->body.p + m->body.n;
+    if ((size_t)(end - p) >= dl - 2 && memcmp(p, delim + 2, dl - 2) == 0) {
+        p += dl - 2;
+    } else {                                  /* after a preamble */
+        if (!(p = memmem(p, (size_t)(end - p), delim, dl)))
+            return -1;
+        p += dl;
+    }
+    for (;;) {                                /* p: just after a delimiter */
+        if (end - p >= 2 && p[0] == '-' && p[1] == '-')
+            return -1;                        /* the closing delimiter: no SDP */
+        const char *line = memmem(p, (size_t)(end - p), "\r\n", 2);
+        if (!line)
+            return -1;
+        const char *hdrs = line + 2;
+        const char *next = memmem(hdrs, (size_t)(end - hdrs), delim, dl);
+        if (!next)
+            return -1;
+        const char *blank = hdrs[0] == '\r' && hdrs + 1 < next && hdrs[1] == '\n'
+                                ? hdrs
+                                : memmem(hdrs, (size_t)(next - hdrs), "\r\n\r\n", 4);
+        if (blank) {
+            const char *pb = blank == hdrs ? hdrs + 2 : blank + 4;
+            const char *pp;
+            sip_str pt = part_type(hdrs, blank == hdrs ? hdrs : blank + 2);
+            if (sip_str_ieq(media_type(pt, &pp), "application/sdp")) {
+                *sdp = (sip_str){ pb, (size_t)(next - pb) };
+                return 1;
+            }
+        }
+        p = next + dl;
+    }
+}
+
+int sip_addr_uri(sip_str v, sip_str *uri)
+{
+    sip_str name, tag;
+    const char *comma = NULL;
+    /* a list ("<a>, <b>"): the first entry; a comma inside <> is the URI's */
+    const char *lt = memchr(v.p, '<', v.n);
+    if (lt) {
+        const char *gt = memchr(lt, '>', v.n - (size_t)(lt - v.p));
+        if (gt)
+            comma = memchr(gt, ',', v.n - (size_t)(gt - v.p));
+    } else {
+        comma = memchr(v.p, ',', v.n);
+    }
+    if (comma)
+        v.n = (size_t)(comma - v.p);
+    return parse_addr(trim(v.p, v.p + v.n), uri, &name, &tag);
+}
+
+int sip_uri_hostport(sip_str uri, sip_str *host, unsigned *port)
+{
+    const char *p = uri.p, *e = uri.p + uri.n;
+    if (uri.n < 5 || !(sip_str_ieq((sip_str){ p, 4 }, "sip:")))
+        return -1;
+    p += 4;
+    const char *at = memchr(p, '@', (size_t)(e - p));
+    if (at)
+        p = at + 1;
+    const char *h = p, *he;
+    if (p < e && *p == '[') {
+        h = ++p;
+        while (p < e && *p != ']')
+            p++;
+        if (p == e)
+            return -1;
+        he = p++;
+    } else {
+        while (p < e && *p != ':' && *p != ';' && *p != '?')
+            p++;
+        he = p;
+    }
+    *port = 5060;
+    if (p < e && *p == ':') {
+        unsigned v = 0;
+        const char *d = ++p;
+        while (p < e && is_digit(*p) && p - d < 5)
+            v = v * 10 + (unsigned)(*p++ - '0');
+        if (p == d || v == 0 || v > 65535)
+            return -1;
+        *port = v;
+    }
+    if (he == h)
+        return -1;
+    *host = (sip_str){ h, (size_t)(he - h) };
+    return 0;
 }

@@ -7,9 +7,11 @@
  * [buf, buf + len) and enforces hard limits (datagram size, header count,
  * line length, token lengths), so a hostile datagram costs a bounded scan
  * and nothing else. It is strict on purpose: sipd is an example and a test
- * bed, so anything unusual (folded headers, bare LF, duplicated From/To,
- * a Content-Length that disagrees with the body) is refused rather than
- * guessed at.
+ * bed, so anything unusual (bare LF, duplicated From/To, a Content-Length
+ * longer than the body) is refused rather than guessed at. What RFC 3261
+ * says a receiver must accept is accepted: folded header lines (7.3.1,
+ * their CRLF is read as white space), bytes after the Content-Length body
+ * of a datagram (18.3: discarded), compact header names.
  */
 #ifndef SIPD_SIPMSG_H
 #define SIPD_SIPMSG_H
@@ -18,8 +20,10 @@
 #include <stdint.h>
 
 #define SIPMSG_MAX_LEN      65535u /* bytes in one datagram */
-#define SIPMSG_MAX_HEADERS     64u /* header lines */
-#define SIPMSG_MAX_VIA         16u /* Via header lines */
+#define SIPMSG_MAX_HEADERS    160u /* header lines (folded continuations not counted) */
+#define SIPMSG_MAX_VIA         70u /* Via header lines: as many hops as Max-Forwards allows */
+#define SIPMSG_MAX_RR          16u /* Record-Route header lines */
+#define SIPMSG_MAX_REQUIRE      8u /* Require header lines */
 #define SIPMSG_MAX_LINE      2048u /* bytes in one line, CRLF excluded */
 #define SIPMSG_MAX_URI       1024u /* bytes in a URI (the registry's string limit) */
 #define SIPMSG_MAX_CALLID     256u
@@ -47,6 +51,14 @@ typedef struct sip_msg {
     sip_str via[SIPMSG_MAX_VIA];  /* whole values, in order, for replies */
     unsigned nvia;
     sip_str branch;               /* branch parameter of the top Via */
+    sip_str sent_by;              /* host[:port] of the top Via (17.2.3 matching) */
+    sip_str via_host;             /* its host, IPv6 without brackets */
+    const char *via_parm_end;     /* end of the top via-parm (before a comma) */
+    const char *via_rport;        /* end of a value-less "rport" in it, else NULL */
+    sip_str rr[SIPMSG_MAX_RR];    /* Record-Route lines, in order */
+    unsigned nrr;
+    sip_str require[SIPMSG_MAX_REQUIRE]; /* Require lines (option-tag lists) */
+    unsigned nrequire;
     sip_str from, to;             /* whole values, for replies */
     sip_str from_uri, from_name, from_tag;
     sip_str to_uri, to_tag;
@@ -80,11 +92,16 @@ typedef struct sip_reply {
     const char *headers;       /* extra header lines, each ending in CRLF */
     const char *content_type;  /* with a body */
     sip_str body;
+    int record_route;          /* copy the request's Record-Route lines (12.1.1) */
+    const char *src_ip;        /* where the request came from: the top Via gets */
+    unsigned src_port;         /* received= and rport= from these (18.2.1, RFC 3581) */
 } sip_reply;
 
 /* Write the response to request `req` into out[0..cap). Via, From, To,
- * Call-ID and CSeq are copied from the request, Vias in order. Returns the
- * length, or 0 if it does not fit. */
+ * Call-ID and CSeq are copied from the request, Vias in order; the top
+ * Via gets "received=" when its host is not src_ip (or when it asks for
+ * rport) and a value-less "rport" gets src_port. Returns the length, or 0
+ * if it does not fit. */
 size_t sip_build_reply(char *out, size_t cap, const sip_msg *req, const sip_reply *r);
 
 /* A bounded appender for text built in a caller's buffer (replies here,
@@ -101,6 +118,19 @@ void sip_out_put(sip_out *o, const char *s, size_t n);
 void sip_out_puts(sip_out *o, const char *s);
 void sip_out_putu(sip_out *o, unsigned long v);
 void sip_out_printf(sip_out *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* The body's SDP: the body itself when Content-Type is application/sdp,
+ * the first application/sdp part of a multipart/mixed body (RFC 5621).
+ * Returns 1 with *sdp set, 0 when there is no body, -1 when the body is of
+ * a type sipd does not take (the caller answers 415). */
+int sip_sdp_body(const sip_msg *m, sip_str *sdp);
+
+/* The URI of a name-addr or addr-spec value (Contact, Route): 0 or -1. */
+int sip_addr_uri(sip_str v, sip_str *uri);
+
+/* Host and port of a SIP URI ("sip:u@1.2.3.4:5062;lr" -> "1.2.3.4", 5062;
+ * 5060 when absent; IPv6 without brackets). 0 or -1. */
+int sip_uri_hostport(sip_str uri, sip_str *host, unsigned *port);
 
 /* Small helpers the server shares with the parser. */
 int sip_str_eq(sip_str a, const char *lit);       /* exact */

@@ -24,17 +24,35 @@
  * its INVITE's session the same way. The alternative — binding a second,
  * tag-less "early" key per call — costs a second bind and unbind per call
  * and a second key to keep consistent; deriving the tag costs one hash.
- * The tag stays unguessable (keyed), and the CSeq kept in the session's
- * app data tells a retransmission from a new INVITE that reuses the
- * Call-ID and From-tag after the first call ended.
+ * The tag stays unguessable (keyed), and the call record kept in the
+ * session's app data (dialog.h: the INVITE's CSeq and transaction key)
+ * tells a retransmission from a new INVITE that reuses the Call-ID and
+ * From-tag after the first call ended, and a CANCEL of this INVITE from
+ * one of another transaction.
+ *
+ * Transactions (RFC 3261 17.2). The final response to an INVITE is sent
+ * again until it is ACKed (txn.h: the worker that sent it keeps the copy
+ * and the timer), and the ACK, which may reach any worker, is noted in the
+ * call record; before each copy the timer looks there. Every INVITE that
+ * passes the parser gets a session, a refused one too (state Failed):
+ * that is where the ACK of the refusal is noted and where a retransmitted
+ * INVITE finds the same answer. The 487 of a cancelled INVITE is sent by
+ * the worker holding the INVITE (its Vias are not the CANCEL's behind a
+ * proxy): it looks at the state of its ringing calls every RING_CHECK_MS.
  *
  * A worker that dies. Its socket leaves the group (datagrams queued on it
  * are lost; the client's retransmissions reach the others), its handle is
  * cleared by the master's shmreg_reap(), and its half-set-up calls are
  * either adopted (a retransmitted INVITE finds an early session whose
  * owner is dead, and this worker answers it) or failed by the master's
- * sweep. Nothing else depended on it.
+ * sweep, as are its answered calls nobody ACKed within 64*T1. Its
+ * retransmission timers die with it. Nothing else depended on it.
+ *
+ * Split by concern: sipmsg.c parses and writes SIP, sdp.c the SDP,
+ * txn.c keeps the timers, dialog.c the call record and the BYE, and this
+ * file is the transport (socket, source address) and the call logic.
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <linux/filter.h>
 #include <poll.h>
@@ -48,23 +66,22 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "dialog.h"
 #include "sdp.h"
 #include "shmreg.h"
 #include "sipd.h"
 #include "sipmsg.h"
+#include "txn.h"
 
 #define ALLOW "Allow: INVITE, ACK, BYE, CANCEL, OPTIONS\r\n"
-#define TAG_LEN 16   /* hex digits of the derived To-tag (64 bits) */
+#define ACCEPT "Accept: application/sdp, multipart/mixed\r\n"
+#define TAG_LEN 16        /* hex digits of the derived To-tag (64 bits) */
+/* How often the worker holding a ringing INVITE looks whether a CANCEL or
+ * a BYE (which any worker may have taken) ended it: the 487 is then due
+ * with the INVITE's own Vias, which only this worker has. */
+#define RING_CHECK_MS 50u
 
-struct pending {     /* an INVITE to answer when its ring time is up */
-    struct pending *next;
-    uint64_t due_ms;
-    shmreg_id sid;
-    struct sockaddr_storage from;
-    socklen_t fromlen;
-    size_t len;
-    char msg[];
-};
+static const sip_str NOTAG = { NULL, 0 };
 
 typedef struct worker {
     const sipd_conf *conf;
@@ -75,11 +92,14 @@ typedef struct worker {
     shmreg_config_view *media;        /* refreshed when a config write lands */
     int fd;
     char headers[256];                /* Contact + Server, for dialog-creating replies */
-    struct pending *pend, *pend_tail;
     const struct sockaddr *from;      /* source of the request being handled */
     socklen_t fromlen;
+    char src_ip[64];                  /* ... as text, for received= and rport= */
+    unsigned src_port;
     uint64_t log_next_ms;             /* rate limit of this worker's complaints */
     unsigned log_quiet;
+    uint64_t branch_seq;              /* branches of the BYEs we send */
+    txn_table tx;                     /* retransmission timers (txn.h) */
     char sdp[8192];
     char out[SIPMSG_MAX_LEN + 1];
     char in[SIPMSG_MAX_LEN + 1];
@@ -131,23 +151,92 @@ static void registry_error(worker *w, const char *what, int rc)
     complain(w, "%s: %s (%s)", what, shmreg_strerror(rc), shmreg_errmsg());
 }
 
+/* ------------------------------------------------------------ transport */
+
+/* The request being handled came from here: responses go back to it (for
+ * UDP that is what RFC 3581 asks when rport is present, and what works
+ * through NAT when it is not) and its top Via is annotated with it. */
+static void set_source(worker *w, const struct sockaddr *from, socklen_t len)
+{
+    w->from = from;
+    w->fromlen = len;
+    const void *addr = from->sa_family == AF_INET
+                           ? (const void *)&((const struct sockaddr_in *)from)->sin_addr
+                           : (const void *)&((const struct sockaddr_in6 *)from)->sin6_addr;
+    if (!inet_ntop(from->sa_family, addr, w->src_ip, sizeof w->src_ip))
+        w->src_ip[0] = 0;
+    w->src_port = ntohs(from->sa_family == AF_INET
+                            ? ((const struct sockaddr_in *)from)->sin_port
+                            : ((const struct sockaddr_in6 *)from)->sin6_port);
+}
+
+static void send_to(worker *w, const char *msg, size_t n, const struct sockaddr *to,
+                    socklen_t tolen)
+{
+    if (n)
+        sendto(w->fd, msg, n, MSG_DONTWAIT, to, tolen);
+}
+
 /* ------------------------------------------------------------ replies */
 
-static void send_reply(worker *w, const sip_msg *m, int status, const char *reason,
-                       sip_str to_tag, const char *cseq_method, const char *headers,
-                       sip_str sdp)
+/* Build a response to m in w->out and send it; returns its length (0: it
+ * did not fit), so that a caller may keep it for retransmission. */
+static size_t send_reply(worker *w, const sip_msg *m, int status, const char *reason,
+                         sip_str to_tag, const char *cseq_method, const char *headers,
+                         sip_str sdp)
 {
     sip_reply r = { status, reason, to_tag, cseq_method, headers,
-                    sdp.n ? "application/sdp" : NULL, sdp };
+                    sdp.n ? "application/sdp" : NULL, sdp,
+                    status > 100 && status < 300, w->src_ip[0] ? w->src_ip : NULL,
+                    w->src_port };
     size_t n = sip_build_reply(w->out, sizeof w->out, m, &r);
-    if (n)
-        sendto(w->fd, w->out, n, MSG_DONTWAIT, w->from, w->fromlen);
+    send_to(w, w->out, n, w->from, w->fromlen);
+    return n;
 }
 
 static void reply(worker *w, const sip_msg *m, int status, const char *reason, sip_str tag)
 {
-    send_reply(w, m, status, reason, tag, NULL, status == 200 ? w->headers : NULL,
-               (sip_str){ NULL, 0 });
+    send_reply(w, m, status, reason, tag, NULL, status == 200 ? w->headers : NULL, NOTAG);
+}
+
+/* A final response to an INVITE other than 2xx: the phrase and the header
+ * lines its status calls for. `why` (may be NULL) overrides the phrase. */
+static size_t send_final(worker *w, const sip_msg *m, int status, const char *why, sip_str tag)
+{
+    char hdr[512];
+    const char *reason = "Server Internal Error", *headers = NULL;
+    switch (status) {
+    case 400: reason = "Bad Request"; break;
+    case 415: reason = "Unsupported Media Type"; headers = ACCEPT; break;
+    case 420: {
+        /* 8.2.2.3: name every option we were required to support */
+        sip_out o = { hdr, sizeof hdr, 0, 0 };
+        sip_out_puts(&o, "Unsupported: ");
+        for (unsigned i = 0; i < m->nrequire; i++) {
+            if (i)
+                sip_out_puts(&o, ", ");
+            sip_out_put(&o, m->require[i].p, m->require[i].n);
+        }
+        sip_out_puts(&o, "\r\n");
+        hdr[o.full ? 0 : o.len] = 0;
+        reason = "Bad Extension";
+        headers = hdr;
+        break;
+    }
+    case 482: reason = "Loop Detected"; break;
+    case 487: reason = "Request Terminated"; break;
+    case 488: reason = "Not Acceptable Here"; headers = ACCEPT; break;
+    case 500: headers = "Retry-After: 1\r\n"; break;
+    case 503: reason = "Service Unavailable"; headers = "Retry-After: 5\r\n"; break;
+    }
+    return send_reply(w, m, status, why ? why : reason, tag, NULL, headers, NOTAG);
+}
+
+/* Keep the response in w->out for retransmission (see txn.h). */
+static void keep(worker *w, int kind, const shmreg_id *sid, uint32_t cseq, size_t n)
+{
+    if (n && !txn_add(&w->tx, kind, sid, cseq, w->from, w->fromlen, w->out, n, mono_ms()))
+        count(w, C_NO_TIMER);
 }
 
 /* The To-tag of the dialog an out-of-dialog request from this peer
@@ -176,33 +265,18 @@ static sip_str derive_tag(worker *w, const sip_msg *m, char out[TAG_LEN + 1], ui
 
 /* ------------------------------------------------------------ the registry */
 
-/* What a worker needs to know about a session, read in place. */
+/* What a worker needs to know about a session: its state, owner and call
+ * record (dialog.h), copied out of the registry. */
 typedef struct peek {
     int state;
-    pid_t owner;
-    uint32_t invite_cseq;
-    unsigned local_port;
+    int32_t owner;
+    call_rec rec;
+    unsigned char buf[SHMREG_MAX_APPDATA];   /* the record's strings */
 } peek;
 
 static int peek_session(worker *w, const shmreg_id *sid, peek *p)
 {
-    shmreg_session s;
-    shmreg_read_begin(w->h);
-    int rc = shmreg_session_get(w->h, sid, &s);
-    if (rc == 0) {
-        p->state = s.state;
-        p->owner = s.owner_pid;
-        p->local_port = s.local_rtp_port;
-        p->invite_cseq = 0;
-        const shmreg_str *ad = &s.str[SHMREG_FIELD_APP_DATA];
-        if (ad->len == 4) {
-            const unsigned char *b = (const unsigned char *)ad->ptr;
-            p->invite_cseq = (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 |
-                             (uint32_t)b[2] << 8 | b[3];
-        }
-    }
-    shmreg_read_end(w->h);
-    return rc;
+    return call_rec_get(w->h, sid, &p->rec, p->buf, &p->state, &p->owner);
 }
 
 static int owner_alive(pid_t pid)
@@ -211,10 +285,10 @@ static int owner_alive(pid_t pid)
 }
 
 /* An in-dialog request: find its session and count who handles it. */
-static int find_dialog(worker *w, const sip_msg *m, sip_str local_tag, shmreg_id *sid,
-                       peek *p)
+static int find_dialog(worker *w, const sip_msg *m, sip_str local_tag, sip_str remote_tag,
+                       shmreg_id *sid, peek *p)
 {
-    int rc = shmreg_dialog_find(w->h, S(m->call_id), S(local_tag), S(m->from_tag), sid);
+    int rc = shmreg_dialog_find(w->h, S(m->call_id), S(local_tag), S(remote_tag), sid);
     if (rc == 0)
         rc = peek_session(w, sid, p);
     if (rc == 0) {
@@ -229,120 +303,252 @@ static int find_dialog(worker *w, const sip_msg *m, sip_str local_tag, shmreg_id
     return rc;
 }
 
-/* 200 OK to an INVITE, the SDP answer read in place from the registry
- * straight into the datagram. Sent whenever a session is (or just became)
- * Active/OnHold, also as the answer to a retransmitted INVITE. */
-static void reply_200(worker *w, const sip_msg *m, const shmreg_id *sid, sip_str tag)
+/* A request of the peer in the dialog (12.2.2): 1 when its CSeq is lower
+ * than one already seen (answer 500), else the record raised to it. A
+ * request with CSeq n also tells that the peer is done with every INVITE
+ * before it, so their 2xx need not be sent again. A CSeq no higher than
+ * an ACKed INVITE's is out of order as well: that rule holds even when a
+ * concurrent ACK wrote the record back from an older copy. */
+static int cseq_too_low(worker *w, const sip_msg *m, const shmreg_id *sid, peek *p)
+{
+    if (m->cseq < p->rec.remote_cseq || m->cseq <= p->rec.acked_cseq)
+        return 1;
+    if (m->cseq > p->rec.remote_cseq) {
+        p->rec.remote_cseq = m->cseq;
+        if (p->rec.acked_cseq < m->cseq - 1)
+            p->rec.acked_cseq = m->cseq - 1;
+        call_rec_put(w->h, sid, &p->rec);
+    }
+    return 0;
+}
+
+/* The media config: O(1) staleness check, a new view only after a write. */
+static const shmreg_config_view *media_config(worker *w)
+{
+    int rc = shmreg_config_refresh(w->h, "media", &w->media, NULL);
+    if (rc < 0 && rc != SHMREG_ENOENT)
+        registry_error(w, "media config", rc);
+    return rc < 0 ? NULL : w->media;
+}
+
+/* ------------------------------------------------------------ answering */
+
+/* 200 OK to an INVITE, the SDP read in place from the registry straight
+ * into the datagram. Sent whenever a session is (or just became)
+ * Active/OnHold, also as the answer to a retransmitted INVITE. Returns
+ * its length (in w->out). */
+static size_t reply_200(worker *w, const sip_msg *m, const shmreg_id *sid, sip_str tag)
 {
     shmreg_session s;
+    size_t n = 0;
     shmreg_read_begin(w->h);
     if (shmreg_session_get(w->h, sid, &s) == 0) {
         sip_str sdp = { s.sdp[SHMREG_SDP_LOCAL].ptr, s.sdp[SHMREG_SDP_LOCAL].len };
-        send_reply(w, m, 200, "OK", tag, NULL, w->headers, sdp);
+        n = send_reply(w, m, 200, "OK", tag, NULL, w->headers, sdp);
     }
     shmreg_read_end(w->h);
+    return n;
 }
 
 /* Answer a ringing (or, when adopting, still initiating) call: the state
- * moves to Active unless a CANCEL got there first. */
-static void answer(worker *w, const sip_msg *m, const shmreg_id *sid, sip_str tag)
+ * moves to Active unless a CANCEL or BYE got there first. Returns the
+ * length of the 200 in w->out when this call answered it (the caller
+ * keeps it for retransmission), else 0. */
+static size_t answer(worker *w, const sip_msg *m, const shmreg_id *sid, sip_str tag)
 {
     int old = 0;
     int rc = shmreg_session_transition(w->h, sid, SHMREG_STATE_ANY, SHMREG_STATE_ACTIVE, &old);
-    if (rc == 0 || (rc == SHMREG_ESTATE && (old == SHMREG_STATE_ACTIVE ||
-                                            old == SHMREG_STATE_ONHOLD)))
-        reply_200(w, m, sid, tag);
+    if (rc == 0)
+        return reply_200(w, m, sid, tag);
+    if (rc == SHMREG_ESTATE && (old == SHMREG_STATE_ACTIVE || old == SHMREG_STATE_ONHOLD))
+        reply_200(w, m, sid, tag);        /* answered by another: send its 200 */
     else if (rc != SHMREG_ESTATE && rc != SHMREG_ENOENT)
         registry_error(w, "answer", rc);
+    return 0;
 }
 
-static void schedule_answer(worker *w, const sip_msg *m, const shmreg_id *sid, sip_str tag,
-                            const char *msg, size_t len)
+/* Send the BYE that ends a call nobody ACKed, and keep it for Timer E. */
+static void end_unacked(worker *w, const shmreg_id *sid, int state)
 {
-    struct pending *p = malloc(sizeof *p + len);
-    if (!p) {
-        answer(w, m, sid, tag);      /* no memory for the timer: answer now */
+    struct sockaddr_storage to;
+    socklen_t tolen = 0;
+    int moved;
+    uint64_t seed = (uint64_t)w->pid << 32 ^ ++w->branch_seq ^ mono_ms() << 16;
+    size_t n = dialog_fail_unacked(w->h, sid, state, "no ACK for the 2xx within 64*T1",
+                                   w->conf->host, w->conf->port, seed, w->out, sizeof w->out,
+                                   &to, &tolen, &moved);
+    if (moved)
+        count(w, C_ACK_TIMEOUTS);
+    if (n) {
+        send_to(w, w->out, n, (struct sockaddr *)&to, tolen);
+        count(w, C_BYES_SENT);
+        if (!txn_add(&w->tx, TX_BYE, sid, 1, (struct sockaddr *)&to, tolen, w->out, n,
+                     mono_ms()))
+            count(w, C_NO_TIMER);
+    }
+}
+
+/* A ringing INVITE whose time has come, or that a CANCEL or BYE ended:
+ * look at the registry and answer it, send its 487, or go on ringing. */
+static void ring_due(worker *w, txn *e, uint64_t now)
+{
+    peek p;
+    sip_msg m;
+    char tagbuf[TAG_LEN + 1];
+    if (peek_session(w, &e->sid, &p) != 0 || sip_parse(e->msg, e->len, &m, NULL) != SIP_OK) {
+        txn_free(&w->tx, e);
         return;
     }
-    p->next = NULL;
-    p->due_ms = mono_ms() + w->conf->ring_ms;
-    p->sid = *sid;
-    memcpy(&p->from, w->from, w->fromlen);
-    p->fromlen = w->fromlen;
-    p->len = len;
-    memcpy(p->msg, msg, len);
-    if (w->pend_tail)           /* one ring time for all: FIFO is due order */
-        w->pend_tail->next = p;
-    else
-        w->pend = p;
-    w->pend_tail = p;
+    set_source(w, (const struct sockaddr *)&e->to, e->tolen);
+    sip_str tag = derive_tag(w, &m, tagbuf, NULL);
+    size_t n = 0;
+    if (p.state == SHMREG_STATE_CANCELLED) {
+        /* 9.2, 15.1.2: the INVITE gets its 487, with its own Vias. */
+        n = send_final(w, &m, 487, NULL, tag);
+        p.rec.final_status = 487;
+        call_rec_put(w->h, &e->sid, &p.rec);
+        if (!n || txn_restart(&w->tx, e, TX_FINAL, w->out, n, now) != 0)
+            txn_free(&w->tx, e);
+        return;
+    }
+    if (p.state != SHMREG_STATE_INITIATING && p.state != SHMREG_STATE_RINGING) {
+        txn_free(&w->tx, e);              /* failed by the master meanwhile */
+        return;
+    }
+    if (now < e->answer_ms) {
+        e->due_ms = now + RING_CHECK_MS < e->answer_ms ? now + RING_CHECK_MS : e->answer_ms;
+        return;
+    }
+    n = answer(w, &m, &e->sid, tag);
+    if (!n || txn_restart(&w->tx, e, TX_2XX, w->out, n, now) != 0)
+        txn_free(&w->tx, e);
+}
+
+/* One entry of the timer table is due: go on or stop, as the registry
+ * says (txn.h). */
+static void timer_due(worker *w, txn *e, uint64_t now)
+{
+    if (e->kind == TX_RING) {
+        ring_due(w, e, now);
+        return;
+    }
+    peek p;
+    int live = peek_session(w, &e->sid, &p) == 0;
+    int go_on = 0;
+    switch (e->kind) {
+    case TX_2XX:
+        go_on = live && (p.state == SHMREG_STATE_ACTIVE || p.state == SHMREG_STATE_ONHOLD) &&
+                p.rec.acked_cseq < e->cseq;
+        if (go_on && txn_expired(&w->tx, e)) {
+            txn_free(&w->tx, e);
+            end_unacked(w, &e->sid, p.state);
+            return;
+        }
+        break;
+    case TX_FINAL:
+        go_on = live && p.rec.acked_cseq < e->cseq && !txn_expired(&w->tx, e);
+        break;
+    case TX_BYE:
+        go_on = live && !(p.rec.flags & REC_BYE_ANSWERED) && !txn_expired(&w->tx, e);
+        break;
+    }
+    if (!go_on) {
+        txn_free(&w->tx, e);
+        return;
+    }
+    send_to(w, e->msg, e->len, (const struct sockaddr *)&e->to, e->tolen);
+    count(w, C_RETRANSMITS);
+    txn_sent(&w->tx, e);
 }
 
 static void run_timers(worker *w)
 {
     uint64_t now = mono_ms();
-    while (w->pend && w->pend->due_ms <= now) {
-        struct pending *p = w->pend;
-        w->pend = p->next;
-        if (!w->pend)
-            w->pend_tail = NULL;
-        sip_msg m;
-        char tag[TAG_LEN + 1];
-        if (sip_parse(p->msg, p->len, &m, NULL) == SIP_OK) {
-            w->from = (const struct sockaddr *)&p->from;
-            w->fromlen = p->fromlen;
-            answer(w, &m, &p->sid, derive_tag(w, &m, tag, NULL));
-        }
-        free(p);
+    for (unsigned i = 0; i < w->tx.hi; i++) {
+        txn *e = &w->tx.e[i];
+        if (e->kind != TX_FREE && e->due_ms <= now)
+            timer_due(w, e, now);
     }
 }
 
 /* ------------------------------------------------------------ INVITE */
 
-/* A new call: build the answer, create the session with both SDPs, then
- * bind the dialog — the bind is what makes the call findable, and it is
- * insert-if-absent. Returns SHMREG_EEXIST when another worker bound this
- * INVITE first (the caller then answers from that session). */
-static int new_call(worker *w, const sip_msg *m, sip_str tag, uint64_t tag_raw,
-                    const char *raw, size_t rawlen)
+/* What an INVITE asks that we cannot give (8.2.2.3, 8.2.3), or its offer
+ * and our answer (or, without an offer, our offer: 13.2.1). Returns 0
+ * with the local SDP in w->sdp (*n bytes) and the remote one in *remote
+ * (empty for a late offer), or the final status to answer with, *why its
+ * phrase when it is not the usual one. */
+static int check_invite(worker *w, const sip_msg *m, const sdp_local *l, size_t *n,
+                        sip_str *remote, sip_str *codec, unsigned *remote_port,
+                        const char **why)
 {
-    if (m->body.n == 0 || !sip_str_ieq(m->content_type, "application/sdp")) {
-        send_reply(w, m, 488, "Not Acceptable Here", tag, NULL,
-                   "Warning: 399 sipd \"an SDP offer is required\"\r\n", (sip_str){ NULL, 0 });
-        return 0;
-    }
     sdp_offer offer;
-    const char *why;
-    if (sdp_parse(m->body.p, m->body.n, &offer, &why) != 0) {
-        count(w, C_BAD_400);
-        reply(w, m, 400, why, tag);
-        return 0;
+    *why = NULL;
+    *remote = NOTAG;
+    *remote_port = 0;
+    if (m->nrequire)
+        return 420;         /* sipd supports no extension; 100rel included */
+    switch (sip_sdp_body(m, remote)) {
+    case -1:
+        return 415;
+    case 0:
+        *n = sdp_make_offer(w->sdp, sizeof w->sdp, media_config(w), l, codec, why);
+        return *n ? 0 : 500;
     }
-    /* The media config: O(1) staleness check, a new view only after a write. */
-    int rc = shmreg_config_refresh(w->h, "media", &w->media, NULL);
-    if (rc < 0 && rc != SHMREG_ENOENT)
-        registry_error(w, "media config", rc);
-    const shmreg_config_view *media = rc < 0 ? NULL : w->media;
+    if (sdp_parse(remote->p, remote->n, &offer, why) != 0) {
+        count(w, C_BAD_400);
+        return 400;
+    }
+    *remote_port = offer.port;
+    *n = sdp_answer(w->sdp, sizeof w->sdp, &offer, media_config(w), l, codec, why);
+    if (*n == 0) {
+        *why = NULL;
+        return 488;
+    }
+    return 0;
+}
+
+/* sipd moves no media; the port is only what the SDP and the registry
+ * say: an even one in the configured range, fixed per call. */
+static unsigned media_port(worker *w, uint64_t tag_raw)
+{
+    const shmreg_config_view *media = media_config(w);
     shmreg_config_media mc = { .rtp_port_min = 10000, .rtp_port_max = 20000 };
     if (media)
         shmreg_config_media_get(media, &mc);
-    /* sipd moves no media; the port is only what the SDP and the
-     * registry say: an even one in the configured range. */
     unsigned span = (unsigned)(mc.rtp_port_max - mc.rtp_port_min) + 1;
     unsigned port = (mc.rtp_port_min + (unsigned)((tag_raw >> 20) % span)) & ~1u;
-    if (port < mc.rtp_port_min)
-        port = mc.rtp_port_min;
+    return port < mc.rtp_port_min ? mc.rtp_port_min : port;
+}
 
+/* A new call: check it, create the session with both SDPs and its call
+ * record, then bind the dialog — the bind is what makes the call
+ * findable, and it is insert-if-absent. An INVITE we refuse gets a
+ * session too, in state Failed: its record is where the ACK of our
+ * refusal is noted (which stops the retransmissions), and a retransmitted
+ * INVITE finds the same answer there. Returns SHMREG_EEXIST when another
+ * worker bound this INVITE first (the caller then answers from that
+ * session). */
+static int new_call(worker *w, const sip_msg *m, sip_str tag, uint64_t tag_raw,
+                    const char *raw, size_t rawlen)
+{
+    unsigned port = media_port(w, tag_raw);
     sdp_local l = { w->conf->host, port, tag_raw >> 2, 1 };
-    sip_str codec;
-    size_t n = sdp_answer(w->sdp, sizeof w->sdp, &offer, media, &l, &codec, &why);
-    if (n == 0) {
-        send_reply(w, m, 488, "Not Acceptable Here", tag, NULL, NULL, (sip_str){ NULL, 0 });
-        return 0;
-    }
+    size_t n = 0;
+    sip_str remote, codec = NOTAG;
+    unsigned remote_port;
+    const char *why;
+    int status = check_invite(w, m, &l, &n, &remote, &codec, &remote_port, &why);
 
-    unsigned char cseq[4] = { (unsigned char)(m->cseq >> 24), (unsigned char)(m->cseq >> 16),
-                              (unsigned char)(m->cseq >> 8), (unsigned char)m->cseq };
+    char routebuf[CALL_REC_ROUTE_MAX];
+    unsigned char ad[SHMREG_MAX_APPDATA];
+    call_rec rec;
+    call_rec_init(&rec, m, txn_key(m), routebuf);
+    rec.final_status = (uint16_t)status;
+    if (status == 0 && remote.n == 0)
+        rec.flags |= REC_LATE_OFFER;
+    char reason[64];
+    snprintf(reason, sizeof reason, "%d %s", status, why ? why : "refused");
     shmreg_fields f;
     memset(&f, 0, sizeof f);
     f.str[SHMREG_FIELD_FROM_URI] = S(m->from_uri);
@@ -352,61 +558,81 @@ static int new_call(worker *w, const sip_msg *m, sip_str tag, uint64_t tag_raw,
     f.str[SHMREG_FIELD_LOCAL_TAG] = S(tag);
     f.str[SHMREG_FIELD_REMOTE_TAG] = S(m->from_tag);
     f.str[SHMREG_FIELD_CODEC] = S(codec);
-    f.str[SHMREG_FIELD_APP_DATA] = (shmreg_str){ (const char *)cseq, 4 };
-    f.local_rtp_port = (uint16_t)port;
-    f.remote_rtp_port = (uint16_t)offer.port;
+    f.str[SHMREG_FIELD_APP_DATA] = (shmreg_str){ (const char *)ad, call_rec_write(&rec, ad) };
+    if (status)
+        f.str[SHMREG_FIELD_FAILURE_REASON] = (shmreg_str){ reason, strlen(reason) };
+    f.local_rtp_port = (uint16_t)(status ? 0 : port);
+    f.remote_rtp_port = (uint16_t)remote_port;
 
     shmreg_id sid;
+    int rc;
     if ((rc = shmreg_session_create(w->h, &f, &sid)) != 0) {
-        if (rc == SHMREG_EFULL)
-            send_reply(w, m, 503, "Service Unavailable", tag, NULL, "Retry-After: 5\r\n",
-                       (sip_str){ NULL, 0 });
-        else
-            reply(w, m, 500, "Server Internal Error", tag);
+        send_final(w, m, rc == SHMREG_EFULL ? 503 : 500, NULL, tag);
         registry_error(w, "session create", rc);
         return 0;
     }
     /* Complete before it is findable: a worker that finds it (a
      * retransmission) may answer from its local SDP at once. */
-    if ((rc = shmreg_session_set_sdp(w->h, &sid, SHMREG_SDP_REMOTE, m->body.p, m->body.n)) ||
-        (rc = shmreg_session_set_sdp(w->h, &sid, SHMREG_SDP_LOCAL, w->sdp, n)) ||
+    if ((n && (rc = shmreg_session_set_sdp(w->h, &sid, SHMREG_SDP_LOCAL, w->sdp, n))) ||
+        (remote.n && !status &&
+         (rc = shmreg_session_set_sdp(w->h, &sid, SHMREG_SDP_REMOTE, remote.p, remote.n))) ||
         (rc = shmreg_dialog_bind(w->h, S(m->call_id), S(tag), S(m->from_tag), &sid))) {
         shmreg_session_delete(w->h, &sid);
         if (rc == SHMREG_EEXIST)
             return rc;
         registry_error(w, "new call", rc);
-        reply(w, m, rc == SHMREG_EFULL ? 503 : 500,
-              rc == SHMREG_EFULL ? "Service Unavailable" : "Server Internal Error", tag);
+        send_final(w, m, rc == SHMREG_EFULL ? 503 : 500, NULL, tag);
         return 0;
     }
     count(w, C_NEW_CALLS);
+    if (status) {
+        if (shmreg_session_transition(w->h, &sid, SHMREG_STATE_INITIATING, SHMREG_STATE_FAILED,
+                                      NULL) == 0)
+            keep(w, TX_FINAL, &sid, m->cseq, send_final(w, m, status, why, tag));
+        return 0;
+    }
     if (shmreg_session_transition(w->h, &sid, SHMREG_STATE_INITIATING, SHMREG_STATE_RINGING,
                                   NULL) == 0)
-        send_reply(w, m, 180, "Ringing", tag, NULL, w->headers, (sip_str){ NULL, 0 });
-    if (w->conf->ring_ms == 0)
-        answer(w, m, &sid, tag);
-    else
-        schedule_answer(w, m, &sid, tag, raw, rawlen);
+        send_reply(w, m, 180, "Ringing", tag, NULL, w->headers, NOTAG);
+    txn *e = NULL;
+    if (w->conf->ring_ms) {
+        e = txn_add(&w->tx, TX_RING, &sid, m->cseq, w->from, w->fromlen, raw, rawlen,
+                    mono_ms());
+        if (e) {
+            e->answer_ms = mono_ms() + w->conf->ring_ms;
+            e->due_ms = mono_ms();          /* ring_due sets the next look */
+            return 0;
+        }
+        count(w, C_NO_TIMER);               /* no timer: answer now */
+    }
+    keep(w, TX_2XX, &sid, m->cseq, answer(w, m, &sid, tag));
     return 0;
 }
 
 /* The INVITE's dialog exists: a retransmission (any worker may get it), or
  * a new INVITE reusing Call-ID and From-tag. Returns 1 when the old
- * session was finished and removed: start again as a new call. */
+ * session was removed and the INVITE should be taken as a new call. */
 static int invite_again(worker *w, const sip_msg *m, const shmreg_id *sid, sip_str tag)
 {
     peek p;
     if (peek_session(w, sid, &p) != 0)
         return 1;
     int final = shmreg_state_is_final(p.state);
-    if (m->cseq != p.invite_cseq) {
+    if (m->cseq != p.rec.invite_cseq) {
         if (!final && p.state != SHMREG_STATE_TERMINATING) {
-            send_reply(w, m, 500, "Server Internal Error", tag, NULL, "Retry-After: 1\r\n",
-                       (sip_str){ NULL, 0 });
+            send_final(w, m, 500, NULL, tag);
             return 0;
         }
         int rc = shmreg_session_delete(w->h, sid);
         return rc == 0 || rc == SHMREG_ENOENT;
+    }
+    uint64_t key = txn_key(m);
+    if (key && p.rec.invite_key && key != p.rec.invite_key) {
+        /* Same request, another transaction: it was forked to us twice
+         * (8.2.2.2, merged requests). */
+        if (!final)
+            send_final(w, m, 482, NULL, tag);
+        return 0;
     }
     count(w, C_INVITE_RETRANS);
     switch (p.state) {
@@ -415,10 +641,12 @@ static int invite_again(worker *w, const sip_msg *m, const shmreg_id *sid, sip_s
         if (!owner_alive(p.owner)) {
             /* Its worker died before answering: we answer instead. */
             count(w, C_ADOPTED);
-            answer(w, m, sid, tag);
+            keep(w, TX_2XX, sid, m->cseq, answer(w, m, sid, tag));
         } else {
-            reply(w, m, p.state == SHMREG_STATE_RINGING ? 180 : 100,
-                  p.state == SHMREG_STATE_RINGING ? "Ringing" : "Trying", tag);
+            send_reply(w, m, p.state == SHMREG_STATE_RINGING ? 180 : 100,
+                       p.state == SHMREG_STATE_RINGING ? "Ringing" : "Trying",
+                       p.state == SHMREG_STATE_RINGING ? tag : NOTAG, NULL,
+                       p.state == SHMREG_STATE_RINGING ? w->headers : NULL, NOTAG);
         }
         break;
     case SHMREG_STATE_ACTIVE:
@@ -427,10 +655,11 @@ static int invite_again(worker *w, const sip_msg *m, const shmreg_id *sid, sip_s
         reply_200(w, m, sid, tag);
         break;
     case SHMREG_STATE_CANCELLED:
-        reply(w, m, 487, "Request Terminated", tag);
-        break;
     case SHMREG_STATE_FAILED:
-        reply(w, m, 500, "Server Internal Error", tag);
+        /* the same final answer, whoever gives it (a cancelled call whose
+         * ringing worker has not noted its 487 yet: 487 all the same) */
+        send_final(w, m, p.rec.final_status ? p.rec.final_status
+                         : p.state == SHMREG_STATE_CANCELLED ? 487 : 500, NULL, tag);
         break;
     default:    /* Terminating, Terminated: a late copy, nothing to say */
         break;
@@ -443,12 +672,12 @@ static void on_invite(worker *w, const sip_msg *m, const char *raw, size_t rawle
     char tagbuf[TAG_LEN + 1];
     uint64_t tag_raw;
     if (m->from_tag.n == 0) {
-        reply(w, m, 400, "Missing From tag", (sip_str){ NULL, 0 });
+        reply(w, m, 400, "Missing From tag", NOTAG);
         count(w, C_BAD_400);
         return;
     }
     sip_str tag = derive_tag(w, m, tagbuf, &tag_raw);
-    reply(w, m, 100, "Trying", (sip_str){ NULL, 0 });
+    reply(w, m, 100, "Trying", NOTAG);
     /* Bounded: each round either answers, or removes a finished session,
      * or lost a bind race whose winner the next find sees. */
     for (int round = 0; round < 4; round++) {
@@ -462,125 +691,181 @@ static void on_invite(worker *w, const sip_msg *m, const char *raw, size_t rawle
                 return;
         } else {
             registry_error(w, "dialog lookup", rc);
-            reply(w, m, 500, "Server Internal Error", tag);
+            send_final(w, m, 500, NULL, tag);
             return;
         }
     }
-    reply(w, m, 500, "Server Internal Error", tag);
+    send_final(w, m, 500, NULL, tag);
 }
 
 /* re-INVITE: a new offer in an established dialog. sendonly/inactive puts
- * the call on hold, sendrecv/recvonly takes it off. */
+ * the call on hold, sendrecv/recvonly takes it off. Without an offer, ours
+ * goes in the 200 and the ACK brings the answer. */
 static void on_reinvite(worker *w, const sip_msg *m)
 {
     shmreg_id sid;
     peek p;
-    if (find_dialog(w, m, m->to_tag, &sid, &p) != 0) {
-        reply(w, m, 481, "Call/Transaction Does Not Exist", (sip_str){ NULL, 0 });
+    if (find_dialog(w, m, m->to_tag, m->from_tag, &sid, &p) != 0) {
+        reply(w, m, 481, "Call/Transaction Does Not Exist", NOTAG);
         return;
     }
     if (p.state != SHMREG_STATE_ACTIVE && p.state != SHMREG_STATE_ONHOLD) {
         if (shmreg_state_is_final(p.state) || p.state == SHMREG_STATE_TERMINATING)
-            reply(w, m, 481, "Call/Transaction Does Not Exist", (sip_str){ NULL, 0 });
+            reply(w, m, 481, "Call/Transaction Does Not Exist", NOTAG);
         else
-            reply(w, m, 491, "Request Pending", (sip_str){ NULL, 0 });
+            reply(w, m, 491, "Request Pending", NOTAG);
         return;
     }
-    if (m->body.n == 0) {          /* no offer: ours again, as the offer */
-        reply_200(w, m, &sid, (sip_str){ NULL, 0 });
+    if (cseq_too_low(w, m, &sid, &p)) {
+        send_final(w, m, 500, "CSeq out of order", NOTAG);
+        return;
+    }
+    sip_str body;
+    int has = m->nrequire ? -2 : sip_sdp_body(m, &body);
+    if (has < 0) {
+        send_final(w, m, has == -2 ? 420 : 415, NULL, NOTAG);
+        return;
+    }
+    if (has == 0) {                    /* no offer: ours again, as the offer */
+        if (!(p.rec.flags & REC_LATE_OFFER)) {
+            p.rec.flags |= REC_LATE_OFFER;
+            call_rec_put(w->h, &sid, &p.rec);
+        }
+        keep(w, TX_2XX, &sid, m->cseq, reply_200(w, m, &sid, NOTAG));
         return;
     }
     /* A retransmission carries the offer we already stored: same answer. */
     shmreg_session s;
     int same = 0;
     uint64_t version = 1;
+    unsigned local_port = 0;
     shmreg_read_begin(w->h);
     if (shmreg_session_get(w->h, &sid, &s) == 0) {
         const shmreg_str *r = &s.sdp[SHMREG_SDP_REMOTE], *l = &s.sdp[SHMREG_SDP_LOCAL];
-        same = r->len == m->body.n && memcmp(r->ptr, m->body.p, r->len) == 0;
+        same = r->len == body.n && memcmp(r->ptr, body.p, r->len) == 0;
         version = sdp_version(l->ptr, l->len) + 1;
+        local_port = s.local_rtp_port;
     }
     shmreg_read_end(w->h);
     if (same) {
-        reply_200(w, m, &sid, (sip_str){ NULL, 0 });
+        reply_200(w, m, &sid, NOTAG);
         return;
     }
     sdp_offer offer;
     const char *why;
-    if (sdp_parse(m->body.p, m->body.n, &offer, &why) != 0) {
+    if (sdp_parse(body.p, body.n, &offer, &why) != 0) {
         count(w, C_BAD_400);
-        reply(w, m, 400, why, (sip_str){ NULL, 0 });
+        reply(w, m, 400, why, NOTAG);
         return;
     }
-    int rc = shmreg_config_refresh(w->h, "media", &w->media, NULL);
     char tagbuf[TAG_LEN + 1];
     uint64_t tag_raw;
     derive_tag(w, m, tagbuf, &tag_raw);
-    sdp_local l = { w->conf->host, p.local_port, tag_raw >> 2, version };
+    sdp_local l = { w->conf->host, local_port, tag_raw >> 2, version };
     sip_str codec;
-    size_t n = sdp_answer(w->sdp, sizeof w->sdp, &offer, rc < 0 ? NULL : w->media, &l,
-                          &codec, &why);
+    size_t n = sdp_answer(w->sdp, sizeof w->sdp, &offer, media_config(w), &l, &codec, &why);
     if (n == 0) {
-        reply(w, m, 488, "Not Acceptable Here", (sip_str){ NULL, 0 });
+        send_final(w, m, 488, NULL, NOTAG);
         return;
     }
     int hold = offer.direction == SDP_SENDONLY || offer.direction == SDP_INACTIVE;
     int want = hold ? SHMREG_STATE_ONHOLD : SHMREG_STATE_ACTIVE;
+    int rc;
     if (want != p.state &&
         (rc = shmreg_session_transition(w->h, &sid, p.state, want, NULL)) != 0) {
-        reply(w, m, 491, "Request Pending", (sip_str){ NULL, 0 });
+        reply(w, m, 491, "Request Pending", NOTAG);
         return;
     }
-    if ((rc = shmreg_session_set_sdp(w->h, &sid, SHMREG_SDP_REMOTE, m->body.p, m->body.n)) ||
+    if ((rc = shmreg_session_set_sdp(w->h, &sid, SHMREG_SDP_REMOTE, body.p, body.n)) ||
         (rc = shmreg_session_set_sdp(w->h, &sid, SHMREG_SDP_LOCAL, w->sdp, n))) {
         registry_error(w, "re-INVITE", rc);
-        reply(w, m, 500, "Server Internal Error", (sip_str){ NULL, 0 });
+        send_final(w, m, 500, NULL, NOTAG);
         return;
     }
-    send_reply(w, m, 200, "OK", (sip_str){ NULL, 0 }, NULL, w->headers,
-               (sip_str){ w->sdp, n });
+    keep(w, TX_2XX, &sid, m->cseq,
+         send_reply(w, m, 200, "OK", NOTAG, NULL, w->headers, (sip_str){ w->sdp, n }));
 }
 
 /* ------------------------------------------------------------ the others */
 
+/* ACK: never answered. It notes in the record that the final response of
+ * INVITE CSeq n arrived, which stops whoever retransmits it; after a late
+ * offer (ours in the 2xx) it brings the answer. */
 static void on_ack(worker *w, const sip_msg *m)
 {
     shmreg_id sid;
     peek p;
-    /* Nothing to do but to notice it: sipd does not retransmit the 2xx
-     * it acknowledges (a simplification of this example: on loopback a
-     * 200 is not lost; a real UAS resends it until this ACK arrives).
-     * ACK is never answered. */
-    find_dialog(w, m, m->to_tag, &sid, &p);
+    if (find_dialog(w, m, m->to_tag, m->from_tag, &sid, &p) != 0)
+        return;
+    int dirty = 0;
+    if (m->cseq > p.rec.acked_cseq) {
+        p.rec.acked_cseq = m->cseq;
+        dirty = 1;
+    }
+    sip_str answer;
+    sdp_offer a;
+    const char *why;
+    if ((p.rec.flags & REC_LATE_OFFER) && sip_sdp_body(m, &answer) == 1 &&
+        sdp_parse(answer.p, answer.n, &a, &why) == 0) {
+        shmreg_fields f;
+        memset(&f, 0, sizeof f);
+        f.remote_rtp_port = (uint16_t)a.port;
+        f.str[SHMREG_FIELD_CODEC] = a.nfmt ? S(a.fmt[0].name) : S(NOTAG);
+        shmreg_session_set_sdp(w->h, &sid, SHMREG_SDP_REMOTE, answer.p, answer.n);
+        shmreg_session_update(w->h, &sid, &f, SHMREG_MASK(SHMREG_FIELD_CODEC) |
+                                                  SHMREG_MASK(SHMREG_FIELD_REMOTE_RTP_PORT));
+        p.rec.flags &= (uint8_t)~REC_LATE_OFFER;
+        dirty = 1;
+    }
+    if (dirty)
+        call_rec_put(w->h, &sid, &p.rec);
 }
 
 static void on_bye(worker *w, const sip_msg *m)
 {
     shmreg_id sid;
     peek p;
-    if (find_dialog(w, m, m->to_tag, &sid, &p) != 0) {
-        reply(w, m, 481, "Call/Transaction Does Not Exist", (sip_str){ NULL, 0 });
+    if (find_dialog(w, m, m->to_tag, m->from_tag, &sid, &p) != 0) {
+        reply(w, m, 481, "Call/Transaction Does Not Exist", NOTAG);
+        return;
+    }
+    if (cseq_too_low(w, m, &sid, &p)) {
+        send_final(w, m, 500, "CSeq out of order", NOTAG);
         return;
     }
     /* Terminating then Terminated, each a compare-and-set: a retransmitted
      * BYE on another worker, or one after a worker died between the two
-     * steps, finishes the job and gets its 200 too. */
+     * steps, finishes the job and gets its 200 too. A BYE in the early
+     * dialog (15.1.2) cancels the call; the worker ringing it sends the
+     * INVITE its 487, so the BYE's 200 goes first. */
+    int early = p.state == SHMREG_STATE_INITIATING || p.state == SHMREG_STATE_RINGING;
+    if (early)
+        reply(w, m, 200, "OK", NOTAG);
     for (int tries = 0; tries < 4; tries++) {
         int st = p.state;
         if (st == SHMREG_STATE_CANCELLED || st == SHMREG_STATE_FAILED) {
-            reply(w, m, 481, "Call/Transaction Does Not Exist", (sip_str){ NULL, 0 });
+            if (!early)        /* (a CANCEL got there first: our 200 is out) */
+                reply(w, m, 481, "Call/Transaction Does Not Exist", NOTAG);
             return;
         }
         if (st == SHMREG_STATE_TERMINATED)
             break;
-        int rc = 0;
-        if (st != SHMREG_STATE_TERMINATING)
-            rc = shmreg_session_transition(w->h, &sid, st, SHMREG_STATE_TERMINATING, &p.state);
-        if (rc == 0)
-            rc = shmreg_session_transition(w->h, &sid, SHMREG_STATE_TERMINATING,
-                                           SHMREG_STATE_TERMINATED, &p.state);
-        if (rc == 0)
-            break;
+        int rc;
+        if (st == SHMREG_STATE_INITIATING || st == SHMREG_STATE_RINGING) {
+            rc = shmreg_session_transition(w->h, &sid, st, SHMREG_STATE_CANCELLED, &p.state);
+            if (rc == 0)
+                break;
+        } else {
+            rc = 0;
+            if (st != SHMREG_STATE_TERMINATING)
+                rc = shmreg_session_transition(w->h, &sid, st, SHMREG_STATE_TERMINATING,
+                                               &p.state);
+            if (rc == 0)
+                rc = shmreg_session_transition(w->h, &sid, SHMREG_STATE_TERMINATING,
+                                               SHMREG_STATE_TERMINATED, &p.state);
+            if (rc == 0)
+                break;
+        }
         if (rc != SHMREG_ECONFLICT && rc != SHMREG_ESTATE) {
             registry_error(w, "BYE", rc);
             break;
@@ -588,51 +873,70 @@ static void on_bye(worker *w, const sip_msg *m)
     }
     /* The session lingers, Terminated, for retransmissions; the master
      * deletes it (and so its dialog) after the linger time. */
-    reply(w, m, 200, "OK", (sip_str){ NULL, 0 });
+    if (!early)
+        reply(w, m, 200, "OK", NOTAG);
 }
 
+/* CANCEL (9.2): it must match the INVITE server transaction (17.2.3: the
+ * branch and sent-by of its top Via, and its CSeq number), else 481. The
+ * 487 is the INVITE's response and carries the INVITE's Vias, which
+ * through a proxy are not the CANCEL's: the worker ringing the INVITE
+ * sends it (ring_due) once it sees the state Cancelled. */
 static void on_cancel(worker *w, const sip_msg *m)
 {
     char tagbuf[TAG_LEN + 1];
     shmreg_id sid;
     peek p;
     if (m->from_tag.n == 0) {
-        reply(w, m, 400, "Missing From tag", (sip_str){ NULL, 0 });
+        reply(w, m, 400, "Missing From tag", NOTAG);
         return;
     }
     sip_str tag = derive_tag(w, m, tagbuf, NULL);
-    if (find_dialog(w, m, tag, &sid, &p) != 0) {
-        reply(w, m, 481, "Call/Transaction Does Not Exist", tag);
+    if (find_dialog(w, m, tag, m->from_tag, &sid, &p) != 0 || m->cseq != p.rec.invite_cseq ||
+        txn_key(m) != p.rec.invite_key) {
+        count(w, C_CANCELS_481);
+        reply(w, m, 481, "Call/Transaction Does Not Exist", NOTAG);
         return;
     }
-    int old = p.state;
-    if (old == SHMREG_STATE_INITIATING || old == SHMREG_STATE_RINGING)
-        shmreg_session_transition(w->h, &sid, old, SHMREG_STATE_CANCELLED, &old);
+    /* The 200 first: the 487 that the state change triggers must not
+     * overtake it. After a final response the CANCEL has no effect, but
+     * its 200 is due all the same. */
     reply(w, m, 200, "OK", tag);
-    /* The 487 belongs to the INVITE; everything it copies (Via, From, To,
-     * Call-ID, CSeq number) is the same in the CANCEL (RFC 3261 9.1), so
-     * whichever worker got the CANCEL can send it. */
-    if (old == SHMREG_STATE_INITIATING || old == SHMREG_STATE_RINGING ||
-        old == SHMREG_STATE_CANCELLED)
-        send_reply(w, m, 487, "Request Terminated", tag, "INVITE", NULL, (sip_str){ NULL, 0 });
+    if (p.state == SHMREG_STATE_INITIATING || p.state == SHMREG_STATE_RINGING)
+        shmreg_session_transition(w->h, &sid, p.state, SHMREG_STATE_CANCELLED, NULL);
 }
 
 static void on_options(worker *w, const sip_msg *m)
 {
     char tagbuf[TAG_LEN + 1];
-    sip_str tag = { NULL, 0 };
+    sip_str tag = NOTAG;
     if (m->to_tag.n) {
         shmreg_id sid;
         peek p;
-        if (find_dialog(w, m, m->to_tag, &sid, &p) != 0) {
+        if (find_dialog(w, m, m->to_tag, m->from_tag, &sid, &p) != 0) {
             reply(w, m, 481, "Call/Transaction Does Not Exist", tag);
             return;
         }
     } else if (m->from_tag.n) {
         tag = derive_tag(w, m, tagbuf, NULL);
     }
-    send_reply(w, m, 200, "OK", tag, NULL,
-               ALLOW "Accept: application/sdp\r\nSupported: \r\n", (sip_str){ NULL, 0 });
+    send_reply(w, m, 200, "OK", tag, NULL, ALLOW ACCEPT "Supported: \r\n", NOTAG);
+}
+
+/* A response: only those to the BYEs we send matter (dialog.h). From is
+ * us in them, To the peer. */
+static void on_response(worker *w, const sip_msg *m)
+{
+    shmreg_id sid;
+    peek p;
+    count(w, C_RESPONSES);
+    if (m->status < 200 || !sip_str_eq(m->cseq_method, "BYE"))
+        return;
+    if (shmreg_dialog_find(w->h, S(m->call_id), S(m->from_tag), S(m->to_tag), &sid) == 0 &&
+        peek_session(w, &sid, &p) == 0 && !(p.rec.flags & REC_BYE_ANSWERED)) {
+        p.rec.flags |= REC_BYE_ANSWERED;
+        call_rec_put(w->h, &sid, &p.rec);
+    }
 }
 
 /* ------------------------------------------------------------ dispatch */
@@ -645,7 +949,7 @@ static void handle(worker *w, const char *buf, size_t len)
     if (sip_parse(buf, len, &m, &why) != SIP_OK) {
         if (sip_can_reply(&m)) {
             char tagbuf[TAG_LEN + 1];
-            sip_str tag = { NULL, 0 };
+            sip_str tag = NOTAG;
             if (m.from_tag.n && !m.to_tag.n)
                 tag = derive_tag(w, &m, tagbuf, NULL);
             reply(w, &m, 400, why, tag);
@@ -657,7 +961,7 @@ static void handle(worker *w, const char *buf, size_t len)
         return;
     }
     if (!m.is_request) {
-        count(w, C_RESPONSES);
+        on_response(w, &m);
         return;
     }
     count(w, C_REQUESTS);
@@ -673,8 +977,7 @@ static void handle(worker *w, const char *buf, size_t len)
     case SIP_CANCEL: on_cancel(w, &m); break;
     case SIP_OPTIONS: on_options(w, &m); break;
     default:
-        send_reply(w, &m, 501, "Not Implemented", (sip_str){ NULL, 0 }, NULL, ALLOW,
-                   (sip_str){ NULL, 0 });
+        send_reply(w, &m, 501, "Not Implemented", NOTAG, NULL, ALLOW, NOTAG);
         break;
     }
 }
@@ -724,6 +1027,8 @@ void sipd_worker(const sipd_conf *conf, sipd_slot *slot, unsigned index)
     w.index = index;
     w.pid = getpid();
     w.fd = -1;
+    w.tx.t1 = conf->t1_ms;
+    w.tx.t2 = conf->t2_ms;
 
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
@@ -756,10 +1061,9 @@ void sipd_worker(const sipd_conf *conf, sipd_slot *slot, unsigned index)
 
     while (!stop) {
         int timeout = 1000;
-        if (w.pend) {
-            uint64_t now = mono_ms();
-            timeout = w.pend->due_ms <= now ? 0 : (int)(w.pend->due_ms - now);
-        }
+        uint64_t due = txn_next_due(&w.tx), now = mono_ms();
+        if (due != UINT64_MAX)
+            timeout = due <= now ? 0 : due - now < 1000 ? (int)(due - now) : 1000;
         struct pollfd pfd = { w.fd, POLLIN, 0 };
         int n = poll(&pfd, 1, timeout);
         if (n < 0 && errno != EINTR) {
@@ -774,8 +1078,7 @@ void sipd_worker(const sipd_conf *conf, sipd_slot *slot, unsigned index)
                                    (struct sockaddr *)&from, &fl);
             if (len < 0)
                 break;   /* EAGAIN: drained */
-            w.from = (const struct sockaddr *)&from;
-            w.fromlen = fl;
+            set_source(&w, (const struct sockaddr *)&from, fl);
             if ((size_t)len > SIPMSG_MAX_LEN) {    /* MSG_TRUNC: the real size */
                 count(&w, C_DATAGRAMS);
                 count(&w, C_DROPPED);
@@ -788,12 +1091,8 @@ void sipd_worker(const sipd_conf *conf, sipd_slot *slot, unsigned index)
     }
 
     /* Calls still ringing here stay in the registry, Ringing; the master's
-     * sweep fails them once it sees this worker gone. */
-    while (w.pend) {
-        struct pending *p = w.pend;
-        w.pend = p->next;
-        free(p);
-    }
+     * sweep fails them once it sees this worker gone, as it ends the
+     * answered calls whose ACK never came. */
     close(w.fd);
     shmreg_config_release(w.media);
     shmreg_close(w.h);
