@@ -272,6 +272,11 @@ int shmreg_profile_join(shmreg *h, const shmreg_id *id, shmreg_str prof, shmreg_
     if ((rc = reg_find(h, id->bytes, &si, &st)) != 0)
         goto out;
     reg_sess *x = reg_slot(h, si);
+    if (shmreg_state_is_final((int)REG_STATE(st))) {
+        rc = shmreg__fail(SHMREG_ESTATE, "session is %s: a call that is over joins no profile",
+                          shmreg_state_name((int)REG_STATE(st)));
+        goto out;
+    }
     /* A member already? Said first, so that a session in as many pairs
      * as it may be hears EEXIST for one of them, not EFULL (the lock
      * below decides races). */
@@ -308,10 +313,11 @@ int shmreg_profile_join(shmreg *h, const shmreg_id *id, shmreg_str prof, shmreg_
         rc = shmreg__fail_copy(SHMREG_EEXIST, "session is in the pair already: ", prof.ptr, prof.len);
         goto undo;
     }
-    /* Live still? A delete that ran meanwhile has forgotten its words:
-     * ours would stay listed for ever. (A delete from now on waits for
-     * this lock to leave the pair.) */
-    if (!REG_LIVE(atomic_load(&x->state))) {
+    /* Live still, and not over? A delete or a final state reached
+     * meanwhile has forgotten its words: ours would stay listed for ever.
+     * (One from now on waits for this lock to leave the pair.) */
+    uint64_t now_st = atomic_load(&x->state);
+    if (!REG_LIVE(now_st) || shmreg_state_is_final((int)REG_STATE(now_st))) {
         shm_lock_drop(l);
         rc = shmreg__fail_lazy(SHMREG_ENOENT, "session deleted meanwhile", id->bytes);
         goto undo;

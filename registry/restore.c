@@ -261,7 +261,7 @@ static int restore_control(shmreg *h, const pending *p, shmreg_restore_report *r
     shmreg_dialog d[SHMREG_MAX_DIALOGS_PER_SESSION];
     unsigned nd;
     int rc = shmreg_session_decode_control(p->raw, p->rawlen, &s, &c, d, &nd);
-    for (uint32_t i = 0; rc == 0 && i < c.nprofiles; i++) {
+    for (uint32_t i = 0; rc == 0 && !shmreg_state_is_final(p->s.state) && i < c.nprofiles; i++) {
         rc = shmreg_profile_join(h, &s.id, c.profile[i].profile, c.profile[i].value, 0, NULL);
         rep->profiles += rc == 0;
     }

@@ -380,6 +380,8 @@ int shmreg_session_transition(shmreg *h, const shmreg_id *id, int expected, int 
             atomic_store(&x->updated_ns, now);
             reg_event(h, now, SHMREG_EV_STATE_CHANGED, id->bytes, from, to, 0);
             reg_timer_policy_apply(h, si, to, now);
+            if (shmreg_state_is_final(to)) /* a call that is over counts in no profile */
+                reg_profiles_forget(h, si);
         }
     }
     shm_read_leave(&h->c);

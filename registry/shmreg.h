@@ -494,7 +494,9 @@ int shmreg_session_dialog(shmreg *h, const shmreg_id *id, unsigned i,
  * stores), and the next taker recounts the lists that lock guards; a
  * join refused at the limit first recounts, dropping members whose
  * session is gone; shmreg_check() verifies every count and REPAIR
- * rebuilds it. A session's memberships end with it (delete, repair).
+ * rebuilds it. A session's memberships end with its call: when it reaches
+ * a final state (Terminated, Cancelled, Failed; a timeout's FAIL too) or
+ * is deleted, whoever does it, repair included.
  *
  * Timeouts. A session may carry one deadline with an action. A deadline
  * is kept in a timer wheel in the segment (buckets of SHMREG_TIMER_TICK_NS,
@@ -549,6 +551,7 @@ int shmreg_session_dialog(shmreg *h, const shmreg_id *id, unsigned i,
  * member of the pair), SHMREG_ELIMIT (the pair has `limit` members:
  * nothing changed), SHMREG_EFULL (the session is in
  * SHMREG_MAX_PROFILES_PER_SESSION pairs, or the heap is full),
+ * SHMREG_ESTATE (the session is in a final state: its call is over),
  * SHMREG_EBUSY, SHMREG_ECORRUPT, SHMREG_EFORK. */
 int shmreg_profile_join(shmreg *h, const shmreg_id *id, shmreg_str profile, shmreg_str value,
                         uint32_t limit, uint64_t *count);

@@ -334,6 +334,8 @@ static int fire(shmreg *h, uint64_t off, uint64_t now, shmreg_expired *out)
     }
     if (stale)
         return 0;
+    if (to == SHMREG_STATE_FAILED) /* over: in no profile any more */
+        reg_profiles_forget(h, t->slot);
     memset(out, 0, sizeof *out);
     memcpy(out->id.bytes, t->sid, SHMREG_ID_BYTES);
     out->deadline_ns = t->deadline_ns;

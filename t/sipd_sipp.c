@@ -23,23 +23,6 @@
 
 static char *const TIMERS[] = { "-1", "50", "-2", "400", NULL };
 
-/* Copies of a response received by sipp, from its message trace: blocks
- * "UDP message received" whose first line is `status_line` and whose
- * CSeq is `cseq`. */
-static int trace_count(const char *trace, const char *status_line, const char *cseq)
-{
-    char *t = slurp(trace);
-    int n = 0;
-    for (char *p = t; (p = strstr(p, "message received")) != NULL; p++) {
-        char *next = strstr(p + 1, "message received");
-        char *sl = strstr(p, status_line), *cs = strstr(p, cseq);
-        if (sl && cs && (!next || (sl < next && cs < next)))
-            n++;
-    }
-    free(t);
-    return n;
-}
-
 /* One scenario, one call; its sipp exit status and counts. */
 static sipp_result scenario(const server *s, const char *name, const char *trace)
 {

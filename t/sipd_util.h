@@ -245,10 +245,25 @@ SIPD_T int options_ok(unsigned port)
 
 /* sipd -w workers -R ring_ms -L linger_ms, and `extra` (NULL-terminated,
  * may be NULL) arguments, e.g. {"-1", "50", "-2", "400", NULL}. */
-SIPD_T int sipd_start_with(server *s, const char *name, unsigned workers, const char *ring_ms,
-                           const char *linger_ms, char *const extra[])
+/* sipd_start_with() on a registry created first with `config`: pairs of
+ * key and value text set in the "sipd" config before sipd starts (NULL:
+ * none; sipd then creates the registry itself). */
+SIPD_T int sipd_start_cfg(server *s, const char *name, unsigned workers, const char *ring_ms,
+                          const char *linger_ms, char *const extra[], const char *const config[])
 {
     snprintf(s->reg, sizeof s->reg, "%s", test_dir(name));
+    if (config) {
+        shmreg_options o = { .flags = SHMREG_CREATE };
+        shmreg *h;
+        if (shmreg_open(s->reg, &o, &h) != 0)
+            return -1;
+        int rc = 0;
+        for (int i = 0; config[i] && config[i + 1] && rc == 0; i += 2)
+            rc = shmreg_config_set(h, "sipd", config[i], config[i + 1]);
+        shmreg_close(h);
+        if (rc)
+            return -1;
+    }
     snprintf(s->log, sizeof s->log, "%s.log", s->reg);
     s->port = test_free_udp_port();
     s->workers = workers;
@@ -281,6 +296,12 @@ SIPD_T int sipd_start_with(server *s, const char *name, unsigned workers, const 
     shmreg_close(h);
     show_log_tail(s->log);
     return -1;
+}
+
+SIPD_T int sipd_start_with(server *s, const char *name, unsigned workers, const char *ring_ms,
+                           const char *linger_ms, char *const extra[])
+{
+    return sipd_start_cfg(s, name, workers, ring_ms, linger_ms, extra, NULL);
 }
 
 SIPD_T int sipd_start(server *s, const char *name, unsigned workers, const char *ring_ms,
@@ -352,6 +373,23 @@ SIPD_T sipp_result sipp_finish(pid_t pid, const char *screen, unsigned ms)
     r.failed = screen_value(scr, "Failed call");
     free(scr);
     return r;
+}
+
+/* Copies of a response received by sipp, from its message trace: blocks
+ * "UDP message received" whose first line is `status_line` and whose
+ * CSeq is `cseq`. */
+SIPD_T int trace_count(const char *trace, const char *status_line, const char *cseq)
+{
+    char *t = slurp(trace);
+    int n = 0;
+    for (char *p = t; (p = strstr(p, "message received")) != NULL; p++) {
+        char *next = strstr(p + 1, "message received");
+        char *sl = strstr(p, status_line), *cs = strstr(p, cseq);
+        if (sl && cs && (!next || (sl < next && cs < next)))
+            n++;
+    }
+    free(t);
+    return n;
 }
 
 SIPD_T sipp_result sipp_run(const server *s, const char *tag, char *const extra[], unsigned ms)

@@ -544,7 +544,7 @@ static void restore_control(void)
     is(shmreg_session_get(c2, &late, &s), 0, "late is there");
     is(s.state, SHMREG_STATE_FAILED, "Failed, as the sweep would have left it");
     is(s.deadline_ns, 0, "and no timeout armed");
-    is(s.nprofiles, 1, "still in its profile (its record says so)");
+    is(s.nprofiles, 0, "and, its call over, in no profile");
     shmreg_read_end(c2);
     shmreg_check_report cr;
     is(shmreg_check(c2, 0, &cr, NULL, NULL, NULL), 0, "check is clean");

@@ -248,12 +248,11 @@ size_t dialog_build_bye(char *out, size_t cap, const shmreg_session *s, const ca
     return o.full ? 0 : o.len;
 }
 
-size_t dialog_fail_unacked(shmreg *h, const shmreg_id *sid, int from, const char *reason,
-                           const char *host, unsigned port, uint64_t branch_seed, char *out,
-                           size_t cap, struct sockaddr_storage *to, socklen_t *tolen,
-                           int *moved)
+size_t dialog_end(shmreg *h, const shmreg_id *sid, int from, int to, const char *reason,
+                  const char *host, unsigned port, uint64_t branch_seed, char *out, size_t cap,
+                  struct sockaddr_storage *dst, socklen_t *dstlen, int *moved)
 {
-    *moved = shmreg_session_transition(h, sid, from, SHMREG_STATE_FAILED, NULL) == 0;
+    *moved = shmreg_session_transition(h, sid, from, to, NULL) == 0;
     if (!*moved)
         return 0;
     shmreg_fields f;
@@ -266,7 +265,7 @@ size_t dialog_fail_unacked(shmreg *h, const shmreg_id *sid, int from, const char
     shmreg_read_begin(h);
     if (shmreg_session_get(h, sid, &s) == 0 &&
         call_rec_read(s.str[SHMREG_FIELD_APP_DATA], &r) == 0)
-        n = dialog_build_bye(out, cap, &s, &r, host, port, 1, branch_seed, to, tolen);
+        n = dialog_build_bye(out, cap, &s, &r, host, port, 1, branch_seed, dst, dstlen);
     shmreg_read_end(h);
     return n;
 }

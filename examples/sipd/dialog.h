@@ -91,15 +91,15 @@ size_t dialog_build_bye(char *out, size_t cap, const shmreg_session *s, const ca
                         const char *host, unsigned port, uint32_t cseq, uint64_t branch_seed,
                         struct sockaddr_storage *to, socklen_t *tolen);
 
-/* The call of `sid`, answered but never ACKed within 64*T1, ends
- * (13.3.1.4): state `from` (Active or OnHold) -> Failed, with `reason`,
- * and the BYE that tells the peer is built into out as dialog_build_bye
- * does (CSeq 1: it is the first request we send in the dialog). *moved
- * is 1 when this call made the transition (0: an ACK or a BYE got there
- * first, and nothing is built). Returns the BYE's length, 0 if none. */
-size_t dialog_fail_unacked(shmreg *h, const shmreg_id *sid, int from, const char *reason,
-                           const char *host, unsigned port, uint64_t branch_seed, char *out,
-                           size_t cap, struct sockaddr_storage *to, socklen_t *tolen,
-                           int *moved);
+/* We end the call of `sid`: state `from` (SHMREG_STATE_ANY: any) -> `to`
+ * (Failed for a 2xx never ACKed within 64*T1, 13.3.1.4; Terminating for a
+ * call past its maximum duration), with `reason`, and the BYE that tells
+ * the peer is built into out as dialog_build_bye does (CSeq 1: it is the
+ * first request we send in the dialog). *moved is 1 when this call made
+ * the transition (0: an ACK or a BYE got there first, and nothing is
+ * built). Returns the BYE's length, 0 if none. */
+size_t dialog_end(shmreg *h, const shmreg_id *sid, int from, int to, const char *reason,
+                  const char *host, unsigned port, uint64_t branch_seed, char *out, size_t cap,
+                  struct sockaddr_storage *dst, socklen_t *dstlen, int *moved);
 
 #endif

@@ -3,7 +3,8 @@
  * registry: the master process.
  *
  *     sipd -r REGISTRY [-l ADDR:PORT] [-w WORKERS] [-R RING_MS] [-L LINGER_MS]
- *          [-T MAX_CALL_S] [-e LINES_PER_S] [-1 T1_MS] [-2 T2_MS] [-H]
+ *          [-T MAX_CALL_S] [-C CALLS_PER_CALLER] [-e LINES_PER_S] [-1 T1_MS]
+ *          [-2 T2_MS] [-H]
  *
  * The master creates the registry if needed, makes sure the shared
  * configs exist (the "media" config the answers are built from, and the
@@ -19,8 +20,15 @@
  *     (their dialogs must outlive the last retransmission of the final
  *     request), calls stuck half-set-up by a dead worker are failed, calls
  *     a dead worker answered but nobody ACKed within 64*T1 are failed and
- *     sent a BYE (the worker's own timers would have done it), and calls
- *     older than the maximum duration are failed;
+ *     sent a BYE (the worker's own timers would have done it), and the
+ *     registry's due timeouts are fired (shmreg_expire): a call past its
+ *     maximum duration is ended with a BYE, and one still not over 64*T1
+ *     later is failed by the registry itself.
+ * Call limits come from the "sipd" config when it has them (the command
+ * line's -T and -C otherwise): max_call_s, and max_calls_per_caller, the
+ * live calls one From user may have; a worker admits a new call by
+ * joining profile "caller" = its From user@host with that limit (one
+ * atomic step across workers) and answers 486 Busy Here beyond it.
  *   - on SIGTERM or SIGINT stops the workers (SIGTERM, then SIGKILL after
  *     5 s), removes finished calls, prints the counters and closes its
  *     handle. Calls still live stay in the registry: a restarted sipd
@@ -51,7 +59,7 @@ const char *const sipd_counter_names[C_COUNT] = {
     "datagrams", "requests", "responses_in", "new_calls", "invite_retransmits",
     "in_dialog", "foreign_in_dialog", "replied_400", "dropped", "no_dialog",
     "adopted", "registry_errors", "retransmits", "no_timer", "ack_timeouts", "byes_sent",
-    "cancels_481",
+    "cancels_481", "caller_limit",
 };
 
 #define EARLY_ORPHAN_MS 2000u     /* early call of a dead worker: failed after */
@@ -99,14 +107,17 @@ static void usage(void)
 {
     fprintf(stderr,
             "usage: sipd -r REGISTRY [-l ADDR:PORT] [-w WORKERS] [-R RING_MS]\n"
-            "            [-L LINGER_MS] [-T MAX_CALL_S] [-e LINES_PER_S] [-1 T1_MS]\n"
-            "            [-2 T2_MS] [-H]\n"
+            "            [-L LINGER_MS] [-T MAX_CALL_S] [-C CALLS_PER_CALLER]\n"
+            "            [-e LINES_PER_S] [-1 T1_MS] [-2 T2_MS] [-H]\n"
             "  -r  registry directory (created if it does not exist)\n"
             "  -l  listen address, default 127.0.0.1:5060 ([::1]:5060 for IPv6)\n"
             "  -w  worker processes, default 4\n"
             "  -R  ring time: ms between 180 Ringing and 200 OK, default 0\n"
             "  -L  ms a finished call stays for retransmissions, default 4000\n"
-            "  -T  fail calls older than this many seconds, default 3600 (0: never)\n"
+            "  -T  end answered calls with a BYE after this many seconds, default\n"
+            "      3600 (0: never); the \"sipd\" config's max_call_s overrides it\n"
+            "  -C  live calls one From user may have, default 0 (any); beyond it:\n"
+            "      486; the \"sipd\" config's max_calls_per_caller overrides it\n"
             "  -e  call-state log lines per second before summarising, default 10\n"
             "  -1  SIP timer T1 in ms (RFC 3261 17.1.1.1), default 500: final\n"
             "      responses are resent after T1, 2*T1, ... for at most 64*T1\n"
@@ -264,6 +275,29 @@ static int tag_key(shmreg *h, unsigned char key[SIPD_TAG_KEY_BYTES])
     return shmreg_config_set(h, "sipd", "tag_key", hex);
 }
 
+/* The call limits, from the "sipd" config when it has them (else the
+ * command line's): max_calls_per_caller, the live calls one From user
+ * may have (profile "caller", value its user@host: a join with that
+ * limit is the admission, atomic across workers), and max_call_s, after
+ * which an answered call is ended with a BYE (a NOTIFY timeout the
+ * master's sweep fires). Read once, before the workers fork. */
+static int call_limits(shmreg *h, sipd_conf *c)
+{
+    shmreg_config_view *v = NULL;
+    int rc = shmreg_config_open_view(h, "sipd", &v);
+    if (rc == SHMREG_ENOENT)
+        return 0;
+    if (rc)
+        return rc;
+    int64_t x;
+    if (shmreg_config_get_int(v, "max_calls_per_caller", &x) == 0 && x >= 0 && x <= 1000000)
+        c->max_per_caller = (unsigned)x;
+    if (shmreg_config_get_int(v, "max_call_s", &x) == 0 && x >= 0 && x <= 86400 * 7)
+        c->max_call_s = (unsigned)x;
+    shmreg_config_release(v);
+    return 0;
+}
+
 /* ------------------------------------------------------------ workers */
 
 typedef struct worker_info {
@@ -378,6 +412,22 @@ static void respawn_due(void)
 
 /* ------------------------------------------------------------ the sweep */
 
+/* End the call of `sid` from state `from` (SHMREG_STATE_ANY: whatever
+ * live state it is in) to `to` with `reason`, and send the BYE that says
+ * so to the peer, once: its retransmissions (Timer E) are a worker's job,
+ * and the call is over either way. */
+static void end_call(const shmreg_id *sid, int from, int to, const char *reason, unsigned seq)
+{
+    char bye[4096];
+    struct sockaddr_storage dst;
+    socklen_t dstlen = 0;
+    int moved;
+    size_t n = dialog_end(h, sid, from, to, reason, conf.host, conf.port, mono_ms() << 20 ^ seq,
+                          bye, sizeof bye, &dst, &dstlen, &moved);
+    if (n && bye_fd >= 0)
+        sendto(bye_fd, bye, n, MSG_DONTWAIT, (struct sockaddr *)&dst, dstlen);
+}
+
 /* An answered call whose initial INVITE was never ACKed (dialog.h). */
 static int unacked(const shmreg_session *s)
 {
@@ -401,7 +451,6 @@ static uint64_t sweep(int all_final, unsigned *deleted)
     shmreg_read_begin(h);
     while (shmreg_session_next(h, &cursor, SHMREG_STATE_ANY, &s) == 0) {
         uint64_t age_ms = now > s.updated_ns ? (now - s.updated_ns) / 1000000u : 0;
-        uint64_t life_s = now > s.created_ns ? (now - s.created_ns) / 1000000000u : 0;
         live++;
         if (shmreg_state_is_final(s.state)) {
             if ((all_final || age_ms >= conf.linger_ms) && nd < BATCH)
@@ -417,9 +466,6 @@ static uint64_t sweep(int all_final, unsigned *deleted)
             noack[na++] = s.id;
         } else if (s.state == SHMREG_STATE_TERMINATING && age_ms >= TERMINATING_MS && nt < BATCH) {
             finish[nt++] = s.id;
-        } else if (conf.max_call_s && life_s >= conf.max_call_s && nf < BATCH) {
-            why[nf] = "maximum call duration";
-            fail[nf++] = s.id;
         }
     }
     shmreg_read_end(h);
@@ -440,20 +486,19 @@ static uint64_t sweep(int all_final, unsigned *deleted)
     for (unsigned i = 0; i < nt; i++)
         shmreg_session_transition(h, &finish[i], SHMREG_STATE_TERMINATING,
                                   SHMREG_STATE_TERMINATED, NULL);
-    for (unsigned i = 0; i < na; i++) {
-        /* The BYE goes once: its retransmissions (Timer E) were the dead
-         * worker's job, and the call is over either way. */
-        char bye[4096];
-        struct sockaddr_storage to;
-        socklen_t tolen = 0;
-        int moved;
-        size_t n = dialog_fail_unacked(h, &noack[i], noack_state[i],
-                                       "no ACK for the 2xx within 64*T1 (its worker died)",
-                                       conf.host, conf.port, mono_ms() << 20 ^ i, bye,
-                                       sizeof bye, &to, &tolen, &moved);
-        if (n && bye_fd >= 0)
-            sendto(bye_fd, bye, n, MSG_DONTWAIT, (struct sockaddr *)&to, tolen);
-    }
+    for (unsigned i = 0; i < na; i++)
+        end_call(&noack[i], noack_state[i], SHMREG_STATE_FAILED,
+                 "no ACK for the 2xx within 64*T1 (its worker died)", i);
+    /* Calls past their maximum duration: the registry's timer wheel says
+     * which (each fires in one process only, whoever sweeps), and costs
+     * what is due, not a walk of the table. The BYE goes once; if the call
+     * is still not final after the grace (64*T1) the registry fails it. */
+    shmreg_expired due[BATCH];
+    int k = shmreg_expire(h, 0, due, BATCH);
+    for (int i = 0; i < k; i++)
+        if (due[i].action == SHMREG_TIMEOUT_NOTIFY)
+            end_call(&due[i].id, SHMREG_STATE_ANY, SHMREG_STATE_TERMINATING,
+                     "maximum call duration", (unsigned)i);
     return live;
 }
 
@@ -557,7 +602,7 @@ int main(int argc, char **argv)
     conf.t2_ms = 4000;
     const char *listen = "127.0.0.1:5060";
     int opt;
-    while ((opt = getopt(argc, argv, "r:l:w:R:L:T:e:1:2:Hh")) != -1) {
+    while ((opt = getopt(argc, argv, "r:l:w:R:L:T:C:e:1:2:Hh")) != -1) {
         switch (opt) {
         case 'r': conf.registry = optarg; break;
         case 'l': listen = optarg; break;
@@ -565,6 +610,7 @@ int main(int argc, char **argv)
         case 'R': conf.ring_ms = num_arg(optarg, 600000); break;
         case 'L': conf.linger_ms = num_arg(optarg, 3600000); break;
         case 'T': conf.max_call_s = num_arg(optarg, 86400 * 7); break;
+        case 'C': conf.max_per_caller = num_arg(optarg, 1000000); break;
         case 'e': conf.log_rate = num_arg(optarg, 100000); break;
         case '1': conf.t1_ms = num_arg(optarg, 60000); break;
         case '2': conf.t2_ms = num_arg(optarg, 600000); break;
@@ -594,7 +640,8 @@ int main(int argc, char **argv)
                 shmreg_errmsg());
         return 1;
     }
-    if ((rc = ensure_media_config(h)) != 0 || (rc = tag_key(h, conf.tag_key)) != 0) {
+    if ((rc = ensure_media_config(h)) != 0 || (rc = tag_key(h, conf.tag_key)) != 0 ||
+        (rc = call_limits(h, &conf)) != 0) {
         fprintf(stderr, "sipd: configs in %s: %s (%s)\n", conf.registry, shmreg_strerror(rc),
                 shmreg_errmsg());
         shmreg_close(h);
@@ -636,11 +683,12 @@ int main(int argc, char **argv)
 
     bye_fd = socket(conf.addr.ss_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     sipd_log("registry %s (%s); listening on %s%s%s:%u, %u workers, datagrams spread %s, "
-             "ring %u ms, linger %u ms, T1 %u ms, T2 %u ms",
+             "ring %u ms, linger %u ms, T1 %u ms, T2 %u ms, max call %u s, calls per caller %u",
              conf.registry, created ? "created" : "attached",
              strchr(conf.host, ':') ? "[" : "", conf.host, strchr(conf.host, ':') ? "]" : "",
              conf.port, conf.workers, conf.spread ? "at random" : "by client hash",
-             conf.ring_ms, conf.linger_ms, conf.t1_ms, conf.t2_ms);
+             conf.ring_ms, conf.linger_ms, conf.t1_ms, conf.t2_ms, conf.max_call_s,
+             conf.max_per_caller);
     log_budget = conf.log_rate;
     for (unsigned i = 0; i < conf.workers; i++)
         spawn(i);

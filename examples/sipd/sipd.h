@@ -26,7 +26,9 @@ typedef struct sipd_conf {
     unsigned workers;
     unsigned ring_ms;                /* time between 180 and 200 */
     unsigned linger_ms;              /* finished calls kept for retransmissions */
-    unsigned max_call_s;             /* calls older than this are failed; 0: never */
+    unsigned max_call_s;             /* answered calls are ended with a BYE after
+                                      * this long (a registry timeout); 0: never */
+    unsigned max_per_caller;         /* live calls one From user may have; 0: any */
     unsigned log_rate;               /* call-state lines per second, then summaries */
     unsigned t1_ms, t2_ms;           /* RFC 3261 timers T1 and T2 (500, 4000) */
     int spread;                      /* 1: each datagram to a random worker */
@@ -51,6 +53,7 @@ enum sipd_counter {
     C_ACK_TIMEOUTS,     /* calls failed for want of an ACK (13.3.1.4) */
     C_BYES_SENT,        /* BYEs we sent to end such a call */
     C_CANCELS_481,      /* CANCELs matching no INVITE transaction */
+    C_CALLER_LIMIT,     /* INVITEs refused 486: the caller had max_per_caller calls */
     C_COUNT
 };
 

@@ -358,8 +358,18 @@ static size_t answer(worker *w, const sip_msg *m, const shmreg_id *sid, sip_str 
 {
     int old = 0;
     int rc = shmreg_session_transition(w->h, sid, SHMREG_STATE_ANY, SHMREG_STATE_ACTIVE, &old);
-    if (rc == 0)
+    if (rc == 0) {
+        /* Its maximum duration runs from the answer: a NOTIFY timeout,
+         * which the master's sweep turns into our BYE; if the call is
+         * still not over 64*T1 after that, the registry fails it. */
+        if (w->conf->max_call_s &&
+            (rc = shmreg_session_set_timeout(w->h, sid, w->conf->max_call_s * 1000000000ull,
+                                             SHMREG_TIMEOUT_NOTIFY | SHMREG_TIMEOUT_RELATIVE,
+                                             64ull * w->conf->t1_ms * 1000000ull)) != 0 &&
+            rc != SHMREG_ENOENT && rc != SHMREG_ESTATE)
+            registry_error(w, "max duration timeout", rc);
         return reply_200(w, m, sid, tag);
+    }
     if (rc == SHMREG_ESTATE && (old == SHMREG_STATE_ACTIVE || old == SHMREG_STATE_ONHOLD))
         reply_200(w, m, sid, tag);        /* answered by another: send its 200 */
     else if (rc != SHMREG_ESTATE && rc != SHMREG_ENOENT)
@@ -374,9 +384,9 @@ static void end_unacked(worker *w, const shmreg_id *sid, int state)
     socklen_t tolen = 0;
     int moved;
     uint64_t seed = (uint64_t)w->pid << 32 ^ ++w->branch_seq ^ mono_ms() << 16;
-    size_t n = dialog_fail_unacked(w->h, sid, state, "no ACK for the 2xx within 64*T1",
-                                   w->conf->host, w->conf->port, seed, w->out, sizeof w->out,
-                                   &to, &tolen, &moved);
+    size_t n = dialog_end(w->h, sid, state, SHMREG_STATE_FAILED, "no ACK for the 2xx within 64*T1",
+                          w->conf->host, w->conf->port, seed, w->out, sizeof w->out, &to, &tolen,
+                          &moved);
     if (moved)
         count(w, C_ACK_TIMEOUTS);
     if (n) {
@@ -508,6 +518,24 @@ static int check_invite(worker *w, const sip_msg *m, const sdp_local *l, size_t 
     return 0;
 }
 
+/* Join the caller's profile ("caller" = the From URI's user@host) with
+ * the per-caller limit: 0, or SHMREG_ELIMIT when the caller has that many
+ * live calls already. Other failures admit the call (and are counted). */
+static int caller_admit(worker *w, const shmreg_id *sid, const sip_msg *m)
+{
+    char user[SHMREG_MAX_STR];
+    size_t len;
+    if (shmreg_user_key(S(m->from_uri), user, sizeof user, &len) != 0 || len == 0)
+        return 0;
+    int rc = shmreg_profile_join(w->h, sid, (shmreg_str){ "caller", 6 },
+                                 (shmreg_str){ user, len > SHMREG_MAX_PROFILE_VALUE
+                                                         ? SHMREG_MAX_PROFILE_VALUE : len },
+                                 w->conf->max_per_caller, NULL);
+    if (rc != 0 && rc != SHMREG_ELIMIT)
+        registry_error(w, "caller profile", rc);
+    return rc;
+}
+
 /* sipd moves no media; the port is only what the SDP and the registry
  * say: an even one in the configured range, fixed per call. */
 static unsigned media_port(worker *w, uint64_t tag_raw)
@@ -570,6 +598,26 @@ static int new_call(worker *w, const sip_msg *m, sip_str tag, uint64_t tag_raw,
         send_final(w, m, rc == SHMREG_EFULL ? 503 : 500, NULL, tag);
         registry_error(w, "session create", rc);
         return 0;
+    }
+    /* Admission: before the bind, so no other worker can find the call
+     * while it may still turn into a refusal. Its membership ends with it
+     * (a final state or its delete), so the count is the caller's live
+     * calls, whatever crashed. */
+    if (!status && w->conf->max_per_caller && caller_admit(w, &sid, m) == SHMREG_ELIMIT) {
+        count(w, C_CALLER_LIMIT);
+        status = 486;
+        why = "Busy Here (too many calls from this caller)";
+        n = 0;
+        rec.final_status = (uint16_t)status;
+        snprintf(reason, sizeof reason, "486 caller at its limit of %u calls",
+                 w->conf->max_per_caller);
+        f.str[SHMREG_FIELD_APP_DATA] = (shmreg_str){ (const char *)ad, call_rec_write(&rec, ad) };
+        f.str[SHMREG_FIELD_FAILURE_REASON] = (shmreg_str){ reason, strlen(reason) };
+        f.local_rtp_port = 0;
+        shmreg_session_update(w->h, &sid, &f,
+                              SHMREG_MASK(SHMREG_FIELD_APP_DATA) |
+                                  SHMREG_MASK(SHMREG_FIELD_FAILURE_REASON) |
+                                  SHMREG_MASK(SHMREG_FIELD_LOCAL_RTP_PORT));
     }
     /* Complete before it is findable: a worker that finds it (a
      * retransmission) may answer from its local SDP at once. */
@@ -936,6 +984,11 @@ static void on_response(worker *w, const sip_msg *m)
         peek_session(w, &sid, &p) == 0 && !(p.rec.flags & REC_BYE_ANSWERED)) {
         p.rec.flags |= REC_BYE_ANSWERED;
         call_rec_put(w->h, &sid, &p.rec);
+        /* Our BYE of a call we ended (its maximum duration) is answered:
+         * the dialog is over (15.1.1). */
+        if (p.state == SHMREG_STATE_TERMINATING)
+            shmreg_session_transition(w->h, &sid, SHMREG_STATE_TERMINATING,
+                                      SHMREG_STATE_TERMINATED, NULL);
     }
 }
 
