@@ -74,29 +74,6 @@ static int members(shmreg *h, const char *p, const char *v, shmreg_id *ids, int 
     return rc == SHMREG_ENOENT ? n : (rc ? rc : -1000);
 }
 
-static int id_in(const shmreg_id *ids, int n, const shmreg_id *id)
-{
-    for (int i = 0; i < n; i++)
-        if (test_id_eq(&ids[i], id))
-            return 1;
-    return 0;
-}
-
-/* 1 when ids[0..n) are distinct and are exactly want[0..m) as a set. */
-static int same_set(const shmreg_id *ids, int n, const shmreg_id *want, int m)
-{
-    if (n != m)
-        return 0;
-    for (int i = 0; i < n; i++) {
-        if (!id_in(want, m, &ids[i]))
-            return 0;
-        for (int j = 0; j < i; j++)
-            if (test_id_eq(&ids[i], &ids[j]))
-                return 0;
-    }
-    return 1;
-}
-
 struct pair_seen {
     char p[SHMREG_MAX_PROFILE_NAME + 1], v[SHMREG_MAX_PROFILE_VALUE + 1];
     uint64_t count;
@@ -247,11 +224,11 @@ static void test_basics(void)
         want[1] = s2;
         int n = members(h, "trunk", "carrier-a", ids, 8);
         is(n, 2, "member_next lists 2 members of (trunk, carrier-a)");
-        ok(same_set(ids, n, want, 2), "... s1 and s2, each once");
+        ok(test_ids_same_set(ids, n, want, 2), "... s1 and s2, each once");
         n = members(h, "trunk", "carrier-b", ids, 8);
         ok(n == 1 && test_id_eq(&ids[0], &s3), "(trunk, carrier-b): s3 alone");
         n = members(h, "inbound", "", ids, 8);
-        ok(same_set(ids, n, want, 2), "(inbound): s1 and s2");
+        ok(test_ids_same_set(ids, n, want, 2), "(inbound): s1 and s2");
         is(members(h, "trunk", "carrier-z", ids, 8), 0, "a pair nobody is in: ENOENT at once");
         is(members(h, "ghost", "", ids, 8), 0, "a profile never used: ENOENT at once");
         uint64_t cur = 0;
@@ -440,7 +417,7 @@ static void test_errors(void)
     {
         shmreg_id ids[8];
         int n = members(h, "customer", "acme", ids, 8);
-        ok(same_set(ids, n, m, 3), "... and the members are the first 3, unchanged");
+        ok(test_ids_same_set(ids, n, m, 3), "... and the members are the first 3, unchanged");
     }
     c = 0;
     is(join(h, &m[3], "customer", "acme", 2, &c), SHMREG_ELIMIT, "with a limit below the count (2): SHMREG_ELIMIT");
@@ -522,20 +499,6 @@ static void test_delete(void)
 
 static const shmreg_id zero_id;
 
-static int drain(shmreg_sub *sub, shmreg_event *ev, int cap)
-{
-    int n = 0;
-    for (;;) {
-        shmreg_event e[16];
-        int got = shmreg_poll(sub, e, 16, 0, NULL);
-        if (got <= 0)
-            return got < 0 ? got : n;
-        for (int i = 0; i < got; i++)
-            if (n < cap)
-                ev[n++] = e[i];
-    }
-}
-
 /* Bytes of the profile name a profile event carries. The header says "the
  * first bytes of the profile name"; the event record keeps the count
  * beside them in its 16 data bytes, which leaves 12. */
@@ -568,16 +531,16 @@ static void test_events(void)
     const char *longname = "a-profile-name-of-30-bytes-xyz";
 
     join(h, &a, "trunk", "carrier-a", 0, NULL);
-    int n = drain(sub, ev, 16);
+    int n = test_drain_events(sub, ev, 16);
     is(n, 1, "a join publishes one event");
     ok(n == 1 && event_is(&ev[0], SHMREG_EV_PROFILE_JOINED, &a, 1, "trunk"),
        "... profile_joined: the session, which = count after (1), data/len = \"trunk\"");
     join(h, &b, "trunk", "carrier-a", 0, NULL);
-    n = drain(sub, ev, 16);
+    n = test_drain_events(sub, ev, 16);
     ok(n == 1 && event_is(&ev[0], SHMREG_EV_PROFILE_JOINED, &b, 2, "trunk"),
        "the second join: profile_joined with which 2");
     join(h, &a, longname, "v", 0, NULL);
-    n = drain(sub, ev, 16);
+    n = test_drain_events(sub, ev, 16);
     ok(n == 1 && event_is(&ev[0], SHMREG_EV_PROFILE_JOINED, &a, 1, longname),
        "a 30-byte profile name: data holds its first 12 bytes, len 12");
 
@@ -586,20 +549,20 @@ static void test_events(void)
     is(join(h, &b, "capped", "", 1, NULL), 0, "(a join that fills (capped) to its limit 1 ...)");
     is(join(h, &a, "capped", "", 1, &c), SHMREG_ELIMIT, "and one refused with SHMREG_ELIMIT ...");
     is(shmreg_profile_leave(h, &a, S("nope"), S("")), SHMREG_ENOENT, "and a leave refused with SHMREG_ENOENT ...");
-    n = drain(sub, ev, 16);
+    n = test_drain_events(sub, ev, 16);
     ok(n == 1 && event_is(&ev[0], SHMREG_EV_PROFILE_JOINED, &b, 1, "capped"),
        "... publish nothing: only the successful join's event is there");
 
     shmreg_profile_leave(h, &a, S("trunk"), S("carrier-a"));
-    n = drain(sub, ev, 16);
+    n = test_drain_events(sub, ev, 16);
     ok(n == 1 && event_is(&ev[0], SHMREG_EV_PROFILE_LEFT, &a, 1, "trunk"),
        "a leave publishes profile_left with which = count after (1)");
     shmreg_profile_leave(h, &b, S("trunk"), S("carrier-a"));
-    n = drain(sub, ev, 16);
+    n = test_drain_events(sub, ev, 16);
     ok(n == 1 && event_is(&ev[0], SHMREG_EV_PROFILE_LEFT, &b, 0, "trunk"),
        "the last member's leave: which 0");
     shmreg_profile_leave(h, &a, test_ss(longname), S("v"));
-    n = drain(sub, ev, 16);
+    n = test_drain_events(sub, ev, 16);
     ok(n == 1 && event_is(&ev[0], SHMREG_EV_PROFILE_LEFT, &a, 0, longname),
        "leaving the long-named pair: data holds its first 12 bytes");
 
@@ -609,7 +572,7 @@ static void test_events(void)
     join(h, &b, "x", "", 0, NULL);
     join(h, &a, "x", "", 0, NULL);
     shmreg_profile_leave(h, &a, S("x"), S(""));
-    n = drain(sa, ev, 16);
+    n = test_drain_events(sa, ev, 16);
     ok(n == 1 && event_is(&ev[0], SHMREG_EV_PROFILE_JOINED, &a, 2, "x"),
        "a subscriber filtering on one session and on profile_joined gets exactly its join");
     shmreg_unsubscribe(sa);
@@ -743,7 +706,7 @@ static void test_admission_race(void)
             want[nw++] = as->sess[j];
     int n = members(h, "customer", "acme", ids, A_SESSIONS);
     is(n, A_LIMIT, "member_next lists %d members", A_LIMIT);
-    ok(same_set(ids, n, want, nw), "... exactly the sessions whose join succeeded, each once");
+    ok(test_ids_same_set(ids, n, want, nw), "... exactly the sessions whose join succeeded, each once");
     int nprof_ok = 1;
     for (int j = 0; j < A_SESSIONS; j++)
         nprof_ok &= nprofiles_of(h, &as->sess[j]) == (uint32_t)atomic_load(&as->won[j]);
@@ -939,7 +902,7 @@ static void test_churn(void)
                     want[nw++] = cs->r[k].sess[s];
         uint64_t c = count_of(h, cpair[p].p, cpair[p].v);
         int n = members(h, cpair[p].p, cpair[p].v, ids, C_PROCS * C_SESS + 8);
-        ok(c == (uint64_t)nw && n == nw && same_set(ids, n, want, nw) &&
+        ok(c == (uint64_t)nw && n == nw && test_ids_same_set(ids, n, want, nw) &&
                (cpair[p].limit == 0 || c <= cpair[p].limit),
            "(%s, %s): count %llu = %d listed = %d the processes hold, the same sessions", cpair[p].p, cpair[p].v,
            (unsigned long long)c, n, nw);

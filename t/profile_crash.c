@@ -126,14 +126,6 @@ static void run_and_kill(void (*fn)(void *), unsigned *seed)
         bail_out("victim ended with status %d, not SIGKILL (ops %ld)", st, atomic_load(&sh->ops));
 }
 
-static int id_in(const shmreg_id *ids, int n, const shmreg_id *id)
-{
-    for (int i = 0; i < n; i++)
-        if (test_id_eq(&ids[i], id))
-            return 1;
-    return 0;
-}
-
 static int pair_index(shmreg_str p, shmreg_str v)
 {
     for (int i = 0; i < NPAIRS; i++)
@@ -163,7 +155,7 @@ static int counts_exact(shmreg *h, const char *when)
         shmreg_id id;
         int rc;
         while ((rc = shmreg_profile_member_next(h, P(p), V(p), &cur, &id)) == 0 && nmem[p] < MAXS) {
-            if (id_in(mem[p], nmem[p], &id)) {
+            if (test_id_in(mem[p], nmem[p], &id)) {
                 diag("%s: (%s, %s) lists a member twice", when, pr[p].p, pr[p].v);
                 good = 0;
             }
@@ -190,7 +182,7 @@ static int counts_exact(shmreg *h, const char *when)
             if (p < 0) {
                 diag("%s: a session lists a pair nobody joined", when);
                 good = 0;
-            } else if (id_in(via[p], nvia[p], &v.id)) {
+            } else if (test_id_in(via[p], nvia[p], &v.id)) {
                 diag("%s: a session lists (%s, %s) twice", when, pr[p].p, pr[p].v);
                 good = 0;
             } else if (nvia[p] < MAXS)
@@ -221,7 +213,7 @@ static int counts_exact(shmreg *h, const char *when)
     for (int p = 0; p < NPAIRS; p++) {
         int same = nmem[p] == nvia[p];
         for (int i = 0; same && i < nmem[p]; i++)
-            same = id_in(via[p], nvia[p], &mem[p][i]);
+            same = test_id_in(via[p], nvia[p], &mem[p][i]);
         if (cnt[p] != (uint64_t)nmem[p] || !same || (pr[p].limit && cnt[p] > pr[p].limit) ||
             listed[p] != (cnt[p] > 0)) {
             diag("%s: (%s, %s): count %llu, member_next %d, sessions naming it %d (same: %d), listed %d",
@@ -426,7 +418,7 @@ static void test_gate_kills(unsigned *seed)
     while (n < 8 && shmreg_profile_member_next(h, S("gate"), S("g"), &cur, &ids[n]) == 0)
         n++;
     shmreg_read_end(h);
-    ok(n == 3 && id_in(ids, n, &fixed[0]) && id_in(ids, n, &fixed[1]) && id_in(ids, n, &fixed[2]),
+    ok(n == 3 && test_id_in(ids, n, &fixed[0]) && test_id_in(ids, n, &fixed[1]) && test_id_in(ids, n, &fixed[2]),
        "member_next lists exactly the 3 fixed members");
     shmreg_check_report r;
     int rc = shmreg_check(h, SHMREG_CHECK_REPAIR, &r, NULL, NULL, NULL);

@@ -77,20 +77,6 @@ static int roster_same(const test_roster *a, const test_roster *b)
 /* ------------------------------------------------------------ events */
 
 /* Drain a subscription (non-blocking) into ev[]; returns the count. */
-static int drain(shmreg_sub *sub, shmreg_event *ev, int cap)
-{
-    int n = 0;
-    for (;;) {
-        shmreg_event e[16];
-        int got = shmreg_poll(sub, e, 16, 0, NULL);
-        if (got <= 0)
-            return got < 0 ? got : n;
-        for (int i = 0; i < got; i++)
-            if (n < cap)
-                ev[n++] = e[i];
-    }
-}
-
 struct want_ev {
     uint32_t type;
     const shmreg_id *room, *session;
@@ -105,7 +91,7 @@ static void events_are(shmreg_sub *sub, const struct want_ev *want, int n, uint6
                        const char *what)
 {
     shmreg_event got[64];
-    int m = drain(sub, got, 64);
+    int m = test_drain_events(sub, got, 64);
     is(m, n, "%s: exactly %d events arrive", what, n);
     uint64_t t1 = test_now_ns();
     for (int i = 0; i < n && i < m; i++) {
@@ -358,7 +344,7 @@ static void test_create(void)
 
     /* Drain what we have so far, then check that refusals publish nothing. */
     shmreg_event evs[64];
-    is(drain(sub, evs, 64), created, "room_created was published once per room created (%d)", created);
+    is(test_drain_events(sub, evs, 64), created, "room_created was published once per room created (%d)", created);
 
     shmreg_stat(h, &st);
     int before = count_rooms(h);
@@ -377,7 +363,7 @@ static void test_create(void)
     shmreg_stats st2;
     shmreg_stat(h, &st2);
     is(st2.rooms, st.rooms, "... stat agrees");
-    is(drain(sub, evs, 64), 0, "... and none published room_created");
+    is(test_drain_events(sub, evs, 64), 0, "... and none published room_created");
 
     /* The limits themselves are accepted. */
     shmreg_id y;
@@ -808,7 +794,7 @@ static void test_events(void)
     t0 = test_now_ns();
     shmreg_session_delete(h, &s3);
     shmreg_event got[8];
-    int n = drain(sub, got, 8);
+    int n = test_drain_events(sub, got, 8);
     is(n, 2, "deleting a session in a room: two events for it");
     ok(n >= 1 && got[0].type == SHMREG_EV_PARTICIPANT_LEFT && test_id_eq(&got[0].room, &r2) &&
        test_id_eq(&got[0].session, &s3), "... participant_left (room, session)");

@@ -305,6 +305,42 @@ int test_id_eq(const shmreg_id *a, const shmreg_id *b)
     return memcmp(a->bytes, b->bytes, SHMREG_ID_BYTES) == 0;
 }
 
+int test_id_in(const shmreg_id *ids, int n, const shmreg_id *id)
+{
+    for (int i = 0; i < n; i++)
+        if (test_id_eq(&ids[i], id))
+            return 1;
+    return 0;
+}
+
+int test_ids_same_set(const shmreg_id *ids, int n, const shmreg_id *want, int m)
+{
+    if (n != m)
+        return 0;
+    for (int i = 0; i < n; i++) {
+        if (!test_id_in(want, m, &ids[i]))
+            return 0;
+        for (int j = 0; j < i; j++)
+            if (test_id_eq(&ids[i], &ids[j]))
+                return 0;
+    }
+    return 1;
+}
+
+int test_drain_events(shmreg_sub *sub, shmreg_event *ev, int cap)
+{
+    int n = 0;
+    for (;;) {
+        shmreg_event e[16];
+        int got = shmreg_poll(sub, e, 16, 0, NULL);
+        if (got <= 0)
+            return got < 0 ? got : n;
+        for (int i = 0; i < got; i++)
+            if (n < cap)
+                ev[n++] = e[i];
+    }
+}
+
 int test_str_is(shmreg_str s, const void *p, size_t len)
 {
     return s.len == len && (len == 0 || (s.ptr && memcmp(s.ptr, p, len) == 0));

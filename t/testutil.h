@@ -99,6 +99,13 @@ shmreg_id test_room_new(shmreg *h, const char *name, uint32_t max);
 
 static inline shmreg_str test_ss(const char *s) { return (shmreg_str){ s, strlen(s) }; }
 int test_id_eq(const shmreg_id *a, const shmreg_id *b);
+/* 1 when `id` is among ids[0..n). */
+int test_id_in(const shmreg_id *ids, int n, const shmreg_id *id);
+/* 1 when ids[0..n) are distinct and are exactly want[0..m) as a set. */
+int test_ids_same_set(const shmreg_id *ids, int n, const shmreg_id *want, int m);
+/* Poll `sub` without waiting until nothing is left; keep the first `cap`
+ * events in ev[]. Returns how many arrived, or shmreg_poll's error. */
+int test_drain_events(shmreg_sub *sub, shmreg_event *ev, int cap);
 /* 1 when `s` holds exactly the `len` bytes at `p`. */
 int test_str_is(shmreg_str s, const void *p, size_t len);
 

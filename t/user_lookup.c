@@ -131,28 +131,6 @@ static int by_user(shmreg *h, const char *user, unsigned which, shmreg_id *ids, 
     return rc == SHMREG_ENOENT ? n : (rc ? rc : -1000);
 }
 
-static int id_in(const shmreg_id *ids, int n, const shmreg_id *id)
-{
-    for (int i = 0; i < n; i++)
-        if (test_id_eq(&ids[i], id))
-            return 1;
-    return 0;
-}
-
-static int same_set(const shmreg_id *ids, int n, const shmreg_id *want, int m)
-{
-    if (n != m)
-        return 0;
-    for (int i = 0; i < n; i++) {
-        if (!id_in(want, m, &ids[i]))
-            return 0;
-        for (int j = 0; j < i; j++)
-            if (test_id_eq(&ids[i], &ids[j]))
-                return 0;
-    }
-    return 1;
-}
-
 #define F SHMREG_USER_FROM
 #define T SHMREG_USER_TO
 
@@ -170,29 +148,29 @@ static void test_by_user(void)
     int n;
 
     n = by_user(h, "alice@example.com", F, got, 16);
-    ok(same_set(got, n, (shmreg_id[]){ s1, s3 }, 2), "alice@example.com as From: the 2 sessions from her (%d)", n);
+    ok(test_ids_same_set(got, n, (shmreg_id[]){ s1, s3 }, 2), "alice@example.com as From: the 2 sessions from her (%d)", n);
     n = by_user(h, "alice@example.com", T, got, 16);
-    ok(same_set(got, n, (shmreg_id[]){ s2, s3 }, 2), "as To: the 2 sessions to her (%d)", n);
+    ok(test_ids_same_set(got, n, (shmreg_id[]){ s2, s3 }, 2), "as To: the 2 sessions to her (%d)", n);
     n = by_user(h, "alice@example.com", F | T, got, 16);
-    ok(same_set(got, n, (shmreg_id[]){ s1, s2, s3 }, 3), "as From or To: 3, the one from and to her once (%d)", n);
+    ok(test_ids_same_set(got, n, (shmreg_id[]){ s1, s2, s3 }, 3), "as From or To: 3, the one from and to her once (%d)", n);
     n = by_user(h, "sip:alice@EXAMPLE.COM", F, got, 16);
-    ok(same_set(got, n, (shmreg_id[]){ s1, s3 }, 2), "the host is case-insensitive: sip:alice@EXAMPLE.COM finds the same");
+    ok(test_ids_same_set(got, n, (shmreg_id[]){ s1, s3 }, 2), "the host is case-insensitive: sip:alice@EXAMPLE.COM finds the same");
     n = by_user(h, "\"A\" <sip:alice@example.com:5060;transport=udp>;tag=z", F, got, 16);
-    ok(same_set(got, n, (shmreg_id[]){ s1, s3 }, 2), "a full name-addr is normalised the same way");
+    ok(test_ids_same_set(got, n, (shmreg_id[]){ s1, s3 }, 2), "a full name-addr is normalised the same way");
     n = by_user(h, "Alice@example.com", F, got, 16);
-    ok(same_set(got, n, (shmreg_id[]){ s4 }, 1), "the user is case-sensitive: Alice@example.com finds only Alice's");
+    ok(test_ids_same_set(got, n, (shmreg_id[]){ s4 }, 1), "the user is case-sensitive: Alice@example.com finds only Alice's");
     n = by_user(h, "ALICE@example.com", F | T, got, 16);
     is(n, 0, "ALICE@example.com finds nothing");
     n = by_user(h, "bob@example.com", F, got, 16);
-    ok(same_set(got, n, (shmreg_id[]){ s2 }, 1), "bob as From: his one (not the one whose display name quotes his URI)");
+    ok(test_ids_same_set(got, n, (shmreg_id[]){ s2 }, 1), "bob as From: his one (not the one whose display name quotes his URI)");
     n = by_user(h, "mallory@evil.example", F, got, 16);
-    ok(same_set(got, n, (shmreg_id[]){ s6 }, 1), "that one is found by the URI in its brackets");
+    ok(test_ids_same_set(got, n, (shmreg_id[]){ s6 }, 1), "that one is found by the URI in its brackets");
     n = by_user(h, "bob@example.com", T, got, 16);
-    ok(same_set(got, n, (shmreg_id[]){ s1 }, 1), "bob as To: his one");
+    ok(test_ids_same_set(got, n, (shmreg_id[]){ s1 }, 1), "bob as To: his one");
     n = by_user(h, "carol@example.net", F, got, 16);
     is(n, 0, "carol as From: nothing (ENOENT at once)");
     n = by_user(h, "carol@example.net", T, got, 16);
-    ok(same_set(got, n, (shmreg_id[]){ s4 }, 1), "carol as To: hers");
+    ok(test_ids_same_set(got, n, (shmreg_id[]){ s4 }, 1), "carol as To: hers");
     is(by_user(h, "dave@example.com", F | T, got, 16), 0, "a user nobody is: ENOENT at once");
     is(by_user(h, "alice@example.org", F | T, got, 16), 0, "alice at another host: nothing");
 
@@ -214,15 +192,15 @@ static void test_by_user(void)
     f.str[SHMREG_FIELD_FROM_URI] = S("sip:carol@example.net");
     is(shmreg_session_update(h, &s1, &f, SHMREG_MASK(SHMREG_FIELD_FROM_URI)), 0, "update s1's From to carol");
     n = by_user(h, "alice@example.com", F, got, 16);
-    ok(same_set(got, n, (shmreg_id[]){ s3 }, 1), "alice as From no longer finds it");
+    ok(test_ids_same_set(got, n, (shmreg_id[]){ s3 }, 1), "alice as From no longer finds it");
     n = by_user(h, "carol@example.net", F, got, 16);
-    ok(same_set(got, n, (shmreg_id[]){ s1 }, 1), "carol as From does");
+    ok(test_ids_same_set(got, n, (shmreg_id[]){ s1 }, 1), "carol as From does");
     n = by_user(h, "bob@example.com", T, got, 16);
-    ok(same_set(got, n, (shmreg_id[]){ s1 }, 1), "its To (bob), not updated, still finds it");
+    ok(test_ids_same_set(got, n, (shmreg_id[]){ s1 }, 1), "its To (bob), not updated, still finds it");
     f.str[SHMREG_FIELD_DISPLAY_NAME] = S("Carol");
     is(shmreg_session_update(h, &s1, &f, SHMREG_MASK(SHMREG_FIELD_DISPLAY_NAME)), 0, "update another field");
     n = by_user(h, "carol@example.net", F, got, 16);
-    ok(same_set(got, n, (shmreg_id[]){ s1 }, 1), "... carol still finds it, once");
+    ok(test_ids_same_set(got, n, (shmreg_id[]){ s1 }, 1), "... carol still finds it, once");
     memset(&f, 0, sizeof f);
     is(shmreg_session_update(h, &s4, &f, SHMREG_MASK(SHMREG_FIELD_TO_URI)), 0, "clear s4's To");
     n = by_user(h, "carol@example.net", T, got, 16);
@@ -231,7 +209,7 @@ static void test_by_user(void)
     /* Deletes leave the index. */
     is(shmreg_session_delete(h, &s3), 0, "delete the session from and to alice");
     n = by_user(h, "alice@example.com", F | T, got, 16);
-    ok(same_set(got, n, (shmreg_id[]){ s2 }, 1), "alice as From or To: only s2 is left");
+    ok(test_ids_same_set(got, n, (shmreg_id[]){ s2 }, 1), "alice as From or To: only s2 is left");
     n = by_user(h, "alice@example.com", F, got, 16);
     is(n, 0, "alice as From: nothing");
 
@@ -302,19 +280,19 @@ static void test_many(void)
             if (i % M_USERS == u)
                 want[m++] = msh->ids[i];
         int n = by_user(h, user, F, got, M_SESS + 8);
-        from_ok += n == M_SESS / M_USERS && same_set(got, n, want, m);
+        from_ok += n == M_SESS / M_USERS && test_ids_same_set(got, n, want, m);
         m = 0;
         for (int i = 0; i < M_SESS; i++)
             if ((i + 1) % M_USERS == u)
                 want[m++] = msh->ids[i];
         n = by_user(h, user, T, got, M_SESS + 8);
-        to_ok += n == M_SESS / M_USERS && same_set(got, n, want, m);
+        to_ok += n == M_SESS / M_USERS && test_ids_same_set(got, n, want, m);
         m = 0;
         for (int i = 0; i < M_SESS; i++)
             if (i % M_USERS == u || (i + 1) % M_USERS == u)
                 want[m++] = msh->ids[i];
         n = by_user(h, user, F | T, got, M_SESS + 8);
-        both_ok += n == 2 * M_SESS / M_USERS && same_set(got, n, want, m);
+        both_ok += n == 2 * M_SESS / M_USERS && test_ids_same_set(got, n, want, m);
     }
     is(from_ok, M_USERS, "each of the %d users as From finds exactly its %d sessions", M_USERS, M_SESS / M_USERS);
     is(to_ok, M_USERS, "as To, exactly its %d", M_SESS / M_USERS);
@@ -332,7 +310,7 @@ static void test_many(void)
                 want[m++] = msh->ids[i];
         }
     int n = by_user(h, "u3@example.com", F, got, M_SESS + 8);
-    ok(n == m && same_set(got, n, want, m), "after deleting half of u3's sessions, the other %d are found (%d)", m, n);
+    ok(n == m && test_ids_same_set(got, n, want, m), "after deleting half of u3's sessions, the other %d are found (%d)", m, n);
 
     /* A cursor kept across read sections walks them all. */
     uint64_t cur = 0;

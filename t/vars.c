@@ -272,20 +272,6 @@ static void test_errors(void)
 
 static const shmreg_id zero_id;
 
-static int drain(shmreg_sub *sub, shmreg_event *ev, int cap)
-{
-    int n = 0;
-    for (;;) {
-        shmreg_event e[16];
-        int got = shmreg_poll(sub, e, 16, 0, NULL);
-        if (got <= 0)
-            return got < 0 ? got : n;
-        for (int i = 0; i < got; i++)
-            if (n < cap)
-                ev[n++] = e[i];
-    }
-}
-
 static int var_event_is(const shmreg_event *e, const shmreg_id *id, const char *key, uint32_t which)
 {
     unsigned char data[SHMREG_EVENT_DATA_MAX] = { 0 };
@@ -308,18 +294,18 @@ static void test_events(void)
         bail_out("subscribe: %s", shmreg_errmsg());
     shmreg_event ev[16];
     set(h, &s, "caller", "alice");
-    int n = drain(sub, ev, 16);
+    int n = test_drain_events(sub, ev, 16);
     ok(n == 1 && var_event_is(&ev[0], &s, "caller", 1), "set publishes var_changed: the key, which 1");
     set(h, &s, "caller", "bob");
-    n = drain(sub, ev, 16);
+    n = test_drain_events(sub, ev, 16);
     ok(n == 1 && var_event_is(&ev[0], &s, "caller", 1), "replacing publishes var_changed, which 1");
     const char *lk = "a-key-of-exactly-thirty-two-byte";
     is(strlen(lk), 32, "(a 32-byte key)");
     set(h, &t, lk, "x");
-    n = drain(sub, ev, 16);
+    n = test_drain_events(sub, ev, 16);
     ok(n == 1 && var_event_is(&ev[0], &t, lk, 1), "a 32-byte key: data holds its first 16 bytes, len 16");
     shmreg_session_var_unset(h, &s, S("caller"));
-    n = drain(sub, ev, 16);
+    n = test_drain_events(sub, ev, 16);
     ok(n == 1 && var_event_is(&ev[0], &s, "caller", 0), "unset publishes var_changed, which 0");
     is(shmreg_session_var_unset(h, &s, S("caller")), SHMREG_ENOENT, "an unset refused ...");
     is(shmreg_session_var_set(h, &s, S(""), S("x")), SHMREG_EINVAL, "and a set refused ...");
@@ -328,9 +314,9 @@ static void test_events(void)
         snprintf(kb, sizeof kb, "k%u", i);
         set(h, &s, kb, "x");
     }
-    drain(sub, ev, 16);
+    test_drain_events(sub, ev, 16);
     is(set(h, &s, "full", "x"), SHMREG_EFULL, "and a set refused with SHMREG_EFULL ...");
-    is(drain(sub, ev, 16), 0, "... publish nothing");
+    is(test_drain_events(sub, ev, 16), 0, "... publish nothing");
     ok(shmreg_event_name(SHMREG_EV_VAR_CHANGED) != NULL, "var_changed has a name: %s",
        shmreg_event_name(SHMREG_EV_VAR_CHANGED) ? shmreg_event_name(SHMREG_EV_VAR_CHANGED) : "(null)");
     shmreg_unsubscribe(sub);
