@@ -285,10 +285,12 @@ TEST_STEPS        ?= gcc-release layers gcc-asan clang-release tsan debug fuzz s
 TEST_SCRIBBLE_ARGS ?= --rounds 2000 --seconds 45
 TEST_FUZZ_SECONDS ?= 20
 TSAN_TESTS  ?= threads concurrency config config_text config_noalloc dialog events fork \
-               id_state iterate noalloc open room_crash session ctl_events ctl_stat ctl_rooms
+               id_state iterate noalloc open room_crash session ctl_events ctl_stat ctl_rooms \
+               profile vars user_lookup timeout
 DEBUG_TESTS ?= threads concurrency config config_text config_noalloc corrupt crash dialog \
                events fork id_state iterate noalloc open ring room_crash session \
-               sipd_parse ctl_basic ctl_check ctl_config ctl_events ctl_stat ctl_rooms
+               sipd_parse ctl_basic ctl_check ctl_config ctl_events ctl_stat ctl_rooms \
+               profile vars user_lookup timeout
 
 .PHONY: $(TEST_STEPS:%=test-%)
 test: check-deps
