@@ -137,10 +137,10 @@ typedef struct reg_sess {
     _Atomic uint64_t prof[SHMREG_MAX_PROFILES_PER_SESSION]; /* membership records */
     _Atomic uint64_t timer;           /* the armed timer record, 0: none */
     _Atomic uint64_t vars;            /* variables block, 0: none */
-    /* The user indexes (user.c): links of the From and To chains, and
-     * the 32-bit hashes whose buckets this slot is linked in (From low,
-     * To high; 0: in none). */
-    _Atomic uint64_t unext[2];
+    /* The user indexes (user.c): links of the From and To chains (next
+     * and previous slot numbers), and the 32-bit hashes whose buckets
+     * this slot is filed in (From low, To high; 0: in none). */
+    _Atomic uint64_t ulink[2];
     _Atomic uint64_t uhash;
 } reg_sess;
 

@@ -216,8 +216,8 @@ int reg_session_insert(shmreg *h, const reg_new *n, shmreg_id *id_out)
         atomic_store(&x->prof[i], 0);
     atomic_store(&x->timer, 0);
     atomic_store(&x->vars, 0);
-    atomic_store(&x->unext[0], 0);
-    atomic_store(&x->unext[1], 0);
+    atomic_store(&x->ulink[0], 0);
+    atomic_store(&x->ulink[1], 0);
     atomic_store(&x->uhash, 0);
     uint64_t now = shm_now_ns();
     x->created_ns = n->created_ns ? n->created_ns : now;

@@ -4,7 +4,7 @@
  *
  * "Which calls does alice have?" must not scan a million sessions. Two
  * stripe-locked indexes, one for From and one for To, chain session
- * slots themselves (two link words in the slot) by a keyed hash of the
+ * slots themselves (a link word per side in the slot) by a keyed hash of the
  * user@host (the network chooses URIs, so SipHash under the registry's
  * key, as for dialogs). No record per user is allocated: the key is the
  * session's own URI, read from its info block, and the slot's uhash word
@@ -113,19 +113,85 @@ static uint32_t hash_half(uint64_t both, unsigned w)
     return (uint32_t)(both >> (32 * w));
 }
 
-static _Atomic uint64_t *link_from(const shm_seg *s, uint64_t off)
+/* The chains are doubly linked through the slots, so that a session
+ * leaves one in O(1) however many calls its user has (a call centre's
+ * number is the To of thousands). Each side's link word packs two slot
+ * numbers (index + 1, 0: none): the next in its low half, which lock-free
+ * walkers follow, the previous in its high half; a bucket holds the first
+ * slot's number. Writers change them under the bucket's stripe lock, each
+ * word by one store, in an order that keeps every `next` chain whole; a
+ * holder that dies between two stores leaves a stale `prev`, which the
+ * taker of its lock relinks for the buckets that lock guards. */
+static uint32_t link_next(uint64_t l) { return (uint32_t)l; }
+static uint32_t link_prev(uint64_t l) { return (uint32_t)(l >> 32); }
+static uint64_t link_make(uint32_t next, uint32_t prev) { return next | (uint64_t)prev << 32; }
+
+static _Atomic uint64_t *link_word(shmreg *h, uint32_t n, unsigned w)
 {
-    uint32_t i = shm_slot_index(s, off);
-    return i == UINT32_MAX ? NULL : &((reg_sess *)(s->base + off))->unext[0];
+    return n && n <= h->c.seg.slots ? &reg_slot(h, n - 1)->ulink[w] : NULL;
 }
 
-static _Atomic uint64_t *link_to(const shm_seg *s, uint64_t off)
+static void relink_stripe(shmreg *h, unsigned w, const shm_lock *l)
 {
-    uint32_t i = shm_slot_index(s, off);
-    return i == UINT32_MAX ? NULL : &((reg_sess *)(s->base + off))->unext[1];
+    const shm_index *ix = &h->users[w];
+    for (uint32_t b = (uint32_t)(l - ix->stripe); b < ix->buckets; b += SHM_STRIPES) {
+        uint32_t prev = 0, n = (uint32_t)atomic_load(&ix->bucket[b]);
+        for (uint32_t steps = 0; n && steps <= h->c.seg.slots; steps++) {
+            _Atomic uint64_t *lw = link_word(h, n, w);
+            if (lw == NULL)
+                break;
+            uint64_t v = atomic_load(lw);
+            atomic_store(lw, link_make(link_next(v), prev));
+            prev = n;
+            n = link_next(v);
+        }
+    }
 }
 
-static const shm_link_fn link_of[2] = {link_from, link_to};
+static int chain_lock(shmreg *h, unsigned w, uint32_t hash, shm_lock **l)
+{
+    *l = shm_index_lock(&h->users[w], hash);
+    int rc = shm_lock_take(&h->c, *l);
+    if (rc == 1)
+        relink_stripe(h, w, *l);
+    return rc < 0 ? reg_engine_fail(rc, "user index lock") : 0;
+}
+
+/* Under the lock: is slot number `me` on the chain of `hash`? In O(1):
+ * its predecessor (or the bucket) names it. */
+static int on_chain(shmreg *h, unsigned w, uint32_t hash, uint32_t me)
+{
+    _Atomic uint64_t *head = shm_index_head(&h->users[w], hash), *mine = link_word(h, me, w);
+    uint32_t p = link_prev(atomic_load(mine));
+    _Atomic uint64_t *pw = link_word(h, p, w);
+    return p ? pw && link_next(atomic_load(pw)) == me : (uint32_t)atomic_load(head) == me;
+}
+
+static void chain_push(shmreg *h, unsigned w, uint32_t hash, uint32_t me)
+{
+    _Atomic uint64_t *head = shm_index_head(&h->users[w], hash);
+    uint32_t first = (uint32_t)atomic_load(head);
+    _Atomic uint64_t *fw = link_word(h, first, w);
+    atomic_store(link_word(h, me, w), link_make(fw ? first : 0, 0));
+    if (fw)
+        atomic_store(fw, link_make(link_next(atomic_load(fw)), me));
+    atomic_store_explicit(head, me, memory_order_release);
+}
+
+static void chain_remove(shmreg *h, unsigned w, uint32_t hash, uint32_t me)
+{
+    if (!on_chain(h, w, hash, me))
+        return;
+    uint64_t v = atomic_load(link_word(h, me, w));
+    uint32_t p = link_prev(v), n = link_next(v);
+    _Atomic uint64_t *pw = link_word(h, p, w), *nw = link_word(h, n, w);
+    if (pw)
+        atomic_store(pw, link_make(n, link_prev(atomic_load(pw))));
+    else
+        atomic_store(shm_index_head(&h->users[w], hash), n);
+    if (nw)
+        atomic_store(nw, link_make(link_next(atomic_load(nw)), p));
+}
 
 /* The key that side `w` (0 From, 1 To) of slot x's current info gives. */
 static int current_key(shmreg *h, reg_sess *x, unsigned w, char *key, size_t *len)
@@ -148,28 +214,24 @@ static int current_key(shmreg *h, reg_sess *x, unsigned w, char *key, size_t *le
  * session's next change files it; a delete unlinks what the hash names.) */
 static int refile(shmreg *h, uint32_t si, unsigned w, uint32_t want)
 {
-    const shm_seg *s = &h->c.seg;
     reg_sess *x = reg_slot(h, si);
-    uint64_t soff = shm_slot_off(s, si), both = atomic_load(&x->uhash);
-    uint32_t cur = hash_half(both, w);
-    const shm_index *ix = &h->users[w];
+    uint64_t both = atomic_load(&x->uhash);
+    uint32_t cur = hash_half(both, w), me = si + 1;
     shm_lock *l;
     int rc;
     if (cur && cur != want) {
-        l = shm_index_lock(ix, cur);
-        if ((rc = reg_lock(h, l, "user index lock")) != 0)
+        if ((rc = chain_lock(h, w, cur, &l)) != 0)
             return rc;
-        shm_index_remove(s, ix, cur, soff, link_of[w]);
+        chain_remove(h, w, cur, me);
         shm_lock_drop(l);
     }
     both = (both & ~(0xffffffffull << (32 * w))) | (uint64_t)want << (32 * w);
     atomic_store(&x->uhash, both);
     if (want) {
-        l = shm_index_lock(ix, want);
-        if ((rc = reg_lock(h, l, "user index lock")) != 0)
+        if ((rc = chain_lock(h, w, want, &l)) != 0)
             return rc;
-        if (shm_index_has(s, ix, want, soff, link_of[w]) == 0)
-            shm_index_push(ix, want, soff, &x->unext[w]);
+        if (!on_chain(h, w, want, me))
+            chain_push(h, w, want, me);
         shm_lock_drop(l);
     }
     return 0;
@@ -247,23 +309,22 @@ int shmreg_session_by_user(shmreg *h, shmreg_str user, unsigned which, uint64_t 
     uint32_t hash = user_hash(h, key, len);
     for (uint64_t c = *cursor; c != CUR_END;) {
         unsigned w = c & CUR_SIDE ? 1 : (which & SHMREG_USER_FROM) ? 0 : 1;
-        uint64_t off;
+        uint32_t n;
         if ((c & ~CUR_SIDE) == 0) {
-            off = atomic_load(shm_index_head(&h->users[w], hash));
+            n = (uint32_t)atomic_load(shm_index_head(&h->users[w], hash));
         } else {
             /* Resuming: the slot must still be filed here, else the walk
              * (kept across read sections) ends. */
             uint64_t i = (c & ~CUR_SIDE) - 1;
-            off = i < s->slots && hash_half(atomic_load(&reg_slot(h, (uint32_t)i)->uhash), w) == hash
-                      ? shm_slot_off(s, (uint32_t)i) : 0;
+            n = i < s->slots && hash_half(atomic_load(&reg_slot(h, (uint32_t)i)->uhash), w) == hash
+                    ? (uint32_t)i + 1 : 0;
         }
-        for (uint64_t steps = 0; off; steps++) {
-            uint32_t si = shm_slot_index(s, off);
-            if (si == UINT32_MAX || steps > s->slots)
-                return shmreg__fail(SHMREG_ECORRUPT, "user index chain broken at %llu",
-                                    (unsigned long long)off);
+        for (uint64_t steps = 0; n; steps++) {
+            if (n > s->slots || steps > s->slots)
+                return shmreg__fail(SHMREG_ECORRUPT, "user index chain broken at slot number %u", n);
+            uint32_t si = n - 1;
             reg_sess *x = reg_slot(h, si);
-            uint64_t next = atomic_load(&x->unext[w]);
+            uint32_t next = link_next(atomic_load(&x->ulink[w]));
             uint64_t st = atomic_load_explicit(&x->state, memory_order_acquire);
             /* Filed under this hash, live, and its URI really names the
              * user (hashes collide; keys do not). A session matching both
@@ -273,12 +334,11 @@ int shmreg_session_by_user(shmreg *h, shmreg_str user, unsigned which, uint64_t 
                 memcmp(other, key, len) == 0 &&
                 !(w == 1 && (which & SHMREG_USER_FROM) && current_key(h, x, 0, other, &olen) == 0 &&
                   olen == len && memcmp(other, key, len) == 0)) {
-                uint32_t ni = next ? shm_slot_index(s, next) : UINT32_MAX;
-                *cursor = ni != UINT32_MAX ? (c & CUR_SIDE) | (w ? CUR_SIDE : 0) | (ni + 1ull)
+                *cursor = next ? (w ? CUR_SIDE : 0) | next
                           : (w == 0 && (which & SHMREG_USER_TO)) ? CUR_SIDE : CUR_END;
                 return reg_session_view(h, si, st, out);
             }
-            off = next;
+            n = next;
         }
         c = (w == 0 && (which & SHMREG_USER_TO)) ? CUR_SIDE : CUR_END;
     }
@@ -296,16 +356,15 @@ void reg_user_check(shmreg *h, int repair, void (*mark)(void *, uint64_t),
     char msg[120];
     for (unsigned w = 0; w < 2; w++)
         for (uint32_t b = 0; b < h->users[w].buckets; b++) {
-            uint64_t off = atomic_load(&h->users[w].bucket[b]);
-            for (uint64_t steps = 0; off; steps++) {
-                uint32_t si = shm_slot_index(s, off);
-                if (si == UINT32_MAX || steps > s->slots) {
-                    snprintf(msg, sizeof msg, "%s-user index bucket %u: chain broken at %llu",
-                             w ? "To" : "From", b, (unsigned long long)off);
+            uint32_t n = (uint32_t)atomic_load(&h->users[w].bucket[b]);
+            for (uint64_t steps = 0; n; steps++) {
+                if (n > s->slots || steps > s->slots) {
+                    snprintf(msg, sizeof msg, "%s-user index bucket %u: chain broken at slot number %u",
+                             w ? "To" : "From", b, n);
                     bad(arg, msg);
                     break;
                 }
-                off = atomic_load(&reg_slot(h, si)->unext[w]);
+                n = link_next(atomic_load(&reg_slot(h, n - 1)->ulink[w]));
             }
         }
     /* Sides a death left filed nowhere: filed again. */
