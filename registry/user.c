@@ -313,11 +313,14 @@ int shmreg_session_by_user(shmreg *h, shmreg_str user, unsigned which, uint64_t 
         if ((c & ~CUR_SIDE) == 0) {
             n = (uint32_t)atomic_load(shm_index_head(&h->users[w], hash));
         } else {
-            /* Resuming: the slot must still be filed here, else the walk
-             * (kept across read sections) ends. */
+            /* Resuming at the next slot on the chain: it must still be
+             * filed in this bucket (under this key's hash or another that
+             * shares the bucket), else the walk, kept across read
+             * sections, ends. */
             uint64_t i = (c & ~CUR_SIDE) - 1;
-            n = i < s->slots && hash_half(atomic_load(&reg_slot(h, (uint32_t)i)->uhash), w) == hash
-                    ? (uint32_t)i + 1 : 0;
+            uint32_t fh = i < s->slots ? hash_half(atomic_load(&reg_slot(h, (uint32_t)i)->uhash), w) : 0;
+            uint32_t mask = h->users[w].buckets - 1;
+            n = fh && (fh & mask) == (hash & mask) ? (uint32_t)i + 1 : 0;
         }
         for (uint64_t steps = 0; n; steps++) {
             if (n > s->slots || steps > s->slots)

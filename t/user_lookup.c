@@ -332,11 +332,39 @@ static void test_many(void)
     test_reg_destroy(h);
 }
 
+/* Many users in few buckets: a 64-session registry has 64 buckets per
+ * side, so 30 users share them (by the birthday bound, almost surely some
+ * do), and a walk must go past other users' sessions on its chain. */
+static void test_shared_buckets(void)
+{
+    shmreg *h = reg_new("user-buckets", 64);
+    shmreg_id ids[30][2];
+    char from[64];
+    for (int k = 0; k < 2; k++)     /* interleaved: a user's two are not neighbours */
+        for (int u = 0; u < 30; u++) {
+            snprintf(from, sizeof from, "sip:user%d@example.com", u);
+            ids[u][k] = mk(h, from, "sip:desk@example.com");
+        }
+    int all = 1, to_all = 0;
+    for (int u = 0; u < 30; u++) {
+        shmreg_id got[4];
+        snprintf(from, sizeof from, "user%d@example.com", u);
+        int n = by_user(h, from, F, got, 4);
+        all &= test_ids_same_set(got, n, ids[u], 2);
+    }
+    ok(all, "each of 30 users sharing 64 buckets finds exactly its 2 sessions");
+    shmreg_id many[64];
+    to_all = by_user(h, "desk@example.com", T, many, 64);
+    is(to_all, 60, "and the one To user all 60");
+    test_reg_destroy(h);
+}
+
 int main(void)
 {
     test_watchdog_install();
     TEST_RUN(test_user_key);
     TEST_RUN(test_by_user);
+    TEST_RUN(test_shared_buckets);
     TEST_RUN(test_many);
     alarm(0);
     return done_testing();
