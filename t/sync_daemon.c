@@ -258,12 +258,17 @@ static void wait_durable(shmreg *h, uint64_t after_ns)
 static int restore_scratch(const char *dir, int *sound, uint64_t *n)
 {
     shmreg *h;
-    shmreg_options o = {.flags = SHMREG_CREATE | SHMREG_EXCL, .max_sessions = 1024};
+    /* Room for more than the registry holds: a directory the daemon was
+     * killed behind may still list sessions deleted since, beside the
+     * ones created since. */
+    shmreg_options o = {.flags = SHMREG_CREATE | SHMREG_EXCL, .max_sessions = 4096};
     const char *p = test_dir("scratch");
     if (shmreg_open(p, &o, &h) != 0)
         bail_out("scratch: %s", shmreg_errmsg());
     shmreg_restore_report rep;
     int rc = shmreg_restore(h, dir, SHMREG_RESTORE_ALL, &rep);
+    if (rc)
+        diag("restore of %s: %s (%s)", dir, shmreg_strerror(rc), shmreg_errmsg());
     *n = rep.sessions;
     *sound = 1;
     uint64_t cur = 0;
