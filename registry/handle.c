@@ -36,6 +36,28 @@ int reg_lock(shmreg *h, shm_lock *l, const char *what)
     return rc > 0 ? 0 : reg_engine_fail(rc, what); /* 1: taken over from a dead holder */
 }
 
+/* ------------------------------------------------------------ letting go of blocks */
+
+void reg_retire_used(shmreg *h, uint64_t off)
+{
+    shm_blk *b = off ? shm_blk_at(&h->c.seg, off) : NULL;
+    uint64_t st = b ? atomic_load(&b->state) : 0;
+    if (b && SHM_KIND(st) == SHM_BLK_USED)
+        shm_retire(&h->c, off, st);
+}
+
+void reg_drop_ref(shmreg *h, _Atomic uint64_t *ref, uint64_t off)
+{
+    shm_blk *b = shm_blk_at(&h->c.seg, off);
+    if (b == NULL)
+        return;
+    uint64_t st = atomic_load(&b->state);
+    shm_intent_set(&h->c, off, st, ref);
+    if (atomic_compare_exchange_strong(ref, &off, 0) && SHM_KIND(st) == SHM_BLK_USED)
+        shm_retire(&h->c, shm_off(&h->c.seg, b), st);
+    shm_intent_clear(&h->c);
+}
+
 /* ------------------------------------------------------------ keyed hash */
 
 uint64_t reg_key_hash(shmreg *h, shmreg_str a, shmreg_str b)

@@ -199,27 +199,16 @@ static uint64_t unlist(shmreg *h, uint64_t poff, uint64_t moff)
         off = atomic_load(prev);
     }
     uint64_t n = atomic_load(&p->count);
-    if (n == 0 && atomic_load(&p->members) == 0 && shm_index_remove(&h->c.seg, &h->pairs, p->hash, poff, pair_link)) {
-        shm_blk *b = shm_blk_at(&h->c.seg, poff);
-        uint64_t st = atomic_load(&b->state);
-        if (SHM_KIND(st) == SHM_BLK_USED)
-            shm_retire(&h->c, poff, st);
-    }
+    if (n == 0 && atomic_load(&p->members) == 0 &&
+        shm_index_remove(&h->c.seg, &h->pairs, p->hash, poff, pair_link))
+        reg_retire_used(h, poff);
     return n;
 }
 
-/* Clear prof[i] if it still names `moff`, and retire the record: whoever
- * clears the word retires it (a delete may race a leave for it). */
+/* Clear prof[i] if it still names `moff`, and retire the record. */
 static void drop_word(shmreg *h, reg_sess *x, unsigned i, uint64_t moff)
 {
-    shm_blk *b = shm_blk_at(&h->c.seg, moff);
-    if (b == NULL)
-        return;
-    uint64_t st = atomic_load(&b->state);
-    shm_intent_set(&h->c, moff, st, &x->prof[i]);
-    if (atomic_compare_exchange_strong(&x->prof[i], &moff, 0) && SHM_KIND(st) == SHM_BLK_USED)
-        shm_retire(&h->c, shm_off(&h->c.seg, b), st);
-    shm_intent_clear(&h->c);
+    reg_drop_ref(h, &x->prof[i], moff);
 }
 
 static void profile_event(shmreg *h, uint32_t type, const unsigned char *sid, shmreg_str prof,
@@ -530,8 +519,7 @@ int shmreg_session_profile(shmreg *h, const shmreg_id *id, unsigned i, shmreg_pr
     reg_sess *x = reg_slot(h, si);
     unsigned seen = 0;
     for (unsigned k = 0; k < SHMREG_MAX_PROFILES_PER_SESSION; k++) {
-        reg_member *m = member_at(h, atomic_load(&x->prof[k]));
-        reg_pair *p = m ? pair_at(h, atomic_load(&m->pair)) : NULL;
+        reg_pair *p = reg_session_pair(&h->c.seg, x, k);
         if (p && seen++ == i) {
             entry_of(p, out);
             return 0;

@@ -424,6 +424,33 @@ static inline reg_timer *reg_timer_at(const shm_seg *s, uint64_t off)
  * 0 or SHMREG_ECORRUPT (table.c). */
 int reg_vars_view(shmreg *h, uint64_t off, uint32_t *n, shmreg_str *key, shmreg_str *val);
 
+/* Retire the heap block at `off` if it is still in use (someone else may
+ * have retired it first, which is fine); 0 or not a block: nothing. */
+void reg_retire_used(shmreg *h, uint64_t off);
+
+/* Clear the word `ref` if it still names the record at `off`, and retire
+ * the record: whoever clears the word retires it (a delete may race an
+ * unbind or a leave for it). The intent is announced first, so a death
+ * between the two leaves the retire to whoever reaps us. */
+void reg_drop_ref(shmreg *h, _Atomic uint64_t *ref, uint64_t off);
+
+/* The pair the k-th membership word of session x names (its member's
+ * mirror word), or NULL: no membership there, or one on no list. */
+static inline reg_pair *reg_session_pair(const shm_seg *s, reg_sess *x, unsigned k)
+{
+    reg_member *m = reg_member_at(s, atomic_load(&x->prof[k]));
+    return m ? reg_pair_at(s, atomic_load(&m->pair)) : NULL;
+}
+
+/* Session x's timer if it is armed (or claimed by a sweep in progress),
+ * else NULL: what its views show as its timeout. */
+static inline reg_timer *reg_armed_timer(const shm_seg *s, reg_sess *x)
+{
+    reg_timer *t = reg_timer_at(s, atomic_load_explicit(&x->timer, memory_order_acquire));
+    uint64_t st = t ? atomic_load(&t->state) : 0;
+    return st == REG_TIMER_ARMED || (st & 0xffu) == REG_TIMER_CLAIMED ? t : NULL;
+}
+
 /* The keyed hash (SipHash under the registry's key) of two strings, for
  * keys the network chooses: dialog keys, profile pairs, users. */
 uint64_t reg_key_hash(shmreg *h, shmreg_str a, shmreg_str b);

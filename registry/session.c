@@ -110,11 +110,8 @@ static uint64_t sdp_build(shmreg *h, uint32_t si, const void *sdp, size_t len, i
 void reg_retire_owned(shmreg *h, uint32_t si, uint64_t off)
 {
     shm_blk *b = off ? shm_blk_at(&h->c.seg, off) : NULL;
-    if (b == NULL || b->aux != si + 1)
-        return;
-    uint64_t st = atomic_load(&b->state);
-    if (SHM_KIND(st) == SHM_BLK_USED)
-        shm_retire(&h->c, off, st);
+    if (b != NULL && b->aux == si + 1)
+        reg_retire_used(h, off);
 }
 
 #define ANY_OLD UINT64_MAX
@@ -417,13 +414,9 @@ void reg_finish_delete(shmreg *h, uint32_t si)
             continue;
         /* Unlink, then take the reference: whoever clears it retires the
          * record (an unbind may race us for it). */
-        uint64_t st = atomic_load(&b->state);
         if (reg_dialog_at(h, r))
             reg_dialog_unlink(h, r);
-        shm_intent_set(&h->c, r, st, &x->dlg[i]);
-        if (atomic_compare_exchange_strong(&x->dlg[i], &r, 0) && SHM_KIND(st) == SHM_BLK_USED)
-            shm_retire(&h->c, shm_off(&h->c.seg, b), st);
-        shm_intent_clear(&h->c);
+        reg_drop_ref(h, &x->dlg[i], r);
     }
     SHM_CRASH_POINT("session_delete_dialogs");
     reg_profiles_forget(h, si);

@@ -654,8 +654,8 @@ int shmreg_expire(shmreg *h, uint64_t now_ns, shmreg_expired *out, unsigned max)
 #define SHMREG_MAX_VAR_VALUE 256u  /* bytes of its value */
 
 /* Set variable `key` of session `id` to `value` (replacing it; remove one
- * with shmreg_session_var_unset). The session's variables are replaced as one block: readers see all old
- * or all new. Errors: SHMREG_EINVAL (NULL id, empty or over-long key,
+ * with shmreg_session_var_unset). The session's variables are replaced as
+ * one block: readers see all old or all new. Errors: SHMREG_EINVAL (NULL id, empty or over-long key,
  * over-long value, NULL with a length), SHMREG_ENOENT, SHMREG_EFULL (the
  * session has SHMREG_MAX_VARS variables and this is a new one; heap
  * full), SHMREG_ECORRUPT, SHMREG_EFORK. */

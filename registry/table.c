@@ -152,18 +152,13 @@ int reg_vars_view(shmreg *h, uint64_t off, uint32_t *n, shmreg_str *key, shmreg_
 static int control_view(shmreg *h, reg_sess *x, shmreg_session *out)
 {
     const shm_seg *s = &h->c.seg;
-    uint64_t toff = atomic_load_explicit(&x->timer, memory_order_acquire);
-    reg_timer *t = toff ? reg_timer_at(s, toff) : NULL;
-    uint64_t tst = t ? atomic_load(&t->state) : 0;
-    if (tst == REG_TIMER_ARMED || (tst & 0xffu) == REG_TIMER_CLAIMED) {
+    reg_timer *t = reg_armed_timer(s, x);
+    if (t) {
         out->deadline_ns = t->deadline_ns;
         out->timeout_flags = t->flags;
     }
-    for (unsigned k = 0; k < SHMREG_MAX_PROFILES_PER_SESSION; k++) {
-        uint64_t m = atomic_load_explicit(&x->prof[k], memory_order_acquire);
-        reg_member *r = m ? reg_member_at(s, m) : NULL;
-        out->nprofiles += r && reg_pair_at(s, atomic_load(&r->pair)) != NULL;
-    }
+    for (unsigned k = 0; k < SHMREG_MAX_PROFILES_PER_SESSION; k++)
+        out->nprofiles += reg_session_pair(s, x, k) != NULL;
     return reg_vars_view(h, atomic_load_explicit(&x->vars, memory_order_acquire), &out->nvars,
                          NULL, NULL);
 }
@@ -179,8 +174,7 @@ int shmreg_session_control_get(shmreg *h, const shmreg_id *id, shmreg_session_co
     reg_sess *x = reg_slot(h, si);
     memset(out, 0, sizeof *out);
     for (unsigned k = 0; k < SHMREG_MAX_PROFILES_PER_SESSION; k++) {
-        reg_member *m = reg_member_at(s, atomic_load(&x->prof[k]));
-        reg_pair *p = m ? reg_pair_at(s, atomic_load(&m->pair)) : NULL;
+        reg_pair *p = reg_session_pair(s, x, k);
         if (p == NULL)
             continue;
         shmreg_profile_entry *e = &out->profile[out->nprofiles++];
@@ -188,9 +182,8 @@ int shmreg_session_control_get(shmreg *h, const shmreg_id *id, shmreg_session_co
         e->value = (shmreg_str){p->key + p->plen, p->vlen};
         e->count = atomic_load(&p->count);
     }
-    reg_timer *t = reg_timer_at(s, atomic_load(&x->timer));
-    uint64_t tst = t ? atomic_load(&t->state) : 0;
-    if (tst == REG_TIMER_ARMED || (tst & 0xffu) == REG_TIMER_CLAIMED) {
+    reg_timer *t = reg_armed_timer(s, x);
+    if (t) {
         out->deadline_ns = t->deadline_ns;
         out->timeout_flags = t->flags;
         out->grace_ns = t->grace_ns;

@@ -134,14 +134,6 @@ static int bucket_remove(shmreg *h, uint64_t off, reg_timer *t)
     return 1;
 }
 
-static void retire_timer(shmreg *h, uint64_t off)
-{
-    shm_blk *b = shm_blk_at(&h->c.seg, off);
-    uint64_t st = atomic_load(&b->state);
-    if (SHM_KIND(st) == SHM_BLK_USED)
-        shm_retire(&h->c, off, st);
-}
-
 /* Take `off` off its bucket and retire it, if it is still on it. */
 static void unbucket(shmreg *h, uint64_t off)
 {
@@ -152,7 +144,7 @@ static void unbucket(shmreg *h, uint64_t off)
     int was = bucket_remove(h, off, t);
     shm_lock_drop(l);
     if (was)
-        retire_timer(h, off);
+        reg_retire_used(h, off);
 }
 
 /* Cancel the record `off` that the session no longer names: if it was
@@ -363,7 +355,7 @@ static unsigned sweep_bucket(shmreg *h, uint64_t tick, uint64_t now, uint64_t *c
         uint64_t next = atomic_load(&t->next), st = atomic_load(&t->state);
         if (st == REG_TIMER_FIRED || st == REG_TIMER_CANCELLED) {
             if (bucket_remove(h, off, t))
-                retire_timer(h, off);
+                reg_retire_used(h, off);
         } else if (t->deadline_ns <= now) {
             if (n == room) {
                 *pending = 1; /* more due than the caller takes: later */
@@ -426,10 +418,8 @@ int shmreg_expire(shmreg *h, uint64_t now, shmreg_expired *out, unsigned max)
         shm_lock_drop(l);
         for (unsigned i = 0; i < got; i++)
             fired += (unsigned)fire(h, claimed[i], now, &out[fired]);
-        if (got == 0 && !pending)
+        if (got == 0) /* done here (claims of a live sweeper are its own to finish) */
             t++;
-        else if (got == 0)
-            t++; /* a live sweeper holds claims here: it finishes them */
     }
 out:
     shm_read_leave(&h->c);

@@ -75,12 +75,24 @@ static int vars_build(shmreg *h, uint32_t si, uint64_t old, shmreg_str key, cons
     return 0;
 }
 
+/* Set (val) or unset (NULL) `key`: the arguments checked, then the set
+ * rebuilt on the current version and swapped in, again on a lost race. */
 static int vars_change(shmreg *h, const shmreg_id *id, shmreg_str key, const shmreg_str *val)
 {
+    int rc = shmreg__usable(h);
+    if (rc)
+        return rc;
+    if (id == NULL)
+        return shmreg__fail(SHMREG_EINVAL, "NULL session id");
+    if ((rc = check_key(key)) != 0)
+        return rc;
+    if (val && (val->len > SHMREG_MAX_VAR_VALUE || (val->len && val->ptr == NULL)))
+        return shmreg__fail(SHMREG_EINVAL, "variable value of %zu bytes (limit %u) or NULL bytes",
+                            val->len, SHMREG_MAX_VAR_VALUE);
     uint32_t si;
     uint64_t st, now;
     shm_read_enter(&h->c);
-    int rc = reg_find(h, id->bytes, &si, &st);
+    rc = reg_find(h, id->bytes, &si, &st);
     while (rc == 0) {
         reg_sess *x = reg_slot(h, si);
         uint64_t old = atomic_load(&x->vars), fresh;
@@ -103,28 +115,11 @@ static int vars_change(shmreg *h, const shmreg_id *id, shmreg_str key, const shm
 
 int shmreg_session_var_set(shmreg *h, const shmreg_id *id, shmreg_str key, shmreg_str value)
 {
-    int rc = shmreg__usable(h);
-    if (rc)
-        return rc;
-    if (id == NULL)
-        return shmreg__fail(SHMREG_EINVAL, "NULL session id");
-    if ((rc = check_key(key)) != 0)
-        return rc;
-    if (value.len > SHMREG_MAX_VAR_VALUE || (value.len && value.ptr == NULL))
-        return shmreg__fail(SHMREG_EINVAL, "variable value of %zu bytes (limit %u) or NULL bytes",
-                            value.len, SHMREG_MAX_VAR_VALUE);
     return vars_change(h, id, key, &value);
 }
 
 int shmreg_session_var_unset(shmreg *h, const shmreg_id *id, shmreg_str key)
 {
-    int rc = shmreg__usable(h);
-    if (rc)
-        return rc;
-    if (id == NULL)
-        return shmreg__fail(SHMREG_EINVAL, "NULL session id");
-    if ((rc = check_key(key)) != 0)
-        return rc;
     return vars_change(h, id, key, NULL);
 }
 
