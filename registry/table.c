@@ -39,14 +39,35 @@ void reg_session_id(shmreg *h, uint32_t si, unsigned char out[SHMREG_ID_BYTES])
 
 /* ------------------------------------------------------------ finding */
 
-/* A live session in slot `i` with ID `id`: 1 and its state word in *st. */
+/* A live session in slot `i` with ID `id`: 1 and its state word in *st.
+ *
+ * The slot an ID names is read without having been reached through any
+ * structure, so it may have been freed and refilled since the session
+ * died, even while we are in a read section (epochs protect only what a
+ * reader could still reach). Comparing the ID and then loading the state
+ * could pair the dead session's ID with the state of the one refilling
+ * the slot. So, as a seqlock reader: the state (live, acquire: the ID
+ * published with it is visible), then the ID, then the state again; an
+ * unchanged word says the ID read belongs to it. A word that moved (a
+ * transition, or a delete) is looked at again. Once a live word is
+ * confirmed inside our read section, the slot cannot be reused until the
+ * section ends. */
 static inline int slot_holds(shmreg *h, uint32_t i, const unsigned char id[SHMREG_ID_BYTES], uint64_t *st)
 {
     reg_sess *x = reg_slot(h, i);
-    if (memcmp(x->id, id, SHMREG_ID_BYTES) != 0)
-        return 0;
-    *st = atomic_load_explicit(&x->state, memory_order_acquire);
-    return 1;
+    uint64_t w = atomic_load_explicit(&x->state, memory_order_acquire);
+    for (unsigned tries = 0; tries < 64; tries++) {
+        if (!REG_LIVE(w) || memcmp(x->id, id, SHMREG_ID_BYTES) != 0)
+            return 0;
+        atomic_thread_fence(memory_order_acquire);
+        uint64_t again = atomic_load_explicit(&x->state, memory_order_relaxed);
+        if (again == w) {
+            *st = w;
+            return 1;
+        }
+        w = again;
+    }
+    return 0; /* a word that never holds still: not found, as for a delete */
 }
 
 int reg_lookup(shmreg *h, const unsigned char id[SHMREG_ID_BYTES], uint32_t *si, uint64_t *state)
@@ -55,7 +76,7 @@ int reg_lookup(shmreg *h, const unsigned char id[SHMREG_ID_BYTES], uint32_t *si,
     uint64_t st;
     /* The slot the ID names: almost always where the session is. */
     uint32_t i = reg_id_slot(id);
-    if (i < s->slots && slot_holds(h, i, id, &st) && REG_LIVE(st)) {
+    if (i < s->slots && slot_holds(h, i, id, &st)) {
         *si = i;
         *state = st;
         return 0;
@@ -68,7 +89,7 @@ int reg_lookup(shmreg *h, const unsigned char id[SHMREG_ID_BYTES], uint32_t *si,
         i = shm_slot_index(s, off);
         if (i == UINT32_MAX || steps > s->slots)
             return shmreg__fail(SHMREG_ECORRUPT, "session index chain is broken");
-        if (slot_holds(h, i, id, &st) && REG_LIVE(st)) {
+        if (slot_holds(h, i, id, &st)) {
             *si = i;
             *state = st;
             return 0;
