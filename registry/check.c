@@ -180,18 +180,16 @@ static void check_session(check *k, uint32_t si)
         k->r->sessions++;
         if (!in_index(k, si) && REG_LIVE(atomic_load(&x->state)))
             problem(k, "session slot %u is live but missing from the index", si);
-        shmreg_str str[SHMREG_FIELD_STR_COUNT], sdp;
+        shmreg_str str[SHMREG_FIELD_STR_COUNT], sdp[2];
         uint16_t port[2];
-        uint64_t info = atomic_load(&x->info);
-        if (reg_info_view(h, info, str, port) != 0)
-            problem(k, "session slot %u: bad info block: %s", si, shmreg_errmsg());
-        check_block_ref(k, si, info, "info");
-        for (int i = 0; i < 2; i++) {
-            uint64_t o = atomic_load(&x->sdp[i]);
-            if (reg_sdp_view(h, o, &sdp) != 0)
-                problem(k, "session slot %u: bad SDP block: %s", si, shmreg_errmsg());
-            check_block_ref(k, si, o, i ? "remote SDP" : "local SDP");
-        }
+        uint64_t rec = atomic_load(&x->rec), ext[2];
+        if (reg_rec_view(h, rec, str, port, sdp) != 0)
+            problem(k, "session slot %u: bad record block: %s", si, shmreg_errmsg());
+        check_block_ref(k, si, rec, "record");
+        reg_rec_outside(h, rec, ext);
+        for (int i = 0; i < 2; i++)
+            if (ext[i])
+                check_block_ref(k, si, ext[i], i ? "remote SDP" : "local SDP");
         for (unsigned i = 0; i < SHMREG_MAX_DIALOGS_PER_SESSION; i++) {
             uint64_t r = atomic_load(&x->dlg[i]);
             if (r == 0)

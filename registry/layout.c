@@ -51,8 +51,8 @@ void reg_records(shm_record out[REG_NRECORDS])
 {
     const shm_record r[REG_NRECORDS] = {
         {"session slot", sizeof(reg_sess)},
-        {"info block header", (uint32_t)offsetof(reg_info, data)},
-        {"SDP block header", sizeof(reg_sdp)},
+        {"session record header", (uint32_t)offsetof(reg_rec, data)},
+        {"outside SDP header", sizeof(reg_sdp)},
         {"dialog record", sizeof(reg_dlg)},
         {"room record", reg_room_record_bytes()},
         {"participant record", reg_part_record_bytes()},

@@ -17,23 +17,27 @@
  *   registry, check open/close/stat; the consistency check and repair
  * The config files sit beside them on base and handle (internal.h).
  *
- * A session is one fixed 256-byte slot plus immutable blocks:
- *   info   — all string fields and the two RTP ports, published together,
- *            so a reader always gets one consistent version of the group;
- *   sdp[2] — local and remote SDP, each its own block.
- * Changing any of them means building a new block and swapping the slot's
- * offset with one compare-and-swap; the old block is retired, not freed.
- * State, counters and timestamps are words in the slot changed atomically
- * in place.
+ * A session is one fixed 320-byte slot plus one immutable record block:
+ * all string fields, the two RTP ports and both SDPs, back to back, so a
+ * reader that has the slot reaches everything else in one more touch (one
+ * block, its bytes in address order: the hardware prefetcher streams them
+ * as it streams a private table's record). Changing any of them means
+ * building a new record and swapping the slot's offset with one
+ * compare-and-swap; the old record is retired, not freed. An SDP too big
+ * to sit inline beside the rest (the whole over the largest heap class,
+ * 80 KiB) lives in a block of its own that the record owns and that goes
+ * with it. State, counters and timestamps are words in the slot changed
+ * atomically in place.
  *
  * The registry's crash points (shm/crashpoint.h), named file_function_step;
  * t/crashpoint.c stops a process at each and proves the recovery:
  *
  *   point                       left behind              finished by
  *   session_create_slot         slot, state 0            check: session repair
- *   session_create_info         + unreferenced info      check: repair + sweep
+ *   session_create_info         + unreferenced record    check: repair + sweep
  *   session_create_linked       + in index, unpublished  check: session repair
- *   session_swap_swapped        old block unlinked       intent: reap / check
+ *   session_swap_swapped        old block unlinked       intent: reap (an outside
+ *                                                         SDP of its: check sweep)
  *   session_delete_marked       DELETED, nothing undone  check: reg_finish_delete
  *   session_delete_dialogs      dialogs gone, blocks not check: reg_finish_delete
  *   session_delete_blocks       blocks retired, indexed  check: reg_finish_delete
@@ -123,8 +127,7 @@ typedef struct reg_sess {
     _Atomic uint64_t state;
     _Atomic uint64_t next;            /* session index chain: next slot's offset */
     unsigned char id[SHMREG_ID_BYTES];
-    _Atomic uint64_t info;            /* block offsets */
-    _Atomic uint64_t sdp[2];
+    _Atomic uint64_t rec;             /* the record block (reg_rec) */
     uint64_t created_ns;
     _Atomic uint64_t updated_ns;
     _Atomic uint64_t counter[SHMREG_CTR_COUNT];
@@ -146,14 +149,20 @@ typedef struct reg_sess {
 
 _Static_assert(sizeof(reg_sess) <= SHM_SLOT_BYTES, "session slot too big");
 
-/* Info block payload: ports, lengths, then the strings back to back. */
-typedef struct reg_info {
+/* Record block payload: ports and lengths, then the strings back to back,
+ * then the SDPs held inline, local first. ext[k] names the block of an SDP
+ * kept outside (0: inline); such a block belongs to this record alone
+ * (a new record copies it), so it is let go of with the record. */
+typedef struct reg_rec {
     uint16_t port[2];
     uint16_t len[SHMREG_FIELD_STR_COUNT];
+    uint16_t pad_;
+    uint32_t sdp_len[2];
+    uint64_t ext[2];
     char data[];
-} reg_info;
+} reg_rec;
 
-/* SDP block payload. */
+/* The payload of an SDP block kept outside its record. */
 typedef struct reg_sdp {
     uint32_t len;
     char data[];
@@ -260,11 +269,15 @@ void reg_count(shmreg *h, uint64_t counts[SHMREG_STATE_COUNT], uint64_t *dialogs
 /* First slot index >= i that was ever carved (max_sessions: none). */
 uint64_t reg_next_carved_slot(const shm_seg *s, uint64_t i);
 
-/* The fields of an info block / an SDP block, bounds-checked against the
- * block: 0 or SHMREG_ECORRUPT. Pointers are into the segment. */
-int reg_info_view(shmreg *h, uint64_t off, shmreg_str str[SHMREG_FIELD_STR_COUNT],
-                  uint16_t port[2]);
-int reg_sdp_view(shmreg *h, uint64_t off, shmreg_str *out);
+/* The contents of a record block, bounds-checked against it (and an
+ * outside SDP against its own block, which must be the same slot's):
+ * 0 or SHMREG_ECORRUPT. Pointers are into the segment. `sdp` may be NULL. */
+int reg_rec_view(shmreg *h, uint64_t off, shmreg_str str[SHMREG_FIELD_STR_COUNT], uint16_t port[2],
+                 shmreg_str sdp[2]);
+
+/* The outside SDP blocks of record `off` (0 each: none, or not a record);
+ * for letting go of them and for the check's marks. */
+void reg_rec_outside(shmreg *h, uint64_t off, uint64_t ext[2]);
 
 /* Take an index stripe lock (chains change by single stores, so one taken
  * over from a dead holder needs no repair): 0, or SHMREG_EBUSY / SHMREG_ECORRUPT
@@ -342,7 +355,7 @@ uint32_t reg_room_count(shmreg *h);
 /* ------------------------------------------------------------ call control
  *
  * Records of profile.c, timer.c, vars.c and user.c, all heap blocks owned
- * (aux) by their session's slot, like its info and SDP blocks. */
+ * (aux) by their session's slot, like its record. */
 
 /* A (profile, value) pair, in the profile index. Its member list and its
  * count change together, under the pair's stripe lock, so the count is
@@ -487,7 +500,7 @@ void reg_timer_check(shmreg *h, void (*mark)(void *, uint64_t), void (*bad)(void
 int reg_swap_field(shmreg *h, uint32_t si, _Atomic uint64_t *field, uint64_t expect,
                    uint64_t fresh, uint64_t *now);
 
-/* user.c: link slot si into the user index chains its info block's
+/* user.c: link slot si into the user index chains its record's
  * From and To users hash to (create, update, restore); take it out
  * (delete); check the chains. */
 int reg_users_sync(shmreg *h, uint32_t si);

@@ -5,11 +5,16 @@
  * Publication discipline. A new session is built completely in a slot that
  * nobody can reach, linked into its index chain, and only then given a
  * live state with a release store: a finder that sees the state sees every
- * field. A field group (the info block, an SDP) is replaced by building a
- * new block and swapping the slot's offset with one compare-and-swap; the
- * winner retires the old block. Readers therefore see the old or the new
- * block, never a mix, and the old one stays intact until their read
- * section ends.
+ * field. The fields and both SDPs live in one record block (reg.h says
+ * why); any change to them builds a whole new record from the current one
+ * and swaps the slot's offset with one compare-and-swap, and a writer that
+ * loses the race rebuilds on top of the winner's record, so concurrent
+ * changes to different fields are all kept. The winner retires the old
+ * record. Readers therefore see the old or the new record, never a mix,
+ * and the old one stays intact until their read section ends. Copying the
+ * whole record on an SDP replace (two or three KiB) costs less than the
+ * extra cache miss that every read paid when each SDP had a block of its
+ * own.
  *
  * Deletion starts by swapping the state word to REG_DELETED together with
  * the deleter's tag, which makes the session invisible at once and tells a
@@ -53,57 +58,103 @@ int reg_fields_check(const shmreg_fields *f, uint32_t mask)
     return 0;
 }
 
-/* Build a new info block for slot `si`: fields selected by `mask` from
- * `f`, the rest from the block at `old` (0: empty). 0 when the heap is full. */
-static uint64_t info_build(shmreg *h, uint32_t si, const shmreg_fields *f, uint32_t mask,
-                           uint64_t old, int *err)
+/* A record's payload may be no bigger than the largest heap block. */
+#define REC_MAX_PAYLOAD ((uint64_t)shm_class_size(SHM_NCLASS - 1) - SHM_BLK_HDR)
+
+static uint64_t sdp_build(shmreg *h, uint32_t si, shmreg_str sdp, int *err)
 {
-    shmreg_str cur[SHMREG_FIELD_STR_COUNT] = {{0}};
+    uint64_t off = shm_alloc(&h->c, sizeof(reg_sdp) + sdp.len, si + 1);
+    if (off == 0) {
+        *err = shmreg__fail(SHMREG_EFULL, "registry heap full (SDP of %zu bytes)", sdp.len);
+        return 0;
+    }
+    reg_sdp *d = reg_payload((shm_blk *)(h->c.seg.base + off));
+    d->len = (uint32_t)sdp.len;
+    memcpy(d->data, sdp.ptr, sdp.len);
+    return off;
+}
+
+/* Free a record nobody was ever shown, with its outside SDPs. */
+static void rec_free(shmreg *h, uint64_t off)
+{
+    uint64_t ext[2];
+    reg_rec_outside(h, off, ext);
+    for (unsigned k = 0; k < 2; k++)
+        if (ext[k])
+            shm_free(&h->c, ext[k]);
+    shm_free(&h->c, off);
+}
+
+/* Build a new record for slot `si`: the fields selected by `mask` from
+ * `f`, the SDPs selected by `sdp_mask` (bit k: side k) from `sdp`, the rest
+ * copied from the record at `old` (0: empty). The SDPs sit inline unless
+ * the whole would outgrow the largest heap block; then the biggest go to
+ * blocks of their own. Returns the record's offset, or 0 with *err
+ * (SHMREG_EFULL, or SHMREG_ECORRUPT from a bad `old`). */
+static uint64_t rec_build(shmreg *h, uint32_t si, uint64_t old, const shmreg_fields *f,
+                          uint32_t mask, unsigned sdp_mask, const shmreg_str sdp[2], int *err)
+{
+    shmreg_str cur[SHMREG_FIELD_STR_COUNT] = {{0}}, body[2] = {{"", 0}, {"", 0}};
     uint16_t port[2] = {0, 0};
     *err = 0;
-    if (old && (*err = reg_info_view(h, old, cur, port)) != 0)
+    if (old && (*err = reg_rec_view(h, old, cur, port, body)) != 0)
         return 0;
-    uint64_t total = sizeof(reg_info);
+    uint64_t strings = 0;
     for (unsigned i = 0; i < SHMREG_FIELD_STR_COUNT; i++) {
         if (mask & SHMREG_MASK(i))
             cur[i] = f->str[i];
-        total += cur[i].len;
+        strings += cur[i].len;
     }
     if (mask & SHMREG_MASK(SHMREG_FIELD_LOCAL_RTP_PORT))
         port[0] = f->local_rtp_port;
     if (mask & SHMREG_MASK(SHMREG_FIELD_REMOTE_RTP_PORT))
         port[1] = f->remote_rtp_port;
+    for (unsigned k = 0; k < 2; k++)
+        if (sdp_mask & (1u << k))
+            body[k] = sdp[k];
+    /* Inline both if they fit; else put the bigger outside, then the other. */
+    int inl[2] = {1, 1};
+    uint64_t total = sizeof(reg_rec) + strings + body[0].len + body[1].len;
+    while (total > REC_MAX_PAYLOAD) {
+        unsigned k = inl[0] && (!inl[1] || body[0].len >= body[1].len) ? 0 : 1;
+        inl[k] = 0;
+        total -= body[k].len;
+    }
+    uint64_t ext[2] = {0, 0};
+    for (unsigned k = 0; k < 2; k++)
+        if (!inl[k] && (ext[k] = sdp_build(h, si, body[k], err)) == 0)
+            goto full;
     uint64_t off = shm_alloc(&h->c, total, si + 1);
     if (off == 0) {
         *err = shmreg__fail(SHMREG_EFULL, "registry heap full (%llu bytes wanted)",
                             (unsigned long long)total);
-        return 0;
+        goto full;
     }
-    reg_info *in = reg_payload((shm_blk *)(h->c.seg.base + off));
-    in->port[0] = port[0];
-    in->port[1] = port[1];
-    char *p = in->data;
+    reg_rec *r = reg_payload((shm_blk *)(h->c.seg.base + off));
+    r->port[0] = port[0];
+    r->port[1] = port[1];
+    r->pad_ = 0;
+    char *p = r->data;
     for (unsigned i = 0; i < SHMREG_FIELD_STR_COUNT; i++) {
-        in->len[i] = (uint16_t)cur[i].len;
+        r->len[i] = (uint16_t)cur[i].len;
         if (cur[i].len)
             memcpy(p, cur[i].ptr, cur[i].len);
         p += cur[i].len;
     }
-    return off;
-}
-
-static uint64_t sdp_build(shmreg *h, uint32_t si, const void *sdp, size_t len, int *err)
-{
-    *err = 0;
-    uint64_t off = shm_alloc(&h->c, sizeof(reg_sdp) + len, si + 1);
-    if (off == 0) {
-        *err = shmreg__fail(SHMREG_EFULL, "registry heap full (SDP of %zu bytes)", len);
-        return 0;
+    for (unsigned k = 0; k < 2; k++) {
+        r->sdp_len[k] = (uint32_t)body[k].len;
+        r->ext[k] = ext[k];
+        if (inl[k] && body[k].len) {
+            memcpy(p, body[k].ptr, body[k].len);
+            p += body[k].len;
+        }
     }
-    reg_sdp *d = reg_payload((shm_blk *)(h->c.seg.base + off));
-    d->len = (uint32_t)len;
-    memcpy(d->data, sdp, len);
     return off;
+full:
+    for (unsigned k = 0; k < 2; k++)
+        if (ext[k])
+            shm_free(&h->c, ext[k]);
+    return 0;
 }
 
 /* USED and aux = si+1: still the slot's. */
@@ -114,35 +165,40 @@ void reg_retire_owned(shmreg *h, uint32_t si, uint64_t off)
         reg_retire_used(h, off);
 }
 
-#define ANY_OLD UINT64_MAX
+/* Retire record `off` of slot `si` and the SDP blocks it keeps outside. */
+static void rec_retire(shmreg *h, uint32_t si, uint64_t off)
+{
+    uint64_t ext[2];
+    reg_rec_outside(h, off, ext);
+    for (unsigned k = 0; k < 2; k++)
+        reg_retire_owned(h, si, ext[k]);
+    reg_retire_owned(h, si, off);
+}
 
-/* Swap a slot field from `expect` (ANY_OLD: whatever it holds) to `fresh`
- * and retire the old block. Caller is inside a read section. Returns
- * SHMREG_ECONFLICT when `expect` no longer matches (nothing changed).
- * *now receives the time stamped on the slot, for the caller's event: it
- * travels by value, so a change that fails after stamping leaves nothing
- * behind for the next event to pick up. */
+/* Swap a slot field from `expect` to `fresh` and retire the old block
+ * (a record with its outside SDPs). Caller is inside a read section.
+ * Returns SHMREG_ECONFLICT when `expect` no longer matches (nothing
+ * changed). *now receives the time stamped on the slot, for the caller's
+ * event: it travels by value, so a change that fails after stamping
+ * leaves nothing behind for the next event to pick up. */
 int reg_swap_field(shmreg *h, uint32_t si, _Atomic uint64_t *field, uint64_t expect,
-                      uint64_t fresh, uint64_t *now)
+                   uint64_t fresh, uint64_t *now)
 {
     reg_sess *x = reg_slot(h, si);
-    uint64_t old = expect == ANY_OLD ? atomic_load(field) : expect;
-    for (;;) {
-        shm_blk *ob = old ? shm_blk_at(&h->c.seg, old) : NULL;
-        uint64_t ost = ob ? atomic_load(&ob->state) : 0;
-        if (ob)
-            shm_intent_set(&h->c, old, ost, field); /* in case we die after the swap */
-        if (atomic_compare_exchange_strong(field, &old, fresh)) {
-            SHM_CRASH_POINT("session_swap_swapped");
-            if (ob && SHM_KIND(ost) == SHM_BLK_USED && ob->aux == si + 1)
-                shm_retire(&h->c, shm_off(&h->c.seg, ob), ost);
-            shm_intent_clear(&h->c);
-            break;
-        }
+    void (*let_go)(shmreg *, uint32_t, uint64_t) = field == &x->rec ? rec_retire : reg_retire_owned;
+    uint64_t old = expect;
+    shm_blk *ob = old ? shm_blk_at(&h->c.seg, old) : NULL;
+    uint64_t ost = ob ? atomic_load(&ob->state) : 0;
+    if (ob)
+        shm_intent_set(&h->c, old, ost, field); /* in case we die after the swap */
+    if (!atomic_compare_exchange_strong(field, &old, fresh)) {
         shm_intent_clear(&h->c);
-        if (expect != ANY_OLD)
-            return SHMREG_ECONFLICT;
+        return SHMREG_ECONFLICT;
     }
+    SHM_CRASH_POINT("session_swap_swapped");
+    if (ob && SHM_KIND(ost) == SHM_BLK_USED && ob->aux == si + 1)
+        let_go(h, si, old);
+    shm_intent_clear(&h->c);
     *now = shm_now_ns();
     atomic_store(&x->updated_ns, *now);
 #ifdef SHMREG_TESTING
@@ -151,7 +207,7 @@ int reg_swap_field(shmreg *h, uint32_t si, _Atomic uint64_t *field, uint64_t exp
 #endif
     /* Deleted meanwhile? Then the deleter may have missed `fresh`. */
     if (!REG_LIVE(atomic_load(&x->state))) {
-        reg_retire_owned(h, si, fresh);
+        let_go(h, si, fresh);
         return shmreg__fail(SHMREG_ENOENT, "session deleted meanwhile");
     }
     return 0;
@@ -188,11 +244,8 @@ int reg_session_insert(shmreg *h, const reg_new *n, shmreg_id *id_out)
     reg_sess *x = reg_slot(h, si);
     x->hdr.aux = si + 1;
     SHM_CRASH_POINT("session_create_slot");
-    uint64_t info = info_build(h, si, n->f, n->f ? SHMREG_MASK_ALL : 0, 0, &rc), sdp[2] = {0, 0};
-    for (unsigned k = 0; k < 2 && info; k++)
-        if (n->sdp[k].len && (sdp[k] = sdp_build(h, si, n->sdp[k].ptr, n->sdp[k].len, &rc)) == 0)
-            goto undo;
-    if (info == 0)
+    uint64_t rec = rec_build(h, si, 0, n->f, n->f ? SHMREG_MASK_ALL : 0, 3, n->sdp, &rc);
+    if (rec == 0)
         goto undo;
     /* A recycled slot keeps REG_DELETED until the final store below, so
      * iterators skip it while we fill it. */
@@ -201,9 +254,7 @@ int reg_session_insert(shmreg *h, const reg_new *n, shmreg_id *id_out)
         memcpy(x->id, n->id, SHMREG_ID_BYTES);
     else
         reg_session_id(h, si, x->id);
-    atomic_store(&x->info, info);
-    atomic_store(&x->sdp[0], sdp[0]);
-    atomic_store(&x->sdp[1], sdp[1]);
+    atomic_store(&x->rec, rec);
     for (unsigned i = 0; i < SHMREG_CTR_COUNT; i++)
         atomic_store(&x->counter[i], n->counter ? n->counter[i] : 0);
     for (unsigned i = 0; i < SHMREG_MAX_DIALOGS_PER_SESSION; i++)
@@ -263,11 +314,8 @@ undo:
     /* Never published: nobody can have seen these blocks (the user
      * records, linked, are retired: a lookup may stand on one). */
     reg_users_forget(h, si);
-    for (unsigned k = 0; k < 2; k++)
-        if (sdp[k])
-            shm_free(&h->c, sdp[k]);
-    if (info)
-        shm_free(&h->c, info);
+    if (rec)
+        rec_free(h, rec);
     shm_free(&h->c, soff);
     return rc;
 }
@@ -310,18 +358,18 @@ int shmreg_session_update(shmreg *h, const shmreg_id *id, const shmreg_fields *f
         /* Build from the current version; if another writer swaps it
          * first, rebuild on top of theirs so no update is lost. */
         for (;;) {
-            uint64_t old = atomic_load(&x->info);
-            uint64_t fresh = info_build(h, si, f, mask, old, &rc);
+            uint64_t old = atomic_load(&x->rec);
+            uint64_t fresh = rec_build(h, si, old, f, mask, 0, NULL, &rc);
             if (fresh == 0)
                 break;
-            rc = reg_swap_field(h, si, &x->info, old, fresh, &now);
+            rc = reg_swap_field(h, si, &x->rec, old, fresh, &now);
             if (rc == 0 && (mask & (SHMREG_MASK(SHMREG_FIELD_FROM_URI) | SHMREG_MASK(SHMREG_FIELD_TO_URI))))
                 reg_users_sync(h, si); /* a failure here leaves a lookup stale: check repairs */
             if (rc == 0)
                 reg_event(h, now, SHMREG_EV_SESSION_UPDATED, id->bytes, 0, 0, mask);
             if (rc != SHMREG_ECONFLICT)
                 break;
-            shm_free(&h->c, fresh);
+            rec_free(h, fresh);
         }
     }
     shm_read_leave(&h->c);
@@ -344,11 +392,21 @@ int shmreg_session_set_sdp(shmreg *h, const shmreg_id *id, int which, const void
     uint64_t st, now;
     shm_read_enter(&h->c);
     if ((rc = reg_find(h, id->bytes, &si, &st)) == 0) {
-        uint64_t fresh = len ? sdp_build(h, si, sdp, len, &rc) : 0;
-        if (rc == 0)
-            rc = reg_swap_field(h, si, &reg_slot(h, si)->sdp[which], ANY_OLD, fresh, &now);
-        if (rc == 0)
-            reg_event(h, now, SHMREG_EV_SDP_UPDATED, id->bytes, 0, 0, (uint32_t)which);
+        reg_sess *x = reg_slot(h, si);
+        shmreg_str body[2] = {{"", 0}, {"", 0}};
+        body[which] = (shmreg_str){len ? sdp : "", len};
+        for (;;) { /* as an update: rebuild on top of a writer that won */
+            uint64_t old = atomic_load(&x->rec);
+            uint64_t fresh = rec_build(h, si, old, NULL, 0, 1u << which, body, &rc);
+            if (fresh == 0)
+                break;
+            rc = reg_swap_field(h, si, &x->rec, old, fresh, &now);
+            if (rc == 0)
+                reg_event(h, now, SHMREG_EV_SDP_UPDATED, id->bytes, 0, 0, (uint32_t)which);
+            if (rc != SHMREG_ECONFLICT)
+                break;
+            rec_free(h, fresh);
+        }
     }
     shm_read_leave(&h->c);
     return rc;
@@ -423,9 +481,7 @@ void reg_finish_delete(shmreg *h, uint32_t si)
     reg_timer_arm(h, si, 0, 0, 0);
     reg_users_forget(h, si);
     reg_retire_owned(h, si, atomic_load(&x->vars));
-    reg_retire_owned(h, si, atomic_load(&x->info));
-    reg_retire_owned(h, si, atomic_load(&x->sdp[0]));
-    reg_retire_owned(h, si, atomic_load(&x->sdp[1]));
+    rec_retire(h, si, atomic_load(&x->rec));
     SHM_CRASH_POINT("session_delete_blocks");
     reg_index_unlink(h, si);
     SHM_CRASH_POINT("session_delete_unlinked");

@@ -118,30 +118,73 @@ int reg_index_unlink(shmreg *h, uint32_t si)
                             shm_slot_off(&h->c.seg, si), reg_slot_link);
 }
 
-/* The string fields of an info block, bounds-checked against its block.
- * Returns 0 or SHMREG_ECORRUPT. */
-int reg_info_view(shmreg *h, uint64_t off, shmreg_str str[SHMREG_FIELD_STR_COUNT],
-                     uint16_t port[2])
+/* An SDP kept outside record `rec`, bounds-checked: its block must be
+ * the same slot's (aux) and hold exactly the length the record says. */
+static int outside_sdp(const shm_seg *s, const shm_blk *rec, uint64_t off, uint32_t len,
+                       shmreg_str *out)
 {
-    shm_blk *b = shm_blk_at(&h->c.seg, off);
-    if (b == NULL)
-        return shmreg__fail(SHMREG_ECORRUPT, "session info offset %llu is not a block",
+    shm_blk *b = shm_blk_at(s, off);
+    if (b == NULL || b->aux != rec->aux)
+        return shmreg__fail(SHMREG_ECORRUPT, "outside SDP offset %llu is not its record's block",
                             (unsigned long long)off);
-    reg_info *in = reg_payload(b);
-    uint64_t cap = shm_blk_capacity(b), pos = sizeof(reg_info);
+    reg_sdp *d = reg_payload(b);
+    if (d->len != len || sizeof(reg_sdp) + (uint64_t)len > shm_blk_capacity(b))
+        return shmreg__fail(SHMREG_ECORRUPT, "outside SDP of %u bytes overruns its block", len);
+    out->ptr = d->data;
+    out->len = len;
+    return 0;
+}
+
+/* Every length is checked against the block before a pointer is made
+ * from it, so a scribbled record reads as SHMREG_ECORRUPT, never past
+ * its block. */
+int reg_rec_view(shmreg *h, uint64_t off, shmreg_str str[SHMREG_FIELD_STR_COUNT], uint16_t port[2],
+                 shmreg_str sdp[2])
+{
+    const shm_seg *s = &h->c.seg;
+    shm_blk *b = shm_blk_at(s, off);
+    if (b == NULL)
+        return shmreg__fail(SHMREG_ECORRUPT, "session record offset %llu is not a block",
+                            (unsigned long long)off);
+    reg_rec *r = reg_payload(b);
+    uint64_t cap = shm_blk_capacity(b), pos = sizeof(reg_rec);
     if (cap < pos)
-        return shmreg__fail(SHMREG_ECORRUPT, "session info block too small");
+        return shmreg__fail(SHMREG_ECORRUPT, "session record block too small");
     for (unsigned i = 0; i < SHMREG_FIELD_STR_COUNT; i++) {
-        uint16_t len = in->len[i];
+        uint16_t len = r->len[i];
         if (len > SHMREG_MAX_STR || pos + len > cap)
-            return shmreg__fail(SHMREG_ECORRUPT, "session info field %u overruns its block", i);
-        str[i].ptr = (const char *)in + pos;
+            return shmreg__fail(SHMREG_ECORRUPT, "session field %u overruns its record", i);
+        str[i].ptr = (const char *)r + pos;
         str[i].len = len;
         pos += len;
     }
-    port[0] = in->port[0];
-    port[1] = in->port[1];
+    port[0] = r->port[0];
+    port[1] = r->port[1];
+    for (unsigned k = 0; k < 2 && sdp; k++) {
+        uint32_t len = r->sdp_len[k];
+        if (len > SHMREG_MAX_SDP)
+            return shmreg__fail(SHMREG_ECORRUPT, "SDP length %u over the limit", len);
+        if (r->ext[k]) {
+            int rc = outside_sdp(s, b, r->ext[k], len, &sdp[k]);
+            if (rc)
+                return rc;
+            continue;
+        }
+        if (pos + len > cap)
+            return shmreg__fail(SHMREG_ECORRUPT, "SDP length %u overruns its record", len);
+        sdp[k].ptr = len ? (const char *)r + pos : "";
+        sdp[k].len = len;
+        pos += len;
+    }
     return 0;
+}
+
+void reg_rec_outside(shmreg *h, uint64_t off, uint64_t ext[2])
+{
+    shm_blk *b = off ? shm_blk_at(&h->c.seg, off) : NULL;
+    reg_rec *r = b && shm_blk_capacity(b) >= sizeof(reg_rec) ? reg_payload(b) : NULL;
+    ext[0] = r ? r->ext[0] : 0;
+    ext[1] = r ? r->ext[1] : 0;
 }
 
 int reg_vars_view(shmreg *h, uint64_t off, uint32_t *n, shmreg_str *key, shmreg_str *val)
@@ -178,8 +221,10 @@ static int control_view(shmreg *h, reg_sess *x, shmreg_session *out)
         out->deadline_ns = t->deadline_ns;
         out->timeout_flags = t->flags;
     }
+    uint32_t n = 0;
     for (unsigned k = 0; k < SHMREG_MAX_PROFILES_PER_SESSION; k++)
-        out->nprofiles += reg_session_pair(s, x, k) != NULL;
+        n += reg_session_pair(s, x, k) != NULL;
+    out->nprofiles = n;
     return reg_vars_view(h, atomic_load_explicit(&x->vars, memory_order_acquire), &out->nvars,
                          NULL, NULL);
 }
@@ -214,49 +259,21 @@ int shmreg_session_control_get(shmreg *h, const shmreg_id *id, shmreg_session_co
 
 /* ------------------------------------------------------------ reading */
 
-int reg_sdp_view(shmreg *h, uint64_t off, shmreg_str *out)
-{
-    out->ptr = "";
-    out->len = 0;
-    if (off == 0)
-        return 0;
-    shm_blk *b = shm_blk_at(&h->c.seg, off);
-    if (b == NULL)
-        return shmreg__fail(SHMREG_ECORRUPT, "SDP offset %llu is not a block", (unsigned long long)off);
-    reg_sdp *d = reg_payload(b);
-    if (d->len > SHMREG_MAX_SDP || sizeof(reg_sdp) + (uint64_t)d->len > shm_blk_capacity(b))
-        return shmreg__fail(SHMREG_ECORRUPT, "SDP length %u overruns its block", d->len);
-    out->ptr = d->data;
-    out->len = d->len;
-    return 0;
-}
-
 /* Fill a view of slot si whose state word was `st`: the one load that
  * was checked live. The state is never loaded again here. */
 int reg_session_view(shmreg *h, uint32_t si, uint64_t st, shmreg_session *out)
 {
     reg_sess *x = reg_slot(h, si);
-    uint64_t info = atomic_load_explicit(&x->info, memory_order_acquire);
-    uint64_t sdp0 = atomic_load_explicit(&x->sdp[0], memory_order_acquire);
-    uint64_t sdp1 = atomic_load_explicit(&x->sdp[1], memory_order_acquire);
-    /* The three blocks are independent cache misses: start them together
-     * rather than one after the other (a prefetch never faults; the
-     * checks below still validate every offset before use). */
+    uint64_t rec = atomic_load_explicit(&x->rec, memory_order_acquire);
+    /* Start the record's miss now, under the slot's own (a prefetch
+     * never faults; reg_rec_view still validates the offset). */
     const shm_seg *s = &h->c.seg;
-    if (info < s->size)
-        __builtin_prefetch(s->base + info);
-    if (sdp0 < s->size)
-        __builtin_prefetch(s->base + sdp0);
-    if (sdp1 < s->size)
-        __builtin_prefetch(s->base + sdp1);
+    if (rec < s->size)
+        __builtin_prefetch(s->base + rec);
     memcpy(out->id.bytes, x->id, SHMREG_ID_BYTES);
     out->state = (int)REG_STATE(st);
     uint16_t port[2];
-    int rc = reg_info_view(h, info, out->str, port);
-    if (rc == 0)
-        rc = reg_sdp_view(h, sdp0, &out->sdp[0]);
-    if (rc == 0)
-        rc = reg_sdp_view(h, sdp1, &out->sdp[1]);
+    int rc = reg_rec_view(h, rec, out->str, port, out->sdp);
     if (rc)
         return rc;
     out->local_rtp_port = port[0];
@@ -268,9 +285,10 @@ int reg_session_view(shmreg *h, uint32_t si, uint64_t st, shmreg_session *out)
     out->flags = x->flags;
     for (unsigned i = 0; i < SHMREG_CTR_COUNT; i++)
         out->counter[i] = atomic_load_explicit(&x->counter[i], memory_order_relaxed);
-    out->ndialogs = 0;
+    uint32_t ndialogs = 0; /* counted in a register, not through *out */
     for (unsigned i = 0; i < SHMREG_MAX_DIALOGS_PER_SESSION; i++)
-        out->ndialogs += atomic_load_explicit(&x->dlg[i], memory_order_relaxed) != 0;
+        ndialogs += atomic_load_explicit(&x->dlg[i], memory_order_relaxed) != 0;
+    out->ndialogs = ndialogs;
     out->deadline_ns = 0;
     out->timeout_flags = out->nprofiles = out->nvars = out->pad_ = 0;
     if ((rc = control_view(h, x, out)) != 0)

@@ -7,16 +7,16 @@
  * slots themselves (a link word per side in the slot) by a keyed hash of the
  * user@host (the network chooses URIs, so SipHash under the registry's
  * key, as for dialogs). No record per user is allocated: the key is the
- * session's own URI, read from its info block, and the slot's uhash word
+ * session's own URI, read from its record, and the slot's uhash word
  * says which bucket each side is filed in. A lookup walks one chain and
  * keeps the live sessions whose URI really names the user, so a slot
  * filed under a stale hash by a change in flight is never an answer.
  *
- * The filing follows the info block: reg_users_sync() reads the From and
- * To URIs of the session's current info and refiles a side whose hash
+ * The filing follows the record: reg_users_sync() reads the From and
+ * To URIs of the session's current record and refiles a side whose hash
  * changed, under the session's stripe of the session index (so two
  * updaters of one session refile one after the other, and the last one
- * files what the last info says). A create files the session before it
+ * files what the last record says). A create files the session before it
  * is published (it is found by user the moment it is live); a delete
  * takes it out of both chains before its slot can be reused.
  *
@@ -193,12 +193,12 @@ static void chain_remove(shmreg *h, unsigned w, uint32_t hash, uint32_t me)
         atomic_store(nw, link_make(link_next(atomic_load(nw)), p));
 }
 
-/* The key that side `w` (0 From, 1 To) of slot x's current info gives. */
+/* The key that side `w` (0 From, 1 To) of slot x's current record gives. */
 static int current_key(shmreg *h, reg_sess *x, unsigned w, char *key, size_t *len)
 {
     shmreg_str str[SHMREG_FIELD_STR_COUNT];
     uint16_t port[2];
-    int rc = reg_info_view(h, atomic_load(&x->info), str, port);
+    int rc = reg_rec_view(h, atomic_load(&x->rec), str, port, NULL);
     if (rc == 0)
         rc = shmreg_user_key(str[w ? SHMREG_FIELD_TO_URI : SHMREG_FIELD_FROM_URI], key,
                              SHMREG_MAX_STR, len);

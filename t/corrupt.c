@@ -184,33 +184,37 @@ static void test_offsets(void)
     static const uint64_t bad[] = {1, 4095, 4096 + 8, (uint64_t)1 << 40, UINT64_MAX - 7};
     victim v;
     make_victim(&v, "info");
-    uint64_t good = atomic_load(&v.slot->info);
+    uint64_t good = atomic_load(&v.slot->rec);
     int all = 1;
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        atomic_store(&v.slot->info, bad[i]);
+        atomic_store(&v.slot->rec, bad[i]);
         all &= get_rc(&v) == SHMREG_ECORRUPT;
     }
-    ok(all, "an info offset outside the heap, in the header, misaligned or huge: SHMREG_ECORRUPT");
+    ok(all, "a record offset outside the heap, in the header, misaligned or huge: SHMREG_ECORRUPT");
     int rc, n = check_problems(v.h, &rc);
     ok(n >= 1 && rc == SHMREG_ECORRUPT, "shmreg_check names the bad offset (%d problem(s))", n);
-    atomic_store(&v.slot->info, good);
+    atomic_store(&v.slot->rec, good);
     is(get_rc(&v), 0, "restored, the session reads again");
     is(check_problems(v.h, &rc), 0, "and the check is clean");
 
     shm_blk *b = shm_blk_at(&v.h->c.seg, good);
-    reg_info *in = reg_payload(b);
+    reg_rec *in = reg_payload(b);
     uint16_t keep = in->len[SHMREG_FIELD_CALL_ID];
     in->len[SHMREG_FIELD_CALL_ID] = 1000; /* runs past the block's end */
     is(get_rc(&v), SHMREG_ECORRUPT, "a string length that overruns its block: SHMREG_ECORRUPT");
     in->len[SHMREG_FIELD_CALL_ID] = keep;
 
-    uint64_t sdp = atomic_load(&v.slot->sdp[0]);
-    reg_sdp *d = reg_payload(shm_blk_at(&v.h->c.seg, sdp));
-    d->len = 0x7fffffff;
+    uint32_t keep_sdp = in->sdp_len[0];
+    in->sdp_len[0] = 0x7fffffff;
     is(get_rc(&v), SHMREG_ECORRUPT, "an SDP length of 2 GiB: SHMREG_ECORRUPT");
     n = check_problems(v.h, &rc);
     ok(n >= 1, "the check reports it (%d)", n);
-    d->len = 5;
+    in->sdp_len[0] = (uint32_t)shm_blk_capacity(b);
+    is(get_rc(&v), SHMREG_ECORRUPT, "an SDP length within the limit that overruns the record: SHMREG_ECORRUPT");
+    in->sdp_len[0] = keep_sdp;
+    in->ext[1] = 8;
+    is(get_rc(&v), SHMREG_ECORRUPT, "an outside SDP offset in the header: SHMREG_ECORRUPT");
+    in->ext[1] = 0;
     is(get_rc(&v), 0, "restored, it reads again");
 
     /* Index chains. A lookup goes to the slot its ID names first, so the

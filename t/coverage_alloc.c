@@ -31,8 +31,9 @@ static shmreg *h;
 static shmreg_id s[NS];
 static char big[BIG];
 
-/* In another process (another shard): a small SDP must find room in the
- * page shard 0 is carving; a big one finds none. */
+/* In another process (another shard): a record with a small SDP (a new
+ * one of the same size) must find room in the page shard 0 is carving; a
+ * big one finds none. */
 static void other_shard(void *arg)
 {
     (void)arg;
@@ -41,7 +42,7 @@ static void other_shard(void *arg)
     memset(sdp, 's', sizeof sdp);
     if (shmreg_open(path, NULL, &c) != 0)
         _exit(2);
-    if (shmreg_session_set_sdp(c, &s[0], SHMREG_SDP_REMOTE, sdp, sizeof sdp) != 0)
+    if (shmreg_session_set_sdp(c, &s[0], SHMREG_SDP_LOCAL, sdp, sizeof sdp) != 0)
         _exit(3);
     if (shmreg_session_set_sdp(c, &s[1], SHMREG_SDP_REMOTE, big, sizeof big) != SHMREG_EFULL)
         _exit(4);
@@ -106,8 +107,8 @@ int main(void)
     shmreg_id room;
     is(shmreg_room_create(h, (shmreg_str){"r", 1}, 3, &room), 0, "a room of 3 seats");
 
-    /* One page each for info blocks, small SDPs and rooms, the rest for big
-     * SDPs. */
+    /* One page each for empty session records, records with a small SDP
+     * and rooms, the rest for records with a big SDP. */
     shmreg_stats st;
     shmreg_stat(h, &st);
     int pages = (int)(st.heap_bytes / (256u * 1024u));
@@ -120,7 +121,8 @@ int main(void)
        "another process carves a small SDP from shard 0's page, and gets EFULL for a big one");
     shmreg_session v;
     shmreg_read_begin(h);
-    ok(shmreg_session_get(h, &s[0], &v) == 0 && v.sdp[SHMREG_SDP_REMOTE].len == SMALL,
+    ok(shmreg_session_get(h, &s[0], &v) == 0 && v.sdp[SHMREG_SDP_LOCAL].len == SMALL &&
+           v.sdp[SHMREG_SDP_LOCAL].ptr[0] == 's',
        "the small SDP it stored is there");
     shmreg_read_end(h);
 

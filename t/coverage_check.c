@@ -41,7 +41,7 @@ static shmreg_check_report check(unsigned flags, int want_rc)
     return r;
 }
 
-/* The free list holding the blocks of the session's info class. */
+/* The free list holding the blocks of the session's record class. */
 static shm_freelist *info_list(uint64_t *first)
 {
     shmreg_id id;
@@ -51,7 +51,7 @@ static shm_freelist *info_list(uint64_t *first)
     uint64_t word;
     reg_find(h, id.bytes, &si, &word);
     shmreg_read_end(h);
-    *first = atomic_load(&reg_slot(h, si)->info);
+    *first = atomic_load(&reg_slot(h, si)->rec);
     shm_freelist *fl = shm_blk_list(&h->c.seg, *first);
     shmreg_session_delete(h, &id);
     return fl;
@@ -67,7 +67,7 @@ static void t_free_list(void)
     for (int i = 0; i < N; i++)
         shmreg_session_delete(h, &ids[i]);
     shmreg_check_report r = check(SHMREG_CHECK_REPAIR, 0); /* ends by reclaiming our limbo */
-    is(fl->nfree, N + 1, "%d info blocks are on their free list", N + 1);
+    is(fl->nfree, N + 1, "%d record blocks are on their free list", N + 1);
     uint64_t third = atomic_load(&((shm_blk *)(h->c.seg.base + fl->head))->link);
     third = atomic_load(&((shm_blk *)(h->c.seg.base + third))->link);
     shm_blk *b3 = (shm_blk *)(h->c.seg.base + third);
@@ -76,7 +76,9 @@ static void t_free_list(void)
     r = check(0, SHMREG_ECORRUPT);
     is(r.problems, 2, "a link outside the heap: the entry and the count are named (2 problems)");
     is(r.leaked_blocks, N + 1 - 3, "the %d blocks beyond it are off every list", N + 1 - 3);
-    is(r.leaked_bytes, (N + 1 - 3) * 64, "of 64 bytes each");
+    uint32_t size = shm_class_size(((shm_blk *)(h->c.seg.base + first))->cls);
+    is(size, 80, "an empty session's record block is 80 bytes (48 of record header, 32 of block)");
+    is(r.leaked_bytes, (N + 1 - 3) * size, "of %u bytes each", size);
     r = check(SHMREG_CHECK_REPAIR, SHMREG_ECORRUPT);
     is(r.problems, 2, "a repairing check names the same 2 problems");
     is(r.reclaimed_blocks, N + 1 - 3, "it cuts the list at the bad link and gives back the %d beyond",

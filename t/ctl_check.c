@@ -120,10 +120,10 @@ static void test_clean_and_dead(void)
     reg_find(h, victim.bytes, &si, &word);
     shmreg_read_end(h);
     reg_sess *slot = reg_slot(h, si);
-    uint64_t good = atomic_load(&slot->info);
-    atomic_store(&slot->info, 1);
+    uint64_t good = atomic_load(&slot->rec);
+    atomic_store(&slot->rec, 1);
     is(ctl(&r, "-r", dir, "check", NULL), 1, "a corrupted slot: exit 1");
-    snprintf(want, sizeof want, "  - session slot %u: bad info block", si);
+    snprintf(want, sizeof want, "  - session slot %u: bad record block", si);
     ok(strstr(r.out, want) != NULL, "the problem is named (%s)", line_with(r.out, "  - "));
     ctl_res_free(&r);
     is(ctl(&r, "-r", dir, "check", "--json", NULL), 1, "check --json: exit 1");
@@ -138,7 +138,7 @@ static void test_clean_and_dead(void)
     int st = ctl(&r, "-r", dir, "list", NULL);
     ok(st == 0 || st == 1, "list over it does not crash (exit %d)", st);
     ctl_res_free(&r);
-    atomic_store(&slot->info, good);
+    atomic_store(&slot->rec, good);
     is(ctl(&r, "-r", dir, "check", NULL), 0, "restored: exit 0");
     ctl_res_free(&r);
 

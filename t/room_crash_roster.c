@@ -266,10 +266,12 @@ static void test_killed_joiners(void)
 /* Deterministic: the heap is full and the joiner has retired memory a
  * reader still pins, so its allocation waits (up to 10 ms) after it has
  * claimed the session and before the participant exists. It is killed in
- * that wait. The participant (2 x 1024 bytes of strings) and the SDPs that
- * fill the heap (2200 bytes) are of one size class, so that freeing SDPs
- * later makes room for a participant (heap pages keep their class). */
-#define C_SESSIONS 500
+ * that wait. The participant (2 x 1024 bytes of strings) and the session
+ * records that fill the heap (one SDP of 2200 bytes each) are of one size
+ * class, so that freeing records later makes room for a participant (heap
+ * pages keep their class). One SDP per session: a second would build
+ * records of a bigger class and free the one-SDP records, leaving room. */
+#define C_SESSIONS 1000
 #define C_SDP 2200
 
 struct claim_shared {
@@ -318,8 +320,8 @@ static void test_dead_claim(void)
     static char sdp[C_SDP];
     memset(sdp, 's', sizeof sdp);
     int filled = 0, rc = 0;
-    for (int i = 0; i < 2 * C_SESSIONS && rc == 0; i++) {
-        rc = shmreg_session_set_sdp(h, &s[i / 2], i % 2, sdp, sizeof sdp);
+    for (int i = 0; i < C_SESSIONS && rc == 0; i++) {
+        rc = shmreg_session_set_sdp(h, &s[i], SHMREG_SDP_LOCAL, sdp, sizeof sdp);
         filled += rc == 0;
     }
     is(rc, SHMREG_EFULL, "the heap is filled with SDPs until SHMREG_EFULL (%d of %d bytes)", filled, C_SDP);

@@ -400,6 +400,78 @@ static void test_sdp(shmreg *h)
     shmreg_session_delete(h, &id);
 }
 
+/* Non-free heap blocks once this handle's retired ones are reclaimed
+ * (a repairing check ends by reclaiming), and no problem or leak. */
+static uint64_t blocks_used(shmreg *h)
+{
+    shmreg_check_report r;
+    shmreg_check(h, SHMREG_CHECK_REPAIR, &r, NULL, NULL, NULL);
+    if (shmreg_check(h, 0, &r, NULL, NULL, NULL) != 0 || r.problems || r.leaked_blocks)
+        diag("check: %llu problems, %llu leaked", (unsigned long long)r.problems,
+             (unsigned long long)r.leaked_blocks);
+    return r.problems || r.leaked_blocks ? UINT64_MAX : r.heap_blocks_used;
+}
+
+/* A session's fields and SDPs share one record block; SDPs that would
+ * make it bigger than the largest heap block live outside it, in blocks
+ * the record owns. Every way in and out of that is read back byte-exact
+ * and counted in blocks. */
+static void test_big_sdps(shmreg *h)
+{
+    static char str[SHMREG_FIELD_STR_COUNT][SHMREG_MAX_STR];
+    shmreg_fields f = {0};
+    for (unsigned i = 0; i < SHMREG_FIELD_STR_COUNT; i++) {
+        size_t n = i == SHMREG_FIELD_APP_DATA ? SHMREG_MAX_APPDATA : SHMREG_MAX_STR;
+        fill(str[i], n, 100 + i);
+        f.str[i] = (shmreg_str){str[i], n};
+    }
+    f.local_rtp_port = 4000;
+    char *a = malloc(SHMREG_MAX_SDP), *b = malloc(SHMREG_MAX_SDP);
+    fill(a, SHMREG_MAX_SDP, 11);
+    fill(b, SHMREG_MAX_SDP, 12);
+    uint64_t base = blocks_used(h);
+    shmreg_id id;
+    shmreg_session v;
+    is(shmreg_session_create(h, &f, &id), 0, "a session with every string field at its limit");
+    is(blocks_used(h), base + 1, "is one record block");
+    is(shmreg_session_set_sdp(h, &id, SHMREG_SDP_LOCAL, a, SHMREG_MAX_SDP), 0, "a 64 KiB local SDP");
+    is(blocks_used(h), base + 1, "still one block: it fits inline");
+    is(shmreg_session_set_sdp(h, &id, SHMREG_SDP_REMOTE, b, SHMREG_MAX_SDP), 0, "and a 64 KiB remote SDP");
+    is(blocks_used(h), base + 2, "two blocks: one SDP had to go outside the record");
+    shmreg_read_begin(h);
+    is(shmreg_session_get(h, &id, &v), 0, "the session reads");
+    is_mem(v.sdp[0].ptr, v.sdp[0].len, a, SHMREG_MAX_SDP, "the local SDP byte-exact");
+    is_mem(v.sdp[1].ptr, v.sdp[1].len, b, SHMREG_MAX_SDP, "the remote SDP byte-exact");
+    int same = v.local_rtp_port == 4000;
+    for (unsigned i = 0; i < SHMREG_FIELD_STR_COUNT; i++)
+        same &= v.str[i].len == f.str[i].len && memcmp(v.str[i].ptr, str[i], f.str[i].len) == 0;
+    ok(same, "every field byte-exact beside them");
+    shmreg_read_end(h);
+
+    shmreg_fields g = {0};
+    g.str[SHMREG_FIELD_CODEC] = S("opus");
+    is(shmreg_session_update(h, &id, &g, SHMREG_MASK(SHMREG_FIELD_CODEC)), 0,
+       "an update while an SDP is outside");
+    is(blocks_used(h), base + 2, "copies the outside SDP with the record (the old pair let go)");
+    is(shmreg_session_set_sdp(h, &id, SHMREG_SDP_LOCAL, "v=0\r\n", 5), 0, "a small local SDP");
+    is(blocks_used(h), base + 1, "back to one block: both inline again");
+    shmreg_read_begin(h);
+    shmreg_session_get(h, &id, &v);
+    is_mem(v.sdp[0].ptr, v.sdp[0].len, "v=0\r\n", 5, "the local SDP byte-exact");
+    is_mem(v.sdp[1].ptr, v.sdp[1].len, b, SHMREG_MAX_SDP, "the remote one unchanged");
+    is_mem(v.str[SHMREG_FIELD_CODEC].ptr, v.str[SHMREG_FIELD_CODEC].len, "opus", 4, "the codec updated");
+    ok(v.str[SHMREG_FIELD_CALL_ID].len == SHMREG_MAX_STR &&
+       memcmp(v.str[SHMREG_FIELD_CALL_ID].ptr, str[SHMREG_FIELD_CALL_ID], SHMREG_MAX_STR) == 0,
+       "the other fields kept");
+    shmreg_read_end(h);
+    is(shmreg_session_set_sdp(h, &id, SHMREG_SDP_LOCAL, a, SHMREG_MAX_SDP), 0, "64 KiB local again");
+    is(blocks_used(h), base + 2, "one outside again");
+    is(shmreg_session_delete(h, &id), 0, "delete it");
+    is(blocks_used(h), base, "the record and its outside SDP are both let go of");
+    free(a);
+    free(b);
+}
+
 static void test_transitions(shmreg *h)
 {
     shmreg_id id;
@@ -795,6 +867,7 @@ int main(void)
     test_create_get(h);
     test_update(h);
     test_sdp(h);
+    test_big_sdps(h);
     test_transitions(h);
     test_counters(h);
     test_own_section(h);
