@@ -290,7 +290,7 @@ TSAN_TESTS  ?= threads concurrency config config_text config_noalloc dialog even
 DEBUG_TESTS ?= threads concurrency config config_text config_noalloc corrupt crash dialog \
                events fork id_state iterate noalloc open ring room_crash session \
                sipd_parse ctl_basic ctl_check ctl_config ctl_events ctl_stat ctl_rooms \
-               profile vars user_lookup timeout
+               profile vars user_lookup timeout record
 
 .PHONY: $(TEST_STEPS:%=test-%)
 test: check-deps

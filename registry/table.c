@@ -293,9 +293,11 @@ int reg_session_view(shmreg *h, uint32_t si, uint64_t st, shmreg_session *out)
     out->timeout_flags = out->nprofiles = out->nvars = out->pad_ = 0;
     if ((rc = control_view(h, x, out)) != 0)
         return rc;
-    /* The ABI's spare capacity: written, as empty, like every other byte. */
-    memset(&out->str[SHMREG_FIELD_STR_COUNT], 0,
-           sizeof out->str - SHMREG_FIELD_STR_COUNT * sizeof out->str[0]);
+    /* The ABI's spare capacity: written, as empty, like every other byte.
+     * Copied from a constant rather than memset: GCC made that 112-byte
+     * memset a `rep stos`, whose start-up was a fifth of an in-cache get. */
+    static const shmreg_str spare[SHMREG_FIELD_STR_MAX - SHMREG_FIELD_STR_COUNT];
+    memcpy(&out->str[SHMREG_FIELD_STR_COUNT], spare, sizeof spare);
     memset(&out->counter[SHMREG_CTR_COUNT], 0,
            sizeof out->counter - SHMREG_CTR_COUNT * sizeof out->counter[0]);
     memset(out->reserved, 0, sizeof out->reserved);
