@@ -186,21 +186,57 @@ void shmreg__publish_config(shmreg *h, uint64_t gen)
     publish(h, 0, SHMREG_EV_CONFIG_CHANGED, &w);
 }
 
+/* A custom event's wire form: 0, or SHMREG_EINVAL for data it cannot carry. */
+static int custom_wire(ev_wire *w, const shmreg_id *session, const void *data, size_t len)
+{
+    if (len > SHMREG_EVENT_DATA_MAX || (len && data == NULL))
+        return shmreg__fail(SHMREG_EINVAL, "custom event data of %zu bytes (limit %u)", len,
+                            SHMREG_EVENT_DATA_MAX);
+    memset(w, 0, sizeof *w);
+    if (session)
+        memcpy(w->session, session->bytes, SHMREG_ID_BYTES);
+    w->len = (uint8_t)len;
+    if (len)
+        memcpy(w->u.data, data, len);
+    return 0;
+}
+
 int shmreg_publish(shmreg *h, const shmreg_id *session, const void *data, size_t len)
+{
+    int rc = shmreg__usable(h);
+    ev_wire w;
+    if (rc == 0 && (rc = custom_wire(&w, session, data, len)) == 0)
+        rc = publish(h, 0, SHMREG_EV_CUSTOM, &w);
+    return rc;
+}
+
+int shmreg_publish_batch(shmreg *h, const shmreg_id *sessions, const void *const *data,
+                         const size_t *len, size_t n)
 {
     int rc = shmreg__usable(h);
     if (rc)
         return rc;
-    if (len > SHMREG_EVENT_DATA_MAX || (len && data == NULL))
-        return shmreg__fail(SHMREG_EINVAL, "custom event data of %zu bytes (limit %u)", len,
-                            SHMREG_EVENT_DATA_MAX);
-    ev_wire w = {0};
-    if (session)
-        memcpy(w.session, session->bytes, SHMREG_ID_BYTES);
-    w.len = (uint8_t)len;
-    if (len)
-        memcpy(w.u.data, data, len);
-    return publish(h, 0, SHMREG_EV_CUSTOM, &w);
+    /* A ring holds at least SHMREG_PUBLISH_BATCH_MAX records (the
+     * smallest allowed is 64), so no batch laps itself. */
+    if (data == NULL || len == NULL || n == 0 || n > SHMREG_PUBLISH_BATCH_MAX)
+        return shmreg__fail(SHMREG_EINVAL, "a batch of %zu events (1 to %u, NULL arrays refused)", n,
+                            SHMREG_PUBLISH_BATCH_MAX);
+    ev_wire w[SHMREG_PUBLISH_BATCH_MAX];
+    shm_ring_out out[SHMREG_PUBLISH_BATCH_MAX];
+    uint64_t now = shm_now_ns(); /* one clock read: they are published together */
+    for (size_t i = 0; i < n; i++) {
+        if ((rc = custom_wire(&w[i], sessions ? &sessions[i] : NULL, data[i], len[i])) != 0)
+            return rc;
+        w[i].time_ns = now;
+        w[i].pid = h->pid;
+        out[i] = (shm_ring_out){SHMREG_EV_CUSTOM, sizeof w[i], &w[i]};
+    }
+    uint32_t dropped;
+    rc = shm_ring_publish_n(h->event_state, out, (uint32_t)n, &dropped);
+    if (rc == SHM_RING_EBUSY)
+        return shmreg__fail(SHMREG_EBUSY, "%u of %zu events dropped: ring slots held by a stalled producer",
+                            dropped, n);
+    return rc < 0 ? shmreg__fail(SHMREG_ECORRUPT, "event ring: %s", shm_ring_strerror(rc)) : 0;
 }
 
 /* ------------------------------------------------------------ subscribers */

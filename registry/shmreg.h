@@ -1067,6 +1067,25 @@ void shmreg_unsubscribe(shmreg_sub *sub);
  * producer; nothing published), SHMREG_EFORK. */
 int shmreg_publish(shmreg *h, const shmreg_id *session, const void *data, size_t len);
 
+#define SHMREG_PUBLISH_BATCH_MAX 64u /* events one shmreg_publish_batch() takes */
+
+/* Publish n application events (1..SHMREG_PUBLISH_BATCH_MAX) with one
+ * claim on the ring: event i is SHMREG_EV_CUSTOM with len[i] bytes of
+ * data[i] and the session sessions[i] (`sessions` NULL: none for all).
+ * They get consecutive sequence numbers in array order, so a subscriber
+ * that receives two of them receives them in this order with no other
+ * event between, and the ring's one contended word is touched once for
+ * all n: the cheaper way to publish several. Every event is checked
+ * before any is published. Lock-free, allocation-free; the arrays are
+ * only read during the call.
+ * Errors: SHMREG_EINVAL (NULL data or len, n 0 or over the maximum, an
+ * event shmreg_publish would refuse: nothing
+ * published), SHMREG_EBUSY (some ring slots were held by a stalled live
+ * producer: those events were dropped, counted in events_dropped, and the
+ * others published), SHMREG_EFORK. */
+int shmreg_publish_batch(shmreg *h, const shmreg_id *sessions, const void *const *data,
+                         const size_t *len, size_t n);
+
 /* "session_created", "state_changed", ... for a type; NULL if unknown. */
 const char *shmreg_event_name(uint32_t type);
 

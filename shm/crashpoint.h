@@ -41,6 +41,8 @@
  *   ring_publish_claimed        sequence claimed         subscribers skip it
  *   ring_publish_marked         slot marked by the dead  skip, then stolen on lap
  *   ring_commit_filled          data written, no commit  skip, then stolen on lap
+ *   ring_batch_claimed          n sequences claimed      subscribers skip all n
+ *   ring_batch_marked           n slots marked, unfilled skip, then stolen on lap
  */
 #ifndef SHM_CRASHPOINT_H
 #define SHM_CRASHPOINT_H

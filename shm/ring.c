@@ -60,6 +60,13 @@
  *   5. wake:   seq_cst fence; if a subscriber armed since the last wake,
  *              advance `served` and FUTEX_WAKE everyone sleeping on it.
  *
+ * Batches. shm_ring_publish_n() claims n numbers with one fetch_add of n,
+ * marks the n slots in order, then fills and commits each, and does step
+ * 5 once. Its intent says "at least s" (the first number) while it marks:
+ * an intent names one number or a lower bound, and the bound covers the
+ * whole range. The tail, the line every producer fights over, is taken
+ * once for n records, and the records sit together in the ring.
+ *
  * Why the mark. Reading is a seqlock (below), and a seqlock only works if
  * the writer announces itself before touching the data. It also needs one
  * writer per slot at a time: if a producer that stalled a lap ago could
@@ -375,6 +382,22 @@ static uint64_t claim(shm_ring *r, struct shm_ring_intent *in)
     return s;
 }
 
+/* A batch's claim of n numbers from s. Its intent says "at least s"
+ * rather than "s": an intent names one number or a lower bound, and the
+ * bound covers the whole range (and, until the marks are made, later
+ * numbers too, which only makes a subscriber wait a little longer for
+ * someone else's record, never skip ours). */
+static uint64_t claim_n(shm_ring *r, struct shm_ring_intent *in, uint32_t n)
+{
+    if (in)
+        atomic_store_explicit(&in->claim, INTENT_FROM(t_self.next), memory_order_relaxed);
+    uint64_t s = atomic_fetch_add_explicit(&r->hdr->tail, n, memory_order_release);
+    if (in)
+        atomic_store_explicit(&in->claim, INTENT_FROM(s), memory_order_relaxed);
+    t_self.next = s + n;
+    return s;
+}
+
 /* The slot is marked (or given up): the mark speaks for us now. Release,
  * so a subscriber that sees the intent cleared sees the mark. */
 static void intent_done(struct shm_ring_intent *in)
@@ -599,9 +622,9 @@ static void wake_armed(struct shm_ring_hdr *h)
     }
 }
 
-/* Steps 3-5 on a slot we hold. */
-static void slot_fill_commit(shm_ring *r, struct shm_ring_slot *sl, uint64_t s,
-                             uint32_t type, const void *payload, uint32_t len)
+/* Steps 3-4 on a slot we hold. */
+static void slot_fill_commit(struct shm_ring_slot *sl, uint64_t s, uint32_t type,
+                             const void *payload, uint32_t len)
 {
     uint64_t d[PAYLOAD_WORDS] = { 0 };
     if (len)
@@ -616,9 +639,13 @@ static void slot_fill_commit(shm_ring *r, struct shm_ring_slot *sl, uint64_t s,
         atomic_store_explicit(&sl->data[i], d[i], memory_order_relaxed);
     SHM_CRASH_POINT("ring_commit_filled");
     atomic_store_explicit(&sl->word, COMMITTED(s), memory_order_release);
+}
 
-    /* Dekker with shm_ring_wait(): our commit, then their arm; their arm,
-     * then our commit. At least one side sees the other's store. */
+/* Step 5, after our last commit. Dekker with shm_ring_wait(): our commit,
+ * then their arm; their arm, then our commit. At least one side sees the
+ * other's store. */
+static void wake_check(shm_ring *r)
+{
     struct shm_ring_hdr *h = r->hdr;
     atomic_thread_fence(memory_order_seq_cst);
     if (atomic_load_explicit(&h->arm, memory_order_relaxed) !=
@@ -648,8 +675,41 @@ int shm_ring_publish(shm_ring *ring, uint32_t type, const void *payload,
     if (rc < 0)
         return rc;
     SHM_CRASH_POINT("ring_publish_marked");
-    slot_fill_commit(ring, sl, s, type, payload, len);
+    slot_fill_commit(sl, s, type, payload, len);
+    wake_check(ring);
     return 0;
+}
+
+int shm_ring_publish_n(shm_ring *ring, const shm_ring_out *recs, uint32_t n, uint32_t *dropped)
+{
+    if (dropped)
+        *dropped = 0;
+    /* More than a lap would mark one slot twice and wait on ourselves. */
+    if (!ring || !recs || n == 0 || n > SHM_RING_MAX_BATCH || n > ring->nrecords)
+        return SHM_RING_EINVAL;
+    for (uint32_t i = 0; i < n; i++)
+        if (!publish_args_ok(ring, recs[i].payload, recs[i].len))
+            return SHM_RING_EINVAL;
+    uint64_t me = self_mark();
+    struct shm_ring_intent *in = my_intent(ring, (int)WORD_PID(me));
+    uint64_t s = claim_n(ring, in, n);
+    SHM_CRASH_POINT("ring_batch_claimed");
+    int acq[SHM_RING_MAX_BATCH];
+    for (uint32_t i = 0; i < n; i++)
+        acq[i] = slot_acquire(ring, slot_of(ring, s + i), s + i, me);
+    intent_done(in);
+    SHM_CRASH_POINT("ring_batch_marked");
+    uint32_t lost = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        if (acq[i] == ACQ_OK)
+            slot_fill_commit(slot_of(ring, s + i), s + i, recs[i].type, recs[i].payload, recs[i].len);
+        else
+            lost += acq[i] < 0;
+    }
+    wake_check(ring);
+    if (dropped)
+        *dropped = lost;
+    return lost ? SHM_RING_EBUSY : 0;
 }
 
 #ifdef SHMREG_TESTING /* test hooks: never in a shipped library */
@@ -685,7 +745,8 @@ int shm_ring_commit_for_test(shm_ring *ring, uint64_t seq, uint32_t type,
         if (rc < 0)
             return rc;
     }
-    slot_fill_commit(ring, sl, seq, type, payload, len);
+    slot_fill_commit(sl, seq, type, payload, len);
+    wake_check(ring);
     return 0;
 }
 #endif

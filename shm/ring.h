@@ -198,6 +198,31 @@ void shm_ring_stats_get(const shm_ring *ring, shm_ring_stats *st);
 int shm_ring_publish(shm_ring *ring, uint32_t type, const void *payload,
                      uint32_t len);
 
+/* One record of a batch (shm_ring_publish_n). */
+typedef struct shm_ring_out {
+    uint32_t type;
+    uint32_t len;
+    const void *payload;
+} shm_ring_out;
+
+#define SHM_RING_MAX_BATCH 64u  /* records one shm_ring_publish_n may claim */
+
+/* Append n records with one claim: one fetch_add takes n consecutive
+ * sequence numbers, so the records follow each other in the ring in array
+ * order (a subscriber that gets two of them gets them in this order, with
+ * none of another producer's in between), and the contended tail is
+ * touched once for all of them. Each record is then marked, written and
+ * committed as shm_ring_publish() does, and one wake check follows the
+ * last commit. Every record is checked before anything is claimed.
+ *
+ * Returns 0 when every record was committed (or overwritten, as for
+ * shm_ring_publish). Errors: SHM_RING_EINVAL (NULL ring or recs, n of 0,
+ * over SHM_RING_MAX_BATCH or over the ring's record count, or a record
+ * shm_ring_publish would refuse; nothing is claimed), SHM_RING_EBUSY (some
+ * slots were held by a live stalled producer: those records were dropped,
+ * the others committed; *dropped, if not NULL, says how many). */
+int shm_ring_publish_n(shm_ring *ring, const shm_ring_out *recs, uint32_t n, uint32_t *dropped);
+
 /* ---------------------------------------------------------------- subscribers */
 
 /* Start `sub` at the current tail: it will see only records published from

@@ -274,6 +274,12 @@ static void op_create_fields(shmreg *c)
 }
 
 static void op_delete0(shmreg *c) { shmreg_session_delete(c, &sess[0]); }
+static void op_publish_batch5(shmreg *c)
+{
+    const void *data[5] = {"b0", "b1", "b2", "b3", "b4"};
+    const size_t len[5] = {2, 2, 2, 2, 2};
+    shmreg_publish_batch(c, NULL, data, len, 5);
+}
 static void op_reap(shmreg *c) { shmreg_reap(c); }
 static void op_close(shmreg *c) { shmreg_close(c); }
 static void op_repair(shmreg *c) { shmreg_check(c, SHMREG_CHECK_REPAIR, NULL, NULL, NULL, NULL); }
@@ -712,6 +718,30 @@ static void t_ring(void)
         shmreg_stat(h, &st);
         is(st.events_stolen, i == 0 ? 0 : 1, "%s: %s", point,
            i == 0 ? "the slot was never marked: nothing to steal" : "the dead mark is stolen back");
+        shmreg_unsubscribe(sub);
+        recover((expect){0, 0, 1, 0});
+        still_usable();
+    }
+
+    /* A batch publisher dies with its 5 numbers claimed, unmarked or
+     * marked: a subscriber skips all 5 and gets the next event. */
+    static const char *const bpts[] = {"ring_batch_claimed", "ring_batch_marked"};
+    for (int i = 0; i < 2; i++) {
+        fresh(8);
+        shmreg_sub *sub;
+        if (shmreg_subscribe(h, SHMREG_EV_ALL, NULL, &sub) != 0)
+            bail_out("subscribe: %s", shmreg_errmsg());
+        crash_at(bpts[i], op_publish_batch5);
+        shmreg_publish(h, NULL, "after", 5);
+        shmreg_event ev[8];
+        uint64_t missed = 0;
+        int n = shmreg_poll(sub, ev, 8, 1000000000, &missed);
+        ok(n == 1 && ev[0].len == 5 && memcmp(ev[0].data, "after", 5) == 0 && missed == 5,
+           "%s: the subscriber skips the 5 dead records and gets the next (%d, %llu missed)", point, n,
+           (unsigned long long)missed);
+        shmreg_sub_stats ss;
+        shmreg_sub_stats_get(sub, &ss);
+        is(ss.skipped, 5, "%s: all 5 counted as skipped", point);
         shmreg_unsubscribe(sub);
         recover((expect){0, 0, 1, 0});
         still_usable();

@@ -44,6 +44,7 @@ static const baseline BASE[] = {
     {WL_PROFILE_COUNT, IMPL_SHMREG, WL_PROFILE_COUNT, IMPL_LIMIT, "profile count vs a private counter (limit)"},
     {WL_SWEEP, IMPL_SHMREG, WL_SWEEP_SCAN, IMPL_SHMREG, "sweep vs finding what is due by a table walk"},
     {WL_USER_FIND, IMPL_SHMREG, WL_USER_SCAN, IMPL_SHMREG, "lookup by user vs a table walk"},
+    {WL_EVENT_BATCH, IMPL_SHMREG, WL_EVENT_PUBLISH, IMPL_SHMREG, "events 16 to a call vs one to a call"},
 };
 #define NBASE (sizeof BASE / sizeof BASE[0])
 

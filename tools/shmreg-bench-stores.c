@@ -227,6 +227,12 @@ static int sr_publish(bench_h *bh, const shmreg_id *id, const void *data, size_t
     return shmreg_publish(((sr_h *)bh)->h, id, data, len);
 }
 
+static int sr_publish_batch(bench_h *bh, const shmreg_id *ids, const void *const *data, const size_t *len,
+                            size_t n)
+{
+    return shmreg_publish_batch(((sr_h *)bh)->h, ids, data, len, n);
+}
+
 static int sr_publish_end(bench_h *bh)
 {
     return shmreg_publish(((sr_h *)bh)->h, NULL, "END", 3);
@@ -285,7 +291,7 @@ const bench_impl impl_shmreg = {
     .find_copy = sr_find_copy, .dialog_find = sr_dialog_find, .del = sr_del,
     .publish = sr_publish, .sub_open = sr_sub_open, .sub_poll = sr_sub_poll,
     .sub_close = sr_sub_close, .publish_end = sr_publish_end, .pin = sr_pin, .unpin = sr_unpin,
-    .cc = &cc_shmreg,
+    .publish_batch = sr_publish_batch, .cc = &cc_shmreg,
 };
 
 /* Reads copy out; everything else is shmreg's. */

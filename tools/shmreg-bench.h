@@ -207,6 +207,9 @@ typedef struct bench_impl {
     int (*del)(bench_h *h, const shmreg_id *id);
     /* events; NULL where the store has none */
     int (*publish)(bench_h *h, const shmreg_id *id, const void *data, size_t len);
+    /* n events with one call (NULL: the store has no such call) */
+    int (*publish_batch)(bench_h *h, const shmreg_id *ids, const void *const *data, const size_t *len,
+                         size_t n);
     int (*sub_open)(bench_h *h, void **sub);
     /* Deliver what is there (block up to 1 ms when nothing is): returns
      * events delivered, *end set when the producer's END marker came. */
@@ -254,7 +257,8 @@ void rm_tree(const char *path);
 enum {
     WL_CREATE, WL_FIND_READ, WL_FIND_COPY, WL_TRANSITION, WL_SDP_REPLACE, WL_DIALOG_FIND,
     WL_COUNTER, WL_EVENT_PUBLISH, WL_EVENT_CONSUME, WL_LIFECYCLE, WL_REPLACE_PINNED,
-    WL_ADMIT, WL_PROFILE_COUNT, WL_SWEEP, WL_SWEEP_SCAN, WL_USER_FIND, WL_USER_SCAN, WL_COUNT
+    WL_ADMIT, WL_PROFILE_COUNT, WL_SWEEP, WL_SWEEP_SCAN, WL_USER_FIND, WL_USER_SCAN, WL_EVENT_BATCH,
+    WL_COUNT
 };
 
 typedef struct wl_info {
