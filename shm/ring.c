@@ -192,6 +192,11 @@
 #define NAP_NS 50000ull
 #define WAIT_SLICE_NS 1000000000ull /* longest single futex sleep */
 
+/* The steps of a publish, inlined into both callers: with a second caller
+ * (the batch) GCC stopped inlining them into shm_ring_publish, and four
+ * calls made a single publish 8% slower. */
+#define RING_HOT static inline __attribute__((always_inline))
+
 /* What one producer thread is claiming (see "Claim intents"). */
 struct shm_ring_intent {
     _Atomic uint64_t owner;         /* pid << 32 | tid; 0: free */
@@ -338,7 +343,7 @@ static __thread struct {
     uint64_t next;                  /* our next claim is at least this */
 } t_self;
 
-static struct shm_ring_intent *my_intent(shm_ring *r, int pid)
+RING_HOT struct shm_ring_intent *my_intent(shm_ring *r, int pid)
 {
     struct shm_ring_hdr *h = r->hdr;
     if (t_self.pid != pid) {
@@ -543,8 +548,8 @@ void shm_ring_stats_get(const shm_ring *ring, shm_ring_stats *st)
  * ACQ_LAPPED: a newer record owns it, write nothing; SHM_RING_EBUSY: a
  * live process has held it for live_ns. The common case is one CAS; the
  * rest is for slots still held by a writer from a lap ago. */
-static int slot_acquire(shm_ring *r, struct shm_ring_slot *sl, uint64_t s,
-                        uint64_t me)
+RING_HOT int slot_acquire(shm_ring *r, struct shm_ring_slot *sl, uint64_t s,
+                          uint64_t me)
 {
     struct shm_ring_hdr *h = r->hdr;
     /* First try with the value the slot holds unless something went wrong
@@ -623,8 +628,8 @@ static void wake_armed(struct shm_ring_hdr *h)
 }
 
 /* Steps 3-4 on a slot we hold. */
-static void slot_fill_commit(struct shm_ring_slot *sl, uint64_t s, uint32_t type,
-                             const void *payload, uint32_t len)
+RING_HOT void slot_fill_commit(struct shm_ring_slot *sl, uint64_t s, uint32_t type,
+                               const void *payload, uint32_t len)
 {
     uint64_t d[PAYLOAD_WORDS] = { 0 };
     if (len)
@@ -644,7 +649,7 @@ static void slot_fill_commit(struct shm_ring_slot *sl, uint64_t s, uint32_t type
 /* Step 5, after our last commit. Dekker with shm_ring_wait(): our commit,
  * then their arm; their arm, then our commit. At least one side sees the
  * other's store. */
-static void wake_check(shm_ring *r)
+RING_HOT void wake_check(shm_ring *r)
 {
     struct shm_ring_hdr *h = r->hdr;
     atomic_thread_fence(memory_order_seq_cst);
