@@ -471,9 +471,6 @@ uint64_t reg_key_hash(shmreg *h, shmreg_str a, shmreg_str b);
 /* The session state machine (table.c), for everybody who moves one. */
 extern const reg_machine reg_session_machine;
 
-/* Retire block `off` if it still belongs to slot `si` (session.c's rule,
- * shared: someone else may have taken it first, which is fine). */
-void reg_retire_owned(shmreg *h, uint32_t si, uint64_t off);
 
 /* profile.c: end every membership of slot `si` (delete, repair). */
 void reg_profiles_forget(shmreg *h, uint32_t si);
@@ -494,11 +491,33 @@ void reg_timer_policy_apply(shmreg *h, uint32_t si, int state, uint64_t now);
 void reg_timer_check(shmreg *h, void (*mark)(void *, uint64_t), void (*bad)(void *, const char *),
                      void *arg);
 
-/* Swap a slot's block word from `expect` to `fresh` and retire the old
- * block, as a field update does (session.c): 0, SHMREG_ECONFLICT (the
- * word changed: nothing done), SHMREG_ENOENT (deleted meanwhile). */
-int reg_swap_field(shmreg *h, uint32_t si, _Atomic uint64_t *field, uint64_t expect,
-                   uint64_t fresh, uint64_t *now);
+/* A kind of immutable block a session slot names by one word (its
+ * record, its variables), as reg_change_field needs to know it. */
+typedef struct reg_block_ops {
+    /* Build the new block from the one at `old` and the change `arg`:
+     * 0 with *fresh (0: no block), or an error (nothing allocated). */
+    int (*build)(shmreg *h, uint32_t si, uint64_t old, const void *arg, uint64_t *fresh);
+    /* Free a block nobody was ever shown. */
+    void (*discard)(shmreg *h, uint64_t off);
+    /* Retire a block that was published, if it is still slot si's:
+     * readers may hold it until their read sections end. */
+    void (*let_go)(shmreg *h, uint32_t si, uint64_t off);
+} reg_block_ops;
+
+/* Change slot si's block word `field` (inside a read section): build a
+ * new block from the current one, swap it in by compare-and-swap and let
+ * go of the old one; when another writer swaps first, discard ours and
+ * build again on top of theirs, so no concurrent change is lost (session.c).
+ * 0 with *now, the time stamped on the slot for the caller's event; an
+ * error of build; or SHMREG_ENOENT when the session was deleted just
+ * after the swap (the new block, published, has been let go of). */
+int reg_change_field(shmreg *h, uint32_t si, _Atomic uint64_t *field, const reg_block_ops *ops,
+                     const void *arg, uint64_t *now);
+
+/* Retire block `off` if it still belongs to slot `si` (someone else may
+ * have taken it first, which is fine): the let_go of blocks that own no
+ * others. */
+void reg_retire_owned(shmreg *h, uint32_t si, uint64_t off);
 
 /* user.c: link slot si into the user index chains its record's
  * From and To users hash to (create, update, restore); take it out

@@ -85,33 +85,42 @@ static void rec_free(shmreg *h, uint64_t off)
     shm_free(&h->c, off);
 }
 
-/* Build a new record for slot `si`: the fields selected by `mask` from
- * `f`, the SDPs selected by `sdp_mask` (bit k: side k) from `sdp`, the rest
- * copied from the record at `old` (0: empty). The SDPs sit inline unless
+/* What changes in a record: the fields selected by `mask` from `f`, the
+ * SDPs selected by `sdp_mask` (bit k: side k) from `sdp`. */
+typedef struct rec_change {
+    const shmreg_fields *f;
+    uint32_t mask;
+    unsigned sdp_mask;
+    const shmreg_str *sdp;
+} rec_change;
+
+/* Build a new record for slot `si`: change `arg` (a rec_change) applied to
+ * a copy of the record at `old` (0: empty). The SDPs sit inline unless
  * the whole would outgrow the largest heap block; then the biggest go to
- * blocks of their own. Returns the record's offset, or 0 with *err
- * (SHMREG_EFULL, or SHMREG_ECORRUPT from a bad `old`). */
-static uint64_t rec_build(shmreg *h, uint32_t si, uint64_t old, const shmreg_fields *f,
-                          uint32_t mask, unsigned sdp_mask, const shmreg_str sdp[2], int *err)
+ * blocks of their own. 0 with *fresh, or SHMREG_EFULL, or SHMREG_ECORRUPT
+ * from a bad `old` (reg_block_ops.build). */
+static int rec_build(shmreg *h, uint32_t si, uint64_t old, const void *arg, uint64_t *fresh)
 {
+    const rec_change *c = arg;
     shmreg_str cur[SHMREG_FIELD_STR_COUNT] = {{0}}, body[2] = {{"", 0}, {"", 0}};
     uint16_t port[2] = {0, 0};
-    *err = 0;
-    if (old && (*err = reg_rec_view(h, old, cur, port, body)) != 0)
-        return 0;
+    int err = 0;
+    *fresh = 0;
+    if (old && (err = reg_rec_view(h, old, cur, port, body)) != 0)
+        return err;
     uint64_t strings = 0;
     for (unsigned i = 0; i < SHMREG_FIELD_STR_COUNT; i++) {
-        if (mask & SHMREG_MASK(i))
-            cur[i] = f->str[i];
+        if (c->mask & SHMREG_MASK(i))
+            cur[i] = c->f->str[i];
         strings += cur[i].len;
     }
-    if (mask & SHMREG_MASK(SHMREG_FIELD_LOCAL_RTP_PORT))
-        port[0] = f->local_rtp_port;
-    if (mask & SHMREG_MASK(SHMREG_FIELD_REMOTE_RTP_PORT))
-        port[1] = f->remote_rtp_port;
+    if (c->mask & SHMREG_MASK(SHMREG_FIELD_LOCAL_RTP_PORT))
+        port[0] = c->f->local_rtp_port;
+    if (c->mask & SHMREG_MASK(SHMREG_FIELD_REMOTE_RTP_PORT))
+        port[1] = c->f->remote_rtp_port;
     for (unsigned k = 0; k < 2; k++)
-        if (sdp_mask & (1u << k))
-            body[k] = sdp[k];
+        if (c->sdp_mask & (1u << k))
+            body[k] = c->sdp[k];
     /* Inline both if they fit; else put the bigger outside, then the other. */
     int inl[2] = {1, 1};
     uint64_t total = sizeof(reg_rec) + strings + body[0].len + body[1].len;
@@ -122,12 +131,12 @@ static uint64_t rec_build(shmreg *h, uint32_t si, uint64_t old, const shmreg_fie
     }
     uint64_t ext[2] = {0, 0};
     for (unsigned k = 0; k < 2; k++)
-        if (!inl[k] && (ext[k] = sdp_build(h, si, body[k], err)) == 0)
+        if (!inl[k] && (ext[k] = sdp_build(h, si, body[k], &err)) == 0)
             goto full;
     uint64_t off = shm_alloc(&h->c, total, si + 1);
     if (off == 0) {
-        *err = shmreg__fail(SHMREG_EFULL, "registry heap full (%llu bytes wanted)",
-                            (unsigned long long)total);
+        err = shmreg__fail(SHMREG_EFULL, "registry heap full (%llu bytes wanted)",
+                           (unsigned long long)total);
         goto full;
     }
     reg_rec *r = reg_payload((shm_blk *)(h->c.seg.base + off));
@@ -149,12 +158,13 @@ static uint64_t rec_build(shmreg *h, uint32_t si, uint64_t old, const shmreg_fie
             p += body[k].len;
         }
     }
-    return off;
+    *fresh = off;
+    return 0;
 full:
     for (unsigned k = 0; k < 2; k++)
         if (ext[k])
             shm_free(&h->c, ext[k]);
-    return 0;
+    return err;
 }
 
 /* USED and aux = si+1: still the slot's. */
@@ -175,17 +185,15 @@ static void rec_retire(shmreg *h, uint32_t si, uint64_t off)
     reg_retire_owned(h, si, off);
 }
 
-/* Swap a slot field from `expect` to `fresh` and retire the old block
- * (a record with its outside SDPs). Caller is inside a read section.
+/* Swap `field` from `expect` to `fresh` and let go of the old block.
  * Returns SHMREG_ECONFLICT when `expect` no longer matches (nothing
  * changed). *now receives the time stamped on the slot, for the caller's
  * event: it travels by value, so a change that fails after stamping
  * leaves nothing behind for the next event to pick up. */
-int reg_swap_field(shmreg *h, uint32_t si, _Atomic uint64_t *field, uint64_t expect,
-                   uint64_t fresh, uint64_t *now)
+static int swap_field(shmreg *h, uint32_t si, _Atomic uint64_t *field, const reg_block_ops *ops,
+                      uint64_t expect, uint64_t fresh, uint64_t *now)
 {
     reg_sess *x = reg_slot(h, si);
-    void (*let_go)(shmreg *, uint32_t, uint64_t) = field == &x->rec ? rec_retire : reg_retire_owned;
     uint64_t old = expect;
     shm_blk *ob = old ? shm_blk_at(&h->c.seg, old) : NULL;
     uint64_t ost = ob ? atomic_load(&ob->state) : 0;
@@ -197,7 +205,7 @@ int reg_swap_field(shmreg *h, uint32_t si, _Atomic uint64_t *field, uint64_t exp
     }
     SHM_CRASH_POINT("session_swap_swapped");
     if (ob && SHM_KIND(ost) == SHM_BLK_USED && ob->aux == si + 1)
-        let_go(h, si, old);
+        ops->let_go(h, si, old);
     shm_intent_clear(&h->c);
     *now = shm_now_ns();
     atomic_store(&x->updated_ns, *now);
@@ -207,11 +215,28 @@ int reg_swap_field(shmreg *h, uint32_t si, _Atomic uint64_t *field, uint64_t exp
 #endif
     /* Deleted meanwhile? Then the deleter may have missed `fresh`. */
     if (!REG_LIVE(atomic_load(&x->state))) {
-        let_go(h, si, fresh);
+        ops->let_go(h, si, fresh);
         return shmreg__fail(SHMREG_ENOENT, "session deleted meanwhile");
     }
     return 0;
 }
+
+int reg_change_field(shmreg *h, uint32_t si, _Atomic uint64_t *field, const reg_block_ops *ops,
+                     const void *arg, uint64_t *now)
+{
+    for (;;) {
+        uint64_t old = atomic_load(field), fresh;
+        int rc = ops->build(h, si, old, arg, &fresh);
+        if (rc == 0)
+            rc = swap_field(h, si, field, ops, old, fresh, now);
+        if (rc != SHMREG_ECONFLICT)
+            return rc;
+        if (fresh) /* never shown to anybody */
+            ops->discard(h, fresh);
+    }
+}
+
+static const reg_block_ops rec_ops = {rec_build, rec_free, rec_retire};
 
 /* ------------------------------------------------------------ create */
 
@@ -244,8 +269,9 @@ int reg_session_insert(shmreg *h, const reg_new *n, shmreg_id *id_out)
     reg_sess *x = reg_slot(h, si);
     x->hdr.aux = si + 1;
     SHM_CRASH_POINT("session_create_slot");
-    uint64_t rec = rec_build(h, si, 0, n->f, n->f ? SHMREG_MASK_ALL : 0, 3, n->sdp, &rc);
-    if (rec == 0)
+    rec_change c = {n->f, n->f ? SHMREG_MASK_ALL : 0, 3, n->sdp};
+    uint64_t rec;
+    if ((rc = rec_build(h, si, 0, &c, &rec)) != 0)
         goto undo;
     /* A recycled slot keeps REG_DELETED until the final store below, so
      * iterators skip it while we fill it. */
@@ -354,23 +380,12 @@ int shmreg_session_update(shmreg *h, const shmreg_id *id, const shmreg_fields *f
     uint64_t st, now;
     shm_read_enter(&h->c);
     if ((rc = reg_find(h, id->bytes, &si, &st)) == 0) {
-        reg_sess *x = reg_slot(h, si);
-        /* Build from the current version; if another writer swaps it
-         * first, rebuild on top of theirs so no update is lost. */
-        for (;;) {
-            uint64_t old = atomic_load(&x->rec);
-            uint64_t fresh = rec_build(h, si, old, f, mask, 0, NULL, &rc);
-            if (fresh == 0)
-                break;
-            rc = reg_swap_field(h, si, &x->rec, old, fresh, &now);
-            if (rc == 0 && (mask & (SHMREG_MASK(SHMREG_FIELD_FROM_URI) | SHMREG_MASK(SHMREG_FIELD_TO_URI))))
-                reg_users_sync(h, si); /* a failure here leaves a lookup stale: check repairs */
-            if (rc == 0)
-                reg_event(h, now, SHMREG_EV_SESSION_UPDATED, id->bytes, 0, 0, mask);
-            if (rc != SHMREG_ECONFLICT)
-                break;
-            rec_free(h, fresh);
-        }
+        rec_change c = {f, mask, 0, NULL};
+        rc = reg_change_field(h, si, &reg_slot(h, si)->rec, &rec_ops, &c, &now);
+        if (rc == 0 && (mask & (SHMREG_MASK(SHMREG_FIELD_FROM_URI) | SHMREG_MASK(SHMREG_FIELD_TO_URI))))
+            reg_users_sync(h, si); /* a failure here leaves a lookup stale: check repairs */
+        if (rc == 0)
+            reg_event(h, now, SHMREG_EV_SESSION_UPDATED, id->bytes, 0, 0, mask);
     }
     shm_read_leave(&h->c);
     return rc;
@@ -392,21 +407,12 @@ int shmreg_session_set_sdp(shmreg *h, const shmreg_id *id, int which, const void
     uint64_t st, now;
     shm_read_enter(&h->c);
     if ((rc = reg_find(h, id->bytes, &si, &st)) == 0) {
-        reg_sess *x = reg_slot(h, si);
         shmreg_str body[2] = {{"", 0}, {"", 0}};
         body[which] = (shmreg_str){len ? sdp : "", len};
-        for (;;) { /* as an update: rebuild on top of a writer that won */
-            uint64_t old = atomic_load(&x->rec);
-            uint64_t fresh = rec_build(h, si, old, NULL, 0, 1u << which, body, &rc);
-            if (fresh == 0)
-                break;
-            rc = reg_swap_field(h, si, &x->rec, old, fresh, &now);
-            if (rc == 0)
-                reg_event(h, now, SHMREG_EV_SDP_UPDATED, id->bytes, 0, 0, (uint32_t)which);
-            if (rc != SHMREG_ECONFLICT)
-                break;
-            rec_free(h, fresh);
-        }
+        rec_change c = {NULL, 0, 1u << which, body};
+        rc = reg_change_field(h, si, &reg_slot(h, si)->rec, &rec_ops, &c, &now);
+        if (rc == 0)
+            reg_event(h, now, SHMREG_EV_SDP_UPDATED, id->bytes, 0, 0, (uint32_t)which);
     }
     shm_read_leave(&h->c);
     return rc;

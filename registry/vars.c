@@ -3,7 +3,7 @@
  * call ($dlg_var in Kamailio and OpenSIPS).
  *
  * They are one immutable block per session (reg_vars), replaced whole by
- * compare-and-swap exactly as the info fields are (reg_swap_field): a
+ * compare-and-swap exactly as the session's record is (reg_change_field): a
  * reader sees the old set or the new one, in place, and the old one stays
  * intact until its read section ends. A set of at most SHMREG_MAX_VARS
  * short strings is cheap to copy, and copying it is what makes "old or
@@ -20,11 +20,19 @@ static int check_key(shmreg_str key)
     return 0;
 }
 
-/* Build the set of block `old` with `key` set to `val` (unset: removed).
- * 0 with *fresh (0 when the set becomes empty), or an error. */
-static int vars_build(shmreg *h, uint32_t si, uint64_t old, shmreg_str key, const shmreg_str *val,
-                      uint64_t *fresh)
+/* A change to a set: `key` set to `*val`, or removed (val NULL). */
+typedef struct vars_change_arg {
+    shmreg_str key;
+    const shmreg_str *val;
+} vars_change_arg;
+
+/* Build the set of block `old` with the change `arg` (a vars_change_arg)
+ * made: 0 with *fresh (0 when the set becomes empty), or an error
+ * (reg_block_ops.build). */
+static int vars_build(shmreg *h, uint32_t si, uint64_t old, const void *arg, uint64_t *fresh)
 {
+    shmreg_str key = ((const vars_change_arg *)arg)->key;
+    const shmreg_str *val = ((const vars_change_arg *)arg)->val;
     shmreg_str k[SHMREG_MAX_VARS + 1], v[SHMREG_MAX_VARS + 1];
     uint32_t n;
     int rc = reg_vars_view(h, old, &n, k, v), found = -1;
@@ -75,6 +83,13 @@ static int vars_build(shmreg *h, uint32_t si, uint64_t old, shmreg_str key, cons
     return 0;
 }
 
+static void vars_discard(shmreg *h, uint64_t off)
+{
+    shm_free(&h->c, off);
+}
+
+static const reg_block_ops vars_ops = {vars_build, vars_discard, reg_retire_owned};
+
 /* Set (val) or unset (NULL) `key`: the arguments checked, then the set
  * rebuilt on the current version and swapped in, again on a lost race. */
 static int vars_change(shmreg *h, const shmreg_id *id, shmreg_str key, const shmreg_str *val)
@@ -92,22 +107,11 @@ static int vars_change(shmreg *h, const shmreg_id *id, shmreg_str key, const shm
     uint32_t si;
     uint64_t st, now;
     shm_read_enter(&h->c);
-    rc = reg_find(h, id->bytes, &si, &st);
-    while (rc == 0) {
-        reg_sess *x = reg_slot(h, si);
-        uint64_t old = atomic_load(&x->vars), fresh;
-        if ((rc = vars_build(h, si, old, key, val, &fresh)) != 0)
-            break;
-        rc = reg_swap_field(h, si, &x->vars, old, fresh, &now);
-        if (rc == 0) {
+    if ((rc = reg_find(h, id->bytes, &si, &st)) == 0) {
+        vars_change_arg c = {key, val};
+        rc = reg_change_field(h, si, &reg_slot(h, si)->vars, &vars_ops, &c, &now);
+        if (rc == 0)
             reg_event_data(h, SHMREG_EV_VAR_CHANGED, id->bytes, val != NULL, key.ptr, key.len);
-            break;
-        }
-        if (fresh)
-            shm_free(&h->c, fresh);
-        if (rc != SHMREG_ECONFLICT)
-            break;
-        rc = 0; /* another writer swapped first: rebuild on theirs */
     }
     shm_read_leave(&h->c);
     return rc;

@@ -13,6 +13,11 @@
  * of another kind; that event's time must not be earlier than the clock
  * read. The refusals that never stamp (ESTATE, ECONFLICT, EINVAL) are
  * checked the same way, so no abort path can lend its time.
+ *
+ * A variable set aborted the same way also proves that the new block,
+ * published for an instant, is retired for readers that may have seen it
+ * rather than freed at once (it used to be freed after the swap had
+ * already retired it).
  */
 #include <stdio.h>
 #include <string.h>
@@ -29,9 +34,14 @@ static int hook_deletes;
 
 /* Runs inside the swap, after the stamp: delete the session through the
  * other handle, so the swap's "deleted meanwhile" check fires. */
+static uint64_t swapped_vars; /* the variables block the hook saw swapped in */
+
 static void delete_now(shmreg *hh, const unsigned char id[SHMREG_ID_BYTES])
 {
-    (void)hh;
+    uint32_t si;
+    uint64_t st;
+    if (reg_find(hh, id, &si, &st) == 0)
+        swapped_vars = atomic_load(&reg_slot(hh, si)->vars);
     shmreg_id sid;
     memcpy(sid.bytes, id, SHMREG_ID_BYTES);
     reg_test_after_swap = NULL; /* once */
@@ -105,6 +115,26 @@ int main(void)
        "update stamped, then found the session deleted: ENOENT");
     is(hook_deletes, 2, "the hook deleted that one too");
     next_events_are_fresh(sub, "update aborted after its stamp");
+
+    /* A variable set that swaps, then finds its session deleted: the
+     * swap has already let go of the new block (retired, for readers
+     * that may have seen it); the setter must not free it as well. */
+    shmreg_id d;
+    is(shmreg_session_create(h, NULL, &d), 0, "a session for a variable");
+    reg_test_after_swap = delete_now;
+    is(shmreg_session_var_set(h, &d, S("k"), S("v")), SHMREG_ENOENT,
+       "var_set swapped, then found the session deleted: ENOENT");
+    is(hook_deletes, 3, "the hook deleted it");
+    shm_blk *vb = swapped_vars ? shm_blk_at(&h->c.seg, swapped_vars) : NULL;
+    ok(vb != NULL && SHM_KIND(atomic_load(&vb->state)) == SHM_BLK_RETIRED,
+       "the new variables block is retired, waiting for readers that may have seen it, not freed "
+       "at once (state kind %d)", vb ? (int)SHM_KIND(atomic_load(&vb->state)) : -1);
+    next_events_are_fresh(sub, "var_set aborted after its swap");
+    shmreg_check_report r;
+    shmreg_check(h, SHMREG_CHECK_REPAIR, &r, NULL, NULL, NULL);
+    is(shmreg_check(h, 0, &r, NULL, NULL, NULL), 0, "then the check is clean");
+    ok(r.problems == 0 && r.leaked_blocks == 0, "no problem, no leak (%llu, %llu)",
+       (unsigned long long)r.problems, (unsigned long long)r.leaked_blocks);
 
     /* Refusals that come before any stamp. */
     shmreg_id c;
