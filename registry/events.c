@@ -122,10 +122,16 @@ void reg_event_fini(shmreg *h)
     h->event_state = NULL;
 }
 
-static int publish(shmreg *h, uint64_t time_ns, uint32_t type, ev_wire *w)
+/* What every event says of its publishing: when (0: now) and who. */
+static void stamp(shmreg *h, ev_wire *w, uint64_t time_ns)
 {
     w->time_ns = time_ns ? time_ns : shm_now_ns();
     w->pid = h->pid;
+}
+
+static int publish(shmreg *h, uint64_t time_ns, uint32_t type, ev_wire *w)
+{
+    stamp(h, w, time_ns);
     int rc = shm_ring_publish(h->event_state, type, w, sizeof *w);
     if (rc == SHM_RING_EBUSY)
         return shmreg__fail(SHMREG_EBUSY, "event ring slot held by a stalled producer");
@@ -227,8 +233,7 @@ int shmreg_publish_batch(shmreg *h, const shmreg_id *sessions, const void *const
     for (size_t i = 0; i < n; i++) {
         if ((rc = custom_wire(&w[i], sessions ? &sessions[i] : NULL, data[i], len[i])) != 0)
             return rc;
-        w[i].time_ns = now;
-        w[i].pid = h->pid;
+        stamp(h, &w[i], now);
         out[i] = (shm_ring_out){SHMREG_EV_CUSTOM, sizeof w[i], &w[i]};
     }
     uint32_t dropped;

@@ -373,32 +373,20 @@ RING_HOT struct shm_ring_intent *my_intent(shm_ring *r, int pid)
     return idx == NO_INTENT ? NULL : &h->intents[idx];
 }
 
-/* Step 1 with its intent: announce, claim, say which number we got. The
- * fetch_add is a release, so a subscriber that sees the tail it made
- * also sees the announcement. */
-static uint64_t claim(shm_ring *r, struct shm_ring_intent *in)
-{
-    if (in)
-        atomic_store_explicit(&in->claim, INTENT_FROM(t_self.next), memory_order_relaxed);
-    uint64_t s = atomic_fetch_add_explicit(&r->hdr->tail, 1, memory_order_release);
-    if (in)
-        atomic_store_explicit(&in->claim, INTENT_AT(s), memory_order_relaxed);
-    t_self.next = s + 1;
-    return s;
-}
-
-/* A batch's claim of n numbers from s. Its intent says "at least s"
- * rather than "s": an intent names one number or a lower bound, and the
- * bound covers the whole range (and, until the marks are made, later
- * numbers too, which only makes a subscriber wait a little longer for
- * someone else's record, never skip ours). */
-static uint64_t claim_n(shm_ring *r, struct shm_ring_intent *in, uint32_t n)
+/* Step 1 with its intent: announce, claim n numbers from s, say which
+ * we got. The fetch_add is a release, so a subscriber that sees the tail
+ * it made also sees the announcement. An intent names one number or a
+ * lower bound: a batch's says "at least s", which covers its range (and,
+ * until its marks are made, later numbers too: that only makes a
+ * subscriber wait a little longer for someone else's record, never skip
+ * ours). */
+RING_HOT uint64_t claim(shm_ring *r, struct shm_ring_intent *in, uint32_t n)
 {
     if (in)
         atomic_store_explicit(&in->claim, INTENT_FROM(t_self.next), memory_order_relaxed);
     uint64_t s = atomic_fetch_add_explicit(&r->hdr->tail, n, memory_order_release);
     if (in)
-        atomic_store_explicit(&in->claim, INTENT_FROM(s), memory_order_relaxed);
+        atomic_store_explicit(&in->claim, n == 1 ? INTENT_AT(s) : INTENT_FROM(s), memory_order_relaxed);
     t_self.next = s + n;
     return s;
 }
@@ -670,7 +658,7 @@ int shm_ring_publish(shm_ring *ring, uint32_t type, const void *payload,
         return SHM_RING_EINVAL;
     uint64_t me = self_mark();
     struct shm_ring_intent *in = my_intent(ring, (int)WORD_PID(me));
-    uint64_t s = claim(ring, in);
+    uint64_t s = claim(ring, in, 1);
     SHM_CRASH_POINT("ring_publish_claimed");
     struct shm_ring_slot *sl = slot_of(ring, s);
     int rc = slot_acquire(ring, sl, s, me);
@@ -697,7 +685,7 @@ int shm_ring_publish_n(shm_ring *ring, const shm_ring_out *recs, uint32_t n, uin
             return SHM_RING_EINVAL;
     uint64_t me = self_mark();
     struct shm_ring_intent *in = my_intent(ring, (int)WORD_PID(me));
-    uint64_t s = claim_n(ring, in, n);
+    uint64_t s = claim(ring, in, n);
     SHM_CRASH_POINT("ring_batch_claimed");
     int acq[SHM_RING_MAX_BATCH];
     for (uint32_t i = 0; i < n; i++)
@@ -724,7 +712,7 @@ int shm_ring_claim_for_test(shm_ring *ring, int mark, uint64_t *seq)
         return SHM_RING_EINVAL;
     uint64_t me = self_mark();
     struct shm_ring_intent *in = my_intent(ring, (int)WORD_PID(me));
-    *seq = claim(ring, in);
+    *seq = claim(ring, in, 1);
     if (!mark)
         return 0;           /* the intent stays: a claimer stopped here */
     int rc = slot_acquire(ring, slot_of(ring, *seq), *seq, me);
