@@ -220,16 +220,17 @@ static void profile_event(shmreg *h, uint32_t type, const unsigned char *sid, sh
 
 /* ------------------------------------------------------------ join, leave */
 
-/* The opening of a join or a leave: a usable handle, an ID, a pair
+/* The opening of a call on a pair (join, leave, count): a usable handle,
+ * the pointer argument `need` (named `what` when it is NULL), a pair
  * within limits, and the pair's hash. */
-static int change_args(shmreg *h, const shmreg_id *id, shmreg_str prof, shmreg_str val,
-                       uint64_t *hash)
+static int pair_args(shmreg *h, const void *need, const char *what, shmreg_str prof, shmreg_str val,
+                     uint64_t *hash)
 {
     int rc = shmreg__usable(h);
     if (rc)
         return rc;
-    if (id == NULL)
-        return shmreg__fail(SHMREG_EINVAL, "NULL session id");
+    if (need == NULL)
+        return shmreg__fail(SHMREG_EINVAL, "NULL %s", what);
     if ((rc = check_args(prof, val)) != 0)
         return rc;
     *hash = reg_key_hash(h, prof, val);
@@ -251,7 +252,7 @@ int shmreg_profile_join(shmreg *h, const shmreg_id *id, shmreg_str prof, shmreg_
                         uint32_t limit, uint64_t *count)
 {
     uint64_t hash, after = 0;
-    int rc = change_args(h, id, prof, val, &hash);
+    int rc = pair_args(h, id, "session id", prof, val, &hash);
     if (rc)
         return rc;
     uint32_t si;
@@ -369,7 +370,7 @@ out:
 int shmreg_profile_leave(shmreg *h, const shmreg_id *id, shmreg_str prof, shmreg_str val)
 {
     uint64_t hash, after = 0;
-    int rc = change_args(h, id, prof, val, &hash);
+    int rc = pair_args(h, id, "session id", prof, val, &hash);
     if (rc)
         return rc;
     uint32_t si;
@@ -430,14 +431,10 @@ void reg_profiles_forget(shmreg *h, uint32_t si)
 
 int shmreg_profile_count(shmreg *h, shmreg_str prof, shmreg_str val, uint64_t *count)
 {
-    int rc = shmreg__usable(h);
+    uint64_t hash;
+    int rc = pair_args(h, count, "count", prof, val, &hash);
     if (rc)
         return rc;
-    if (count == NULL)
-        return shmreg__fail(SHMREG_EINVAL, "NULL count");
-    if ((rc = check_args(prof, val)) != 0)
-        return rc;
-    uint64_t hash = reg_key_hash(h, prof, val);
     shm_read_enter(&h->c);
     reg_pair *p = pair_at(h, pair_find(h, hash, prof, val));
     *count = p ? atomic_load(&p->count) : 0;
