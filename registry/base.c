@@ -90,6 +90,7 @@ const char *shmreg_strerror(int err)
     case SHMREG_EPARSE: return "SHMREG_EPARSE: malformed text";
     case SHMREG_ENOMEM: return "SHMREG_ENOMEM: out of memory";
     case SHMREG_ELIMIT: return "SHMREG_ELIMIT: profile at its member limit";
+    case SHMREG_EFOREIGN: return "SHMREG_EFOREIGN: session owned by another node";
     default: return "unknown shmreg error";
     }
 }

@@ -122,7 +122,7 @@ int shmreg_dialog_bind(shmreg *h, shmreg_str call_id, shmreg_str local_tag, shmr
     uint32_t si;
     uint64_t st;
     shm_read_enter(&h->c);
-    if ((rc = reg_find(h, session->bytes, &si, &st)) != 0)
+    if ((rc = reg_find_own(h, session->bytes, &si, &st)) != 0)
         goto out;
     if ((rc = reg_lock(h, l, "dialog index lock")) != 0)
         goto out;
@@ -174,6 +174,7 @@ int shmreg_dialog_bind(shmreg *h, shmreg_str call_id, shmreg_str local_tag, shmr
         goto unlock;
     }
     shm_index_push(&h->dialogs, hash, rec, &d->next);
+    reg_changed(h, si);
     reg_event(h, 0, SHMREG_EV_DIALOG_BOUND, session->bytes, 0, 0, 0);
 unlock:
     shm_lock_drop(l);
@@ -225,6 +226,10 @@ int shmreg_dialog_unbind(shmreg *h, shmreg_str call_id, shmreg_str local_tag, sh
         goto out;
     }
     reg_dlg *d = reg_dialog_at(h, rec);
+    if ((rc = reg_own_slot(h, d->slot)) != 0) {
+        shm_lock_drop(l);
+        goto out;
+    }
     reg_sess *x = reg_slot(h, d->slot);
     shm_blk *b = shm_blk_at(s, rec);
     uint64_t st = atomic_load(&b->state);
@@ -245,6 +250,7 @@ int shmreg_dialog_unbind(shmreg *h, shmreg_str call_id, shmreg_str local_tag, sh
     if (owner)
         shm_retire(&h->c, rec, st); /* else the session's deleter retires it */
     shm_intent_clear(&h->c);
+    reg_changed(h, d->slot);
     reg_event(h, 0, SHMREG_EV_DIALOG_UNBOUND, d->sid, 0, 0, 0);
 out:
     shm_read_leave(&h->c);

@@ -76,6 +76,8 @@ static const char *const names[SHMREG_EV_TYPE_COUNT] = {
     [SHMREG_EV_PROFILE_JOINED] = "profile_joined",
     [SHMREG_EV_PROFILE_LEFT] = "profile_left",
     [SHMREG_EV_VAR_CHANGED] = "var_changed",
+    [SHMREG_EV_SESSION_IMPORTED] = "session_imported",
+    [SHMREG_EV_SESSION_ADOPTED] = "session_adopted",
 };
 
 const char *shmreg_event_name(uint32_t type)

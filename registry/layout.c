@@ -34,7 +34,7 @@
 #define DEFAULT_ROOMS 1024u
 _Static_assert(SHMREG_MAX_HANDLES == SHM_MAX_HANDLES, "the public handle ceiling is the engine's");
 _Static_assert(SHMREG_MAX_SESSIONS == SHM_MAX_SLOTS, "a session is a slot");
-_Static_assert(REG_KEY_BYTES <= SHM_USER_BYTES, "the key fits the header's user bytes");
+_Static_assert(REG_KEY_BYTES + 4 <= SHM_USER_BYTES, "the key and the node ID fit the header's user bytes");
 
 enum { REGION_SESSIONS, REGION_DIALOGS, REGION_ROOMS, REGION_SHARED, REGION_PAIRS, REGION_USERS,
        REGION_WHEEL, REGION_USERS_TO };
@@ -94,6 +94,10 @@ int reg_layout_params(const shmreg_options *o, reg_layout *l)
         .nregions = REG_NREGIONS,
     };
     shm_params *p = &l->p;
+    if (o->node_id > SHMREG_NODE_MAX)
+        return shmreg__fail(SHMREG_EINVAL, "node_id %u over %u", o->node_id, SHMREG_NODE_MAX);
+    for (unsigned k = 0; k < 4; k++) /* little-endian, after the key */
+        p->user[REG_NODE_AT + k] = (unsigned char)(o->node_id >> 8 * k);
     if (p->ring_records < 64 || (p->ring_records & (p->ring_records - 1)))
         return shmreg__fail(SHMREG_EINVAL, "event_records %u is not a power of two >= 64",
                             p->ring_records);
@@ -155,5 +159,8 @@ int reg_layout_bind(shmreg *h, char *why, size_t whylen)
     h->room_slots = (uint32_t)(rb / 8);
     h->shared = (reg_shared *)s->region[REGION_SHARED].base;
     h->key = s->hdr->f.user;
+    h->node_id = 0;
+    for (unsigned k = 0; k < 4; k++)
+        h->node_id |= (uint32_t)h->key[REG_NODE_AT + k] << 8 * k;
     return 0;
 }

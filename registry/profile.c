@@ -259,7 +259,7 @@ int shmreg_profile_join(shmreg *h, const shmreg_id *id, shmreg_str prof, shmreg_
     uint64_t st;
     unsigned w = SHMREG_MAX_PROFILES_PER_SESSION;
     shm_read_enter(&h->c);
-    if ((rc = reg_find(h, id->bytes, &si, &st)) != 0)
+    if ((rc = reg_find_own(h, id->bytes, &si, &st)) != 0)
         goto out;
     reg_sess *x = reg_slot(h, si);
     if (shmreg_state_is_final((int)REG_STATE(st))) {
@@ -358,6 +358,7 @@ int shmreg_profile_join(shmreg *h, const shmreg_id *id, shmreg_str prof, shmreg_
     shm_lock_drop(l);
     if (count)
         *count = after;
+    reg_changed(h, si);
     profile_event(h, SHMREG_EV_PROFILE_JOINED, id->bytes, prof, after);
     goto out;
 undo:
@@ -376,7 +377,7 @@ int shmreg_profile_leave(shmreg *h, const shmreg_id *id, shmreg_str prof, shmreg
     uint32_t si;
     uint64_t st;
     shm_read_enter(&h->c);
-    if ((rc = reg_find(h, id->bytes, &si, &st)) != 0)
+    if ((rc = reg_find_own(h, id->bytes, &si, &st)) != 0)
         goto out;
     reg_sess *x = reg_slot(h, si);
     shm_lock *l;
@@ -401,6 +402,7 @@ int shmreg_profile_leave(shmreg *h, const shmreg_id *id, shmreg_str prof, shmreg
     SHM_CRASH_POINT("profile_leave_unlisted");
     shm_lock_drop(l);
     drop_word(h, x, w, moff);
+    reg_changed(h, si);
     profile_event(h, SHMREG_EV_PROFILE_LEFT, id->bytes, prof, after);
 out:
     shm_read_leave(&h->c);

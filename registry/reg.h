@@ -87,6 +87,12 @@ typedef struct reg_shared {
     _Atomic uint64_t policy_after[SHMREG_STATE_COUNT];
     _Atomic uint64_t policy_flags[SHMREG_STATE_COUNT];
     _Atomic uint64_t policy_grace[SHMREG_STATE_COUNT];
+    /* Many hosts (mirror.c): an operator's pending adoption request (a
+     * node, 0: none), and the mirror daemon's status, a seqlock: `seq` is
+     * odd while the words are being written. */
+    _Atomic uint64_t adopt_request;
+    _Atomic uint64_t mirror_seq;
+    _Atomic uint64_t mirror[(sizeof(shmreg_mirror_status) + 7) / 8];
 } reg_shared;
 
 struct shmreg {
@@ -113,6 +119,8 @@ struct shmreg {
     void *config_state;
     void (*config_close)(shmreg *h);  /* set with config_state (internal.h) */
     void *event_state;                /* this process's view of the ring */
+    uint32_t node_id;                 /* from the header (mirror.c); 0: single host */
+    int as_owner;                     /* import/adopt at work: writes pass (mirror.c) */
     struct shmreg *next_open;         /* this process's open handles (handle.c) */
 };
 
@@ -133,7 +141,7 @@ typedef struct reg_sess {
     _Atomic uint64_t counter[SHMREG_CTR_COUNT];
     uint64_t config_gen;
     int32_t owner_pid;
-    uint32_t flags;                   /* SHMREG_SESSION_RESTORED (reg_new.flags) */
+    _Atomic uint32_t flags;           /* SHMREG_SESSION_RESTORED (reg_new.flags), _ADOPTED */
     _Atomic uint64_t dlg[SHMREG_MAX_DIALOGS_PER_SESSION];
     _Atomic uint64_t room;            /* room block offset, 0 = in no room */
     /* Call control (profile.c, timer.c, vars.c, user.c): */
@@ -145,6 +153,11 @@ typedef struct reg_sess {
      * this slot is filed in (From low, To high; 0: in none). */
     _Atomic uint64_t ulink[2];
     _Atomic uint64_t uhash;
+    /* Many hosts (mirror.c): the change sequence, bumped after each
+     * change and before its event, and the owner node (0: single host). */
+    _Atomic uint64_t version;
+    _Atomic uint32_t owner_node;
+    uint32_t pad_;
 } reg_sess;
 
 _Static_assert(sizeof(reg_sess) <= SHM_SLOT_BYTES, "session slot too big");
@@ -308,6 +321,8 @@ typedef struct reg_new {
     uint64_t config_gen;
     int32_t owner_pid;
     uint32_t flags;
+    uint32_t owner_node;              /* 0: this registry's node */
+    uint64_t version;                 /* 0: 1, a new session's */
     int state;                        /* the state it is published in */
     uint32_t event;                   /* and the event that announces it */
 } reg_new;
@@ -586,5 +601,43 @@ void reg_sync_stats(shmreg *h, shmreg_stats *st);
  * SHMREG_EINVAL. */
 int reg_room_restore(shmreg *h, const shmreg_room *room, const shmreg_participant *parts,
                      uint32_t n, uint32_t *joined);
+
+/* ------------------------------------------------------------ many hosts (mirror.c) */
+
+/* Where the node ID sits in the header's user bytes (after the key). */
+#define REG_NODE_AT REG_KEY_BYTES
+
+/* 1 when `owner` is another node than this registry's. */
+static inline int reg_foreign_owner(const shmreg *h, uint32_t owner)
+{
+    return owner != 0 && owner != h->node_id;
+}
+
+/* reg_find for a call that changes the session: SHMREG_EFOREIGN when it
+ * is another node's copy (unless an import or adoption is at work). */
+int reg_find_own(shmreg *h, const unsigned char id[SHMREG_ID_BYTES], uint32_t *si, uint64_t *st);
+/* The same check for a slot already found: 0 or SHMREG_EFOREIGN. */
+int reg_own_slot(shmreg *h, uint32_t si);
+
+/* A change to slot si is made: move its version on, before the change's
+ * event is published (a reader that sees the event sees the version). */
+static inline void reg_changed(shmreg *h, uint32_t si)
+{
+    atomic_fetch_add_explicit(&reg_slot(h, si)->version, 1, memory_order_release);
+}
+
+/* Replace slot si's whole record (every field, both SDPs), refiling its
+ * users (session.c). 0 or the record's errors. */
+int reg_session_rewrite(shmreg *h, uint32_t si, const shmreg_fields *f, const shmreg_str sdp[2]);
+
+/* 0 when this process holds the registry's sync claim, else
+ * SHMREG_EPERM (sync.c). */
+int reg_claim_held(shmreg *h);
+
+/* Live sessions another node owns (a walk of the table). */
+uint32_t reg_foreign_count(shmreg *h);
+
+/* The fields of view `s`, checked as the API checks them (restore.c). */
+int reg_fields_of(const shmreg_session *s, shmreg_fields *f);
 
 #endif

@@ -462,6 +462,8 @@ int shmreg_stat(shmreg *h, shmreg_stats *st)
     st->sessions = (uint32_t)counts[0];
     st->dialogs = (uint32_t)dialogs;
     reg_sync_stats(h, st); /* shmreg-sync's status words (sync.c) */
+    st->node_id = h->node_id;
+    st->foreign_sessions = reg_foreign_count(h);
     return 0;
 }
 

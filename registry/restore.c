@@ -39,26 +39,33 @@ static int zero_id(const shmreg_id *id)
     return memcmp(id->bytes, z, SHMREG_ID_BYTES) == 0;
 }
 
-int shmreg_session_restore(shmreg *h, const shmreg_session *s, unsigned flags)
+int reg_fields_of(const shmreg_session *s, shmreg_fields *f)
 {
-    int rc = shmreg__usable(h);
-    if (rc)
-        return rc;
-    if (s == NULL || flags || zero_id(&s->id) || s->state < SHMREG_STATE_INITIATING ||
+    if (s == NULL || zero_id(&s->id) || s->state < SHMREG_STATE_INITIATING ||
         s->state > SHMREG_STATE_FAILED)
-        return shmreg__fail(SHMREG_EINVAL, "NULL session, flags, zero ID or state %d not 1..9",
+        return shmreg__fail(SHMREG_EINVAL, "NULL session, zero ID or state %d not 1..9",
                             s ? s->state : 0);
     for (unsigned k = 0; k < 2; k++)
         if (s->sdp[k].len > SHMREG_MAX_SDP || (s->sdp[k].len && s->sdp[k].ptr == NULL))
             return shmreg__fail(SHMREG_EINVAL, "SDP of %zu bytes (limit %u) or no bytes", s->sdp[k].len,
                                 SHMREG_MAX_SDP);
-    shmreg_fields f;
-    memset(&f, 0, sizeof f);
+    memset(f, 0, sizeof *f);
     for (unsigned i = 0; i < SHMREG_FIELD_STR_COUNT; i++)
-        f.str[i] = s->str[i];
-    f.local_rtp_port = s->local_rtp_port;
-    f.remote_rtp_port = s->remote_rtp_port;
-    if ((rc = reg_fields_check(&f, SHMREG_MASK_ALL)) != 0)
+        f->str[i] = s->str[i];
+    f->local_rtp_port = s->local_rtp_port;
+    f->remote_rtp_port = s->remote_rtp_port;
+    return reg_fields_check(f, SHMREG_MASK_ALL);
+}
+
+int shmreg_session_restore(shmreg *h, const shmreg_session *s, unsigned flags)
+{
+    int rc = shmreg__usable(h);
+    if (rc)
+        return rc;
+    if (flags)
+        return shmreg__fail(SHMREG_EINVAL, "flags 0x%x: must be 0", flags);
+    shmreg_fields f;
+    if ((rc = reg_fields_of(s, &f)) != 0)
         return rc;
     uint64_t counter[SHMREG_CTR_COUNT];
     for (unsigned i = 0; i < SHMREG_CTR_COUNT; i++)

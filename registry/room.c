@@ -486,7 +486,7 @@ int shmreg_room_join(shmreg *h, const shmreg_id *room, const shmreg_id *session,
     uint64_t rst, sst;
     shm_read_enter(&h->c);
     if ((rc = room_find(h, room->bytes, &idx, &r, &rst)) != 0 ||
-        (rc = reg_find(h, session->bytes, &si, &sst)) != 0)
+        (rc = reg_find_own(h, session->bytes, &si, &sst)) != 0)
         goto out;
     if (!joinable(rst)) { /* live (room_find checked), so a name exists */
         rc = shmreg__fail(SHMREG_ESTATE, "room is %s: no joins", shmreg_room_state_name((int)REG_STATE(rst)));

@@ -298,7 +298,9 @@ int reg_session_insert(shmreg *h, const reg_new *n, shmreg_id *id_out)
     atomic_store(&x->updated_ns, n->updated_ns ? n->updated_ns : x->created_ns);
     x->config_gen = n->config_gen;
     x->owner_pid = n->owner_pid;
-    x->flags = n->flags;
+    atomic_store(&x->flags, n->flags);
+    atomic_store(&x->owner_node, n->owner_node ? n->owner_node : h->node_id);
+    atomic_store(&x->version, n->version ? n->version : 1);
     atomic_store(&x->state, 0); /* unpublished */
     /* Found by user the moment it is live: its user records go in first
      * (a lookup passes over records of an unpublished slot). */
@@ -379,15 +381,27 @@ int shmreg_session_update(shmreg *h, const shmreg_id *id, const shmreg_fields *f
     uint32_t si;
     uint64_t st, now;
     shm_read_enter(&h->c);
-    if ((rc = reg_find(h, id->bytes, &si, &st)) == 0) {
+    if ((rc = reg_find_own(h, id->bytes, &si, &st)) == 0) {
         rec_change c = {f, mask, 0, NULL};
         rc = reg_change_field(h, si, &reg_slot(h, si)->rec, &rec_ops, &c, &now);
         if (rc == 0 && (mask & (SHMREG_MASK(SHMREG_FIELD_FROM_URI) | SHMREG_MASK(SHMREG_FIELD_TO_URI))))
             reg_users_sync(h, si); /* a failure here leaves a lookup stale: check repairs */
-        if (rc == 0)
+        if (rc == 0) {
+            reg_changed(h, si);
             reg_event(h, now, SHMREG_EV_SESSION_UPDATED, id->bytes, 0, 0, mask);
+        }
     }
     shm_read_leave(&h->c);
+    return rc;
+}
+
+int reg_session_rewrite(shmreg *h, uint32_t si, const shmreg_fields *f, const shmreg_str sdp[2])
+{
+    uint64_t now;
+    rec_change c = {f, SHMREG_MASK_ALL, 3u, sdp};
+    int rc = reg_change_field(h, si, &reg_slot(h, si)->rec, &rec_ops, &c, &now);
+    if (rc == 0)
+        reg_users_sync(h, si); /* as for an update: check repairs a failure */
     return rc;
 }
 
@@ -406,13 +420,15 @@ int shmreg_session_set_sdp(shmreg *h, const shmreg_id *id, int which, const void
     uint32_t si;
     uint64_t st, now;
     shm_read_enter(&h->c);
-    if ((rc = reg_find(h, id->bytes, &si, &st)) == 0) {
+    if ((rc = reg_find_own(h, id->bytes, &si, &st)) == 0) {
         shmreg_str body[2] = {{"", 0}, {"", 0}};
         body[which] = (shmreg_str){len ? sdp : "", len};
         rec_change c = {NULL, 0, 1u << which, body};
         rc = reg_change_field(h, si, &reg_slot(h, si)->rec, &rec_ops, &c, &now);
-        if (rc == 0)
+        if (rc == 0) {
+            reg_changed(h, si);
             reg_event(h, now, SHMREG_EV_SDP_UPDATED, id->bytes, 0, 0, (uint32_t)which);
+        }
     }
     shm_read_leave(&h->c);
     return rc;
@@ -433,12 +449,13 @@ int shmreg_session_transition(shmreg *h, const shmreg_id *id, int expected, int 
     uint64_t cur; /* the word reg_find validated: the move starts from it */
     int from;
     shm_read_enter(&h->c);
-    if ((rc = reg_find(h, id->bytes, &si, &cur)) == 0) {
+    if ((rc = reg_find_own(h, id->bytes, &si, &cur)) == 0) {
         reg_sess *x = reg_slot(h, si);
         rc = reg_machine_move(&reg_session_machine, &x->state, cur, expected, to, old, &from);
         if (rc == 0) {
             uint64_t now = shm_now_ns();
             atomic_store(&x->updated_ns, now);
+            reg_changed(h, si);
             reg_event(h, now, SHMREG_EV_STATE_CHANGED, id->bytes, from, to, 0);
             reg_timer_policy_apply(h, si, to, now);
             if (shmreg_state_is_final(to)) /* a call that is over counts in no profile */
@@ -459,7 +476,7 @@ int shmreg_session_counter_add(shmreg *h, const shmreg_id *id, int counter, uint
     uint32_t si;
     uint64_t st;
     shm_read_enter(&h->c);
-    if ((rc = reg_find(h, id->bytes, &si, &st)) == 0)
+    if ((rc = reg_find_own(h, id->bytes, &si, &st)) == 0)
         atomic_fetch_add_explicit(&reg_slot(h, si)->counter[counter], delta, memory_order_relaxed);
     shm_read_leave(&h->c);
     return rc;
@@ -506,7 +523,7 @@ int shmreg_session_delete(shmreg *h, const shmreg_id *id)
     uint32_t si;
     uint64_t cur; /* validated by reg_find; the CAS refreshes it */
     shm_read_enter(&h->c);
-    if ((rc = reg_find(h, id->bytes, &si, &cur)) == 0) {
+    if ((rc = reg_find_own(h, id->bytes, &si, &cur)) == 0) {
         reg_sess *x = reg_slot(h, si);
         for (;;) {
             if (!REG_LIVE(cur)) {

@@ -131,6 +131,7 @@ const char *shmreg_version(int *major, int *minor, int *patch);
 #define SHMREG_EPARSE   (-15) /* malformed text (config); shmreg_errmsg() names line:column */
 #define SHMREG_ENOMEM   (-16) /* malloc failed (cold paths only) */
 #define SHMREG_ELIMIT   (-17) /* a profile is at its member limit: nothing changed */
+#define SHMREG_EFOREIGN (-18) /* the session is a foreign copy: only its owner node changes it */
 
 /* Name of an error code ("SHMREG_ENOENT: no such entry"). Static string. */
 const char *shmreg_strerror(int err);
@@ -179,7 +180,10 @@ typedef struct shmreg_options {
     uint32_t event_records;  /* event ring size, a power of two >= 64; default 65536 */
     uint32_t max_rooms;      /* conference rooms at once, 1..262144 (rounded up to
                               * a power of two, at least 32); default 1024 */
-    uint64_t reserved[8];        /* reserved for later fields (see "growth") */
+    uint32_t node_id;        /* this registry's node in a group of hosts that mirror
+                              * each other (shmreg_sync.h, "many hosts"),
+                              * 1..SHMREG_NODE_MAX; 0: a single host */
+    uint64_t reserved[7];        /* reserved for later fields (see "growth") */
 } shmreg_options;
 
 /* Open (attach to) the registry in directory `path`, creating it when
@@ -354,8 +358,11 @@ typedef struct shmreg_session {
     uint32_t timeout_flags;             /* its action: SHMREG_TIMEOUT_FAIL or _NOTIFY */
     uint32_t nprofiles;                 /* profile memberships (shmreg_session_profile) */
     uint32_t nvars;                     /* variables (shmreg_session_var_next) */
-    uint32_t pad_;
-    uint64_t reserved[4];        /* reserved for later fields (see "growth") */
+    uint32_t owner_node;                /* the node that owns it (0: single host);
+                                         * SHMREG_SESSION_FOREIGN when not this one */
+    uint64_t version;                   /* its change sequence: grows with every
+                                         * change its owner makes (shmreg_sync.h) */
+    uint64_t reserved[3];        /* reserved for later fields (see "growth") */
 } shmreg_session;
 
 /* Room for a new block or slot: an allocation that finds the heap or the
@@ -754,7 +761,9 @@ typedef struct shmreg_stats {
     uint32_t sync_alive;
     uint64_t session_slot_bytes; /* bytes of one session's fixed slot (the rest
                                   * of a session is heap: heap_used_bytes) */
-    uint64_t reserved[11];        /* reserved for later fields (see "growth") */
+    uint32_t node_id;            /* set at create (shmreg_options.node_id); 0: none */
+    uint32_t foreign_sessions;   /* live sessions other nodes own (copies) */
+    uint64_t reserved[10];        /* reserved for later fields (see "growth") */
 } shmreg_stats;
 
 /* Fill *st. Takes no lock; figures are a moment's snapshot.
@@ -996,6 +1005,10 @@ enum shmreg_event_type {
     SHMREG_EV_VAR_CHANGED = 20,        /* session, data (the key's first 16 bytes: the
                                         * profile events keep 4 for the count), len,
                                         * which (1 set, 0 unset) */
+    SHMREG_EV_SESSION_IMPORTED = 21,   /* session, new_state: a foreign copy was made
+                                        * or brought up to date (shmreg_sync.h) */
+    SHMREG_EV_SESSION_ADOPTED = 22,    /* session, new_state: a dead node's session is
+                                        * now this node's own (shmreg_sync.h) */
     SHMREG_EV_TYPE_COUNT
 };
 #define SHMREG_EV_MASK(type) (1u << (type))

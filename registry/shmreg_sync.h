@@ -232,4 +232,136 @@ int shmreg_sync_report(shmreg *h, uint64_t pos, uint64_t commit_ns);
 /* Give the claim up (a no-op when not held). Errors: SHMREG_EFORK, SHMREG_EINVAL. */
 int shmreg_sync_release(shmreg *h);
 
+/* ---------------------------------------------------------------- many hosts
+ *
+ * Registries on several hosts mirror each other through Redis
+ * (shmreg-sync --redis, tools/shmreg-sync.1): each is created with its own
+ * node ID (shmreg_options.node_id), and every session belongs to one
+ * owner node. A session a worker creates is its registry's own; the
+ * daemon writes its owner's sessions to Redis and brings the other
+ * nodes' sessions in as foreign copies, which workers find and read in
+ * place like any other, but cannot change: every call that changes a
+ * session (update, SDP, transition, counters, delete, dialogs, profiles,
+ * variables, timeouts, rooms) fails on a foreign copy with
+ * SHMREG_EFOREIGN and changes nothing. Only the owner changes a session,
+ * so a change has one writer, and its version (shmreg_session.version,
+ * bumped after each change is made and before its event is published)
+ * orders the copies: an import never replaces a newer version with an
+ * older one.
+ *
+ * A foreign copy holds the owner's fields, SDPs, state, counters, times,
+ * dialogs and variables. Memberships and timeouts act only where the call
+ * is owned (a timer firing on two hosts ends a call twice): a copy has
+ * none; they are given to it when it is adopted. When a node dies, one
+ * surviving node adopts its sessions (shmreg_session_adopt): they become
+ * its own, marked SHMREG_SESSION_ADOPTED and announced by an event, like
+ * restored ones, so the application re-arms what it keeps per call. */
+
+#define SHMREG_NODE_MAX 65535u      /* node IDs are 1..SHMREG_NODE_MAX */
+/* shmreg_session.flags: owned by another node: a read-only copy (derived
+ * from owner_node and this registry's node ID). */
+#define SHMREG_SESSION_FOREIGN 0x2u
+/* shmreg_session.flags: adopted from a dead node (shmreg_session_adopt). */
+#define SHMREG_SESSION_ADOPTED 0x4u
+
+/* Make or bring up to date the copy of session `s->id` that node `node`
+ * owns, at its owner's `version`, with every field of `s` (as for
+ * shmreg_session_restore; its state may be any of 1..9, and need not be
+ * reachable from the copy's state), the variables of `c` (NULL: none; its
+ * memberships and timeout are ignored) and exactly the dialogs d[0..nd-1]
+ * (keys bound here to another session are left out). A new copy appears
+ * complete in one step; an existing one has its record, state, counters,
+ * dialogs and variables replaced, each part in one atomic step, then its
+ * version. A copy another node owned (the session was adopted) passes to
+ * `node`. One SHMREG_EV_SESSION_IMPORTED event (session, new_state) is
+ * published. Call it from one thread per registry (the daemon does).
+ * Errors: SHMREG_EINVAL (NULL, this registry has no node ID, `node` is 0,
+ * over SHMREG_NODE_MAX or this node, a field as for restore),
+ * SHMREG_EEXIST (the session is this node's own: nothing changed),
+ * SHMREG_ECONFLICT (the copy here has a newer version: nothing changed),
+ * SHMREG_EFULL (table or heap full: a new copy leaves nothing behind; an
+ * existing one may be left with its old variables or dialogs), SHMREG_EBUSY,
+ * SHMREG_ECORRUPT, SHMREG_EFORK. */
+int shmreg_session_import(shmreg *h, uint32_t node, uint64_t version, const shmreg_session *s,
+                          const shmreg_session_control *c, const shmreg_dialog *d, unsigned nd);
+
+/* Delete the copy of session `id` that node `node` owns (its owner deleted
+ * it), dialogs included; SHMREG_EV_SESSION_DELETED is published. Errors:
+ * SHMREG_EINVAL, SHMREG_ENOENT (no such live session), SHMREG_ECONFLICT
+ * (the session is owned by another node, this one included, e.g. since it
+ * was adopted: nothing changed), SHMREG_EFORK. */
+int shmreg_session_import_delete(shmreg *h, uint32_t node, const shmreg_id *id);
+
+/* Make the foreign copy of session `id` this node's own: owner_node
+ * becomes this registry's node ID, SHMREG_SESSION_ADOPTED is set, the
+ * version moves on, the memberships of `c` are joined (no limit applies:
+ * the calls exist) and its timeout armed unless the call is over (`c` may
+ * be NULL: none), then one SHMREG_EV_SESSION_ADOPTED (session, new_state)
+ * is published. Whoever adopts must have made sure no other node does
+ * (shmreg-sync does it with an atomic step in Redis); the copy should be
+ * brought up to date with shmreg_session_import first.
+ * Errors: SHMREG_EINVAL, SHMREG_ENOENT, SHMREG_EEXIST (already this node's),
+ * SHMREG_EFULL (a membership or the timer found no room: the session is
+ * adopted, without it), SHMREG_EBUSY, SHMREG_ECORRUPT, SHMREG_EFORK. */
+int shmreg_session_adopt(shmreg *h, const shmreg_id *id, const shmreg_session_control *c);
+
+/* Ask the mirror daemon to adopt node `node`'s sessions now, whether or
+ * not its lease has run out (an operator who knows the host is dead:
+ * `shmregctl node adopt`). 0 withdraws a request not yet taken. The
+ * daemon still takes the node in one atomic step in Redis, so two hosts
+ * asked at once cannot both win. Errors: SHMREG_EINVAL (this registry has
+ * no node ID, `node` over SHMREG_NODE_MAX or this node), SHMREG_EFORK. */
+int shmreg_node_adopt_request(shmreg *h, uint32_t node);
+
+/* For the daemon that holds the sync claim: take the pending request (its
+ * node in *node, cleared in the segment), or *node = 0 when none.
+ * Errors: SHMREG_EINVAL, SHMREG_EPERM (no claim held), SHMREG_EFORK. */
+int shmreg_node_adopt_take(shmreg *h, uint32_t *node);
+
+/* What the mirror daemon says of itself and of each other node it
+ * follows, shown by `shmregctl stat` and `metrics`. */
+#define SHMREG_MIRROR_PEERS_MAX 16u
+enum {
+    SHMREG_MIRROR_OFF = 0,   /* no mirror daemon has reported */
+    SHMREG_MIRROR_UP = 1,    /* Redis answers; pushes go through */
+    SHMREG_MIRROR_DOWN = 2   /* Redis unreachable or failing: behind */
+};
+enum {
+    SHMREG_PEER_SYNCING = 1, /* copying its records (start, gap, lap) */
+    SHMREG_PEER_UP = 2,      /* following its change stream */
+    SHMREG_PEER_DEAD = 3,    /* its lease ran out; not (yet) adopted */
+    SHMREG_PEER_ADOPTED = 4  /* its sessions were adopted (by adopted_by) */
+};
+typedef struct shmreg_mirror_peer {
+    uint32_t node, state;    /* SHMREG_PEER_* */
+    uint32_t adopted_by;     /* node that adopted it (state ADOPTED) */
+    uint32_t pad_;
+    uint64_t copies;         /* its sessions held here as foreign copies */
+    uint64_t lag_ns;         /* its last change applied here: change to import */
+    uint64_t applied_ns;     /* when that was */
+    uint64_t reserved[4];    /* reserved for later fields (see "growth") */
+} shmreg_mirror_peer;
+typedef struct shmreg_mirror_status {
+    uint32_t state;          /* SHMREG_MIRROR_* */
+    uint32_t npeers;
+    uint64_t pushed_seq;     /* every change in an event with seq < it is in Redis */
+    uint64_t push_ns;        /* time of the last successful push (0: none) */
+    uint64_t backlog;        /* sessions waiting to be pushed */
+    uint64_t pushed, imported, deleted, adopted, stale, errors; /* totals since start */
+    uint64_t reported_ns;    /* when the daemon wrote this */
+    char last_error[192];    /* NUL-terminated; "" none */
+    shmreg_mirror_peer peer[SHMREG_MIRROR_PEERS_MAX];
+    uint64_t reserved[8];    /* reserved for later fields (see "growth") */
+} shmreg_mirror_status;
+
+/* For the daemon that holds the sync claim: publish its status (copied).
+ * Errors: SHMREG_EINVAL, SHMREG_EPERM (no claim held), SHMREG_EFORK. */
+int shmreg_mirror_report(shmreg *h, const shmreg_mirror_status *st);
+
+/* Read the mirror status as last reported (a consistent copy; all zero,
+ * state SHMREG_MIRROR_OFF, when none was). `pushed_seq` is as reported;
+ * the caller compares it with shmreg_stats.events_published for the lag.
+ * Errors: SHMREG_EINVAL, SHMREG_EFORK. */
+int shmreg_mirror_get(shmreg *h, shmreg_mirror_status *st);
+
 #endif

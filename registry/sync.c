@@ -59,14 +59,21 @@ int shmreg_sync_claim(shmreg *h)
     }
 }
 
+int reg_claim_held(shmreg *h)
+{
+    if (atomic_load(&h->shared->sync_pid) != (uint64_t)h->pid)
+        return shmreg__fail(SHMREG_EPERM, "this process does not hold the registry's sync claim");
+    return 0;
+}
+
 int shmreg_sync_report(shmreg *h, uint64_t pos, uint64_t commit_ns)
 {
     int rc = shmreg__usable(h);
+    if (rc == 0)
+        rc = reg_claim_held(h);
     if (rc)
         return rc;
     reg_shared *hd = h->shared;
-    if (atomic_load(&hd->sync_pid) != (uint64_t)h->pid)
-        return shmreg__fail(SHMREG_EPERM, "this process does not hold the registry's sync claim");
     atomic_store(&hd->sync_commit_ns, commit_ns);
     atomic_store(&hd->sync_pos, pos);
     return 0;

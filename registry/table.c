@@ -282,7 +282,11 @@ int reg_session_view(shmreg *h, uint32_t si, uint64_t st, shmreg_session *out)
     out->updated_ns = atomic_load_explicit(&x->updated_ns, memory_order_relaxed);
     out->owner_pid = x->owner_pid;
     out->config_gen = x->config_gen;
-    out->flags = x->flags;
+    uint32_t owner = atomic_load_explicit(&x->owner_node, memory_order_relaxed);
+    out->owner_node = owner;
+    out->version = atomic_load_explicit(&x->version, memory_order_acquire);
+    out->flags = atomic_load_explicit(&x->flags, memory_order_relaxed) |
+                 (reg_foreign_owner(h, owner) ? SHMREG_SESSION_FOREIGN : 0);
     for (unsigned i = 0; i < SHMREG_CTR_COUNT; i++)
         out->counter[i] = atomic_load_explicit(&x->counter[i], memory_order_relaxed);
     uint32_t ndialogs = 0; /* counted in a register, not through *out */
@@ -290,7 +294,7 @@ int reg_session_view(shmreg *h, uint32_t si, uint64_t st, shmreg_session *out)
         ndialogs += atomic_load_explicit(&x->dlg[i], memory_order_relaxed) != 0;
     out->ndialogs = ndialogs;
     out->deadline_ns = 0;
-    out->timeout_flags = out->nprofiles = out->nvars = out->pad_ = 0;
+    out->timeout_flags = out->nprofiles = out->nvars = 0;
     if ((rc = control_view(h, x, out)) != 0)
         return rc;
     /* The ABI's spare capacity: written, as empty, like every other byte.

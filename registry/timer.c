@@ -232,12 +232,14 @@ int shmreg_session_set_timeout(shmreg *h, const shmreg_id *id, uint64_t when, un
     uint32_t si;
     uint64_t st;
     shm_read_enter(&h->c);
-    if ((rc = reg_find(h, id->bytes, &si, &st)) == 0) {
+    if ((rc = reg_find_own(h, id->bytes, &si, &st)) == 0) {
         if (deadline && shmreg_state_is_final((int)REG_STATE(st)))
             rc = shmreg__fail(SHMREG_ESTATE, "session is %s: a final state has no timeout",
                               shmreg_state_name((int)REG_STATE(st)));
         else
             rc = reg_timer_arm(h, si, deadline, flags, grace_ns);
+        if (rc == 0)
+            reg_changed(h, si);
     }
     shm_read_leave(&h->c);
     return rc;
@@ -305,7 +307,8 @@ static int fire(shmreg *h, uint64_t off, uint64_t now, shmreg_expired *out)
     uint64_t claim = h->c.tag | REG_TIMER_CLAIMED, cur = x ? atomic_load(&x->state) : 0;
     int stale = x == NULL || atomic_load(&x->timer) != off || !REG_LIVE(cur) ||
                 memcmp(x->id, t->sid, SHMREG_ID_BYTES) != 0 ||
-                shmreg_state_is_final((int)REG_STATE(cur));
+                shmreg_state_is_final((int)REG_STATE(cur)) ||
+                reg_foreign_owner(h, atomic_load(&x->owner_node)); /* fires only where owned */
     int old = (int)REG_STATE(cur), to = old;
     if (!stale && (t->flags & SHMREG_TIMEOUT_FAIL)) {
         int from;
@@ -334,6 +337,7 @@ static int fire(shmreg *h, uint64_t off, uint64_t now, shmreg_expired *out)
     out->action = t->flags;
     out->old_state = old;
     out->new_state = to;
+    reg_changed(h, t->slot);
     reg_event(h, now, SHMREG_EV_TIMEOUT, t->sid, old, to, t->flags);
     return 1;
 }

@@ -107,9 +107,11 @@ static int vars_change(shmreg *h, const shmreg_id *id, shmreg_str key, const shm
     uint32_t si;
     uint64_t st, now;
     shm_read_enter(&h->c);
-    if ((rc = reg_find(h, id->bytes, &si, &st)) == 0) {
+    if ((rc = reg_find_own(h, id->bytes, &si, &st)) == 0) {
         vars_change_arg c = {key, val};
         rc = reg_change_field(h, si, &reg_slot(h, si)->vars, &vars_ops, &c, &now);
+        if (rc == 0)
+            reg_changed(h, si);
         if (rc == 0)
             reg_event_data(h, SHMREG_EV_VAR_CHANGED, id->bytes, val != NULL, key.ptr, key.len);
     }

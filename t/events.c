@@ -146,7 +146,7 @@ static void test_names_and_arguments(void)
         "session_deleted", "dialog_bound", "dialog_unbound", "config_changed", "custom",
         "room_created", "room_state", "participant_joined", "participant_status", "participant_left",
         "session_restored", "room_restored", "timeout", "profile_joined", "profile_left",
-        "var_changed",
+        "var_changed", "session_imported", "session_adopted",
     };
     _Static_assert(sizeof nm / sizeof nm[0] == SHMREG_EV_TYPE_COUNT, "a name for every type");
     int names_ok = 1, parse_ok = 1;
