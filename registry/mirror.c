@@ -166,7 +166,7 @@ static int import_new(shmreg *h, uint32_t node, uint64_t version, const shmreg_s
         .owner_node = node,
         .version = version ? version : 1,
         .state = s->state,
-        .event = SHMREG_EV_SESSION_IMPORTED,
+        .event = 0, /* published once the dialogs and variables are in */
     };
     return reg_session_insert(h, &n, NULL);
 }
@@ -182,7 +182,6 @@ static int import_over(shmreg *h, uint32_t si, uint64_t cur, uint32_t node, uint
         return rc;
     for (unsigned i = 0; i < SHMREG_CTR_COUNT; i++)
         atomic_store_explicit(&x->counter[i], s->counter[i], memory_order_relaxed);
-    atomic_store(&x->updated_ns, s->updated_ns);
     atomic_fetch_or(&x->flags, (uint32_t)(s->flags & SHMREG_SESSION_ADOPTED));
     atomic_store(&x->owner_node, node);
     (void)version;
@@ -206,13 +205,11 @@ int shmreg_session_import(shmreg *h, uint32_t node, uint64_t version, const shmr
     uint64_t st;
     shm_read_enter(&h->c);
     h->as_owner = 1;
-    int fresh = 0;
     rc = reg_lookup(h, s->id.bytes, &si, &st);
     if (rc == SHMREG_ENOENT) {
         if ((rc = import_new(h, node, version, s, &f)) == 0 &&
             (rc = reg_lookup(h, s->id.bytes, &si, &st)) == SHMREG_ENOENT)
             rc = shmreg__fail(SHMREG_ENOENT, "imported session deleted meanwhile");
-        fresh = 1;
     } else if (rc == 0) {
         reg_sess *x = reg_slot(h, si);
         uint64_t have = atomic_load(&x->version);
@@ -229,9 +226,11 @@ int shmreg_session_import(shmreg *h, uint32_t node, uint64_t version, const shmr
     if (rc == 0)
         rc = sync_vars(h, &s->id, c);
     if (rc == 0) {
-        atomic_store_explicit(&reg_slot(h, si)->version, version ? version : 1, memory_order_release);
-        if (!fresh)
-            reg_event(h, 0, SHMREG_EV_SESSION_IMPORTED, s->id.bytes, 0, s->state, 0);
+        /* Last, over what the dialog and variable calls stamped: */
+        reg_sess *x = reg_slot(h, si);
+        atomic_store(&x->updated_ns, s->updated_ns);
+        atomic_store_explicit(&x->version, version ? version : 1, memory_order_release);
+        reg_event(h, 0, SHMREG_EV_SESSION_IMPORTED, s->id.bytes, 0, s->state, 0);
     }
     h->as_owner = 0;
     shm_read_leave(&h->c);

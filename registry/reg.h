@@ -324,7 +324,7 @@ typedef struct reg_new {
     uint32_t owner_node;              /* 0: this registry's node */
     uint64_t version;                 /* 0: 1, a new session's */
     int state;                        /* the state it is published in */
-    uint32_t event;                   /* and the event that announces it */
+    uint32_t event;                   /* and the event that announces it (0: none) */
 } reg_new;
 
 /* Build a session in a free slot, link it into the ID index and publish

@@ -329,7 +329,8 @@ int reg_session_insert(shmreg *h, const reg_new *n, shmreg_id *id_out)
     unsigned char id[SHMREG_ID_BYTES];
     memcpy(id, x->id, SHMREG_ID_BYTES);
     atomic_store_explicit(&x->state, (uint64_t)n->state, memory_order_release);
-    reg_event(h, n->created_ns ? 0 : now, n->event, id, 0, n->state, 0);
+    if (n->event) /* 0: the caller announces it (an import, once complete) */
+        reg_event(h, n->created_ns ? 0 : now, n->event, id, 0, n->state, 0);
     if (n->event == SHMREG_EV_SESSION_CREATED && /* a new call: its state's timeout */
         atomic_load_explicit(&h->shared->policy_after[n->state], memory_order_relaxed)) {
         shm_read_enter(&h->c);
