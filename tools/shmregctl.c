@@ -37,13 +37,15 @@ volatile sig_atomic_t ctl_stop;
 volatile sig_atomic_t ctl_exit_on_signal;
 
 static const ctl_cmd commands[] = {
-    {"create", cmd_create, "[--sessions N] [--bytes SIZE] [--handles N] [--group NAME]",
+    {"create", cmd_create, "[--sessions N] [--bytes SIZE] [--handles N] [--group NAME] [--node N]",
      "Create a registry (as a master process does) and detach.\n"
      "  --sessions N     session table size (default 65536)\n"
      "  --bytes SIZE     heap for strings, SDPs and dialogs; K, M, G suffixes\n"
      "                   (default 8 KiB per session)\n"
      "  --handles N      processes attached at once (default 256)\n"
-     "  --group NAME     share with group NAME: directory 0770, files 0660\n"},
+     "  --group NAME     share with group NAME: directory 0770, files 0660\n"
+     "  --node N         its node ID (1..65535) among hosts that mirror each other\n"
+     "                   through shmreg-sync --redis (default: none, a single host)\n"},
     {"destroy", cmd_destroy, "[--force]",
      "Remove a registry. Refused while live processes are attached.\n"
      "  --force          remove it anyway\n"},
@@ -156,6 +158,11 @@ static const ctl_cmd commands[] = {
      "has made durable, how many events it is behind, its last commit; with --lmdb,\n"
      "what the sync directory holds. Exit 1 when no daemon follows the registry.\n"
      "  --lmdb DIR       also read the sync directory DIR\n"},
+    {"node adopt", cmd_node_adopt, "NODE",
+     "Ask this host's shmreg-sync to adopt dead node NODE's calls now, without\n"
+     "waiting for its lease to run out. The daemon takes the node in one atomic\n"
+     "step in Redis: of hosts asked at once, exactly one wins; the others keep\n"
+     "copies owned by the winner.\n"},
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
 
@@ -264,6 +271,11 @@ int ctl_create_option(ctl *c, int ch, shmreg_options *opt)
         return 1;
     case 'g':
         opt->group = optarg;
+        return 1;
+    case 'N':
+        if (ctl_parse_u64(optarg, SHMREG_NODE_MAX, &v) || v == 0)
+            return ctl_usage(c, "--node wants a node ID 1..%u, not '%s'", SHMREG_NODE_MAX, optarg);
+        opt->node_id = (uint32_t)v;
         return 1;
     default:
         return 0;

@@ -203,7 +203,8 @@ int ctl_simple(ctl *c, int argc, char **argv, int min, int max);
     {"sessions", required_argument, NULL, 's'},              \
     {"bytes", required_argument, NULL, 'b'},                 \
     {"handles", required_argument, NULL, 'H'},               \
-    {"group", required_argument, NULL, 'g'}
+    {"group", required_argument, NULL, 'g'},                 \
+    {"node", required_argument, NULL, 'N'}
 int ctl_create_option(ctl *c, int ch, shmreg_options *opt);
 
 /* Parsers for option values. Return 0, or -1 (caller reports usage). */
@@ -258,6 +259,12 @@ int cmd_rooms(ctl *, int, char **);
 int cmd_room(ctl *, int, char **);
 int cmd_restore(ctl *, int, char **);
 int cmd_sync_status(ctl *, int, char **);
+int cmd_node_adopt(ctl *, int, char **);
+/* Many hosts (shmregctl_node.c): stat's "node" object (nothing for a
+ * registry without a node ID), and what metrics needs of the mirror. */
+void ctl_node_fields(ctl *c, const shmreg_stats *st);
+uint64_t ctl_mirror_behind(const shmreg_stats *st, const shmreg_mirror_status *m);
+const char *ctl_peer_state(uint32_t s);
 int cmd_timeouts(ctl *, int, char **);
 int cmd_profiles(ctl *, int, char **);
 int cmd_profile(ctl *, int, char **);

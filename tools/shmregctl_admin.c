@@ -61,6 +61,8 @@ int cmd_create(ctl *c, int argc, char **argv)
     out_u64(o, "max_handles", st.max_handles);
     out_bytes(o, "segment_bytes", st.segment_bytes);
     out_cstr(o, "group", opt.group);
+    if (st.node_id)
+        out_u64(o, "node_id", st.node_id);
     out_obj_end(o);
     out_doc_end(o);
     return CTL_OK;
@@ -208,6 +210,7 @@ static int stat_report(ctl *c)
     out_obj_end(o);
 
     ctl_sync_fields(o, st);
+    ctl_node_fields(c, st);
 
     out_obj_begin(o, "config");
     out_u64(o, "gen", st->config_gen);
@@ -285,6 +288,37 @@ static void metric(out *o, const char *name, const char *type, const char *help,
     out_raw(o, line, (size_t)n);
 }
 
+/* Many hosts: only for a registry with a node ID (shmregctl_node.c). */
+static void node_metrics(ctl *c, const shmreg_stats *st)
+{
+    if (st->node_id == 0)
+        return;
+    out *o = &c->o;
+    shmreg_mirror_status m;
+    if (shmreg_mirror_get(c->h, &m) != 0)
+        memset(&m, 0, sizeof m);
+    metric(o, "shmreg_node_id", "gauge", "This registry's node ID.", st->node_id, 1);
+    metric(o, "shmreg_foreign_sessions", "gauge", "Copies of sessions other nodes own.",
+           st->foreign_sessions, 1);
+    metric(o, "shmreg_mirror_up", "gauge", "1 when the mirror daemon reaches Redis.",
+           m.state == SHMREG_MIRROR_UP, 1);
+    metric(o, "shmreg_mirror_behind_events", "gauge", "Events published and not yet in Redis.",
+           (double)(m.state ? ctl_mirror_behind(st, &m) : st->events_published), 1);
+    metric(o, "shmreg_mirror_backlog", "gauge", "Sessions waiting to be pushed to Redis.",
+           (double)m.backlog, 1);
+    metric(o, "shmreg_mirror_errors_total", "counter", "Mirror failures since its daemon started.",
+           (double)m.errors, 1);
+    family(o, "shmreg_mirror_peer_lag_seconds", "gauge",
+           "Per other node: its last change, from the owner's change to the import here.");
+    for (uint32_t i = 0; i < m.npeers; i++) {
+        char line[160];
+        int n = snprintf(line, sizeof line,
+                         "shmreg_mirror_peer_lag_seconds{node=\"%" PRIu32 "\",state=\"%s\"} %.9g\n",
+                         m.peer[i].node, ctl_peer_state(m.peer[i].state), (double)m.peer[i].lag_ns / 1e9);
+        out_raw(o, line, (size_t)n);
+    }
+}
+
 #define PROFILE_TOP 10u      /* values per profile with a series of their own */
 #define PROFILE_TOP_MAX 1000u
 
@@ -349,6 +383,7 @@ int cmd_metrics(ctl *c, int argc, char **argv)
     metric(o, "shmreg_sync_last_commit_timestamp_seconds", "gauge",
            "When shmreg-sync last made changes durable (0: never).",
            (double)(st->sync_commit_ns / 1000000000u), 1);
+    node_metrics(c, st);
     metric(o, "shmreg_config_generation", "gauge", "Registry config generation.",
            (double)st->config_gen, 1);
     metric(o, "shmreg_created_timestamp_seconds", "gauge", "When the registry was created.",

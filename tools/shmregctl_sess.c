@@ -458,6 +458,12 @@ int cmd_show(ctl *c, int argc, char **argv)
     out_u64(o, "local_rtp_port", s.local_rtp_port);
     out_u64(o, "remote_rtp_port", s.remote_rtp_port);
     out_i64(o, "owner_pid", s.owner_pid);
+    if (s.owner_node) { /* many hosts: whose it is, and how far its owner has changed it */
+        out_u64(o, "owner_node", s.owner_node);
+        out_u64(o, "version", s.version);
+        out_bool(o, "foreign", (s.flags & SHMREG_SESSION_FOREIGN) != 0);
+        out_bool(o, "adopted", (s.flags & SHMREG_SESSION_ADOPTED) != 0);
+    }
     out_u64(o, "config_gen", s.config_gen);
     out_obj_begin(o, "counters");
     for (int i = 0; i < SHMREG_CTR_COUNT; i++)

@@ -108,7 +108,7 @@ static void usage(void)
     fprintf(stderr,
             "usage: sipd -r REGISTRY [-l ADDR:PORT] [-w WORKERS] [-R RING_MS]\n"
             "            [-L LINGER_MS] [-T MAX_CALL_S] [-C CALLS_PER_CALLER]\n"
-            "            [-e LINES_PER_S] [-1 T1_MS] [-2 T2_MS] [-H]\n"
+            "            [-e LINES_PER_S] [-1 T1_MS] [-2 T2_MS] [-H] [-N NODE]\n"
             "  -r  registry directory (created if it does not exist)\n"
             "  -l  listen address, default 127.0.0.1:5060 ([::1]:5060 for IPv6)\n"
             "  -w  worker processes, default 4\n"
@@ -123,7 +123,9 @@ static void usage(void)
             "      responses are resent after T1, 2*T1, ... for at most 64*T1\n"
             "  -2  SIP timer T2 in ms, the longest interval between them, default 4000\n"
             "  -H  keep the kernel's per-client hash instead of spreading each\n"
-            "      datagram over the workers at random\n");
+            "      datagram over the workers at random\n"
+            "  -N  node ID (1..65535) given to a registry this creates, for hosts that\n"
+            "      mirror each other with shmreg-sync --redis (default: none)\n");
     exit(2);
 }
 
@@ -602,7 +604,8 @@ int main(int argc, char **argv)
     conf.t2_ms = 4000;
     const char *listen = "127.0.0.1:5060";
     int opt;
-    while ((opt = getopt(argc, argv, "r:l:w:R:L:T:C:e:1:2:Hh")) != -1) {
+    shmreg_options o = { .flags = SHMREG_CREATE };
+    while ((opt = getopt(argc, argv, "r:l:w:R:L:T:C:e:1:2:HN:h")) != -1) {
         switch (opt) {
         case 'r': conf.registry = optarg; break;
         case 'l': listen = optarg; break;
@@ -615,6 +618,7 @@ int main(int argc, char **argv)
         case '1': conf.t1_ms = num_arg(optarg, 60000); break;
         case '2': conf.t2_ms = num_arg(optarg, 600000); break;
         case 'H': conf.spread = 0; break;
+        case 'N': o.node_id = num_arg(optarg, SHMREG_NODE_MAX); break;
         default: usage();
         }
     }
@@ -628,7 +632,6 @@ int main(int argc, char **argv)
     if (sodium_init() < 0 || probe_port(&conf) != 0)
         return 1;
 
-    shmreg_options o = { .flags = SHMREG_CREATE };
     int created = 0;
     int rc = shmreg_open(conf.registry, NULL, &h);
     if (rc == SHMREG_ENOENT) {

@@ -914,6 +914,13 @@ static void on_bye(worker *w, const sip_msg *m)
             if (rc == 0)
                 break;
         }
+        if (rc == SHMREG_EFOREIGN) {
+            /* Another host owns the call and is alive (else it would have
+             * been adopted here): it was sent to the wrong host. */
+            if (!early)
+                send_final(w, m, 503, "Call owned by another host", NOTAG);
+            return;
+        }
         if (rc != SHMREG_ECONFLICT && rc != SHMREG_ESTATE) {
             registry_error(w, "BYE", rc);
             break;
