@@ -38,59 +38,6 @@
 
 static const char *sipp = "/usr/bin/sipp";
 
-static int reap(pid_t pid)
-{
-    int st;
-    if (waitpid(pid, &st, 0) != pid)
-        return -1;
-    kill(-pid, SIGKILL); /* the rest of its group (sipd's workers) */
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-}
-
-
-/* An OPTIONS answered 200 by sipd on `port`. */
-static int options_ok(unsigned port)
-{
-    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t l = sizeof a;
-    bind(fd, (struct sockaddr *)&a, sizeof a);
-    getsockname(fd, (struct sockaddr *)&a, &l);
-    unsigned lport = ntohs(a.sin_port);
-    struct sockaddr_in to = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
-                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    char msg[1024], resp[2048];
-    int n = snprintf(msg, sizeof msg,
-                     "OPTIONS sip:svc@127.0.0.1:%u SIP/2.0\r\n"
-                     "Via: SIP/2.0/UDP 127.0.0.1:%u;branch=z9hG4bK-ping\r\n"
-                     "From: t <sip:t@127.0.0.1:%u>;tag=p\r\nTo: <sip:svc@127.0.0.1:%u>\r\n"
-                     "Call-ID: ping\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
-                     port, lport, lport, port);
-    sendto(fd, msg, (size_t)n, 0, (struct sockaddr *)&to, sizeof to);
-    struct pollfd p = {fd, POLLIN, 0};
-    int got = poll(&p, 1, 500) > 0 ? (int)recv(fd, resp, sizeof resp - 1, 0) : -1;
-    close(fd);
-    return got > 12 && strncmp(resp, "SIP/2.0 200 ", 12) == 0;
-}
-
-static long long screen_value(const char *path, const char *label)
-{
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return -1;
-    static char buf[1 << 16];
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    buf[n] = 0;
-    fclose(f);
-    const char *line = NULL, *p = buf;
-    while ((p = strstr(p, label)) != NULL)
-        line = p++;
-    if (!line)
-        return -1;
-    const char *bar = strchr(line, '|');
-    bar = bar ? strchr(bar + 1, '|') : NULL;
-    return bar ? strtoll(bar + 1, NULL, 10) : -1;
-}
 
 static char reg[512], sdir[512], sipd_bin[600], sync_bin[600], ctl_bin[600], scenario[600];
 static unsigned port;
@@ -102,7 +49,7 @@ static pid_t sipd_start(void)
     snprintf(log, sizeof log, "%s.sipd.log", reg);
     char *argv[] = {sipd_bin, "-r", reg, "-l", listen, "-w", "2", "-e", "3", NULL};
     pid_t pid = test_spawn(argv, log);
-    for (int i = 0; i < 300 && !options_ok(port); i++)
+    for (int i = 0; i < 300 && !test_sip_options_ok("127.0.0.1", port); i++)
         test_sleep_us(50000);
     return pid;
 }
@@ -139,7 +86,7 @@ int main(void)
     test_bail_on_alarm(90);
 
     pid_t sipd = sipd_start();
-    ok(options_ok(port), "sipd answers on 127.0.0.1:%u", port);
+    ok(test_sip_options_ok("127.0.0.1", port), "sipd answers on 127.0.0.1:%u", port);
     pid_t syncd = sync_start();
 
     char target[64], screen[600], out[600], calls[16];
@@ -173,14 +120,14 @@ int main(void)
 
     kill(-sipd, SIGKILL);
     kill(-syncd, SIGKILL);
-    is(reap(sipd), 128 + SIGKILL, "sipd and its workers SIGKILLed");
-    is(reap(syncd), 128 + SIGKILL, "shmreg-sync SIGKILLed");
+    is(test_reap_group(sipd), 128 + SIGKILL, "sipd and its workers SIGKILLed");
+    is(test_reap_group(syncd), 128 + SIGKILL, "shmreg-sync SIGKILLed");
     is(shmreg_destroy(reg, 1), 0, "the segment is deleted (the reboot)");
 
     char rlog[600];
     snprintf(rlog, sizeof rlog, "%s.restore.out", reg);
     char *rargv[] = {ctl_bin, "-r", reg, "--json", "restore", "--from", sdir, NULL};
-    is(reap(test_spawn(rargv, rlog)), 0, "shmregctl restore --from the sync directory");
+    is(test_reap_group(test_spawn(rargv, rlog)), 0, "shmregctl restore --from the sync directory");
     if (shmreg_open(reg, NULL, &h) != 0)
         bail_out("reopen: %s", shmreg_errmsg());
     is(active(h), CALLS, "%d Active calls restored", CALLS);
@@ -189,7 +136,7 @@ int main(void)
     shmreg_close(h);
 
     sipd = sipd_start();
-    ok(options_ok(port), "sipd started again on the restored registry");
+    ok(test_sip_options_ok("127.0.0.1", port), "sipd started again on the restored registry");
     uint64_t t2 = test_now_ns();
     syncd = sync_start();
     if (shmreg_open(reg, NULL, &h) != 0)
@@ -202,16 +149,16 @@ int main(void)
     }
     shmreg_close(h);
 
-    int rc = reap(sp);
-    long long okc = screen_value(screen, "Successful call"), failed = screen_value(screen, "Failed call");
+    int rc = test_reap_group(sp);
+    long long okc = test_sipp_screen_value(screen, "Successful call"), failed = test_sipp_screen_value(screen, "Failed call");
     is(rc, 0, "sipp exits 0");
     is(okc, CALLS, "every BYE after the restore answered 200: %lld successful calls", okc);
     is(failed, 0, "no call failed (no 481)");
 
     kill(-syncd, SIGTERM);
-    is(reap(syncd), 0, "shmreg-sync stops on SIGTERM");
+    is(test_reap_group(syncd), 0, "shmreg-sync stops on SIGTERM");
     kill(sipd, SIGTERM);
-    is(reap(sipd), 0, "sipd stops on SIGTERM");
+    is(test_reap_group(sipd), 0, "sipd stops on SIGTERM");
     alarm(0);
     return done_testing();
 }

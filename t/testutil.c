@@ -13,6 +13,7 @@
 #include <sys/socket.h>
 #include <stddef.h>
 #include <ftw.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -488,4 +489,55 @@ unsigned test_free_udp_port(void)
         bail_out("free port: %s", strerror(errno));
     close(fd);
     return ntohs(a.sin_port);
+}
+
+int test_sip_options_ok(const char *ip, unsigned port)
+{
+    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t l = sizeof a;
+    bind(fd, (struct sockaddr *)&a, sizeof a);
+    getsockname(fd, (struct sockaddr *)&a, &l);
+    unsigned lport = ntohs(a.sin_port);
+    struct sockaddr_in to = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    inet_pton(AF_INET, ip, &to.sin_addr);
+    char msg[1024], resp[2048];
+    int n = snprintf(msg, sizeof msg,
+                     "OPTIONS sip:svc@%s:%u SIP/2.0\r\n"
+                     "Via: SIP/2.0/UDP 127.0.0.1:%u;branch=z9hG4bK-ping\r\n"
+                     "From: t <sip:t@127.0.0.1:%u>;tag=p\r\nTo: <sip:svc@%s:%u>\r\n"
+                     "Call-ID: ping\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+                     ip, port, lport, lport, ip, port);
+    sendto(fd, msg, (size_t)n, 0, (struct sockaddr *)&to, sizeof to);
+    struct pollfd p = {fd, POLLIN, 0};
+    int got = poll(&p, 1, 500) > 0 ? (int)recv(fd, resp, sizeof resp - 1, 0) : -1;
+    close(fd);
+    return got > 12 && strncmp(resp, "SIP/2.0 200 ", 12) == 0;
+}
+
+long long test_sipp_screen_value(const char *path, const char *label)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    static char buf[1 << 16];
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    buf[n] = 0;
+    fclose(f);
+    const char *line = NULL, *p = buf;
+    while ((p = strstr(p, label)) != NULL)
+        line = p++;
+    if (!line)
+        return -1;
+    const char *bar = strchr(line, '|');
+    bar = bar ? strchr(bar + 1, '|') : NULL;
+    return bar ? strtoll(bar + 1, NULL, 10) : -1;
+}
+
+int test_reap_group(pid_t pid)
+{
+    int st = test_wait(pid);
+    kill(-pid, SIGKILL);
+    test_untrack(pid);
+    return st;
 }

@@ -157,8 +157,18 @@ pid_t test_spawn(char *const argv[], const char *out);
 void test_untrack(pid_t pgid);
 void test_kill_groups(void);
 void test_bail_on_alarm(unsigned seconds);
+/* Wait for a spawned program, then SIGKILL what is left of its group (a
+ * server's workers); its status as test_wait gives it. */
+int test_reap_group(pid_t pid);
 
 /* A UDP port on 127.0.0.1 that is free now (bound and released). */
 unsigned test_free_udp_port(void);
+
+/* An OPTIONS to a SIP server on ip:port answered 200 within 500 ms. */
+int test_sip_options_ok(const char *ip, unsigned port);
+
+/* The count of `label` ("Successful call", "Failed call") on the last
+ * statistics screen sipp wrote to `path` (-trace_screen); -1: none. */
+long long test_sipp_screen_value(const char *path, const char *label);
 
 #endif

@@ -263,6 +263,7 @@ int cmd_node_adopt(ctl *, int, char **);
 /* Many hosts (shmregctl_node.c): stat's "node" object (nothing for a
  * registry without a node ID), and what metrics needs of the mirror. */
 void ctl_node_fields(ctl *c, const shmreg_stats *st);
+void ctl_mirror_get(ctl *c, shmreg_mirror_status *m); /* all zero (off) when unreadable */
 uint64_t ctl_mirror_behind(const shmreg_stats *st, const shmreg_mirror_status *m);
 const char *ctl_peer_state(uint32_t s);
 int cmd_timeouts(ctl *, int, char **);

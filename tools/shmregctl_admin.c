@@ -295,8 +295,7 @@ static void node_metrics(ctl *c, const shmreg_stats *st)
         return;
     out *o = &c->o;
     shmreg_mirror_status m;
-    if (shmreg_mirror_get(c->h, &m) != 0)
-        memset(&m, 0, sizeof m);
+    ctl_mirror_get(c, &m);
     metric(o, "shmreg_node_id", "gauge", "This registry's node ID.", st->node_id, 1);
     metric(o, "shmreg_foreign_sessions", "gauge", "Copies of sessions other nodes own.",
            st->foreign_sessions, 1);

@@ -38,14 +38,19 @@ uint64_t ctl_mirror_behind(const shmreg_stats *st, const shmreg_mirror_status *m
     return st->events_published > m->pushed_seq ? st->events_published - m->pushed_seq : 0;
 }
 
+void ctl_mirror_get(ctl *c, shmreg_mirror_status *m)
+{
+    if (shmreg_mirror_get(c->h, m) != 0)
+        memset(m, 0, sizeof *m); /* none readable: shown as off */
+}
+
 void ctl_node_fields(ctl *c, const shmreg_stats *st)
 {
     if (st->node_id == 0)
         return;
     out *o = &c->o;
     shmreg_mirror_status m;
-    if (shmreg_mirror_get(c->h, &m) != 0)
-        memset(&m, 0, sizeof m);
+    ctl_mirror_get(c, &m);
     uint64_t now = ctl_now_ns();
     out_obj_begin(o, "node");
     out_u64(o, "id", st->node_id);
