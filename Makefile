@@ -339,6 +339,13 @@ demo:
 demo-restart:
 	@bash examples/demo-restart.sh
 
+# Two hosts mirrored through Redis; host A dies whole, host B adopts its
+# calls and takes the floating address: every BYE answered 200
+# (examples/demo-ha.sh).
+.PHONY: demo-ha
+demo-ha:
+	@bash examples/demo-ha.sh
+
 # shmreg against Redis, LMDB, a copying registry and a private hash table,
 # side by side (tools/shmreg-bench.c): the quick profile, under a minute;
 # FULL=1 runs everything (1k..1M sessions, 1..8 processes; minutes).
