@@ -92,7 +92,7 @@ LIBS        := -llmdb -lsodium -pthread
 # (tools/shmreg-redis.c) and the tests of it; the library never links it.
 BENCH_LIBS  := -lhiredis
 SYNC_LIBS   := -lhiredis
-TEST_LIBS   := -llmdb -lsodium -pthread -ldl
+TEST_LIBS   := -llmdb -lsodium -pthread -ldl -lhiredis
 
 # Debian packages the build and the tests need: the ONE list. Add here
 # (e.g. libhiredis-dev, redis-server, sip-tester) when a tool or test
@@ -134,7 +134,7 @@ TOOLS     := $(if $(CTL_SRC),$(B)/tools/shmregctl) \
 EXAMPLES  := $(sort $(patsubst examples/%/,%,$(dir $(wildcard examples/*/*.c))))
 EX_BINS   := $(EXAMPLES:%=$(B)/examples/%)
 
-T_SUPPORT := $(wildcard t/alloc_count.c t/testutil.c)
+T_SUPPORT := $(wildcard t/alloc_count.c t/testutil.c t/redisutil.c)
 T_SRC     := $(filter-out $(T_SUPPORT),$(wildcard t/*.c))
 T_BINS    := $(T_SRC:t/%.c=$(B)/t/%.t)
 TESTS     ?= $(T_BINS)
