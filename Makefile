@@ -234,6 +234,15 @@ $(B)/examples/lib%.a:
 	@mkdir -p $(@D)
 	rm -f $@ && $(AR) rcs $@ $^
 
+# Tests of the Redis client and of shmreg-sync over Redis (t/redis*.c,
+# t/mirror*.c) link the client's object, compiled once by the tools' rule;
+# tools/ is on their include path for its header.
+REDIS_T := $(filter $(B)/t/redis%.t $(B)/t/mirror%.t,$(T_BINS))
+ifneq ($(REDIS_T),)
+$(REDIS_T): $(O)/tools/shmreg-redis.o
+$(REDIS_T:$(B)/t/%.t=$(O)/t/%.o): XCFLAGS := -It -Itools -DSHMREG_TESTING
+endif
+
 $(B)/t/%.t: $(O)/t/%.o $(T_SUPPORT:%.c=$(O)/%.o) $(TLIBA)
 	@mkdir -p $(@D)
 	$(CC) $(ALL_LDFLAGS) -o $@ $(filter %.o,$^) $(filter-out $(TLIBA),$(filter %.a,$^)) \
