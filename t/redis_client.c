@@ -1,13 +1,15 @@
 /*
  * redis_client.c — the Redis client of shmreg-sync (tools/shmreg-redis.c)
  * against real servers: a plain redis-server (TCP and a unix socket), one
- * that is down when the client opens and comes up later, one killed
- * under it, a Redis Cluster of 3 masters and 3 replicas (slots as
- * CLUSTER KEYSLOT says, 200 keys through one seed, a transaction on one
- * hash tag, a slot migrated by hand: MOVED after it, ASK during it, and a
- * master SIGKILLed: its replica takes over and the client finds it, the
- * values written with WAIT still there) and a master found through Redis
- * Sentinel. Every reply is compared whole, as text: "+OK", ":2", "$val",
+ * that is down when the client opens and comes up later, one killed under
+ * it, one that hangs (SIGSTOP: every wait is bounded); a master found
+ * through Redis Sentinel; and a Redis Cluster of 3 masters and 3 replicas:
+ * slots as CLUSTER KEYSLOT says, 200 keys through one seed, a transaction
+ * on one hash tag, slots migrated by hand (MOVED after, for a command and
+ * a transaction; ASK during, for commands, a pipeline split between the
+ * two nodes and a transaction), and a master SIGKILLed: its replica takes
+ * over and the same client finds it, the values written with WAIT still
+ * there. Every reply is compared whole, as text: "+OK", ":2", "$val",
  * "-ERR ...", "(nil)", or "NULL: <rds_error>" when the call failed.
  */
 #include <signal.h>
@@ -171,7 +173,23 @@ static void plain(void)
     is_str(CMD(c, "k", "GET", "k"), "$over unix", "unix socket: GET");
     rds_close(c);
 
+    /* a server that hangs (SIGSTOP): every wait is bounded */
+    snprintf(url, sizeof url, "redis://127.0.0.1:%d", port);
+    const char *urls[] = {url};
     char err[256];
+    c = rds_open(urls, 1, 100, err, sizeof err);
+    is_str(CMD(c, "k", "SET", "k", "v2"), "+OK", "hung: SET before the server hangs");
+    kill(s.pid, SIGSTOP);
+    double t0 = test_mono_s();
+    const char *got = CMD(c, "k", "GET", "k");
+    double took = test_mono_s() - t0;
+    ok(strncmp(got, "NULL: ", 6) == 0 && strstr(got, "Resource temporarily unavailable"),
+       "hung: a command on a stopped server fails (timeout): %s", got);
+    ok(took >= 0.5 && took < 2, "hung: ... after the 5 tries of 100 ms and the pauses (%.2f s)", took);
+    kill(s.pid, SIGCONT);
+    is_str(CMD(c, "k", "GET", "k"), "$v2", "hung: the server resumes: the next command succeeds");
+    rds_close(c);
+
     const char *bad[] = {"redis://127.0.0.1"};
     ok(!rds_open(bad, 1, 1000, err, sizeof err) && strstr(err, "malformed"),
        "a URL without a port is refused: %s", err);
@@ -294,6 +312,7 @@ static void cluster_keys(void)
     is_str(CMD(cc, "hello", "SET", "hello", "world"), "+OK", "cluster: SET through one seed");
     is(rds_is_cluster(cc), 1, "cluster: detected");
     is_str(CMD(cc, "hello", "DEL", "hello"), ":1", "cluster: DEL");
+    is_str(CMD(cc, NULL, "PING"), "+PONG", "cluster: a command without a key");
 
     int set = 0, got = 0;
     for (int i = 0; i < 200; i++) {
@@ -388,6 +407,27 @@ static void cluster_moved(void)
     char out[64];
     redis_cli(dst->port, out, sizeof out, "EXISTS {mv}x");
     is_str(out, "1", "MOVED: the key is on the new owner");
+
+    /* a transaction sent to the old owner: refused whole (EXECABORT),
+     * sent again whole to the new one, run once */
+    slot = rds_slot("{mv2}", 5);
+    src = owner(nodes, n, slot);
+    dst = NULL;
+    for (int i = 0; i < n && !dst; i++)
+        if (nodes[i].master && &nodes[i] != src)
+            dst = &nodes[i];
+    is_str(CMD(cc, "{mv2}a", "SET", "{mv2}a", "5"), "+OK", "MOVED: SET {mv2}a 5");
+    const char *keys2[] = {"{mv2}a", NULL};
+    migrate_begin(src, dst, slot, keys2);
+    migrate_end(nodes, n, dst, slot);
+    r0 = rds_redirects(cc);
+    const char *res[3];
+    const char *p[][4] = {{"INCR", "{mv2}a", NULL}, {"INCR", "{mv2}a", NULL}, {"GET", "{mv2}a", NULL}};
+    is(pipe3(cc, "{mv2}", 1, 3, p, res), 0, "MOVED: a transaction after the move");
+    is_str(res[0], ":6", "MOVED: EXEC element 0");
+    is_str(res[1], ":7", "MOVED: EXEC element 1");
+    is_str(res[2], "$7", "MOVED: EXEC element 2 (run once)");
+    is((long long)(rds_redirects(cc) - r0), 1, "MOVED: ... after one redirect");
 }
 
 static void cluster_ask(void)
@@ -421,6 +461,15 @@ static void cluster_ask(void)
     is_str(res[1], "$B", "ASK: pipeline reply 1 (from the old owner)");
     is_str(res[2], "$C", "ASK: pipeline reply 2 (from the importing node)");
     is((long long)(rds_redirects(cc) - r0), 3, "ASK: ... one more ASK for the pipeline");
+
+    /* a transaction on a key only the importing node has: ASKING, then
+     * MULTI ... EXEC there */
+    const char *t[][4] = {{"GET", "{ask}c", NULL}, {"APPEND", "{ask}c", "2", NULL}};
+    is(pipe3(cc, "{ask}", 1, 2, t, res), 0, "ASK: a transaction during the migration");
+    is_str(res[0], "$C", "ASK: EXEC element 0");
+    is_str(res[1], ":2", "ASK: EXEC element 1");
+    is((long long)(rds_redirects(cc) - r0), 4, "ASK: ... after one ASK");
+    r0++;
 
     const char *rest[] = {"{ask}b", NULL};
     for (int i = 0; rest[i]; i++) {
