@@ -30,7 +30,8 @@
  * failover made our master a replica, so the topology is learnt again).
  * A connection that fails marks the topology stale: the next try learns
  * it again, from the nodes we knew and then the seeds (for sentinel:
- * SENTINEL get-master-addr-by-name on each sentinel in turn). Tries are
+ * SENTINEL get-master-addr-by-name on each sentinel in turn; for several
+ * plain seeds, the one whose ROLE is master). Tries are
  * bounded (RDS_TRIES failures with short sleeps, RDS_REDIRECTS
  * redirects), so a call always ends: with the reply, or NULL and a
  * reason in rds_error().
@@ -331,6 +332,19 @@ static int ask_slots(rds *c, int i)
     return rc;
 }
 
+/* Whether node i (connected) says it is a master (ROLE). */
+static int is_master(rds *c, int i)
+{
+    redisReply *r = redisCommand(c->node[i].ctx, "ROLE");
+    int yes = r && r->type == REDIS_REPLY_ARRAY && r->elements > 0 &&
+              r->element[0]->type == REDIS_REPLY_STRING && strcmp(r->element[0]->str, "master") == 0;
+    if (r)
+        freeReplyObject(r);
+    else
+        node_drop(c, i);
+    return yes;
+}
+
 /* Sentinel: ask each sentinel in turn where the master is. */
 static int learn_sentinel(rds *c)
 {
@@ -390,6 +404,7 @@ static int learn(rds *c, int first)
         if (ni >= 0)
             order[n++] = ni;
     }
+    int replica = -1;
     for (int k = 0; k < n; k++) {
         int i = order[k];
         if (tried[i])
@@ -402,11 +417,24 @@ static int learn(rds *c, int first)
             return 0;
         }
         if (rc == 0 && c->cluster != 1) { /* a node of a cluster never says this */
+            /* Plain Redis. With several seeds (a master and its
+             * replicas) the master is wanted: a replica refuses writes. */
+            if (c->nseeds > 1 && !is_master(c, i)) {
+                if (replica < 0)
+                    replica = i;
+                continue;
+            }
             c->cluster = 0;
             c->master = i;
             c->topo_ok = 1;
             return 0;
         }
+    }
+    if (replica >= 0) { /* no master among them: reads still work */
+        c->cluster = 0;
+        c->master = replica;
+        c->topo_ok = 1;
+        return 0;
     }
     return -1;
 }
