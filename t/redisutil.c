@@ -151,7 +151,10 @@ int redis_start_conf(redis_srv *s, const char *conf, int port, const char *dir,
     if (conf)
         argv[n++] = conf;
     const char *std[] = {"--port", portbuf, "--dir", dir, "--save", "", "--appendonly", "no",
-                         "--daemonize", "no", "--logfile", logbuf, "--bind", "127.0.0.1"};
+                         "--daemonize", "no", "--logfile", logbuf, "--bind", "127.0.0.1",
+                         /* a replica's first sync now, not after the 5 s a
+                          * master waits by default for more replicas */
+                         "--repl-diskless-sync-delay", "0"};
     for (size_t i = 0; i < sizeof std / sizeof std[0]; i++)
         argv[n++] = std[i];
     for (int i = 0; extra && extra[i] && n < 63; i++)

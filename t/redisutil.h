@@ -26,7 +26,8 @@ typedef struct redis_srv {
 
 /* Start redis-server on 127.0.0.1:port in dir (created if needed) with
  * --port P --dir D --save '' --appendonly no --daemonize no --logfile
- * D/redis-P.log and then the NULL-terminated `extra` (may be NULL), and
+ * D/redis-P.log --bind 127.0.0.1 --repl-diskless-sync-delay 0 (replicas
+ * sync at once) and then the NULL-terminated `extra` (may be NULL), and
  * wait (10 s at most) until it answers PING. 0 ok; -1 (diag says why,
  * nothing left running) if it exited or did not answer. */
 int redis_start(redis_srv *s, int port, const char *dir, const char *const *extra);
