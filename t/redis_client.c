@@ -564,20 +564,76 @@ static void cluster_failover(void)
 
 /* ------------------------------------------------------------ sentinel */
 
+/* Start a replica of 127.0.0.1:mport and wait until its link is up. */
+static void start_replica(redis_srv *r, int port, const char *dir, int mport)
+{
+    char mp[16], out[4096];
+    snprintf(mp, sizeof mp, "%d", mport);
+    const char *extra[] = {"--replicaof", "127.0.0.1", mp, NULL};
+    if (port < 0 || redis_start(r, port, dir, extra) != 0)
+        bail_out("cannot start a replica on %d", port);
+    for (double until = test_mono_s() + 10;; test_sleep_us(20000)) {
+        if (redis_cli(port, out, sizeof out, "INFO replication") == 0 &&
+            strstr(out, "master_link_status:up"))
+            return;
+        if (test_mono_s() > until)
+            bail_out("the replica on %d never linked to %d", port, mport);
+    }
+}
+
+/* Two plain seeds, a master and its replica: writes go to the master,
+ * and follow it when the two swap roles (READONLY, then ROLE). */
+static void plain_seeds(void)
+{
+    redis_srv m, r;
+    char dir[600], u1[64], u2[64], out[256];
+    snprintf(dir, sizeof dir, "%s/seeds", scratch);
+    int mport = redis_free_port(0);
+    if (mport < 0 || redis_start(&m, mport, dir, NULL) != 0)
+        bail_out("cannot start the master");
+    int rport = redis_free_port(mport + 1);
+    start_replica(&r, rport, dir, mport);
+    snprintf(u1, sizeof u1, "redis://127.0.0.1:%d", rport); /* the replica first */
+    snprintf(u2, sizeof u2, "redis://127.0.0.1:%d", mport);
+    const char *urls[] = {u1, u2};
+    char err[256];
+    rds *c = rds_open(urls, 2, 1000, err, sizeof err);
+    is_str(CMD(c, "k", "SET", "k", "one"), "+OK", "seeds: a write goes to the master, not the first seed");
+    redis_cli(mport, out, sizeof out, "GET k");
+    is_str(out, "one", "seeds: ... the master has it");
+    is_str(CMD(c, "k", "WAIT", "1", "1000"), ":1", "seeds: WAIT: the replica has it");
+
+    /* swap: the replica becomes the master, the master its replica */
+    redis_cli(rport, out, sizeof out, "REPLICAOF NO ONE");
+    redis_cli(mport, out, sizeof out, "REPLICAOF 127.0.0.1 %d", rport);
+    is_str(CMD(c, "k", "SET", "k", "two"), "+OK", "seeds: after a swap, writes follow the new master");
+    redis_cli(rport, out, sizeof out, "GET k");
+    is_str(out, "two", "seeds: ... it has the new value");
+    rds_close(c);
+    redis_stop(&r);
+    redis_stop(&m);
+}
+
+/* A master and a replica watched by one sentinel: the client finds the
+ * master through it, and the new one after the master is SIGKILLed. */
 static void sentinel(void)
 {
-    redis_srv m, s;
-    char dir[600], conf[700], url[128];
+    redis_srv m, r, s;
+    char dir[600], conf[700], url[128], out[256];
     snprintf(dir, sizeof dir, "%s/sentinel", scratch);
     int mport = redis_free_port(0);
     if (mport < 0 || redis_start(&m, mport, dir, NULL) != 0)
         bail_out("cannot start the master");
-    int sport = redis_free_port(mport + 1);
+    int rport = redis_free_port(mport + 1);
+    start_replica(&r, rport, dir, mport);
+    int sport = redis_free_port(rport + 1);
     snprintf(conf, sizeof conf, "%s/sentinel.conf", dir);
     FILE *f = fopen(conf, "w");
     if (!f)
         bail_out("cannot write %s", conf);
-    fprintf(f, "sentinel monitor m 127.0.0.1 %d 1\n", mport);
+    fprintf(f, "sentinel monitor m 127.0.0.1 %d 1\n"
+               "sentinel down-after-milliseconds m 1000\n"
+               "sentinel failover-timeout m 10000\n", mport);
     fclose(f);
     const char *extra[] = {"--sentinel", NULL};
     if (sport < 0 || redis_start_conf(&s, conf, sport, dir, extra) != 0)
@@ -588,9 +644,34 @@ static void sentinel(void)
     is_str(CMD(c, "sk", "SET", "sk", "via sentinel"), "+OK", "sentinel: SET on the master it names");
     is_str(CMD(c, "sk", "GET", "sk"), "$via sentinel", "sentinel: GET");
     is(rds_is_cluster(c), 0, "sentinel: not a cluster");
-    char out[64];
     redis_cli(mport, out, sizeof out, "GET sk");
     is_str(out, "via sentinel", "sentinel: the value is on the master");
+    is_str(CMD(c, "sk", "WAIT", "1", "1000"), ":1", "sentinel: WAIT: the replica has it");
+
+    /* the sentinel must know the replica before it can promote it */
+    for (double until = test_mono_s() + 15;; test_sleep_us(50000)) {
+        char rp[16];
+        snprintf(rp, sizeof rp, "%d", rport);
+        if (redis_cli(sport, out, sizeof out, "SENTINEL replicas m") == 0 && strstr(out, rp))
+            break;
+        if (test_mono_s() > until)
+            bail_out("the sentinel never saw the replica: %s", out);
+    }
+    double t0 = test_mono_s();
+    redis_kill(&m);
+    char want[16];
+    snprintf(want, sizeof want, "%d", rport);
+    int switched = 0;
+    while (!switched && test_mono_s() - t0 < 15) {
+        test_sleep_us(100000);
+        switched = redis_cli(sport, out, sizeof out, "SENTINEL get-master-addr-by-name m") == 0 &&
+                   strstr(out, want) != NULL;
+    }
+    ok(switched, "sentinel: failover to the replica in %.1f s", test_mono_s() - t0);
+    is_str(CMD(c, "sk", "GET", "sk"), "$via sentinel", "sentinel: the same client reads from the new master");
+    is_str(CMD(c, "sk", "SET", "sk", "after"), "+OK", "sentinel: ... and writes to it");
+    redis_cli(rport, out, sizeof out, "GET sk");
+    is_str(out, "after", "sentinel: ... which is the old replica");
     rds_close(c);
 
     snprintf(url, sizeof url, "sentinel://127.0.0.1:%d/nosuch", sport);
@@ -600,7 +681,7 @@ static void sentinel(void)
        "sentinel: an unknown master name fails: %s", got);
     rds_close(c);
     redis_stop(&s);
-    redis_stop(&m);
+    redis_stop(&r);
 }
 
 int main(void)
@@ -612,6 +693,7 @@ int main(void)
 
     plain();
     down_at_open();
+    plain_seeds();
     sentinel();
 
     char dir[600];
