@@ -19,12 +19,14 @@
 typedef struct rds rds;
 
 /* urls: "redis://HOST:PORT", "unix:/PATH", "sentinel://HOST:PORT/MASTERNAME"
- * (several seeds allowed, e.g. the cluster's nodes or several sentinels;
+ * (up to 16 seeds, e.g. the cluster's nodes or several sentinels, or a
+ * master and its replicas: the one whose ROLE is master is used;
  * sentinel seeds are not mixed with the others and name one master).
  * Returns NULL only for a malformed URL or no memory (reason in err). A
- * server that is not reachable is NOT a failure: the client starts "down"
- * and connects on the next command. timeout_ms bounds every connect and
- * every command (0: 1000). */
+ * server that is not reachable is NOT a failure: rds_open tries each seed
+ * once (each try bounded by timeout_ms); if none answers the client starts
+ * "down" and connects on the next command. timeout_ms bounds every connect
+ * and every command (0: 1000). */
 rds *rds_open(const char *const *urls, unsigned n, unsigned timeout_ms, char *err, size_t errlen);
 void rds_close(rds *c);
 
