@@ -88,9 +88,11 @@ SO_NOUNDEF := $(if $(and $(filter clang%,$(CC_NAME)),$(filter asan tsan,$(VARIAN
 ALL_CFLAGS  = $(CFLAGS_BASE) $(SAN) $(XCFLAGS) $(CFLAGS)
 ALL_LDFLAGS = $(SAN) -pthread $(LDFLAGS)
 LIBS        := -llmdb -lsodium -pthread
-# hiredis: the bench's Redis baseline only; the library never links it.
+# hiredis: the bench's Redis baseline, shmreg-sync's Redis sink
+# (tools/shmreg-redis.c) and the tests of it; the library never links it.
 BENCH_LIBS  := -lhiredis
-TEST_LIBS   := -llmdb -lsodium -pthread -ldl
+SYNC_LIBS   := -lhiredis
+TEST_LIBS   := -llmdb -lsodium -pthread -ldl -lhiredis
 
 # Debian packages the build and the tests need: the ONE list. Add here
 # (e.g. libhiredis-dev, redis-server, sip-tester) when a tool or test
@@ -122,7 +124,9 @@ LIBSO     := $(B)/libshmreg.so
 
 CTL_SRC   := $(wildcard tools/shmregctl*.c)
 BENCH_SRC := $(wildcard tools/shmreg-bench*.c)
-SYNC_SRC  := $(wildcard tools/shmreg-sync*.c)
+# The Redis client (tools/shmreg-redis.c) is shmreg-sync's, named here:
+# the wildcard does not match it, and the bench must not take it in.
+SYNC_SRC  := $(wildcard tools/shmreg-sync*.c) $(wildcard tools/shmreg-redis.c)
 TOOLS     := $(if $(CTL_SRC),$(B)/tools/shmregctl) \
              $(if $(BENCH_SRC),$(B)/tools/shmreg-bench) \
              $(if $(SYNC_SRC),$(B)/tools/shmreg-sync)
@@ -130,7 +134,7 @@ TOOLS     := $(if $(CTL_SRC),$(B)/tools/shmregctl) \
 EXAMPLES  := $(sort $(patsubst examples/%/,%,$(dir $(wildcard examples/*/*.c))))
 EX_BINS   := $(EXAMPLES:%=$(B)/examples/%)
 
-T_SUPPORT := $(wildcard t/alloc_count.c t/testutil.c)
+T_SUPPORT := $(wildcard t/alloc_count.c t/testutil.c t/redisutil.c)
 T_SRC     := $(filter-out $(T_SUPPORT),$(wildcard t/*.c))
 T_BINS    := $(T_SRC:t/%.c=$(B)/t/%.t)
 TESTS     ?= $(T_BINS)
@@ -204,9 +208,13 @@ $(B)/tools/shmreg-bench: $(BENCH_SRC:%.c=$(O)/%.o) $(O)/t/alloc_count.o
 $(foreach e,$(EXAMPLES),$(eval \
   $(B)/examples/$(e): $(patsubst %.c,$(O)/%.o,$(wildcard examples/$(e)/*.c))))
 
-$(B)/tools/shmregctl $(B)/tools/shmreg-sync $(EX_BINS): $(LIBA)
+$(B)/tools/shmregctl $(EX_BINS): $(LIBA)
 	@mkdir -p $(@D)
 	$(CC) $(ALL_LDFLAGS) -o $@ $(filter %.o,$^) $(LIBA) $(LIBS)
+
+$(B)/tools/shmreg-sync: $(LIBA)
+	@mkdir -p $(@D)
+	$(CC) $(ALL_LDFLAGS) -o $@ $(filter %.o,$^) $(LIBA) $(LIBS) $(SYNC_LIBS)
 
 $(B)/tools/shmreg-bench: $(LIBA)
 	@mkdir -p $(@D)
@@ -225,6 +233,15 @@ $(foreach e,$(EXAMPLES),$(if $(call EX_LIB_OBJ,$(e)),$(eval \
 $(B)/examples/lib%.a:
 	@mkdir -p $(@D)
 	rm -f $@ && $(AR) rcs $@ $^
+
+# Tests of the Redis client and of shmreg-sync over Redis (t/redis*.c,
+# t/mirror*.c) link the client's object, compiled once by the tools' rule;
+# tools/ is on their include path for its header.
+REDIS_T := $(filter $(B)/t/redis%.t $(B)/t/mirror%.t,$(T_BINS))
+ifneq ($(REDIS_T),)
+$(REDIS_T): $(O)/tools/shmreg-redis.o
+$(REDIS_T:$(B)/t/%.t=$(O)/t/%.o): XCFLAGS := -It -Itools -DSHMREG_TESTING
+endif
 
 $(B)/t/%.t: $(O)/t/%.o $(T_SUPPORT:%.c=$(O)/%.o) $(TLIBA)
 	@mkdir -p $(@D)
