@@ -170,7 +170,12 @@ struct mirror {
     shmreg *hi;                  /* the importer's */
     rds *cp, *ci, *cl;           /* push, import, lease connections */
     rsink *sink;
-    char token[40];
+    /* The lease's value: "<this registry's identity>/<random>". A lease
+     * whose identity is ours was left by this registry's previous daemon
+     * (the sync claim allows one at a time): taken over at once, so a
+     * restart is not a clash. Any other value is another daemon. */
+    char token[160];
+    size_t idlen;
     pthread_t imp_t, lease_t;
     int have_imp, have_lease;
     _Atomic int stop;
@@ -1185,7 +1190,9 @@ static void *importer(void *arg)
             if (p == NULL)
                 continue;
             p->alive = m->info[i].alive;
-            if (m->info[i].adopted_by != p->adopted_by) {
+            /* a marker we set ourselves may not be in the keeper's last look yet */
+            int ours_pending = m->info[i].adopted_by == 0 && p->adopted_by == m->o.node && !p->alive;
+            if (m->info[i].adopted_by != p->adopted_by && !ours_pending) {
                 p->adopted_by = m->info[i].adopted_by;
                 p->synced = 0; /* adopted: not followed; back (restarted empty): from scratch */
             }
@@ -1305,6 +1312,13 @@ static void *lease_keeper(void *arg)
         if (v == 2)
             rlog("lease of node %u had lapsed (Redis lost it, or it was not renewed in time): taken again",
                  (unsigned)m->o.node);
+        /* joined again each time: a Redis that restarted lost the set */
+        char me[16];
+        snprintf(me, sizeof me, "%u", (unsigned)m->o.node);
+        const char *na[] = {"SADD", "shmreg:nodes", me};
+        r = cmd(m->cl, "shmreg:nodes", 3, na, NULL);
+        if (r)
+            freeReplyObject(r);
         /* the peers */
         const char *sa[] = {"SMEMBERS", "shmreg:nodes"};
         r = cmd(m->cl, "shmreg:nodes", 2, sa, NULL);
@@ -1433,8 +1447,16 @@ int mirror_start(const mirror_opts *o, shmreg *h, mirror **out, char *err, size_
         free_mirror(m);
         return 3;
     }
+    shmreg_stats hs;
+    char host[64] = "";
+    gethostname(host, sizeof host - 1);
+    if (shmreg_stat(h, &hs) != 0)
+        memset(&hs, 0, sizeof hs);
+    int tl = snprintf(m->token, sizeof m->token, "%.63s:%llu:%u/", host,
+                      (unsigned long long)hs.created_ns, (unsigned)o->node);
+    m->idlen = (size_t)tl;
     for (unsigned i = 0; i < sizeof rnd; i++)
-        snprintf(m->token + 2 * i, 3, "%02x", rnd[i]);
+        snprintf(m->token + tl + 2 * i, 3, "%02x", rnd[i]);
     char e[256];
     if (!(m->cp = rds_open(m->url, o->nurls, o->timeout_ms, e, sizeof e)) ||
         !(m->ci = rds_open(m->url, o->nurls, o->timeout_ms, e, sizeof e)) ||
@@ -1508,8 +1530,24 @@ int mirror_start(const mirror_opts *o, shmreg *h, mirror **out, char *err, size_
         freeReplyObject(rep);
         const char *sa[] = {"SET", klease, m->token, "NX", "PX", ttl};
         rep = cmd(m->cl, klease, 6, sa, NULL);
+        int clash = 0;
         if (rep && rep->type == REDIS_REPLY_NIL) {
             freeReplyObject(rep);
+            const char *gl[] = {"GET", klease};
+            rep = cmd(m->cl, klease, 2, gl, NULL);
+            int mine = rep && rep->type == REDIS_REPLY_STRING && rep->len > m->idlen &&
+                       memcmp(rep->str, m->token, m->idlen) == 0;
+            if (rep)
+                freeReplyObject(rep);
+            rep = NULL;
+            if (mine) { /* our previous daemon's: ours now */
+                const char *ta[] = {"SET", klease, m->token, "PX", ttl};
+                rep = cmd(m->cl, klease, 5, ta, NULL);
+                rlog("lease of node %u left by this registry's previous daemon: taken over", (unsigned)o->node);
+            } else
+                clash = 1;
+        }
+        if (clash) {
             snprintf(err, errlen, "node ID %u is in use (lease held by another daemon)", (unsigned)o->node);
             free_mirror(m);
             return 3;
