@@ -650,9 +650,9 @@ static int resync(syncd *d, unsigned mask, uint64_t pos, const char *why)
         if (done & 1u << i)
             snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s", *names ? "+" : "",
                      d->sink[i]->name);
-    logmsg("resync %s (%s): %llu sessions written, %llu stale records removed, ring position %llu, "
-           "%.1f ms", names, why, (unsigned long long)n, (unsigned long long)(gone_s + gone_r),
-           (unsigned long long)pos, (double)(mono_ns() - t0) / 1e6);
+    logmsg("resync (%s): %llu sessions written, %llu stale records removed, ring position %llu, "
+           "%.1f ms (%s)", why, (unsigned long long)n, (unsigned long long)(gone_s + gone_r),
+           (unsigned long long)pos, (double)(mono_ns() - t0) / 1e6, names);
     return committed(d, done, pos);
 }
 
