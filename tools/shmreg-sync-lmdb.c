@@ -68,8 +68,10 @@ static int l_begin(sync_sink *s)
     return 0;
 }
 
-static int l_put(sync_sink *s, int kind, const shmreg_id *id, const void *rec, size_t len)
+static int l_put(sync_sink *s, int kind, const shmreg_id *id, const void *rec, size_t len,
+                 const sync_meta *meta)
 {
+    (void)meta; /* the record says it all for restore */
     lsink *l = (lsink *)s;
     MDB_val k = {SHMREG_ID_BYTES, (void *)id->bytes}, v = {len, (void *)rec};
     int mrc = mdb_put(l->txn, l->db[kind], &k, &v, 0);

@@ -1,9 +1,19 @@
 /*
  * shmreg-sync — writes a registry behind into a sync directory (LMDB on
- * disk) so a new registry can be restored from it after a reboot.
+ * disk) so a new registry can be restored from it after a reboot, and/or
+ * mirrors registries of several hosts through Redis
+ * (tools/shmreg-sync-redis.c says how).
  *
- *   shmreg-sync -r REGISTRY --lmdb DIR [--interval MS] [--fsync none|interval|each]
- *               [--map-size SIZE] [--counters S] [--rescan S] [--nice N] [--once]
+ *   shmreg-sync -r REGISTRY [--lmdb DIR] [--redis URL]... [--interval MS]
+ *               [--fsync none|interval|each] [--map-size SIZE] [--counters S]
+ *               [--rescan S] [--nice N] [--once] [--lease-ms N] [--no-adopt]
+ *               [--stream-max N]
+ *
+ * Sinks. One registry read feeds every sink in a batch: LMDB (the node's
+ * own sessions: a foreign copy is treated as deleted there) and Redis
+ * (pushes own sessions). LMDB failing ends the daemon; Redis failing only
+ * takes it out of the batches until it answers, then it is resynced
+ * whole, since what it missed is unknown.
  *
  * How it works, and why. The daemon is a guest of the workers: it reads
  * what they wrote, in place and in short read sections, and never makes
@@ -237,11 +247,31 @@ static void memo_free(memo *m)
 
 /* ------------------------------------------------------------ the daemon */
 
+#define MAX_SINKS 2
+
 typedef struct syncd {
     shmreg *h;                    /* the flusher's handle: reads, status */
     shmreg *hp;                   /* the poller's handle: the subscription */
     shmreg_sub *sub;              /* the poller's */
-    sync_sink *sink;
+    /* Where batches go: LMDB (if --lmdb) first, then Redis (if --redis).
+     * One registry read feeds every sink. A sink without probe() (LMDB)
+     * failing ends the daemon; one with it (Redis) is only taken out of
+     * the batches ("down") until it answers again, then resynced whole. */
+    sync_sink *sink[MAX_SINKS];
+    unsigned nsink;
+    unsigned live;                /* bit i: sink[i] is in the open batch */
+    unsigned down;                /* bit i: sink[i] failed, waiting for probe() */
+    sync_sink *lmdb;              /* the durable one (fsync, sync report), or NULL */
+    mirror *mirror;               /* --redis: the mirror's threads and status */
+    uint32_t node;                /* this registry's node ID (0: single host) */
+    /* Sessions changed while Redis was down, for the status (the resync
+     * on its return writes them all anyway). Bounded by the registry's
+     * size: past it, everything is due and only the bound is reported. */
+    idset backlog;
+    size_t backlog_cap;
+    int backlog_over;
+    uint64_t last_probe_mono;
+    char err[1024];               /* what the last fatal failure was */
     int fsync_mode;
     /* Shared by the two threads under `mu`: the poller marks into
      * `marking` and publishes how far it has read; the flusher swaps
@@ -267,13 +297,114 @@ typedef struct syncd {
 
 static int fatal_sink(syncd *d, int rc)
 {
-    logmsg("%s", d->sink->err);
+    logmsg("%s", d->err);
     return rc;
 }
 
-/* Encode what `id` is now into d->buf: 1 found (*len set), 0 gone, < 0
- * a registry error. In a read section. */
-static int encode_now(syncd *d, int kind, const shmreg_id *id, size_t *len)
+/* ------------------------------------------------------------ batches over every sink */
+
+static void push_state(syncd *d, const char *err)
+{
+    if (d->mirror)
+        mirror_push_state(d->mirror, !d->down, d->backlog_over ? d->backlog_cap : d->backlog.n, err);
+}
+
+/* Sink i failed with rc. A sink that can be down drops out of the batch
+ * (0: the daemon goes on); any other makes rc the daemon's failure. */
+static int sink_failed(syncd *d, unsigned i, int rc)
+{
+    sync_sink *s = d->sink[i];
+    if (s->probe == NULL) {
+        snprintf(d->err, sizeof d->err, "%s", s->err);
+        return rc;
+    }
+    s->abort(s);
+    d->live &= ~(1u << i);
+    if (!(d->down & 1u << i))
+        logmsg("%s: %s (going on without it, retrying every %d ms)", s->name, s->err, 500);
+    d->down |= 1u << i;
+    push_state(d, s->err);
+    return 0;
+}
+
+static int batch_begin(syncd *d, unsigned mask)
+{
+    d->live = 0;
+    for (unsigned i = 0; i < d->nsink; i++) {
+        if (!(mask & 1u << i))
+            continue;
+        int rc = d->sink[i]->begin(d->sink[i]);
+        if (rc == 0)
+            d->live |= 1u << i;
+        else if ((rc = sink_failed(d, i, rc)) != 0)
+            return rc;
+    }
+    return 0;
+}
+
+static int batch_put(syncd *d, int kind, const shmreg_id *id, const void *rec, size_t len,
+                     const sync_meta *meta)
+{
+    for (unsigned i = 0; i < d->nsink; i++) {
+        int rc;
+        if ((d->live & 1u << i) && (rc = d->sink[i]->put(d->sink[i], kind, id, rec, len, meta)) != 0 &&
+            (rc = sink_failed(d, i, rc)) != 0)
+            return rc;
+    }
+    return 0;
+}
+
+static int batch_del(syncd *d, int kind, const shmreg_id *id)
+{
+    for (unsigned i = 0; i < d->nsink; i++) {
+        int rc;
+        if ((d->live & 1u << i) && (rc = d->sink[i]->del(d->sink[i], kind, id)) != 0 &&
+            (rc = sink_failed(d, i, rc)) != 0)
+            return rc;
+    }
+    return 0;
+}
+
+static int batch_prune(syncd *d, int kind, int (*keep)(void *, const shmreg_id *), void *arg,
+                       uint64_t *removed)
+{
+    for (unsigned i = 0; i < d->nsink; i++) {
+        int rc;
+        uint64_t n = 0;
+        if ((d->live & 1u << i) && (rc = d->sink[i]->prune(d->sink[i], kind, keep, arg, &n)) != 0 &&
+            (rc = sink_failed(d, i, rc)) != 0)
+            return rc;
+        *removed += n;
+    }
+    return 0;
+}
+
+static void batch_abort(syncd *d)
+{
+    for (unsigned i = 0; i < d->nsink; i++)
+        if (d->live & 1u << i)
+            d->sink[i]->abort(d->sink[i]);
+    d->live = 0;
+}
+
+static int batch_commit(syncd *d, uint64_t pos, uint64_t now)
+{
+    for (unsigned i = 0; i < d->nsink; i++) {
+        int rc;
+        if ((d->live & 1u << i) && (rc = d->sink[i]->commit(d->sink[i], pos, now)) != 0 &&
+            (rc = sink_failed(d, i, rc)) != 0) {
+            batch_abort(d);
+            return rc;
+        }
+    }
+    return 0;
+}
+
+/* Encode what `id` is now into d->buf: 1 found (*len set, *meta for a
+ * session), 0 gone, < 0 a registry error. In a read section. A foreign
+ * copy (another node's session) is "gone" for the sinks: a node stores
+ * and pushes only its own calls. */
+static int encode_now(syncd *d, int kind, const shmreg_id *id, size_t *len, sync_meta *meta)
 {
     int rc;
     if (kind == SINK_SESSION) {
@@ -281,6 +412,9 @@ static int encode_now(syncd *d, int kind, const shmreg_id *id, size_t *len)
         shmreg_dialog dl[SHMREG_MAX_DIALOGS_PER_SESSION];
         if ((rc = shmreg_session_get(d->h, id, &s)) != 0)
             return rc == SHMREG_ENOENT ? 0 : rc;
+        if (d->node && s.owner_node != d->node)
+            return 0;
+        *meta = (sync_meta){s.owner_node, s.version, now_ns()};
         unsigned nd = 0;
         for (unsigned i = 0; i < s.ndialogs && i < SHMREG_MAX_DIALOGS_PER_SESSION; i++)
             if (shmreg_session_dialog(d->h, id, i, &dl[nd]) == 0)
@@ -314,17 +448,18 @@ static int encode_now(syncd *d, int kind, const shmreg_id *id, size_t *len)
 static int write_one(syncd *d, int kind, const shmreg_id *id)
 {
     size_t len;
-    int rc = encode_now(d, kind, id, &len);
+    sync_meta meta;
+    int rc = encode_now(d, kind, id, &len, &meta);
     if (rc < 0) {
-        snprintf(d->sink->err, sizeof d->sink->err, "reading the registry: %s", shmreg_errmsg());
+        snprintf(d->err, sizeof d->err, "reading the registry: %s", shmreg_errmsg());
         return SINK_ERR;
     }
     if (rc == 0) {
         d->deletes++;
-        return d->sink->del(d->sink, kind, id);
+        return batch_del(d, kind, id);
     }
     d->writes++;
-    return d->sink->put(d->sink, kind, id, d->buf, len);
+    return batch_put(d, kind, id, d->buf, len, kind == SINK_SESSION ? &meta : NULL);
 }
 
 static uint64_t sub_pos(shmreg_sub *sub)
@@ -338,15 +473,17 @@ static uint64_t sub_pos(shmreg_sub *sub)
  * position to the registry. Called after each commit and each interval. */
 static int maybe_sync(syncd *d)
 {
-    if (!d->unsynced)
+    if (!d->unsynced || d->lmdb == NULL)
         return 0;
     uint64_t pos = d->committed_pos, m = mono_ns();
     if (d->fsync_mode == SINK_SYNC_INTERVAL && m - d->last_sync_mono < 1000000000ull)
         return 0; /* made durable by a later sync */
     if (d->fsync_mode == SINK_SYNC_INTERVAL) {
-        int rc = d->sink->sync(d->sink);
-        if (rc)
+        int rc = d->lmdb->sync(d->lmdb);
+        if (rc) {
+            snprintf(d->err, sizeof d->err, "%s", d->lmdb->err);
             return rc;
+        }
         d->last_sync_mono = m;
     }
     d->durable_pos = pos;
@@ -355,25 +492,29 @@ static int maybe_sync(syncd *d)
     return 0;
 }
 
-static int committed(syncd *d, uint64_t pos)
+/* A batch over `mask` was committed at `pos`: the durable sink, if it
+ * was in it, is made durable as the fsync mode says. */
+static int committed(syncd *d, unsigned mask, uint64_t pos)
 {
     d->committed_pos = pos;
     d->commits++;
+    if (d->lmdb == NULL || !(mask & 1u))
+        return 0;
     d->unsynced = 1;
     return maybe_sync(d);
 }
 
-/* End a transaction begun on the sink: abandon it if `rc` says the batch
- * failed, else commit it with ring position `pos`, made durable in the
- * same transaction as the data. */
+/* End a batch begun on the sinks: abandon it if `rc` says it failed,
+ * else commit it with ring position `pos`, stored in the same
+ * transaction as the data. */
 static int finish(syncd *d, int rc, uint64_t pos)
 {
     if (rc) {
-        d->sink->abort(d->sink);
+        batch_abort(d);
         return rc;
     }
     d->last_commit_ns = now_ns();
-    return d->sink->commit(d->sink, pos, d->last_commit_ns);
+    return batch_commit(d, pos, d->last_commit_ns);
 }
 
 static int seen_keep_session(void *arg, const shmreg_id *id)
@@ -407,7 +548,7 @@ static int each_session(syncd *d, const char *what,
                 break;
             }
             if (r) {
-                snprintf(d->sink->err, sizeof d->sink->err, "%s: %s", what, shmreg_errmsg());
+                snprintf(d->err, sizeof d->err, "%s: %s", what, shmreg_errmsg());
                 rc = SINK_ERR;
             } else {
                 rc = fn(d, &s, arg);
@@ -420,7 +561,7 @@ static int each_session(syncd *d, const char *what,
 
 static int oom(syncd *d)
 {
-    snprintf(d->sink->err, sizeof d->sink->err, "out of memory");
+    snprintf(d->err, sizeof d->err, "out of memory");
     return SINK_ERR;
 }
 
@@ -430,29 +571,42 @@ struct resync_arg {
     uint64_t n;
 };
 
+static int is_foreign(const syncd *d, const shmreg_session *s)
+{
+    return d->node && s->owner_node != d->node;
+}
+
 static int resync_one(syncd *d, const shmreg_session *s, void *arg)
 {
     struct resync_arg *a = arg;
-    if (idset_add(&d->seen, &s->id, SINK_SESSION) != 0 || memo_add(a->fresh, s) != 0)
+    if (is_foreign(d, s))
+        return 0; /* not seen: prune drops a stored copy of it */
+    if (idset_add(&d->seen, &s->id, SINK_SESSION) != 0 || (a->fresh && memo_add(a->fresh, s) != 0))
         return oom(d);
     int rc = write_one(d, SINK_SESSION, &s->id);
     a->n += rc == 0;
     return rc;
 }
 
-/* Full resync: scan everything into one batch committed with `pos`,
- * a ring position taken before the scan began (so every event before it
- * is reflected in what the scan reads, or re-marks what it changes). */
-static int resync(syncd *d, uint64_t pos, const char *why)
+/* Full resync of the sinks in `mask`: scan everything into one batch
+ * committed with `pos`, a ring position taken before the scan began (so
+ * every event before it is reflected in what the scan reads, or re-marks
+ * what it changes). Only one of every sink rebuilds the counter memo
+ * (the others still owe the sinks not in `mask` what moved). */
+static int resync(syncd *d, unsigned mask, uint64_t pos, const char *why)
 {
     int rc;
     uint64_t t0 = mono_ns();
-    idset_clear(&d->dirty);
+    unsigned all = (1u << d->nsink) - 1;
+    if (mask == all)
+        idset_clear(&d->dirty);
     idset_clear(&d->seen);
     memo fresh = {0};
-    if ((rc = d->sink->begin(d->sink)) != 0)
+    if ((rc = batch_begin(d, mask)) != 0)
         return rc;
-    struct resync_arg ra = {&fresh, 0};
+    if (d->live == 0)
+        return 0; /* every sink of the mask is down */
+    struct resync_arg ra = {mask == all ? &fresh : NULL, 0};
     rc = each_session(d, "scanning sessions", resync_one, &ra);
     uint64_t n = ra.n;
     uint64_t cur = 0;
@@ -473,21 +627,33 @@ static int resync(syncd *d, uint64_t pos, const char *why)
     }
     uint64_t gone_s = 0, gone_r = 0;
     if (rc == 0)
-        rc = d->sink->prune(d->sink, SINK_SESSION, seen_keep_session, &d->seen, &gone_s);
+        rc = batch_prune(d, SINK_SESSION, seen_keep_session, &d->seen, &gone_s);
     if (rc == 0)
-        rc = d->sink->prune(d->sink, SINK_ROOM, seen_keep_room, &d->seen, &gone_r);
+        rc = batch_prune(d, SINK_ROOM, seen_keep_room, &d->seen, &gone_r);
     if ((rc = finish(d, rc, pos)) != 0) {
         memo_free(&fresh);
         return rc;
     }
-    memo_free(&d->counters);
-    d->counters = fresh;
+    unsigned done = d->live;
+    d->live = 0;
+    if (mask == all && done == all) {
+        memo_free(&d->counters);
+        d->counters = fresh;
+    } else
+        memo_free(&fresh);
+    if (done == 0)
+        return 0; /* the only sink went down midway: retried later */
     d->resyncs++;
     d->last_sync_mono = 0; /* a resync is made durable at once */
-    logmsg("resync (%s): %llu sessions written, %llu stale records removed, ring position %llu, %.1f ms",
-           why, (unsigned long long)n, (unsigned long long)(gone_s + gone_r), (unsigned long long)pos,
-           (double)(mono_ns() - t0) / 1e6);
-    return committed(d, pos);
+    char names[64] = "";
+    for (unsigned i = 0; i < d->nsink; i++)
+        if (done & 1u << i)
+            snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s", *names ? "+" : "",
+                     d->sink[i]->name);
+    logmsg("resync (%s): %llu sessions written, %llu stale records removed, ring position %llu, "
+           "%.1f ms (%s)", why, (unsigned long long)n, (unsigned long long)(gone_s + gone_r),
+           (unsigned long long)pos, (double)(mono_ns() - t0) / 1e6, names);
+    return committed(d, done, pos);
 }
 
 /* The counter sweep (see "counter memo"): every live session whose
@@ -496,6 +662,8 @@ static int resync(syncd *d, uint64_t pos, const char *why)
  * nothing itself. */
 static int sweep_one(syncd *d, const shmreg_session *s, void *arg)
 {
+    if (is_foreign(d, s))
+        return 0; /* its counters are its owner's to push */
     if (memo_moved(&d->counters, s) && idset_add(&d->dirty, &s->id, SINK_SESSION) != 0)
         return oom(d);
     return memo_add(arg, s) != 0 ? oom(d) : 0;
@@ -514,12 +682,28 @@ static int sweep_counters(syncd *d)
     return 0;
 }
 
-/* Write every dirty session and room as it is now, with position `pos`. */
+/* Remember what a down sink misses, for the status (bounded). */
+static void note_backlog(syncd *d)
+{
+    if (!d->down || d->mirror == NULL)
+        return;
+    for (size_t i = 0; i < d->dirty.n && !d->backlog_over; i++) {
+        if (d->dirty.kind[i] != SINK_SESSION)
+            continue;
+        if (d->backlog.n >= d->backlog_cap || idset_add(&d->backlog, &d->dirty.id[i], SINK_SESSION) != 0)
+            d->backlog_over = 1;
+    }
+}
+
+/* Write every dirty session and room as it is now, with position `pos`,
+ * to every sink that is up. */
 static int flush(syncd *d, uint64_t pos)
 {
+    note_backlog(d);
     if (d->dirty.n == 0 && pos == d->committed_pos)
         return 0;
-    int rc = d->sink->begin(d->sink);
+    unsigned mask = ((1u << d->nsink) - 1) & ~d->down;
+    int rc = batch_begin(d, mask);
     if (rc)
         return rc;
     for (size_t i = 0; i < d->dirty.n && rc == 0;) {
@@ -530,8 +714,36 @@ static int flush(syncd *d, uint64_t pos)
     }
     if ((rc = finish(d, rc, pos)) != 0)
         return rc;
+    unsigned done = d->live;
+    d->live = 0;
+    note_backlog(d); /* a sink that went down in this batch missed it */
     idset_clear(&d->dirty);
-    return committed(d, pos);
+    return committed(d, done, pos);
+}
+
+/* Every ~500 ms while a sink is down: if it answers again, resync it
+ * whole (what it missed is unknown: the backlog is only a count, and a
+ * Redis that restarted lost everything). */
+static int retry_down(syncd *d, uint64_t pos)
+{
+    if (!d->down || mono_ns() - d->last_probe_mono < 500000000ull)
+        return 0;
+    d->last_probe_mono = mono_ns();
+    for (unsigned i = 0; i < d->nsink; i++) {
+        if (!(d->down & 1u << i) || d->sink[i]->probe(d->sink[i]) != 0)
+            continue;
+        d->down &= ~(1u << i);
+        int rc = resync(d, 1u << i, pos, "back after an outage");
+        if (rc)
+            return rc;
+        if (!(d->down & 1u << i)) {
+            logmsg("%s is back: resynced", d->sink[i]->name);
+            idset_clear(&d->backlog);
+            d->backlog_over = 0;
+            push_state(d, "");
+        }
+    }
+    return 0;
 }
 
 static int mark(idset *set, const shmreg_event *e)
@@ -541,7 +753,10 @@ static int mark(idset *set, const shmreg_event *e)
     case SHMREG_EV_SESSION_UPDATED: case SHMREG_EV_SESSION_DELETED: case SHMREG_EV_DIALOG_BOUND:
     case SHMREG_EV_DIALOG_UNBOUND: case SHMREG_EV_SESSION_RESTORED: case SHMREG_EV_TIMEOUT:
     case SHMREG_EV_PROFILE_JOINED: case SHMREG_EV_PROFILE_LEFT: case SHMREG_EV_VAR_CHANGED:
+    case SHMREG_EV_SESSION_ADOPTED: /* now ours: stored and pushed under our node */
         return idset_add(set, &e->session, SINK_SESSION);
+    case SHMREG_EV_SESSION_IMPORTED:
+        return 0; /* a foreign copy: its owner stores and pushes it */
     case SHMREG_EV_ROOM_CREATED: case SHMREG_EV_ROOM_STATE: case SHMREG_EV_PARTICIPANT_JOINED:
     case SHMREG_EV_PARTICIPANT_STATUS: case SHMREG_EV_PARTICIPANT_LEFT: case SHMREG_EV_ROOM_RESTORED:
         return idset_add(set, &e->room, SINK_ROOM);
@@ -616,7 +831,7 @@ static uint64_t take(syncd *d, int *scan, int *failed)
     d->scan_needed = 0;
     *failed = d->poll_failed;
     if (*failed)
-        snprintf(d->sink->err, sizeof d->sink->err, "%s", d->poll_err);
+        snprintf(d->err, sizeof d->err, "%s", d->poll_err);
     pthread_mutex_unlock(&d->mu);
     return pos;
 }
@@ -624,16 +839,31 @@ static uint64_t take(syncd *d, int *scan, int *failed)
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: shmreg-sync -r REGISTRY --lmdb DIR [--interval MS] [--fsync none|interval|each]\n"
-            "                   [--map-size SIZE] [--counters SECONDS] [--rescan SECONDS]\n"
-            "                   [--nice N] [--once]\n"
+            "usage: shmreg-sync -r REGISTRY [--lmdb DIR] [--redis URL]... [--interval MS]\n"
+            "                   [--fsync none|interval|each] [--map-size SIZE] [--counters SECONDS]\n"
+            "                   [--rescan SECONDS] [--nice N] [--once]\n"
+            "                   [--lease-ms N] [--no-adopt] [--stream-max N]\n"
             "\n"
             "Writes the registry behind into the LMDB sync directory DIR: every session (all\n"
             "fields, both SDPs, counters, state, times) with its dialogs, every room with its\n"
             "roster. Restore a new registry from DIR with `shmregctl restore --from DIR`.\n"
+            "With --redis, mirrors registries of several hosts (each created with its own\n"
+            "node ID) through Redis: pushes this node's own sessions, imports the others'\n"
+            "as read-only copies, and adopts the calls of a node whose lease ran out.\n"
+            "At least one of --lmdb and --redis.\n"
             "\n"
             "  -r, --registry PATH  the registry (or $SHMREG_PATH)\n"
-            "  --lmdb DIR           the sync directory (created if missing; one syncd each)\n"
+            "  --lmdb DIR           the sync directory (created if missing; one syncd each);\n"
+            "                       it keeps only this node's own sessions\n"
+            "  --redis URL          a Redis seed: redis://HOST:PORT, unix:/PATH or\n"
+            "                       sentinel://HOST:PORT/MASTER (repeat for several seeds\n"
+            "                       of one cluster or several sentinels)\n"
+            "  --lease-ms N         the node's lease in Redis (default 3000), renewed every\n"
+            "                       N/3 ms: when it runs out, another node adopts the calls\n"
+            "  --no-adopt           never adopt a dead node's calls on its own (still does\n"
+            "                       when asked: shmreg_node_adopt_request)\n"
+            "  --stream-max N       approximate length of the node's change stream\n"
+            "                       (default 100000)\n"
             "  --interval MS        coalescing interval: changes are written once per MS\n"
             "                       milliseconds (default 100)\n"
             "  --fsync MODE         each: fsync every commit; interval: at most once a\n"
@@ -652,8 +882,9 @@ static void usage(FILE *f)
             "SIGHUP: resync now. SIGTERM, SIGINT: write what is pending, then exit.\n"
             "\n"
             "Exit status: 0 stopped by SIGTERM/SIGINT, 1 failed while running (the sync\n"
-            "directory full, the registry removed), 2 usage, 3 cannot open the registry or\n"
-            "the sync directory.\n"
+            "directory full, the registry removed), 2 usage (also --redis for a registry\n"
+            "without a node ID), 3 cannot open the registry or the sync directory, the\n"
+            "node ID is in use by another daemon, or this node's calls were adopted.\n"
             "See shmreg-sync(1).\n");
 }
 
@@ -684,10 +915,15 @@ int main(int argc, char **argv)
         {"interval", required_argument, NULL, 'i'}, {"fsync", required_argument, NULL, 'f'},
         {"map-size", required_argument, NULL, 'm'}, {"once", no_argument, NULL, 'o'},
         {"rescan", required_argument, NULL, 'R'}, {"nice", required_argument, NULL, 'n'},
-        {"counters", required_argument, NULL, 'c'},
+        {"counters", required_argument, NULL, 'c'}, {"redis", required_argument, NULL, 'D'},
+        {"lease-ms", required_argument, NULL, 'L'}, {"no-adopt", no_argument, NULL, 'A'},
+        {"stream-max", required_argument, NULL, 'S'},
         {"help", no_argument, NULL, 'h'},           {0},
     };
     const char *reg = getenv("SHMREG_PATH"), *dir = NULL;
+    const char *urls[16];
+    unsigned nurls = 0;
+    mirror_opts mo = {.lease_ms = 3000, .stream_max = 100000, .timeout_ms = 1000};
     uint64_t interval_ms = 100, map = 4ull << 30, rescan_s = 0, counters_s = 10;
     long nice_v = 10;
     int fsync_mode = SINK_SYNC_INTERVAL, once = 0, ch;
@@ -748,13 +984,37 @@ int main(int argc, char **argv)
                 return 2;
             }
             break;
+        case 'D':
+            if (nurls == sizeof urls / sizeof *urls) {
+                fprintf(stderr, "shmreg-sync: at most %zu --redis seeds\n", sizeof urls / sizeof *urls);
+                return 2;
+            }
+            urls[nurls++] = optarg;
+            break;
+        case 'L':
+            errno = 0;
+            mo.lease_ms = strtoull(optarg, &end, 10);
+            if (errno || *end || end == optarg || mo.lease_ms < 300 || mo.lease_ms > 3600000) {
+                fprintf(stderr, "shmreg-sync: --lease-ms wants 300..3600000, not '%s'\n", optarg);
+                return 2;
+            }
+            break;
+        case 'A': mo.no_adopt = 1; break;
+        case 'S':
+            errno = 0;
+            mo.stream_max = strtoull(optarg, &end, 10);
+            if (errno || *end || end == optarg || mo.stream_max < 100 || mo.stream_max > 1000000000) {
+                fprintf(stderr, "shmreg-sync: --stream-max wants 100..1000000000, not '%s'\n", optarg);
+                return 2;
+            }
+            break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
     }
-    if (optind != argc || !reg || !*reg || !dir || !*dir) {
+    if (optind != argc || !reg || !*reg || ((!dir || !*dir) && nurls == 0)) {
         fprintf(stderr, "shmreg-sync: %s\n", optind != argc ? "unexpected operand"
-                                                           : "need -r REGISTRY and --lmdb DIR");
+                                                           : "need -r REGISTRY and --lmdb DIR and/or --redis URL");
         usage(stderr);
         return 2;
     }
@@ -770,18 +1030,51 @@ int main(int argc, char **argv)
         fprintf(stderr, "shmreg-sync: cannot open registry %s: %s\n", reg, shmreg_errmsg());
         return 3;
     }
-    char err[1024];
-    d.sink = sync_lmdb_open(dir, map, fsync_mode, err, sizeof err);
-    if (d.sink == NULL) {
-        fprintf(stderr, "shmreg-sync: %s\n", err);
+    shmreg_stats hst;
+    if (shmreg_stat(d.h, &hst) != 0) {
+        fprintf(stderr, "shmreg-sync: reading registry %s: %s\n", reg, shmreg_errmsg());
         shmreg_close(d.h);
         return 3;
     }
+    d.node = hst.node_id;
+    d.backlog_cap = hst.max_sessions;
+    if (nurls && d.node == 0) {
+        fprintf(stderr, "shmreg-sync: --redis needs a registry with a node ID (created with "
+                        "shmreg_options.node_id); %s has none\n", reg);
+        shmreg_close(d.h);
+        return 2;
+    }
+    char err[1024];
+    if (dir && *dir) {
+        d.lmdb = sync_lmdb_open(dir, map, fsync_mode, err, sizeof err);
+        if (d.lmdb == NULL) {
+            fprintf(stderr, "shmreg-sync: %s\n", err);
+            shmreg_close(d.h);
+            return 3;
+        }
+        d.sink[d.nsink++] = d.lmdb;
+    }
     if ((rc = shmreg_sync_claim(d.h)) != 0) {
         fprintf(stderr, "shmreg-sync: %s\n", shmreg_errmsg());
-        d.sink->close(d.sink);
+        if (d.lmdb)
+            d.lmdb->close(d.lmdb);
         shmreg_close(d.h);
         return 3;
+    }
+    if (nurls) {
+        mo.urls = urls;
+        mo.nurls = nurls;
+        mo.registry = reg;
+        mo.node = d.node;
+        if ((rc = mirror_start(&mo, d.h, &d.mirror, err, sizeof err)) != 0) {
+            fprintf(stderr, "shmreg-sync: %s\n", err);
+            shmreg_sync_release(d.h);
+            if (d.lmdb)
+                d.lmdb->close(d.lmdb);
+            shmreg_close(d.h);
+            return rc;
+        }
+        d.sink[d.nsink++] = mirror_sink(d.mirror);
     }
     d.bufcap = SHMREG_SESSION_RECORD_MAX;
     d.buf = malloc(d.bufcap);
@@ -790,9 +1083,11 @@ int main(int argc, char **argv)
         fprintf(stderr, "shmreg-sync: out of memory\n");
         return 3;
     }
-    uint64_t spos, sns;
-    d.sink->stored(d.sink, &spos, &sns);
-    logmsg("following %s into %s (stored ring position %llu; interval %llu ms, fsync %s)", reg, dir,
+    uint64_t spos = 0, sns;
+    if (d.lmdb)
+        d.lmdb->stored(d.lmdb, &spos, &sns);
+    logmsg("following %s into %s%s%s (node %u, stored ring position %llu; interval %llu ms, fsync %s)",
+           reg, dir ? dir : "", dir && nurls ? " and " : "", nurls ? "Redis" : "", (unsigned)d.node,
            (unsigned long long)spos, (unsigned long long)interval_ms,
            fsync_mode == SINK_SYNC_EACH ? "each" : fsync_mode == SINK_SYNC_NONE ? "none" : "interval");
     int status = 0;
@@ -815,7 +1110,7 @@ int main(int argc, char **argv)
         have_poller = pthread_create(&pt, NULL, poller, &d) == 0;
         pthread_sigmask(SIG_SETMASK, &old, NULL);
         if (!have_poller) {
-            snprintf(d.sink->err, sizeof d.sink->err, "cannot start the poller thread");
+            snprintf(d.err, sizeof d.err, "cannot start the poller thread");
             rc = SINK_ERR;
         }
     }
@@ -827,7 +1122,8 @@ int main(int argc, char **argv)
     if (setpriority(PRIO_PROCESS, 0, (int)nice_v) != 0 && nice_v >= 0)
         fprintf(stderr, "shmreg-sync: setpriority(%ld): %s (going on)\n", nice_v, strerror(errno));
     if (rc == 0)
-        rc = resync(&d, start_pos, "start");
+        rc = resync(&d, (1u << d.nsink) - 1, start_pos, "start");
+    d.last_probe_mono = mono_ns();
     uint64_t last_scan = mono_ns(), last_counters = last_scan;
     /* The registry's segment file, to notice it removed or replaced (a
      * new registry at the path): following a mapping nobody else sees
@@ -849,7 +1145,7 @@ int main(int argc, char **argv)
         if (scan || rescan_now || periodic) {
             const char *why = scan ? "lapped: events were missed" : rescan_now ? "SIGHUP" : "--rescan";
             rescan_now = 0;
-            rc = resync(&d, pos, why);
+            rc = resync(&d, ((1u << d.nsink) - 1) & ~d.down, pos, why);
             last_scan = last_counters = mono_ns();
         } else {
             if (counters_s && mono_ns() - last_counters >= counters_s * 1000000000ull) {
@@ -860,11 +1156,18 @@ int main(int argc, char **argv)
                 rc = flush(&d, pos);
         }
         if (rc == 0)
+            rc = retry_down(&d, pos);
+        if (rc == 0)
             rc = maybe_sync(&d);
+        push_state(&d, NULL);
+        if (rc == 0 && d.mirror && (status = mirror_fatal(d.mirror, d.err, sizeof d.err)) != 0) {
+            logmsg("%s", d.err);
+            break;
+        }
         struct stat seg1;
         if (rc == 0 && have_seg &&
             (stat(segpath, &seg1) != 0 || seg1.st_ino != seg0.st_ino || seg1.st_dev != seg0.st_dev)) {
-            snprintf(d.sink->err, sizeof d.sink->err,
+            snprintf(d.err, sizeof d.err,
                      "registry %s was removed or replaced: stopping (the directory keeps its last state; "
                      "start shmreg-sync again for the new registry)", reg);
             rc = SINK_ERR;
@@ -873,30 +1176,39 @@ int main(int argc, char **argv)
     stop = 1;
     if (have_poller)
         pthread_join(pt, NULL);
-    if (rc == 0 && !once) { /* stopped: write what is pending */
+    if (rc == 0 && !once && status == 0) { /* stopped: write what is pending */
         int scan, failed;
         uint64_t pos = take(&d, &scan, &failed);
-        rc = failed ? SINK_ERR : scan ? resync(&d, pos, "lapped: events were missed") : flush(&d, pos);
+        rc = failed ? SINK_ERR
+             : scan ? resync(&d, ((1u << d.nsink) - 1) & ~d.down, pos, "lapped: events were missed")
+                    : flush(&d, pos);
     }
-    if (rc == 0 && d.unsynced && (rc = d.sink->sync(d.sink)) == 0) {
-        d.durable_pos = d.committed_pos;
-        shmreg_sync_report(d.h, d.durable_pos, d.last_commit_ns);
+    if (rc == 0 && d.lmdb && d.unsynced) {
+        if ((rc = d.lmdb->sync(d.lmdb)) == 0) {
+            d.durable_pos = d.committed_pos;
+            shmreg_sync_report(d.h, d.durable_pos, d.last_commit_ns);
+        } else
+            snprintf(d.err, sizeof d.err, "%s", d.lmdb->err);
     }
     if (rc) {
         fatal_sink(&d, rc);
         status = 1;
-    } else
+    } else if (status == 0)
         logmsg("stopped: %llu commits, %llu writes, %llu deletes, %llu resyncs, ring position %llu",
                (unsigned long long)d.commits, (unsigned long long)d.writes, (unsigned long long)d.deletes,
                (unsigned long long)d.resyncs, (unsigned long long)d.durable_pos);
+    if (d.mirror)
+        mirror_stop(d.mirror); /* closes its sink */
     shmreg_sync_release(d.h);
     shmreg_unsubscribe(d.sub);
-    d.sink->close(d.sink);
+    if (d.lmdb)
+        d.lmdb->close(d.lmdb);
     shmreg_close(d.hp);
     shmreg_close(d.h);
     idset_free(&d.marking);
     idset_free(&d.dirty);
     idset_free(&d.seen);
+    idset_free(&d.backlog);
     memo_free(&d.counters);
     free(d.buf);
     free(d.parts);
