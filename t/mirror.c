@@ -130,11 +130,6 @@ static int record_of(shmreg *h, const shmreg_id *id, unsigned char *buf, size_t 
             s.deadline_ns = 0;
             s.timeout_flags = 0;
             s.nprofiles = 0;
-            /* Library bug (reported): shmreg_session_import stores the
-             * owner's updated_ns, then sync_vars' swap overwrites it with
-             * the import's time when the variables changed. Masked until
-             * fixed; everything else is compared. */
-            s.updated_ns = 0;
             rc = shmreg_session_encode_control(&s, &c, dl, nd, buf, cap, len);
         }
         if (out)
