@@ -8,8 +8,8 @@
  * the trackers of the SIP proxies are full of what slips between. Here a
  * session has exactly one writer, its owner node; every other host holds a
  * read-only copy that only the daemon's import changes. A worker that
- * tries gets SHMREG_EFOREIGN, before anything is touched (reg_find_own
- * is the one gate every changing call passes). The owner's slot carries a
+ * tries gets SHMREG_EFOREIGN, before anything is touched (reg_find_own,
+ * beside reg_find in table.c, is the one gate every changing call passes). The owner's slot carries a
  * version, moved on after each change is made and before its event is
  * published, so whoever is told of a change reads at least that version;
  * an import that brings an older version than the copy holds changes
@@ -35,23 +35,6 @@
  * process copies it word by word and retries while the sequence moved.
  */
 #include "reg.h"
-
-/* ------------------------------------------------------------ the gate */
-
-int reg_own_slot(shmreg *h, uint32_t si)
-{
-    uint32_t owner = atomic_load_explicit(&reg_slot(h, si)->owner_node, memory_order_relaxed);
-    if (!h->as_owner && reg_foreign_owner(h, owner))
-        return shmreg__fail(SHMREG_EFOREIGN, "session is owned by node %u (this is node %u): "
-                            "only its owner changes it", owner, h->node_id);
-    return 0;
-}
-
-int reg_find_own(shmreg *h, const unsigned char id[SHMREG_ID_BYTES], uint32_t *si, uint64_t *st)
-{
-    int rc = reg_find(h, id, si, st);
-    return rc ? rc : reg_own_slot(h, *si);
-}
 
 /* ------------------------------------------------------------ import */
 
@@ -374,21 +357,4 @@ int shmreg_mirror_get(shmreg *h, shmreg_mirror_status *st)
     if (st->npeers > SHMREG_MIRROR_PEERS_MAX)
         st->npeers = SHMREG_MIRROR_PEERS_MAX;
     return 0;
-}
-
-/* ------------------------------------------------------------ stat */
-
-uint32_t reg_foreign_count(shmreg *h)
-{
-    const shm_seg *s = &h->c.seg;
-    uint32_t n = 0;
-    if (h->node_id == 0)
-        return 0;
-    for (uint64_t i = reg_next_carved_slot(s, 0); i < s->slots; i = reg_next_carved_slot(s, i + 1)) {
-        reg_sess *x = reg_slot(h, (uint32_t)i);
-        if (REG_LIVE(atomic_load_explicit(&x->state, memory_order_relaxed)) &&
-            reg_foreign_owner(h, atomic_load_explicit(&x->owner_node, memory_order_relaxed)))
-            n++;
-    }
-    return n;
 }

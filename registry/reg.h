@@ -602,7 +602,7 @@ void reg_sync_stats(shmreg *h, shmreg_stats *st);
 int reg_room_restore(shmreg *h, const shmreg_room *room, const shmreg_participant *parts,
                      uint32_t n, uint32_t *joined);
 
-/* ------------------------------------------------------------ many hosts (mirror.c) */
+/* ------------------------------------------------------------ many hosts (mirror.c; the gate and the count in table.c) */
 
 /* Where the node ID sits in the header's user bytes (after the key). */
 #define REG_NODE_AT REG_KEY_BYTES

@@ -418,3 +418,40 @@ static int session_live(uint64_t w)
 const reg_machine reg_session_machine = {
     "session", "state", "", shmreg_state_allowed, shmreg_state_name, session_live,
 };
+
+/* ------------------------------------------------------------ ownership
+ *
+ * The gate of many hosts (mirror.c says why): every call that changes a
+ * session finds it through reg_find_own, which refuses another node's
+ * copy before anything is touched. Here, beside reg_find, so that the
+ * files that change sessions need nothing above the table. */
+
+int reg_own_slot(shmreg *h, uint32_t si)
+{
+    uint32_t owner = atomic_load_explicit(&reg_slot(h, si)->owner_node, memory_order_relaxed);
+    if (!h->as_owner && reg_foreign_owner(h, owner))
+        return shmreg__fail(SHMREG_EFOREIGN, "session is owned by node %u (this is node %u): "
+                            "only its owner changes it", owner, h->node_id);
+    return 0;
+}
+
+int reg_find_own(shmreg *h, const unsigned char id[SHMREG_ID_BYTES], uint32_t *si, uint64_t *st)
+{
+    int rc = reg_find(h, id, si, st);
+    return rc ? rc : reg_own_slot(h, *si);
+}
+
+uint32_t reg_foreign_count(shmreg *h)
+{
+    const shm_seg *s = &h->c.seg;
+    uint32_t n = 0;
+    if (h->node_id == 0)
+        return 0;
+    for (uint64_t i = reg_next_carved_slot(s, 0); i < s->slots; i = reg_next_carved_slot(s, i + 1)) {
+        reg_sess *x = reg_slot(h, (uint32_t)i);
+        if (REG_LIVE(atomic_load_explicit(&x->state, memory_order_relaxed)) &&
+            reg_foreign_owner(h, atomic_load_explicit(&x->owner_node, memory_order_relaxed)))
+            n++;
+    }
+    return n;
+}
