@@ -62,7 +62,7 @@ static void mkreg(node *n, const char *name, uint32_t id)
 }
 
 /* Start n's daemon with up to two extra arguments; stderr to n->log. */
-static pid_t start_daemon(node *n, const char *a1, const char *a2)
+static pid_t start_daemon(node *n, const char *a1, const char *a2, const char *a3)
 {
     fflush(NULL);
     pid_t pid = fork();
@@ -76,7 +76,7 @@ static pid_t start_daemon(node *n, const char *a1, const char *a2)
             dup2(fd, 1);
         }
         execl(sync_bin(), "shmreg-sync", "-r", n->path, "--redis", url, "--interval", "20", "--lease-ms",
-              "1500", a1, a2, (char *)NULL);
+              "1500", a1, a2, a3, (char *)NULL);
         _exit(127);
     }
     n->pid = pid;
@@ -153,7 +153,7 @@ static int same(shmreg *a, shmreg *b, const shmreg_id *id, uint32_t owner, uint6
            sb.owner_node == owner && (sb.flags & flag) == flag;
 }
 
-/* Live sessions of h owned by `owner` into ids[] (at most cap). */
+/* How many live sessions of h `owner` owns; the first cap into ids[]. */
 static int owned(shmreg *h, uint32_t owner, shmreg_id *ids, int cap)
 {
     int n = 0;
@@ -161,8 +161,11 @@ static int owned(shmreg *h, uint32_t owner, shmreg_id *ids, int cap)
     shmreg_session s;
     shmreg_read_begin(h);
     while (shmreg_session_next(h, &cur, SHMREG_STATE_ANY, &s) == 0)
-        if (s.owner_node == owner && n < cap)
-            ids[n++] = s.id;
+        if (s.owner_node == owner) {
+            if (n < cap)
+                ids[n] = s.id;
+            n++;
+        }
     shmreg_read_end(h);
     return n;
 }
@@ -465,7 +468,7 @@ static int cond_c_owns(void *arg)
 static void test_operator(void)
 {
     mkreg(&D, "d", 4);
-    start_daemon(&D, NULL, NULL);
+    start_daemon(&D, NULL, NULL, NULL);
     static struct takeover t;
     for (int i = 0; i < 5; i++)
         t.id[t.n++] = make_call(D.h, 2000 + i);
@@ -579,7 +582,7 @@ static void test_split_brain(void)
 {
     /* B and C adopt only when asked */
     stop_daemon(&B, SIGTERM);
-    start_daemon(&B, "--no-adopt", NULL);
+    start_daemon(&B, "--no-adopt", NULL, NULL);
     enum { ROUNDS = 100 };
     static unsigned char rec[SHMREG_SESSION_RECORD_MAX];
     int good = 0, marker_ok = 0, wins_b = 0;
@@ -689,7 +692,7 @@ static void test_refusals(void)
     node E;
     mkreg(&E, "e", 2); /* B's node ID */
     unlink(E.log);
-    pid_t p = start_daemon(&E, NULL, NULL);
+    pid_t p = start_daemon(&E, NULL, NULL, NULL);
     is(test_wait(p), 3, "a second daemon for node 2: exit status 3");
     ok(log_has(&E, "node ID 2 is in use"), "its message names the node");
     node F;
@@ -698,11 +701,58 @@ static void test_refusals(void)
     shmreg_options o = {.flags = SHMREG_CREATE | SHMREG_EXCL, .max_sessions = 64};
     if (shmreg_open(F.path, &o, &F.h) != 0)
         bail_out("creating");
-    p = start_daemon(&F, NULL, NULL);
+    p = start_daemon(&F, NULL, NULL, NULL);
     is(test_wait(p), 2, "--redis for a registry without a node ID: exit status 2");
     ok(log_has(&F, "node ID"), "saying why");
     shmreg_close(F.h);
     shmreg_close(E.h);
+}
+
+/* ------------------------------------------------------------ LMDB beside Redis */
+
+static node L;
+
+static int cond_l_mirrored(void *arg)
+{
+    (void)arg;
+    return mirrored(&L, &B) && mirrored(&B, &L);
+}
+
+/* One daemon writing both sinks: Redis mirrors, and the sync directory
+ * keeps this node's own sessions only, never the copies it holds, so a
+ * restore after a reboot cannot make other hosts' calls its own. */
+static void test_lmdb_beside(void)
+{
+    char sdir[512];
+    snprintf(sdir, sizeof sdir, "%s", test_dir("l-sync"));
+    mkreg(&L, "l", 5);
+    start_daemon(&L, "--lmdb", sdir, "--no-adopt"); /* others adopt; it only keeps */
+    shmreg_id mine[4];
+    for (int i = 0; i < 4; i++)
+        mine[i] = make_call(L.h, 900 + i);
+    ok(wait_for(cond_l_mirrored, NULL, 15), "L's 4 calls are on B, and L holds a copy of each of B's");
+    shmreg_stats st;
+    shmreg_stat(L.h, &st);
+    uint64_t upto = st.events_published;
+    double end = test_mono_s() + 15;
+    while (test_mono_s() < end && (shmreg_stat(L.h, &st) != 0 || st.sync_durable_seq < upto))
+        test_sleep_us(10000);
+    ok(st.sync_durable_seq >= upto, "L's sync directory covers every event so far");
+    stop_daemon(&L, SIGTERM);
+    shmreg_sync_info info;
+    is(shmreg_sync_dir_info(sdir, &info), 0, "the sync directory reads");
+    is(info.sessions, 4, "it holds L's 4 own sessions, none of the %u copies", st.foreign_sessions);
+    node R;
+    mkreg(&R, "l-restored", 5);
+    shmreg_restore_report rep;
+    is(shmreg_restore(R.h, sdir, SHMREG_RESTORE_ALL, &rep), 0, "restore it into a new registry of node 5");
+    is(rep.sessions, 4, "4 sessions restored");
+    is(owned(R.h, 5, NULL, 0), 4, "all 4 owned by node 5");
+    int same_ids = 1;
+    for (int i = 0; i < 4; i++)
+        same_ids &= version_of(R.h, &mine[i]) != 0;
+    ok(same_ids, "with their IDs");
+    shmreg_close(R.h);
 }
 
 int main(void)
@@ -727,9 +777,9 @@ int main(void)
     mkreg(&A, "a", 1);
     mkreg(&B, "b", 2);
     mkreg(&C, "c", 3);
-    start_daemon(&A, NULL, NULL);
-    start_daemon(&B, NULL, NULL);
-    start_daemon(&C, "--no-adopt", NULL);
+    start_daemon(&A, NULL, NULL, NULL);
+    start_daemon(&B, NULL, NULL, NULL);
+    start_daemon(&C, "--no-adopt", NULL, NULL);
     double t0 = test_mono_s();
     test_mirroring();
     diag("mirroring: %.1f s", test_mono_s() - t0);
@@ -749,6 +799,9 @@ int main(void)
     test_bad_input();
     test_refusals();
     diag("bad input, refusals: %.1f s", test_mono_s() - t0);
+    t0 = test_mono_s();
+    test_lmdb_beside();
+    diag("LMDB beside Redis: %.1f s", test_mono_s() - t0);
 
     stop_daemon(&B, SIGTERM);
     stop_daemon(&C, SIGTERM);
@@ -758,6 +811,7 @@ int main(void)
     shmreg_close(B.h);
     shmreg_close(C.h);
     shmreg_close(D.h);
+    shmreg_close(L.h);
     shmreg_close(scratch);
     return done_testing();
 }

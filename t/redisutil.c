@@ -361,7 +361,7 @@ int redis_cluster_start(redis_cluster *c, int base_port, int masters, int replic
         char conf[600];
         snprintf(conf, sizeof conf, "%s/nodes-%d.conf", dir, base_port + i);
         const char *extra[] = {"--cluster-enabled", "yes", "--cluster-config-file", conf,
-                               "--cluster-node-timeout", "1000", NULL};
+                               "--cluster-node-timeout", "2000", NULL};
         if (redis_start(&c->node[i], base_port + i, dir, extra) != 0) {
             redis_cluster_stop(c);
             return -1;
