@@ -1,9 +1,19 @@
 /*
  * shmreg-sync — writes a registry behind into a sync directory (LMDB on
- * disk) so a new registry can be restored from it after a reboot.
+ * disk) so a new registry can be restored from it after a reboot, and/or
+ * mirrors registries of several hosts through Redis
+ * (tools/shmreg-sync-redis.c says how).
  *
- *   shmreg-sync -r REGISTRY --lmdb DIR [--interval MS] [--fsync none|interval|each]
- *               [--map-size SIZE] [--counters S] [--rescan S] [--nice N] [--once]
+ *   shmreg-sync -r REGISTRY [--lmdb DIR] [--redis URL]... [--interval MS]
+ *               [--fsync none|interval|each] [--map-size SIZE] [--counters S]
+ *               [--rescan S] [--nice N] [--once] [--lease-ms N] [--no-adopt]
+ *               [--stream-max N]
+ *
+ * Sinks. One registry read feeds every sink in a batch: LMDB (the node's
+ * own sessions: a foreign copy is treated as deleted there) and Redis
+ * (pushes own sessions). LMDB failing ends the daemon; Redis failing only
+ * takes it out of the batches until it answers, then it is resynced
+ * whole, since what it missed is unknown.
  *
  * How it works, and why. The daemon is a guest of the workers: it reads
  * what they wrote, in place and in short read sections, and never makes
@@ -640,9 +650,9 @@ static int resync(syncd *d, unsigned mask, uint64_t pos, const char *why)
         if (done & 1u << i)
             snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s", *names ? "+" : "",
                      d->sink[i]->name);
-    logmsg("resync %s (%s): %llu sessions written, %llu stale records removed, ring position %llu, "
-           "%.1f ms", names, why, (unsigned long long)n, (unsigned long long)(gone_s + gone_r),
-           (unsigned long long)pos, (double)(mono_ns() - t0) / 1e6);
+    logmsg("resync (%s): %llu sessions written, %llu stale records removed, ring position %llu, "
+           "%.1f ms (%s)", why, (unsigned long long)n, (unsigned long long)(gone_s + gone_r),
+           (unsigned long long)pos, (double)(mono_ns() - t0) / 1e6, names);
     return committed(d, done, pos);
 }
 
