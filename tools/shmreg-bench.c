@@ -574,6 +574,8 @@ static void usage(FILE *f)
             "  --sync              only shmreg-sync: keep-up rate at 10k and 100k sessions,\n"
             "                      worker cost daemon on vs off, restore time (about a minute)\n"
             "  --sync-interval MS  the daemon's --interval for --sync (default 100)\n"
+            "  --mirror            only shmreg-sync --redis between two local registries:\n"
+            "                      replication lag, takeover time, worker cost (under a minute)\n"
             "Progress goes to stderr; tables or JSON to stdout.\n");
 }
 
@@ -605,10 +607,11 @@ int main(int argc, char **argv)
         {"seed", required_argument, 0, 'r'},  {"reps", required_argument, 0, 'k'},  {"no-redis", no_argument, 0, 'R'},
         {"compare", required_argument, 0, 'C'},
         {"sync", no_argument, 0, 'Y'},       {"sync-interval", required_argument, 0, 'I'},
+        {"mirror", no_argument, 0, 'M'},
         {"help", no_argument, 0, 'h'},       {0, 0, 0, 0},
     };
     const char *procs_list = NULL;
-    int sync_only = 0;
+    int sync_only = 0, mirror_only = 0;
     unsigned sync_interval = 0;
     for (int i = 0, n = 0; i < argc && n < (int)sizeof cmdline - 1; i++)
         n += snprintf(cmdline + n, sizeof cmdline - (size_t)n, "%s%s", i ? " " : "", argv[i]);
@@ -631,6 +634,7 @@ int main(int argc, char **argv)
         case 'r': opt.seed = strtoull(optarg, NULL, 10); break;
         case 'R': opt.no_redis = 1; break;
         case 'Y': sync_only = 1; break;
+        case 'M': mirror_only = 1; break;
         case 'I': sync_interval = (unsigned)strtoul(optarg, NULL, 10); break;
         case 'k': opt.reps = atoi(optarg); break;
         case 'C': opt.compare = optarg; break;
@@ -684,6 +688,8 @@ int main(int argc, char **argv)
     }
     if (sync_only)
         return bench_sync(scratch, opt.json, sync_interval);
+    if (mirror_only)
+        return bench_mirror(scratch, opt.json);
     SH = mmap(NULL, sizeof *SH, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (SH == MAP_FAILED) {
         perror("shmreg-bench: mmap");

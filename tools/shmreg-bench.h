@@ -317,6 +317,12 @@ uint64_t main_point(void);
  * interval_ms (0: 100). Scratch registries go in `scratch`; prints a
  * table (or JSON); 0 or 1. */
 int bench_sync(const char *scratch, int json, unsigned interval_ms);
+/* `shmreg-bench --mirror` (shmreg-bench-mirror.c): shmreg-sync --redis
+ * between two registries (nodes 1 and 2) through a redis-server it
+ * starts: replication lag at offered rates, takeover time after a
+ * daemon's SIGKILL, the daemon's cost to a worker. Scratch registries go
+ * in `scratch`; prints a table (or JSON); 0 or 1. */
+int bench_mirror(const char *scratch, int json);
 /* Processes to run a workload with at a given session count (0: not run). */
 int procs_for(uint64_t point, int wl, unsigned *out);
 
