@@ -333,7 +333,7 @@ static void cluster_keys(void)
     cnode nodes[16];
     int n = cluster_nodes(cl.node[0].port, nodes, 16), total = 0, masters_with_keys = 0;
     for (int i = 0; i < n; i++)
-        if (nodes[i].master) {
+        if (nodes[i].master && !nodes[i].fail) {
             char out[64];
             redis_cli(nodes[i].port, out, sizeof out, "DBSIZE");
             total += atoi(out);
