@@ -286,6 +286,34 @@ out:
     return rc;
 }
 
+int shmreg_node_cede(shmreg *h, uint32_t to, uint64_t *count)
+{
+    int rc = shmreg__usable(h);
+    if (rc || (rc = node_arg(h, to, 0)) != 0)
+        return rc;
+    const shm_seg *s = &h->c.seg;
+    uint64_t n = 0;
+    shm_read_enter(&h->c);
+    for (uint64_t i = reg_next_carved_slot(s, 0); i < s->slots; i = reg_next_carved_slot(s, i + 1)) {
+        reg_sess *x = reg_slot(h, (uint32_t)i);
+        uint64_t st = atomic_load(&x->state);
+        uint32_t own = h->node_id;
+        if (!REG_LIVE(st) || !atomic_compare_exchange_strong(&x->owner_node, &own, to))
+            continue;
+        /* A copy from here on: what acts only where a call is owned goes. */
+        reg_timer_arm(h, (uint32_t)i, 0, 0, 0);
+        reg_profiles_forget(h, (uint32_t)i);
+        unsigned char id[SHMREG_ID_BYTES];
+        memcpy(id, x->id, SHMREG_ID_BYTES);
+        reg_event(h, 0, SHMREG_EV_SESSION_IMPORTED, id, 0, (int)REG_STATE(st), 0);
+        n++;
+    }
+    shm_read_leave(&h->c);
+    if (count)
+        *count = n;
+    return 0;
+}
+
 int shmreg_node_adopt_request(shmreg *h, uint32_t node)
 {
     int rc = shmreg__usable(h);

@@ -305,6 +305,18 @@ int shmreg_session_import_delete(shmreg *h, uint32_t node, const shmreg_id *id);
  * adopted, without it), SHMREG_EBUSY, SHMREG_ECORRUPT, SHMREG_EFORK. */
 int shmreg_session_adopt(shmreg *h, const shmreg_id *id, const shmreg_session_control *c);
 
+/* The other side of an adoption: this node learns that node `to` adopted
+ * its sessions (its lease ran out while it lived: a pause, a partition, a
+ * Redis failover longer than the lease), so every session it owns becomes
+ * a foreign copy owned by `to`: from then on its workers get
+ * SHMREG_EFOREIGN instead of changing calls another node now owns. Their
+ * timeouts are disarmed and memberships dropped (copies hold none); the
+ * versions stay. *count (may be NULL) receives how many were handed over;
+ * one SHMREG_EV_SESSION_IMPORTED (session, new_state) each. A change a
+ * worker was making at that moment may still complete on the copy.
+ * Errors: SHMREG_EINVAL (no node ID, `to` not another node), SHMREG_EFORK. */
+int shmreg_node_cede(shmreg *h, uint32_t to, uint64_t *count);
+
 /* Ask the mirror daemon to adopt node `node`'s sessions now, whether or
  * not its lease has run out (an operator who knows the host is dead:
  * `shmregctl node adopt`). 0 withdraws a request not yet taken. The

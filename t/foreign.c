@@ -418,6 +418,52 @@ static void test_adoption(void)
     shmreg_close(c3);
 }
 
+/* The node that was adopted while it lived hands its sessions over. */
+static void test_cede(void)
+{
+    shmreg *a = open_node("ce", 1);
+    shmreg_id id[3];
+    for (int i = 0; i < 3; i++) {
+        id[i] = test_session_new(a);
+        is(shmreg_session_transition(a, &id[i], SHMREG_STATE_ANY, SHMREG_STATE_ACTIVE, NULL), 0, "Active");
+    }
+    is(shmreg_profile_join(a, &id[0], S("trunk"), S("t1"), 0, NULL), 0, "a membership");
+    is(shmreg_session_set_timeout(a, &id[1], 3600000000000ull, SHMREG_TIMEOUT_RELATIVE | SHMREG_TIMEOUT_FAIL, 0),
+       0, "a timeout");
+    shmreg_session s;
+    memset(&s, 0, sizeof s);
+    s.id.bytes[0] = 0x77;
+    s.id.bytes[15] = 7;
+    s.state = SHMREG_STATE_RINGING;
+    is(shmreg_session_import(a, 3, 5, &s, NULL, NULL, 0), 0, "and a copy of node 3's");
+    uint64_t v0 = version_of(a, &id[0]), n = 99;
+    is(shmreg_node_cede(a, 1, &n), SHMREG_EINVAL, "ceding to ourselves: EINVAL");
+    is(shmreg_node_cede(a, 2, &n), 0, "node 2 adopted us: cede");
+    is(n, 3, "our 3 sessions handed over (not node 3's copy)");
+    shmreg_session v;
+    unsigned to2 = 0;
+    for (int i = 0; i < 3; i++) {
+        shmreg_read_begin(a);
+        shmreg_session_get(a, &id[i], &v);
+        shmreg_read_end(a);
+        to2 += v.owner_node == 2 && (v.flags & SHMREG_SESSION_FOREIGN) && v.nprofiles == 0 && v.deadline_ns == 0;
+    }
+    is(to2, 3, "each a foreign copy owned by 2, without membership or timeout");
+    is(version_of(a, &id[0]), v0, "versions stay");
+    uint64_t count = 9;
+    shmreg_profile_count(a, S("trunk"), S("t1"), &count);
+    is(count, 0, "the profile counts none of them");
+    is(shmreg_session_transition(a, &id[2], SHMREG_STATE_ACTIVE, SHMREG_STATE_TERMINATING, NULL), SHMREG_EFOREIGN,
+       "a worker's BYE on one: SHMREG_EFOREIGN");
+    shmreg_read_begin(a);
+    shmreg_session_get(a, &s.id, &v);
+    shmreg_read_end(a);
+    is(v.owner_node, 3, "node 3's copy is still node 3's");
+    is(shmreg_node_cede(a, 2, &n), 0, "ceding again");
+    is(n, 0, "hands over nothing");
+    shmreg_close(a);
+}
+
 int main(void)
 {
     test_watchdog_install();
@@ -425,6 +471,7 @@ int main(void)
     TEST_RUN(test_versions);
     TEST_RUN(test_copies);
     TEST_RUN(test_adoption);
+    TEST_RUN(test_cede);
     alarm(0);
     return done_testing();
 }

@@ -708,6 +708,58 @@ static void test_refusals(void)
     shmreg_close(E.h);
 }
 
+/* ------------------------------------------------------------ fencing */
+
+static node G;
+
+static int cond_gb(void *arg)
+{
+    (void)arg;
+    return mirrored(&G, &B);
+}
+
+static int cond_b_owns_g(void *arg)
+{
+    int *n = arg;
+    return owned(B.h, 2, NULL, 0) >= *n && owned(G.h, G.id, NULL, 0) == 0;
+}
+
+/* A node adopted while it lives (a pause or partition longer than its
+ * lease; here an operator's request on B, which needs no lapse): its
+ * daemon finds the marker at its next renewal, hands every session it
+ * owns to the adopter as a copy, so its workers can no longer change
+ * them, and exits 3 rather than fight. */
+static void test_fencing(void)
+{
+    mkreg(&G, "g", 6);
+    start_daemon(&G, "--no-adopt", NULL, NULL);
+    shmreg_id mine[5];
+    for (int i = 0; i < 5; i++)
+        mine[i] = make_call(G.h, 950 + i);
+    ok(wait_for(cond_gb, NULL, 15), "G's 5 calls are on B");
+    int before = owned(B.h, 2, NULL, 0), want = before + 5;
+    is(shmreg_node_adopt_request(B.h, 6), 0, "an operator on B adopts node 6, whose daemon is alive");
+    ok(wait_for(cond_b_owns_g, &want, 15), "B owns G's 5 calls, and G owns none of them any more");
+    int st = test_wait(G.pid);
+    G.pid = 0;
+    is(st, 3, "G's daemon exits 3");
+    ok(log_has(&G, "5 sessions handed to node 2 as foreign copies"), "saying it handed 5 sessions to node 2");
+    unsigned fenced = 0;
+    for (int i = 0; i < 5; i++)
+        fenced += shmreg_session_transition(G.h, &mine[i], SHMREG_STATE_ANY, SHMREG_STATE_TERMINATING, NULL) ==
+                  SHMREG_EFOREIGN;
+    is(fenced, 5, "G's workers get SHMREG_EFOREIGN on each");
+    unsigned copies = 0;
+    for (int i = 0; i < 5; i++) {
+        shmreg_session v;
+        shmreg_read_begin(G.h);
+        copies += shmreg_session_get(G.h, &mine[i], &v) == 0 && v.owner_node == 2 &&
+                  (v.flags & SHMREG_SESSION_FOREIGN);
+        shmreg_read_end(G.h);
+    }
+    is(copies, 5, "G holds them as copies owned by node 2");
+}
+
 /* ------------------------------------------------------------ LMDB beside Redis */
 
 static node L;
@@ -800,6 +852,9 @@ int main(void)
     test_refusals();
     diag("bad input, refusals: %.1f s", test_mono_s() - t0);
     t0 = test_mono_s();
+    test_fencing();
+    diag("fencing: %.1f s", test_mono_s() - t0);
+    t0 = test_mono_s();
     test_lmdb_beside();
     diag("LMDB beside Redis: %.1f s", test_mono_s() - t0);
 
@@ -812,6 +867,7 @@ int main(void)
     shmreg_close(C.h);
     shmreg_close(D.h);
     shmreg_close(L.h);
+    shmreg_close(G.h);
     shmreg_close(scratch);
     return done_testing();
 }

@@ -333,7 +333,23 @@ int redis_cli(int port, char *out, size_t outlen, const char *fmt, ...)
 }
 
 /* Every node: cluster_state:ok, all n known, replicas linked. */
-static int cluster_ready(const redis_cluster *c)
+/* Replicas in node `port`'s view (CLUSTER NODES lines flagged slave): a
+ * node learns the others' roles by gossip, after cluster_state:ok. */
+static int replicas_seen(int port)
+{
+    static char out[16384];
+    if (redis_cli(port, out, sizeof out, "CLUSTER NODES") != 0)
+        return -1;
+    int n = 0;
+    for (char *save = NULL, *line = strtok_r(out, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        char id[64], addr[128], flags[128];
+        if (sscanf(line, "%63s %127s %127s", id, addr, flags) == 3 && strstr(flags, "slave"))
+            n++;
+    }
+    return n;
+}
+
+static int cluster_ready(const redis_cluster *c, int replicas_total)
 {
     char out[8192], want[64];
     snprintf(want, sizeof want, "cluster_known_nodes:%d", c->n);
@@ -345,6 +361,8 @@ static int cluster_ready(const redis_cluster *c)
             return 0;
         if (strstr(out, "role:slave") && !strstr(out, "master_link_status:up"))
             return 0;
+        if (replicas_seen(c->node[i].port) != replicas_total)
+            return 0; /* a view that still takes a replica for a master */
     }
     return 1;
 }
@@ -361,7 +379,7 @@ int redis_cluster_start(redis_cluster *c, int base_port, int masters, int replic
         char conf[600];
         snprintf(conf, sizeof conf, "%s/nodes-%d.conf", dir, base_port + i);
         const char *extra[] = {"--cluster-enabled", "yes", "--cluster-config-file", conf,
-                               "--cluster-node-timeout", "2000", NULL};
+                               "--cluster-node-timeout", "3000", NULL};
         if (redis_start(&c->node[i], base_port + i, dir, extra) != 0) {
             redis_cluster_stop(c);
             return -1;
@@ -390,7 +408,7 @@ int redis_cluster_start(redis_cluster *c, int base_port, int masters, int replic
         return -1;
     }
     double until = mono() + 30;
-    while (!cluster_ready(c)) {
+    while (!cluster_ready(c, masters * replicas)) {
         if (mono() > until) {
             diag("redis_cluster_start: the cluster on %d.. was not ready in 30 s", base_port);
             redis_cluster_stop(c);

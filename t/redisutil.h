@@ -54,12 +54,12 @@ typedef struct redis_cluster {
 
 /* Start masters * (1 + replicas) nodes on base_port, base_port + 1, ...
  * with --cluster-enabled yes --cluster-config-file D/nodes-P.conf
- * --cluster-node-timeout 2000 (a failover within seconds, yet no master
+ * --cluster-node-timeout 3000 (a failover within seconds, yet no master
  * failed over by itself while a busy 2-CPU machine runs tests beside it:
- * at 1000 that happened), join them with redis-cli --cluster create
+ * at 1000 and 2000 that happened), join them with redis-cli --cluster create
  * ... --cluster-replicas R --cluster-yes, and wait (30 s at most) until
- * every node says cluster_state:ok and knows every other, and every
- * replica's link to its master is up. 0 ok; -1 (all stopped). */
+ * every node says cluster_state:ok, knows every other and knows which are
+ * replicas, and every replica's link to its master is up. 0 ok; -1 (all stopped). */
 int redis_cluster_start(redis_cluster *c, int base_port, int masters, int replicas, const char *dir);
 void redis_cluster_stop(redis_cluster *c);
 

@@ -30,7 +30,9 @@
  *   import and adoption change the same copies, so they are one thread.
  *
  *   The lease keeper (its own thread): a node is alive while its lease
- *   key exists; ours is renewed every ttl/3 by a script that extends it
+ *   key exists; ours is renewed every ttl/4 (at most 1 s apart, so a
+ *   Redis outage at the worst moment still finds most of it left) by a
+ *   script that extends it
  *   only while it holds our random token, so a second daemon for the same
  *   node ID (a configuration error) is found and refused rather than
  *   both writing. It also reads every peer's lease and adoption marker
@@ -105,26 +107,16 @@ static void nap_ms(unsigned ms)
     nanosleep(&ts, NULL);
 }
 
-static void rlog(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void rlog(const char *fmt, ...)
-{
-    va_list ap;
-    char line[1200];
-    va_start(ap, fmt);
-    vsnprintf(line, sizeof line, fmt, ap);
-    va_end(ap);
-    fprintf(stderr, "shmreg-sync[%d]: %s\n", (int)getpid(), line); /* one write: lines never mix */
-}
-
 /* ------------------------------------------------------------ scripts */
 
 /* Renew our lease: 1 renewed, 2 taken again (it had lapsed), -1 another
- * daemon holds it, -2 the node was adopted meanwhile. */
+ * daemon holds it, -2 the node was adopted meanwhile (asked first: an
+ * operator may adopt a node whose lease still runs). */
 static const char RENEW_LUA[] =
+    "if redis.call('EXISTS', KEYS[2]) == 1 then return -2 end\n"
     "local v = redis.call('GET', KEYS[1])\n"
     "if v == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end\n"
     "if v then return -1 end\n"
-    "if redis.call('EXISTS', KEYS[2]) == 1 then return -2 end\n"
     "redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 2\n";
 
 /* Take node P: 1 won (or had won: a winner that died midway finishes),
@@ -180,6 +172,7 @@ struct mirror {
     int have_imp, have_lease;
     _Atomic int stop;
     _Atomic int fatal;
+    _Atomic uint32_t adopted_by; /* set with fatal: the node that adopted ours */
     pthread_mutex_t mu;          /* guards what follows */
     char fatal_msg[512];
     peer_info info[MAX_PEERS];
@@ -214,13 +207,18 @@ static void set_fatal(mirror *m, const char *fmt, ...)
     atomic_store(&m->fatal, 3);
 }
 
-int mirror_fatal(mirror *m, char *err, size_t errlen)
+int mirror_fatal(mirror *m, shmreg *h, char *err, size_t errlen)
 {
     int f = atomic_load(&m->fatal);
     if (f) {
         pthread_mutex_lock(&m->mu);
         snprintf(err, errlen, "%s", m->fatal_msg);
         pthread_mutex_unlock(&m->mu);
+        uint32_t to = atomic_load(&m->adopted_by);
+        uint64_t n = 0;
+        if (to && shmreg_node_cede(h, to, &n) == 0)
+            sync_log("%llu sessions handed to node %u as foreign copies: this node's workers can no longer "
+                     "change them", (unsigned long long)n, (unsigned)to);
     }
     return f;
 }
@@ -661,7 +659,7 @@ static int read_fields(const redisReply *a, uint32_t node, int stream, rec_in *i
 static void count_error(mirror *m, uint32_t node, const char *id, const char *msg)
 {
     m->errors++;
-    rlog("node %u session %s: skipped: %s", (unsigned)node, id && *id ? id : "?", msg);
+    sync_log("node %u session %s: skipped: %s", (unsigned)node, id && *id ? id : "?", msg);
 }
 
 /* Import one put: decode, check, import. The importer's thread only. */
@@ -780,7 +778,7 @@ static void import_failed(mirror *m, const char *what, rds *c, const redisReply 
     snprintf(m->import_err, sizeof m->import_err, "%s", msg);
     pthread_mutex_unlock(&m->mu);
     if (was)
-        rlog("import: %s (resyncing every node when Redis answers)", msg);
+        sync_log("import: %s (resyncing every node when Redis answers)", msg);
     for (unsigned i = 0; i < m->npeers; i++)
         m->peers[i].synced = 0;
 }
@@ -882,7 +880,7 @@ static int import_hashes(mirror *m, peer *p, const redisReply *ids, int adopt, s
                         if (rc == 0 || rc == SHMREG_EFULL)
                             m->adopted++;
                         if (rc != 0 && rc != SHMREG_EEXIST)
-                            rlog("node %u session %s: adopting: %s", (unsigned)p->node, idt, shmreg_errmsg());
+                            sync_log("node %u session %s: adopting: %s", (unsigned)p->node, idt, shmreg_errmsg());
                     }
                 }
             }
@@ -947,7 +945,7 @@ static int resync_peer(mirror *m, peer *p)
         p->last_seq = seq;
         p->synced = 1;
         p->checked_mono = rmono_ns();
-        rlog("node %u: resynced: %zu sessions, %llu imported, %.1f ms", (unsigned)p->node, n,
+        sync_log("node %u: resynced: %zu sessions, %llu imported, %.1f ms", (unsigned)p->node, n,
              (unsigned long long)(m->imported - imp0), (double)(rmono_ns() - t0) / 1e6);
     }
     free(set);
@@ -1059,11 +1057,11 @@ static void adopt_node(mirror *m, peer *p, int force)
         if (r)
             freeReplyObject(r);
         if (force && by)
-            rlog("node %u: adoption asked, but node %llu had adopted it", (unsigned)p->node,
+            sync_log("node %u: adoption asked, but node %llu had adopted it", (unsigned)p->node,
                  (unsigned long long)by);
         return;
     }
-    rlog("node %u: adopting its calls (%s)", (unsigned)p->node, force ? "operator's request" : "lease expired");
+    sync_log("node %u: adopting its calls (%s)", (unsigned)p->node, force ? "operator's request" : "lease expired");
     const char *sa[] = {"SMEMBERS", kids};
     r = cmd(m->ci, kids, 2, sa, NULL);
     if (is_err(r) || r->type != REDIS_REPLY_ARRAY) {
@@ -1123,7 +1121,7 @@ static void adopt_node(mirror *m, peer *p, int force)
     }
     freeReplyObject(r);
     p->adopted_by = m->o.node;
-    rlog("node %u: adopted %llu calls", (unsigned)p->node, (unsigned long long)(m->adopted - a0));
+    sync_log("node %u: adopted %llu calls", (unsigned)p->node, (unsigned long long)(m->adopted - a0));
 }
 
 static peer *peer_of(mirror *m, uint32_t node)
@@ -1242,7 +1240,7 @@ static void *importer(void *arg)
                 if (g < 0)
                     break;
                 if (g) {
-                    rlog("node %u: its stream was trimmed past what was read: resyncing", (unsigned)p->node);
+                    sync_log("node %u: its stream was trimmed past what was read: resyncing", (unsigned)p->node);
                     p->synced = 0;
                     if (resync_peer(m, p) != 0)
                         break;
@@ -1278,7 +1276,9 @@ static void *lease_keeper(void *arg)
     key_of(klease, sizeof klease, m->o.node, "lease");
     key_of(kadopt, sizeof kadopt, m->o.node, "adopted");
     snprintf(ttl, sizeof ttl, "%llu", (unsigned long long)m->o.lease_ms);
-    uint64_t every = m->o.lease_ms * 1000000ull / 3, next = 0;
+    uint64_t every = m->o.lease_ms * 1000000ull / 4, next = 0;
+    if (every > 1000000000ull)
+        every = 1000000000ull;
     while (!atomic_load(&m->stop)) {
         uint64_t now = rmono_ns();
         if (now < next) {
@@ -1304,13 +1304,21 @@ static void *lease_keeper(void *arg)
             break;
         }
         if (v == -2) {
-            set_fatal(m, "node %u was adopted by another node while its lease had lapsed: its calls now "
-                         "belong to that node; recreate this registry (empty) before starting again",
-                      (unsigned)m->o.node);
+            const char *ga[] = {"GET", kadopt};
+            redisReply *a = cmd(m->cl, kadopt, 2, ga, NULL);
+            uint64_t by = 0;
+            if (a && a->type == REDIS_REPLY_STRING && parse_u64(a->str, a->len, &by) == 0 && by &&
+                by <= SHMREG_NODE_MAX && by != m->o.node)
+                atomic_store(&m->adopted_by, (uint32_t)by);
+            if (a)
+                freeReplyObject(a);
+            set_fatal(m, "node %u was adopted by node %llu (its lease had lapsed, or an operator asked): its "
+                         "calls now belong to that node; recreate this registry (empty) before starting again",
+                      (unsigned)m->o.node, (unsigned long long)by);
             break;
         }
         if (v == 2)
-            rlog("lease of node %u had lapsed (Redis lost it, or it was not renewed in time): taken again",
+            sync_log("lease of node %u had lapsed (Redis lost it, or it was not renewed in time): taken again",
                  (unsigned)m->o.node);
         /* joined again each time: a Redis that restarted lost the set */
         char me[16];
@@ -1502,7 +1510,7 @@ int mirror_start(const mirror_opts *o, shmreg *h, mirror **out, char *err, size_
     const char *ga[] = {"GET", kadopt};
     redisReply *rep = cmd(m->cl, kadopt, 2, ga, NULL);
     if (rep == NULL) {
-        rlog("Redis does not answer (%s): going on; the lease is taken when it does", rds_error(m->cl));
+        sync_log("Redis does not answer (%s): going on; the lease is taken when it does", rds_error(m->cl));
     } else {
         if (rep->type == REDIS_REPLY_STRING) {
             uint64_t own;
@@ -1513,8 +1521,13 @@ int mirror_start(const mirror_opts *o, shmreg *h, mirror **out, char *err, size_
                 return 3;
             }
             if (own) {
+                uint64_t by = 0, n = 0;
+                if (parse_u64(rep->str, rep->len, &by) == 0 && by && by <= SHMREG_NODE_MAX &&
+                    by != o->node && shmreg_node_cede(h, (uint32_t)by, &n) == 0)
+                    sync_log("%llu sessions handed to node %llu as foreign copies: this node's workers can "
+                             "no longer change them", (unsigned long long)n, (unsigned long long)by);
                 snprintf(err, errlen, "node %u was adopted by node %.16s: its calls now belong to that "
-                         "node; this registry still holds %llu of them: recreate it (empty) before "
+                         "node; this registry still held %llu of them: recreate it (empty) before "
                          "starting shmreg-sync again", (unsigned)o->node, rep->str, (unsigned long long)own);
                 freeReplyObject(rep);
                 free_mirror(m);
@@ -1524,7 +1537,7 @@ int mirror_start(const mirror_opts *o, shmreg *h, mirror **out, char *err, size_
             redisReply *d = cmd(m->cl, kadopt, 2, da, NULL);
             if (d)
                 freeReplyObject(d);
-            rlog("node %u had been adopted by node %.16s; this registry holds none of its calls: "
+            sync_log("node %u had been adopted by node %.16s; this registry holds none of its calls: "
                  "joining again", (unsigned)o->node, rep->str);
         }
         freeReplyObject(rep);
@@ -1543,7 +1556,7 @@ int mirror_start(const mirror_opts *o, shmreg *h, mirror **out, char *err, size_
             if (mine) { /* our previous daemon's: ours now */
                 const char *ta[] = {"SET", klease, m->token, "PX", ttl};
                 rep = cmd(m->cl, klease, 5, ta, NULL);
-                rlog("lease of node %u left by this registry's previous daemon: taken over", (unsigned)o->node);
+                sync_log("lease of node %u left by this registry's previous daemon: taken over", (unsigned)o->node);
             } else
                 clash = 1;
         }
@@ -1553,7 +1566,7 @@ int mirror_start(const mirror_opts *o, shmreg *h, mirror **out, char *err, size_
             return 3;
         }
         if (is_err(rep))
-            rlog("taking the lease: %s (going on; retried)", why(m->cl, rep));
+            sync_log("taking the lease: %s (going on; retried)", why(m->cl, rep));
         if (rep)
             freeReplyObject(rep);
         const char *na[] = {"SADD", "shmreg:nodes", me};
@@ -1572,7 +1585,7 @@ int mirror_start(const mirror_opts *o, shmreg *h, mirror **out, char *err, size_
         mirror_stop(m);
         return 3;
     }
-    rlog("mirroring node %u through %s (lease %llu ms%s)", (unsigned)o->node, m->url[0],
+    sync_log("mirroring node %u through %s (lease %llu ms%s)", (unsigned)o->node, m->url[0],
          (unsigned long long)o->lease_ms, o->no_adopt ? ", no automatic adoption" : "");
     *out = m;
     return 0;

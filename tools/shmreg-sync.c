@@ -82,15 +82,16 @@ static uint64_t mono_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-static void logmsg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void logmsg(const char *fmt, ...)
+void sync_log(const char *fmt, ...)
 {
     va_list ap;
-    fprintf(stderr, "shmreg-sync[%d]: ", (int)getpid());
+    char line[1200];
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    vsnprintf(line, sizeof line, fmt, ap);
     va_end(ap);
-    fputc('\n', stderr);
+    /* One write per line: the mirror's threads log too, and lines must
+     * not mix (operators and tests look for their starts). */
+    fprintf(stderr, "shmreg-sync[%d]: %s\n", (int)getpid(), line);
 }
 
 /* ------------------------------------------------------------ ID sets */
@@ -297,7 +298,7 @@ typedef struct syncd {
 
 static int fatal_sink(syncd *d, int rc)
 {
-    logmsg("%s", d->err);
+    sync_log("%s", d->err);
     return rc;
 }
 
@@ -321,7 +322,7 @@ static int sink_failed(syncd *d, unsigned i, int rc)
     s->abort(s);
     d->live &= ~(1u << i);
     if (!(d->down & 1u << i))
-        logmsg("%s: %s (going on without it, retrying every %d ms)", s->name, s->err, 500);
+        sync_log("%s: %s (going on without it, retrying every %d ms)", s->name, s->err, 500);
     d->down |= 1u << i;
     push_state(d, s->err);
     return 0;
@@ -650,7 +651,7 @@ static int resync(syncd *d, unsigned mask, uint64_t pos, const char *why)
         if (done & 1u << i)
             snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s", *names ? "+" : "",
                      d->sink[i]->name);
-    logmsg("resync (%s): %llu sessions written, %llu stale records removed, ring position %llu, "
+    sync_log("resync (%s): %llu sessions written, %llu stale records removed, ring position %llu, "
            "%.1f ms (%s)", why, (unsigned long long)n, (unsigned long long)(gone_s + gone_r),
            (unsigned long long)pos, (double)(mono_ns() - t0) / 1e6, names);
     return committed(d, done, pos);
@@ -737,7 +738,7 @@ static int retry_down(syncd *d, uint64_t pos)
         if (rc)
             return rc;
         if (!(d->down & 1u << i)) {
-            logmsg("%s is back: resynced", d->sink[i]->name);
+            sync_log("%s is back: resynced", d->sink[i]->name);
             idset_clear(&d->backlog);
             d->backlog_over = 0;
             push_state(d, "");
@@ -858,8 +859,11 @@ static void usage(FILE *f)
             "  --redis URL          a Redis seed: redis://HOST:PORT, unix:/PATH or\n"
             "                       sentinel://HOST:PORT/MASTER (repeat for several seeds\n"
             "                       of one cluster or several sentinels)\n"
-            "  --lease-ms N         the node's lease in Redis (default 3000), renewed every\n"
-            "                       N/3 ms: when it runs out, another node adopts the calls\n"
+            "  --lease-ms N         the node's lease in Redis (default 10000), renewed every\n"
+            "                       N/4 ms (at most 1 s): when it runs out, another node\n"
+            "                       adopts the calls. It must outlast any time Redis may be\n"
+            "                       unreachable (a Redis Cluster failover: about twice its\n"
+            "                       cluster-node-timeout)\n"
             "  --no-adopt           never adopt a dead node's calls on its own (still does\n"
             "                       when asked: shmreg_node_adopt_request)\n"
             "  --stream-max N       approximate length of the node's change stream\n"
@@ -923,7 +927,7 @@ int main(int argc, char **argv)
     const char *reg = getenv("SHMREG_PATH"), *dir = NULL;
     const char *urls[16];
     unsigned nurls = 0;
-    mirror_opts mo = {.lease_ms = 3000, .stream_max = 100000, .timeout_ms = 1000};
+    mirror_opts mo = {.lease_ms = 10000, .stream_max = 100000, .timeout_ms = 1000};
     uint64_t interval_ms = 100, map = 4ull << 30, rescan_s = 0, counters_s = 10;
     long nice_v = 10;
     int fsync_mode = SINK_SYNC_INTERVAL, once = 0, ch;
@@ -1086,7 +1090,7 @@ int main(int argc, char **argv)
     uint64_t spos = 0, sns;
     if (d.lmdb)
         d.lmdb->stored(d.lmdb, &spos, &sns);
-    logmsg("following %s into %s%s%s (node %u, stored ring position %llu; interval %llu ms, fsync %s)",
+    sync_log("following %s into %s%s%s (node %u, stored ring position %llu; interval %llu ms, fsync %s)",
            reg, dir ? dir : "", dir && nurls ? " and " : "", nurls ? "Redis" : "", (unsigned)d.node,
            (unsigned long long)spos, (unsigned long long)interval_ms,
            fsync_mode == SINK_SYNC_EACH ? "each" : fsync_mode == SINK_SYNC_NONE ? "none" : "interval");
@@ -1160,8 +1164,8 @@ int main(int argc, char **argv)
         if (rc == 0)
             rc = maybe_sync(&d);
         push_state(&d, NULL);
-        if (rc == 0 && d.mirror && (status = mirror_fatal(d.mirror, d.err, sizeof d.err)) != 0) {
-            logmsg("%s", d.err);
+        if (rc == 0 && d.mirror && (status = mirror_fatal(d.mirror, d.h, d.err, sizeof d.err)) != 0) {
+            sync_log("%s", d.err);
             break;
         }
         struct stat seg1;
@@ -1194,7 +1198,7 @@ int main(int argc, char **argv)
         fatal_sink(&d, rc);
         status = 1;
     } else if (status == 0)
-        logmsg("stopped: %llu commits, %llu writes, %llu deletes, %llu resyncs, ring position %llu",
+        sync_log("stopped: %llu commits, %llu writes, %llu deletes, %llu resyncs, ring position %llu",
                (unsigned long long)d.commits, (unsigned long long)d.writes, (unsigned long long)d.deletes,
                (unsigned long long)d.resyncs, (unsigned long long)d.durable_pos);
     if (d.mirror)

@@ -99,9 +99,15 @@ sync_sink *mirror_sink(mirror *m);
  * the sessions waiting to be pushed, the error that took it down. */
 void mirror_push_state(mirror *m, int up, uint64_t backlog, const char *err);
 /* Non-zero once a thread found something that must end the daemon (the
- * lease taken by another daemon): the exit status; message in err. */
-int mirror_fatal(mirror *m, char *err, size_t errlen);
+ * lease taken by another daemon, or this node adopted by another): the
+ * exit status; message in err. When the node was adopted, its sessions
+ * in `h` are first handed to the adopter (shmreg_node_cede), so its
+ * workers stop changing calls that are no longer theirs. */
+int mirror_fatal(mirror *m, shmreg *h, char *err, size_t errlen);
 /* Stop the threads, close everything. The lease is left to expire. */
 void mirror_stop(mirror *m);
+
+/* A line on stderr, "shmreg-sync[PID]: " first, written at once (any thread). */
+void sync_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 #endif
