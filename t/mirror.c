@@ -21,6 +21,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "mirror_util.h"
 #include "redisutil.h"
 #include "shmreg-redis.h"
 #include "shmreg.h"
@@ -30,57 +31,18 @@
 #define S(lit) ((shmreg_str){lit, sizeof lit - 1})
 #define NSESS 50
 
-typedef struct node {
-    uint32_t id;
-    char path[512], log[600];
-    shmreg *h;
-    pid_t pid;
-} node;
-
 static redis_srv srv;
 static char url[64], rdir[512];
 static rds *rc_;
 static node A, B, C;
 
-static const char *sync_bin(void)
-{
-    static char p[1024];
-    snprintf(p, sizeof p, "%s/tools/shmreg-sync", test_build_dir());
-    if (access(p, X_OK) != 0)
-        bail_out("no shmreg-sync at %s", p);
-    return p;
-}
-
-static void mkreg(node *n, const char *name, uint32_t id)
-{
-    n->id = id;
-    snprintf(n->path, sizeof n->path, "%s", test_dir(name));
-    snprintf(n->log, sizeof n->log, "%s.log", n->path);
-    shmreg_options o = {.flags = SHMREG_CREATE | SHMREG_EXCL, .max_sessions = 4096, .node_id = id};
-    if (shmreg_open(n->path, &o, &n->h) != 0)
-        bail_out("creating %s: %s", n->path, shmreg_errmsg());
-}
-
 /* Start n's daemon with up to two extra arguments; stderr to n->log. */
 static pid_t start_daemon(node *n, const char *a1, const char *a2, const char *a3)
 {
-    fflush(NULL);
-    pid_t pid = fork();
-    if (pid < 0)
-        bail_out("fork");
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        int fd = open(n->log, O_WRONLY | O_CREAT | O_APPEND, 0600);
-        if (fd >= 0) {
-            dup2(fd, 2);
-            dup2(fd, 1);
-        }
-        execl(sync_bin(), "shmreg-sync", "-r", n->path, "--redis", url, "--interval", "20", "--lease-ms",
-              "1500", a1, a2, a3, (char *)NULL);
-        _exit(127);
-    }
-    n->pid = pid;
-    return pid;
+    const char *argv[] = {"shmreg-sync", "-r", n->path, "--redis", url, "--interval", "20",
+                          "--lease-ms", "1500", a1, a2, a3, NULL};
+    spawn_daemon(n, argv);
+    return n->pid;
 }
 
 static void stop_daemon(node *n, int sig)
@@ -92,53 +54,7 @@ static void stop_daemon(node *n, int sig)
     }
 }
 
-static int log_has(const node *n, const char *needle)
-{
-    FILE *f = fopen(n->log, "r");
-    if (!f)
-        return 0;
-    static char buf[1 << 20];
-    size_t k = fread(buf, 1, sizeof buf - 1, f);
-    buf[k] = 0;
-    fclose(f);
-    return strstr(buf, needle) != NULL;
-}
-
 /* ------------------------------------------------------------ comparing */
-
-/* The record of `id` in h, less what a copy never holds (memberships,
- * timeout). 0 found, else the error. */
-static int record_of(shmreg *h, const shmreg_id *id, unsigned char *buf, size_t cap, size_t *len,
-                     shmreg_session *out)
-{
-    shmreg_read_begin(h);
-    shmreg_session s;
-    int rc = shmreg_session_get(h, id, &s);
-    if (rc == 0) {
-        shmreg_dialog dl[SHMREG_MAX_DIALOGS_PER_SESSION];
-        unsigned nd = 0;
-        for (unsigned i = 0; i < s.ndialogs && i < SHMREG_MAX_DIALOGS_PER_SESSION; i++)
-            if (shmreg_session_dialog(h, id, i, &dl[nd]) == 0)
-                nd++;
-        shmreg_session_control c;
-        rc = shmreg_session_control_get(h, id, &c);
-        if (rc == 0) {
-            c.nprofiles = 0;
-            c.deadline_ns = 0;
-            c.timeout_flags = 0;
-            c.grace_ns = 0;
-            s.deadline_ns = 0;
-            s.timeout_flags = 0;
-            s.nprofiles = 0;
-            rc = shmreg_session_encode_control(&s, &c, dl, nd, buf, cap, len);
-        }
-        if (out)
-            *out = s;
-    }
-    shmreg_read_end(h);
-    return rc;
-}
-
 static unsigned char bufa[SHMREG_SESSION_RECORD_MAX], bufb[SHMREG_SESSION_RECORD_MAX];
 
 /* 1 when b's copy of id equals a's session exactly (record, state,
@@ -152,24 +68,6 @@ static int same(shmreg *a, shmreg *b, const shmreg_id *id, uint32_t owner, uint6
     return la == lb && memcmp(bufa, bufb, la) == 0 && sa.state == sb.state && sa.version == sb.version &&
            sb.owner_node == owner && (sb.flags & flag) == flag;
 }
-
-/* How many live sessions of h `owner` owns; the first cap into ids[]. */
-static int owned(shmreg *h, uint32_t owner, shmreg_id *ids, int cap)
-{
-    int n = 0;
-    uint64_t cur = 0;
-    shmreg_session s;
-    shmreg_read_begin(h);
-    while (shmreg_session_next(h, &cur, SHMREG_STATE_ANY, &s) == 0)
-        if (s.owner_node == owner) {
-            if (n < cap)
-                ids[n] = s.id;
-            n++;
-        }
-    shmreg_read_end(h);
-    return n;
-}
-
 /* Every session a owns is on b as a copy equal to it, and b holds no
  * other copy of a's. */
 static int mirrored(node *a, node *b)
@@ -184,17 +82,6 @@ static int mirrored(node *a, node *b)
     return 1;
 }
 
-static int wait_for(int (*cond)(void *), void *arg, double seconds)
-{
-    double end = test_mono_s() + seconds;
-    while (test_mono_s() < end) {
-        if (cond(arg))
-            return 1;
-        test_sleep_us(10000);
-    }
-    return cond(arg);
-}
-
 static void explain(node *a, node *b)
 {
     static shmreg_id ia[4096], ib[4096];
@@ -203,6 +90,7 @@ static void explain(node *a, node *b)
     for (int i = 0, shown = 0; i < na && shown < 3; i++) {
         size_t la = 0, lb = 0;
         shmreg_session sa, sb;
+        memset(&sa, 0, sizeof sa);
         memset(&sb, 0, sizeof sb);
         int ra = record_of(a->h, &ia[i], bufa, sizeof bufa, &la, &sa);
         int rb = record_of(b->h, &ia[i], bufb, sizeof bufb, &lb, &sb);

@@ -29,6 +29,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "mirror_util.h"
 #include "redisutil.h"
 #include "shmreg-redis.h"
 #include "shmreg.h"
@@ -46,38 +47,12 @@
  * default lease is 10 s and its renewals at most 1 s apart.) */
 #define LEASE_MS 15000
 
-typedef struct node {
-    uint32_t id;
-    char path[512], log[600];
-    shmreg *h;
-    pid_t pid;
-} node;
-
 static redis_cluster cl;
 static char urls[6][64];
 static rds *rc_;
 static node A, B;
 
 /* ------------------------------------------------------------ daemons */
-
-static const char *sync_bin(void)
-{
-    static char p[1024];
-    snprintf(p, sizeof p, "%s/tools/shmreg-sync", test_build_dir());
-    if (access(p, X_OK) != 0)
-        bail_out("no shmreg-sync at %s", p);
-    return p;
-}
-
-static void mkreg(node *n, const char *name, uint32_t id)
-{
-    n->id = id;
-    snprintf(n->path, sizeof n->path, "%s", test_dir(name));
-    snprintf(n->log, sizeof n->log, "%s.log", n->path);
-    shmreg_options o = {.flags = SHMREG_CREATE | SHMREG_EXCL, .max_sessions = 4096, .node_id = id};
-    if (shmreg_open(n->path, &o, &n->h) != 0)
-        bail_out("creating %s: %s", n->path, shmreg_errmsg());
-}
 
 /* n's daemon with the cluster nodes seeds[0..nseeds-1] as --redis seeds;
  * stdout and stderr to n->log; dies with the test. */
@@ -99,22 +74,7 @@ static void start_daemon(node *n, const int *seeds, int nseeds)
     argv[k++] = "--lease-ms";
     argv[k++] = lease;
     argv[k] = NULL;
-    const char *bin = sync_bin();
-    fflush(NULL);
-    pid_t pid = fork();
-    if (pid < 0)
-        bail_out("fork");
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        int fd = open(n->log, O_WRONLY | O_CREAT | O_APPEND, 0600);
-        if (fd >= 0) {
-            dup2(fd, 2);
-            dup2(fd, 1);
-        }
-        execv(bin, (char *const *)argv);
-        _exit(127);
-    }
-    n->pid = pid;
+    spawn_daemon(n, argv);
 }
 
 /* 1 while n's daemon has not exited. */
@@ -147,41 +107,7 @@ static void diag_log(const node *n, const char *only, int max)
     fclose(f);
 }
 
-/* ------------------------------------------------------------ comparing (as t/mirror.c) */
-
-/* The record of `id` in h, less what a copy never holds (memberships,
- * timeout). 0 found, else the error. */
-static int record_of(shmreg *h, const shmreg_id *id, unsigned char *buf, size_t cap, size_t *len,
-                     shmreg_session *out)
-{
-    shmreg_read_begin(h);
-    shmreg_session s;
-    int rc = shmreg_session_get(h, id, &s);
-    if (rc == 0) {
-        shmreg_dialog dl[SHMREG_MAX_DIALOGS_PER_SESSION];
-        unsigned nd = 0;
-        for (unsigned i = 0; i < s.ndialogs && i < SHMREG_MAX_DIALOGS_PER_SESSION; i++)
-            if (shmreg_session_dialog(h, id, i, &dl[nd]) == 0)
-                nd++;
-        shmreg_session_control c;
-        rc = shmreg_session_control_get(h, id, &c);
-        if (rc == 0) {
-            c.nprofiles = 0;
-            c.deadline_ns = 0;
-            c.timeout_flags = 0;
-            c.grace_ns = 0;
-            s.deadline_ns = 0;
-            s.timeout_flags = 0;
-            s.nprofiles = 0;
-            rc = shmreg_session_encode_control(&s, &c, dl, nd, buf, cap, len);
-        }
-        if (out)
-            *out = s;
-    }
-    shmreg_read_end(h);
-    return rc;
-}
-
+/* ------------------------------------------------------------ comparing */
 static unsigned char bufa[SHMREG_SESSION_RECORD_MAX], bufb[SHMREG_SESSION_RECORD_MAX];
 
 /* Why the records in bufa (A) and bufb (B) differ, for a diag line. */
@@ -227,25 +153,6 @@ static int differs(shmreg *a, shmreg *b, const shmreg_id *id, char *why, size_t 
                         (unsigned long long)sb.flags), 1;
     return 0;
 }
-
-/* Live sessions of h owned by `owner` into ids[] (at most cap); how many
- * there are. */
-static int owned(shmreg *h, uint32_t owner, shmreg_id *ids, int cap)
-{
-    int n = 0;
-    uint64_t cur = 0;
-    shmreg_session s;
-    shmreg_read_begin(h);
-    while (shmreg_session_next(h, &cur, SHMREG_STATE_ANY, &s) == 0)
-        if (s.owner_node == owner) {
-            if (n < cap)
-                ids[n] = s.id;
-            n++;
-        }
-    shmreg_read_end(h);
-    return n;
-}
-
 static shmreg_id ia[4096], ib[4096];
 
 /* How many of A's sessions B lacks or holds differently, plus the copies
@@ -269,17 +176,6 @@ static int mismatches(int show)
             }
         }
     return bad;
-}
-
-static int wait_for(int (*cond)(void *), void *arg, double seconds)
-{
-    double end = test_mono_s() + seconds;
-    while (test_mono_s() < end) {
-        if (cond(arg))
-            return 1;
-        test_sleep_us(20000);
-    }
-    return cond(arg);
 }
 
 /* A's sessions whose copy on B carries another updated_ns. */

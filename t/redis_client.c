@@ -283,6 +283,16 @@ static const cnode *owner(const cnode *nodes, int n, unsigned slot)
     return NULL;
 }
 
+/* A live master that serves slots, other than `src` (not one a failover
+ * left behind, still listed as a master). */
+static const cnode *other_master(const cnode *nodes, int n, const cnode *src)
+{
+    for (int i = 0; i < n; i++)
+        if (nodes[i].master && !nodes[i].fail && nodes[i].nr > 0 && &nodes[i] != src)
+            return &nodes[i];
+    return NULL;
+}
+
 static redis_cluster cl;
 static rds *cc;
 
@@ -399,10 +409,7 @@ static void cluster_moved(void)
     cnode nodes[16];
     int n = cluster_nodes(cl.node[0].port, nodes, 16);
     unsigned slot = rds_slot("{mv}", 4);
-    const cnode *src = owner(nodes, n, slot), *dst = NULL;
-    for (int i = 0; i < n && !dst; i++)
-        if (nodes[i].master && !nodes[i].fail && nodes[i].nr > 0 && &nodes[i] != src)
-            dst = &nodes[i]; /* a live master that serves slots (not one a failover left behind) */
+    const cnode *src = owner(nodes, n, slot), *dst = other_master(nodes, n, src);
     if (!src || !dst)
         bail_out("no owner of slot %u", slot);
     is_str(CMD(cc, "{mv}x", "SET", "{mv}x", "moving"), "+OK", "MOVED: SET before the move");
@@ -422,10 +429,7 @@ static void cluster_moved(void)
      * sent again whole to the new one, run once */
     slot = rds_slot("{mv2}", 5);
     src = owner(nodes, n, slot);
-    dst = NULL;
-    for (int i = 0; i < n && !dst; i++)
-        if (nodes[i].master && !nodes[i].fail && nodes[i].nr > 0 && &nodes[i] != src)
-            dst = &nodes[i]; /* a live master that serves slots (not one a failover left behind) */
+    dst = other_master(nodes, n, src);
     is_str(CMD(cc, "{mv2}a", "SET", "{mv2}a", "5"), "+OK", "MOVED: SET {mv2}a 5");
     const char *keys2[] = {"{mv2}a", NULL};
     migrate_begin(src, dst, slot, keys2);
@@ -445,10 +449,7 @@ static void cluster_ask(void)
     cnode nodes[16];
     int n = cluster_nodes(cl.node[0].port, nodes, 16);
     unsigned slot = rds_slot("{ask}", 5);
-    const cnode *src = owner(nodes, n, slot), *dst = NULL;
-    for (int i = 0; i < n && !dst; i++)
-        if (nodes[i].master && !nodes[i].fail && nodes[i].nr > 0 && &nodes[i] != src)
-            dst = &nodes[i]; /* a live master that serves slots (not one a failover left behind) */
+    const cnode *src = owner(nodes, n, slot), *dst = other_master(nodes, n, src);
     if (!src || !dst)
         bail_out("no owner of slot %u", slot);
     is_str(CMD(cc, "{ask}a", "SET", "{ask}a", "A"), "+OK", "ASK: SET a before the migration");

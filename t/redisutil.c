@@ -233,8 +233,86 @@ static int tcp_free(int port)
 #define PORT_LO 20000
 #define PORT_HI (32768 - 10000)
 
+/* A port free now may be taken by another test before our server binds
+ * it, or while a test has stopped its server to start it again on the
+ * same port (an outage test): the daemons of one test then talk to
+ * another test's Redis. So a port handed out is reserved for the life of
+ * the process: a file named after it in RESERVE_DIR holding our pid,
+ * created exclusively; a file whose pid is dead is stale and taken over. */
+#define RESERVE_DIR "/tmp/shmreg-test-ports"
+
+static int reserved[256], nreserved;
+static pid_t reserved_owner;
+
+static void unreserve_all(void)
+{
+    if (getpid() != reserved_owner)
+        return;
+    for (int i = 0; i < nreserved; i++) {
+        char path[128];
+        snprintf(path, sizeof path, RESERVE_DIR "/%d", reserved[i]);
+        unlink(path);
+    }
+    nreserved = 0;
+}
+
+static void remember(int port)
+{
+    if (!reserved_owner) {
+        reserved_owner = getpid();
+        atexit(unreserve_all);
+    }
+    for (int i = 0; i < nreserved; i++)
+        if (reserved[i] == port)
+            return;
+    if (nreserved < 256)
+        reserved[nreserved++] = port;
+}
+
+static int reserve(int port)
+{
+    char path[128], buf[32];
+    snprintf(path, sizeof path, RESERVE_DIR "/%d", port);
+    for (int tries = 0; tries < 3; tries++) {
+        int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+        if (fd >= 0) {
+            int len = snprintf(buf, sizeof buf, "%d\n", (int)getpid());
+            int ok = write(fd, buf, (size_t)len) == len;
+            close(fd);
+            if (ok)
+                remember(port);
+            return ok;
+        }
+        if (errno != EEXIST)
+            return 0;
+        fd = open(path, O_RDONLY | O_CLOEXEC);
+        ssize_t k = fd >= 0 ? read(fd, buf, sizeof buf - 1) : -1;
+        if (fd >= 0)
+            close(fd);
+        if (k <= 0) /* being written: someone is taking it now */
+            return 0;
+        buf[k] = 0;
+        pid_t owner = (pid_t)atoi(buf);
+        if (owner == getpid())
+            return 1;
+        if (owner > 0 && (kill(owner, 0) == 0 || errno == EPERM))
+            return 0;
+        unlink(path); /* stale: its test is gone */
+    }
+    return 0;
+}
+
+static void unreserve(int port)
+{
+    char path[128];
+    snprintf(path, sizeof path, RESERVE_DIR "/%d", port);
+    unlink(path);
+}
+
 int redis_free_ports(int from, int n)
 {
+    mkdir(RESERVE_DIR, 01777);
+    chmod(RESERVE_DIR, 01777); /* shared by every user's tests, as /tmp */
     if (from <= 0)
         from = PORT_LO + (int)(getpid() % ((PORT_HI - PORT_LO) / 30)) * 30;
     for (int pass = 0; pass < 2; pass++) {
@@ -243,10 +321,12 @@ int redis_free_ports(int from, int n)
             lo = from, hi = 55000, pass = 1;
         for (int p = lo; p + n <= hi; p++) {
             int k = 0;
-            while (k < n && tcp_free(p + k) && tcp_free(p + k + 10000))
+            while (k < n && tcp_free(p + k) && tcp_free(p + k + 10000) && reserve(p + k))
                 k++;
             if (k == n)
                 return p;
+            for (int j = 0; j < k; j++)
+                unreserve(p + j);
             p += k;
         }
     }

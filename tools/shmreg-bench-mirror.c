@@ -330,23 +330,6 @@ static int wait_pushed(shmreg *a, uint64_t since, unsigned max_ms)
     return -1;
 }
 
-static double cpu_secs(pid_t pid)
-{
-    char path[64], buf[1024];
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return 0;
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = 0;
-    const char *p = strrchr(buf, ')');
-    unsigned long long ut = 0, st = 0;
-    if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
-        return 0;
-    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
-}
-
 /* ------------------------------------------------------------ writers and the lag reader */
 
 /* Change k of the round robin over n sessions: per session, in turn,
@@ -571,7 +554,7 @@ static int part_lag(const char *scratch, mir_shared *sh, lag_row *row)
             lag_reader(rb, sh);
         while (!atomic_load(&sh->ready))
             sleep_ms(1);
-        double c0 = cpu_secs(dpid[0]) + cpu_secs(dpid[1]), r0 = cpu_secs(redis_pid);
+        double c0 = proc_cpu_seconds(dpid[0]) + proc_cpu_seconds(dpid[1]), r0 = proc_cpu_seconds(redis_pid);
         uint64_t t0 = mono();
         pid_t w = fork();
         if (w == 0)
@@ -579,7 +562,7 @@ static int part_lag(const char *scratch, mir_shared *sh, lag_row *row)
         sleep_ns((uint64_t)(LAG_SECS * 1e9));
         /* the writer stops: what it made in the window is the rate */
         uint64_t ops = atomic_load(&sh->ops), t1 = mono();
-        double c1 = cpu_secs(dpid[0]) + cpu_secs(dpid[1]), r1 = cpu_secs(redis_pid);
+        double c1 = proc_cpu_seconds(dpid[0]) + proc_cpu_seconds(dpid[1]), r1 = proc_cpu_seconds(redis_pid);
         atomic_store(&sh->stop, 1);
         waitpid(w, NULL, 0);
         ops = atomic_load(&sh->ops) > ops ? atomic_load(&sh->ops) : ops;
@@ -711,11 +694,11 @@ static int part_cost(const char *scratch, mir_shared *sh, double cost_tr[2], dou
             } else {
                 stop_pid(&dpid[0], SIGTERM);
             }
-            double c0 = on ? cpu_secs(dpid[0]) + cpu_secs(redis_pid) : 0;
+            double c0 = on ? proc_cpu_seconds(dpid[0]) + proc_cpu_seconds(redis_pid) : 0;
             uint64_t t0 = mono();
             double t = flat_rate(ra, ids, N, 0, sh), s = flat_rate(ra, ids, N, 1, sh);
             if (on) { /* the daemon's and Redis's CPUs meanwhile: the most of the runs */
-                double c = (cpu_secs(dpid[0]) + cpu_secs(redis_pid) - c0) / ((double)(mono() - t0) / 1e9);
+                double c = (proc_cpu_seconds(dpid[0]) + proc_cpu_seconds(redis_pid) - c0) / ((double)(mono() - t0) / 1e9);
                 *on_cpus = c > *on_cpus ? c : *on_cpus;
             }
             cost_tr[on] = t > cost_tr[on] ? t : cost_tr[on];
@@ -772,19 +755,8 @@ static int fail(const char *what)
 
 int bench_mirror(const char *scratch, int json)
 {
-    char self[1024];
-    ssize_t l = readlink("/proc/self/exe", self, sizeof self - 1);
-    if (l <= 0)
+    if (bench_sync_bin(syncbin, sizeof syncbin) != 0)
         return 1;
-    self[l] = 0;
-    char *slash = strrchr(self, '/');
-    if (slash)
-        *slash = 0;
-    snprintf(syncbin, sizeof syncbin, "%s/shmreg-sync", self);
-    if (access(syncbin, X_OK) != 0) {
-        fprintf(stderr, "shmreg-bench: no shmreg-sync at %s (make tools)\n", syncbin);
-        return 1;
-    }
     snprintf(tmpdir, sizeof tmpdir, "/tmp/shmreg-bench-mirror-XXXXXX");
     if (mkdtemp(tmpdir) == NULL) {
         perror("shmreg-bench: mkdtemp");

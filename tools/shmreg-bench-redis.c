@@ -130,22 +130,7 @@ uint64_t redis_peak_rss_kib(void)
 
 double redis_cpu_seconds(void)
 {
-    char path[64], buf[1024];
-    if (server_pid <= 0)
-        return 0;
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)server_pid);
-    FILE *f = fopen(path, "r");
-    size_t n = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
-    if (f)
-        fclose(f);
-    buf[n] = 0;
-    /* fields after the ")" that ends the command name: state is field 3,
-     * utime and stime are fields 14 and 15 */
-    char *p = strrchr(buf, ')');
-    unsigned long ut = 0, st = 0;
-    if (p == NULL || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2)
-        return 0;
-    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+    return server_pid > 0 ? proc_cpu_seconds(server_pid) : 0;
 }
 
 void redis_stop(void)

@@ -212,24 +212,6 @@ static int wait_durable(shmreg *h, unsigned max_ms)
     return -1;
 }
 
-/* CPU seconds process `pid` has used (user + system), from /proc. */
-static double cpu_of(pid_t pid)
-{
-    char path[64], buf[1024];
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return 0;
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = 0;
-    const char *p = strrchr(buf, ')'); /* the name may hold spaces */
-    unsigned long long ut = 0, st = 0;
-    if (p && sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) == 2)
-        return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
-    return 0;
-}
-
 static int count_in(const char *path, const char *needle)
 {
     FILE *f = fopen(path, "r");
@@ -263,19 +245,8 @@ static double writer_rate(const char *path, shmreg_id *ids, uint64_t n, int mode
 int bench_sync(const char *scratch, int json, unsigned interval_ms)
 {
     snprintf(interval_arg, sizeof interval_arg, "%u", interval_ms ? interval_ms : 100);
-    char self[1024];
-    ssize_t l = readlink("/proc/self/exe", self, sizeof self - 1);
-    if (l <= 0)
+    if (bench_sync_bin(syncbin, sizeof syncbin) != 0)
         return 1;
-    self[l] = 0;
-    char *slash = strrchr(self, '/');
-    if (slash)
-        *slash = 0;
-    snprintf(syncbin, sizeof syncbin, "%s/shmreg-sync", self);
-    if (access(syncbin, X_OK) != 0) {
-        fprintf(stderr, "shmreg-bench: no shmreg-sync at %s (make tools)\n", syncbin);
-        return 1;
-    }
     char disk[] = "/var/tmp/shmreg-bench-sync-XXXXXX";
     if (mkdtemp(disk) == NULL) {
         perror("shmreg-bench: mkdtemp");
@@ -353,7 +324,7 @@ int bench_sync(const char *scratch, int json, unsigned interval_ms)
             while (atomic_load(&sh->ops) == 0) /* the window opens when the writer writes */
                 nap_ms(1);
             uint64_t t0 = now_mono(), o0 = atomic_load(&sh->ops);
-            double cpu0 = cpu_of(d);
+            double cpu0 = proc_cpu_seconds(d);
             while (now_mono() - t0 < (uint64_t)(secs * 1e9)) {
                 shmreg_stats st;
                 shmreg_stat(h, &st);
@@ -362,7 +333,7 @@ int bench_sync(const char *scratch, int json, unsigned interval_ms)
                 nap_ms(100); /* shmreg_stat walks the table: sample gently */
             }
             uint64_t ops = atomic_load(&sh->ops) - o0, t1 = now_mono();
-            dcpu[p][m] = (cpu_of(d) - cpu0) / ((double)(t1 - t0) / 1e9);
+            dcpu[p][m] = (proc_cpu_seconds(d) - cpu0) / ((double)(t1 - t0) / 1e9);
             atomic_store(&sh->stop, 1);
             waitpid(w, NULL, 0);
             rate[p][m] = (double)ops / ((double)(t1 - t0) / 1e9);

@@ -305,6 +305,43 @@ double own_cpu(void)
            (double)(a.ru_utime.tv_usec + a.ru_stime.tv_usec + b.ru_utime.tv_usec + b.ru_stime.tv_usec) / 1e6;
 }
 
+/* CPU seconds process `pid` has used (user + system), from /proc. */
+double proc_cpu_seconds(pid_t pid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    const char *p = strrchr(buf, ')'); /* the name may hold spaces */
+    unsigned long long ut = 0, st = 0;
+    if (p && sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) == 2)
+        return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+    return 0;
+}
+
+/* The shmreg-sync next to this bench, in out[0..cap): 0, or 1 (said). */
+int bench_sync_bin(char *out, size_t cap)
+{
+    char self[1024];
+    ssize_t l = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (l <= 0)
+        return 1;
+    self[l] = 0;
+    char *slash = strrchr(self, '/');
+    if (slash)
+        *slash = 0;
+    snprintf(out, cap, "%s/shmreg-sync", self);
+    if (access(out, X_OK) != 0) {
+        fprintf(stderr, "shmreg-bench: no shmreg-sync at %s (make tools)\n", out);
+        return 1;
+    }
+    return 0;
+}
+
 /* ------------------------------------------------------------ misc */
 
 char bench_err[256];

@@ -243,6 +243,12 @@ uint64_t redis_peak_rss_kib(void);
 int machine_cpu(double *busy, double *steal);
 double own_cpu(void);
 double redis_cpu_seconds(void);
+/* CPU seconds process `pid` has used (user + system), from /proc; 0 when
+ * it cannot be read. */
+double proc_cpu_seconds(pid_t pid);
+/* The shmreg-sync binary next to this bench into out[0..cap): 0, or 1
+ * with the reason on stderr. */
+int bench_sync_bin(char *out, size_t cap);
 
 /* Remove a directory tree (scratch dirs). */
 void rm_tree(const char *path);

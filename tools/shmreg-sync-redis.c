@@ -293,26 +293,31 @@ static int r_oom(rsink *r)
     return SINK_ERR;
 }
 
+/* Room for `need` elements of `elem` bytes in the array whose pointer is
+ * at `pp` (capacity *cap, doubled from `first`): 0, or -1 with it
+ * unchanged. The pointer is read and written with memcpy, whatever its
+ * type. */
+static int grow(void *pp, size_t *cap, size_t need, size_t elem, size_t first)
+{
+    if (need <= *cap)
+        return 0;
+    size_t n = *cap ? *cap : first;
+    while (n < need)
+        n *= 2;
+    void *old, *a;
+    memcpy(&old, pp, sizeof old);
+    if ((a = realloc(old, n * elem)) == NULL)
+        return -1;
+    memcpy(pp, &a, sizeof a);
+    *cap = n;
+    return 0;
+}
+
 static int add_arg(rsink *r, const void *p, size_t len)
 {
-    if (r->alen + len > r->acap) {
-        size_t n = r->acap ? r->acap : 65536;
-        while (n < r->alen + len)
-            n *= 2;
-        char *a = realloc(r->arena, n);
-        if (a == NULL)
-            return -1;
-        r->arena = a;
-        r->acap = n;
-    }
-    if (r->nargs == r->cargs) {
-        size_t n = r->cargs ? r->cargs * 2 : 1024;
-        rarg *a = realloc(r->args, n * sizeof *a);
-        if (a == NULL)
-            return -1;
-        r->args = a;
-        r->cargs = n;
-    }
+    if (grow(&r->arena, &r->acap, r->alen + len, 1, 65536) != 0 ||
+        grow(&r->args, &r->cargs, r->nargs + 1, sizeof *r->args, 1024) != 0)
+        return -1;
     memcpy(r->arena + r->alen, p, len);
     r->args[r->nargs++] = (rarg){r->alen, len};
     r->alen += len;
@@ -332,14 +337,8 @@ static int add_u64(rsink *r, uint64_t x)
 
 static int end_cmd(rsink *r, size_t first)
 {
-    if (r->ncmd == r->ccmd) {
-        size_t n = r->ccmd ? r->ccmd * 2 : 1024;
-        int *a = realloc(r->argc, n * sizeof *a);
-        if (a == NULL)
-            return -1;
-        r->argc = a;
-        r->ccmd = n;
-    }
+    if (grow(&r->argc, &r->ccmd, r->ncmd + 1, sizeof *r->argc, 1024) != 0)
+        return -1;
     r->argc[r->ncmd++] = (int)(r->nargs - first);
     return 0;
 }
