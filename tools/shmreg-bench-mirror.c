@@ -29,7 +29,7 @@
  *             SIGKILLed; from the kill to the last
  *             SHMREG_EV_SESSION_ADOPTED on B, then checked: B owns all N
  *             (owner_node 2). Most of the first part is A's lease running
- *             out (2000 ms after its last renewal, renewed every 667 ms):
+ *             out (2000 ms after its last renewal, renewed every 500 ms):
  *             its PTTL in Redis just before the kill is reported too.
  *             At 10k and 100k sessions.
  *   worker    the writer's own rate for transitions and SDP replaces on
@@ -854,7 +854,7 @@ int bench_mirror(const char *scratch, int json)
             printf("note: at %llu/s the reader on B was lapped: %llu events missed\n", (unsigned long long)RATES[r],
                    (unsigned long long)lag[r].missed);
     printf("\ntakeover: A holds N Active sessions (a dialog each), B a copy of each at A's version; then\n"
-           "A's daemon is SIGKILLed. A's lease is 2000 ms, renewed every 667 ms, so it runs out 1333-2000 ms\n"
+           "A's daemon is SIGKILLed. A's lease is 2000 ms, renewed every 500 ms, so it runs out 1500-2000 ms\n"
            "after the kill; that wait is inside every figure below (nothing subtracted). copy: daemons\n"
            "started -> B holds all N. lease left: A's lease's PTTL in Redis at the kill (when it ran out).\n"
            "first/last: kill -> B's first/last ADOPTED event. owned: kill -> a scan of B found all N with\n"
