@@ -262,6 +262,14 @@ static void test_outage(void)
         bail_out("restarting redis-server");
     ok(wait_for(cond_ab, NULL, 10), "within 10 s of Redis's return (its data lost) B equals A again");
     ok(shmreg_mirror_get(A.h, &st) == 0 && wait_for(cond_ab, NULL, 1), "mirror state after: %u", st.state);
+    /* Redis came back empty: every lease was lost at once. Nobody may
+     * take that for death: after more than a lease, A still owns its calls
+     * everywhere and every daemon runs. */
+    test_sleep_us(2500000);
+    int a_own = owned(A.h, 1, NULL, 0);
+    ok(a_own > 0 && owned(B.h, 1, NULL, 0) == a_own && owned(C.h, 1, NULL, 0) == a_own,
+       "2.5 s later (lease 1.5 s) A's %d calls are still A's on A, B and C: no adoption", a_own);
+    ok(kill(A.pid, 0) == 0 && kill(B.pid, 0) == 0 && kill(C.pid, 0) == 0, "and every daemon still runs");
 }
 
 /* ------------------------------------------------------------ takeover */

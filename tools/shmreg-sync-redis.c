@@ -178,6 +178,12 @@ struct mirror {
     peer_info info[MAX_PEERS];
     unsigned ninfo;
     int push_up, import_up, lease_up;
+    /* Whether every live node has had a whole lease to renew since Redis
+     * was last seen to lose or miss leases (our start, a reconnect, our
+     * own lease found lapsed): only then is a missing lease a dead node.
+     * A Redis restarted empty loses every lease at once; without this
+     * the first daemon back would adopt every other live node. */
+    int settled;
     char push_err[192], import_err[192], lease_err[192];
     uint64_t backlog, pushed_seq, push_ns, pushed;
     /* the importer's totals (its thread only) */
@@ -249,6 +255,17 @@ static redisReply *cmd(rds *c, const char *key, int n, const char **argv, const 
         lens = l;
     }
     return rds_command(c, key, key ? strlen(key) : 0, n, argv, lens);
+}
+
+/* Add `node` to shmreg:nodes, the set every daemon reads its peers from. */
+static void join_nodes(rds *c, uint32_t node)
+{
+    char me[16];
+    snprintf(me, sizeof me, "%u", (unsigned)node);
+    const char *na[] = {"SADD", "shmreg:nodes", me};
+    redisReply *r = cmd(c, "shmreg:nodes", 3, na, NULL);
+    if (r)
+        freeReplyObject(r);
 }
 
 static int is_err(const redisReply *r)
@@ -465,6 +482,11 @@ static int r_prune(sync_sink *s, int kind, int (*keep)(void *arg, const shmreg_i
     *removed = 0;
     if (kind != SINK_SESSION)
         return 0;
+    /* A full resync (start, Redis back empty, a lap) says who we are too,
+     * before the records it writes can reach a peer: a node whose daemon
+     * dies right after would otherwise be unknown, never adopted, until
+     * its lease keeper's next renewal, which may never come. */
+    join_nodes(r->m->cp, r->m->o.node);
     const char *av[] = {"SMEMBERS", r->kids};
     redisReply *rep = cmd(r->m->cp, r->kids, 2, av, NULL);
     if (is_err(rep) || rep->type != REDIS_REPLY_ARRAY) {
@@ -1194,7 +1216,7 @@ static void *importer(void *arg)
                 p->synced = 0; /* adopted: not followed; back (restarted empty): from scratch */
             }
         }
-        int up = m->import_up;
+        int up = m->import_up, settled = m->settled;
         pthread_mutex_unlock(&m->mu);
         if (!up && now - last_try < RETRY_NS) {
             nap_ms(20);
@@ -1223,7 +1245,7 @@ static void *importer(void *arg)
             peer *p = &m->peers[i];
             if (p->adopted_by)
                 continue;
-            if (!p->alive && !m->o.no_adopt) {
+            if (!p->alive && settled && !m->o.no_adopt) {
                 adopt_node(m, p, 0);
                 if (p->adopted_by)
                     continue;
@@ -1278,6 +1300,7 @@ static void *lease_keeper(void *arg)
     uint64_t every = m->o.lease_ms * 1000000ull / 4, next = 0;
     if (every > 1000000000ull)
         every = 1000000000ull;
+    uint64_t since = rmono_ns(), reconnects = rds_reconnects(m->cl);
     while (!atomic_load(&m->stop)) {
         uint64_t now = rmono_ns();
         if (now < next) {
@@ -1294,9 +1317,14 @@ static void *lease_keeper(void *arg)
             if (r)
                 freeReplyObject(r);
             next = now + (every < RETRY_NS ? every : RETRY_NS);
+            since = now; /* unsure what Redis keeps: settle again */
             continue;
         }
         long long v = r->integer;
+        if (v == 2 || rds_reconnects(m->cl) != reconnects) { /* lost our lease, or another Redis */
+            since = now;
+            reconnects = rds_reconnects(m->cl);
+        }
         freeReplyObject(r);
         if (v == -1) {
             set_fatal(m, "node ID %u is in use (lease held by another daemon)", (unsigned)m->o.node);
@@ -1319,13 +1347,7 @@ static void *lease_keeper(void *arg)
         if (v == 2)
             sync_log("lease of node %u had lapsed (Redis lost it, or it was not renewed in time): taken again",
                  (unsigned)m->o.node);
-        /* joined again each time: a Redis that restarted lost the set */
-        char me[16];
-        snprintf(me, sizeof me, "%u", (unsigned)m->o.node);
-        const char *na[] = {"SADD", "shmreg:nodes", me};
-        r = cmd(m->cl, "shmreg:nodes", 3, na, NULL);
-        if (r)
-            freeReplyObject(r);
+        join_nodes(m->cl, m->o.node); /* each time: a Redis that restarted lost the set */
         /* the peers */
         const char *sa[] = {"SMEMBERS", "shmreg:nodes"};
         r = cmd(m->cl, "shmreg:nodes", 2, sa, NULL);
@@ -1379,6 +1401,7 @@ static void *lease_keeper(void *arg)
         memcpy(m->info, info, n * sizeof *info);
         m->ninfo = n;
         m->lease_up = 1;
+        m->settled = now - since >= m->o.lease_ms * 1000000ull;
         pthread_mutex_unlock(&m->mu);
     }
     return NULL;
