@@ -68,11 +68,6 @@ static void dialog_strs(reg_dlg *d, shmreg_str *c, shmreg_str *l, shmreg_str *r)
     r->len = d->len[2];
 }
 
-static int str_eq(shmreg_str a, shmreg_str b)
-{
-    return a.len == b.len && (a.len == 0 || memcmp(a.ptr, b.ptr, a.len) == 0);
-}
-
 /* Walk a chain for a key; rtag.ptr == NULL matches any remote tag. Returns
  * the record offset, 0 if absent, or sets *err to SHMREG_ECORRUPT. */
 static uint64_t chain_find(shmreg *h, uint64_t hash, shmreg_str cid, shmreg_str lt, shmreg_str rt,
@@ -90,7 +85,7 @@ static uint64_t chain_find(shmreg *h, uint64_t hash, shmreg_str cid, shmreg_str 
         if (d->hash == hash) {
             shmreg_str c, l, r;
             dialog_strs(d, &c, &l, &r);
-            if (str_eq(c, cid) && str_eq(l, lt) && (rt.ptr == NULL || str_eq(r, rt)))
+            if (reg_str_eq(c, cid) && reg_str_eq(l, lt) && (rt.ptr == NULL || reg_str_eq(r, rt)))
                 return off;
         }
         off = atomic_load_explicit(&d->next, memory_order_acquire);

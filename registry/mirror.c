@@ -48,15 +48,10 @@ static int node_arg(shmreg *h, uint32_t node, int zero_ok)
     return 0;
 }
 
-static int str_eq(shmreg_str a, shmreg_str b)
-{
-    return a.len == b.len && (a.len == 0 || memcmp(a.ptr, b.ptr, a.len) == 0);
-}
-
 static int dialog_eq(const shmreg_dialog *a, const shmreg_dialog *b)
 {
-    return str_eq(a->call_id, b->call_id) && str_eq(a->local_tag, b->local_tag) &&
-           str_eq(a->remote_tag, b->remote_tag);
+    return reg_str_eq(a->call_id, b->call_id) && reg_str_eq(a->local_tag, b->local_tag) &&
+           reg_str_eq(a->remote_tag, b->remote_tag);
 }
 
 /* Bring session `id`'s dialogs to exactly d[0..nd-1]: unbind the others,
@@ -103,14 +98,14 @@ static int sync_vars(shmreg *h, const shmreg_id *id, const shmreg_session_contro
     int rc = 0;
     for (unsigned i = 0; i < n && rc == 0; i++) {
         unsigned j = 0;
-        while (j < nwant && !str_eq(key[i], c->var_key[j]))
+        while (j < nwant && !reg_str_eq(key[i], c->var_key[j]))
             j++;
         if (j == nwant)
             rc = shmreg_session_var_unset(h, id, key[i]);
     }
     for (unsigned j = 0; j < nwant && rc == 0; j++) {
         shmreg_str have;
-        if (shmreg_session_var_get(h, id, c->var_key[j], &have) != 0 || !str_eq(have, c->var_value[j]))
+        if (shmreg_session_var_get(h, id, c->var_key[j], &have) != 0 || !reg_str_eq(have, c->var_value[j]))
             rc = shmreg_session_var_set(h, id, c->var_key[j], c->var_value[j]);
     }
     return rc;
@@ -154,8 +149,8 @@ static int import_new(shmreg *h, uint32_t node, uint64_t version, const shmreg_s
     return reg_session_insert(h, &n, NULL);
 }
 
-static int import_over(shmreg *h, uint32_t si, uint64_t cur, uint32_t node, uint64_t version,
-                       const shmreg_session *s, const shmreg_fields *f)
+static int import_over(shmreg *h, uint32_t si, uint64_t cur, uint32_t node, const shmreg_session *s,
+                       const shmreg_fields *f)
 {
     reg_sess *x = reg_slot(h, si);
     int rc = reg_session_rewrite(h, si, f, s->sdp);
@@ -167,8 +162,7 @@ static int import_over(shmreg *h, uint32_t si, uint64_t cur, uint32_t node, uint
         atomic_store_explicit(&x->counter[i], s->counter[i], memory_order_relaxed);
     atomic_fetch_or(&x->flags, (uint32_t)(s->flags & SHMREG_SESSION_ADOPTED));
     atomic_store(&x->owner_node, node);
-    (void)version;
-    return 0;
+    return 0; /* the version is stored last, by the caller */
 }
 
 int shmreg_session_import(shmreg *h, uint32_t node, uint64_t version, const shmreg_session *s,
@@ -202,7 +196,7 @@ int shmreg_session_import(shmreg *h, uint32_t node, uint64_t version, const shmr
             rc = shmreg__fail(SHMREG_ECONFLICT, "version %llu is older than the copy's %llu",
                               (unsigned long long)version, (unsigned long long)have);
         else
-            rc = import_over(h, si, st, node, version, s, &f);
+            rc = import_over(h, si, st, node, s, &f);
     }
     if (rc == 0)
         rc = sync_dialogs(h, &s->id, d, nd);

@@ -192,6 +192,12 @@ typedef struct reg_dlg {
     char key[];
 } reg_dlg;
 
+/* Two strings hold the same bytes (an empty one may have a NULL ptr). */
+static inline int reg_str_eq(shmreg_str a, shmreg_str b)
+{
+    return a.len == b.len && (a.len == 0 || memcmp(a.ptr, b.ptr, a.len) == 0);
+}
+
 static inline reg_sess *reg_slot(const shmreg *h, uint32_t i)
 {
     return (reg_sess *)(h->c.seg.base + shm_slot_off(&h->c.seg, i));
@@ -275,9 +281,10 @@ int reg_find_in_read(shmreg *h, const shmreg_id *id, const void *out, uint32_t *
  * (table.c): 0 or SHMREG_ECORRUPT. */
 int reg_session_view(shmreg *h, uint32_t si, uint64_t st, shmreg_session *out);
 
-/* Live sessions by state (counts[0] total) and, if asked, their dialogs,
+/* Live sessions by state (counts[0] total) and, if asked, their dialogs
+ * and how many of them are other nodes' copies,
  * by walking the slots. */
-void reg_count(shmreg *h, uint64_t counts[SHMREG_STATE_COUNT], uint64_t *dialogs);
+void reg_count(shmreg *h, uint64_t counts[SHMREG_STATE_COUNT], uint64_t *dialogs, uint64_t *foreign);
 
 /* First slot index >= i that was ever carved (max_sessions: none). */
 uint64_t reg_next_carved_slot(const shm_seg *s, uint64_t i);
@@ -633,9 +640,6 @@ int reg_session_rewrite(shmreg *h, uint32_t si, const shmreg_fields *f, const sh
 /* 0 when this process holds the registry's sync claim, else
  * SHMREG_EPERM (sync.c). */
 int reg_claim_held(shmreg *h);
-
-/* Live sessions another node owns (a walk of the table). */
-uint32_t reg_foreign_count(shmreg *h);
 
 /* The fields of view `s`, checked as the API checks them (restore.c). */
 int reg_fields_of(const shmreg_session *s, shmreg_fields *f);

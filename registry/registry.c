@@ -457,13 +457,13 @@ int shmreg_stat(shmreg *h, shmreg_stats *st)
     reg_event_stats(h, st);
     st->max_rooms = h->room_slots / 2;
     st->rooms = reg_room_count(h);
-    uint64_t counts[SHMREG_STATE_COUNT], dialogs;
-    reg_count(h, counts, &dialogs);
+    uint64_t counts[SHMREG_STATE_COUNT], dialogs, foreign;
+    reg_count(h, counts, &dialogs, &foreign);
     st->sessions = (uint32_t)counts[0];
     st->dialogs = (uint32_t)dialogs;
     reg_sync_stats(h, st); /* shmreg-sync's status words (sync.c) */
     st->node_id = h->node_id;
-    st->foreign_sessions = reg_foreign_count(h);
+    st->foreign_sessions = (uint32_t)foreign;
     return 0;
 }
 

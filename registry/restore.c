@@ -289,7 +289,7 @@ int shmreg_restore(shmreg *h, const char *dir, unsigned flags, shmreg_restore_re
     shmreg_restore_report rep;
     memset(&rep, 0, sizeof rep);
     uint64_t counts[SHMREG_STATE_COUNT];
-    reg_count(h, counts, NULL);
+    reg_count(h, counts, NULL, NULL);
     if (counts[0] && !(flags & SHMREG_RESTORE_FORCE))
         return shmreg__fail(SHMREG_EEXIST,
                             "registry %s already has %llu sessions: restore refused (force to merge)",

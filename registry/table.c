@@ -376,11 +376,13 @@ int shmreg_session_next(shmreg *h, uint64_t *cursor, int state_filter, shmreg_se
 /* Counts are derived from the slots, never kept in counters: a process
  * killed between a change and a counter update would leave the counter
  * wrong for ever, while the slots are always right. */
-void reg_count(shmreg *h, uint64_t counts[SHMREG_STATE_COUNT], uint64_t *dialogs)
+void reg_count(shmreg *h, uint64_t counts[SHMREG_STATE_COUNT], uint64_t *dialogs, uint64_t *foreign)
 {
     memset(counts, 0, sizeof(uint64_t) * SHMREG_STATE_COUNT);
     if (dialogs)
         *dialogs = 0;
+    if (foreign)
+        *foreign = 0;
     const shm_seg *s = &h->c.seg;
     for (uint64_t i = reg_next_carved_slot(s, 0); i < s->slots; i = reg_next_carved_slot(s, i + 1)) {
         reg_sess *x = reg_slot(h, (uint32_t)i);
@@ -391,6 +393,8 @@ void reg_count(shmreg *h, uint64_t counts[SHMREG_STATE_COUNT], uint64_t *dialogs
         counts[0]++;
         for (unsigned k = 0; dialogs && k < SHMREG_MAX_DIALOGS_PER_SESSION; k++)
             *dialogs += atomic_load_explicit(&x->dlg[k], memory_order_relaxed) != 0;
+        if (foreign)
+            *foreign += reg_foreign_owner(h, atomic_load_explicit(&x->owner_node, memory_order_relaxed));
     }
 }
 
@@ -402,7 +406,7 @@ int shmreg_session_counts(shmreg *h, uint64_t *counts, size_t n)
     if (counts == NULL || n == 0)
         return shmreg__fail(SHMREG_EINVAL, "NULL counts or n 0");
     uint64_t all[SHMREG_STATE_COUNT];
-    reg_count(h, all, NULL);
+    reg_count(h, all, NULL, NULL);
     for (size_t i = 0; i < n; i++)
         counts[i] = i < SHMREG_STATE_COUNT ? all[i] : 0;
     return 0;
@@ -439,19 +443,4 @@ int reg_find_own(shmreg *h, const unsigned char id[SHMREG_ID_BYTES], uint32_t *s
 {
     int rc = reg_find(h, id, si, st);
     return rc ? rc : reg_own_slot(h, *si);
-}
-
-uint32_t reg_foreign_count(shmreg *h)
-{
-    const shm_seg *s = &h->c.seg;
-    uint32_t n = 0;
-    if (h->node_id == 0)
-        return 0;
-    for (uint64_t i = reg_next_carved_slot(s, 0); i < s->slots; i = reg_next_carved_slot(s, i + 1)) {
-        reg_sess *x = reg_slot(h, (uint32_t)i);
-        if (REG_LIVE(atomic_load_explicit(&x->state, memory_order_relaxed)) &&
-            reg_foreign_owner(h, atomic_load_explicit(&x->owner_node, memory_order_relaxed)))
-            n++;
-    }
-    return n;
 }

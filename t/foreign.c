@@ -19,6 +19,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "mirror_util.h"
 #include "shmreg.h"
 #include "tap.h"
 #include "testutil.h"
@@ -85,32 +86,12 @@ static int import_rec(shmreg *b, uint32_t node, uint64_t ver, const unsigned cha
     return rc ? rc : shmreg_session_import(b, node, ver, &s, &c, d, nd);
 }
 
-/* The copy on B, re-encoded without what copies do not hold (memberships,
- * timeout), equals A's record under the same masking. */
+/* The session's record as a copy of it must equal (mirror_util.h): 0 on
+ * failure, else its length. */
 static size_t masked(shmreg *h, const shmreg_id *id, unsigned char *buf, size_t cap)
 {
-    shmreg_session v;
-    shmreg_session_control c;
-    shmreg_dialog d[SHMREG_MAX_DIALOGS_PER_SESSION];
     size_t len = 0;
-    shmreg_read_begin(h);
-    int rc = shmreg_session_get(h, id, &v);
-    if (rc == 0)
-        rc = shmreg_session_control_get(h, id, &c);
-    unsigned nd = 0;
-    for (unsigned i = 0; rc == 0 && i < SHMREG_MAX_DIALOGS_PER_SESSION; i++)
-        if (shmreg_session_dialog(h, id, i, &d[nd]) == 0)
-            nd++;
-    if (rc == 0) {
-        c.nprofiles = 0;
-        c.deadline_ns = 0;
-        c.timeout_flags = 0;
-        c.grace_ns = 0;
-        v.flags = 0;
-        rc = shmreg_session_encode_control(&v, &c, d, nd, buf, cap, &len);
-    }
-    shmreg_read_end(h);
-    return rc ? 0 : len;
+    return record_of(h, id, buf, cap, &len, NULL) ? 0 : len;
 }
 
 static unsigned char rec_a[SHMREG_SESSION_RECORD_MAX], rec_b[SHMREG_SESSION_RECORD_MAX];
