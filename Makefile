@@ -272,7 +272,7 @@ check: all $(TESTS)
 # also runnable alone as `make test-STEP`. Every step runs whatever failed
 # before it (a release failure does not hide an asan one); the summary
 # names the failures and the exit status is 1 if any. Without -j the
-# steps build with one job per CPU. 10 min 44 s from a fresh clone on the
+# steps build with one job per CPU. 10 min 35 s from a fresh clone on the
 # 2-CPU project machine (many hosts' Redis tests included).
 #   gcc-release, gcc-asan  the whole suite, -O2 and ASan/UBSan (t/sipd_interop,
 #                          Kamailio + baresip + tshark, runs in gcc-asan only:
