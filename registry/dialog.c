@@ -133,7 +133,7 @@ int shmreg_dialog_bind(shmreg *h, shmreg_str call_id, shmreg_str local_tag, shmr
     }
     SHM_CRASH_POINT("dialog_bind_allocated");
     reg_dlg *d = reg_payload((shm_blk *)(s->base + rec));
-    atomic_store(&d->next, 0);
+    shm_store(&d->next, 0);
     d->hash = hash;
     memcpy(d->sid, session->bytes, SHMREG_ID_BYTES);
     d->slot = si;

@@ -208,7 +208,7 @@ static int swap_field(shmreg *h, uint32_t si, _Atomic uint64_t *field, const reg
         ops->let_go(h, si, old);
     shm_intent_clear(&h->c);
     *now = shm_now_ns();
-    atomic_store(&x->updated_ns, *now);
+    shm_store(&x->updated_ns, *now);
 #ifdef SHMREG_TESTING
     if (reg_test_after_swap)
         reg_test_after_swap(h, x->id);
@@ -280,28 +280,28 @@ int reg_session_insert(shmreg *h, const reg_new *n, shmreg_id *id_out)
         memcpy(x->id, n->id, SHMREG_ID_BYTES);
     else
         reg_session_id(h, si, x->id);
-    atomic_store(&x->rec, rec);
+    shm_store(&x->rec, rec);
     for (unsigned i = 0; i < SHMREG_CTR_COUNT; i++)
-        atomic_store(&x->counter[i], n->counter ? n->counter[i] : 0);
+        shm_store(&x->counter[i], n->counter ? n->counter[i] : 0);
     for (unsigned i = 0; i < SHMREG_MAX_DIALOGS_PER_SESSION; i++)
-        atomic_store(&x->dlg[i], 0);
-    atomic_store(&x->room, 0);
+        shm_store(&x->dlg[i], 0);
+    shm_store(&x->room, 0);
     for (unsigned i = 0; i < SHMREG_MAX_PROFILES_PER_SESSION; i++)
-        atomic_store(&x->prof[i], 0);
-    atomic_store(&x->timer, 0);
-    atomic_store(&x->vars, 0);
-    atomic_store(&x->ulink[0], 0);
-    atomic_store(&x->ulink[1], 0);
-    atomic_store(&x->uhash, 0);
+        shm_store(&x->prof[i], 0);
+    shm_store(&x->timer, 0);
+    shm_store(&x->vars, 0);
+    shm_store(&x->ulink[0], 0);
+    shm_store(&x->ulink[1], 0);
+    shm_store(&x->uhash, 0);
     uint64_t now = shm_now_ns();
     x->created_ns = n->created_ns ? n->created_ns : now;
-    atomic_store(&x->updated_ns, n->updated_ns ? n->updated_ns : x->created_ns);
+    shm_store(&x->updated_ns, n->updated_ns ? n->updated_ns : x->created_ns);
     x->config_gen = n->config_gen;
     x->owner_pid = n->owner_pid;
-    atomic_store(&x->flags, n->flags);
-    atomic_store(&x->owner_node, n->owner_node ? n->owner_node : h->node_id);
-    atomic_store(&x->version, n->version ? n->version : 1);
-    atomic_store(&x->state, 0); /* unpublished */
+    shm_store(&x->flags, n->flags);
+    shm_store(&x->owner_node, n->owner_node ? n->owner_node : h->node_id);
+    shm_store(&x->version, n->version ? n->version : 1);
+    shm_store(&x->state, 0); /* unpublished */
     /* Found by user the moment it is live: its user records go in first
      * (a lookup passes over records of an unpublished slot). */
     if ((rc = reg_users_sync(h, si)) != 0)
@@ -328,7 +328,7 @@ int reg_session_insert(shmreg *h, const reg_new *n, shmreg_id *id_out)
         memcpy(id_out->bytes, x->id, SHMREG_ID_BYTES);
     unsigned char id[SHMREG_ID_BYTES];
     memcpy(id, x->id, SHMREG_ID_BYTES);
-    atomic_store_explicit(&x->state, (uint64_t)n->state, memory_order_release);
+    shm_store(&x->state, (uint64_t)n->state);
     if (n->event) /* 0: the caller announces it (an import, once complete) */
         reg_event(h, n->created_ns ? 0 : now, n->event, id, 0, n->state, 0);
     if (n->event == SHMREG_EV_SESSION_CREATED && /* a new call: its state's timeout */
@@ -455,7 +455,7 @@ int shmreg_session_transition(shmreg *h, const shmreg_id *id, int expected, int 
         rc = reg_machine_move(&reg_session_machine, &x->state, cur, expected, to, old, &from);
         if (rc == 0) {
             uint64_t now = shm_now_ns();
-            atomic_store(&x->updated_ns, now);
+            shm_store(&x->updated_ns, now);
             reg_changed(h, si);
             reg_event(h, now, SHMREG_EV_STATE_CHANGED, id->bytes, from, to, 0);
             reg_timer_policy_apply(h, si, to, now);

@@ -141,7 +141,7 @@ static void relink_stripe(shmreg *h, unsigned w, const shm_lock *l)
             if (lw == NULL)
                 break;
             uint64_t v = atomic_load(lw);
-            atomic_store(lw, link_make(link_next(v), prev));
+            shm_store(lw, link_make(link_next(v), prev));
             prev = n;
             n = link_next(v);
         }
@@ -172,10 +172,10 @@ static void chain_push(shmreg *h, unsigned w, uint32_t hash, uint32_t me)
     _Atomic uint64_t *head = shm_index_head(&h->users[w], hash);
     uint32_t first = (uint32_t)atomic_load(head);
     _Atomic uint64_t *fw = link_word(h, first, w);
-    atomic_store(link_word(h, me, w), link_make(fw ? first : 0, 0));
+    shm_store(link_word(h, me, w), link_make(fw ? first : 0, 0));
     if (fw)
-        atomic_store(fw, link_make(link_next(atomic_load(fw)), me));
-    atomic_store_explicit(head, me, memory_order_release);
+        shm_store(fw, link_make(link_next(atomic_load(fw)), me));
+    shm_store(head, me);
 }
 
 static void chain_remove(shmreg *h, unsigned w, uint32_t hash, uint32_t me)
@@ -186,11 +186,11 @@ static void chain_remove(shmreg *h, unsigned w, uint32_t hash, uint32_t me)
     uint32_t p = link_prev(v), n = link_next(v);
     _Atomic uint64_t *pw = link_word(h, p, w), *nw = link_word(h, n, w);
     if (pw)
-        atomic_store(pw, link_make(n, link_prev(atomic_load(pw))));
+        shm_store(pw, link_make(n, link_prev(atomic_load(pw))));
     else
-        atomic_store(shm_index_head(&h->users[w], hash), n);
+        shm_store(shm_index_head(&h->users[w], hash), n);
     if (nw)
-        atomic_store(nw, link_make(link_next(atomic_load(nw)), p));
+        shm_store(nw, link_make(link_next(atomic_load(nw)), p));
 }
 
 /* The key that side `w` (0 From, 1 To) of slot x's current record gives. */
@@ -226,7 +226,7 @@ static int refile(shmreg *h, uint32_t si, unsigned w, uint32_t want)
         shm_lock_drop(l);
     }
     both = (both & ~(0xffffffffull << (32 * w))) | (uint64_t)want << (32 * w);
-    atomic_store(&x->uhash, both);
+    shm_store(&x->uhash, both);
     if (want) {
         if ((rc = chain_lock(h, w, want, &l)) != 0)
             return rc;

@@ -82,13 +82,13 @@ static void list_push_locked(const shm_seg *s, shm_freelist *fl, uint64_t off)
 {
     shm_blk *b = blk(s, off);
     fl->pending = off;
-    atomic_store(&b->state, SHM_TAG(atomic_load(&b->state)) | SHM_BLK_FREEING);
+    shm_store(&b->state, SHM_TAG(atomic_load(&b->state)) | SHM_BLK_FREEING);
     SHM_CRASH_POINT("alloc_push_freeing");
-    atomic_store(&b->link, fl->head);
+    shm_store(&b->link, fl->head);
     fl->head = off;
     fl->nfree++;
     SHM_CRASH_POINT("alloc_push_linked");
-    atomic_store(&b->state, SHM_BLK_FREE);
+    shm_store(&b->state, SHM_BLK_FREE);
     fl->pending = 0;
 }
 
@@ -108,8 +108,8 @@ static uint64_t list_pop_locked(const shm_seg *s, shm_freelist *fl, uint64_t tag
     }
     fl->pending = off;
     b->aux = aux;
-    atomic_store(&b->stamp, seq);
-    atomic_store(&b->state, tag | SHM_BLK_USED);
+    shm_store(&b->stamp, seq);
+    shm_store(&b->state, tag | SHM_BLK_USED);
     SHM_CRASH_POINT("alloc_pop_stamped");
     fl->head = atomic_load(&b->link);
     SHM_CRASH_POINT("alloc_pop_unlinked");
@@ -128,13 +128,13 @@ void shm_list_repair(const shm_seg *s, shm_freelist *fl)
         unsigned kind = SHM_KIND(atomic_load(&b->state));
         if (kind == SHM_BLK_FREEING) {
             if (fl->head != off) {
-                atomic_store(&b->link, fl->head);
+                shm_store(&b->link, fl->head);
                 fl->head = off;
             }
-            atomic_store(&b->state, SHM_BLK_FREE);
+            shm_store(&b->state, SHM_BLK_FREE);
         } else if (kind == SHM_BLK_USED && fl->head == off) {
             /* The pop stamped the block but never unlinked it: undo. */
-            atomic_store(&b->state, SHM_BLK_FREE);
+            shm_store(&b->state, SHM_BLK_FREE);
         }
     }
     fl->pending = 0;
@@ -146,7 +146,7 @@ void shm_list_repair(const shm_seg *s, shm_freelist *fl)
             /* Cut at the first bad link; what lies beyond is reported as
              * leaked by the check and reclaimed by its repair. */
             if (prev)
-                atomic_store(&blk(s, prev)->link, 0);
+                shm_store(&blk(s, prev)->link, 0);
             else
                 fl->head = 0;
             break;
@@ -180,10 +180,10 @@ static uint32_t take_page(shm_ctx *c, unsigned cls, unsigned shard)
     uint32_t p = atomic_load(&s->hdr->pages_used);
     uint32_t got = 0;
     if (p < s->heap_pages) {
-        atomic_store(&s->pages[p].carved, 0);
-        atomic_store(&s->pages[p].cls, (cls + 1) | (shard << 8));
+        shm_store(&s->pages[p].carved, 0);
+        shm_store(&s->pages[p].cls, (cls + 1) | (shard << 8));
         SHM_CRASH_POINT("alloc_page_assigned");
-        atomic_store(&s->hdr->pages_used, p + 1);
+        shm_store(&s->hdr->pages_used, p + 1);
         SHM_CRASH_POINT("alloc_page_counted");
         got = p + 1;
     }
@@ -207,11 +207,11 @@ static uint64_t carve_locked(shm_ctx *c, shm_freelist *fl, unsigned cls,
                 shm_blk *b = blk(s, off);
                 b->cls = cls;
                 b->aux = aux;
-                atomic_store(&b->stamp, seq);
-                atomic_store(&b->link, 0);
-                atomic_store(&b->state, tag | SHM_BLK_USED);
+                shm_store(&b->stamp, seq);
+                shm_store(&b->link, 0);
+                shm_store(&b->state, tag | SHM_BLK_USED);
                 SHM_CRASH_POINT("alloc_carve_stamped");
-                atomic_store(&d->carved, n + 1); /* the commit */
+                shm_store(&d->carved, n + 1); /* the commit */
                 return off;
             }
         }
@@ -313,9 +313,9 @@ static uint64_t slot_alloc_once(shm_ctx *c, uint64_t unused, uint32_t aux)
             shm_blk *b = blk(s, off);
             b->cls = SHM_SLOT_CLASS;
             b->aux = aux;
-            atomic_store(&b->stamp, c->alloc_seq);
-            atomic_store(&b->link, 0);
-            atomic_store(&b->state, c->tag | SHM_BLK_USED);
+            shm_store(&b->stamp, c->alloc_seq);
+            shm_store(&b->link, 0);
+            shm_store(&b->state, c->tag | SHM_BLK_USED);
             SHM_CRASH_POINT("alloc_slot_stamped");
             fl->carved++; /* the commit */
         }
@@ -335,16 +335,16 @@ void shm_intent_set(shm_ctx *c, uint64_t off, uint64_t state, _Atomic uint64_t *
 {
     shm_handle *me = &c->seg.handles[c->slot];
     shm_blk *b = (shm_blk *)(c->seg.base + off);
-    atomic_store(&me->intent_off, 0); /* the fields below change together */
-    atomic_store(&me->intent_state, state);
-    atomic_store(&me->intent_stamp, atomic_load(&b->stamp));
-    atomic_store(&me->intent_ref, shm_off(&c->seg, (void *)ref));
-    atomic_store(&me->intent_off, off);
+    shm_store(&me->intent_off, 0); /* the fields below change together */
+    shm_store(&me->intent_state, state);
+    shm_store(&me->intent_stamp, atomic_load(&b->stamp));
+    shm_store(&me->intent_ref, shm_off(&c->seg, (void *)ref));
+    shm_store(&me->intent_off, off);
 }
 
 void shm_intent_clear(shm_ctx *c)
 {
-    atomic_store(&c->seg.handles[c->slot].intent_off, 0);
+    shm_store(&c->seg.handles[c->slot].intent_off, 0);
 }
 
 void shm_free(shm_ctx *c, uint64_t off)
@@ -356,7 +356,7 @@ void shm_free(shm_ctx *c, uint64_t off)
      * slot is still ours, so a slot popped later never carries the
      * previous life's state (the check would misread whose it is). */
     if (shm_slot_index(s, off) != UINT32_MAX)
-        atomic_store((_Atomic uint64_t *)(s->base + off + SHM_BLK_HDR), 0);
+        shm_store((_Atomic uint64_t *)(s->base + off + SHM_BLK_HDR), 0);
     shm_freelist *fl = shm_blk_list(s, off);
     if (shm_list_lock(c, fl) < 0)
         return; /* a garbage lock: the block stays out, the check reports it */
@@ -425,8 +425,8 @@ uint64_t shm_pages_repair(shm_ctx *c)
                 shm_blk *b = blk(s, off);
                 b->cls = cls;
                 b->aux = 0;
-                atomic_store(&b->state, c->tag | SHM_BLK_USED);
-                atomic_store(&pd->carved, n + 1);
+                shm_store(&b->state, c->tag | SHM_BLK_USED);
+                shm_store(&pd->carved, n + 1);
                 SHM_CRASH_POINT("alloc_pages_repair_carved");
                 list_push_locked(s, fl, off);
                 got++;

@@ -199,7 +199,7 @@ void shm_read_leave(shm_ctx *c)
 {
     if (--c->read_depth == 0) {
         shm_handle *me = &c->seg.handles[c->slot];
-        atomic_store_explicit(&me->epoch, 0, memory_order_release);
+        shm_store(&me->epoch, 0);
         if (++c->reclaim_ops >= c->reclaim_every &&
             atomic_load_explicit(&me->limbo_head, memory_order_relaxed))
             shm_reclaim(c);
@@ -296,13 +296,13 @@ static uint64_t drain(shm_ctx *c, shm_handle *h, uint64_t min)
         if (b == NULL || SHM_KIND(atomic_load(&b->state)) != SHM_BLK_RETIRED) {
             /* Corrupt queue (a bad link, or one back into blocks already
              * freed): cut it. The sweep reclaims what lay beyond. */
-            atomic_store(&h->limbo_head, 0);
-            atomic_store(&h->limbo_count, 0);
+            shm_store(&h->limbo_head, 0);
+            shm_store(&h->limbo_count, 0);
             break;
         }
         if (atomic_load(&b->stamp) > min)
             break;
-        atomic_store(&h->limbo_head, atomic_load(&b->link));
+        shm_store(&h->limbo_head, atomic_load(&b->link));
         SHM_CRASH_POINT("epoch_reclaim_unlinked");
         atomic_fetch_sub(&h->limbo_count, 1);
         shm_free(c, off);
@@ -311,7 +311,7 @@ static uint64_t drain(shm_ctx *c, shm_handle *h, uint64_t min)
     if (atomic_load(&h->limbo_head) == 0) {
         /* An empty queue has a known count: whatever a crash between a
          * link and its count left behind ends here. */
-        atomic_store(&h->limbo_count, 0);
+        shm_store(&h->limbo_count, 0);
         if (c->slot < s->max_handles && h == &s->handles[c->slot])
             c->limbo_tail = 0;
     }
@@ -381,13 +381,13 @@ static int retire_quiet(shm_ctx *c, uint64_t off, uint64_t expect)
     shm_handle *me = &c->seg.handles[c->slot];
     /* seq_cst RMW: a full barrier after our unlink (see the essay above). */
     uint64_t stamp = atomic_fetch_add(&c->seg.hdr->epoch, 1) + 1;
-    atomic_store(&b->stamp, stamp);
-    atomic_store(&b->link, 0);
+    shm_store(&b->stamp, stamp);
+    shm_store(&b->link, 0);
     /* The block is complete before a link makes it part of the queue. */
     if (c->limbo_tail)
-        atomic_store(&((shm_blk *)(c->seg.base + c->limbo_tail))->link, off);
+        shm_store(&((shm_blk *)(c->seg.base + c->limbo_tail))->link, off);
     else
-        atomic_store(&me->limbo_head, off);
+        shm_store(&me->limbo_head, off);
     c->limbo_tail = off;
     SHM_CRASH_POINT("epoch_retire_listed");
     atomic_fetch_add(&me->limbo_count, 1);

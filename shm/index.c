@@ -40,8 +40,8 @@ int shm_index_has(const shm_seg *s, const shm_index *x, uint64_t hash, uint64_t 
 void shm_index_push(const shm_index *x, uint64_t hash, uint64_t off, _Atomic uint64_t *link)
 {
     _Atomic uint64_t *head = shm_index_head(x, hash);
-    atomic_store(link, atomic_load(head));
-    atomic_store_explicit(head, off, memory_order_release);
+    shm_store(link, atomic_load(head));
+    shm_store(head, off);
 }
 
 int shm_index_remove(const shm_seg *s, const shm_index *x, uint64_t hash, uint64_t off,
@@ -54,7 +54,7 @@ int shm_index_remove(const shm_seg *s, const shm_index *x, uint64_t hash, uint64
         if (next == NULL)
             return 0;
         if (cur == off) {
-            atomic_store(link, atomic_load(next));
+            shm_store(link, atomic_load(next));
             return 1;
         }
         link = next;

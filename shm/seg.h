@@ -219,6 +219,20 @@ int shm_seg_format(void *base, const shm_fixed *f);
 int shm_seg_bind(shm_seg *s, void *base, uint64_t size, const shm_record *records,
                  uint32_t nrecords, uint32_t nregions, char *why, size_t whylen);
 
+/* A store to shared memory that other processes may load: release, so
+ * it is seen after everything this thread wrote and read before it. What
+ * it gives up against a seq_cst store is only store->load order (a later
+ * load of ours overtaking it), which no caller of this needs: each such
+ * store is followed by a lock release, by a compare-and-swap or
+ * fetch-and-add (full barriers) or by nothing anybody else waits on. The
+ * one place that does need it, a reader announcing its epoch, keeps its
+ * fence (epoch.h). On x86 this is a plain MOV where atomic_store() is an
+ * XCHG, which also waits for every store before it to reach the cache:
+ * after a record copy into fresh lines that is hundreds of cycles.
+ * A process killed at any instruction leaves its stores in program order,
+ * whatever their memory order, so crash recovery is unaffected. */
+#define shm_store(obj, val) atomic_store_explicit((obj), (val), memory_order_release)
+
 /* Bounds-checked offset -> pointer: NULL unless [off, off+len) lies inside
  * the mapping past the header. */
 static inline void *shm_at(const shm_seg *s, uint64_t off, uint64_t len)
