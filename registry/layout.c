@@ -5,7 +5,7 @@
  * The engine (shm/) gives a segment of slots, a heap, a ring and named
  * regions of bytes; it does not know what a session is. This file is
  * where the registry says what it needs:
- *   slots      one per session (reg_sess, a 256-byte slot);
+ *   slots      one per session (reg_sess, a 320-byte slot);
  *   region 0   the session index: session ID -> slot;
  *   region 1   the dialog index: (Call-ID, local tag) -> dialog record;
  *   region 2   the room table: open addressing over room block offsets;
@@ -16,6 +16,8 @@
  *   region 5   the From-user index: user@host -> session slots;
  *   region 6   the timer wheel: tick -> timer records (REG_WHEEL_BUCKETS);
  *   region 7   the To-user index: user@host -> session slots;
+ *   region 8   record hints: slot -> where its record was put last, four
+ *              bytes a slot (reg.h says why a read wants them);
  *   user bytes the key of the keyed hash for keys the network chooses.
  * and the record kinds whose sizes the header keeps, so that a segment
  * of another build is refused by name. Everything here runs once, at
@@ -37,7 +39,7 @@ _Static_assert(SHMREG_MAX_SESSIONS == SHM_MAX_SLOTS, "a session is a slot");
 _Static_assert(REG_KEY_BYTES + 4 <= SHM_USER_BYTES, "the key and the node ID fit the header's user bytes");
 
 enum { REGION_SESSIONS, REGION_DIALOGS, REGION_ROOMS, REGION_SHARED, REGION_PAIRS, REGION_USERS,
-       REGION_WHEEL, REGION_USERS_TO };
+       REGION_WHEEL, REGION_USERS_TO, REGION_REC_HINTS };
 
 static uint32_t pow2_at_least(uint64_t n)
 {
@@ -83,6 +85,7 @@ int reg_layout_params(const shmreg_options *o, reg_layout *l)
     l->regions[REGION_USERS] = (shm_region){"From-user index", shm_index_bytes(pow2_at_least(sessions))};
     l->regions[REGION_USERS_TO] = (shm_region){"To-user index", shm_index_bytes(pow2_at_least(sessions))};
     l->regions[REGION_WHEEL] = (shm_region){"timer wheel", shm_index_bytes(REG_WHEEL_BUCKETS)};
+    l->regions[REGION_REC_HINTS] = (shm_region){"record hints", (uint64_t)sessions * 4};
     reg_records(l->rec);
     l->p = (shm_params){
         .slots = sessions,
@@ -155,6 +158,10 @@ int reg_layout_bind(shmreg *h, char *why, size_t whylen)
         h->pairs.buckets > h->sessions.buckets)
         return WHY("profile, user or timer index region does not fit %u sessions", s->slots),
                SHMREG_ECORRUPT;
+    if (s->region[REGION_REC_HINTS].bytes != (uint64_t)s->slots * 4)
+        return WHY("record hints region of %llu bytes does not fit %u sessions",
+                   (unsigned long long)s->region[REGION_REC_HINTS].bytes, s->slots), SHMREG_ECORRUPT;
+    h->rec_hint = (_Atomic uint32_t *)s->region[REGION_REC_HINTS].base;
     h->rooms = (_Atomic uint64_t *)s->region[REGION_ROOMS].base;
     h->room_slots = (uint32_t)(rb / 8);
     h->shared = (reg_shared *)s->region[REGION_SHARED].base;

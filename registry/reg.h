@@ -103,6 +103,7 @@ struct shmreg {
     shm_index pairs;                  /* (profile, value) -> pair record */
     shm_index users[2];               /* From / To user@host -> slots */
     shm_index wheel;                  /* timer wheel: tick -> timer records */
+    _Atomic uint32_t *rec_hint;       /* slot -> record offset / 16: a prefetch hint */
     _Atomic uint64_t *rooms;          /* room table: block offsets */
     uint32_t room_slots;              /* its entries, a power of two */
     reg_shared *shared;
@@ -236,6 +237,32 @@ static inline uint32_t reg_id_slot(const unsigned char id[SHMREG_ID_BYTES])
 {
     return ((uint32_t)id[0] << 24 | (uint32_t)id[1] << 16 | (uint32_t)id[2] << 8 | id[3]) >>
            REG_ID_SLOT_SHIFT;
+}
+
+/* Record hints. A read needs a slot (state, ID, counters) and the record
+ * block the slot names, two misses in a row when the registry is larger
+ * than the cache: the record's address is known only once the slot has
+ * arrived. The hint region keeps, for each slot, where its record was
+ * put last (offset / 16, four bytes a slot, so the region stays in
+ * cache), and a lookup starts fetching the record from it at once,
+ * beside the slot: one memory latency instead of two.
+ *
+ * A hint is only ever an address to prefetch, and a prefetch never
+ * faults: it is never trusted, never checked and never needs to be
+ * right. Written without order after the record is swapped in; a stale,
+ * torn, zero or scribbled hint (a writer killed between the swap and the
+ * hint, a deleted session) costs one useless fetch and nothing else. */
+static inline void reg_rec_hint_set(shmreg *h, uint32_t si, uint64_t rec)
+{
+    atomic_store_explicit(&h->rec_hint[si], rec >> 4 <= UINT32_MAX ? (uint32_t)(rec >> 4) : 0,
+                          memory_order_relaxed);
+}
+
+static inline void reg_rec_hint_fetch(shmreg *h, uint32_t si)
+{
+    uint64_t rec = (uint64_t)atomic_load_explicit(&h->rec_hint[si], memory_order_relaxed) << 4;
+    if (rec < h->c.seg.size)
+        __builtin_prefetch(h->c.seg.base + rec);
 }
 
 /* The ID index hash: the random bytes 8-15, mixed so that the variant
@@ -554,7 +581,7 @@ void reg_user_check(shmreg *h, int repair, void (*mark)(void *, uint64_t),
  * attach (shm_record): a segment written by a build whose records differ
  * is refused by name. */
 #define REG_NRECORDS 11u
-#define REG_NREGIONS 8u
+#define REG_NREGIONS 9u
 #define REG_KEY_BYTES 16u             /* dialog hash key, in the header's user bytes */
 void reg_records(shm_record out[REG_NRECORDS]);
 

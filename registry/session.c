@@ -204,6 +204,8 @@ static int swap_field(shmreg *h, uint32_t si, _Atomic uint64_t *field, const reg
         return SHMREG_ECONFLICT;
     }
     SHM_CRASH_POINT("session_swap_swapped");
+    if (field == &x->rec)
+        reg_rec_hint_set(h, si, fresh);
     if (ob && SHM_KIND(ost) == SHM_BLK_USED && ob->aux == si + 1)
         ops->let_go(h, si, old);
     shm_intent_clear(&h->c);
@@ -281,6 +283,7 @@ int reg_session_insert(shmreg *h, const reg_new *n, shmreg_id *id_out)
     else
         reg_session_id(h, si, x->id);
     shm_store(&x->rec, rec);
+    reg_rec_hint_set(h, si, rec);
     for (unsigned i = 0; i < SHMREG_CTR_COUNT; i++)
         shm_store(&x->counter[i], n->counter ? n->counter[i] : 0);
     for (unsigned i = 0; i < SHMREG_MAX_DIALOGS_PER_SESSION; i++)

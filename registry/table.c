@@ -76,10 +76,13 @@ int reg_lookup(shmreg *h, const unsigned char id[SHMREG_ID_BYTES], uint32_t *si,
     uint64_t st;
     /* The slot the ID names: almost always where the session is. */
     uint32_t i = reg_id_slot(id);
-    if (i < s->slots && slot_holds(h, i, id, &st)) {
-        *si = i;
-        *state = st;
-        return 0;
+    if (i < s->slots) {
+        reg_rec_hint_fetch(h, i);
+        if (slot_holds(h, i, id, &st)) {
+            *si = i;
+            *state = st;
+            return 0;
+        }
     }
     /* Not there, or there but deleted: a copy restored elsewhere may be
      * live, so ask the index (a deleted entry is passed over too). */
@@ -265,11 +268,6 @@ int reg_session_view(shmreg *h, uint32_t si, uint64_t st, shmreg_session *out)
 {
     reg_sess *x = reg_slot(h, si);
     uint64_t rec = atomic_load_explicit(&x->rec, memory_order_acquire);
-    /* Start the record's miss now, under the slot's own (a prefetch
-     * never faults; reg_rec_view still validates the offset). */
-    const shm_seg *s = &h->c.seg;
-    if (rec < s->size)
-        __builtin_prefetch(s->base + rec);
     memcpy(out->id.bytes, x->id, SHMREG_ID_BYTES);
     out->state = (int)REG_STATE(st);
     uint16_t port[2];

@@ -46,10 +46,11 @@
 #define SHM_EBUSY    (-6)
 
 #define SHM_MAGIC "shmreg\x1a\x01"
-#define SHM_LAYOUT_VERSION 6u /* 2: engine locks, record sizes; 3: consumer regions;
+#define SHM_LAYOUT_VERSION 7u /* 2: engine locks, record sizes; 3: consumer regions;
                                 * 4: 320-byte slots, 24 record kinds;
                                 * 5: a session's fields and SDPs in one record;
-                                * 6: owner node and version in the slot */
+                                * 6: owner node and version in the slot;
+                                * 7: the registry's record hints region */
 #define SHM_HEADER_BYTES 4096u
 #define SHM_PAGE_BYTES (256u * 1024u)   /* heap page: 3 of the largest class */
 #define SHM_SLOT_BYTES 320u             /* a slot of the slot table, header included */
@@ -63,7 +64,7 @@
 #define SHM_MAX_HANDLES 4096u
 #define SHM_MAX_HEAP_SHIFT 40u          /* heap_bytes <= 2^40 */
 #define SHM_MAX_HEAP_BYTES (1ull << SHM_MAX_HEAP_SHIFT)
-#define SHM_MAX_REGIONS 8u
+#define SHM_MAX_REGIONS 12u
 #define SHM_MAX_REGION_BYTES (1ull << 36)
 #define SHM_USER_BYTES 32u
 
