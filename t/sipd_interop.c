@@ -29,25 +29,13 @@
 #include <netinet/tcp.h>
 #include <sys/stat.h>
 
+#include "redisutil.h"
 #include "sipd_util.h"
 
 static const char *kamailio = "/usr/sbin/kamailio";
 static const char *baresip = "/usr/bin/baresip";
 static const char *tshark = "/usr/bin/tshark";
 static char *const TIMERS[] = { "-1", "50", "-2", "400", NULL };
-
-/* A free TCP port on 127.0.0.1 (bound and released). */
-static unsigned free_tcp_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-    socklen_t l = sizeof a;
-    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) != 0 ||
-        getsockname(fd, (struct sockaddr *)&a, &l) != 0)
-        bail_out("tcp port: %s", strerror(errno));
-    close(fd);
-    return ntohs(a.sin_port);
-}
 
 static int write_file(const char *path, const char *text)
 {
@@ -241,7 +229,16 @@ static int baresip_start(ua *u)
     snprintf(u->dir, sizeof u->dir, "%s", test_dir("baresip"));
     mkdir(u->dir, 0700);
     snprintf(u->log, sizeof u->log, "%s/baresip.log", u->dir);
-    unsigned sip_port = test_free_udp_port(), ctrl = free_tcp_port();
+    /* baresip 1.0 ignores sip_transports: it binds UDP and TCP on the
+     * SIP port and TLS on the next, whatever the config says. A port
+     * that is merely free now (an ephemeral one) was seen taken by a
+     * concurrent test's connection before baresip bound it; these come
+     * from below the ephemeral range and are reserved across test
+     * processes (redisutil.c). */
+    int first = redis_free_ports(0, 3);
+    if (first < 0)
+        bail_out("no three free ports for baresip");
+    unsigned sip_port = (unsigned)first, ctrl = (unsigned)first + 2;
     char cfg[2048], path[600];
     /* Headless: no sound card (aubridge loops the audio back), no
      * registration, commands and events over ctrl_tcp. */
