@@ -276,8 +276,9 @@ void print_tables(FILE *f)
 {
     char b1[32], b2[32];
     fprintf(f, "$ %s\n", cmdline);
-    fprintf(f, "shmreg-bench, %s profile: best of %d x %.2f s per measurement, SDPs %zu B +-%u%%, seed %llu\n",
-            P.name, P.reps, P.duration, opt.sdp_bytes, opt.sdp_spread, (unsigned long long)opt.seed);
+    fprintf(f, "shmreg-bench, %s profile: best of %d x %.2f s per measurement%s, SDPs %zu B +-%u%%, seed %llu\n",
+            P.name, P.reps * P.rounds, P.duration, P.rounds > 1 ? " (in rounds over every store)" : "",
+            opt.sdp_bytes, opt.sdp_spread, (unsigned long long)opt.seed);
     fprintf(f, "machine: %ld CPUs, TSC %.3f GHz; during the run other processes used %.2f CPUs on average "
                "and the hypervisor stole %.2f%s\n",
             sysconf(_SC_NPROCESSORS_ONLN), tsc_per_ns, others_cpus, steal_cpus,
@@ -417,7 +418,7 @@ void print_json(FILE *f)
     json_num(f, steal_cpus);
     fprintf(f, "},\n  \"params\": {\"duration_s\": ");
     json_num(f, P.duration);
-    fprintf(f, ", \"reps\": %d", P.reps);
+    fprintf(f, ", \"reps\": %d, \"rounds\": %d", P.reps, P.rounds);
     fprintf(f, ", \"sdp_bytes\": %zu, \"sdp_spread_pct\": %u, \"seed\": %llu, \"create_cap\": %llu},\n",
             opt.sdp_bytes, opt.sdp_spread, (unsigned long long)opt.seed, (unsigned long long)P.create_cap);
     fprintf(f, "  \"method\": ");

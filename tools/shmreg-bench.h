@@ -291,6 +291,7 @@ typedef struct plan {
     const char *name;
     double duration;              /* seconds per repetition */
     int reps;                     /* repetitions per measurement; the best is kept */
+    int rounds;                   /* passes over every store; each row keeps its best */
     uint64_t points[8];           /* session counts the workloads run at */
     int npoints;
     uint64_t mem_points[8];       /* session counts measured for memory only */
@@ -303,7 +304,7 @@ typedef struct plan {
 extern plan P;
 
 typedef struct bench_opts {
-    int full, json, no_redis, reps;
+    int full, json, no_redis, reps, rounds;
     const char *plot;
     const char *compare;          /* --compare: an earlier run's --json output */
     double duration;
