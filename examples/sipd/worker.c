@@ -413,10 +413,14 @@ static void ring_due(worker *w, txn *e, uint64_t now)
     sip_str tag = derive_tag(w, &m, tagbuf, NULL);
     size_t n = 0;
     if (p.state == SHMREG_STATE_CANCELLED) {
-        /* 9.2, 15.1.2: the INVITE gets its 487, with its own Vias. */
-        n = send_final(w, &m, 487, NULL, tag);
+        /* 9.2, 15.1.2: the INVITE gets its 487, with its own Vias. The
+         * record first: the 487's ACK may reach another worker at once,
+         * and its note (acked_cseq) must land on our write, not be
+         * overwritten by our older copy after it (which kept the 487
+         * going out until Timer H; make test saw 4 copies after the ACK). */
         p.rec.final_status = 487;
         call_rec_put(w->h, &e->sid, &p.rec);
+        n = send_final(w, &m, 487, NULL, tag);
         if (!n || txn_restart(&w->tx, e, TX_FINAL, w->out, n, now) != 0)
             txn_free(&w->tx, e);
         return;
