@@ -146,6 +146,18 @@ static result *res_new(void)
     return &RES[nres++];
 }
 
+/* *into becomes *faster (its rate, latencies, counts), keeping into's
+ * own list of every repetition's rate. */
+static void res_take(result *into, const result *faster)
+{
+    double reps[MAX_REPS];
+    int n = into->nreps;
+    memcpy(reps, into->rep_ops, sizeof reps);
+    *into = *faster;
+    memcpy(into->rep_ops, reps, sizeof reps);
+    into->nreps = n;
+}
+
 /* Rounds after the first measure every row again: fold the newest result
  * (the last) into the row it repeats, keeping the faster of the two with
  * every repetition's rate, and drop it. On a shared machine a noisy spell
@@ -158,15 +170,10 @@ static void res_fold_last(void)
         result *e = &RES[i];
         if (e->wl != r->wl || e->impl != r->impl || e->procs != r->procs || e->sessions != r->sessions)
             continue;
-        double reps[8];
-        int n = e->nreps;
-        memcpy(reps, e->rep_ops, sizeof reps);
-        for (int k = 0; k < r->nreps && n < 8; k++)
-            reps[n++] = r->rep_ops[k];
+        for (int k = 0; k < r->nreps && e->nreps < MAX_REPS; k++)
+            e->rep_ops[e->nreps++] = r->rep_ops[k];
         if (r->ok && (!e->ok || r->ops_per_s > e->ops_per_s))
-            *e = *r;
-        memcpy(e->rep_ops, reps, sizeof reps);
-        e->nreps = n;
+            res_take(e, r);
         nres--;
         return;
     }
@@ -313,14 +320,8 @@ static void measure(const run *R, uint64_t ring_cap)
         for (int k = 0; k < P.reps; k++) {
             rep_result(R, k, producer, &cur);
             r->rep_ops[r->nreps++] = cur.ops_per_s;
-            if (k == 0 || cur.ops_per_s > r->ops_per_s) {
-                double reps[MAX_REPS];
-                int n = r->nreps;
-                memcpy(reps, r->rep_ops, sizeof reps);
-                *r = cur;
-                memcpy(r->rep_ops, reps, sizeof reps);
-                r->nreps = n;
-            }
+            if (k == 0 || cur.ops_per_s > r->ops_per_s)
+                res_take(r, &cur);
         }
     }
     r->ok = r->err[0] == 0 && r->ops > 0;
@@ -691,7 +692,7 @@ int main(int argc, char **argv)
         P.duration = opt.duration;
     if (opt.reps > 0)
         P.reps = opt.reps < 8 ? opt.reps : 8;
-    P.rounds = opt.rounds > 0 ? (opt.rounds < 8 ? opt.rounds : 8) : 1;
+    P.rounds = opt.rounds > 0 ? (opt.rounds < MAX_REPS ? opt.rounds : MAX_REPS) : 1;
     if (opt.sessions) {
         P.points[0] = opt.sessions;
         P.npoints = 1;

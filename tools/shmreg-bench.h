@@ -333,6 +333,8 @@ int bench_mirror(const char *scratch, int json);
 /* Processes to run a workload with at a given session count (0: not run). */
 int procs_for(uint64_t point, int wl, unsigned *out);
 
+#define MAX_REPS 8 /* repetitions a measurement keeps (and rounds at most) */
+
 typedef struct result {
     int wl, impl;
     unsigned procs;
@@ -341,7 +343,7 @@ typedef struct result {
     uint64_t ops, p50, p99, rss_kib;
     double published_per_s;       /* event_consume: the producer's rate */
     uint64_t missed;              /* event_consume: events subscribers missed */
-    double rep_ops[8];            /* ops/s of every repetition (at most 8) */
+    double rep_ops[MAX_REPS];     /* ops/s of every repetition (at most MAX_REPS) */
     int nreps;
     int ok;
     char err[240];
@@ -379,7 +381,6 @@ extern bench_data DATA;
 const result *res_find(int wl, int impl, unsigned procs, uint64_t sessions);
 
 #define MAX_PROCS 64
-#define MAX_REPS 8
 
 /* One worker's figures for one repetition. */
 typedef struct wrep {
