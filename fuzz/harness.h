@@ -232,12 +232,12 @@ static int fz_map(fz_seg *z, const char *dir)
     fz_allow(z, f->off_slots, (uint64_t)f->slots * SHM_SLOT_BYTES);
     /* The ring: all but its geometry (magic .. total_bytes). */
     fz_allow(z, f->off_ring + 32, shm_ring_bytes(f->ring_records) - 32);
-    /* The registry's regions (registry/layout.c): the room table (2),
-     * the registry words (3) and the record hints (8) whole; the six
-     * indexes (sessions, dialogs, profile pairs, From and To users, the
-     * timer wheel) their stripe lock words, then buckets. */
+    /* The registry's regions (registry/layout.c): the room table, the
+     * registry words and the record hints whole; the six indexes
+     * (sessions, dialogs, profile pairs, From and To users, the timer
+     * wheel) their stripe lock words, then buckets. */
     for (unsigned r = 0; r < f->nregions; r++) {
-        if (r == 2 || r == 3 || r == 8) {
+        if (r == REGION_ROOMS || r == REGION_SHARED || r == REGION_REC_HINTS) {
             fz_allow(z, f->off_region[r], f->region_bytes[r]);
             continue;
         }
@@ -269,12 +269,13 @@ static int fz_heap_ok(const fz_seg *z, const unsigned char *base, uint64_t off)
 }
 
 /* Which region `off` lies in, for failure reports. The registry's
- * regions are named as registry/layout.c lays them. */
+ * regions are named by registry/layout.c itself (the names do not depend
+ * on the capacities). */
 static const char *fz_region(const fz_seg *z, uint64_t off)
 {
-    static const char *const consumer[] = {"session index", "dialog index", "room table",
-                                           "registry words", "profile index", "From-user index",
-                                           "timer wheel", "To-user index", "record hints"};
+    static reg_layout names;
+    if (names.regions[0].name == NULL && reg_layout_params(&(shmreg_options){0}, &names) != 0)
+        return "a consumer region";
     const shm_fixed *f = &z->f;
     if (off < f->off_control)
         return "header";
@@ -292,7 +293,9 @@ static const char *fz_region(const fz_seg *z, uint64_t off)
         return off < f->end ? "ring" : "past the end";
     for (unsigned i = f->nregions; i-- > 0;)
         if (i < SHM_MAX_REGIONS && off >= f->off_region[i])
-            return off >= f->end ? "past the end" : i < 9 ? consumer[i] : "a consumer region";
+            return off >= f->end     ? "past the end"
+                   : i < REG_NREGIONS ? names.regions[i].name
+                                      : "a consumer region";
     return "past the end";
 }
 

@@ -38,9 +38,6 @@ _Static_assert(SHMREG_MAX_HANDLES == SHM_MAX_HANDLES, "the public handle ceiling
 _Static_assert(SHMREG_MAX_SESSIONS == SHM_MAX_SLOTS, "a session is a slot");
 _Static_assert(REG_KEY_BYTES + 4 <= SHM_USER_BYTES, "the key and the node ID fit the header's user bytes");
 
-enum { REGION_SESSIONS, REGION_DIALOGS, REGION_ROOMS, REGION_SHARED, REGION_PAIRS, REGION_USERS,
-       REGION_WHEEL, REGION_USERS_TO, REGION_REC_HINTS };
-
 static uint32_t pow2_at_least(uint64_t n)
 {
     uint32_t p = 64;

@@ -581,7 +581,9 @@ void reg_user_check(shmreg *h, int repair, void (*mark)(void *, uint64_t),
  * attach (shm_record): a segment written by a build whose records differ
  * is refused by name. */
 #define REG_NRECORDS 11u
-#define REG_NREGIONS 9u
+/* The registry's regions, in segment order (layout.c says what each is). */
+enum { REGION_SESSIONS, REGION_DIALOGS, REGION_ROOMS, REGION_SHARED, REGION_PAIRS, REGION_USERS,
+       REGION_WHEEL, REGION_USERS_TO, REGION_REC_HINTS, REG_NREGIONS };
 #define REG_KEY_BYTES 16u             /* dialog hash key, in the header's user bytes */
 void reg_records(shm_record out[REG_NRECORDS]);
 
