@@ -244,16 +244,27 @@ static int tcp_free(int port)
 static int reserved[256], nreserved;
 static pid_t reserved_owner;
 
+/* Give `port` back: its file goes, and so does our note of it, so that
+ * the exit handler cannot later unlink the file of a test that has
+ * reserved the port since. */
+static void unreserve(int port)
+{
+    char path[128];
+    snprintf(path, sizeof path, RESERVE_DIR "/%d", port);
+    unlink(path);
+    for (int i = 0; i < nreserved; i++)
+        if (reserved[i] == port) {
+            reserved[i] = reserved[--nreserved];
+            break;
+        }
+}
+
 static void unreserve_all(void)
 {
     if (getpid() != reserved_owner)
         return;
-    for (int i = 0; i < nreserved; i++) {
-        char path[128];
-        snprintf(path, sizeof path, RESERVE_DIR "/%d", reserved[i]);
-        unlink(path);
-    }
-    nreserved = 0;
+    while (nreserved > 0)
+        unreserve(reserved[nreserved - 1]);
 }
 
 static void remember(int port)
@@ -300,13 +311,6 @@ static int reserve(int port)
         unlink(path); /* stale: its test is gone */
     }
     return 0;
-}
-
-static void unreserve(int port)
-{
-    char path[128];
-    snprintf(path, sizeof path, RESERVE_DIR "/%d", port);
-    unlink(path);
 }
 
 int redis_free_ports(int from, int n)
