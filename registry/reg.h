@@ -229,14 +229,26 @@ static inline void *reg_payload(shm_blk *b)
  * So a lookup goes straight to the slot and compares the whole ID there
  * (a guessed slot gains nothing: 96 bits still have to match), without
  * first missing on an index bucket. Sessions that live in another slot
- * than their ID names (restored from disk into a registry that put them
- * elsewhere) are found through the ID index, which holds every session. */
+ * than their ID names (restored from disk, or imported from another host,
+ * into a registry that put them elsewhere) are found through the ID
+ * index, which holds those and only those (layout 8): a session created
+ * here is never linked, so create and delete take no index lock and walk
+ * no chain. Which sessions are linked follows from the slot and the ID
+ * alone (reg_index_needed), so a delete, a reaper or the check can tell
+ * without a flag that a death could leave half set. */
 #define REG_ID_SLOT_SHIFT 6u
 
 static inline uint32_t reg_id_slot(const unsigned char id[SHMREG_ID_BYTES])
 {
     return ((uint32_t)id[0] << 24 | (uint32_t)id[1] << 16 | (uint32_t)id[2] << 8 | id[3]) >>
            REG_ID_SLOT_SHIFT;
+}
+
+/* 1 when the session with `id` in slot `si` belongs in the ID index: it
+ * is not in the slot its ID names. */
+static inline int reg_index_needed(const unsigned char id[SHMREG_ID_BYTES], uint32_t si)
+{
+    return reg_id_slot(id) != si;
 }
 
 /* Record hints. A read needs a slot (state, ID, counters) and the record
@@ -383,7 +395,8 @@ reg_dlg *reg_dialog_at(shmreg *h, uint64_t off);
 /* The dialog index's link word of the record at `off` (shm_link_fn). */
 _Atomic uint64_t *reg_dialog_link(const shm_seg *s, uint64_t off);
 
-/* Unlink slot `si` from the session index if present (stripe lock). */
+/* Unlink slot `si` from the session index if present (stripe lock);
+ * nothing to do for a session in the slot its ID names. */
 int reg_index_unlink(shmreg *h, uint32_t si);
 
 /* An engine error (SHM_E*) as the registry's, with errmsg naming `what`:

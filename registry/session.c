@@ -242,11 +242,19 @@ static const reg_block_ops rec_ops = {rec_build, rec_free, rec_retire};
 
 /* ------------------------------------------------------------ create */
 
-/* Under the index stripe lock for `hash`: is a session with this ID in
- * the chain, live or still being published (state 0)? */
-static int id_taken(shmreg *h, uint64_t hash, const unsigned char id[SHMREG_ID_BYTES])
+/* Under the index stripe lock for `hash`: is a session with this ID, live
+ * or still being published (state 0), in the slot the ID names or in the
+ * chain? (`mine`, the slot being filled, is neither.) */
+static int id_taken(shmreg *h, uint64_t hash, const unsigned char id[SHMREG_ID_BYTES], uint32_t mine)
 {
     const shm_seg *s = &h->c.seg;
+    uint32_t home = reg_id_slot(id);
+    if (home < s->slots && home != mine) {
+        reg_sess *y = reg_slot(h, home);
+        uint64_t st = atomic_load(&y->state);
+        if (memcmp(y->id, id, SHMREG_ID_BYTES) == 0 && (REG_LIVE(st) || st == 0))
+            return 1;
+    }
     uint64_t off = atomic_load(shm_index_head(&h->sessions, hash));
     for (uint32_t steps = 0; off && steps <= s->slots; steps++) {
         uint32_t i = shm_slot_index(s, off);
@@ -310,20 +318,25 @@ int reg_session_insert(shmreg *h, const reg_new *n, shmreg_id *id_out)
     if ((rc = reg_users_sync(h, si)) != 0)
         goto undo;
 
-    /* A fresh ID is new by construction (96 random bits, and its slot is
-     * ours); a given one is looked for under the stripe lock, so it can
-     * never be live twice. */
-    uint64_t hash = reg_id_hash(x->id);
-    shm_lock *l = shm_index_lock(&h->sessions, hash);
-    if ((rc = reg_lock(h, l, "session index lock")) != 0)
-        goto undo;
-    if (n->id && id_taken(h, hash, x->id)) {
+    /* A fresh ID names this slot, so a lookup finds it without the index
+     * (reg_index_needed), and is new by construction (96 random bits, and
+     * its slot is ours): no lock, no link. A given one is looked for
+     * under the stripe lock, so it can never be live twice, and linked
+     * unless it happens to name this slot. */
+    if (n->id) {
+        uint64_t hash = reg_id_hash(x->id);
+        shm_lock *l = shm_index_lock(&h->sessions, hash);
+        if ((rc = reg_lock(h, l, "session index lock")) != 0)
+            goto undo;
+        if (id_taken(h, hash, x->id, si)) {
+            shm_lock_drop(l);
+            rc = shmreg__fail_lazy(SHMREG_EEXIST, "a live session has the ID", n->id);
+            goto undo;
+        }
+        if (reg_index_needed(x->id, si))
+            shm_index_push(&h->sessions, hash, soff, &x->next);
         shm_lock_drop(l);
-        rc = shmreg__fail_lazy(SHMREG_EEXIST, "a live session has the ID", n->id);
-        goto undo;
     }
-    shm_index_push(&h->sessions, hash, soff, &x->next);
-    shm_lock_drop(l);
     SHM_CRASH_POINT("session_create_linked");
     /* The ID is copied out before publication: once live, the session may
      * be deleted and (we are in no read section) its slot reused. */

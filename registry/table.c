@@ -4,9 +4,11 @@
  * into or out of the ID index. Everything above (session changes, dialogs,
  * rooms, check) builds on these; this file calls none of them.
  *
- * A lookup is lock-free: it follows the index chain of the ID's bucket
- * and accepts a slot only from the one load of its state word that found
- * it live, and every view is built from that same word (a delete may land
+ * A lookup is lock-free: it goes to the slot the ID names, and only when
+ * the session is not there to the index chain of the ID's bucket (which
+ * holds just the sessions living away from their slot: reg.h), and
+ * accepts a slot only from the one load of its state word that found it
+ * live; every view is built from that same word (a delete may land
  * between two loads). Chains change only under their stripe lock and by
  * single stores, so a walker always sees a whole chain.
  */
@@ -115,6 +117,8 @@ _Atomic uint64_t *reg_slot_link(const shm_seg *s, uint64_t off)
 
 int reg_index_unlink(shmreg *h, uint32_t si)
 {
+    if (!reg_index_needed(reg_slot(h, si)->id, si))
+        return 0; /* never linked: a lookup goes to its slot first */
     /* A lock that cannot be taken leaves the slot linked: check reports
      * it and its repair unlinks it later. */
     return shm_index_unlink(&h->c, &h->sessions, reg_id_hash(reg_slot(h, si)->id),

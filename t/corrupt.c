@@ -233,8 +233,11 @@ static void test_offsets(void)
     shmreg_read_end(v.h);
     is(get_rc(&v), 0, "while the session itself is still found in the slot its ID names");
     atomic_store(head, keepb);
-    uint64_t keepn = atomic_load(&v.slot->next);
-    atomic_store(&v.slot->next, keepb); /* the slot points at itself */
+    /* The session lives in the slot its ID names, so it is in no chain
+     * (layout 8): link it in as the head, pointing at itself. */
+    uint64_t keepn = atomic_load(&v.slot->next), self = (uint64_t)((char *)v.slot - (char *)s->base);
+    atomic_store(head, self);
+    atomic_store(&v.slot->next, self);
     shmreg_read_begin(v.h);
     is(shmreg_session_get(v.h, &other, &sv), SHMREG_ECORRUPT,
        "a looping chain ends in SHMREG_ECORRUPT, not an endless walk");
@@ -242,6 +245,7 @@ static void test_offsets(void)
     n = check_problems(v.h, &rc);
     ok(n >= 1, "the check reports the loop (%d)", n);
     atomic_store(&v.slot->next, keepn);
+    atomic_store(head, keepb);
 
     shmreg_id got;
     uint64_t rec = atomic_load(&v.slot->dlg[0]);

@@ -160,9 +160,18 @@ static void progress(void *arg, uint64_t done, uint64_t total)
 
 static void t_session_refs(void)
 {
-    shmreg_id id;
+    /* A session away from the slot its ID names, so that it is in the ID
+     * index: restored with an ID naming the slot `home` already holds. */
+    shmreg_id home, id;
     uint32_t si;
-    shmreg_session_create(h, NULL, &id);
+    shmreg_session_create(h, NULL, &home);
+    shmreg_session s;
+    memset(&s, 0, sizeof s);
+    s.id = home;
+    s.id.bytes[12] ^= 0x5a;
+    s.state = SHMREG_STATE_ACTIVE;
+    is(shmreg_session_restore(h, &s, 0), 0, "restore a session whose ID names a taken slot");
+    id = s.id;
     shmreg_dialog_bind(h, (shmreg_str){"c", 1}, (shmreg_str){"l", 1}, (shmreg_str){"r", 1}, &id);
     shmreg_read_begin(h);
     uint64_t word;
@@ -196,6 +205,7 @@ static void t_session_refs(void)
        "the dialog unbinds");
     is(atomic_load(&x->dlg[0]), 0, "and its reference %llu is cleared", (unsigned long long)rec);
     is(shmreg_session_delete(h, &id), 0, "the session deletes");
+    is(shmreg_session_delete(h, &home), 0, "and so does the one in the slot its ID named");
 }
 
 int main(void)
