@@ -42,10 +42,19 @@ void (*reg_test_after_swap)(shmreg *h, const unsigned char id[SHMREG_ID_BYTES]);
 
 int reg_fields_check(const shmreg_fields *f, uint32_t mask)
 {
-    if (mask & ~SHMREG_MASK_ALL)
+    if (mask & ~(SHMREG_MASK_ALL | SHMREG_MASK_SDP_BOTH))
         return shmreg__fail(SHMREG_EINVAL, "field mask 0x%x has unknown bits", mask);
     if (f == NULL)
         return mask ? shmreg__fail(SHMREG_EINVAL, "NULL fields with a non-empty mask") : 0;
+    if ((mask & SHMREG_MASK_SDP_BOTH) && f->sdp == NULL)
+        return shmreg__fail(SHMREG_EINVAL, "SDP mask bits with a NULL fields.sdp");
+    for (unsigned k = 0; k < 2; k++) {
+        if (!(mask & SHMREG_MASK_SDP(k)))
+            continue;
+        if (f->sdp[k].len > SHMREG_MAX_SDP || (f->sdp[k].len && f->sdp[k].ptr == NULL))
+            return shmreg__fail(SHMREG_EINVAL, "%s SDP of %zu bytes (limit %u) or with no bytes",
+                                k ? "remote" : "local", f->sdp[k].len, SHMREG_MAX_SDP);
+    }
     for (unsigned i = 0; i < SHMREG_FIELD_STR_COUNT; i++) {
         if (!(mask & SHMREG_MASK(i)))
             continue;
@@ -372,7 +381,7 @@ int shmreg_session_create(shmreg *h, const shmreg_fields *f, shmreg_id *id_out)
         return rc;
     if (id_out == NULL)
         return shmreg__fail(SHMREG_EINVAL, "NULL id_out");
-    if ((rc = reg_fields_check(f, f ? SHMREG_MASK_ALL : 0)) != 0)
+    if ((rc = reg_fields_check(f, f ? SHMREG_MASK_ALL | (f->sdp ? SHMREG_MASK_SDP_BOTH : 0) : 0)) != 0)
         return rc;
     reg_new n = {
         .f = f,
@@ -381,6 +390,9 @@ int shmreg_session_create(shmreg *h, const shmreg_fields *f, shmreg_id *id_out)
         .state = SHMREG_STATE_INITIATING,
         .event = SHMREG_EV_SESSION_CREATED,
     };
+    if (f && f->sdp)
+        for (unsigned k = 0; k < 2; k++)
+            n.sdp[k] = f->sdp[k];
     return reg_session_insert(h, &n, id_out);
 }
 
@@ -397,15 +409,21 @@ int shmreg_session_update(shmreg *h, const shmreg_id *id, const shmreg_fields *f
         return rc;
     uint32_t si;
     uint64_t st, now;
+    uint32_t fields = mask & SHMREG_MASK_ALL;
+    unsigned sdps = (mask & SHMREG_MASK_SDP_BOTH) >> 24; /* bit k: SDP k */
     shm_read_enter(&h->c);
     if ((rc = reg_find_own(h, id->bytes, &si, &st)) == 0) {
-        rec_change c = {f, mask, 0, NULL};
+        rec_change c = {f, fields, sdps, f->sdp};
         rc = reg_change_field(h, si, &reg_slot(h, si)->rec, &rec_ops, &c, &now);
         if (rc == 0 && (mask & (SHMREG_MASK(SHMREG_FIELD_FROM_URI) | SHMREG_MASK(SHMREG_FIELD_TO_URI))))
             reg_users_sync(h, si); /* a failure here leaves a lookup stale: check repairs */
         if (rc == 0) {
             reg_changed(h, si);
-            reg_event(h, now, SHMREG_EV_SESSION_UPDATED, id->bytes, 0, 0, mask);
+            if (fields)
+                reg_event(h, now, SHMREG_EV_SESSION_UPDATED, id->bytes, 0, 0, fields);
+            for (unsigned k = 0; k < 2; k++)
+                if (sdps & (1u << k))
+                    reg_event(h, now, SHMREG_EV_SDP_UPDATED, id->bytes, 0, 0, k);
         }
     }
     shm_read_leave(&h->c);

@@ -313,13 +313,23 @@ enum shmreg_field {
 #define SHMREG_FIELD_STR_MAX 16
 #define SHMREG_MASK(field) (1u << (field))
 #define SHMREG_MASK_ALL ((1u << SHMREG_FIELD_COUNT) - 1u)
+/* Update mask bits that replace an SDP (which: SHMREG_SDP_LOCAL or
+ * _REMOTE) from shmreg_fields.sdp, in the same atomic step as the fields.
+ * Not part of SHMREG_MASK_ALL: "all fields" never touches an SDP. */
+#define SHMREG_MASK_SDP(which) (1u << (24 + (which)))
+#define SHMREG_MASK_SDP_BOTH (SHMREG_MASK_SDP(0) | SHMREG_MASK_SDP(1))
 
 /* Input for create and update. str[i] with ptr == NULL and len == 0 is the
- * empty string. */
+ * empty string. `sdp`, when not NULL, points to the caller's two SDPs,
+ * [SHMREG_SDP_LOCAL] and [SHMREG_SDP_REMOTE] (each at most SHMREG_MAX_SDP
+ * bytes; {NULL, 0} is none): create stores both with the session, update
+ * those its mask selects with SHMREG_MASK_SDP. The library reads them only
+ * during the call. */
 typedef struct shmreg_fields {
     shmreg_str str[SHMREG_FIELD_STR_MAX];
     uint16_t local_rtp_port, remote_rtp_port;
-    uint64_t reserved[4];        /* reserved for later fields (see "growth") */
+    const shmreg_str *sdp;       /* NULL: no SDP (added in 1.0: was reserved) */
+    uint64_t reserved[3];        /* reserved for later fields (see "growth") */
 } shmreg_fields;
 
 /* RTP counters, updated in place with atomic adds. */
@@ -377,18 +387,28 @@ typedef struct shmreg_session {
  * generation. The ID is a version-8 UUID (RFC 9562): 96 random bits
  * (libsodium), so it is safe to show to clients, and 26 bits that name
  * the session's slot, which lets a lookup skip the index; treat it as
- * opaque. `f` may be NULL (all empty). The session becomes visible to
- * other processes in one atomic step, complete. No heap allocation.
+ * opaque. `f` may be NULL (all empty); with f->sdp set, the session is
+ * born with both SDPs (one record, one event: session_created, no
+ * sdp_updated), which is cheaper than setting them after and leaves no
+ * moment in which another process finds it without them. The session
+ * becomes visible to other processes in one atomic step, complete. No
+ * heap allocation.
  * Errors: SHMREG_EINVAL (a string over SHMREG_MAX_STR, app data over
- * SHMREG_MAX_APPDATA), SHMREG_EFULL (session table or heap full; nothing is
- * left behind), SHMREG_ECORRUPT, SHMREG_EFORK. */
+ * SHMREG_MAX_APPDATA, an SDP over SHMREG_MAX_SDP or with a length but no
+ * bytes), SHMREG_EFULL (session table or heap full; nothing is left
+ * behind), SHMREG_ECORRUPT, SHMREG_EFORK. */
 int shmreg_session_create(shmreg *h, const shmreg_fields *f, shmreg_id *id_out);
 
 /* Replace the fields selected by `mask` (SHMREG_MASK bits; others keep their
- * values) in one atomic step: readers see all old or all new values. A
- * reader's old values stay valid until its read section ends.
- * Errors: SHMREG_EINVAL (bad mask, over-long value), SHMREG_ENOENT,
- * SHMREG_EFULL (heap full: nothing changed), SHMREG_ECORRUPT, SHMREG_EFORK. */
+ * values), and the SDPs it selects with SHMREG_MASK_SDP (from f->sdp), in
+ * one atomic step: readers see all old or all new values, so a re-INVITE's
+ * new codec, port and SDP are never seen half applied. A reader's old
+ * values stay valid until its read section ends. Events, in this order:
+ * session_updated (its mask: the fields, without SDP bits) if any field
+ * was selected, then sdp_updated for each SDP selected, local first.
+ * Errors: SHMREG_EINVAL (bad mask, over-long value, SDP bits with f->sdp
+ * NULL), SHMREG_ENOENT, SHMREG_EFULL (heap full: nothing changed),
+ * SHMREG_ECORRUPT, SHMREG_EFORK. */
 int shmreg_session_update(shmreg *h, const shmreg_id *id, const shmreg_fields *f,
                           uint32_t mask);
 

@@ -13,6 +13,7 @@
  */
 #include <errno.h>
 #include <limits.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -183,11 +184,14 @@ static void test_version(void)
 static void test_sizes(void)
 {
     if (sizeof(void *) != 8) {
-        skip(15, "sizes are frozen for LP64 only");
+        skip(17, "sizes are frozen for LP64 only");
         return;
     }
     is(sizeof(shmreg_options), 104, "sizeof shmreg_options");
     is(sizeof(shmreg_fields), 296, "sizeof shmreg_fields");
+    /* sdp was carved from the head of the reserved tail (264..295). */
+    is(offsetof(shmreg_fields, sdp), 264, "shmreg_fields.sdp where reserved[0] was");
+    is(offsetof(shmreg_fields, reserved), 272, "shmreg_fields.reserved after it");
     is(sizeof(shmreg_session), 488, "sizeof shmreg_session");
     is(sizeof(shmreg_dialog), 96, "sizeof shmreg_dialog");
     is(sizeof(shmreg_stats), 248, "sizeof shmreg_stats");

@@ -268,6 +268,17 @@ shmreg *test_reg_new_opts(const char *name, shmreg_options o)
     return h;
 }
 
+shmreg *test_reg_small(const char *name, uint64_t heap)
+{
+    shmreg_options o;
+    memset(&o, 0, sizeof o);
+    o.max_sessions = 64;
+    o.max_handles = 64;
+    o.event_records = 1024;
+    o.heap_bytes = heap;
+    return test_reg_new_opts(name, o);
+}
+
 shmreg *test_reg_attach(void)
 {
     shmreg *h = NULL;

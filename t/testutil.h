@@ -87,6 +87,9 @@ uint64_t test_now_ns(void);
 shmreg *test_reg_new(const char *name, uint32_t max_sessions, uint64_t heap, uint32_t max_rooms);
 /* The same with the caller's options (flags are set here: CREATE|EXCL). */
 shmreg *test_reg_new_opts(const char *name, shmreg_options o);
+/* A small one for one test section: 64 sessions, 64 handles, 1024 event
+ * records, `heap` bytes of heap (0: the default). */
+shmreg *test_reg_small(const char *name, uint64_t heap);
 /* Open the registry of the last test_reg_new (in a forked child, its own
  * handle). Bails out on failure. */
 shmreg *test_reg_attach(void);

@@ -28,13 +28,7 @@ static const shmreg_str NOSTR = { NULL, 0 };
 
 static shmreg *reg_new(const char *name)
 {
-    shmreg_options o;
-    memset(&o, 0, sizeof o);
-    o.max_sessions = 64;
-    o.max_handles = 64;
-    o.event_records = 1024;
-    o.heap_bytes = 32u << 20;
-    return test_reg_new_opts(name, o);
+    return test_reg_small(name, 32u << 20);
 }
 
 static int set(shmreg *h, const shmreg_id *id, const char *k, const char *v)

@@ -285,7 +285,7 @@ static int put_new(lm_h *x, MDB_txn *t, const bench_rec *r, const shmreg_id *id,
     return 0;
 }
 
-static int lm_create(bench_h *bh, const bench_rec *r, shmreg_id *id)
+static int lm_create(bench_h *bh, const bench_rec *r, int with_sdp, shmreg_id *id)
 {
     lm_h *x = (lm_h *)bh;
     static uint64_t ctr;
@@ -295,7 +295,7 @@ static int lm_create(bench_h *bh, const bench_rec *r, shmreg_id *id)
     memcpy(id->bytes + 8, &ctr, 8);
     MDB_txn *t;
     LM_CHECK(mdb_txn_begin(x->env, NULL, 0, &t));
-    int rc = put_new(x, t, r, id, 0, SHMREG_STATE_INITIATING);
+    int rc = put_new(x, t, r, id, with_sdp, SHMREG_STATE_INITIATING);
     if (rc) {
         mdb_txn_abort(t);
         return bench_fail("lmdb: create: %s", mdb_strerror(rc));

@@ -324,7 +324,7 @@ static int rd_int(redisContext *c, redisReply *r, long long min, const char *wha
 
 #define SKEY "s:%b"
 
-static int rd_create(bench_h *bh, const bench_rec *r, shmreg_id *id)
+static int rd_create(bench_h *bh, const bench_rec *r, int with_sdp, shmreg_id *id)
 {
     rd_h *x = (rd_h *)bh;
     static uint64_t ctr;
@@ -334,14 +334,17 @@ static int rd_create(bench_h *bh, const bench_rec *r, shmreg_id *id)
     memcpy(id->bytes + 8, &ctr, 8);
     const shmreg_str *f = r->f.str;
     uint64_t now = real_ns();
+    /* Without SDPs, empty ones: the same one command either way. */
+    size_t l0 = with_sdp ? r->sdp_len[0] : 0, l1 = with_sdp ? r->sdp_len[1] : 0;
     return rd_int(x->c, redisCommand(x->c,
                       "HSET " SKEY " st 1 from %b to %b dn %b cid %b lt %b rt %b codec %b fr %b app %b "
-                      "lp %u rp %u cr %llu up %llu",
+                      "lp %u rp %u cr %llu up %llu sdp0 %b sdp1 %b",
                       id->bytes, (size_t)SHMREG_ID_BYTES, f[0].ptr, f[0].len, f[1].ptr, f[1].len, f[2].ptr, f[2].len,
                       f[3].ptr, f[3].len, f[4].ptr, f[4].len, f[5].ptr, f[5].len, f[6].ptr, f[6].len,
                       f[7].ptr ? f[7].ptr : "", f[7].len, f[8].ptr, f[8].len,
                       (unsigned)r->f.local_rtp_port, (unsigned)r->f.remote_rtp_port,
-                      (unsigned long long)now, (unsigned long long)now),
+                      (unsigned long long)now, (unsigned long long)now,
+                      l0 ? r->sdp[0] : "", l0, l1 ? r->sdp[1] : "", l1),
                   1, "create");
 }
 

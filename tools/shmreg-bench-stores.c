@@ -131,9 +131,14 @@ static int sr_mem(bench_h *bh, uint64_t sessions, bench_mem *m)
     return 0;
 }
 
-static int sr_create(bench_h *bh, const bench_rec *r, shmreg_id *id)
+static int sr_create(bench_h *bh, const bench_rec *r, int with_sdp, shmreg_id *id)
 {
-    return shmreg_session_create(((sr_h *)bh)->h, &r->f, id);
+    if (!with_sdp)
+        return shmreg_session_create(((sr_h *)bh)->h, &r->f, id);
+    shmreg_str sdp[2] = {{r->sdp[0], r->sdp_len[0]}, {r->sdp[1], r->sdp_len[1]}};
+    shmreg_fields f = r->f;
+    f.sdp = sdp;
+    return shmreg_session_create(((sr_h *)bh)->h, &f, id);
 }
 
 static int sr_bind(bench_h *bh, const bench_rec *r, const shmreg_id *id)
@@ -518,16 +523,16 @@ static uint64_t lim_home_dlg(lim_store *s, uint32_t v)
                         lim_str(x, SHMREG_FIELD_REMOTE_TAG)) & s->mask;
 }
 
-/* Insert a record for r under `id` (not yet bound, no SDP yet). */
-static int lim_insert(lim_store *s, const bench_rec *r, const shmreg_id *id)
+/* Insert a record for r under `id` (not yet bound), with r's SDPs or none. */
+static int lim_insert(lim_store *s, const bench_rec *r, int with_sdp, const shmreg_id *id)
 {
     if (s->nfree == 0)
         return bench_fail("limit: table full");
     size_t total = 0;
     for (unsigned f = 0; f < SHMREG_FIELD_STR_COUNT; f++)
         total += r->f.str[f].len;
-    if (total > LIM_STRCAP)
-        return bench_fail("limit: strings too long");
+    if (total > LIM_STRCAP || (with_sdp && (r->sdp_len[0] > s->sdp_cap || r->sdp_len[1] > s->sdp_cap)))
+        return bench_fail("limit: strings or an SDP too long");
     int found;
     uint64_t p = lim_probe(s, id->bytes, &found);
     if (found)
@@ -549,12 +554,16 @@ static int lim_insert(lim_store *s, const bench_rec *r, const shmreg_id *id)
     }
     x->sdp[0] = (char *)(x + 1);
     x->sdp[1] = x->sdp[0] + s->sdp_cap;
-    x->sdp_len[0] = x->sdp_len[1] = 0;
+    for (unsigned w = 0; w < 2; w++) {
+        x->sdp_len[w] = with_sdp ? (uint32_t)r->sdp_len[w] : 0;
+        if (x->sdp_len[w])
+            memcpy(x->sdp[w], r->sdp[w], x->sdp_len[w]);
+    }
     s->by_id[p] = i + 1;
     return 0;
 }
 
-static int lim_create(bench_h *bh, const bench_rec *r, shmreg_id *id)
+static int lim_create(bench_h *bh, const bench_rec *r, int with_sdp, shmreg_id *id)
 {
     /* IDs as random as shmreg's, from a private counter (no syscall). */
     static uint64_t ctr;
@@ -563,7 +572,7 @@ static int lim_create(bench_h *bh, const bench_rec *r, shmreg_id *id)
     a *= 0xbf58476d1ce4e5b9ull;
     memcpy(id->bytes, &a, 8);
     memcpy(id->bytes + 8, &ctr, 8);
-    return lim_insert((lim_store *)bh, r, id);
+    return lim_insert((lim_store *)bh, r, with_sdp, id);
 }
 
 static int lim_bind(bench_h *bh, const bench_rec *r, const shmreg_id *id)
@@ -675,13 +684,9 @@ static int lim_load(bench_h *bh, const bench_data *d, uint64_t from, uint64_t to
     for (uint64_t i = from; i < to; i++) {
         data_rec(d, i, &r);
         data_id(d, i, &ids[i]);
-        int rc = lim_insert(s, &r, &ids[i]);
+        int rc = lim_insert(s, &r, 1, &ids[i]);
         if (rc == 0)
             rc = lim_bind(bh, &r, &ids[i]);
-        if (rc == 0)
-            rc = lim_set_sdp(bh, &ids[i], 0, r.sdp[0], r.sdp_len[0]);
-        if (rc == 0)
-            rc = lim_set_sdp(bh, &ids[i], 1, r.sdp[1], r.sdp_len[1]);
         if (rc == 0)
             rc = lim_transition(bh, &ids[i], SHMREG_STATE_INITIATING, SHMREG_STATE_ACTIVE);
         if (rc)

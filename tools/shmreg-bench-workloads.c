@@ -22,7 +22,7 @@
 /* ================================================================ workloads */
 
 const wl_info WL[WL_COUNT] = {
-    [WL_CREATE] = {"create", "create + dialog bind + both SDPs (4 calls)", 0, 0},
+    [WL_CREATE] = {"create", "create with both SDPs + dialog bind (2 calls)", 0, 0},
     [WL_FIND_READ] = {"find_read", "find by ID + read both SDPs in place", 1, 0},
     [WL_FIND_COPY] = {"find_copy", "find by ID + copy both SDPs out, read the copy", 1, 0},
     [WL_TRANSITION] = {"transition", "state compare-and-set Active <-> OnHold", 0, 1},
@@ -230,14 +230,8 @@ static uint64_t fresh_key(wctx *c)
 
 static int make_session(wctx *c, const bench_rec *r, shmreg_id *id)
 {
-    int rc = c->im->create(c->h, r, id);
-    if (rc == 0)
-        rc = c->im->bind(c->h, r, id);
-    if (rc == 0)
-        rc = c->im->set_sdp(c->h, id, SHMREG_SDP_LOCAL, r->sdp[0], r->sdp_len[0]);
-    if (rc == 0)
-        rc = c->im->set_sdp(c->h, id, SHMREG_SDP_REMOTE, r->sdp[1], r->sdp_len[1]);
-    return rc;
+    int rc = c->im->create(c->h, r, 1, id);
+    return rc ? rc : c->im->bind(c->h, r, id);
 }
 
 static int op_create(wctx *c)
@@ -257,7 +251,7 @@ static int op_lifecycle(wctx *c)
     const bench_impl *im = c->im;
     data_rec(&DATA, fresh_key(c), &c->rec);
     const bench_rec *r = &c->rec;
-    int rc = im->create(c->h, r, &id);
+    int rc = im->create(c->h, r, 0, &id); /* the SDPs come later, as in a call */
     if (rc)
         return rc;
     if ((rc = im->bind(c->h, r, &id)) == 0 &&

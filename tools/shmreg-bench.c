@@ -352,13 +352,9 @@ static int load_via_api(int impl, bench_h *h, uint64_t n, shmreg_id *ids)
     bench_rec r;
     for (uint64_t i = 0; i < n; i++) {
         data_rec(&DATA, i, &r);
-        int rc = im->create(h, &r, &ids[i]);
+        int rc = im->create(h, &r, 1, &ids[i]);
         if (rc == 0)
             rc = im->bind(h, &r, &ids[i]);
-        if (rc == 0)
-            rc = im->set_sdp(h, &ids[i], 0, r.sdp[0], r.sdp_len[0]);
-        if (rc == 0)
-            rc = im->set_sdp(h, &ids[i], 1, r.sdp[1], r.sdp_len[1]);
         if (rc == 0)
             rc = im->transition(h, &ids[i], SHMREG_STATE_INITIATING, SHMREG_STATE_ACTIVE);
         if (rc)

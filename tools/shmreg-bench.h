@@ -196,7 +196,9 @@ typedef struct bench_impl {
     int (*load)(bench_h *h, const bench_data *d, uint64_t from, uint64_t to, shmreg_id *ids);
     int (*mem)(bench_h *h, uint64_t sessions, bench_mem *out);
 
-    int (*create)(bench_h *h, const bench_rec *r, shmreg_id *id);
+    /* with_sdp: the session is born with r's two SDPs, in the same call
+     * (what a server does with the offer it holds); 0: none yet */
+    int (*create)(bench_h *h, const bench_rec *r, int with_sdp, shmreg_id *id);
     int (*bind)(bench_h *h, const bench_rec *r, const shmreg_id *id);
     int (*set_sdp)(bench_h *h, const shmreg_id *id, int which, const char *sdp, size_t len);
     int (*transition)(bench_h *h, const shmreg_id *id, int expected, int to);

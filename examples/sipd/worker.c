@@ -595,6 +595,10 @@ static int new_call(worker *w, const sip_msg *m, sip_str tag, uint64_t tag_raw,
         f.str[SHMREG_FIELD_FAILURE_REASON] = (shmreg_str){ reason, strlen(reason) };
     f.local_rtp_port = (uint16_t)(status ? 0 : port);
     f.remote_rtp_port = (uint16_t)remote_port;
+    /* Complete before it is findable, born with both SDPs: a worker that
+     * finds it (a retransmission) may answer from its local SDP at once. */
+    shmreg_str sdp[2] = { { w->sdp, n }, { remote.p, status ? 0 : remote.n } };
+    f.sdp = sdp;
 
     shmreg_id sid;
     int rc;
@@ -618,17 +622,14 @@ static int new_call(worker *w, const sip_msg *m, sip_str tag, uint64_t tag_raw,
         f.str[SHMREG_FIELD_APP_DATA] = (shmreg_str){ (const char *)ad, call_rec_write(&rec, ad) };
         f.str[SHMREG_FIELD_FAILURE_REASON] = (shmreg_str){ reason, strlen(reason) };
         f.local_rtp_port = 0;
+        sdp[SHMREG_SDP_LOCAL] = (shmreg_str){ NULL, 0 };   /* no answer to a refusal */
+        sdp[SHMREG_SDP_REMOTE] = (shmreg_str){ NULL, 0 };
         shmreg_session_update(w->h, &sid, &f,
                               SHMREG_MASK(SHMREG_FIELD_APP_DATA) |
                                   SHMREG_MASK(SHMREG_FIELD_FAILURE_REASON) |
-                                  SHMREG_MASK(SHMREG_FIELD_LOCAL_RTP_PORT));
+                                  SHMREG_MASK(SHMREG_FIELD_LOCAL_RTP_PORT) | SHMREG_MASK_SDP_BOTH);
     }
-    /* Complete before it is findable: a worker that finds it (a
-     * retransmission) may answer from its local SDP at once. */
-    if ((n && (rc = shmreg_session_set_sdp(w->h, &sid, SHMREG_SDP_LOCAL, w->sdp, n))) ||
-        (remote.n && !status &&
-         (rc = shmreg_session_set_sdp(w->h, &sid, SHMREG_SDP_REMOTE, remote.p, remote.n))) ||
-        (rc = shmreg_dialog_bind(w->h, S(m->call_id), S(tag), S(m->from_tag), &sid))) {
+    if ((rc = shmreg_dialog_bind(w->h, S(m->call_id), S(tag), S(m->from_tag), &sid))) {
         shmreg_session_delete(w->h, &sid);
         if (rc == SHMREG_EEXIST)
             return rc;
@@ -828,8 +829,12 @@ static void on_reinvite(worker *w, const sip_msg *m)
         reply(w, m, 491, "Request Pending", NOTAG);
         return;
     }
-    if ((rc = shmreg_session_set_sdp(w->h, &sid, SHMREG_SDP_REMOTE, body.p, body.n)) ||
-        (rc = shmreg_session_set_sdp(w->h, &sid, SHMREG_SDP_LOCAL, w->sdp, n))) {
+    /* Offer and answer change together: nobody reads one without the other. */
+    shmreg_fields f;
+    memset(&f, 0, sizeof f);
+    shmreg_str sdp[2] = { { w->sdp, n }, { body.p, body.n } };
+    f.sdp = sdp;
+    if ((rc = shmreg_session_update(w->h, &sid, &f, SHMREG_MASK_SDP_BOTH)) != 0) {
         registry_error(w, "re-INVITE", rc);
         send_final(w, m, 500, NULL, NOTAG);
         return;
@@ -863,9 +868,11 @@ static void on_ack(worker *w, const sip_msg *m)
         memset(&f, 0, sizeof f);
         f.remote_rtp_port = (uint16_t)a.port;
         f.str[SHMREG_FIELD_CODEC] = a.nfmt ? S(a.fmt[0].name) : S(NOTAG);
-        shmreg_session_set_sdp(w->h, &sid, SHMREG_SDP_REMOTE, answer.p, answer.n);
+        shmreg_str sdp[2] = { { NULL, 0 }, { answer.p, answer.n } };
+        f.sdp = sdp;   /* the answer, its codec and its port: one change */
         shmreg_session_update(w->h, &sid, &f, SHMREG_MASK(SHMREG_FIELD_CODEC) |
-                                                  SHMREG_MASK(SHMREG_FIELD_REMOTE_RTP_PORT));
+                                                  SHMREG_MASK(SHMREG_FIELD_REMOTE_RTP_PORT) |
+                                                  SHMREG_MASK_SDP(SHMREG_SDP_REMOTE));
         p.rec.flags &= (uint8_t)~REC_LATE_OFFER;
         dirty = 1;
     }
