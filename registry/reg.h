@@ -35,9 +35,12 @@
  *   point                       left behind              finished by
  *   session_create_slot         slot, state 0            check: session repair
  *   session_create_info         + unreferenced record    check: repair + sweep
- *   session_create_linked       + in index, unpublished  check: session repair
- *   session_swap_swapped        old block unlinked       intent: reap (an outside
- *                                                         SDP of its: check sweep)
+ *   session_create_linked       + (a given ID) in index, check: session repair
+ *                               unpublished
+ *   session_create_published    live, not announced      reap: reg_dead_note
+ *   session_swap_swapped        old block unlinked,      intent: reap (an outside
+ *                               change unannounced        SDP of its: check sweep);
+ *                                                         reap: reg_dead_note
  *   session_delete_marked       DELETED, nothing undone  check: reg_finish_delete
  *   session_delete_dialogs      dialogs gone, blocks not check: reg_finish_delete
  *   session_delete_blocks       blocks retired, indexed  check: reg_finish_delete
@@ -667,6 +670,20 @@ static inline int reg_foreign_owner(const shmreg *h, uint32_t owner)
 int reg_find_own(shmreg *h, const unsigned char id[SHMREG_ID_BYTES], uint32_t *si, uint64_t *st);
 /* The same check for a slot already found: 0 or SHMREG_EFOREIGN. */
 int reg_own_slot(shmreg *h, uint32_t si);
+
+/* Changes a process was killed in. Every change passes reg_find_own (or,
+ * for a create, reg_session_insert), which notes the slot in the handle
+ * (shm_note_set) before anything is changed; the note ends with the read
+ * section, after the change's version and event. A process killed in
+ * between may have made its change visible without them, and then the
+ * persistence and mirror daemons, which follow events, would never learn
+ * of it. So whoever reaps the dead handle calls reg_dead_note with the
+ * note: for a live session of this node, the version moves on and
+ * session_updated (every field bit: what changed is not known) is
+ * published; for a session left deleted, session_deleted. A change that
+ * had not begun, or had been announced, is announced again: harmless to
+ * a follower, which reads the session as it is. */
+void reg_dead_note(shm_ctx *c, uint64_t note);
 
 /* A change to slot si is made: move its version on, before the change's
  * event is published (a reader that sees the event sees the version). */

@@ -301,6 +301,7 @@ int shmreg_open(const char *path, const shmreg_options *opt, shmreg **out)
     close(dfd);
     if (rc == 0)
         rc = reg_event_init(h);
+    h->c.on_dead_note = reg_dead_note; /* a claim may reap: set first */
     if (rc == 0 && shm_handle_claim(&h->c) != 0)
         rc = shmreg__fail(SHMREG_EFULL, "all %u handle slots of %s are held by live processes",
                           h->c.seg.max_handles, path);

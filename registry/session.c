@@ -29,6 +29,7 @@
  * USED) decides who.
  */
 #include <sodium.h>
+#include <stddef.h>
 #include <unistd.h>
 
 #include "reg.h"
@@ -353,7 +354,9 @@ int reg_session_insert(shmreg *h, const reg_new *n, shmreg_id *id_out)
         memcpy(id_out->bytes, x->id, SHMREG_ID_BYTES);
     unsigned char id[SHMREG_ID_BYTES];
     memcpy(id, x->id, SHMREG_ID_BYTES);
+    shm_note_set(&h->c, (uint64_t)si + 1); /* live before its event: reg_dead_note */
     shm_store(&x->state, (uint64_t)n->state);
+    SHM_CRASH_POINT("session_create_published");
     if (n->event) /* 0: the caller announces it (an import, once complete) */
         reg_event(h, n->created_ns ? 0 : now, n->event, id, 0, n->state, 0);
     if (n->event == SHMREG_EV_SESSION_CREATED && /* a new call: its state's timeout */
@@ -363,6 +366,8 @@ int reg_session_insert(shmreg *h, const reg_new *n, shmreg_id *id_out)
             reg_timer_policy_apply(h, si, n->state, now);
         shm_read_leave(&h->c);
     }
+    if (h->c.read_depth == 0)
+        shm_note_set(&h->c, 0); /* announced (inside a section, its end clears it) */
     return 0;
 undo:
     /* Never published: nobody can have seen these blocks (the user
@@ -515,6 +520,30 @@ int shmreg_session_counter_add(shmreg *h, const shmreg_id *id, int counter, uint
         atomic_fetch_add_explicit(&reg_slot(h, si)->counter[counter], delta, memory_order_relaxed);
     shm_read_leave(&h->c);
     return rc;
+}
+
+/* ------------------------------------------------------------ a dead changer */
+
+void reg_dead_note(shm_ctx *c, uint64_t note)
+{
+    shmreg *h = (shmreg *)((char *)c - offsetof(shmreg, c));
+    if (note == 0 || note > h->c.seg.slots)
+        return; /* names no slot (a scribbled note): nothing to announce */
+    uint32_t si = (uint32_t)(note - 1);
+    reg_sess *x = reg_slot(h, si);
+    unsigned char id[SHMREG_ID_BYTES];
+    memcpy(id, x->id, SHMREG_ID_BYTES);
+    uint64_t st = atomic_load(&x->state);
+    if (REG_LIVE(st)) {
+        /* Another node's copy: its owner's version orders it, and the
+         * importer that died resyncs when it starts again. */
+        if (reg_foreign_owner(h, atomic_load(&x->owner_node)))
+            return;
+        reg_changed(h, si);
+        reg_event(h, 0, SHMREG_EV_SESSION_UPDATED, id, 0, 0, SHMREG_MASK_ALL);
+    } else if (REG_STATE(st) == REG_DELETED) {
+        reg_event(h, 0, SHMREG_EV_SESSION_DELETED, id, 0, 0, 0);
+    }
 }
 
 /* ------------------------------------------------------------ delete */

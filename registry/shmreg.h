@@ -809,7 +809,14 @@ typedef struct shmreg_handle_info {
 int shmreg_handle_next(shmreg *h, uint64_t *cursor, shmreg_handle_info *out);
 
 /* Clear the handle slots of dead processes (pid gone or reused), adopting
- * their retired memory. Returns the number cleared (>= 0) or SHMREG_EFORK. */
+ * their retired memory. A process killed after a change of its became
+ * visible but before it was announced (its version and event) has it
+ * announced here: the session's version moves on and session_updated
+ * (which = SHMREG_MASK_ALL: what changed is not known) or, for one it was
+ * deleting, session_deleted is published, stamped with the caller's pid;
+ * a change already announced may be announced a second time. Followers of
+ * events (shmreg-sync) thus never miss a change a crash cut short.
+ * Returns the number cleared (>= 0) or SHMREG_EFORK. */
 int shmreg_reap(shmreg *h);
 
 #define SHMREG_CHECK_REPAIR 0x1u
@@ -1005,7 +1012,8 @@ enum shmreg_event_type {
     SHMREG_EV_SESSION_CREATED = 1,  /* session, new_state (Initiating) */
     SHMREG_EV_STATE_CHANGED = 2,    /* session, old_state, new_state */
     SHMREG_EV_SDP_UPDATED = 3,      /* session, which (SHMREG_SDP_*) */
-    SHMREG_EV_SESSION_UPDATED = 4,  /* session, mask of the fields changed */
+    SHMREG_EV_SESSION_UPDATED = 4,  /* session, mask of the fields changed
+                                     * (SHMREG_MASK_ALL from shmreg_reap) */
     SHMREG_EV_SESSION_DELETED = 5,  /* session, old_state */
     SHMREG_EV_DIALOG_BOUND = 6,     /* session */
     SHMREG_EV_DIALOG_UNBOUND = 7,   /* session */

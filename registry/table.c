@@ -444,5 +444,7 @@ int reg_own_slot(shmreg *h, uint32_t si)
 int reg_find_own(shmreg *h, const unsigned char id[SHMREG_ID_BYTES], uint32_t *si, uint64_t *st)
 {
     int rc = reg_find(h, id, si, st);
-    return rc ? rc : reg_own_slot(h, *si);
+    if (rc == 0 && (rc = reg_own_slot(h, *si)) == 0)
+        shm_note_set(&h->c, (uint64_t)*si + 1); /* a change is coming: reg_dead_note */
+    return rc;
 }

@@ -57,6 +57,12 @@ typedef struct shm_ctx {
     unsigned reclaim_every;  /* ... that make the next attempt (64..1024) */
     uint64_t reap_mark;      /* limbo length that makes us look for a dead reader */
     uint64_t reap_after_ns;  /* no reap or liveness check before (CLOCK_MONOTONIC) */
+    /* The consumer's: called by whoever reaps a dead process's handle with
+     * the note it left (shm_note_set), under the handle-table lock; it
+     * must take no lock of the handle table's and may run twice for one
+     * note (a reaper that dies after it, before the note is cleared).
+     * NULL: notes are dropped. */
+    void (*on_dead_note)(struct shm_ctx *c, uint64_t note);
 } shm_ctx;
 
 static inline uint64_t shm_make_tag(uint32_t slot, uint32_t inc)

@@ -36,6 +36,7 @@
  *   epoch_retire_marked         RETIRED, not on limbo    check sweep
  *   epoch_retire_listed         on limbo, uncounted      shm_reap (counts reset)
  *   epoch_intent_resolved       reaper died mid-resolve  next reap (no double retire)
+ *   epoch_reap_noted            note handed on, not cleared  next reap (hands it again)
  *   epoch_reap_orphaned         ORPHAN, old incarnation  next reap
  *   epoch_release_reclaimed     closing handle ACTIVE    shm_reap
  *   ring_publish_claimed        sequence claimed         subscribers skip it

@@ -126,6 +126,7 @@ static void take_slot(shm_ctx *c, uint32_t i, uint64_t start_time)
     atomic_store(&h->epoch, 0);
     atomic_store(&h->read_since_ns, 0);
     atomic_store(&h->intent_off, 0);
+    atomic_store(&h->note, 0);
     atomic_store(&h->word, SHM_H_ACTIVE | ((uint64_t)getpid() << 8));
     c->slot = i;
     c->incarnation = inc;
@@ -199,6 +200,8 @@ void shm_read_leave(shm_ctx *c)
 {
     if (--c->read_depth == 0) {
         shm_handle *me = &c->seg.handles[c->slot];
+        if (atomic_load_explicit(&me->note, memory_order_relaxed))
+            shm_store(&me->note, 0); /* the change is over, announced */
         shm_store(&me->epoch, 0);
         if (++c->reclaim_ops >= c->reclaim_every &&
             atomic_load_explicit(&me->limbo_head, memory_order_relaxed))
@@ -439,6 +442,11 @@ int shm_reap(shm_ctx *c)
         }
         if (k == SHM_H_ORPHAN) {
             if (c->slot != UINT32_MAX) {
+                uint64_t note = atomic_load(&h->note);
+                if (note && c->on_dead_note)
+                    c->on_dead_note(c, note);
+                SHM_CRASH_POINT("epoch_reap_noted");
+                atomic_store(&h->note, 0);
                 resolve_intent(c, h);
                 drain(c, h, shm_min_reader_epoch(s));
             }
@@ -459,6 +467,7 @@ void shm_handle_release(shm_ctx *c)
 {
     shm_handle *me = &c->seg.handles[c->slot];
     atomic_store(&me->epoch, 0);
+    atomic_store(&me->note, 0); /* a clean close: nothing left to announce */
     c->read_depth = 0;
     shm_reclaim(c);
     SHM_CRASH_POINT("epoch_release_reclaimed");

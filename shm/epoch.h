@@ -68,6 +68,17 @@ static inline void shm_read_enter(shm_ctx *c)
 
 void shm_read_leave(shm_ctx *c);
 
+/* Note, for the consumer, what this handle is changing (any nonzero word
+ * of its own meaning), before the change can be seen. The note lasts
+ * until the outermost read section ends (shm_read_leave clears it) or the
+ * next note; if the process dies first, whoever reaps its handle hands
+ * the note to c->on_dead_note, so that what the change would have done
+ * after it became visible (announce it, say) is done for it. */
+static inline void shm_note_set(shm_ctx *c, uint64_t note)
+{
+    atomic_store_explicit(&c->seg.handles[c->slot].note, note, memory_order_relaxed);
+}
+
 /* Move a block whose state word is `expect` (USED, or RETIRED by a dead
  * handle that never listed it) to the new end of our limbo queue; every
  * 64th to 1024th retire or section exit also tries shm_reclaim().

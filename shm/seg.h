@@ -107,7 +107,9 @@ typedef struct shm_handle {
      * count leaves it off by one until the queue next empties (when it
      * is reset). Byte figures are derived by walking (shm_limbo_bytes). */
     _Atomic uint64_t limbo_count;
-    uint64_t pad1;
+    /* The consumer's note of a change in progress (shm_note_set); the
+     * engine only clears it and hands a dead process's to the consumer. */
+    _Atomic uint64_t note;
     /* A block this handle is about to unlink and retire: if the process
      * dies in between, the sweep knows whose it was (see shm_intent). */
     _Atomic uint64_t intent_off, intent_state, intent_stamp, intent_ref;

@@ -838,6 +838,123 @@ static void t_control(void)
     still_usable();
 }
 
+/* ------------------------------------------------------------ announcing
+ *
+ * A change a process was killed in after it became visible, before its
+ * version and event: the reaper announces it (registry/reg.h,
+ * reg_dead_note), or a follower of events (shmreg-sync) would never
+ * store or mirror it. */
+
+/* The events waiting for `sub`, into ev[0..max); their count. */
+static int drain_events(shmreg_sub *sub, shmreg_event *ev, int max)
+{
+    int n = 0, got;
+    while (n < max && (got = shmreg_poll(sub, ev + n, (unsigned)(max - n), 0, NULL)) > 0)
+        n += got;
+    return n;
+}
+
+
+/* One event, of `type`, for `id` (NULL: any), published by this process. */
+static void one_event(shmreg_sub *sub, uint32_t type, const shmreg_id *id, uint32_t which)
+{
+    shmreg_event ev[8];
+    int n = drain_events(sub, ev, 8);
+    is(n, 1, "%s: the reap publishes exactly one event", point);
+    if (n < 1)
+        return;
+    is(ev[0].type, type, "%s: of type %u", point, type);
+    ok(id == NULL || memcmp(ev[0].session.bytes, id->bytes, SHMREG_ID_BYTES) == 0,
+       "%s: for the session the dead process changed", point);
+    is(ev[0].which, which, "%s: which %u", point, which);
+    is(ev[0].pid, (int32_t)getpid(), "%s: published by the reaper", point);
+}
+
+static void op_update_done(shmreg *c)
+{
+    op_update0(c);
+    _exit(SHM_CRASH_EXIT); /* killed after the change returned: nothing to announce */
+}
+
+static void t_announce(void)
+{
+    shmreg_sub *sub;
+    shmreg_event ev[8];
+
+    /* Update: swapped, neither version nor event. */
+    fresh(8);
+    make_sessions(1, 0);
+    uint64_t v0 = test_session_version(h, &sess[0]);
+    if (shmreg_subscribe(h, SHMREG_EV_ALL, NULL, &sub) != 0)
+        bail_out("subscribe: %s", shmreg_errmsg());
+    crash_at("session_swap_swapped", op_update0);
+    is(drain_events(sub, ev, 8), 0, "%s: the dead writer announced nothing", point);
+    is(test_session_version(h, &sess[0]), v0, "%s: nor moved the version (%llu)", point, (unsigned long long)v0);
+    is(shmreg_reap(h), 1, "%s: its handle is reaped", point);
+    one_event(sub, SHMREG_EV_SESSION_UPDATED, &sess[0], SHMREG_MASK_ALL);
+    is(test_session_version(h, &sess[0]), v0 + 1, "%s: and the version moved on once", point);
+    is(shmreg_reap(h), 0, "%s: a second reap has nothing to do", point);
+    is(drain_events(sub, ev, 8), 0, "%s: and announces nothing", point);
+
+    /* The reaper killed after announcing, before clearing the note: the
+     * next reaper announces it again. Nothing lost; one event too many. */
+    crash_at("session_swap_swapped", op_update0);
+    uint64_t v1 = test_session_version(h, &sess[0]);
+    crash_at("epoch_reap_noted", op_reap);
+    is(drain_events(sub, ev, 8), 1, "%s: the dead reaper had announced the change", point);
+    is(test_session_version(h, &sess[0]), v1 + 1, "%s: and moved the version", point);
+    ok(shmreg_reap(h) >= 1, "%s: the next reap clears both handles", point);
+    one_event(sub, SHMREG_EV_SESSION_UPDATED, &sess[0], SHMREG_MASK_ALL);
+    is(test_session_version(h, &sess[0]), v1 + 2, "%s: the version moved on again (never back)", point);
+
+    /* A change that returned before the kill left no note. */
+    point = "killed after an update returned";
+    child_op = op_update_done;
+    is(test_wait(test_fork(child, NULL)), SHM_CRASH_EXIT, "%s: the child made its change", point);
+    is(drain_events(sub, ev, 8), 1, "%s: which it announced itself", point);
+    uint64_t v2 = test_session_version(h, &sess[0]);
+    is(shmreg_reap(h), 1, "%s: its handle is reaped", point);
+    is(drain_events(sub, ev, 8), 0, "%s: with nothing announced again", point);
+    is(test_session_version(h, &sess[0]), v2, "%s: nor the version moved", point);
+    shmreg_unsubscribe(sub);
+    shmreg_close(h);
+    test_rm_rf(path);
+
+    /* Create: live, not announced. */
+    fresh(8);
+    if (shmreg_subscribe(h, SHMREG_EV_ALL, NULL, &sub) != 0)
+        bail_out("subscribe: %s", shmreg_errmsg());
+    crash_at("session_create_published", op_create);
+    is(drain_events(sub, ev, 8), 0, "%s: the dead creator announced nothing", point);
+    is(STAT(sessions), 1, "%s: its session is live", point);
+    shmreg_session v;
+    uint64_t cur = 0;
+    shmreg_read_begin(h);
+    int found = shmreg_session_next(h, &cur, SHMREG_STATE_ANY, &v);
+    shmreg_read_end(h);
+    is(found, 0, "%s: and found by a walk", point);
+    is(v.version, 1, "%s: version 1", point);
+    is(shmreg_reap(h), 1, "%s: its handle is reaped", point);
+    one_event(sub, SHMREG_EV_SESSION_UPDATED, &v.id, SHMREG_MASK_ALL);
+    is(test_session_version(h, &v.id), 2, "%s: version 2", point);
+    shmreg_unsubscribe(sub);
+    shmreg_close(h);
+    test_rm_rf(path);
+
+    /* Delete: marked deleted, not announced. */
+    fresh(8);
+    make_sessions(2, 0);
+    if (shmreg_subscribe(h, SHMREG_EV_ALL, NULL, &sub) != 0)
+        bail_out("subscribe: %s", shmreg_errmsg());
+    crash_at("session_delete_marked", op_delete0);
+    is(drain_events(sub, ev, 8), 0, "%s: the dead deleter announced nothing", point);
+    is(shmreg_reap(h), 1, "%s: its handle is reaped", point);
+    one_event(sub, SHMREG_EV_SESSION_DELETED, &sess[0], 0);
+    shmreg_unsubscribe(sub);
+    recover((expect){1, SHM_SLOT_BYTES, 0, 1});
+    still_usable();
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -849,5 +966,6 @@ int main(void)
     t_room();
     t_ring();
     t_control();
+    t_announce();
     return done_testing();
 }

@@ -43,16 +43,6 @@ static shmreg *open_node(const char *name, uint32_t node)
     return h;
 }
 
-static uint64_t version_of(shmreg *h, const shmreg_id *id)
-{
-    shmreg_session v;
-    uint64_t ver = 0;
-    shmreg_read_begin(h);
-    if (shmreg_session_get(h, id, &v) == 0)
-        ver = v.version;
-    shmreg_read_end(h);
-    return ver;
-}
 
 /* A's session `id` as the mirror carries it: encoded with its dialogs and
  * control part into buf; *ver its version. */
@@ -134,7 +124,7 @@ static void test_versions(void)
 {
     shmreg *a = open_node("v1", 1);
     shmreg_id id = test_session_new(a);
-    uint64_t v = version_of(a, &id);
+    uint64_t v = test_session_version(a, &id);
     is(v, 1, "a new session has version 1");
     shmreg_fields f;
     memset(&f, 0, sizeof f);
@@ -150,13 +140,13 @@ static void test_versions(void)
     step[n++] = (typeof(step[0])){"profile_join", shmreg_profile_join(a, &id, S("p"), S("x"), 0, NULL)};
     step[n++] = (typeof(step[0])){"set_timeout", shmreg_session_set_timeout(a, &id, 60000000000ull, SHMREG_TIMEOUT_RELATIVE | SHMREG_TIMEOUT_FAIL, 0)};
     for (unsigned i = 0; i < n; i++) {
-        uint64_t now = version_of(a, &id);
+        uint64_t now = test_session_version(a, &id);
         is(step[i].rc, 0, "%s succeeds", step[i].what);
         (void)now;
     }
-    is(version_of(a, &id), 1 + n, "each of the %u changes moved the version on by one: %u", n, 1 + n);
+    is(test_session_version(a, &id), 1 + n, "each of the %u changes moved the version on by one: %u", n, 1 + n);
     is(shmreg_session_counter_add(a, &id, 0, 5), 0, "counter_add");
-    is(version_of(a, &id), 1 + n, "counters move without a version (as without an event)");
+    is(test_session_version(a, &id), 1 + n, "counters move without a version (as without an event)");
     shmreg_close(a);
 }
 
@@ -243,7 +233,7 @@ static void test_copies(void)
     for (unsigned i = 0; i < k; i++)
         refused += rcs[i] == SHMREG_EFOREIGN;
     is(refused, k, "all %u changing calls on the copy: SHMREG_EFOREIGN", k);
-    is(version_of(b, &id), 8, "the copy's version is still 8");
+    is(test_session_version(b, &id), 8, "the copy's version is still 8");
     lb = masked(b, &id, rec_b, sizeof rec_b);
     is_mem(rec_b, lb, rec_a, lm, "and its bytes are unchanged");
     {
@@ -255,7 +245,7 @@ static void test_copies(void)
     /* Ordering. */
     is(import_rec(b, 1, 7, rec_a, carry(a, &id, rec_a, sizeof rec_a, &ver)), SHMREG_ECONFLICT,
        "an older version (7 < 8): SHMREG_ECONFLICT");
-    is(version_of(b, &id), 8, "nothing changed");
+    is(test_session_version(b, &id), 8, "nothing changed");
     is(shmreg_session_transition(a, &id, SHMREG_STATE_ACTIVE, SHMREG_STATE_ONHOLD, NULL), 0, "A: OnHold");
     is(shmreg_session_transition(a, &id, SHMREG_STATE_ONHOLD, SHMREG_STATE_TERMINATING, NULL), 0,
        "A: Terminating");
@@ -286,11 +276,11 @@ static void test_copies(void)
     shmreg_id mine = test_session_new(b);
     size_t lo = carry(b, &mine, rec_b, sizeof rec_b, &ver);
     is(import_rec(b, 1, 100, rec_b, lo), SHMREG_EEXIST, "importing B's own session into B: EEXIST");
-    is(version_of(b, &mine), 1, "it is unchanged");
+    is(test_session_version(b, &mine), 1, "it is unchanged");
     is(shmreg_session_import_delete(b, 3, &id), SHMREG_ECONFLICT, "delete by node 3 of node 1's copy: ECONFLICT");
     is(shmreg_session_import_delete(b, 1, &mine), SHMREG_ECONFLICT, "delete by node 1 of B's own: ECONFLICT");
     is(shmreg_session_import_delete(b, 1, &id), 0, "delete by its owner");
-    is(version_of(b, &id), 0, "the copy is gone");
+    is(test_session_version(b, &id), 0, "the copy is gone");
     is(shmreg_session_import_delete(b, 1, &id), SHMREG_ENOENT, "again: ENOENT");
     shmreg_check_report rep;
     is(shmreg_check(b, 0, &rep, NULL, NULL, NULL), 0, "check of B");
@@ -417,7 +407,7 @@ static void test_cede(void)
     s.id.bytes[15] = 7;
     s.state = SHMREG_STATE_RINGING;
     is(shmreg_session_import(a, 3, 5, &s, NULL, NULL, 0), 0, "and a copy of node 3's");
-    uint64_t v0 = version_of(a, &id[0]), n = 99;
+    uint64_t v0 = test_session_version(a, &id[0]), n = 99;
     is(shmreg_node_cede(a, 1, &n), SHMREG_EINVAL, "ceding to ourselves: EINVAL");
     is(shmreg_node_cede(a, 2, &n), 0, "node 2 adopted us: cede");
     is(n, 3, "our 3 sessions handed over (not node 3's copy)");
@@ -430,7 +420,7 @@ static void test_cede(void)
         to2 += v.owner_node == 2 && (v.flags & SHMREG_SESSION_FOREIGN) && v.nprofiles == 0 && v.deadline_ns == 0;
     }
     is(to2, 3, "each a foreign copy owned by 2, without membership or timeout");
-    is(version_of(a, &id[0]), v0, "versions stay");
+    is(test_session_version(a, &id[0]), v0, "versions stay");
     uint64_t count = 9;
     shmreg_profile_count(a, S("trunk"), S("t1"), &count);
     is(count, 0, "the profile counts none of them");

@@ -14,7 +14,8 @@
  * a registry already followed, an unwritable directory, a full map
  * (MDB_MAP_FULL) - each a clear message and exit status, the workers
  * unaffected, the directory left as it was. And exactness at a kill that
- * does not wait for quiet (durable_at_kill, below).
+ * does not wait for quiet (durable_at_kill, below), and a worker killed
+ * between making a change visible and announcing it (killed_mid_change).
  */
 #include <errno.h>
 #include <stdatomic.h>
@@ -31,6 +32,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "crashpoint.h"
 #include "ctl_run.h"
 #include "shmreg.h"
 #include "tap.h"
@@ -846,6 +848,90 @@ static void refusals(void)
     shmreg_destroy(reg, 1);
 }
 
+/* A worker killed after its change became visible, before its version
+ * and event (stopped at a crash point, which is a SIGKILL there): the
+ * daemon follows events, so only the announcement the master's reap makes
+ * for the dead (registry/reg.h, reg_dead_note) gets the change stored.
+ * Without it the directory keeps the old SDP, and the reboot brings the
+ * call back as it was before. */
+static shmreg_id mid_id;
+static const char MID_BEFORE[] = "v=0\r\ns=before\r\n", MID_ALONE[] = "v=0\r\ns=no master\r\n",
+                  MID_AFTER[] = "v=0\r\ns=after the kill\r\n";
+
+static void mid_change_worker(void *arg)
+{
+    const char *sdp = arg;
+    shmreg *c;
+    if (shmreg_open(reg, NULL, &c) != 0)
+        _exit(2);
+    shm_crash_arm("session_swap_swapped");
+    shmreg_session_set_sdp(c, &mid_id, SHMREG_SDP_REMOTE, sdp, strlen(sdp));
+    _exit(0); /* the point was not reached */
+}
+
+static int remote_sdp_is(shmreg *h, const char *want)
+{
+    shmreg_session v;
+    shmreg_read_begin(h);
+    int same = shmreg_session_get(h, &mid_id, &v) == 0 && v.sdp[1].len == strlen(want) &&
+               memcmp(v.sdp[1].ptr, want, v.sdp[1].len) == 0;
+    shmreg_read_end(h);
+    return same;
+}
+
+static void killed_mid_change(void)
+{
+    shmreg *h;
+    shmreg_options o = {.flags = SHMREG_CREATE | SHMREG_EXCL, .max_sessions = 1024};
+    if (shmreg_open(reg, &o, &h) != 0)
+        bail_out("create: %s", shmreg_errmsg());
+    test_rm_rf(sdir);
+    pid_t d = daemon_start(reg, sdir, "--fsync", "none");
+    wait_durable(h, 0);
+    shmreg_str sdp[2] = {S("v=0\r\ns=local\r\n"), S(MID_BEFORE)};
+    shmreg_fields f = {.str[SHMREG_FIELD_FROM_URI] = S("sip:mid@example.com"), .sdp = sdp};
+    uint64_t t = test_now_ns();
+    is(shmreg_session_create(h, &f, &mid_id), 0, "killed mid-change: a call is created");
+    wait_durable(h, t);
+
+    /* No master reaps: the daemon does, within a second or so. */
+    uint64_t published = test_stats(h).events_published;
+    is(test_wait(test_fork(mid_change_worker, (void *)MID_ALONE)), SHM_CRASH_EXIT,
+       "killed mid-change, no master: the worker stopped after its swap");
+    t = test_now_ns();
+    double until = test_mono_s() + 10;
+    while (test_stats(h).events_published == published && test_mono_s() < until)
+        test_sleep_us(10000);
+    is(test_stats(h).events_published, published + 1,
+       "killed mid-change, no master: the daemon's own reap announced the change");
+    wait_durable(h, t);
+    shmreg *s;
+    shmreg_options so = {.flags = SHMREG_CREATE | SHMREG_EXCL, .max_sessions = 64};
+    const char *sp = test_dir("scratch");
+    if (shmreg_open(sp, &so, &s) != 0)
+        bail_out("scratch: %s", shmreg_errmsg());
+    shmreg_restore_report rep;
+    is(shmreg_restore(s, sdir, SHMREG_RESTORE_ALL, &rep), 0, "killed mid-change, no master: the directory restores");
+    ok(rep.sessions == 1 && remote_sdp_is(s, MID_ALONE), "killed mid-change, no master: its call with the new SDP");
+    shmreg_close(s);
+    shmreg_destroy(sp, 1);
+
+    /* The master reaps at once (sipd, prefork): the same, without waiting. */
+    published = test_stats(h).events_published;
+    is(test_wait(test_fork(mid_change_worker, (void *)MID_AFTER)), SHM_CRASH_EXIT,
+       "killed mid-change: a worker stopped right after swapping in a new remote SDP");
+    ok(remote_sdp_is(h, MID_AFTER), "killed mid-change: the registry holds the new SDP");
+    is(test_stats(h).events_published, published, "killed mid-change: and no event announced it");
+    t = test_now_ns();
+    is(shmreg_reap(h), 1, "killed mid-change: the master reaps the worker");
+    is(test_stats(h).events_published, published + 1, "killed mid-change: which announces the change");
+    wait_durable(h, t);
+    reboot_and_compare(&h, d, "killed mid-change");
+    ok(remote_sdp_is(h, MID_AFTER), "killed mid-change: the restored call has the new SDP");
+    shmreg_close(h);
+    shmreg_destroy(reg, 1);
+}
+
 int main(void)
 {
     snprintf(reg, sizeof reg, "%s", test_dir("reg"));
@@ -857,6 +943,7 @@ int main(void)
     TEST_RUN(counter_sweep);
     TEST_RUN(lapped);
     TEST_RUN(durable_at_kill);
+    TEST_RUN(killed_mid_change);
     TEST_RUN(refusals);
     alarm(0);
     return done_testing();

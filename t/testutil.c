@@ -279,6 +279,17 @@ shmreg *test_reg_small(const char *name, uint64_t heap)
     return test_reg_new_opts(name, o);
 }
 
+uint64_t test_session_version(shmreg *h, const shmreg_id *id)
+{
+    shmreg_session v;
+    uint64_t ver = 0;
+    shmreg_read_begin(h);
+    if (shmreg_session_get(h, id, &v) == 0)
+        ver = v.version;
+    shmreg_read_end(h);
+    return ver;
+}
+
 shmreg *test_reg_attach(void)
 {
     shmreg *h = NULL;

@@ -96,6 +96,9 @@ shmreg *test_reg_attach(void);
 /* Close `h` and destroy the registry of the last test_reg_new. */
 void test_reg_destroy(shmreg *h);
 
+/* The version of session `id` (shmreg_session.version), 0 if not found. */
+uint64_t test_session_version(shmreg *h, const shmreg_id *id);
+
 /* A new session / room; bail out on failure. */
 shmreg_id test_session_new(shmreg *h);
 shmreg_id test_room_new(shmreg *h, const char *name, uint32_t max);

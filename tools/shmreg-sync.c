@@ -29,7 +29,10 @@
  * subscription point on are then applied on top, so nothing can be lost
  * between the scan and the ring. RTP counters move without events; a
  * sweep every --counters seconds finds the sessions whose counters moved
- * (see "counter memo").
+ * (see "counter memo"). A worker killed after its change became visible
+ * but before it was announced leaves a note that whoever reaps its handle
+ * announces for it (shmreg_reap); the daemon reaps once a second itself,
+ * so such a change is stored even where no master reaps.
  *
  * Two threads, two handles: the poller drains the ring into a set of
  * dirty IDs (so the ring is read even while a big batch is written), the
@@ -1128,7 +1131,7 @@ int main(int argc, char **argv)
     if (rc == 0)
         rc = resync(&d, (1u << d.nsink) - 1, start_pos, "start");
     d.last_probe_mono = mono_ns();
-    uint64_t last_scan = mono_ns(), last_counters = last_scan;
+    uint64_t last_scan = mono_ns(), last_counters = last_scan, last_reap = last_scan;
     /* The registry's segment file, to notice it removed or replaced (a
      * new registry at the path): following a mapping nobody else sees
      * would keep the directory's lock from the daemon of the new one. */
@@ -1155,6 +1158,10 @@ int main(int argc, char **argv)
             if (counters_s && mono_ns() - last_counters >= counters_s * 1000000000ull) {
                 rc = sweep_counters(&d);
                 last_counters = mono_ns();
+            }
+            if (mono_ns() - last_reap >= 1000000000ull) {
+                shmreg_reap(d.h); /* a dead worker's unannounced change: announced now */
+                last_reap = mono_ns();
             }
             if (rc == 0)
                 rc = flush(&d, pos);
