@@ -99,6 +99,72 @@ int reg_dialog_unlink(shmreg *h, uint64_t rec)
     return d ? shm_index_unlink(&h->c, &h->dialogs, d->hash, rec, reg_dialog_link) : 0;
 }
 
+/* ------------------------------------------------------------ binding
+ *
+ * A bind is done under the key's stripe lock, in steps that a create
+ * bound to its dialog (session.c) shares: the key must be free
+ * (reg_dialog_absent), a record is made (reg_dialog_make), the session's
+ * slot references it, and linking it into the chain (reg_dialog_link_new)
+ * commits. Holding the stripe from the test to the link is what makes the
+ * insert-if-absent exact, and what makes a delete racing the bind (its
+ * unlink takes the same stripe) find the record linked or not yet made. */
+
+int reg_dialog_key(shmreg *h, shmreg_str call_id, shmreg_str local_tag, shmreg_str remote_tag, reg_dkey *k)
+{
+    int rc = check_key(call_id, local_tag, remote_tag, 0);
+    if (rc)
+        return rc;
+    k->cid = call_id;
+    k->lt = local_tag;
+    k->rt = remote_tag;
+    if (k->rt.ptr == NULL)
+        k->rt.ptr = ""; /* NULL means "any" only for lookups */
+    k->hash = reg_key_hash(h, call_id, local_tag);
+    return 0;
+}
+
+int reg_dialog_absent(shmreg *h, const reg_dkey *k, shmreg_id *bound)
+{
+    int rc = 0;
+    uint64_t rec = chain_find(h, k->hash, k->cid, k->lt, k->rt, &rc);
+    if (rc || rec == 0)
+        return rc;
+    if (bound)
+        memcpy(bound->bytes, reg_dialog_at(h, rec)->sid, SHMREG_ID_BYTES);
+    return shmreg__fail(SHMREG_EEXIST, "dialog already bound");
+}
+
+uint64_t reg_dialog_make(shmreg *h, uint32_t si, const unsigned char sid[SHMREG_ID_BYTES], const reg_dkey *k)
+{
+    uint64_t len = sizeof(reg_dlg) + k->cid.len + k->lt.len + k->rt.len;
+    uint64_t rec = shm_alloc(&h->c, len, si + 1);
+    if (rec == 0) {
+        shmreg__fail(SHMREG_EFULL, "registry heap full (dialog record)");
+        return 0;
+    }
+    SHM_CRASH_POINT("dialog_bind_allocated");
+    reg_dlg *d = reg_payload((shm_blk *)(h->c.seg.base + rec));
+    shm_store(&d->next, 0);
+    d->hash = k->hash;
+    memcpy(d->sid, sid, SHMREG_ID_BYTES);
+    d->slot = si;
+    d->len[0] = (uint16_t)k->cid.len;
+    d->len[1] = (uint16_t)k->lt.len;
+    d->len[2] = (uint16_t)k->rt.len;
+    memcpy(d->key, k->cid.ptr, k->cid.len);
+    if (k->lt.len)
+        memcpy(d->key + k->cid.len, k->lt.ptr, k->lt.len);
+    if (k->rt.len)
+        memcpy(d->key + k->cid.len + k->lt.len, k->rt.ptr, k->rt.len);
+    return rec;
+}
+
+void reg_dialog_link_new(shmreg *h, const reg_dkey *k, uint64_t rec)
+{
+    reg_dlg *d = reg_payload((shm_blk *)(h->c.seg.base + rec));
+    shm_index_push(&h->dialogs, k->hash, rec, &d->next);
+}
+
 int shmreg_dialog_bind(shmreg *h, shmreg_str call_id, shmreg_str local_tag, shmreg_str remote_tag,
                        const shmreg_id *session)
 {
@@ -107,13 +173,10 @@ int shmreg_dialog_bind(shmreg *h, shmreg_str call_id, shmreg_str local_tag, shmr
         return rc;
     if (session == NULL)
         return shmreg__fail(SHMREG_EINVAL, "NULL session");
-    if ((rc = check_key(call_id, local_tag, remote_tag, 0)) != 0)
+    reg_dkey k;
+    if ((rc = reg_dialog_key(h, call_id, local_tag, remote_tag, &k)) != 0)
         return rc;
-    if (remote_tag.ptr == NULL)
-        remote_tag.ptr = ""; /* NULL means "any" only for lookups */
-    const shm_seg *s = &h->c.seg;
-    uint64_t hash = reg_key_hash(h, call_id, local_tag);
-    shm_lock *l = shm_index_lock(&h->dialogs, hash);
+    shm_lock *l = shm_index_lock(&h->dialogs, k.hash);
     uint32_t si;
     uint64_t st;
     shm_read_enter(&h->c);
@@ -121,31 +184,13 @@ int shmreg_dialog_bind(shmreg *h, shmreg_str call_id, shmreg_str local_tag, shmr
         goto out;
     if ((rc = reg_lock(h, l, "dialog index lock")) != 0)
         goto out;
-    if (chain_find(h, hash, call_id, local_tag, remote_tag, &rc) || rc) {
-        rc = rc ? rc : shmreg__fail(SHMREG_EEXIST, "dialog already bound");
+    if ((rc = reg_dialog_absent(h, &k, NULL)) != 0)
         goto unlock;
-    }
-    uint64_t len = sizeof(reg_dlg) + call_id.len + local_tag.len + remote_tag.len;
-    uint64_t rec = shm_alloc(&h->c, len, si + 1);
+    uint64_t rec = reg_dialog_make(h, si, session->bytes, &k);
     if (rec == 0) {
-        rc = shmreg__fail(SHMREG_EFULL, "registry heap full (dialog record)");
+        rc = SHMREG_EFULL;
         goto unlock;
     }
-    SHM_CRASH_POINT("dialog_bind_allocated");
-    reg_dlg *d = reg_payload((shm_blk *)(s->base + rec));
-    shm_store(&d->next, 0);
-    d->hash = hash;
-    memcpy(d->sid, session->bytes, SHMREG_ID_BYTES);
-    d->slot = si;
-    d->len[0] = (uint16_t)call_id.len;
-    d->len[1] = (uint16_t)local_tag.len;
-    d->len[2] = (uint16_t)remote_tag.len;
-    memcpy(d->key, call_id.ptr, call_id.len);
-    if (local_tag.len)
-        memcpy(d->key + call_id.len, local_tag.ptr, local_tag.len);
-    if (remote_tag.len)
-        memcpy(d->key + call_id.len + local_tag.len, remote_tag.ptr, remote_tag.len);
-
     reg_sess *x = reg_slot(h, si);
     unsigned i;
     for (i = 0; i < SHMREG_MAX_DIALOGS_PER_SESSION; i++) {
@@ -168,7 +213,7 @@ int shmreg_dialog_bind(shmreg *h, shmreg_str call_id, shmreg_str local_tag, shmr
         rc = shmreg__fail(SHMREG_ENOENT, "session deleted meanwhile");
         goto unlock;
     }
-    shm_index_push(&h->dialogs, hash, rec, &d->next);
+    reg_dialog_link_new(h, &k, rec);
     reg_changed(h, si);
     reg_event(h, 0, SHMREG_EV_DIALOG_BOUND, session->bytes, 0, 0, 0);
 unlock:

@@ -37,7 +37,12 @@
  *   session_create_info         + unreferenced record    check: repair + sweep
  *   session_create_linked       + (a given ID) in index, check: session repair
  *                               unpublished
+ *   session_create_dialog       + (bound create) dialog  check: session repair
+ *                               record named by the
+ *                               unpublished slot
  *   session_create_published    live, not announced      reap: reg_dead_note
+ *                               (bound create: + record  check: undone (half_bound)
+ *                               named, not linked)
  *   session_swap_swapped        old block unlinked,      intent: reap (an outside
  *                               change unannounced        SDP of its: check sweep);
  *                                                         reap: reg_dead_note
@@ -374,19 +379,41 @@ typedef struct reg_new {
     uint64_t version;                 /* 0: 1, a new session's */
     int state;                        /* the state it is published in */
     uint32_t event;                   /* and the event that announces it (0: none) */
+    const struct reg_dkey *dkey;      /* a dialog it is born bound to (NULL: none) */
+    shmreg_id *bound;                 /* SHMREG_EEXIST for dkey: the session it is bound to */
 } reg_new;
 
 /* Build a session in a free slot, link it into the ID index and publish
  * it in one release store of its state: nobody sees it half made. The
  * fields must have been checked (reg_fields_check). A given ID that a
- * live session already has: SHMREG_EEXIST. Also SHMREG_EFULL, SHMREG_EBUSY,
- * SHMREG_ECORRUPT; nothing is left behind on failure. */
+ * live session already has: SHMREG_EEXIST. With n->dkey, its dialog is
+ * bound under the key's stripe lock, held from before the publication to
+ * the link: a key already bound is SHMREG_EEXIST (its session's ID in
+ * *n->bound). Also SHMREG_EFULL, SHMREG_EBUSY, SHMREG_ECORRUPT; nothing is
+ * left behind on failure. */
 int reg_session_insert(shmreg *h, const reg_new *n, shmreg_id *id_out);
 
 /* Retire every block a deleted slot still owns, unbind its dialogs,
  * unlink it from the index and retire the slot (idempotent: the repair
  * sweep reruns it for deleters that died). */
 void reg_finish_delete(shmreg *h, uint32_t si);
+
+/* A dialog key to bind: its parts (the remote tag may be empty, never
+ * "any") and its keyed hash. The binding steps (dialog.c, "binding"), with
+ * the key's stripe lock held (shm_index_lock(&h->dialogs, k->hash)):
+ * reg_dialog_absent: 0 when the key is bound to nothing, else
+ * SHMREG_EEXIST (the session's ID in *bound when not NULL) or
+ * SHMREG_ECORRUPT; reg_dialog_make: a record of the key for slot si,
+ * allocated and filled, neither referenced nor linked (0: SHMREG_EFULL,
+ * errmsg set); reg_dialog_link_new: link it, the bind's commit. */
+typedef struct reg_dkey {
+    shmreg_str cid, lt, rt;
+    uint64_t hash;
+} reg_dkey;
+int reg_dialog_key(shmreg *h, shmreg_str call_id, shmreg_str local_tag, shmreg_str remote_tag, reg_dkey *k);
+int reg_dialog_absent(shmreg *h, const reg_dkey *k, shmreg_id *bound);
+uint64_t reg_dialog_make(shmreg *h, uint32_t si, const unsigned char sid[SHMREG_ID_BYTES], const reg_dkey *k);
+void reg_dialog_link_new(shmreg *h, const reg_dkey *k, uint64_t rec);
 
 /* Unlink dialog record `rec` from its index chain if present; returns 1
  * if it was linked. Takes the bucket's stripe lock. */

@@ -348,15 +348,38 @@ int reg_session_insert(shmreg *h, const reg_new *n, shmreg_id *id_out)
         shm_lock_drop(l);
     }
     SHM_CRASH_POINT("session_create_linked");
-    /* The ID is copied out before publication: once live, the session may
-     * be deleted and (we are in no read section) its slot reused. */
-    if (id_out)
-        memcpy(id_out->bytes, x->id, SHMREG_ID_BYTES);
     unsigned char id[SHMREG_ID_BYTES];
     memcpy(id, x->id, SHMREG_ID_BYTES);
+    /* Born bound: the key's stripe is held from the test that it is free
+     * to the link, across the publication, so no other bind of the key
+     * can come between (dialog.c, "binding"). */
+    shm_lock *dl = NULL;
+    uint64_t drec = 0;
+    if (n->dkey) {
+        dl = shm_index_lock(&h->dialogs, n->dkey->hash);
+        if ((rc = reg_lock(h, dl, "dialog index lock")) != 0)
+            goto undo;
+        if ((rc = reg_dialog_absent(h, n->dkey, n->bound)) != 0 ||
+            (drec = reg_dialog_make(h, si, id, n->dkey)) == 0) {
+            shm_lock_drop(dl);
+            rc = rc ? rc : SHMREG_EFULL;
+            goto undo;
+        }
+        shm_store(&x->dlg[0], drec);
+        SHM_CRASH_POINT("session_create_dialog");
+    }
+    /* The ID is copied out before publication (once live, the session may
+     * be deleted and, we are in no read section, its slot reused), and
+     * after the last refusal (a refused create leaves *id_out alone). */
+    if (id_out)
+        memcpy(id_out->bytes, id, SHMREG_ID_BYTES);
     shm_note_set(&h->c, (uint64_t)si + 1); /* live before its event: reg_dead_note */
     shm_store(&x->state, (uint64_t)n->state);
     SHM_CRASH_POINT("session_create_published");
+    if (dl) {
+        reg_dialog_link_new(h, n->dkey, drec);
+        shm_lock_drop(dl);
+    }
     if (n->event) /* 0: the caller announces it (an import, once complete) */
         reg_event(h, n->created_ns ? 0 : now, n->event, id, 0, n->state, 0);
     if (n->event == SHMREG_EV_SESSION_CREATED && /* a new call: its state's timeout */
@@ -372,6 +395,8 @@ int reg_session_insert(shmreg *h, const reg_new *n, shmreg_id *id_out)
 undo:
     /* Never published: nobody can have seen these blocks (the user
      * records, linked, are retired: a lookup may stand on one). */
+    if (n->id)
+        reg_index_unlink(h, si); /* if a given ID was linked before a later refusal */
     reg_users_forget(h, si);
     if (rec)
         rec_free(h, rec);
@@ -379,26 +404,57 @@ undo:
     return rc;
 }
 
-int shmreg_session_create(shmreg *h, const shmreg_fields *f, shmreg_id *id_out)
+/* A new call, bound to the dialog of `k` when it is not NULL. */
+static int create_new(shmreg *h, const shmreg_fields *f, const reg_dkey *k, shmreg_id *id_out)
 {
-    int rc = shmreg__usable(h);
-    if (rc)
-        return rc;
+    int rc;
     if (id_out == NULL)
         return shmreg__fail(SHMREG_EINVAL, "NULL id_out");
     if ((rc = reg_fields_check(f, f ? SHMREG_MASK_ALL | (f->sdp ? SHMREG_MASK_SDP_BOTH : 0) : 0)) != 0)
         return rc;
+    shmreg_id bound;
+    if (k) {
+        /* Already bound (a retransmission, most often): say so before a
+         * record is built. Lock-free, so only a first answer: the one
+         * that counts is taken again under the stripe lock. */
+        shm_read_enter(&h->c);
+        rc = reg_dialog_absent(h, k, id_out);
+        shm_read_leave(&h->c);
+        if (rc)
+            return rc;
+    }
     reg_new n = {
         .f = f,
         .config_gen = atomic_load(&h->shared->config_gen),
         .owner_pid = (int32_t)h->pid,
         .state = SHMREG_STATE_INITIATING,
         .event = SHMREG_EV_SESSION_CREATED,
+        .dkey = k,
+        .bound = &bound,
     };
     if (f && f->sdp)
-        for (unsigned k = 0; k < 2; k++)
-            n.sdp[k] = f->sdp[k];
-    return reg_session_insert(h, &n, id_out);
+        for (unsigned i = 0; i < 2; i++)
+            n.sdp[i] = f->sdp[i];
+    rc = reg_session_insert(h, &n, id_out);
+    if (rc == SHMREG_EEXIST && k)
+        *id_out = bound;
+    return rc;
+}
+
+int shmreg_session_create(shmreg *h, const shmreg_fields *f, shmreg_id *id_out)
+{
+    int rc = shmreg__usable(h);
+    return rc ? rc : create_new(h, f, NULL, id_out);
+}
+
+int shmreg_session_create_bound(shmreg *h, const shmreg_fields *f, shmreg_str call_id,
+                                shmreg_str local_tag, shmreg_str remote_tag, shmreg_id *id_out)
+{
+    reg_dkey k;
+    int rc = shmreg__usable(h);
+    if (rc == 0 && (rc = reg_dialog_key(h, call_id, local_tag, remote_tag, &k)) == 0)
+        rc = create_new(h, f, &k, id_out);
+    return rc;
 }
 
 /* ------------------------------------------------------------ update */

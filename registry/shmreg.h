@@ -399,6 +399,22 @@ typedef struct shmreg_session {
  * behind), SHMREG_ECORRUPT, SHMREG_EFORK. */
 int shmreg_session_create(shmreg *h, const shmreg_fields *f, shmreg_id *id_out);
 
+/* Create a session bound to a dialog, in one step: as shmreg_session_create
+ * then shmreg_dialog_bind(call_id, local_tag, remote_tag), except that no
+ * other bind of the key can come between. Of several workers creating a
+ * call for the same dialog at once (a retransmitted INVITE that reached
+ * another worker), exactly one creates it; each other gets SHMREG_EEXIST
+ * with *id_out set to the session the key is bound to (the ID may be of a
+ * session being deleted), and nothing is created. The session is
+ * published with its dialog and announced by one event, session_created
+ * (no dialog_bound). No heap allocation.
+ * Errors: SHMREG_EINVAL (as create, an empty Call-ID or a key part over
+ * SHMREG_MAX_STR), SHMREG_EEXIST (see above), SHMREG_EFULL, SHMREG_EBUSY
+ * (the key's stripe lock held over 2 s), SHMREG_ECORRUPT, SHMREG_EFORK;
+ * on every error but EEXIST *id_out is unchanged. */
+int shmreg_session_create_bound(shmreg *h, const shmreg_fields *f, shmreg_str call_id,
+                                shmreg_str local_tag, shmreg_str remote_tag, shmreg_id *id_out);
+
 /* Replace the fields selected by `mask` (SHMREG_MASK bits; others keep their
  * values), and the SDPs it selects with SHMREG_MASK_SDP (from f->sdp), in
  * one atomic step: readers see all old or all new values, so a re-INVITE's

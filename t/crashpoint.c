@@ -264,6 +264,12 @@ static void op_create(shmreg *c)
     shmreg_session_create(c, NULL, &id);
 }
 
+static void op_create_bound(shmreg *c)
+{
+    shmreg_id id;
+    shmreg_session_create_bound(c, NULL, S("call-b"), S("lt"), S("rt"), &id);
+}
+
 static void op_create_fields(shmreg *c)
 {
     shmreg_fields f;
@@ -608,6 +614,32 @@ static void t_dialog(void)
     crash_at("dialog_unbind_claimed", op_unbind0);
     ok(!dialog_found(0) && ndialogs(0) == 0, "%s: the unbind is complete", point);
     recover((expect){1, 96, 1, 0});
+    still_usable();
+
+    /* A create bound to its dialog, dead with the key's record made and
+     * named by the unpublished slot: nothing was seen; the repair gives
+     * back the slot, the record and the dialog record, and the key is
+     * free (its stripe lock recovered). */
+    fresh(8);
+    crash_at("session_create_dialog", op_create_bound);
+    is(STAT(sessions), 0, "%s: no session exists", point);
+    ok(!key_found("call-b"), "%s: the key is not bound", point);
+    recover((expect){3, SHM_SLOT_BYTES + REC_EMPTY + 96, 1, 1}); /* as session_create_linked: the slot repair frees the rest */
+    shmreg_id nb;
+    is(shmreg_session_create_bound(h, NULL, S("call-b"), S("lt"), S("rt"), &nb), 0, "%s: the key binds again", point);
+    still_usable();
+
+    /* Dead after the publication, before the link: a live session naming
+     * a record no chain holds (as dialog_bind_referenced); the reap
+     * announces the session, the repair undoes the half bind. */
+    fresh(8);
+    crash_at("session_create_published", op_create_bound);
+    is(STAT(sessions), 1, "%s: the session is live", point);
+    ok(!key_found("call-b"), "%s: its key is not findable yet", point);
+    recover((expect){1, 96, 1, 1});
+    is(STAT(dialogs), 0, "%s: after the repair it has no dialog", point);
+    is(shmreg_dialog_bind(h, S("call-b"), S("lt"), S("rt"), &nb), SHMREG_ENOENT,
+       "%s: (a bind needs a session: the key itself is free)", point);
     still_usable();
 }
 

@@ -55,38 +55,6 @@ static shmreg *reg_new(const char *name)
     return test_reg_small(name, 0); /* heap: the default, 64 MiB */
 }
 
-static shmreg_sub *subscribe_all(shmreg *h)
-{
-    shmreg_sub *sub = NULL;
-    int rc = shmreg_subscribe(h, SHMREG_EV_ALL, NULL, &sub);
-    if (rc != 0)
-        bail_out("subscribe: %s (%s)", shmreg_strerror(rc), shmreg_errmsg());
-    return sub;
-}
-
-/* Fields that use every string slot (app data with a NUL in it) and both
- * ports, each value marked with `tag` so that two sets differ everywhere. */
-typedef struct fieldbuf {
-    char s[SHMREG_FIELD_STR_COUNT][48];
-    shmreg_fields f;
-} fieldbuf;
-
-static void fields_fill(fieldbuf *b, const char *tag, uint16_t port)
-{
-    static const char *const name[SHMREG_FIELD_STR_COUNT] = {
-        "sip:alice@a.example", "sip:bob@b.example", "Alice", "call-id", "ltag",
-        "rtag", "PCMU", "no reason", "app"};
-    memset(b, 0, sizeof *b);
-    for (unsigned i = 0; i < SHMREG_FIELD_STR_COUNT; i++) {
-        int n = snprintf(b->s[i], sizeof b->s[i], "%s-%s", name[i], tag);
-        if (i == SHMREG_FIELD_APP_DATA)
-            b->s[i][3] = '\0'; /* opaque bytes: a NUL inside */
-        b->f.str[i] = (shmreg_str){ b->s[i], (size_t)n };
-    }
-    b->f.local_rtp_port = port;
-    b->f.remote_rtp_port = (uint16_t)(port + 1);
-}
-
 /* ------------------------------------------------------------ reading back */
 
 /* 1 when `got` is exactly the `want` bytes; else a diagnostic naming it. */
@@ -248,8 +216,8 @@ static const char SDP_R[] = "v=0\r\no=bob 7 7 IN IP4 198.51.100.9\r\ns=-\r\nc=IN
 static void test_create_both(void)
 {
     shmreg *h = reg_new("csdp-create");
-    fieldbuf fb;
-    fields_fill(&fb, "one", 4000);
+    test_fieldbuf fb;
+    test_fields_fill(&fb, "one", 4000);
     /* The caller's SDPs in buffers of its own, scribbled after the call:
      * the library must have copied them, not kept the pointers. */
     char loc[sizeof SDP_L], rem[sizeof SDP_R];
@@ -257,7 +225,7 @@ static void test_create_both(void)
     memcpy(rem, SDP_R, sizeof rem);
     shmreg_str sdp[2] = { { loc, sizeof loc - 1 }, { rem, sizeof rem - 1 } };
     fb.f.sdp = sdp;
-    shmreg_sub *sub = subscribe_all(h);
+    shmreg_sub *sub = test_subscribe(h, SHMREG_EV_ALL, NULL);
     shmreg_id id;
     is(shmreg_session_create(h, &fb.f, &id), 0, "create with fields and both SDPs");
     memset(loc, 'X', sizeof loc);
@@ -279,9 +247,9 @@ static void test_create_both(void)
 static void test_create_some(void)
 {
     shmreg *h = reg_new("csdp-some");
-    fieldbuf fb;
-    fields_fill(&fb, "two", 6000);
-    shmreg_sub *sub = subscribe_all(h);
+    test_fieldbuf fb;
+    test_fields_fill(&fb, "two", 6000);
+    shmreg_sub *sub = test_subscribe(h, SHMREG_EV_ALL, NULL);
 
     shmreg_str only_remote[2] = { NOSTR, S(SDP_R) };
     fb.f.sdp = only_remote;
@@ -333,8 +301,8 @@ static void test_create_max(void)
             bail_out("out of memory");
         fill_pattern(big[k], SHMREG_MAX_SDP, k + 1);
     }
-    fieldbuf fb;
-    fields_fill(&fb, "max", 8000);
+    test_fieldbuf fb;
+    test_fields_fill(&fb, "max", 8000);
     shmreg_str sdp[2] = { { big[0], SHMREG_MAX_SDP }, { big[1], SHMREG_MAX_SDP } };
     fb.f.sdp = sdp;
     uint64_t used0 = test_stats(h).heap_used_bytes;
@@ -378,9 +346,9 @@ static void test_create_refused(void)
     if (over == NULL)
         bail_out("out of memory");
     fill_pattern(over, SHMREG_MAX_SDP + 1, 3);
-    fieldbuf fb;
-    fields_fill(&fb, "no", 1000);
-    shmreg_sub *sub = subscribe_all(h);
+    test_fieldbuf fb;
+    test_fields_fill(&fb, "no", 1000);
+    shmreg_sub *sub = test_subscribe(h, SHMREG_EV_ALL, NULL);
     shmreg_stats st0 = test_stats(h);
 
     struct {
@@ -430,11 +398,11 @@ static const char SDP_R3[] = "v=0\r\no=bob 7 9 IN IP4 198.51.100.9\r\ns=-\r\nc=I
                              "t=0 0\r\nm=audio 5008 RTP/AVP 111\r\na=rtpmap:111 opus/48000/2\r\n"
                              "a=recvonly\r\n";
 
-/* A session with the fields fields_fill(fb, tag, port) gives and the SDPs
+/* A session with the fields test_fields_fill(fb, tag, port) gives and the SDPs
  * SDP_L and SDP_R; fb->f.sdp is NULL again on return. */
-static shmreg_id made_whole(shmreg *h, fieldbuf *fb, const char *tag, uint16_t port)
+static shmreg_id made_whole(shmreg *h, test_fieldbuf *fb, const char *tag, uint16_t port)
 {
-    fields_fill(fb, tag, port);
+    test_fields_fill(fb, tag, port);
     shmreg_str both[2] = { S(SDP_L), S(SDP_R) };
     fb->f.sdp = both;
     shmreg_id id;
@@ -447,16 +415,16 @@ static shmreg_id made_whole(shmreg *h, fieldbuf *fb, const char *tag, uint16_t p
 static void test_update(void)
 {
     shmreg *h = reg_new("csdp-update");
-    fieldbuf cur;
+    test_fieldbuf cur;
     shmreg_id id = made_whole(h, &cur, "orig", 4000);
     shmreg_str sdp0[2] = { S(SDP_L), S(SDP_R) };
     shmreg_str loc = S(SDP_L), rem = S(SDP_R);
-    shmreg_sub *sub = subscribe_all(h);
+    shmreg_sub *sub = test_subscribe(h, SHMREG_EV_ALL, NULL);
 
     /* 6: codec and the remote SDP together. The local SDP in f->sdp is
      * not selected and must not be used. */
-    fieldbuf nf;
-    fields_fill(&nf, "new", 9000);
+    test_fieldbuf nf;
+    test_fields_fill(&nf, "new", 9000);
     nf.f.str[SHMREG_FIELD_CODEC] = S("opus");
     shmreg_str sdp1[2] = { S("local SDP that must not be used"), S(SDP_R2) };
     nf.f.sdp = sdp1;
@@ -508,8 +476,8 @@ static void test_update(void)
     ok(events_are(sub, &id, w7, 2), "events: sdp_updated 0, 1");
 
     /* 9: SHMREG_MASK_ALL never touches an SDP, though f->sdp is set. */
-    fieldbuf all;
-    fields_fill(&all, "all", 12000);
+    test_fieldbuf all;
+    test_fields_fill(&all, "all", 12000);
     shmreg_str sdp9[2] = { S("local never stored"), S("remote never stored") };
     all.f.sdp = sdp9;
     is(shmreg_session_update(h, &id, &all.f, SHMREG_MASK_ALL), 0, "update with SHMREG_MASK_ALL and f->sdp set");
@@ -519,7 +487,7 @@ static void test_update(void)
     ok(events_are(sub, &id, w9, 1), "one event: session_updated with which = SHMREG_MASK_ALL; no sdp_updated");
 
     /* Fields and both SDPs at once: three events. */
-    fields_fill(&nf, "three", 20000);
+    test_fields_fill(&nf, "three", 20000);
     nf.f.sdp = sdp0;
     uint32_t m = SHMREG_MASK(SHMREG_FIELD_FROM_URI) | SHMREG_MASK(SHMREG_FIELD_LOCAL_RTP_PORT) |
                  SHMREG_MASK_SDP_BOTH;
@@ -551,16 +519,16 @@ static void test_update(void)
 static void test_update_refused(void)
 {
     shmreg *h = reg_new("csdp-update-no");
-    fieldbuf fb;
+    test_fieldbuf fb;
     shmreg_id id = made_whole(h, &fb, "keep", 3000);
     char *over = malloc(SHMREG_MAX_SDP + 1);
     if (over == NULL)
         bail_out("out of memory");
     fill_pattern(over, SHMREG_MAX_SDP + 1, 5);
-    shmreg_sub *sub = subscribe_all(h);
+    shmreg_sub *sub = test_subscribe(h, SHMREG_EV_ALL, NULL);
 
-    fieldbuf nf;
-    fields_fill(&nf, "refused", 7000);
+    test_fieldbuf nf;
+    test_fields_fill(&nf, "refused", 7000);
     shmreg_str good[2] = { S(SDP_L3), S(SDP_R3) };
     shmreg_str big_l[2] = { { over, SHMREG_MAX_SDP + 1 }, S(SDP_R3) };
     shmreg_str big_r[2] = { S(SDP_L3), { over, SHMREG_MAX_SDP + 1 } };

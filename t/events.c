@@ -47,14 +47,6 @@ static shmreg *open_new(const char *name, uint32_t event_records)
     return test_reg_new_opts(name, o);
 }
 
-static shmreg_sub *subscribe(shmreg *h, uint32_t mask, const shmreg_id *session)
-{
-    shmreg_sub *sub = NULL;
-    int rc = shmreg_subscribe(h, mask, session, &sub);
-    if (rc != 0)
-        bail_out("subscribe: %s (%s)", shmreg_strerror(rc), shmreg_errmsg());
-    return sub;
-}
 
 static uint64_t published(shmreg *h)
 {
@@ -169,7 +161,7 @@ static void test_names_and_arguments(void)
     is(shmreg_subscribe(h, 0, NULL, &sub), SHMREG_EINVAL, "subscribe with an empty mask: SHMREG_EINVAL");
     is(shmreg_subscribe(h, SHMREG_EV_ALL, NULL, NULL), SHMREG_EINVAL, "subscribe with NULL out: SHMREG_EINVAL");
     is(shmreg_subscribe(NULL, SHMREG_EV_ALL, NULL, &sub), SHMREG_EINVAL, "subscribe with a NULL handle: SHMREG_EINVAL");
-    sub = subscribe(h, SHMREG_EV_ALL, NULL);
+    sub = test_subscribe(h, SHMREG_EV_ALL, NULL);
     shmreg_event e;
     is(shmreg_poll(NULL, &e, 1, 0, NULL), SHMREG_EINVAL, "poll a NULL subscription: SHMREG_EINVAL");
     is(shmreg_poll(sub, NULL, 1, 0, NULL), SHMREG_EINVAL, "poll into NULL: SHMREG_EINVAL");
@@ -184,7 +176,7 @@ static void test_names_and_arguments(void)
     /* A subscription starts at the current end of the ring. */
     shmreg_publish(h, NULL, "before", 6);
     shmreg_id s = test_session_new(h);
-    sub = subscribe(h, SHMREG_EV_ALL, NULL);
+    sub = test_subscribe(h, SHMREG_EV_ALL, NULL);
     uint64_t missed = 99;
     double t0 = test_mono_s();
     is(shmreg_poll(sub, &e, 1, 0, &missed), 0, "a new subscription sees nothing published before it");
@@ -206,7 +198,7 @@ static void test_names_and_arguments(void)
 static void test_registry_events(void)
 {
     shmreg *h = open_new("ev-reg", 0);
-    shmreg_sub *sub = subscribe(h, SHMREG_EV_ALL, NULL);
+    shmreg_sub *sub = test_subscribe(h, SHMREG_EV_ALL, NULL);
     uint64_t p0 = published(h), t0 = test_now_ns();
     shmreg_id s;
     shmreg_fields f;
@@ -270,8 +262,8 @@ static void test_config_event(void)
 {
     shmreg *h = open_new("ev-config", 0);
     shmreg_id s = test_session_new(h);
-    shmreg_sub *all = subscribe(h, SHMREG_EV_ALL, NULL);
-    shmreg_sub *one = subscribe(h, SHMREG_EV_ALL, &s);
+    shmreg_sub *all = test_subscribe(h, SHMREG_EV_ALL, NULL);
+    shmreg_sub *one = test_subscribe(h, SHMREG_EV_ALL, &s);
     uint64_t p0 = published(h), t0 = test_now_ns();
     int rc = shmreg_config_set(h, "media", "media.ptime", "30");
     if (rc != 0) {
@@ -304,7 +296,7 @@ static void test_sdp_not_copied(void)
 {
     shmreg *h = open_new("ev-sdp", 0);
     shmreg_id s = test_session_new(h);
-    shmreg_sub *sub = subscribe(h, SHMREG_EV_MASK(SHMREG_EV_SDP_UPDATED), &s);
+    shmreg_sub *sub = test_subscribe(h, SHMREG_EV_MASK(SHMREG_EV_SDP_UPDATED), &s);
     static char sdp[4000];
     unsigned seed = 12345;
     for (size_t i = 0; i < sizeof sdp; i++)
@@ -344,14 +336,14 @@ static void test_filters(void)
 {
     shmreg *h = open_new("ev-filter", 0);
     shmreg_id a = test_session_new(h), b = test_session_new(h);
-    shmreg_sub *all = subscribe(h, SHMREG_EV_ALL, NULL);
-    shmreg_sub *states = subscribe(h, SHMREG_EV_MASK(SHMREG_EV_STATE_CHANGED), NULL);
-    shmreg_sub *only_a = subscribe(h, SHMREG_EV_ALL, &a);
-    shmreg_sub *sdp_a = subscribe(h, SHMREG_EV_MASK(SHMREG_EV_SDP_UPDATED), &a);
-    shmreg_sub *custom = subscribe(h, SHMREG_EV_MASK(SHMREG_EV_CUSTOM), NULL);
-    shmreg_sub *a_or_b_life = subscribe(h, SHMREG_EV_MASK(SHMREG_EV_SESSION_CREATED) |
+    shmreg_sub *all = test_subscribe(h, SHMREG_EV_ALL, NULL);
+    shmreg_sub *states = test_subscribe(h, SHMREG_EV_MASK(SHMREG_EV_STATE_CHANGED), NULL);
+    shmreg_sub *only_a = test_subscribe(h, SHMREG_EV_ALL, &a);
+    shmreg_sub *sdp_a = test_subscribe(h, SHMREG_EV_MASK(SHMREG_EV_SDP_UPDATED), &a);
+    shmreg_sub *custom = test_subscribe(h, SHMREG_EV_MASK(SHMREG_EV_CUSTOM), NULL);
+    shmreg_sub *a_or_b_life = test_subscribe(h, SHMREG_EV_MASK(SHMREG_EV_SESSION_CREATED) |
                                                SHMREG_EV_MASK(SHMREG_EV_SESSION_DELETED), NULL);
-    shmreg_sub *rooms = subscribe(h, SHMREG_EV_MASK(SHMREG_EV_ROOM_CREATED), NULL);
+    shmreg_sub *rooms = test_subscribe(h, SHMREG_EV_MASK(SHMREG_EV_ROOM_CREATED), NULL);
 
     shmreg_id c;
     shmreg_session_transition(h, &a, SHMREG_STATE_ANY, SHMREG_STATE_RINGING, NULL);  /* state, a */
@@ -455,7 +447,7 @@ static void late_publisher(void *arg)
 static void test_polling(void)
 {
     shmreg *h = open_new("ev-poll", 0);
-    shmreg_sub *sub = subscribe(h, SHMREG_EV_MASK(SHMREG_EV_CUSTOM), NULL);
+    shmreg_sub *sub = test_subscribe(h, SHMREG_EV_MASK(SHMREG_EV_CUSTOM), NULL);
 
     /* Batches. */
     for (uint32_t i = 0; i < 10; i++)
@@ -512,7 +504,7 @@ static void test_polling(void)
     is(test_wait(pid), 0, "... publisher done");
 
     /* Blocking with a filter: non-matching events do not wake it up early. */
-    shmreg_sub *states = subscribe(h, SHMREG_EV_MASK(SHMREG_EV_STATE_CHANGED), NULL);
+    shmreg_sub *states = test_subscribe(h, SHMREG_EV_MASK(SHMREG_EV_STATE_CHANGED), NULL);
     bs->session = test_session_new(h);
     atomic_store(&bs->ready, 0);
     pid = test_fork(late_publisher, (void *)1);
@@ -552,7 +544,7 @@ static void test_lapping(void)
     shmreg_stats st;
     shmreg_stat(h, &st);
     is(st.event_ring_records, 64, "options.event_records = 64: a ring of 64 records");
-    shmreg_sub *sub = subscribe(h, SHMREG_EV_ALL, NULL);
+    shmreg_sub *sub = test_subscribe(h, SHMREG_EV_ALL, NULL);
     uint64_t p0 = published(h);
     for (uint32_t i = 0; i < 1000; i++)
         shmreg_publish(h, NULL, &i, sizeof i);
@@ -642,7 +634,7 @@ static void p_subscriber(void *arg)
     int k = (int)(intptr_t)arg;
     struct p_report *r = &ps->sub[k];
     shmreg *h = test_reg_attach();
-    shmreg_sub *sub = subscribe(h, SHMREG_EV_MASK(SHMREG_EV_CUSTOM), NULL);
+    shmreg_sub *sub = test_subscribe(h, SHMREG_EV_MASK(SHMREG_EV_CUSTOM), NULL);
     int64_t last[P_PRODUCERS];
     for (int i = 0; i < P_PRODUCERS; i++)
         last[i] = -1;
@@ -732,7 +724,7 @@ static void test_many_producers(void)
 static void test_no_alloc(void)
 {
     shmreg *h = open_new("ev-noalloc", 0);
-    shmreg_sub *sub = subscribe(h, SHMREG_EV_MASK(SHMREG_EV_CUSTOM), NULL);
+    shmreg_sub *sub = test_subscribe(h, SHMREG_EV_MASK(SHMREG_EV_CUSTOM), NULL);
     shmreg_id s = test_session_new(h);
     shmreg_event e;
     shmreg_publish(h, &s, "warm", 4);
@@ -781,7 +773,7 @@ static void forked_child(void *arg)
 static void test_after_fork(void)
 {
     fork_h = open_new("ev-fork", 0);
-    fork_sub = subscribe(fork_h, SHMREG_EV_ALL, NULL);
+    fork_sub = test_subscribe(fork_h, SHMREG_EV_ALL, NULL);
     fk = test_shared(sizeof *fk);
     shmreg_publish(fork_h, NULL, "parent", 6);
     uint64_t p0 = published(fork_h);

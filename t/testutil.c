@@ -279,6 +279,31 @@ shmreg *test_reg_small(const char *name, uint64_t heap)
     return test_reg_new_opts(name, o);
 }
 
+shmreg_sub *test_subscribe(shmreg *h, uint32_t mask, const shmreg_id *session)
+{
+    shmreg_sub *sub = NULL;
+    int rc = shmreg_subscribe(h, mask, session, &sub);
+    if (rc != 0)
+        bail_out("subscribe: %s (%s)", shmreg_strerror(rc), shmreg_errmsg());
+    return sub;
+}
+
+void test_fields_fill(test_fieldbuf *b, const char *tag, uint16_t port)
+{
+    static const char *const name[SHMREG_FIELD_STR_COUNT] = {
+        "sip:alice@a.example", "sip:bob@b.example", "Alice", "call-id", "ltag",
+        "rtag", "PCMU", "no reason", "app"};
+    memset(b, 0, sizeof *b);
+    for (unsigned i = 0; i < SHMREG_FIELD_STR_COUNT; i++) {
+        int n = snprintf(b->s[i], sizeof b->s[i], "%s-%s", name[i], tag);
+        if (i == SHMREG_FIELD_APP_DATA)
+            b->s[i][3] = '\0'; /* opaque bytes: a NUL inside */
+        b->f.str[i] = (shmreg_str){ b->s[i], (size_t)n };
+    }
+    b->f.local_rtp_port = port;
+    b->f.remote_rtp_port = (uint16_t)(port + 1);
+}
+
 uint64_t test_session_version(shmreg *h, const shmreg_id *id)
 {
     shmreg_session v;

@@ -96,6 +96,18 @@ shmreg *test_reg_attach(void);
 /* Close `h` and destroy the registry of the last test_reg_new. */
 void test_reg_destroy(shmreg *h);
 
+/* A subscription (shmreg_subscribe); bails out on failure. */
+shmreg_sub *test_subscribe(shmreg *h, uint32_t mask, const shmreg_id *session);
+
+/* Fields that use every string slot (app data with a NUL in it) and both
+ * ports, each value marked with `tag` so that two sets differ everywhere;
+ * f.sdp is NULL. */
+typedef struct test_fieldbuf {
+    char s[SHMREG_FIELD_STR_COUNT][48];
+    shmreg_fields f;
+} test_fieldbuf;
+void test_fields_fill(test_fieldbuf *b, const char *tag, uint16_t port);
+
 /* The version of session `id` (shmreg_session.version), 0 if not found. */
 uint64_t test_session_version(shmreg *h, const shmreg_id *id);
 

@@ -288,17 +288,35 @@ static int put_new(lm_h *x, MDB_txn *t, const bench_rec *r, const shmreg_id *id,
 static int lm_create(bench_h *bh, const bench_rec *r, int with_sdp, shmreg_id *id)
 {
     lm_h *x = (lm_h *)bh;
-    static uint64_t ctr;
-    uint64_t a = (++ctr + (uint64_t)getpid() * 0x632be59bd9b4e019ull) * 0x9e3779b97f4a7c15ull;
-    a ^= a >> 29;
-    memcpy(id->bytes, &a, 8);
-    memcpy(id->bytes + 8, &ctr, 8);
+    bench_new_id(id);
     MDB_txn *t;
     LM_CHECK(mdb_txn_begin(x->env, NULL, 0, &t));
     int rc = put_new(x, t, r, id, with_sdp, SHMREG_STATE_INITIATING);
     if (rc) {
         mdb_txn_abort(t);
         return bench_fail("lmdb: create: %s", mdb_strerror(rc));
+    }
+    LM_CHECK(mdb_txn_commit(t));
+    return 0;
+}
+
+/* Create with SDPs and bind: one transaction. */
+static int lm_create_bound(bench_h *bh, const bench_rec *r, shmreg_id *id)
+{
+    lm_h *x = (lm_h *)bh;
+    bench_new_id(id);
+    char kb[3 * SHMREG_MAX_STR + 2];
+    MDB_val dk = {dlg_key(kb, r->f.str[SHMREG_FIELD_CALL_ID], r->f.str[SHMREG_FIELD_LOCAL_TAG],
+                          r->f.str[SHMREG_FIELD_REMOTE_TAG]), kb};
+    MDB_val dv = {SHMREG_ID_BYTES, (void *)id->bytes};
+    MDB_txn *t;
+    LM_CHECK(mdb_txn_begin(x->env, NULL, 0, &t));
+    int rc = mdb_put(t, x->dlg, &dk, &dv, MDB_NOOVERWRITE);
+    if (rc == 0)
+        rc = put_new(x, t, r, id, 1, SHMREG_STATE_INITIATING);
+    if (rc) {
+        mdb_txn_abort(t);
+        return bench_fail("lmdb: create bound: %s", mdb_strerror(rc));
     }
     LM_CHECK(mdb_txn_commit(t));
     return 0;
@@ -559,7 +577,7 @@ const bench_impl impl_lmdb = {
     .name = "lmdb",
     .what = "LMDB-only registry on /dev/shm, one transaction per call",
     .open = lm_open, .close = lm_close, .attach = lm_attach, .detach = lm_detach,
-    .load = lm_load, .mem = lm_mem, .create = lm_create, .bind = lm_bind,
+    .load = lm_load, .mem = lm_mem, .create = lm_create, .create_bound = lm_create_bound, .bind = lm_bind,
     .set_sdp = lm_set_sdp, .transition = lm_transition, .counter = lm_counter,
     .find_read = lm_find_read, .find_copy = lm_find_copy, .dialog_find = lm_dialog_find,
     .del = lm_del,

@@ -327,11 +327,7 @@ static int rd_int(redisContext *c, redisReply *r, long long min, const char *wha
 static int rd_create(bench_h *bh, const bench_rec *r, int with_sdp, shmreg_id *id)
 {
     rd_h *x = (rd_h *)bh;
-    static uint64_t ctr;
-    uint64_t a = (++ctr + (uint64_t)getpid() * 0x632be59bd9b4e019ull) * 0x9e3779b97f4a7c15ull;
-    a ^= a >> 29;
-    memcpy(id->bytes, &a, 8);
-    memcpy(id->bytes + 8, &ctr, 8);
+    bench_new_id(id);
     const shmreg_str *f = r->f.str;
     uint64_t now = real_ns();
     /* Without SDPs, empty ones: the same one command either way. */

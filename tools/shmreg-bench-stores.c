@@ -141,6 +141,15 @@ static int sr_create(bench_h *bh, const bench_rec *r, int with_sdp, shmreg_id *i
     return shmreg_session_create(((sr_h *)bh)->h, &f, id);
 }
 
+static int sr_create_bound(bench_h *bh, const bench_rec *r, shmreg_id *id)
+{
+    shmreg_str sdp[2] = {{r->sdp[0], r->sdp_len[0]}, {r->sdp[1], r->sdp_len[1]}};
+    shmreg_fields f = r->f;
+    f.sdp = sdp;
+    return shmreg_session_create_bound(((sr_h *)bh)->h, &f, r->f.str[SHMREG_FIELD_CALL_ID],
+                                       r->f.str[SHMREG_FIELD_LOCAL_TAG], r->f.str[SHMREG_FIELD_REMOTE_TAG], id);
+}
+
 static int sr_bind(bench_h *bh, const bench_rec *r, const shmreg_id *id)
 {
     return shmreg_dialog_bind(((sr_h *)bh)->h, r->f.str[SHMREG_FIELD_CALL_ID],
@@ -291,7 +300,7 @@ const bench_impl impl_shmreg = {
     .name = "shmreg",
     .what = "libshmreg: shared segment, lock-free reads in place",
     .open = sr_open, .close = sr_close, .attach = sr_attach, .detach = sr_detach,
-    .mem = sr_mem, .create = sr_create, .bind = sr_bind, .set_sdp = sr_set_sdp,
+    .mem = sr_mem, .create = sr_create, .create_bound = sr_create_bound, .bind = sr_bind, .set_sdp = sr_set_sdp,
     .transition = sr_transition, .counter = sr_counter, .find_read = sr_find_read,
     .find_copy = sr_find_copy, .dialog_find = sr_dialog_find, .del = sr_del,
     .publish = sr_publish, .sub_open = sr_sub_open, .sub_poll = sr_sub_poll,
@@ -304,7 +313,7 @@ const bench_impl impl_copy = {
     .name = "copy",
     .what = "libshmreg, but each read copies both SDPs out (what copying registries do)",
     .open = sr_open, .close = sr_close, .attach = sr_attach, .detach = sr_detach,
-    .mem = sr_mem, .create = sr_create, .bind = sr_bind, .set_sdp = sr_set_sdp,
+    .mem = sr_mem, .create = sr_create, .create_bound = sr_create_bound, .bind = sr_bind, .set_sdp = sr_set_sdp,
     .transition = sr_transition, .counter = sr_counter, .find_read = copy_find_read,
     .find_copy = sr_find_copy, .dialog_find = sr_dialog_find, .del = sr_del,
 };

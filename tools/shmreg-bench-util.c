@@ -214,6 +214,15 @@ void data_id(const bench_data *d, uint64_t i, shmreg_id *id)
 double tsc_per_ns = 1.0;
 uint64_t tsc_overhead;
 
+void bench_new_id(shmreg_id *id)
+{
+    static uint64_t ctr;
+    uint64_t a = (++ctr + (uint64_t)getpid() * 0x632be59bd9b4e019ull) * 0x9e3779b97f4a7c15ull;
+    a ^= a >> 29;
+    memcpy(id->bytes, &a, 8);
+    memcpy(id->bytes + 8, &ctr, 8);
+}
+
 uint64_t mono_ns(void)
 {
     struct timespec ts;

@@ -112,6 +112,9 @@ void clock_calibrate(void);
 extern double tsc_per_ns;         /* calibrated against CLOCK_MONOTONIC */
 extern uint64_t tsc_overhead;     /* cycles of an empty tsc_begin/tsc_end pair */
 uint64_t mono_ns(void);
+/* A new ID for stores that let the caller choose (as random as shmreg's
+ * to a hash table, from a process-private counter: no system call). */
+void bench_new_id(shmreg_id *id);
 
 /* ---------------------------------------------------------------- histogram */
 
@@ -200,6 +203,9 @@ typedef struct bench_impl {
      * (what a server does with the offer it holds); 0: none yet */
     int (*create)(bench_h *h, const bench_rec *r, int with_sdp, shmreg_id *id);
     int (*bind)(bench_h *h, const bench_rec *r, const shmreg_id *id);
+    /* create (with r's SDPs) and bind in one call, as one step of the store
+     * (NULL: create, then bind) */
+    int (*create_bound)(bench_h *h, const bench_rec *r, shmreg_id *id);
     int (*set_sdp)(bench_h *h, const shmreg_id *id, int which, const char *sdp, size_t len);
     int (*transition)(bench_h *h, const shmreg_id *id, int expected, int to);
     int (*counter)(bench_h *h, const shmreg_id *id, int ctr, uint64_t delta);
