@@ -178,12 +178,12 @@ static void check_session(check *k, uint32_t si)
     mark(k, shm_slot_off(k->s, si));
     if (REG_LIVE(st)) {
         k->r->sessions++;
-        int want = reg_index_needed(x->id, si), has = in_index(k, si);
-        if (want && !has && REG_LIVE(atomic_load(&x->state)))
-            problem(k, "session slot %u is live, away from the slot its ID names, "
-                       "but missing from the index", si);
-        else if (!want && has && REG_LIVE(atomic_load(&x->state)))
-            problem(k, "session slot %u is in the slot its ID names, yet linked in the index", si);
+        int want = reg_index_needed(x->id, si);
+        if (in_index(k, si) != want && REG_LIVE(atomic_load(&x->state)))
+            problem(k, want ? "session slot %u is live, away from the slot its ID names, "
+                              "but missing from the index"
+                            : "session slot %u is in the slot its ID names, yet linked in the index",
+                    si);
         shmreg_str str[SHMREG_FIELD_STR_COUNT], sdp[2];
         uint16_t port[2];
         uint64_t rec = atomic_load(&x->rec), ext[2];

@@ -389,8 +389,7 @@ int reg_session_insert(shmreg *h, const reg_new *n, shmreg_id *id_out)
             reg_timer_policy_apply(h, si, n->state, now);
         shm_read_leave(&h->c);
     }
-    if (h->c.read_depth == 0)
-        shm_note_set(&h->c, 0); /* announced (inside a section, its end clears it) */
+    shm_note_end(&h->c); /* announced */
     return 0;
 undo:
     /* Never published: nobody can have seen these blocks (the user
@@ -471,7 +470,7 @@ int shmreg_session_update(shmreg *h, const shmreg_id *id, const shmreg_fields *f
     uint32_t si;
     uint64_t st, now;
     uint32_t fields = mask & SHMREG_MASK_ALL;
-    unsigned sdps = (mask & SHMREG_MASK_SDP_BOTH) >> 24; /* bit k: SDP k */
+    unsigned sdps = (mask & SHMREG_MASK_SDP_BOTH) / SHMREG_MASK_SDP(0); /* bit k: SDP k */
     shm_read_enter(&h->c);
     if ((rc = reg_find_own(h, id->bytes, &si, &st)) == 0) {
         rec_change c = {f, fields, sdps, f->sdp};

@@ -399,9 +399,9 @@ typedef struct shmreg_session {
  * behind), SHMREG_ECORRUPT, SHMREG_EFORK. */
 int shmreg_session_create(shmreg *h, const shmreg_fields *f, shmreg_id *id_out);
 
-/* Create a session bound to a dialog, in one step: as shmreg_session_create
- * then shmreg_dialog_bind(call_id, local_tag, remote_tag), except that no
- * other bind of the key can come between. Of several workers creating a
+/* Create a session bound to a dialog, in one step: what a create and then
+ * a bind of (call_id, local_tag, remote_tag) do, except that no other bind
+ * of the key can come between. Of several workers creating a
  * call for the same dialog at once (a retransmitted INVITE that reached
  * another worker), exactly one creates it; each other gets SHMREG_EEXIST
  * with *id_out set to the session the key is bound to (the ID may be of a

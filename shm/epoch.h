@@ -79,6 +79,14 @@ static inline void shm_note_set(shm_ctx *c, uint64_t note)
     atomic_store_explicit(&c->seg.handles[c->slot].note, note, memory_order_relaxed);
 }
 
+/* The noted change is over, announced, for a change made outside a read
+ * section; inside one, the section's end clears the note. */
+static inline void shm_note_end(shm_ctx *c)
+{
+    if (c->read_depth == 0)
+        shm_note_set(c, 0);
+}
+
 /* Move a block whose state word is `expect` (USED, or RETIRED by a dead
  * handle that never listed it) to the new end of our limbo queue; every
  * 64th to 1024th retire or section exit also tries shm_reclaim().

@@ -255,23 +255,40 @@ static void wait_durable(shmreg *h, uint64_t after_ns)
     }
 }
 
-/* Restore `dir` into a scratch registry: the restore's result, and 1 in
- * *sound when every restored SDP passes its checksum. */
-static int restore_scratch(const char *dir, int *sound, uint64_t *n)
+/* Restore `dir` into a new scratch registry, open until scratch_drop: the
+ * restore's result in *rc, the sessions restored in *n. */
+static char scratch_path[512];
+
+static shmreg *scratch_restore(const char *dir, int *rc, uint64_t *n)
 {
     shmreg *h;
     /* Room for more than the registry holds: a directory the daemon was
      * killed behind may still list sessions deleted since, beside the
      * ones created since. */
     shmreg_options o = {.flags = SHMREG_CREATE | SHMREG_EXCL, .max_sessions = 4096};
-    const char *p = test_dir("scratch");
-    if (shmreg_open(p, &o, &h) != 0)
+    snprintf(scratch_path, sizeof scratch_path, "%s", test_dir("scratch"));
+    if (shmreg_open(scratch_path, &o, &h) != 0)
         bail_out("scratch: %s", shmreg_errmsg());
     shmreg_restore_report rep;
-    int rc = shmreg_restore(h, dir, SHMREG_RESTORE_ALL, &rep);
-    if (rc)
-        diag("restore of %s: %s (%s)", dir, shmreg_strerror(rc), shmreg_errmsg());
+    *rc = shmreg_restore(h, dir, SHMREG_RESTORE_ALL, &rep);
+    if (*rc)
+        diag("restore of %s: %s (%s)", dir, shmreg_strerror(*rc), shmreg_errmsg());
     *n = rep.sessions;
+    return h;
+}
+
+static void scratch_drop(shmreg *h)
+{
+    shmreg_close(h);
+    shmreg_destroy(scratch_path, 1);
+}
+
+/* Restore `dir` into a scratch registry: the restore's result, and 1 in
+ * *sound when every restored SDP passes its checksum. */
+static int restore_scratch(const char *dir, int *sound, uint64_t *n)
+{
+    int rc;
+    shmreg *h = scratch_restore(dir, &rc, n);
     *sound = 1;
     uint64_t cur = 0;
     shmreg_session v;
@@ -279,8 +296,7 @@ static int restore_scratch(const char *dir, int *sound, uint64_t *n)
     while (shmreg_session_next(h, &cur, 0, &v) == 0)
         *sound &= sdp_sound(v.sdp[0]) && sdp_sound(v.sdp[1]) && (v.flags & SHMREG_SESSION_RESTORED);
     shmreg_read_end(h);
-    shmreg_close(h);
-    shmreg_destroy(p, 1);
+    scratch_drop(h);
     return rc;
 }
 
@@ -905,16 +921,12 @@ static void killed_mid_change(void)
     is(test_stats(h).events_published, published + 1,
        "killed mid-change, no master: the daemon's own reap announced the change");
     wait_durable(h, t);
-    shmreg *s;
-    shmreg_options so = {.flags = SHMREG_CREATE | SHMREG_EXCL, .max_sessions = 64};
-    const char *sp = test_dir("scratch");
-    if (shmreg_open(sp, &so, &s) != 0)
-        bail_out("scratch: %s", shmreg_errmsg());
-    shmreg_restore_report rep;
-    is(shmreg_restore(s, sdir, SHMREG_RESTORE_ALL, &rep), 0, "killed mid-change, no master: the directory restores");
-    ok(rep.sessions == 1 && remote_sdp_is(s, MID_ALONE), "killed mid-change, no master: its call with the new SDP");
-    shmreg_close(s);
-    shmreg_destroy(sp, 1);
+    int rrc;
+    uint64_t n;
+    shmreg *s = scratch_restore(sdir, &rrc, &n);
+    is(rrc, 0, "killed mid-change, no master: the directory restores");
+    ok(n == 1 && remote_sdp_is(s, MID_ALONE), "killed mid-change, no master: its call with the new SDP");
+    scratch_drop(s);
 
     /* The master reaps at once (sipd, prefork): the same, without waiting. */
     published = test_stats(h).events_published;

@@ -131,21 +131,29 @@ static int sr_mem(bench_h *bh, uint64_t sessions, bench_mem *m)
     return 0;
 }
 
+/* r's fields with its two SDPs (in sdp[], which must outlive the call). */
+static shmreg_fields sr_fields_sdp(const bench_rec *r, shmreg_str sdp[2])
+{
+    shmreg_fields f = r->f;
+    sdp[0] = (shmreg_str){r->sdp[0], r->sdp_len[0]};
+    sdp[1] = (shmreg_str){r->sdp[1], r->sdp_len[1]};
+    f.sdp = sdp;
+    return f;
+}
+
 static int sr_create(bench_h *bh, const bench_rec *r, int with_sdp, shmreg_id *id)
 {
     if (!with_sdp)
         return shmreg_session_create(((sr_h *)bh)->h, &r->f, id);
-    shmreg_str sdp[2] = {{r->sdp[0], r->sdp_len[0]}, {r->sdp[1], r->sdp_len[1]}};
-    shmreg_fields f = r->f;
-    f.sdp = sdp;
+    shmreg_str sdp[2];
+    shmreg_fields f = sr_fields_sdp(r, sdp);
     return shmreg_session_create(((sr_h *)bh)->h, &f, id);
 }
 
 static int sr_create_bound(bench_h *bh, const bench_rec *r, shmreg_id *id)
 {
-    shmreg_str sdp[2] = {{r->sdp[0], r->sdp_len[0]}, {r->sdp[1], r->sdp_len[1]}};
-    shmreg_fields f = r->f;
-    f.sdp = sdp;
+    shmreg_str sdp[2];
+    shmreg_fields f = sr_fields_sdp(r, sdp);
     return shmreg_session_create_bound(((sr_h *)bh)->h, &f, r->f.str[SHMREG_FIELD_CALL_ID],
                                        r->f.str[SHMREG_FIELD_LOCAL_TAG], r->f.str[SHMREG_FIELD_REMOTE_TAG], id);
 }
