@@ -46,18 +46,19 @@
 #define SHM_EBUSY    (-6)
 
 #define SHM_MAGIC "shmreg\x1a\x01"
-#define SHM_LAYOUT_VERSION 8u /* 2: engine locks, record sizes; 3: consumer regions;
+#define SHM_LAYOUT_VERSION 9u /* 2: engine locks, record sizes; 3: consumer regions;
                                 * 4: 320-byte slots, 24 record kinds;
                                 * 5: a session's fields and SDPs in one record;
                                 * 6: owner node and version in the slot;
                                 * 7: the registry's record hints region;
                                 * 8: only sessions away from the slot their
-                                *    ID names are in the ID index */
+                                *    ID names are in the ID index;
+                                * 9: size classes step by an eighth */
 #define SHM_HEADER_BYTES 4096u
 #define SHM_PAGE_BYTES (256u * 1024u)   /* heap page: 3 of the largest class */
 #define SHM_SLOT_BYTES 320u             /* a slot of the slot table, header included */
 #define SHM_SHARDS 4u                   /* free lists per class: spreads lock traffic */
-#define SHM_NCLASS 42u                  /* heap size classes (see alloc.c) */
+#define SHM_NCLASS 79u                  /* heap size classes (see alloc.c) */
 #define SHM_SLOT_CLASS 0xffu            /* class id of slots */
 
 /* Capacity ceilings that shm_layout() accepts; a consumer's error

@@ -8,7 +8,7 @@
  * Why: these are the paths of a full heap, which no other test fills; a
  * registry that is full is exactly when they must be right. The heap is
  * made tiny (8 pages of 256 KiB) so that full is reached in a few calls
- * and every figure is exact: 64 KiB blocks (60,000-byte SDPs) come 4 to
+ * and every figure is exact: 60 KiB blocks (60,000-byte SDPs) come 4 to
  * a page.
  */
 #include <errno.h>
@@ -22,7 +22,7 @@
 #include "tap.h"
 #include "testutil.h"
 
-#define BIG 60000u   /* an SDP in the 64 KiB class */
+#define BIG 60000u   /* an SDP in the 60 KiB class */
 #define SMALL 100u   /* an SDP in a small class */
 #define NS 40
 
@@ -113,7 +113,7 @@ int main(void)
     shmreg_stat(h, &st);
     int pages = (int)(st.heap_bytes / (256u * 1024u));
     int last = 1 + fill(1);
-    is(last - 1, (pages - 3) * 4, "%d SDPs of 64 KiB fill the heap: %d pages of 4", (pages - 3) * 4, pages - 3);
+    is(last - 1, (pages - 3) * 4, "%d SDPs of 60 KiB fill the heap: %d pages of 4", (pages - 3) * 4, pages - 3);
     full_refusals(&room);
     is(shmreg_session_set_sdp(h, &s[last], SHMREG_SDP_LOCAL, big, sizeof big), SHMREG_EFULL,
        "one more: EFULL");
