@@ -123,7 +123,7 @@ struct shmreg {
     mode_t file_mode;
     gid_t gid;
     pid_t pid;                        /* of the opening process */
-    unsigned char rnd[512];           /* random bytes for IDs, drawn 32 IDs at a time */
+    unsigned char rnd[4096];          /* random bytes for IDs, drawn 256 IDs at a time */
     unsigned rnd_left;
     void *config_state;
     void (*config_close)(shmreg *h);  /* set with config_state (internal.h) */
@@ -612,9 +612,11 @@ int reg_change_field(shmreg *h, uint32_t si, _Atomic uint64_t *field, const reg_
 void reg_retire_owned(shmreg *h, uint32_t si, uint64_t off);
 
 /* user.c: link slot si into the user index chains its record's
- * From and To users hash to (create, update, restore); take it out
- * (delete); check the chains. */
+ * From and To users hash to (update, rewrite); file a session being
+ * created, not yet published, by the fields its record was built from
+ * (`f` NULL: in no chain); take it out (delete); check the chains. */
 int reg_users_sync(shmreg *h, uint32_t si);
+int reg_users_file_new(shmreg *h, uint32_t si, const shmreg_fields *f);
 void reg_users_forget(shmreg *h, uint32_t si);
 void reg_user_check(shmreg *h, int repair, void (*mark)(void *, uint64_t),
                     void (*bad)(void *, const char *), void *arg);
