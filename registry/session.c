@@ -325,7 +325,7 @@ int reg_session_insert(shmreg *h, const reg_new *n, shmreg_id *id_out)
     shm_store(&x->state, 0); /* unpublished */
     /* Found by user the moment it is live: its user records go in first
      * (a lookup passes over records of an unpublished slot). */
-    if ((rc = reg_users_sync(h, si)) != 0)
+    if ((rc = reg_users_file_new(h, si, n->f)) != 0)
         goto undo;
 
     /* A fresh ID names this slot, so a lookup finds it without the index

@@ -24,18 +24,34 @@
  * byte for byte, the host without regard to case; the scheme, port,
  * parameters and headers are not part of the key.
  */
-#include <ctype.h>
 #include <stdio.h>
-#include <strings.h>
 
 #include "reg.h"
 
 /* ------------------------------------------------------------ the key */
 
+/* ASCII case and space, whatever the process's locale: every worker must
+ * compute the same key from the same URI, and SIP's case-insensitive
+ * parts (scheme, host) are ASCII. */
+static char ascii_lower(char c)
+{
+    return c >= 'A' && c <= 'Z' ? (char)(c + ('a' - 'A')) : c;
+}
+
+static int ascii_space(char c)
+{
+    return c == ' ' || (c >= '\t' && c <= '\r');
+}
+
 static int has_prefix(const char *p, size_t n, const char *pre)
 {
     size_t k = strlen(pre);
-    return n >= k && strncasecmp(p, pre, k) == 0;
+    if (n < k)
+        return 0;
+    for (size_t i = 0; i < k; i++)
+        if (ascii_lower(p[i]) != pre[i])
+            return 0;
+    return 1;
 }
 
 int shmreg_user_key(shmreg_str uri, char *out, size_t cap, size_t *len)
@@ -60,9 +76,9 @@ int shmreg_user_key(shmreg_str uri, char *out, size_t cap, size_t *len)
         p = lt + 1;
         e = gt ? gt : e;
     }
-    while (p < e && isspace((unsigned char)*p))
+    while (p < e && ascii_space(*p))
         p++;
-    while (e > p && isspace((unsigned char)e[-1]))
+    while (e > p && ascii_space(e[-1]))
         e--;
     int sip = 0;
     if (has_prefix(p, (size_t)(e - p), "sips:"))
@@ -94,7 +110,7 @@ int shmreg_user_key(shmreg_str uri, char *out, size_t cap, size_t *len)
     if (at)
         out[n++] = '@';
     for (size_t i = 0; i < hlen; i++)
-        out[n++] = fold ? (char)tolower((unsigned char)host[i]) : host[i];
+        out[n++] = fold ? ascii_lower(host[i]) : host[i];
     *len = n;
     return 0;
 }
@@ -193,16 +209,27 @@ static void chain_remove(shmreg *h, unsigned w, uint32_t hash, uint32_t me)
         shm_store(nw, link_make(link_next(atomic_load(nw)), p));
 }
 
-/* The key that side `w` (0 From, 1 To) of slot x's current record gives. */
+/* The URI field of side `w` (0 From, 1 To). */
+static unsigned side_field(unsigned w)
+{
+    return w ? SHMREG_FIELD_TO_URI : SHMREG_FIELD_FROM_URI;
+}
+
+/* The key that side `w` of slot x's current record gives. */
 static int current_key(shmreg *h, reg_sess *x, unsigned w, char *key, size_t *len)
 {
     shmreg_str str[SHMREG_FIELD_STR_COUNT];
     uint16_t port[2];
     int rc = reg_rec_view(h, atomic_load(&x->rec), str, port, NULL);
     if (rc == 0)
-        rc = shmreg_user_key(str[w ? SHMREG_FIELD_TO_URI : SHMREG_FIELD_FROM_URI], key,
-                             SHMREG_MAX_STR, len);
+        rc = shmreg_user_key(str[side_field(w)], key, SHMREG_MAX_STR, len);
     return rc;
+}
+
+/* The hash a side whose key is `key` is filed under (0: none). */
+static uint32_t side_hash(shmreg *h, const char *key, size_t len)
+{
+    return len ? user_hash(h, key, len) : 0;
 }
 
 /* Under the session's lock: file side w of slot si under hash `want`
@@ -260,7 +287,7 @@ static int sync_sides(shmreg *h, uint32_t si, int all)
         size_t len;
         if ((rc = current_key(h, x, w, key, &len)) != 0)
             break;
-        uint32_t want = len ? user_hash(h, key, len) : 0;
+        uint32_t want = side_hash(h, key, len);
         if (all || hash_half(atomic_load(&x->uhash), w) != want)
             rc = refile(h, si, w, want);
     }
@@ -271,6 +298,22 @@ static int sync_sides(shmreg *h, uint32_t si, int all)
 int reg_users_sync(shmreg *h, uint32_t si)
 {
     return sync_sides(h, si, 0);
+}
+
+/* A create's filing needs less than sync_sides: no session lock, as no one
+ * else can reach a slot not yet published (the check's repair refiles
+ * live sessions only), and no reading back of the record, which was just
+ * built from these very fields. */
+int reg_users_file_new(shmreg *h, uint32_t si, const shmreg_fields *f)
+{
+    char key[SHMREG_MAX_STR];
+    int rc = 0;
+    for (unsigned w = 0; w < 2 && f && rc == 0; w++) {
+        size_t len;
+        if ((rc = shmreg_user_key(f->str[side_field(w)], key, sizeof key, &len)) == 0 && len)
+            rc = refile(h, si, w, side_hash(h, key, len));
+    }
+    return rc;
 }
 
 void reg_users_forget(shmreg *h, uint32_t si)

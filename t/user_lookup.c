@@ -65,6 +65,14 @@ static void test_user_key(void)
         { "alice@h", "alice@h" },
         { "alice@Example.COM", "alice@example.com" },
         { "ALICE@EXAMPLE.COM", "ALICE@example.com" },
+        /* The scheme in any case; space (\t \n \v \f \r and ' ')
+         * around the URI; only ASCII letters folded, whatever the locale
+         * (bytes above 127 are kept as they are). */
+        { "SIP:alice@H", "alice@h" },
+        { "Sips:alice@h", "alice@h" },
+        { "TEL:+1555", "+1555" },
+        { " \t\v\f sip:alice@h \r\n", "alice@h" },
+        { "sip:a@\xc3\x84X.example", "a@\xc3\x84x.example" },
         { "", "" },
     };
     const int n = (int)(sizeof table / sizeof table[0]);
