@@ -58,6 +58,10 @@ int shmreg_user_key(shmreg_str uri, char *out, size_t cap, size_t *len)
 {
     if (out == NULL || len == NULL || (uri.len && uri.ptr == NULL))
         return shmreg__fail(SHMREG_EINVAL, "NULL out, len or URI bytes");
+    if (uri.len == 0) { /* {NULL, 0} is empty too: no pointer arithmetic on it */
+        *len = 0;
+        return 0;
+    }
     const char *p = uri.ptr, *e = uri.ptr + uri.len;
     /* "Display <uri>;params": what is inside the angle brackets, the
      * first '<' outside a quoted display name ("a<b@c>" <sip:x@y>). */
