@@ -392,17 +392,24 @@ int shmreg_expire(shmreg *h, uint64_t now, shmreg_expired *out, unsigned max)
     uint64_t claimed[SWEEP_BATCH];
     shm_read_enter(&h->c);
     uint64_t n = tick_of(now), c = cursor(h, now);
+    uint64_t lap = n >= REG_WHEEL_BUCKETS ? n - REG_WHEEL_BUCKETS + 1 : 0; /* 0: cursor() sets it anew */
     /* Asleep for more than a lap: every bucket is visited once below, so
      * the cursor may jump to a lap before now. It moves under every
-     * stripe lock, so no arm is between its check and its push. */
-    if (n > c && n - c >= REG_WHEEL_BUCKETS) {
+     * stripe lock, so no arm is between its check and its push. A cursor
+     * more than a lap ahead of now was set by no sweeper's clock (a
+     * scribble, or a caller's `now` far in the future): it goes back to
+     * a lap before now the same way, rather than leave every timer
+     * unswept, or a loop up to a cursor near the top of the range that
+     * never ends. */
+    if (n > c ? n - c >= REG_WHEEL_BUCKETS : c - n >= REG_WHEEL_BUCKETS) {
         shm_lock *held[SHM_STRIPES];
         unsigned k = 0;
         for (; k < SHM_STRIPES; k++)
             if ((rc = wheel_lock(h, k, &held[k])) != 0)
                 break;
-        if (rc == 0 && atomic_load(&h->shared->swept_tick) < n - REG_WHEEL_BUCKETS + 1)
-            atomic_store(&h->shared->swept_tick, n - REG_WHEEL_BUCKETS + 1);
+        uint64_t cur = atomic_load(&h->shared->swept_tick);
+        if (rc == 0 && (cur < lap || (cur > n && cur - n >= REG_WHEEL_BUCKETS)))
+            atomic_store(&h->shared->swept_tick, lap);
         while (k)
             shm_lock_drop(held[--k]);
         if (rc)

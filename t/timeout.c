@@ -32,6 +32,7 @@
 #include <unistd.h>
 
 #include "crashpoint.h"
+#include "reg.h"
 #include "shmreg.h"
 #include "tap.h"
 #include "testutil.h"
@@ -39,7 +40,7 @@
 #define SEC 1000000000ull
 #define MS 1000000ull
 
-static shmreg *reg_new(const char *name, uint32_t max_sessions, uint32_t event_records)
+static shmreg *timeout_reg(const char *name, uint32_t max_sessions, uint32_t event_records)
 {
     shmreg_options o;
     memset(&o, 0, sizeof o);
@@ -195,7 +196,7 @@ static uint64_t count_in(shmreg *h, int state)
 
 static void test_set_timeout(void)
 {
-    shmreg *h = reg_new("timeout-set", 64, 1024);
+    shmreg *h = timeout_reg("timeout-set", 64, 1024);
     shmreg_id s = test_session_new(h);
     uint64_t T = test_now_ns() + 3600 * SEC;
 
@@ -256,7 +257,7 @@ static void test_set_timeout(void)
 
 static void test_expire(void)
 {
-    shmreg *h = reg_new("timeout-expire", 128, 4096);
+    shmreg *h = timeout_reg("timeout-expire", 128, 4096);
     shmreg_sub *sub = NULL;
     if (shmreg_subscribe(h, SHMREG_EV_MASK(SHMREG_EV_TIMEOUT), NULL, &sub) != 0)
         bail_out("subscribe: %s", shmreg_errmsg());
@@ -402,7 +403,7 @@ static void test_expire(void)
     test_reg_destroy(h);
 
     /* now_ns 0: the clock. */
-    h = reg_new("timeout-clock", 64, 1024);
+    h = timeout_reg("timeout-clock", 64, 1024);
     uint64_t now = test_now_ns();
     shmreg_id due = test_session_new(h), later = test_session_new(h);
     arm(h, &due, now - 2 * SEC, SHMREG_TIMEOUT_FAIL, 0);
@@ -411,6 +412,25 @@ static void test_expire(void)
     is(n, 1, "now 0 sweeps at the clock: the deadline 2 s ago fires, the one in an hour does not");
     ok(n == 1 && test_id_eq(&out[0].id, &due), "... the right one");
     is(state_of(h, &later), SHMREG_STATE_INITIATING, "the other is untouched");
+
+    /* A cursor no sweeper's clock set: scribbled to the top of the range
+     * (the sweep once counted up to it, wrapping, for ever: this test's
+     * watchdog turns that into a failure), or a lap and more ahead of now. The
+     * sweep puts it back a lap before now and fires what is due. */
+    static const uint64_t scribbled[] = {UINT64_MAX, 1ull << 40};
+    for (unsigned i = 0; i < 2; i++) {
+        shmreg_id d = test_session_new(h);
+        now = test_now_ns();
+        arm(h, &d, now - 2 * SEC, SHMREG_TIMEOUT_FAIL, 0);
+        atomic_store(&h->shared->swept_tick, scribbled[i]);
+        n = shmreg_expire(h, 0, out, 16);
+        is(n, 1, "a cursor scribbled to %#llx: the sweep returns and fires the deadline due",
+           (unsigned long long)scribbled[i]);
+        ok(n == 1 && test_id_eq(&out[0].id, &d), "... the right one");
+        uint64_t c = atomic_load(&h->shared->swept_tick), lap = (now >> 26) - 65535;
+        ok(c >= lap && c <= (test_now_ns() >> 26), "the cursor is back within a lap before now (%llu)",
+           (unsigned long long)c);
+    }
     test_reg_destroy(h);
 }
 
@@ -437,7 +457,7 @@ static void policy_child(void *arg)
 
 static void test_policies(void)
 {
-    shmreg *h = reg_new("timeout-policy", 64, 1024);
+    shmreg *h = timeout_reg("timeout-policy", 64, 1024);
     uint64_t after = 1, grace = 1;
     unsigned flags = 1;
     shmreg_id s0 = test_session_new(h);
@@ -612,7 +632,7 @@ static int cp_run(const char *point, int arm)
 
 static void test_timer_crash_points(void)
 {
-    shmreg *h = reg_new("timeout-cp", 64, 1024);
+    shmreg *h = timeout_reg("timeout-cp", 64, 1024);
     cps = test_shared(sizeof *cps);
     shmreg_sub *sub = NULL;
     if (shmreg_subscribe(h, SHMREG_EV_MASK(SHMREG_EV_TIMEOUT), NULL, &sub) != 0)
@@ -754,7 +774,7 @@ static void sweeper(void *arg)
 
 static void test_sweep_race(void)
 {
-    shmreg *h = reg_new("timeout-race", 16384, 65536);
+    shmreg *h = timeout_reg("timeout-race", 16384, 65536);
     rs = test_shared(sizeof *rs);
     static shmreg_id due[R_DUE];
     uint64_t T = test_now_ns() + 3600 * SEC;
@@ -860,7 +880,7 @@ static unsigned seed_g;
 
 static void test_sweeper_kills(void)
 {
-    shmreg *h = reg_new("timeout-kill", 65536, 131072);
+    shmreg *h = timeout_reg("timeout-kill", 65536, 131072);
     kshm = test_shared(sizeof *kshm);
     static shmreg_id due[K_KILLS * K_STAGE];
     const int ndue = K_KILLS * K_STAGE;
@@ -982,7 +1002,7 @@ static void test_sweeper_kills(void)
 
 static void test_sweep_100k(void)
 {
-    shmreg *h = reg_new("timeout-100k", 131072, 1024);
+    shmreg *h = timeout_reg("timeout-100k", 131072, 1024);
     static shmreg_id due[B_DUE], got[B_DUE + 1];
     uint64_t T = test_now_ns() + 3600 * SEC;
     int rc = 0;
