@@ -169,24 +169,20 @@ static inline shm_blk *shm_blk_at(const shm_seg *s, uint64_t off)
     if (shm_page_owner(s, rel / SHM_PAGE_BYTES, &cls, &shard) != 0)
         return NULL;
     /* Is `within` a multiple of the class size, and a whole block below
-     * the page end? Every size is m << j with m in 8..15, so the test is a
-     * mask and a division by a small constant, not by a variable. */
+     * the page end? Every size is m << j with m in 8..15: a mask, then a
+     * division by m done as a multiplication by 2^32 / m rounded up,
+     * exact for every q below 2^16 (a page holds 2^15 units of 8; checked
+     * for each m by t/size_class.c): no divide, and no branch on the
+     * class to mispredict. */
+    static const uint32_t inv_m[8] = {0x20000000u, 0x1c71c71du, 0x1999999au, 0x1745d175u,
+                                      0x15555556u, 0x13b13b14u, 0x12492493u, 0x11111112u};
     uint32_t within = (uint32_t)(rel % SHM_PAGE_BYTES);
     unsigned m, j;
     shm_class_shape(cls, &m, &j);
     if (within & ((1u << j) - 1))
         return NULL;
-    uint32_t q = within >> j, idx;
-    switch (m) {
-    case 8: idx = q / 8; q %= 8; break;
-    case 9: idx = q / 9; q %= 9; break;
-    case 10: idx = q / 10; q %= 10; break;
-    case 11: idx = q / 11; q %= 11; break;
-    case 12: idx = q / 12; q %= 12; break;
-    case 13: idx = q / 13; q %= 13; break;
-    case 14: idx = q / 14; q %= 14; break;
-    default: idx = q / 15; q %= 15; break;
-    }
+    uint32_t q = within >> j, idx = (uint32_t)(((uint64_t)q * inv_m[m - 8]) >> 32);
+    q -= idx * m;
     if (q != 0 || (uint64_t)(idx + 1) * shm_class_size(cls) > SHM_PAGE_BYTES ||
         idx >= atomic_load_explicit(&s->pages[rel / SHM_PAGE_BYTES].carved, memory_order_acquire))
         return NULL;

@@ -59,7 +59,7 @@ static unsigned smallest_class(uint64_t payload)
 
 int main(void)
 {
-    plan(13);
+    plan(15);
     int not16 = 0, not_rising = 0, coarse = 0;
     for (unsigned k = 0; k < SHM_NCLASS; k++) {
         not16 += shm_class_size(k) % 16 != 0;
@@ -116,5 +116,31 @@ int main(void)
     is(wrong_class, 0, "each got the smallest class that holds it");
     is(shm_alloc(&c, shm_class_size(SHM_NCLASS - 1) - SHM_BLK_HDR + 1, 7), 0,
        "a payload over the largest class gets no block");
+
+    /* The block check divides an offset within a page by the class's m
+     * with a multiplication: exact, or a block would be refused or a
+     * misaligned offset taken for one. A fresh segment, a page of each
+     * class carved whole, and every 16-byte offset of it checked. */
+    shm_ctx d;
+    open_engine(&d);
+    uint64_t offsets = 0, wrong = 0, pages_whole = 0;
+    for (unsigned k = 0; k < SHM_NCLASS; k++) {
+        uint32_t size = shm_class_size(k), per = SHM_PAGE_BYTES / size;
+        uint64_t first = 0, last = 0;
+        for (uint32_t i = 0; i < per; i++) {
+            uint64_t off = shm_alloc(&d, size - SHM_BLK_HDR, 7);
+            first = i == 0 ? off : first;
+            last = off;
+        }
+        uint64_t page = d.seg.off_heap + (first - d.seg.off_heap) / SHM_PAGE_BYTES * SHM_PAGE_BYTES;
+        pages_whole += first == page && last == page + (uint64_t)(per - 1) * size;
+        for (uint64_t w = 0; w < SHM_PAGE_BYTES; w += 16, offsets++) {
+            int start = w % size == 0 && w / size < per;
+            wrong += (shm_blk_at(&d.seg, page + w) != NULL) != start;
+        }
+    }
+    is(pages_whole, SHM_NCLASS, "a page of each class carved whole, block after block");
+    is(wrong, 0, "of %llu offsets 16 bytes apart, exactly the block starts pass the block check",
+       (unsigned long long)offsets);
     return exit_status();
 }
