@@ -532,12 +532,20 @@ static void sweep_block(void *arg, uint64_t off, shm_blk *b)
 
 static void count_handles(check *k)
 {
+    uint32_t hwm = shm_handles_used(k->s), top = 0;
     for (uint32_t i = 0; i < k->s->max_handles; i++) {
         unsigned kind = SHM_H_KIND(atomic_load(&k->s->handles[i].word));
+        top = kind != SHM_H_FREE ? i + 1 : top;
         /* An orphan is a closed handle still handing back memory, not a
          * dead process's. */
         if ((kind == SHM_H_ACTIVE || kind == SHM_H_CLAIMING) && !shm_handle_alive(k->s, i))
             k->r->stale_handles++;
+    }
+    /* Readers in slots above the mark would go unseen by reclamation. */
+    if (top > hwm) {
+        problem(k, "handle slot %u is in use above the handle high-water mark %u", top - 1, hwm);
+        if (k->repair)
+            shm_handles_raise(k->s, top);
     }
 }
 

@@ -50,6 +50,22 @@
  * costs a scan per 1024 operations, not per operation. The interval and
  * the queue's tail are process-local (shm_ctx): recovery never needs them.
  *
+ * The scan stops at the high-water mark of claimed handle slots
+ * (handles_hwm): a table sized for 256 processes and used by four costs
+ * four slots per scan, not 256. Claims take the lowest free slot, so the
+ * mark is the most processes ever attached at once. Safety: before its
+ * handle can announce an epoch, a claim loads the mark (seq_cst) and, if
+ * it does not yet cover the slot, raises it (a seq_cst RMW); the
+ * announcement is followed by the reader's full fence. A scan that loads
+ * a mark not covering the slot therefore precedes that claim's load or
+ * RMW in the single total order of seq_cst operations, hence
+ * precedes the reader's fence, so the reader sees every unlink sequenced
+ * before the scan's bump: exactly the case of a scan that reads an epoch
+ * of 0 from a slot the reader has not announced in yet. Slots above the
+ * mark hold no orphan either, as orphans are handles once claimed. A
+ * scribbled mark is clamped to the table; the check restores one found
+ * below a slot in use.
+ *
  * Dead readers. Reaping (shm_reap: handle_lock, /proc reads for every
  * attached process) is never done on the strength of a long queue alone.
  * An attempt that finds the head pinned, after the queue has grown by
@@ -92,6 +108,19 @@
 #ifdef SHMREG_TESTING
 shm_reclaim_counters shm_reclaim_counters_for_test;
 #endif
+
+uint32_t shm_handles_used(const shm_seg *s)
+{
+    uint32_t n = atomic_load(&s->hdr->handles_hwm);
+    return n < s->max_handles ? n : s->max_handles;
+}
+
+void shm_handles_raise(const shm_seg *s, uint32_t n)
+{
+    uint32_t cur = atomic_load(&s->hdr->handles_hwm);
+    while (cur < n && !atomic_compare_exchange_weak(&s->hdr->handles_hwm, &cur, n))
+        ;
+}
 
 int shm_handle_alive(const shm_seg *s, uint32_t i)
 {
@@ -158,6 +187,7 @@ int shm_handle_claim(shm_ctx *c)
             if ((k == SHM_H_FREE ||
                  (pass == 2 && k == SHM_H_ORPHAN && atomic_load(&s->handles[i].intent_off) == 0)) &&
                 atomic_compare_exchange_strong(&s->handles[i].word, &w, me)) {
+                shm_handles_raise(s, i + 1); /* before this handle can read */
                 if (k == SHM_H_FREE) {
                     atomic_store(&s->handles[i].limbo_head, 0);
                     atomic_store(&s->handles[i].limbo_count, 0);
@@ -224,7 +254,7 @@ static reader_scan scan_readers(const shm_seg *s)
     reader_scan r = {UINT64_MAX, UINT32_MAX, 0};
     uint64_t orphan_oldest = UINT64_MAX;
     SHM_RECLAIM_COUNT(scans, 1);
-    for (uint32_t i = 0; i < s->max_handles; i++) {
+    for (uint32_t i = 0, n = shm_handles_used(s); i < n; i++) {
         shm_handle *h = &s->handles[i];
         uint64_t e = atomic_load(&h->epoch);
         if (e && e < r.min) {

@@ -32,6 +32,12 @@ void shm_handle_release(shm_ctx *c);
 /* 1 when slot i belongs to a live process (or is being claimed by one). */
 int shm_handle_alive(const shm_seg *s, uint32_t i);
 
+/* The high-water mark of claimed handle slots, clamped to the table: no
+ * slot at or above it was ever claimed (see epoch.c). shm_handles_raise
+ * makes it at least n (claims; the check's repair). */
+uint32_t shm_handles_used(const shm_seg *s);
+void shm_handles_raise(const shm_seg *s, uint32_t n);
+
 /* The same judgement on a word the caller already loaded from h->word, so
  * that what it reports (the pid, the kind) and "alive" come from one load:
  * a slot taken over in between cannot pair one process's pid with

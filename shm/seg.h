@@ -53,7 +53,8 @@
                                 * 7: the registry's record hints region;
                                 * 8: only sessions away from the slot their
                                 *    ID names are in the ID index;
-                                * 9: size classes step by an eighth */
+                                * 9: size classes step by an eighth; the
+                                *    handle table's high-water mark */
 #define SHM_HEADER_BYTES 4096u
 #define SHM_PAGE_BYTES (256u * 1024u)   /* heap page: 3 of the largest class */
 #define SHM_SLOT_BYTES 320u             /* a slot of the slot table, header included */
@@ -170,7 +171,10 @@ typedef struct shm_header {
     _Atomic uint64_t epoch;      /* global reclamation epoch (epoch.c) */
     char pad2[56];
     _Atomic uint32_t pages_used; /* heap pages handed to classes */
-    char pad3[60];
+    /* Handle slots [0, handles_hwm) have ever been claimed: the scan of
+     * readers stops there (epoch.c, "Cost"). Only ever raised. */
+    _Atomic uint32_t handles_hwm;
+    char pad3[56];
 } shm_header;
 
 /* The control area: the engine's locks and free lists. */

@@ -101,6 +101,7 @@ static void t_limbo(void)
      * list points outside the heap. */
     const shm_seg *s = &h->c.seg;
     uint32_t i = s->max_handles - 1;
+    shm_handles_raise(s, i + 1); /* an orphan is a slot once claimed */
     atomic_store(&s->handles[i].limbo_head, FAR);
     atomic_store(&s->handles[i].word, SHM_H_ORPHAN);
     shmreg_check_report r = check(0, SHMREG_ECORRUPT);
@@ -109,6 +110,30 @@ static void t_limbo(void)
     is(r.problems, 0, "a repairing check's reap cuts the list there first, so nothing is left to name");
     ok(atomic_load(&s->handles[i].limbo_head) == 0 && SHM_H_KIND(atomic_load(&s->handles[i].word)) == SHM_H_FREE,
        "the list is empty and the slot free again");
+}
+
+/* A handle in use above the handle table's high-water mark, which only a
+ * scribble makes: reclamation scans up to the mark and would not see its
+ * reader. The check names it; the repair raises the mark. */
+static void t_handle_mark(void)
+{
+    const shm_seg *t = &h->c.seg;
+    atomic_store(&t->hdr->handles_hwm, 1000);
+    is(shm_handles_used(t), t->max_handles, "a mark scribbled to 1000 is clamped to the table's %u",
+       t->max_handles);
+    uint32_t i = t->max_handles - 2;
+    atomic_store(&t->hdr->handles_hwm, 1);
+    atomic_store(&t->handles[i].word, SHM_H_CLAIMING | ((uint64_t)getpid() << 8));
+    shmreg_check_report r;
+    is(shmreg_check(h, 0, &r, count_problem, NULL, NULL), SHMREG_ECORRUPT,
+       "a mark scribbled down to 1, a handle in use in slot %u: the check says SHMREG_ECORRUPT", i);
+    is(r.problems, 1, "with one problem");
+    is(shm_handles_used(t), 1, "a check that does not repair leaves the mark as it is");
+    is(shmreg_check(h, SHMREG_CHECK_REPAIR, &r, count_problem, NULL, NULL), SHMREG_ECORRUPT,
+       "a repairing check names it too");
+    is(shm_handles_used(t), i + 1, "and raises the mark over it (%u)", i + 1);
+    is(shmreg_check(h, 0, &r, count_problem, NULL, NULL), 0, "after which the check is clean");
+    atomic_store(&t->handles[i].word, SHM_H_FREE);
 }
 
 /* A free list whose head is not a block: the next allocation drops the
@@ -215,6 +240,7 @@ int main(void)
         bail_out("open: %s", shmreg_errmsg());
     t_free_list();
     t_limbo();
+    t_handle_mark();
     t_bad_head();
     t_room_table();
     t_session_refs();
