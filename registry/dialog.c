@@ -214,8 +214,7 @@ int shmreg_dialog_bind(shmreg *h, shmreg_str call_id, shmreg_str local_tag, shmr
         goto unlock;
     }
     reg_dialog_link_new(h, &k, rec);
-    reg_changed(h, si);
-    reg_event(h, 0, SHMREG_EV_DIALOG_BOUND, session->bytes, 0, 0, 0);
+    reg_event(h, 0, SHMREG_EV_DIALOG_BOUND, session->bytes, 0, 0, 0, reg_changed(h, si));
 unlock:
     shm_lock_drop(l);
 out:
@@ -290,8 +289,7 @@ int shmreg_dialog_unbind(shmreg *h, shmreg_str call_id, shmreg_str local_tag, sh
     if (owner)
         shm_retire(&h->c, rec, st); /* else the session's deleter retires it */
     shm_intent_clear(&h->c);
-    reg_changed(h, d->slot);
-    reg_event(h, 0, SHMREG_EV_DIALOG_UNBOUND, d->sid, 0, 0, 0);
+    reg_event(h, 0, SHMREG_EV_DIALOG_UNBOUND, d->sid, 0, 0, 0, reg_changed(h, d->slot));
 out:
     shm_read_leave(&h->c);
     return rc;

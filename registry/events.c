@@ -30,7 +30,11 @@ typedef struct ev_wire {
     union {
         unsigned char room[SHMREG_ID_BYTES];
         uint64_t config_gen;
-        uint32_t mask;
+        struct {                     /* the other session events */
+            uint32_t mask;           /* SESSION_UPDATED: the fields */
+            uint32_t pad;
+            uint64_t version;        /* the session's, after the change */
+        } s;
         unsigned char data[SHMREG_EVENT_DATA_MAX];
         struct {                     /* profile events */
             uint32_t count;          /* the pair's member count after */
@@ -144,15 +148,16 @@ static int publish(shmreg *h, uint64_t time_ns, uint32_t type, ev_wire *w)
 }
 
 void reg_event(shmreg *h, uint64_t time_ns, uint32_t type, const unsigned char *session,
-               int old_state, int new_state, uint32_t which)
+               int old_state, int new_state, uint32_t which, uint64_t version)
 {
     ev_wire w = {0};
     if (session)
         memcpy(w.session, session, SHMREG_ID_BYTES);
     w.old_state = (uint8_t)old_state;
     w.new_state = (uint8_t)new_state;
+    w.u.s.version = version;
     if (type == SHMREG_EV_SESSION_UPDATED)
-        w.u.mask = which;
+        w.u.s.mask = which;
     else
         w.which = (uint8_t)which;
     publish(h, time_ns, type, &w);
@@ -297,7 +302,10 @@ static int decode(shmreg_sub *sub, const shm_ring_record *r, shmreg_event *e)
     e->old_state = w.old_state;
     e->new_state = w.new_state;
     switch (r->type) {
-    case SHMREG_EV_SESSION_UPDATED: e->which = w.u.mask; break;
+    case SHMREG_EV_SESSION_UPDATED:
+        e->which = w.u.s.mask;
+        e->version = w.u.s.version;
+        break;
     case SHMREG_EV_CONFIG_CHANGED: e->config_gen = w.u.config_gen; break;
     case SHMREG_EV_PROFILE_JOINED:
     case SHMREG_EV_PROFILE_LEFT:
@@ -316,6 +324,8 @@ static int decode(shmreg_sub *sub, const shm_ring_record *r, shmreg_event *e)
         e->which = w.which;
         if (r->type >= SHMREG_EV_ROOM_CREATED && r->type <= SHMREG_EV_ROOM_RESTORED)
             memcpy(e->room.bytes, w.u.room, SHMREG_ID_BYTES);
+        else
+            e->version = w.u.s.version;
     }
     return 1;
 }

@@ -207,7 +207,7 @@ int shmreg_session_import(shmreg *h, uint32_t node, uint64_t version, const shmr
         reg_sess *x = reg_slot(h, si);
         atomic_store(&x->updated_ns, s->updated_ns);
         atomic_store_explicit(&x->version, version ? version : 1, memory_order_release);
-        reg_event(h, 0, SHMREG_EV_SESSION_IMPORTED, s->id.bytes, 0, s->state, 0);
+        reg_event(h, 0, SHMREG_EV_SESSION_IMPORTED, s->id.bytes, 0, s->state, 0, version ? version : 1);
     }
     h->as_owner = 0;
     shm_read_leave(&h->c);
@@ -273,8 +273,7 @@ int shmreg_session_adopt(shmreg *h, const shmreg_id *id, const shmreg_session_co
         if (r && rc == 0)
             rc = r;
     }
-    reg_changed(h, si);
-    reg_event(h, 0, SHMREG_EV_SESSION_ADOPTED, id->bytes, 0, (int)REG_STATE(st), 0);
+    reg_event(h, 0, SHMREG_EV_SESSION_ADOPTED, id->bytes, 0, (int)REG_STATE(st), 0, reg_changed(h, si));
 out:
     shm_read_leave(&h->c);
     return rc;
@@ -299,7 +298,7 @@ int shmreg_node_cede(shmreg *h, uint32_t to, uint64_t *count)
         reg_profiles_forget(h, (uint32_t)i);
         unsigned char id[SHMREG_ID_BYTES];
         memcpy(id, x->id, SHMREG_ID_BYTES);
-        reg_event(h, 0, SHMREG_EV_SESSION_IMPORTED, id, 0, (int)REG_STATE(st), 0);
+        reg_event(h, 0, SHMREG_EV_SESSION_IMPORTED, id, 0, (int)REG_STATE(st), 0, atomic_load(&x->version));
         n++;
     }
     shm_read_leave(&h->c);

@@ -659,11 +659,13 @@ uint32_t reg_event_record_bytes(void);
  * `time_ns` is the change's own time (the value it stamped on the slot,
  * so both agree), or 0 for "now". It is passed, never kept in the handle:
  * a change that stamps and then fails must not lend its time to the next
- * event. */
+ * event. `version` is the session's version after the change
+ * (reg_changed's), carried by the event so that a follower can order and
+ * de-duplicate one session's events; 0 for events of no session. */
 int reg_event_init(shmreg *h);
 void reg_event_fini(shmreg *h);
 void reg_event(shmreg *h, uint64_t time_ns, uint32_t type, const unsigned char *session,
-               int old_state, int new_state, uint32_t which);
+               int old_state, int new_state, uint32_t which, uint64_t version);
 void reg_event_room(shmreg *h, uint64_t time_ns, uint32_t type, const unsigned char *room,
                     const unsigned char *session, int old_state, int new_state);
 void reg_event_stats(shmreg *h, shmreg_stats *st);
@@ -715,10 +717,11 @@ int reg_own_slot(shmreg *h, uint32_t si);
 void reg_dead_note(shm_ctx *c, uint64_t note);
 
 /* A change to slot si is made: move its version on, before the change's
- * event is published (a reader that sees the event sees the version). */
-static inline void reg_changed(shmreg *h, uint32_t si)
+ * event is published (a reader that sees the event sees the version).
+ * Returns the new version, which the change's events carry. */
+static inline uint64_t reg_changed(shmreg *h, uint32_t si)
 {
-    atomic_fetch_add_explicit(&reg_slot(h, si)->version, 1, memory_order_release);
+    return atomic_fetch_add_explicit(&reg_slot(h, si)->version, 1, memory_order_release) + 1;
 }
 
 /* Replace slot si's whole record (every field, both SDPs), refiling its

@@ -381,7 +381,7 @@ int reg_session_insert(shmreg *h, const reg_new *n, shmreg_id *id_out)
         shm_lock_drop(dl);
     }
     if (n->event) /* 0: the caller announces it (an import, once complete) */
-        reg_event(h, n->created_ns ? 0 : now, n->event, id, 0, n->state, 0);
+        reg_event(h, n->created_ns ? 0 : now, n->event, id, 0, n->state, 0, n->version ? n->version : 1);
     if (n->event == SHMREG_EV_SESSION_CREATED && /* a new call: its state's timeout */
         atomic_load_explicit(&h->shared->policy_after[n->state], memory_order_relaxed)) {
         shm_read_enter(&h->c);
@@ -478,12 +478,12 @@ int shmreg_session_update(shmreg *h, const shmreg_id *id, const shmreg_fields *f
         if (rc == 0 && (mask & (SHMREG_MASK(SHMREG_FIELD_FROM_URI) | SHMREG_MASK(SHMREG_FIELD_TO_URI))))
             reg_users_sync(h, si); /* a failure here leaves a lookup stale: check repairs */
         if (rc == 0) {
-            reg_changed(h, si);
+            uint64_t v = reg_changed(h, si); /* one change: its events share it */
             if (fields)
-                reg_event(h, now, SHMREG_EV_SESSION_UPDATED, id->bytes, 0, 0, fields);
+                reg_event(h, now, SHMREG_EV_SESSION_UPDATED, id->bytes, 0, 0, fields, v);
             for (unsigned k = 0; k < 2; k++)
                 if (sdps & (1u << k))
-                    reg_event(h, now, SHMREG_EV_SDP_UPDATED, id->bytes, 0, 0, k);
+                    reg_event(h, now, SHMREG_EV_SDP_UPDATED, id->bytes, 0, 0, k, v);
         }
     }
     shm_read_leave(&h->c);
@@ -521,8 +521,7 @@ int shmreg_session_set_sdp(shmreg *h, const shmreg_id *id, int which, const void
         rec_change c = {NULL, 0, 1u << which, body};
         rc = reg_change_field(h, si, &reg_slot(h, si)->rec, &rec_ops, &c, &now);
         if (rc == 0) {
-            reg_changed(h, si);
-            reg_event(h, now, SHMREG_EV_SDP_UPDATED, id->bytes, 0, 0, (uint32_t)which);
+            reg_event(h, now, SHMREG_EV_SDP_UPDATED, id->bytes, 0, 0, (uint32_t)which, reg_changed(h, si));
         }
     }
     shm_read_leave(&h->c);
@@ -550,8 +549,7 @@ int shmreg_session_transition(shmreg *h, const shmreg_id *id, int expected, int 
         if (rc == 0) {
             uint64_t now = shm_now_ns();
             shm_store(&x->updated_ns, now);
-            reg_changed(h, si);
-            reg_event(h, now, SHMREG_EV_STATE_CHANGED, id->bytes, from, to, 0);
+            reg_event(h, now, SHMREG_EV_STATE_CHANGED, id->bytes, from, to, 0, reg_changed(h, si));
             reg_timer_policy_apply(h, si, to, now);
             if (shmreg_state_is_final(to)) /* a call that is over counts in no profile */
                 reg_profiles_forget(h, si);
@@ -594,10 +592,9 @@ void reg_dead_note(shm_ctx *c, uint64_t note)
          * importer that died resyncs when it starts again. */
         if (reg_foreign_owner(h, atomic_load(&x->owner_node)))
             return;
-        reg_changed(h, si);
-        reg_event(h, 0, SHMREG_EV_SESSION_UPDATED, id, 0, 0, SHMREG_MASK_ALL);
+        reg_event(h, 0, SHMREG_EV_SESSION_UPDATED, id, 0, 0, SHMREG_MASK_ALL, reg_changed(h, si));
     } else if (REG_STATE(st) == REG_DELETED) {
-        reg_event(h, 0, SHMREG_EV_SESSION_DELETED, id, 0, 0, 0);
+        reg_event(h, 0, SHMREG_EV_SESSION_DELETED, id, 0, 0, 0, reg_changed(h, si));
     }
 }
 
@@ -651,8 +648,9 @@ int shmreg_session_delete(shmreg *h, const shmreg_id *id)
             }
             if (atomic_compare_exchange_strong(&x->state, &cur, h->c.tag | REG_DELETED)) {
                 SHM_CRASH_POINT("session_delete_marked");
+                uint64_t v = reg_changed(h, si); /* before the slot can be reused */
                 reg_finish_delete(h, si);
-                reg_event(h, 0, SHMREG_EV_SESSION_DELETED, id->bytes, (int)REG_STATE(cur), 0, 0);
+                reg_event(h, 0, SHMREG_EV_SESSION_DELETED, id->bytes, (int)REG_STATE(cur), 0, 0, v);
                 break;
             }
         }

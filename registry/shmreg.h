@@ -1061,7 +1061,18 @@ enum shmreg_event_type {
 #define SHMREG_EVENT_SKIP_NS 1000000ull /* wait for a dead producer's record */
 
 /* One event, delivered by value (it is small). Fields not used by the
- * type are zero. */
+ * type are zero.
+ *
+ * `version` is the session's version (shmreg_session.version) after the
+ * change the event reports, on every session event but the profile,
+ * variable and custom ones (whose payload fills the record: 0 there) and
+ * the participant events (0): a follower orders one session's events by
+ * it and drops one whose version it has seen, whatever order or number
+ * it receives them in. The events of one change (an update's
+ * session_updated and sdp_updated) share it; session_created carries 1,
+ * a restore or import the version it brings, session_deleted one more
+ * than the last change's, and an announcement of a killed process's
+ * change (shmreg_reap) a version of its own. */
 typedef struct shmreg_event {
     uint64_t seq;            /* position in the ring's history */
     uint64_t time_ns;        /* when it was published */
@@ -1074,7 +1085,8 @@ typedef struct shmreg_event {
     uint64_t config_gen;     /* CONFIG_CHANGED */
     uint32_t len;            /* bytes in data: CUSTOM, PROFILE_*, VAR_CHANGED */
     unsigned char data[SHMREG_EVENT_DATA_MAX];
-    uint64_t reserved[4];        /* reserved for later fields (see "growth") */
+    uint64_t version;            /* the session's version after the change, or 0 */
+    uint64_t reserved[3];        /* reserved for later fields (see "growth") */
 } shmreg_event;
 
 typedef struct shmreg_sub shmreg_sub; /* a subscription: one process, one thread */

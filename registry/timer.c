@@ -337,8 +337,7 @@ static int fire(shmreg *h, uint64_t off, uint64_t now, shmreg_expired *out)
     out->action = t->flags;
     out->old_state = old;
     out->new_state = to;
-    reg_changed(h, t->slot);
-    reg_event(h, now, SHMREG_EV_TIMEOUT, t->sid, old, to, t->flags);
+    reg_event(h, now, SHMREG_EV_TIMEOUT, t->sid, old, to, t->flags, reg_changed(h, t->slot));
     return 1;
 }
 

@@ -200,6 +200,9 @@ static void test_sizes(void)
     is(sizeof(shmreg_room), 96, "sizeof shmreg_room");
     is(sizeof(shmreg_participant), 104, "sizeof shmreg_participant");
     is(sizeof(shmreg_event), 136, "sizeof shmreg_event");
+    /* version was carved from the head of the reserved tail (104..135). */
+    is(offsetof(shmreg_event, version), 104, "shmreg_event.version where reserved[0] was");
+    is(offsetof(shmreg_event, reserved), 112, "shmreg_event.reserved after it");
     is(sizeof(shmreg_sub_stats), 72, "sizeof shmreg_sub_stats");
     is(sizeof(shmreg_config_value), 72, "sizeof shmreg_config_value");
     is(sizeof(shmreg_config_media), 80, "sizeof shmreg_config_media");

@@ -888,7 +888,7 @@ static int drain_events(shmreg_sub *sub, shmreg_event *ev, int max)
 
 
 /* One event, of `type`, for `id` (NULL: any), published by this process. */
-static void one_event(shmreg_sub *sub, uint32_t type, const shmreg_id *id, uint32_t which)
+static void one_event(shmreg_sub *sub, uint32_t type, const shmreg_id *id, uint32_t which, uint64_t version)
 {
     shmreg_event ev[8];
     int n = drain_events(sub, ev, 8);
@@ -900,6 +900,8 @@ static void one_event(shmreg_sub *sub, uint32_t type, const shmreg_id *id, uint3
        "%s: for the session the dead process changed", point);
     is(ev[0].which, which, "%s: which %u", point, which);
     is(ev[0].pid, (int32_t)getpid(), "%s: published by the reaper", point);
+    is(ev[0].version, version, "%s: carrying the version it moved the session to (%llu)", point,
+       (unsigned long long)version);
 }
 
 static void op_update_done(shmreg *c)
@@ -923,7 +925,7 @@ static void t_announce(void)
     is(drain_events(sub, ev, 8), 0, "%s: the dead writer announced nothing", point);
     is(test_session_version(h, &sess[0]), v0, "%s: nor moved the version (%llu)", point, (unsigned long long)v0);
     is(shmreg_reap(h), 1, "%s: its handle is reaped", point);
-    one_event(sub, SHMREG_EV_SESSION_UPDATED, &sess[0], SHMREG_MASK_ALL);
+    one_event(sub, SHMREG_EV_SESSION_UPDATED, &sess[0], SHMREG_MASK_ALL, v0 + 1);
     is(test_session_version(h, &sess[0]), v0 + 1, "%s: and the version moved on once", point);
     is(shmreg_reap(h), 0, "%s: a second reap has nothing to do", point);
     is(drain_events(sub, ev, 8), 0, "%s: and announces nothing", point);
@@ -934,9 +936,10 @@ static void t_announce(void)
     uint64_t v1 = test_session_version(h, &sess[0]);
     crash_at("epoch_reap_noted", op_reap);
     is(drain_events(sub, ev, 8), 1, "%s: the dead reaper had announced the change", point);
+    is(ev[0].version, v1 + 1, "%s: with version %llu", point, (unsigned long long)(v1 + 1));
     is(test_session_version(h, &sess[0]), v1 + 1, "%s: and moved the version", point);
     ok(shmreg_reap(h) >= 1, "%s: the next reap clears both handles", point);
-    one_event(sub, SHMREG_EV_SESSION_UPDATED, &sess[0], SHMREG_MASK_ALL);
+    one_event(sub, SHMREG_EV_SESSION_UPDATED, &sess[0], SHMREG_MASK_ALL, v1 + 2);
     is(test_session_version(h, &sess[0]), v1 + 2, "%s: the version moved on again (never back)", point);
 
     /* A change that returned before the kill left no note. */
@@ -967,7 +970,7 @@ static void t_announce(void)
     is(found, 0, "%s: and found by a walk", point);
     is(v.version, 1, "%s: version 1", point);
     is(shmreg_reap(h), 1, "%s: its handle is reaped", point);
-    one_event(sub, SHMREG_EV_SESSION_UPDATED, &v.id, SHMREG_MASK_ALL);
+    one_event(sub, SHMREG_EV_SESSION_UPDATED, &v.id, SHMREG_MASK_ALL, 2);
     is(test_session_version(h, &v.id), 2, "%s: version 2", point);
     shmreg_unsubscribe(sub);
     shmreg_close(h);
@@ -978,10 +981,11 @@ static void t_announce(void)
     make_sessions(2, 0);
     if (shmreg_subscribe(h, SHMREG_EV_ALL, NULL, &sub) != 0)
         bail_out("subscribe: %s", shmreg_errmsg());
+    uint64_t vd = test_session_version(h, &sess[0]);
     crash_at("session_delete_marked", op_delete0);
     is(drain_events(sub, ev, 8), 0, "%s: the dead deleter announced nothing", point);
     is(shmreg_reap(h), 1, "%s: its handle is reaped", point);
-    one_event(sub, SHMREG_EV_SESSION_DELETED, &sess[0], 0);
+    one_event(sub, SHMREG_EV_SESSION_DELETED, &sess[0], 0, vd + 1);
     shmreg_unsubscribe(sub);
     recover((expect){1, SHM_SLOT_BYTES, 0, 1});
     still_usable();

@@ -104,6 +104,9 @@ static void test_follow_json(void)
              "[(%s[1], %s[2], %s[3], %s[6])]]", after, after, after, after);
     is_str(jl(&r, expr), "[[\"Initiating\", \"Ringing\", \"local\", \"from_uri,codec\", \"Ringing\"]]",
            "the details of each: states, SDP side, fields changed, state when deleted");
+    snprintf(expr, sizeof expr, "[x.get('version') for x in %s]", after);
+    is_str(jl(&r, expr), "[1, 2, 3, 4, 5, 6, 7, null]",
+           "each change's version, the session's after it; none on the custom event");
     is_str(jl(&r, "all(x['seq'] < y['seq'] for x, y in zip(L, L[1:]))"), "true", "sequence numbers ascending");
     is_str(jl(&r, "sum(x['type'] == 'missed' for x in L)"), "0", "nothing missed");
     ctl_res_free(&r);

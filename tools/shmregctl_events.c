@@ -160,6 +160,8 @@ static void event_row(ctl *c, const shmreg_event *e)
         size_t n = strlen(detail);
         snprintf(detail + n, sizeof detail - n, "%sroom %s", n ? ", " : "", rid);
     }
+    if (c->json && e->version) /* the session's version after the change */
+        out_u64(o, "version", e->version);
     if (!c->json) /* JSON carries the structured fields above */
         out_cstr(o, "detail", detail);
     out_row_end(o);
