@@ -210,6 +210,7 @@ static int fz_map(fz_seg *z, const char *dir)
     const shm_fixed *f = &z->f;
     fz_allow(z, offsetof(shm_header, epoch), 8);
     fz_allow(z, offsetof(shm_header, pages_used), 4);
+    fz_allow(z, offsetof(shm_header, handles_hwm), 4);
     /* Control: lock words and free-list words, not their padding. */
     shm_control *c = (shm_control *)(z->base + f->off_control);
     const unsigned char *cb = (const unsigned char *)c;

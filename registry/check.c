@@ -532,7 +532,7 @@ static void sweep_block(void *arg, uint64_t off, shm_blk *b)
 
 static void count_handles(check *k)
 {
-    uint32_t hwm = shm_handles_used(k->s), top = 0;
+    uint32_t top = 0;
     for (uint32_t i = 0; i < k->s->max_handles; i++) {
         unsigned kind = SHM_H_KIND(atomic_load(&k->s->handles[i].word));
         top = kind != SHM_H_FREE ? i + 1 : top;
@@ -541,7 +541,10 @@ static void count_handles(check *k)
         if ((kind == SHM_H_ACTIVE || kind == SHM_H_CLAIMING) && !shm_handle_alive(k->s, i))
             k->r->stale_handles++;
     }
-    /* Readers in slots above the mark would go unseen by reclamation. */
+    /* Readers in slots above the mark would go unseen by reclamation.
+     * Loaded after the slots: a claim raises the mark before taking its
+     * slot, so a slot seen in use has its mark seen too. */
+    uint32_t hwm = shm_handles_used(k->s);
     if (top > hwm) {
         problem(k, "handle slot %u is in use above the handle high-water mark %u", top - 1, hwm);
         if (k->repair)

@@ -184,10 +184,14 @@ int shm_handle_claim(shm_ctx *c)
             unsigned k = SHM_H_KIND(w);
             /* Pass 2 takes an orphan, inheriting its limbo list (not one
              * with an unresolved intent: a reaper must settle that). */
-            if ((k == SHM_H_FREE ||
-                 (pass == 2 && k == SHM_H_ORPHAN && atomic_load(&s->handles[i].intent_off) == 0)) &&
-                atomic_compare_exchange_strong(&s->handles[i].word, &w, me)) {
-                shm_handles_raise(s, i + 1); /* before this handle can read */
+            if (k != SHM_H_FREE &&
+                !(pass == 2 && k == SHM_H_ORPHAN && atomic_load(&s->handles[i].intent_off) == 0))
+                continue;
+            /* The mark covers the slot before its word says taken: a
+             * reader's epoch, and a check that sees the slot in use, come
+             * after (a failed claim leaves the mark one higher: harmless). */
+            shm_handles_raise(s, i + 1);
+            if (atomic_compare_exchange_strong(&s->handles[i].word, &w, me)) {
                 if (k == SHM_H_FREE) {
                     atomic_store(&s->handles[i].limbo_head, 0);
                     atomic_store(&s->handles[i].limbo_count, 0);
