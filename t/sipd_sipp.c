@@ -14,7 +14,7 @@
  *   uac_multipart   multipart/mixed body: its SDP part answered
  *   uac_require     Require: 100rel: 420 with Unsupported: 100rel
  *   uac_compact     compact headers; hold with a=inactive and back
- *   -sn uac -lost 10  200 calls: every call completes or fails in sipp,
+ *   -sn uac -lost 10  400 calls: every call completes or fails in sipp,
  *                   and afterwards no session is left in a non-final state
  * After each: the exact number of sessions in each state; `shmregctl list`
  * shows none non-final and `shmregctl check` is clean.
@@ -92,14 +92,18 @@ static void test_scenarios(server *s, server *ring)
 /* sipp's built-in client, 10 % of its packets lost. */
 static void test_lost(server *s)
 {
-    enum { CALLS = 200 };
+    enum { CALLS = 400 };
     char calls[16], port[16];
     snprintf(calls, sizeof calls, "%d", CALLS);
     snprintf(port, sizeof port, "%u", test_free_udp_port());
     char *args[] = { "-sn", "uac", "-m", calls, "-r", "50", "-lost", "10", "-p", port, NULL };
     sipp_result r = sipp_run(s, "lost", args, 120000);
-    /* sipp's own UAS, at this loss, completes 198-200 of 200 (issue 18). */
-    ok(r.ok + r.failed == CALLS && r.ok >= CALLS * 98 / 100,
+    /* sipp's own UAS, at this loss, fails about 1 call in 100: 0, 1, 3
+     * and 4 of 200 in four runs here (so 98% of 200, the first bar, was
+     * missed by sipd once in a CI run at 5). 400 calls and 97%: at that
+     * rate a pass fails by chance about once in 500 runs, while a server
+     * that lost calls of its own would fall well below. */
+    ok(r.ok + r.failed == CALLS && r.ok >= CALLS * 97 / 100,
        "sipp -lost 10: %lld of %d calls completed, %lld failed (each one either)", r.ok, CALLS,
        r.failed);
     /* A call sipp gave up on is one sipd ends itself within 64*T1 (3.2 s). */
