@@ -206,8 +206,9 @@ int shmreg_session_import(shmreg *h, uint32_t node, uint64_t version, const shmr
         /* Last, over what the dialog and variable calls stamped: */
         reg_sess *x = reg_slot(h, si);
         atomic_store(&x->updated_ns, s->updated_ns);
-        atomic_store_explicit(&x->version, version ? version : 1, memory_order_release);
-        reg_event(h, 0, SHMREG_EV_SESSION_IMPORTED, s->id.bytes, 0, s->state, 0, version ? version : 1);
+        uint64_t v = version ? version : 1;
+        atomic_store_explicit(&x->version, v, memory_order_release);
+        reg_event(h, 0, SHMREG_EV_SESSION_IMPORTED, s->id.bytes, 0, s->state, 0, v);
     }
     h->as_owner = 0;
     shm_read_leave(&h->c);

@@ -321,7 +321,8 @@ int reg_session_insert(shmreg *h, const reg_new *n, shmreg_id *id_out)
     x->owner_pid = n->owner_pid;
     shm_store(&x->flags, n->flags);
     shm_store(&x->owner_node, n->owner_node ? n->owner_node : h->node_id);
-    shm_store(&x->version, n->version ? n->version : 1);
+    uint64_t version = n->version ? n->version : 1;
+    shm_store(&x->version, version);
     shm_store(&x->state, 0); /* unpublished */
     /* Found by user the moment it is live: its user records go in first
      * (a lookup passes over records of an unpublished slot). */
@@ -381,7 +382,7 @@ int reg_session_insert(shmreg *h, const reg_new *n, shmreg_id *id_out)
         shm_lock_drop(dl);
     }
     if (n->event) /* 0: the caller announces it (an import, once complete) */
-        reg_event(h, n->created_ns ? 0 : now, n->event, id, 0, n->state, 0, n->version ? n->version : 1);
+        reg_event(h, n->created_ns ? 0 : now, n->event, id, 0, n->state, 0, version);
     if (n->event == SHMREG_EV_SESSION_CREATED && /* a new call: its state's timeout */
         atomic_load_explicit(&h->shared->policy_after[n->state], memory_order_relaxed)) {
         shm_read_enter(&h->c);
@@ -520,9 +521,8 @@ int shmreg_session_set_sdp(shmreg *h, const shmreg_id *id, int which, const void
         body[which] = (shmreg_str){len ? sdp : "", len};
         rec_change c = {NULL, 0, 1u << which, body};
         rc = reg_change_field(h, si, &reg_slot(h, si)->rec, &rec_ops, &c, &now);
-        if (rc == 0) {
+        if (rc == 0)
             reg_event(h, now, SHMREG_EV_SDP_UPDATED, id->bytes, 0, 0, (uint32_t)which, reg_changed(h, si));
-        }
     }
     shm_read_leave(&h->c);
     return rc;

@@ -378,6 +378,12 @@ static unsigned sweep_bucket(shmreg *h, uint64_t tick, uint64_t now, uint64_t *c
     return n;
 }
 
+/* Is cursor c more than a lap from tick n, behind it or ahead? */
+static int off_lap(uint64_t c, uint64_t n)
+{
+    return n > c ? n - c >= REG_WHEEL_BUCKETS : c - n >= REG_WHEEL_BUCKETS;
+}
+
 int shmreg_expire(shmreg *h, uint64_t now, shmreg_expired *out, unsigned max)
 {
     int rc = shmreg__usable(h);
@@ -391,7 +397,6 @@ int shmreg_expire(shmreg *h, uint64_t now, shmreg_expired *out, unsigned max)
     uint64_t claimed[SWEEP_BATCH];
     shm_read_enter(&h->c);
     uint64_t n = tick_of(now), c = cursor(h, now);
-    uint64_t lap = n >= REG_WHEEL_BUCKETS ? n - REG_WHEEL_BUCKETS + 1 : 0; /* 0: cursor() sets it anew */
     /* Asleep for more than a lap: every bucket is visited once below, so
      * the cursor may jump to a lap before now. It moves under every
      * stripe lock, so no arm is between its check and its push. A cursor
@@ -400,15 +405,16 @@ int shmreg_expire(shmreg *h, uint64_t now, shmreg_expired *out, unsigned max)
      * a lap before now the same way, rather than leave every timer
      * unswept, or a loop up to a cursor near the top of the range that
      * never ends. */
-    if (n > c ? n - c >= REG_WHEEL_BUCKETS : c - n >= REG_WHEEL_BUCKETS) {
+    if (off_lap(c, n)) {
         shm_lock *held[SHM_STRIPES];
         unsigned k = 0;
         for (; k < SHM_STRIPES; k++)
             if ((rc = wheel_lock(h, k, &held[k])) != 0)
                 break;
-        uint64_t cur = atomic_load(&h->shared->swept_tick);
-        if (rc == 0 && (cur < lap || (cur > n && cur - n >= REG_WHEEL_BUCKETS)))
-            atomic_store(&h->shared->swept_tick, lap);
+        /* Again under the locks: another sweeper may have moved it. */
+        if (rc == 0 && off_lap(atomic_load(&h->shared->swept_tick), n))
+            atomic_store(&h->shared->swept_tick, /* 0: cursor() sets it anew */
+                         n >= REG_WHEEL_BUCKETS ? n - REG_WHEEL_BUCKETS + 1 : 0);
         while (k)
             shm_lock_drop(held[--k]);
         if (rc)

@@ -84,7 +84,7 @@ int main(void)
     /* Every boundary: a payload that fills a class exactly, and one byte
      * more, which must go to the next class. Each block is checked as a
      * reader would check it, then freed for the next. */
-    int wrong_class = 0, unchecked = 0, failed = 0, inside_ok = 0;
+    int wrong_class = 0, unchecked = 0, failed = 0, inside_passed = 0;
     uint64_t tried = 0;
     for (unsigned k = 0; k < SHM_NCLASS; k++) {
         uint64_t cap = shm_class_size(k) - SHM_BLK_HDR;
@@ -105,14 +105,14 @@ int main(void)
             else
                 wrong_class += b->cls != want || shm_blk_capacity(b) < sizes[i];
             /* inside a block, 16 bytes in: never a block start */
-            inside_ok += shm_blk_at(&c.seg, off + 16) != NULL;
+            inside_passed += shm_blk_at(&c.seg, off + 16) != NULL;
             shm_free(&c, off);
         }
     }
     is(tried, 3 * SHM_NCLASS - 1, "%llu payloads at every class boundary (the last one over the top)",
        (unsigned long long)tried);
     is(failed, 0, "every one allocated");
-    is(unchecked + inside_ok, 0, "each block passes the block check; 16 bytes in, none does");
+    is(unchecked + inside_passed, 0, "each block passes the block check; 16 bytes in, none does");
     is(wrong_class, 0, "each got the smallest class that holds it");
     is(shm_alloc(&c, shm_class_size(SHM_NCLASS - 1) - SHM_BLK_HDR + 1, 7), 0,
        "a payload over the largest class gets no block");
