@@ -19,8 +19,10 @@
  *   - Admission is a comparison with that count, under the same lock:
  *     racing joiners are serialized, and exactly as many get in as the
  *     limit allows. A join refused at the limit first recounts the pair,
- *     dropping members whose session has been deleted by a process that
- *     died half way: the limit counts live calls only.
+ *     dropping members whose session a process that died half way has
+ *     deleted or moved to a final state: the limit counts live calls only.
+ *   - Every membership that ends is announced (profile_left), by whoever
+ *     takes it off its list: a leave, reg_profiles_forget, that recount.
  *   - A membership is named by one of its session's prof[] words (claimed
  *     by compare-and-swap before the lock is taken, so a session never
  *     has more than SHMREG_MAX_PROFILES_PER_SESSION). Being on the pair's
@@ -99,24 +101,44 @@ static int check_args(shmreg_str prof, shmreg_str val)
 
 /* ------------------------------------------------------------ counting */
 
-/* Is member `m` a live session's? (The recount at the limit: members of
- * a session whose deleter died are not calls any more.) */
+static void profile_event(shmreg *h, uint32_t type, const unsigned char *sid, shmreg_str prof,
+                          uint64_t count)
+{
+    reg_event_data(h, type, sid, (uint32_t)(count > UINT32_MAX ? UINT32_MAX : count), prof.ptr,
+                   prof.len);
+}
+
+/* Is member `m` a call still? (The recount at the limit: a session whose
+ * deleter died, or that reached a final state and whose mover died
+ * before leaving its pairs, counts no more.) */
 static int member_live(shmreg *h, const reg_member *m)
 {
     if (m->slot >= h->c.seg.slots)
         return 0;
     reg_sess *x = reg_slot(h, m->slot);
-    return REG_LIVE(atomic_load(&x->state)) && memcmp(x->id, m->sid, SHMREG_ID_BYTES) == 0;
+    uint64_t st = atomic_load(&x->state);
+    return REG_LIVE(st) && !shmreg_state_is_final((int)REG_STATE(st)) &&
+           memcmp(x->id, m->sid, SHMREG_ID_BYTES) == 0;
 }
+
+/* At most this many members a recount takes off a pair at once (the
+ * rest count until the next recount): it announces them after its walk,
+ * with the count it ends with, so it must hold them. */
+#define REG_RECOUNT_DROPS 64
 
 /* Under the pair's lock: make its count the length of its list, and
  * every listed member's `pair` word name the pair (a join that died
  * between listing and that store). With `drop_dead`, first take members
- * of dead sessions off the list (their session's delete, or its repair,
- * retires the records). */
+ * that are calls no more off the list (their session's delete, or its
+ * repair, retires the records) and announce each as profile_left with
+ * the count after: whoever takes a member off a list announces it, as
+ * reg_profiles_forget does. Published under the lock: this is the rare
+ * path of a join at the limit, and the records stay readable (the
+ * caller's read section). */
 static uint64_t recount(shmreg *h, reg_pair *p, uint64_t poff, int drop_dead)
 {
-    uint64_t n = 0, steps = 0, cap = shm_walk_limit(&h->c.seg);
+    uint64_t n = 0, steps = 0, cap = shm_walk_limit(&h->c.seg), dropped[REG_RECOUNT_DROPS];
+    unsigned ndrop = 0;
     _Atomic uint64_t *prev = &p->members;
     uint64_t off = atomic_load(prev);
     while (off && steps++ < cap) {
@@ -126,9 +148,10 @@ static uint64_t recount(shmreg *h, reg_pair *p, uint64_t poff, int drop_dead)
             break;
         }
         uint64_t next = atomic_load(&m->next);
-        if (drop_dead && !member_live(h, m)) {
+        if (drop_dead && ndrop < REG_RECOUNT_DROPS && !member_live(h, m)) {
             atomic_store(prev, next);
             atomic_store(&m->pair, 0);
+            dropped[ndrop++] = off;
         } else {
             if (atomic_load(&m->pair) != poff)
                 atomic_store(&m->pair, poff);
@@ -138,6 +161,9 @@ static uint64_t recount(shmreg *h, reg_pair *p, uint64_t poff, int drop_dead)
         off = next;
     }
     atomic_store(&p->count, n);
+    for (unsigned i = 0; i < ndrop; i++)
+        profile_event(h, SHMREG_EV_PROFILE_LEFT, member_at(h, dropped[i])->sid,
+                      (shmreg_str){p->key, p->plen}, n);
     return n;
 }
 
@@ -209,13 +235,6 @@ static uint64_t unlist(shmreg *h, uint64_t poff, uint64_t moff)
 static void drop_word(shmreg *h, reg_sess *x, unsigned i, uint64_t moff)
 {
     reg_drop_ref(h, &x->prof[i], moff);
-}
-
-static void profile_event(shmreg *h, uint32_t type, const unsigned char *sid, shmreg_str prof,
-                          uint64_t count)
-{
-    reg_event_data(h, type, sid, (uint32_t)(count > UINT32_MAX ? UINT32_MAX : count), prof.ptr,
-                   prof.len);
 }
 
 /* ------------------------------------------------------------ join, leave */
@@ -409,23 +428,39 @@ out:
     return rc;
 }
 
+/* Every membership that ends is announced, whatever ends it (a leave, a
+ * final state, a timeout, a delete, its repair, a cede), so a follower
+ * that counts a pair's members from profile_joined and profile_left keeps
+ * the count the segment has. Only the one who takes the member off the
+ * list announces it: a repair run again finds it gone and stays silent.
+ * The name is copied under the lock: the last member out retires the
+ * pair. */
 void reg_profiles_forget(shmreg *h, uint32_t si)
 {
     reg_sess *x = reg_slot(h, si);
+    unsigned char sid[SHMREG_ID_BYTES];
+    memcpy(sid, x->id, SHMREG_ID_BYTES);
     for (unsigned i = 0; i < SHMREG_MAX_PROFILES_PER_SESSION; i++) {
         uint64_t moff = atomic_load(&x->prof[i]);
         reg_member *m = member_at(h, moff);
         if (m == NULL)
             continue;
-        uint64_t poff = atomic_load(&m->pair);
+        uint64_t poff = atomic_load(&m->pair), after = 0;
         reg_pair *p = pair_at(h, poff);
+        char name[SHMREG_MAX_PROFILE_NAME];
+        size_t nlen = 0;
         shm_lock *l;
         if (p && pair_lock(h, p->hash, &l) == 0) {
-            if (atomic_load(&m->pair) == poff)
-                unlist(h, poff, moff);
+            if (atomic_load(&m->pair) == poff) {
+                nlen = p->plen < sizeof name ? p->plen : sizeof name;
+                memcpy(name, p->key, nlen);
+                after = unlist(h, poff, moff);
+            }
             shm_lock_drop(l);
         }
         drop_word(h, x, i, moff);
+        if (nlen)
+            profile_event(h, SHMREG_EV_PROFILE_LEFT, sid, (shmreg_str){name, nlen}, after);
     }
 }
 

@@ -46,6 +46,8 @@
  *   session_swap_swapped        old block unlinked,      intent: reap (an outside
  *                               change unannounced        SDP of its: check sweep);
  *                                                         reap: reg_dead_note
+ *   session_transition_final    final, in its profiles   join at the limit: recount
+ *                                                         drops it; delete
  *   session_delete_marked       DELETED, nothing undone  check: reg_finish_delete
  *   session_delete_dialogs      dialogs gone, blocks not check: reg_finish_delete
  *   session_delete_blocks       blocks retired, indexed  check: reg_finish_delete

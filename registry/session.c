@@ -551,8 +551,10 @@ int shmreg_session_transition(shmreg *h, const shmreg_id *id, int expected, int 
             shm_store(&x->updated_ns, now);
             reg_event(h, now, SHMREG_EV_STATE_CHANGED, id->bytes, from, to, 0, reg_changed(h, si));
             reg_timer_policy_apply(h, si, to, now);
-            if (shmreg_state_is_final(to)) /* a call that is over counts in no profile */
+            if (shmreg_state_is_final(to)) { /* a call that is over counts in no profile */
+                SHM_CRASH_POINT("session_transition_final");
                 reg_profiles_forget(h, si);
+            }
         }
     }
     shm_read_leave(&h->c);

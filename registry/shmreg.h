@@ -536,10 +536,14 @@ int shmreg_session_dialog(shmreg *h, const shmreg_id *id, unsigned i,
  * process killed while holding the lock leaves the list whole (single
  * stores), and the next taker recounts the lists that lock guards; a
  * join refused at the limit first recounts, dropping members whose
- * session is gone; shmreg_check() verifies every count and REPAIR
- * rebuilds it. A session's memberships end with its call: when it reaches
- * a final state (Terminated, Cancelled, Failed; a timeout's FAIL too) or
- * is deleted, whoever does it, repair included.
+ * session is gone or over (its process killed half way through ending
+ * it); shmreg_check() verifies every count and REPAIR rebuilds it. A
+ * session's memberships end with its call: when it reaches a final
+ * state (Terminated, Cancelled, Failed; a timeout's FAIL too) or is
+ * deleted, whoever does it, repair included. Each one that ends, by
+ * whatever path, publishes one SHMREG_EV_PROFILE_LEFT, so a follower
+ * that counts members from the events agrees with shmreg_profile_count
+ * (but for the events a killed process had not published yet).
  *
  * Timeouts. A session may carry one deadline with an action. A deadline
  * is kept in a timer wheel in the segment (buckets of SHMREG_TIMER_TICK_NS,
@@ -1045,7 +1049,11 @@ enum shmreg_event_type {
     SHMREG_EV_TIMEOUT = 17,            /* session, old_state, new_state, which (action) */
     SHMREG_EV_PROFILE_JOINED = 18,     /* session, which (the pair's count after), data
                                         * (the profile name's first 12 bytes), len */
-    SHMREG_EV_PROFILE_LEFT = 19,       /* as PROFILE_JOINED */
+    SHMREG_EV_PROFILE_LEFT = 19,       /* as PROFILE_JOINED; for every membership
+                                        * that ends: a leave, and each one a final
+                                        * state, a timeout's FAIL, a delete or a
+                                        * cede ends (after their own event; a
+                                        * delete's before session_deleted) */
     SHMREG_EV_VAR_CHANGED = 20,        /* session, data (the key's first 16 bytes: the
                                         * profile events keep 4 for the count), len,
                                         * which (1 set, 0 unset) */

@@ -329,8 +329,6 @@ static int fire(shmreg *h, uint64_t off, uint64_t now, shmreg_expired *out)
     }
     if (stale)
         return 0;
-    if (to == SHMREG_STATE_FAILED) /* over: in no profile any more */
-        reg_profiles_forget(h, t->slot);
     memset(out, 0, sizeof *out);
     memcpy(out->id.bytes, t->sid, SHMREG_ID_BYTES);
     out->deadline_ns = t->deadline_ns;
@@ -338,6 +336,8 @@ static int fire(shmreg *h, uint64_t off, uint64_t now, shmreg_expired *out)
     out->old_state = old;
     out->new_state = to;
     reg_event(h, now, SHMREG_EV_TIMEOUT, t->sid, old, to, t->flags, reg_changed(h, t->slot));
+    if (to == SHMREG_STATE_FAILED) /* over: in no profile any more (announced after the cause) */
+        reg_profiles_forget(h, t->slot);
     return 1;
 }
 

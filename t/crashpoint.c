@@ -792,6 +792,7 @@ static uint64_t clock_ns(void)
 
 static void op_join_trunk(shmreg *c) { shmreg_profile_join(c, &sess[0], S("trunk"), S("a"), 5, NULL); }
 static void op_leave_trunk(shmreg *c) { shmreg_profile_leave(c, &sess[0], S("trunk"), S("a")); }
+static void op_fail0(shmreg *c) { shmreg_session_transition(c, &sess[0], 0, SHMREG_STATE_FAILED, NULL); }
 static void op_arm(shmreg *c)
 {
     shmreg_session_set_timeout(c, &sess[0], clock_ns() + HOUR_NS, SHMREG_TIMEOUT_FAIL, 0);
@@ -835,6 +836,37 @@ static void t_control(void)
     is(trunk_count(), 0, "%s: the pair is empty", point);
     is(shmreg_profile_leave(h, &sess[0], S("trunk"), S("a")), SHMREG_ENOENT,
        "%s: a second leave finds no membership", point);
+    still_usable();
+
+    /* A move to a final state killed before its call left its pairs:
+     * the pair still lists it, but the next join refused at the limit
+     * recounts, drops the call that is over and announces it, and gets
+     * in; the delete after that has nothing left to announce. */
+    fresh(8);
+    make_sessions(3, 0);
+    is(shmreg_profile_join(h, &sess[0], S("trunk"), S("a"), 2, NULL) |
+       shmreg_profile_join(h, &sess[1], S("trunk"), S("a"), 2, NULL), 0, "final: two members, limit 2");
+    shmreg_sub *sub = NULL;
+    if (shmreg_subscribe(h, SHMREG_EV_MASK(SHMREG_EV_PROFILE_LEFT) | SHMREG_EV_MASK(SHMREG_EV_PROFILE_JOINED),
+                         NULL, &sub) != 0)
+        bail_out("subscribe: %s", shmreg_errmsg());
+    crash_at("session_transition_final", op_fail0);
+    recover((expect){0, 0, 1, 0});
+    is(trunk_count(), 2, "%s: the pair still lists the call that is over: 2", point);
+    uint64_t cnt = 0;
+    is(shmreg_profile_join(h, &sess[2], S("trunk"), S("a"), 2, &cnt), 0,
+       "%s: a third join under the limit of 2 gets in (the recount dropped it)", point);
+    is(cnt, 2, "%s: ... *count 2", point);
+    shmreg_event ev[8];
+    int n = test_drain_events(sub, ev, 8);
+    ok(n == 2 && ev[0].type == SHMREG_EV_PROFILE_LEFT && test_id_eq(&ev[0].session, &sess[0]) &&
+       ev[0].which == 1 && ev[1].type == SHMREG_EV_PROFILE_JOINED && test_id_eq(&ev[1].session, &sess[2]) &&
+       ev[1].which == 2, "%s: profile_left (the dropped call, count 1), then profile_joined (2): %d events",
+       point, n);
+    is(shmreg_session_delete(h, &sess[0]), 0, "%s: the call that is over is deleted", point);
+    is(test_drain_events(sub, ev, 8), 0, "%s: its delete announces no second profile_left", point);
+    is(trunk_count(), 2, "%s: 2 members", point);
+    shmreg_unsubscribe(sub);
     still_usable();
 
     /* An arm killed with its timer in the wheel but not yet the

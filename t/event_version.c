@@ -83,6 +83,8 @@ static void one_session(void)
     uint64_t v = test_session_version(h, &id);
     is(next_event(sub, SHMREG_EV_TIMEOUT, &id, "timeout"), v, "timeout: the session's version after it (%llu)",
        (unsigned long long)v);
+    is(next_event(sub, SHMREG_EV_PROFILE_LEFT, &id, "timeout"), 0,
+       "then profile_left: the Failed call left its pair (no version)");
 
     is(shmreg_session_delete(h, &id), 0, "delete");
     is(next_event(sub, SHMREG_EV_SESSION_DELETED, &id, "delete"), v + 1, "session_deleted: one more (%llu)",

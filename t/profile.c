@@ -587,6 +587,53 @@ static void test_events(void)
     test_reg_destroy(h);
 }
 
+/* Every end of a membership is announced after the event that ends it:
+ * a final state, a timeout's FAIL; a delete announces them before
+ * session_deleted; a membership left already is not announced again. */
+static void test_end_events(void)
+{
+    shmreg *h = reg_new("profile-end-events", 64);
+    shmreg_id a = test_session_new(h), b = test_session_new(h), c = test_session_new(h);
+    join(h, &a, "trunk", "x", 0, NULL);
+    join(h, &a, "customer", "acme", 0, NULL);
+    join(h, &b, "trunk", "x", 0, NULL);
+    join(h, &c, "trunk", "x", 0, NULL);
+    join(h, &c, "inbound", "", 0, NULL);
+    shmreg_sub *sub = NULL;
+    if (shmreg_subscribe(h, SHMREG_EV_ALL, NULL, &sub) != 0)
+        bail_out("subscribe: %s", shmreg_errmsg());
+    shmreg_event ev[16];
+
+    is(shmreg_session_transition(h, &a, 0, SHMREG_STATE_CANCELLED, NULL), 0, "a: Initiating -> Cancelled");
+    int n = test_drain_events(sub, ev, 16);
+    ok(n == 3 && ev[0].type == SHMREG_EV_STATE_CHANGED && event_is(&ev[1], SHMREG_EV_PROFILE_LEFT, &a, 2, "trunk") &&
+       event_is(&ev[2], SHMREG_EV_PROFILE_LEFT, &a, 0, "customer"),
+       "state_changed, then profile_left (trunk, count 2) and (customer, 0): %d events", n);
+    is(count_of(h, "trunk", "x"), 2, "(trunk, x) counts 2");
+    is(shmreg_session_delete(h, &a), 0, "a is deleted");
+    n = test_drain_events(sub, ev, 16);
+    ok(n == 1 && ev[0].type == SHMREG_EV_SESSION_DELETED, "only session_deleted: its pairs were left (%d events)", n);
+
+    is(shmreg_session_set_timeout(h, &b, 1, SHMREG_TIMEOUT_FAIL, 0), 0, "b: a FAIL deadline long past");
+    shmreg_expired out[4];
+    is(shmreg_expire(h, 0, out, 4), 1, "a sweep fires it");
+    n = test_drain_events(sub, ev, 16);
+    ok(n == 2 && ev[0].type == SHMREG_EV_TIMEOUT && ev[0].new_state == SHMREG_STATE_FAILED &&
+       event_is(&ev[1], SHMREG_EV_PROFILE_LEFT, &b, 1, "trunk"),
+       "timeout (to Failed), then profile_left (trunk, count 1): %d events", n);
+
+    is(shmreg_profile_leave(h, &c, S("inbound"), S("")), 0, "c leaves (inbound)");
+    test_drain_events(sub, ev, 16);
+    is(shmreg_session_delete(h, &c), 0, "c is deleted in (trunk, x)");
+    n = test_drain_events(sub, ev, 16);
+    ok(n == 2 && event_is(&ev[0], SHMREG_EV_PROFILE_LEFT, &c, 0, "trunk") && ev[1].type == SHMREG_EV_SESSION_DELETED,
+       "profile_left (trunk, count 0), then session_deleted; none for the pair it had left: %d events", n);
+    ok(count_of(h, "trunk", "x") == 0 && count_of(h, "customer", "acme") == 0 && count_of(h, "inbound", "") == 0,
+       "every count is 0");
+    shmreg_unsubscribe(sub);
+    test_reg_destroy(h);
+}
+
 /* ------------------------------------------------------------ admission race */
 
 #define A_PROCS 8
@@ -822,8 +869,13 @@ static void churn_child(void *arg)
         int s = (int)(rand_r(&seed) % C_SESS), p = (int)(rand_r(&seed) % C_PAIRS);
         uint64_t c = 0;
         if (rand_r(&seed) % 64 == 0) {
-            int rc = shmreg_session_delete(h, &r->sess[s]);
+            /* Half the calls end in a final state first (which leaves
+             * their pairs), half are deleted while in them. */
+            int rc = rand_r(&seed) % 2 ? shmreg_session_transition(h, &r->sess[s], 0, SHMREG_STATE_CANCELLED, NULL)
+                                       : 0;
             if (rc != 0)
+                C_ERR("cancel", rc);
+            if ((rc = shmreg_session_delete(h, &r->sess[s])) != 0)
                 C_ERR("delete", rc);
             memset(r->in[s], 0, sizeof r->in[s]);
             r->sess[s] = test_session_new(h);
@@ -860,12 +912,64 @@ static void churn_child(void *arg)
     shmreg_close(h);
 }
 
+/* A follower that counts each profile's members from profile_joined and
+ * profile_left alone (the events name the profile, not the value: it
+ * sums the profile's pairs) agrees with the counts: every membership
+ * that ended, by a leave, a final state or a delete, was announced once. */
+static long followed[C_PAIRS];
+
+static void follower_agrees(shmreg *h, shmreg_sub *sub, const char *when)
+{
+    shmreg_event ev[256];
+    uint64_t missed = 0, lost = 0;
+    long events = 0;
+    int n, odd = 0;
+    while ((n = shmreg_poll(sub, ev, 256, 0, &missed)) > 0) {
+        lost += missed;
+        events += n;
+        for (int i = 0; i < n; i++) {
+            int p = 0;
+            while (p < C_PAIRS && !(ev[i].len == strlen(cpair[p].p) && memcmp(ev[i].data, cpair[p].p, ev[i].len) == 0))
+                p++;
+            if (p == C_PAIRS)
+                odd++;
+            else
+                followed[p] += ev[i].type == SHMREG_EV_PROFILE_JOINED ? 1 : -1;
+        }
+    }
+    int agree = n == 0 && lost == 0 && odd == 0;
+    for (int p = 0; p < C_PAIRS; p++) {
+        if (p > 0 && strcmp(cpair[p].p, cpair[p - 1].p) == 0)
+            continue; /* the profile's first pair holds its sum */
+        uint64_t want = 0;
+        for (int q = p; q < C_PAIRS && strcmp(cpair[q].p, cpair[p].p) == 0; q++)
+            want += count_of(h, cpair[q].p, cpair[q].v);
+        if ((uint64_t)followed[p] != want) {
+            diag("%s: profile %s: the events say %ld members, the counts %llu", when, cpair[p].p, followed[p],
+                 (unsigned long long)want);
+            agree = 0;
+        }
+    }
+    ok(agree, "%s: a follower counting from %ld profile events (0 missed, none unknown) agrees with every "
+       "profile's count", when, events);
+}
+
 static void test_churn(void)
 {
     /* Room for what churning deleters have retired but readers still
      * pin (slots come back once no read section can see them). */
-    shmreg *h = reg_new("profile-churn", 4096);
+    shmreg_options o;
+    memset(&o, 0, sizeof o);
+    o.max_sessions = 4096;
+    o.max_handles = 64;
+    o.event_records = 1u << 17; /* every event of the run: the follower reads them after */
+    o.heap_bytes = 16u << 20;
+    shmreg *h = test_reg_new_opts("profile-churn", o);
     cs = test_shared(sizeof *cs);
+    shmreg_sub *follow = NULL;
+    if (shmreg_subscribe(h, SHMREG_EV_MASK(SHMREG_EV_PROFILE_JOINED) | SHMREG_EV_MASK(SHMREG_EV_PROFILE_LEFT), NULL,
+                         &follow) != 0)
+        bail_out("subscribe: %s", shmreg_errmsg());
     pid_t pid[C_PROCS];
     for (int k = 0; k < C_PROCS; k++)
         pid[k] = test_fork(churn_child, (void *)(intptr_t)k);
@@ -921,6 +1025,7 @@ static void test_churn(void)
                         session_lists(h, &cs->r[k].sess[s], m, pp, vv);
         }
     ok(views_ok, "every session's nprofiles and session_profile list exactly its memberships");
+    follower_agrees(h, follow, "after the churn");
     shmreg_check_report rep;
     int problems = 0;
     is(shmreg_check(h, 0, &rep, NULL, NULL, NULL), 0, "shmreg_check returns 0");
@@ -937,6 +1042,8 @@ static void test_churn(void)
     for (int p = 0; p < C_PAIRS; p++)
         zero &= count_of(h, cpair[p].p, cpair[p].v) == 0;
     ok(zero, "every count is 0");
+    follower_agrees(h, follow, "after every session is deleted");
+    shmreg_unsubscribe(follow);
     struct pair_seen ps[8];
     is(pairs(h, NOSTR, ps, 8), 0, "and no pair is listed");
     munmap(cs, sizeof *cs);
@@ -950,6 +1057,7 @@ int main(void)
     TEST_RUN(test_errors);
     TEST_RUN(test_delete);
     TEST_RUN(test_events);
+    TEST_RUN(test_end_events);
     TEST_RUN(test_admission_race);
     TEST_RUN(test_churn);
     alarm(0);
