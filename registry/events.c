@@ -147,20 +147,49 @@ static int publish(shmreg *h, uint64_t time_ns, uint32_t type, ev_wire *w)
     return rc < 0 ? shmreg__fail(SHMREG_ECORRUPT, "event ring: %s", shm_ring_strerror(rc)) : 0;
 }
 
+static void session_wire(ev_wire *w, uint32_t type, const unsigned char *session, int old_state,
+                         int new_state, uint32_t which, uint64_t version)
+{
+    memset(w, 0, sizeof *w);
+    if (session)
+        memcpy(w->session, session, SHMREG_ID_BYTES);
+    w->old_state = (uint8_t)old_state;
+    w->new_state = (uint8_t)new_state;
+    w->u.s.version = version;
+    if (type == SHMREG_EV_SESSION_UPDATED)
+        w->u.s.mask = which;
+    else
+        w->which = (uint8_t)which;
+}
+
 void reg_event(shmreg *h, uint64_t time_ns, uint32_t type, const unsigned char *session,
                int old_state, int new_state, uint32_t which, uint64_t version)
 {
-    ev_wire w = {0};
-    if (session)
-        memcpy(w.session, session, SHMREG_ID_BYTES);
-    w.old_state = (uint8_t)old_state;
-    w.new_state = (uint8_t)new_state;
-    w.u.s.version = version;
-    if (type == SHMREG_EV_SESSION_UPDATED)
-        w.u.s.mask = which;
-    else
-        w.which = (uint8_t)which;
+    ev_wire w;
+    session_wire(&w, type, session, old_state, new_state, which, version);
     publish(h, time_ns, type, &w);
+}
+
+/* The events of one update, session_updated for `fields` and
+ * sdp_updated for each side in `sdps`, with one claim on the ring: they
+ * follow each other with nothing of anybody else's between them. */
+void reg_event_update(shmreg *h, uint64_t time_ns, const unsigned char *session, uint32_t fields,
+                      unsigned sdps, uint64_t version)
+{
+    ev_wire w[3];
+    shm_ring_out out[3];
+    uint32_t n = 0;
+    for (unsigned e = 0; e < 3; e++) {
+        if (e == 0 ? fields == 0 : !(sdps & (1u << (e - 1))))
+            continue;
+        uint32_t type = e == 0 ? SHMREG_EV_SESSION_UPDATED : SHMREG_EV_SDP_UPDATED;
+        session_wire(&w[n], type, session, 0, 0, e == 0 ? fields : e - 1, version);
+        stamp(h, &w[n], time_ns);
+        out[n] = (shm_ring_out){type, sizeof w[n], &w[n]};
+        n++;
+    }
+    if (n) /* as publish(): a refusal never fails the change */
+        shm_ring_publish_n(h->event_state, out, n, NULL);
 }
 
 void reg_event_room(shmreg *h, uint64_t time_ns, uint32_t type, const unsigned char *room,

@@ -668,6 +668,10 @@ int reg_event_init(shmreg *h);
 void reg_event_fini(shmreg *h);
 void reg_event(shmreg *h, uint64_t time_ns, uint32_t type, const unsigned char *session,
                int old_state, int new_state, uint32_t which, uint64_t version);
+/* An update's session_updated (`fields`, when not 0) and sdp_updated
+ * (bit k of `sdps`: side k), published together with one claim. */
+void reg_event_update(shmreg *h, uint64_t time_ns, const unsigned char *session, uint32_t fields,
+                      unsigned sdps, uint64_t version);
 void reg_event_room(shmreg *h, uint64_t time_ns, uint32_t type, const unsigned char *room,
                     const unsigned char *session, int old_state, int new_state);
 void reg_event_stats(shmreg *h, shmreg_stats *st);

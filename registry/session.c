@@ -478,14 +478,8 @@ int shmreg_session_update(shmreg *h, const shmreg_id *id, const shmreg_fields *f
         rc = reg_change_field(h, si, &reg_slot(h, si)->rec, &rec_ops, &c, &now);
         if (rc == 0 && (mask & (SHMREG_MASK(SHMREG_FIELD_FROM_URI) | SHMREG_MASK(SHMREG_FIELD_TO_URI))))
             reg_users_sync(h, si); /* a failure here leaves a lookup stale: check repairs */
-        if (rc == 0) {
-            uint64_t v = reg_changed(h, si); /* one change: its events share it */
-            if (fields)
-                reg_event(h, now, SHMREG_EV_SESSION_UPDATED, id->bytes, 0, 0, fields, v);
-            for (unsigned k = 0; k < 2; k++)
-                if (sdps & (1u << k))
-                    reg_event(h, now, SHMREG_EV_SDP_UPDATED, id->bytes, 0, 0, k, v);
-        }
+        if (rc == 0) /* one change: its events share a version and one claim */
+            reg_event_update(h, now, id->bytes, fields, sdps, reg_changed(h, si));
     }
     shm_read_leave(&h->c);
     return rc;

@@ -1077,7 +1077,9 @@ enum shmreg_event_type {
  * the participant events (0): a follower orders one session's events by
  * it and drops one whose version it has seen, whatever order or number
  * it receives them in. The events of one change (an update's
- * session_updated and sdp_updated) share it; session_created carries 1,
+ * session_updated and sdp_updated) share it, and are published with one
+ * claim on the ring: they arrive one after the other, with no other
+ * process's event between them; session_created carries 1,
  * a restore or import the version it brings, session_deleted one more
  * than the last change's, and an announcement of a killed process's
  * change (shmreg_reap) a version of its own. */

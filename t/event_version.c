@@ -9,9 +9,11 @@
  * moved the session to is what lets it order them and drop one it has
  * seen. This test walks one session through every kind of change and
  * checks each event's version against the session's own, exactly; then
- * four processes change their own sessions at once and a follower checks
- * that each session's versions arrive strictly rising and end at the
- * session's last.
+ * four processes change their own sessions at once (an SDP at a time, and
+ * every fifth change an update of a field and both SDPs) and a follower
+ * checks that each session's versions arrive strictly rising and end at
+ * the session's last, and that an update's three events arrive together,
+ * nothing of another process's between them (one claim on the ring).
  */
 #include <stdio.h>
 #include <string.h>
@@ -23,6 +25,8 @@
 #define WORKERS 4
 #define PER_WORKER 8
 #define CHANGES 50
+#define UPDATE_EVERY 5 /* every 5th change an update: a field and both SDPs, 3 events */
+#define UPDATES (CHANGES / UPDATE_EVERY)
 
 /* The next event, which must be of `type` for session `id`; its version. */
 static uint64_t next_event(shmreg_sub *sub, uint32_t type, const shmreg_id *id, const char *what)
@@ -104,9 +108,16 @@ static void worker(void *arg)
     for (int i = 0; i < PER_WORKER; i++)
         if (shmreg_session_create(h, NULL, &id[i]) != 0)
             _exit(2);
+    shmreg_fields f;
+    memset(&f, 0, sizeof f);
+    shmreg_str sdp[2] = {{"v=0 l", 5}, {"v=0 r", 5}};
+    f.str[SHMREG_FIELD_APP_DATA] = (shmreg_str){"x", 1};
+    f.sdp = sdp;
     for (int k = 0; k < CHANGES; k++)
         for (int i = 0; i < PER_WORKER; i++)
-            if (shmreg_session_set_sdp(h, &id[i], k & 1, "v=0", 3) != 0)
+            if (k % UPDATE_EVERY == 0 ? shmreg_session_update(h, &id[i], &f,
+                                                              SHMREG_MASK(SHMREG_FIELD_APP_DATA) | SHMREG_MASK_SDP_BOTH)
+                                      : shmreg_session_set_sdp(h, &id[i], k & 1, "v=0", 3))
                 _exit(3);
     shmreg_close(h);
     _exit(0);
@@ -125,31 +136,48 @@ static void many_processes(void)
         bad += test_wait(pid[w]) != 0;
     is(bad, 0, "%d processes made %d sessions each and changed each %d times", WORKERS, PER_WORKER, CHANGES);
 
-    enum { N = WORKERS * PER_WORKER };
+    /* Every event of the run, in ring order. */
+    enum { N = WORKERS * PER_WORKER, EVENTS = N * (1 + CHANGES + 2 * UPDATES) };
+    static shmreg_event all[EVENTS];
+    int events = 0;
+    uint64_t missed = 0;
+    shmreg_event got[64];
+    for (int n; (n = shmreg_poll(sub, got, 64, 0, &missed)) > 0; events += n)
+        for (int i = 0; i < n && events + i < EVENTS; i++)
+            all[events + i] = got[i];
+    is(missed, 0, "the follower missed nothing");
+    is(events, EVENTS, "it saw %d events (an update publishes 3)", EVENTS);
+
     shmreg_id seen[N];
     uint64_t last[N];
-    int nseen = 0, rising = 1, events = 0;
-    uint64_t missed = 0;
-    shmreg_event ev[64];
-    for (int n; (n = shmreg_poll(sub, ev, 64, 0, &missed)) > 0;)
-        for (int i = 0; i < n; i++) {
-            int j = 0;
-            while (j < nseen && !test_id_eq(&seen[j], &ev[i].session))
-                j++;
-            if (j == nseen && nseen < N) {
-                seen[nseen] = ev[i].session;
-                last[nseen++] = 0;
-            }
-            if (j < N) {
-                rising &= ev[i].version > last[j];
-                last[j] = ev[i].version;
-            }
-            events++;
+    int nseen = 0, rising = 1, together = 1, updates = 0;
+    for (int i = 0; i < events && i < EVENTS; i++) {
+        int j = 0;
+        while (j < nseen && !test_id_eq(&seen[j], &all[i].session))
+            j++;
+        if (j == nseen && nseen < N) {
+            seen[nseen] = all[i].session;
+            last[nseen++] = 0;
         }
-    is(missed, 0, "the follower missed nothing");
-    is(events, N * (1 + CHANGES), "it saw %d events", N * (1 + CHANGES));
+        if (j == N)
+            continue;
+        rising &= all[i].version > last[j];
+        last[j] = all[i].version;
+        if (all[i].type != SHMREG_EV_SESSION_UPDATED)
+            continue;
+        /* One change, one claim: its two sdp_updated follow at once, with
+         * its version, whatever the other processes published meanwhile. */
+        updates++;
+        for (int k = 1; k <= 2; k++)
+            together &= i + k < events && i + k < EVENTS && all[i + k].type == SHMREG_EV_SDP_UPDATED && all[i + k].which == (uint32_t)k - 1 &&
+                        test_id_eq(&all[i + k].session, &all[i].session) && all[i + k].version == all[i].version;
+        i += 2;
+    }
     is(nseen, N, "for %d sessions", N);
-    ok(rising, "each session's versions arrive strictly rising");
+    is(updates, N * UPDATES, "%d updates", N * UPDATES);
+    ok(together, "each update's session_updated is followed at once by its sdp_updated (local, remote), "
+       "same session, same version");
+    ok(rising, "each session's versions arrive strictly rising, change after change");
     int at_end = 0;
     for (int j = 0; j < nseen; j++)
         at_end += last[j] == 1 + CHANGES && test_session_version(h, &seen[j]) == 1 + CHANGES;
