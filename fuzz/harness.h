@@ -408,8 +408,9 @@ static uint64_t fz_scribble_one(const fz_seg *z, const fz_range *r, unsigned nr,
 
 /* ------------------------------------------------------------ operations */
 
-/* Error codes by operation, for the campaign's figures. */
-#define FZ_NCODES 18
+/* Error codes by operation, for the campaign's figures: a bucket for
+ * each code, the last for any code beyond them (named as the last). */
+#define FZ_NCODES (1 - SHMREG_EFOREIGN + 1)
 enum { FZ_OP_OPEN, FZ_OP_ITER, FZ_OP_GET, FZ_OP_DLG, FZ_OP_ROOM, FZ_OP_CREATE, FZ_OP_REPLACE,
        FZ_OP_DELETE, FZ_OP_BIND, FZ_OP_JOIN, FZ_OP_CHECK, FZ_OP_REPAIR, FZ_OP_STAT, FZ_OP_COUNT };
 static const char *const fz_op_names[FZ_OP_COUNT] = {

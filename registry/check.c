@@ -178,6 +178,15 @@ static void check_session(check *k, uint32_t si)
     mark(k, shm_slot_off(k->s, si));
     if (REG_LIVE(st)) {
         k->r->sessions++;
+        uint32_t owner = atomic_load(&x->owner_node);
+        if (reg_owner_impossible(h, owner)) {
+            /* Without node IDs every session is this registry's own: the
+             * repair can say so. Over the largest ID it cannot know whose. */
+            int fix = k->repair && h->node_id == 0 && owner <= SHMREG_NODE_MAX &&
+                      atomic_compare_exchange_strong(&x->owner_node, &owner, 0);
+            problem(k, "session slot %u names owner node %u, impossible here%s", si, owner,
+                    fix ? " (repaired: its own)" : "");
+        }
         int want = reg_index_needed(x->id, si);
         if (in_index(k, si) != want && REG_LIVE(atomic_load(&x->state)))
             problem(k, want ? "session slot %u is live, away from the slot its ID names, "

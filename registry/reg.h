@@ -702,6 +702,14 @@ static inline int reg_foreign_owner(const shmreg *h, uint32_t owner)
     return owner != 0 && owner != h->node_id;
 }
 
+/* An owner no session of this registry can have (a damaged slot): a node
+ * ID over SHMREG_NODE_MAX, or any other node in a registry without node
+ * IDs, which imports nothing. */
+static inline int reg_owner_impossible(const shmreg *h, uint32_t owner)
+{
+    return owner > SHMREG_NODE_MAX || (h->node_id == 0 && owner != 0);
+}
+
 /* reg_find for a call that changes the session: SHMREG_EFOREIGN when it
  * is another node's copy (unless an import or adoption is at work). */
 int reg_find_own(shmreg *h, const unsigned char id[SHMREG_ID_BYTES], uint32_t *si, uint64_t *st);

@@ -131,7 +131,8 @@ const char *shmreg_version(int *major, int *minor, int *patch);
 #define SHMREG_EPARSE   (-15) /* malformed text (config); shmreg_errmsg() names line:column */
 #define SHMREG_ENOMEM   (-16) /* malloc failed (cold paths only) */
 #define SHMREG_ELIMIT   (-17) /* a profile is at its member limit: nothing changed */
-#define SHMREG_EFOREIGN (-18) /* the session is a foreign copy: only its owner node changes it */
+#define SHMREG_EFOREIGN (-18) /* the session is a foreign copy: only its owner node changes it
+                               * (shmreg_sync.h) */
 
 /* Name of an error code ("SHMREG_ENOENT: no such entry"). Static string. */
 const char *shmreg_strerror(int err);
@@ -424,14 +425,14 @@ int shmreg_session_create_bound(shmreg *h, const shmreg_fields *f, shmreg_str ca
  * was selected, then sdp_updated for each SDP selected, local first.
  * Errors: SHMREG_EINVAL (bad mask, over-long value, SDP bits with f->sdp
  * NULL), SHMREG_ENOENT, SHMREG_EFULL (heap full: nothing changed),
- * SHMREG_ECORRUPT, SHMREG_EFORK. */
+ * SHMREG_ECORRUPT, SHMREG_EFOREIGN, SHMREG_EFORK. */
 int shmreg_session_update(shmreg *h, const shmreg_id *id, const shmreg_fields *f,
                           uint32_t mask);
 
 /* Replace the local or remote SDP with `len` bytes at `sdp` (len 0 clears
  * it). Atomic for readers as in update. No heap allocation.
  * Errors: SHMREG_EINVAL (which, len > SHMREG_MAX_SDP, NULL with len > 0),
- * SHMREG_ENOENT, SHMREG_EFULL, SHMREG_ECORRUPT, SHMREG_EFORK. */
+ * SHMREG_ENOENT, SHMREG_EFULL, SHMREG_ECORRUPT, SHMREG_EFOREIGN, SHMREG_EFORK. */
 int shmreg_session_set_sdp(shmreg *h, const shmreg_id *id, int which,
                            const void *sdp, size_t len);
 
@@ -441,17 +442,19 @@ int shmreg_session_set_sdp(shmreg *h, const shmreg_id *id, int which,
  * outcome but ENOENT/EINVAL. Errors: SHMREG_EINVAL (unknown state),
  * SHMREG_ENOENT, SHMREG_ECONFLICT (current != expected; nothing changed),
  * SHMREG_ESTATE (not allowed by the table; nothing changed),
- * SHMREG_ECORRUPT, SHMREG_EFORK. Lock-free, allocation-free. */
+ * SHMREG_ECORRUPT, SHMREG_EFOREIGN, SHMREG_EFORK. Lock-free, allocation-free. */
 int shmreg_session_transition(shmreg *h, const shmreg_id *id, int expected,
                               int to, int *old);
 
 /* Atomically add `delta` to one RTP counter, in place. Lock-free.
- * Errors: SHMREG_EINVAL (counter), SHMREG_ENOENT, SHMREG_ECORRUPT, SHMREG_EFORK. */
+ * Errors: SHMREG_EINVAL (counter), SHMREG_ENOENT, SHMREG_ECORRUPT,
+ * SHMREG_EFOREIGN, SHMREG_EFORK. */
 int shmreg_session_counter_add(shmreg *h, const shmreg_id *id, int counter,
                                uint64_t delta);
 
 /* Delete a session and unbind its dialogs. Its memory is reused once no read
- * section can still see it. Errors: SHMREG_ENOENT, SHMREG_ECORRUPT, SHMREG_EFORK. */
+ * section can still see it. Errors: SHMREG_ENOENT, SHMREG_ECORRUPT,
+ * SHMREG_EFOREIGN, SHMREG_EFORK. */
 int shmreg_session_delete(shmreg *h, const shmreg_id *id);
 
 /* Read a session in place into *out (see shmreg_session). Requires an open
@@ -492,7 +495,8 @@ typedef struct shmreg_dialog {
  * Errors: SHMREG_EINVAL (empty call_id, a part over SHMREG_MAX_STR),
  * SHMREG_ENOENT (no such session), SHMREG_EEXIST (key already bound, to this
  * or another session: nothing changed), SHMREG_EFULL (heap full, or the session
- * has SHMREG_MAX_DIALOGS_PER_SESSION dialogs), SHMREG_ECORRUPT, SHMREG_EFORK. */
+ * has SHMREG_MAX_DIALOGS_PER_SESSION dialogs), SHMREG_ECORRUPT,
+ * SHMREG_EFOREIGN, SHMREG_EFORK. */
 int shmreg_dialog_bind(shmreg *h, shmreg_str call_id, shmreg_str local_tag,
                        shmreg_str remote_tag, const shmreg_id *session);
 
@@ -504,7 +508,7 @@ int shmreg_dialog_find(shmreg *h, shmreg_str call_id, shmreg_str local_tag,
                        shmreg_str remote_tag, shmreg_id *session_out);
 
 /* Remove one binding (exact key). Errors: SHMREG_EINVAL, SHMREG_ENOENT,
- * SHMREG_ECORRUPT, SHMREG_EFORK. */
+ * SHMREG_ECORRUPT, SHMREG_EFOREIGN, SHMREG_EFORK. */
 int shmreg_dialog_unbind(shmreg *h, shmreg_str call_id, shmreg_str local_tag,
                          shmreg_str remote_tag);
 
@@ -599,13 +603,13 @@ int shmreg_session_dialog(shmreg *h, const shmreg_id *id, unsigned i,
  * nothing changed), SHMREG_EFULL (the session is in
  * SHMREG_MAX_PROFILES_PER_SESSION pairs, or the heap is full),
  * SHMREG_ESTATE (the session is in a final state: its call is over),
- * SHMREG_EBUSY, SHMREG_ECORRUPT, SHMREG_EFORK. */
+ * SHMREG_EBUSY, SHMREG_ECORRUPT, SHMREG_EFOREIGN, SHMREG_EFORK. */
 int shmreg_profile_join(shmreg *h, const shmreg_id *id, shmreg_str profile, shmreg_str value,
                         uint32_t limit, uint64_t *count);
 
 /* End the membership of `id` in (profile, value). Errors: SHMREG_EINVAL,
  * SHMREG_ENOENT (no such session, or not a member), SHMREG_EBUSY,
- * SHMREG_ECORRUPT, SHMREG_EFORK. */
+ * SHMREG_ECORRUPT, SHMREG_EFOREIGN, SHMREG_EFORK. */
 int shmreg_profile_leave(shmreg *h, const shmreg_id *id, shmreg_str profile, shmreg_str value);
 
 /* Member count of (profile, value) into *count (0 for a pair nobody is
@@ -658,7 +662,7 @@ int shmreg_session_profile(shmreg *h, const shmreg_id *id, unsigned i,
  * sweep. No effect on a session in a final state but disarming: arming
  * one is SHMREG_ESTATE. Errors: SHMREG_EINVAL (NULL id, flags with no or
  * both actions, or unknown bits), SHMREG_ENOENT, SHMREG_ESTATE, SHMREG_EFULL
- * (heap full), SHMREG_EBUSY, SHMREG_ECORRUPT, SHMREG_EFORK. */
+ * (heap full), SHMREG_EBUSY, SHMREG_ECORRUPT, SHMREG_EFOREIGN, SHMREG_EFORK. */
 int shmreg_session_set_timeout(shmreg *h, const shmreg_id *id, uint64_t when, unsigned flags,
                                uint64_t grace_ns);
 
@@ -705,11 +709,12 @@ int shmreg_expire(shmreg *h, uint64_t now_ns, shmreg_expired *out, unsigned max)
  * one block: readers see all old or all new. Errors: SHMREG_EINVAL (NULL id, empty or over-long key,
  * over-long value, NULL with a length), SHMREG_ENOENT, SHMREG_EFULL (the
  * session has SHMREG_MAX_VARS variables and this is a new one; heap
- * full), SHMREG_ECORRUPT, SHMREG_EFORK. */
+ * full), SHMREG_ECORRUPT, SHMREG_EFOREIGN, SHMREG_EFORK. */
 int shmreg_session_var_set(shmreg *h, const shmreg_id *id, shmreg_str key, shmreg_str value);
 
 /* Remove variable `key`. Errors: SHMREG_EINVAL, SHMREG_ENOENT (no such
- * session or variable), SHMREG_EFULL (heap), SHMREG_ECORRUPT, SHMREG_EFORK. */
+ * session or variable), SHMREG_EFULL (heap), SHMREG_ECORRUPT,
+ * SHMREG_EFOREIGN, SHMREG_EFORK. */
 int shmreg_session_var_unset(shmreg *h, const shmreg_id *id, shmreg_str key);
 
 /* Value of variable `key`, in place: valid until shmreg_read_end().
@@ -981,8 +986,9 @@ int shmreg_room_next(shmreg *h, uint64_t *cursor, shmreg_room *out);
  * Errors: SHMREG_EINVAL; SHMREG_ENOENT (no such room or session);
  * SHMREG_ESTATE (room is Locked, Terminating or Terminated);
  * SHMREG_EFULL (room full, or heap full); SHMREG_EEXIST (the session is
- * already in a room, this one or another); SHMREG_EFORK. Nothing is
- * changed on error. A room in state Creating accepts joins. */
+ * already in a room, this one or another); SHMREG_ECORRUPT;
+ * SHMREG_EFOREIGN; SHMREG_EFORK. Nothing is changed on error. A room in
+ * state Creating accepts joins. */
 int shmreg_room_join(shmreg *h, const shmreg_id *room, const shmreg_id *session,
                      shmreg_str uri, shmreg_str display_name, uint16_t rtp_port);
 

@@ -435,6 +435,10 @@ const reg_machine reg_session_machine = {
 int reg_own_slot(shmreg *h, uint32_t si)
 {
     uint32_t owner = atomic_load_explicit(&reg_slot(h, si)->owner_node, memory_order_relaxed);
+    if (reg_owner_impossible(h, owner)) /* not "foreign": a damaged slot (shmreg_check) */
+        return shmreg__fail(SHMREG_ECORRUPT, "session slot %u names owner node %u, which %s", si, owner,
+                            h->node_id ? "is over the largest node ID"
+                                       : "a registry without node IDs cannot have");
     if (!h->as_owner && reg_foreign_owner(h, owner))
         return shmreg__fail(SHMREG_EFOREIGN, "session is owned by node %u (this is node %u): "
                             "only its owner changes it", owner, h->node_id);

@@ -271,6 +271,62 @@ static void test_live_ns(uint64_t value, const char *what)
     shmreg_close(h);
 }
 
+/* 7. A session's owner word: a node no session here can have makes the
+ * changes refuse with ECORRUPT (not EFOREIGN, which would send an
+ * operator looking for a node that is not there), the check names it, and
+ * in a registry without node IDs its repair makes the session its own. */
+static _Atomic uint32_t *owner_word(shmreg *h, const shmreg_id *id)
+{
+    uint32_t si;
+    uint64_t st;
+    if (reg_find(h, id->bytes, &si, &st) != 0)
+        bail_out("find: %s", shmreg_errmsg());
+    return &reg_slot(h, si)->owner_node;
+}
+
+static void test_owner(void)
+{
+    shmreg_id id;
+    shmreg *h = make("owner", &id);
+    _Atomic uint32_t *owner = owner_word(h, &id);
+    atomic_store(owner, 7);
+    is(shmreg_session_delete(h, &id), SHMREG_ECORRUPT, "owner 7, no node IDs: delete says ECORRUPT");
+    ok(strstr(shmreg_errmsg(), "owner node 7") != NULL, "and names the owner (%s)", shmreg_errmsg());
+    is(shmreg_session_set_sdp(h, &id, SHMREG_SDP_LOCAL, sdp, 10), SHMREG_ECORRUPT, "an SDP replace too");
+    shmreg_session v;
+    shmreg_read_begin(h);
+    is(shmreg_session_get(h, &id, &v), 0, "the session is still read");
+    shmreg_read_end(h);
+    uint64_t problems;
+    is(plain_check(h, &problems), SHMREG_ECORRUPT, "owner 7: plain check says ECORRUPT");
+    is(problems, 1, "owner 7: one problem");
+    shmreg_check_report r;
+    shmreg_check(h, SHMREG_CHECK_REPAIR, &r, show, NULL, NULL);
+    is(atomic_load(owner), 0, "the repair makes the session its own (owner 0)");
+    is(plain_check(h, &problems), 0, "a check after it is clean");
+    is(shmreg_session_set_sdp(h, &id, SHMREG_SDP_LOCAL, sdp, 10), 0, "the SDP replace works");
+    is(shmreg_session_delete(h, &id), 0, "so does the delete");
+    shmreg_close(h);
+
+    shmreg_options o = opts;
+    o.node_id = 1;
+    if (shmreg_open(test_dir("owner-node"), &o, &h) != 0 || shmreg_session_create(h, NULL, &id) != 0)
+        bail_out("node registry: %s", shmreg_errmsg());
+    owner = owner_word(h, &id);
+    atomic_store(owner, SHMREG_NODE_MAX + 1);
+    is(shmreg_session_delete(h, &id), SHMREG_ECORRUPT, "node 1, owner over SHMREG_NODE_MAX: ECORRUPT");
+    is(plain_check(h, &problems), SHMREG_ECORRUPT, "the check says ECORRUPT");
+    is(problems, 1, "one problem");
+    shmreg_check(h, SHMREG_CHECK_REPAIR, &r, show, NULL, NULL);
+    is(atomic_load(owner), SHMREG_NODE_MAX + 1, "the repair cannot know whose it is: left as it is");
+    atomic_store(owner, 2);
+    is(shmreg_session_delete(h, &id), SHMREG_EFOREIGN, "owner 2 (a node that may exist): EFOREIGN");
+    is(plain_check(h, &problems), 0, "and the check finds nothing wrong");
+    atomic_store(owner, 1);
+    is(shmreg_session_delete(h, &id), 0, "its own again: delete works");
+    shmreg_close(h);
+}
+
 int main(void)
 {
     alarm(120); /* a hang anywhere fails the run */
@@ -283,5 +339,6 @@ int main(void)
     test_ctl_sigint();
     test_live_ns(~0ull, "all ones");
     test_live_ns(0, "zero");
+    test_owner();
     return done_testing();
 }
