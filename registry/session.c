@@ -95,6 +95,10 @@ static void rec_free(shmreg *h, uint64_t off)
     shm_free(&h->c, off);
 }
 
+/* The string fields of a mask: none of them changed, the old record's
+ * strings, back to back there, are copied whole. */
+#define REC_MASK_STRINGS ((1u << SHMREG_FIELD_STR_COUNT) - 1u)
+
 /* What changes in a record: the fields selected by `mask` from `f`, the
  * SDPs selected by `sdp_mask` (bit k: side k) from `sdp`. */
 typedef struct rec_change {
@@ -118,6 +122,10 @@ static int rec_build(shmreg *h, uint32_t si, uint64_t old, const void *arg, uint
     *fresh = 0;
     if (old && (err = reg_rec_view(h, old, cur, port, body)) != 0)
         return err;
+    if (old) { /* the copy below stalls on every cold line it starts from: ask for all now */
+        shm_blk *ob = shm_blk_at(&h->c.seg, old);
+        shm_prefetch_range(reg_payload(ob), shm_blk_capacity(ob));
+    }
     uint64_t strings = 0;
     for (unsigned i = 0; i < SHMREG_FIELD_STR_COUNT; i++) {
         if (c->mask & SHMREG_MASK(i))
@@ -154,11 +162,17 @@ static int rec_build(shmreg *h, uint32_t si, uint64_t old, const void *arg, uint
     r->port[1] = port[1];
     r->pad_ = 0;
     char *p = r->data;
-    for (unsigned i = 0; i < SHMREG_FIELD_STR_COUNT; i++) {
+    for (unsigned i = 0; i < SHMREG_FIELD_STR_COUNT; i++)
         r->len[i] = (uint16_t)cur[i].len;
-        if (cur[i].len)
-            memcpy(p, cur[i].ptr, cur[i].len);
-        p += cur[i].len;
+    if (old && !(c->mask & REC_MASK_STRINGS)) { /* the strings as they were: one copy */
+        memcpy(p, cur[0].ptr, strings);
+        p += strings;
+    } else {
+        for (unsigned i = 0; i < SHMREG_FIELD_STR_COUNT; i++) {
+            if (cur[i].len)
+                memcpy(p, cur[i].ptr, cur[i].len);
+            p += cur[i].len;
+        }
     }
     for (unsigned k = 0; k < 2; k++) {
         r->sdp_len[k] = (uint32_t)body[k].len;
@@ -502,6 +516,8 @@ int shmreg_session_set_sdp(shmreg *h, const shmreg_id *id, int which, const void
     int rc = shmreg__usable(h);
     if (rc)
         return rc;
+    if (sdp && len <= SHMREG_MAX_SDP) /* the caller's bytes arrive while the slot does */
+        shm_prefetch_range(sdp, len);
     if (id == NULL || (which != SHMREG_SDP_LOCAL && which != SHMREG_SDP_REMOTE))
         return shmreg__fail(SHMREG_EINVAL, "NULL id or unknown SDP side %d", which);
     if (len > SHMREG_MAX_SDP || (len && sdp == NULL))

@@ -79,7 +79,12 @@ int reg_lookup(shmreg *h, const unsigned char id[SHMREG_ID_BYTES], uint32_t *si,
     /* The slot the ID names: almost always where the session is. */
     uint32_t i = reg_id_slot(id);
     if (i < s->slots) {
+        /* The record from its hint, and every line of the slot: a view
+         * reads all five (counters, dialogs, profiles, timer, version), a
+         * change stamps two, and asked for now they arrive with the state
+         * word instead of one after another behind it. */
         reg_rec_hint_fetch(h, i);
+        shm_prefetch_range(reg_slot(h, i), SHM_SLOT_BYTES);
         if (slot_holds(h, i, id, &st)) {
             *si = i;
             *state = st;

@@ -402,6 +402,41 @@ static void test_sdp(shmreg *h)
 
 /* Non-free heap blocks once this handle's retired ones are reclaimed
  * (a repairing check ends by reclaiming), and no problem or leak. */
+/* An SDP replace copies the other parts of the record as they were (the
+ * strings in one piece when none of them changes): every field, an empty
+ * one and one with NUL bytes among them, comes through byte-exact, and so
+ * do the ports and the other SDP, change after change. */
+static void test_sdp_keeps_fields(shmreg *h)
+{
+    shmreg_fields f = sample_fields();
+    shmreg_str sdp[2] = {S("v=0\r\ns=first\r\n"), S("v=0\r\ns=other side\r\n")};
+    f.sdp = sdp;
+    shmreg_id id;
+    is(shmreg_session_create(h, &f, &id), 0, "a session with every field and both SDPs");
+    char body[700];
+    int kept = 0;
+    for (unsigned k = 0; k < 6; k++) {
+        size_t len = 100 + 120 * k; /* the record grows through size classes */
+        fill(body, len, k + 1);
+        int which = (int)(k & 1);
+        struct snap before, after;
+        snap_take(h, &id, &before);
+        int rc = shmreg_session_set_sdp(h, &id, which, body, len);
+        snap_take(h, &id, &after);
+        int same = rc == 0 && before.lport == after.lport && before.rport == after.rport &&
+                   after.sdplen[which] == len && memcmp(after.sdp[which], body, len) == 0 &&
+                   before.sdplen[!which] == after.sdplen[!which] &&
+                   memcmp(before.sdp[!which], after.sdp[!which], after.sdplen[!which]) == 0;
+        for (int i = 0; i < SHMREG_FIELD_STR_COUNT; i++)
+            same = same && after.len[i] == f.str[i].len && memcmp(after.str[i], f.str[i].ptr, f.str[i].len) == 0;
+        kept += same;
+        snap_free(&before);
+        snap_free(&after);
+    }
+    is(kept, 6, "6 SDP replaces, each kept all 9 string fields, both ports and the other SDP");
+    shmreg_session_delete(h, &id);
+}
+
 static uint64_t blocks_used(shmreg *h)
 {
     shmreg_check_report r;
@@ -867,6 +902,7 @@ int main(void)
     test_create_get(h);
     test_update(h);
     test_sdp(h);
+    test_sdp_keeps_fields(h);
     test_big_sdps(h);
     test_transitions(h);
     test_counters(h);
