@@ -147,9 +147,22 @@ static int outside_sdp(const shm_seg *s, const shm_blk *rec, uint64_t off, uint3
     return 0;
 }
 
-/* Every length is checked against the block before a pointer is made
- * from it, so a scribbled record reads as SHMREG_ECORRUPT, never past
- * its block. */
+/* The error of a record whose string fields overrun it, naming the first. */
+static int fields_overrun(const reg_rec *r, uint64_t cap)
+{
+    uint64_t pos = sizeof(reg_rec);
+    unsigned i = 0;
+    for (; i < SHMREG_FIELD_STR_COUNT - 1; i++) {
+        if (r->len[i] > SHMREG_MAX_STR || pos + r->len[i] > cap)
+            break;
+        pos += r->len[i];
+    }
+    return shmreg__fail(SHMREG_ECORRUPT, "session field %u overruns its record", i);
+}
+
+/* Every length is checked against the block before a pointer made from
+ * it is handed out, so a scribbled record reads as SHMREG_ECORRUPT, never
+ * past its block. */
 int reg_rec_view(shmreg *h, uint64_t off, shmreg_str str[SHMREG_FIELD_STR_COUNT], uint16_t port[2],
                  shmreg_str sdp[2])
 {
@@ -162,14 +175,19 @@ int reg_rec_view(shmreg *h, uint64_t off, shmreg_str str[SHMREG_FIELD_STR_COUNT]
     uint64_t cap = shm_blk_capacity(b), pos = sizeof(reg_rec);
     if (cap < pos)
         return shmreg__fail(SHMREG_ECORRUPT, "session record block too small");
+    /* One test after the nine fields instead of two per field: the
+     * positions only grow, so every field ends within the block if the
+     * last does, and no caller looks at str[] when this fails. */
+    uint16_t longest = 0;
     for (unsigned i = 0; i < SHMREG_FIELD_STR_COUNT; i++) {
         uint16_t len = r->len[i];
-        if (len > SHMREG_MAX_STR || pos + len > cap)
-            return shmreg__fail(SHMREG_ECORRUPT, "session field %u overruns its record", i);
+        longest = len > longest ? len : longest;
         str[i].ptr = (const char *)r + pos;
         str[i].len = len;
         pos += len;
     }
+    if (longest > SHMREG_MAX_STR || pos > cap)
+        return fields_overrun(r, cap);
     port[0] = r->port[0];
     port[1] = r->port[1];
     for (unsigned k = 0; k < 2 && sdp; k++) {

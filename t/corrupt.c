@@ -202,7 +202,14 @@ static void test_offsets(void)
     uint16_t keep = in->len[SHMREG_FIELD_CALL_ID];
     in->len[SHMREG_FIELD_CALL_ID] = 1000; /* runs past the block's end */
     is(get_rc(&v), SHMREG_ECORRUPT, "a string length that overruns its block: SHMREG_ECORRUPT");
+    ok(strstr(shmreg_errmsg(), "session field 3 ") != NULL, "and the message names the field (%s)",
+       shmreg_errmsg());
     in->len[SHMREG_FIELD_CALL_ID] = keep;
+    in->len[SHMREG_FIELD_CODEC] = 0xffff; /* over SHMREG_MAX_STR (the victim has no codec) */
+    is(get_rc(&v), SHMREG_ECORRUPT, "a string length over SHMREG_MAX_STR: SHMREG_ECORRUPT");
+    ok(strstr(shmreg_errmsg(), "session field 6 ") != NULL, "and the message names the field (%s)",
+       shmreg_errmsg());
+    in->len[SHMREG_FIELD_CODEC] = 0;
 
     uint32_t keep_sdp = in->sdp_len[0];
     in->sdp_len[0] = 0x7fffffff;
