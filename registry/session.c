@@ -95,8 +95,8 @@ static void rec_free(shmreg *h, uint64_t off)
     shm_free(&h->c, off);
 }
 
-/* The string fields of a mask: none of them changed, the old record's
- * strings, back to back there, are copied whole. */
+/* Every string field's bit in a change mask. A change with none of them
+ * copies the old record's strings, back to back there, in one piece. */
 #define REC_MASK_STRINGS ((1u << SHMREG_FIELD_STR_COUNT) - 1u)
 
 /* What changes in a record: the fields selected by `mask` from `f`, the
@@ -123,7 +123,7 @@ static int rec_build(shmreg *h, uint32_t si, uint64_t old, const void *arg, uint
     if (old && (err = reg_rec_view(h, old, cur, port, body)) != 0)
         return err;
     if (old) { /* the copy below stalls on every cold line it starts from: ask for all now */
-        shm_blk *ob = shm_blk_at(&h->c.seg, old);
+        shm_blk *ob = (shm_blk *)(h->c.seg.base + old); /* the view checked it is a block */
         shm_prefetch_range(reg_payload(ob), shm_blk_capacity(ob));
     }
     uint64_t strings = 0;

@@ -400,8 +400,6 @@ static void test_sdp(shmreg *h)
     shmreg_session_delete(h, &id);
 }
 
-/* Non-free heap blocks once this handle's retired ones are reclaimed
- * (a repairing check ends by reclaiming), and no problem or leak. */
 /* An SDP replace copies the other parts of the record as they were (the
  * strings in one piece when none of them changes): every field, an empty
  * one and one with NUL bytes among them, comes through byte-exact, and so
@@ -437,6 +435,8 @@ static void test_sdp_keeps_fields(shmreg *h)
     shmreg_session_delete(h, &id);
 }
 
+/* Non-free heap blocks once this handle's retired ones are reclaimed
+ * (a repairing check ends by reclaiming), and no problem or leak. */
 static uint64_t blocks_used(shmreg *h)
 {
     shmreg_check_report r;
